@@ -1,0 +1,1 @@
+"""instock: a real-time commerce backend for brands that sell in drops."""

@@ -1,0 +1,1 @@
+"""Catalog: products, variants (one SKU per size/colour), prices and bundles."""

@@ -1,0 +1,59 @@
+"""Catalog use cases. Other contexts ask this service, never the catalog tables."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from instock.catalog import store
+from instock.catalog.model import CatalogError, Product
+from instock.platform import outbox
+from instock.platform.db import Database, utcnow
+from instock.platform.errors import AlreadyExists, NotFound, ValidationFailed
+
+
+class CatalogService:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def create_product(self, product: Product, correlation_id: str | None = None) -> Product:
+        async with self.db.write() as conn:
+            if await store.product_exists(conn, product.id):
+                raise AlreadyExists(f"product {product.id} already exists")
+            taken = await store.existing_skus(conn, (v.sku for v in product.variants))
+            if taken:
+                raise AlreadyExists(f"SKUs already exist: {', '.join(sorted(taken))}")
+            components = {c for v in product.variants for c in v.components}
+            own = {v.sku for v in product.variants}
+            missing = components - own - await store.existing_skus(conn, components)
+            if missing:
+                raise ValidationFailed("variants.components",
+                                       f"unknown component SKUs: {', '.join(sorted(missing))}")
+            known_bundles = set(await store.recipes(conn, components))
+            try:
+                Product.create(product, known_bundles)
+            except CatalogError as exc:
+                raise ValidationFailed(exc.field, exc.reason) from exc
+            await store.insert_product(conn, product, utcnow())
+            await outbox.add(conn, product.events, correlation_id)
+        return product
+
+    async def get_product(self, product_id: str) -> Product:
+        async with self.db.read() as conn:
+            product = await store.get_product(conn, product_id)
+        if product is None:
+            raise NotFound(f"product {product_id} does not exist")
+        return product
+
+    async def list_product_ids(self, limit: int = 100, after: str | None = None) -> list[str]:
+        async with self.db.read() as conn:
+            return await store.list_products(conn, limit, after)
+
+    async def unknown_skus(self, skus: Iterable[str]) -> set[str]:
+        wanted = set(skus)
+        async with self.db.read() as conn:
+            return wanted - await store.existing_skus(conn, wanted)
+
+    async def recipes(self, skus: Iterable[str]) -> dict[str, dict[str, int]]:
+        """Bundle compositions of those SKUs that are bundles (they never change once created)."""
+        async with self.db.read() as conn:
+            return await store.recipes(conn, skus)

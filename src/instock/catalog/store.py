@@ -1,0 +1,97 @@
+"""Persistence of the catalog (SQLAlchemy Core)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from instock.catalog.model import Product, Variant
+from instock.platform.db import Money, UTCDateTime, metadata
+
+products = sa.Table(
+    "products", metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("title", sa.String(300), nullable=False),
+    sa.Column("brand", sa.String(120), nullable=False),
+    sa.Column("category", sa.String(120), nullable=False),
+    sa.Column("tags", sa.JSON, nullable=False),
+    sa.Column("attributes", sa.JSON, nullable=False),
+    sa.Column("price", Money, nullable=False),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("replenishable", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)
+
+variants = sa.Table(
+    "variants", metadata,
+    sa.Column("sku", sa.String(64), primary_key=True),
+    sa.Column("product_id", sa.String(64), sa.ForeignKey("products.id"), nullable=False,
+              index=True),
+    sa.Column("position", sa.Integer, nullable=False),
+    sa.Column("attributes", sa.JSON, nullable=False),
+)
+
+bundle_components = sa.Table(
+    "bundle_components", metadata,
+    sa.Column("bundle_sku", sa.String(64), sa.ForeignKey("variants.sku"), primary_key=True),
+    sa.Column("component_sku", sa.String(64), sa.ForeignKey("variants.sku"), primary_key=True),
+    sa.Column("quantity", sa.Integer, nullable=False),
+)
+
+
+async def product_exists(conn: AsyncConnection, product_id: str) -> bool:
+    found = await conn.scalar(sa.select(products.c.id).where(products.c.id == product_id))
+    return found is not None
+
+
+async def existing_skus(conn: AsyncConnection, skus: Iterable[str]) -> set[str]:
+    rows = await conn.execute(sa.select(variants.c.sku).where(variants.c.sku.in_(list(skus))))
+    return {row.sku for row in rows}
+
+
+async def recipes(conn: AsyncConnection, skus: Iterable[str]) -> dict[str, dict[str, int]]:
+    """Bundle sku -> component sku -> quantity, for those of `skus` that are bundles."""
+    rows = await conn.execute(sa.select(bundle_components).where(
+        bundle_components.c.bundle_sku.in_(list(skus))))
+    out: dict[str, dict[str, int]] = {}
+    for row in rows:
+        out.setdefault(row.bundle_sku, {})[row.component_sku] = row.quantity
+    return out
+
+
+async def insert_product(conn: AsyncConnection, product: Product, now: datetime) -> None:
+    await conn.execute(products.insert().values(
+        id=product.id, title=product.title, brand=product.brand, category=product.category,
+        tags=product.tags, attributes=product.attributes, price=product.price,
+        currency=product.currency, replenishable=product.replenishable, created_at=now))
+    await conn.execute(variants.insert(), [
+        {"sku": v.sku, "product_id": product.id, "position": i, "attributes": v.attributes}
+        for i, v in enumerate(product.variants)])
+    components = [{"bundle_sku": v.sku, "component_sku": c, "quantity": q}
+                  for v in product.variants for c, q in v.components.items()]
+    if components:
+        await conn.execute(bundle_components.insert(), components)
+
+
+async def get_product(conn: AsyncConnection, product_id: str) -> Product | None:
+    row = (await conn.execute(sa.select(products).where(products.c.id == product_id))).first()
+    if row is None:
+        return None
+    variant_rows = (await conn.execute(sa.select(variants).where(
+        variants.c.product_id == product_id).order_by(variants.c.position))).all()
+    kits = await recipes(conn, [v.sku for v in variant_rows])
+    return Product(
+        id=row.id, title=row.title, brand=row.brand, category=row.category, price=row.price,
+        currency=row.currency, tags=list(row.tags), attributes=dict(row.attributes),
+        replenishable=row.replenishable,
+        variants=[Variant(v.sku, dict(v.attributes), kits.get(v.sku, {})) for v in variant_rows])
+
+
+async def list_products(conn: AsyncConnection, limit: int, after: str | None) -> list[str]:
+    query = sa.select(products.c.id).order_by(products.c.id).limit(limit)
+    if after:
+        query = query.where(products.c.id > after)
+    return [row.id for row in await conn.execute(query)]

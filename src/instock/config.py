@@ -1,0 +1,40 @@
+"""Settings, read once from INSTOCK_* environment variables (pydantic-settings)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="INSTOCK_", extra="ignore")
+
+    database_url: str = "sqlite+aiosqlite:///./instock.db"
+    bus_url: str = "memory://"
+    redis_url: str | None = None
+    # Where the embedded default keeps what it creates on first run (the JWT key).
+    state_dir: Path = Path(".instock")
+    jwt_secret: str | None = None
+    jwt_issuer: str = "instock"
+    jwt_ttl_seconds: int = 3600 * 24
+    currency: str = "EUR"
+    reservation_ttl_seconds: int = Field(default=900, ge=1)
+    reservation_max_ttl_seconds: int = Field(default=86400, ge=1)
+    sweeper_interval_seconds: float = Field(default=1.0, gt=0)
+    host: str = "127.0.0.1"
+    port: int = 8000
+    log_level: str = "info"
+    log_json: bool = True
+    migrate_on_start: bool = True
+    # Each API process may run the reservation sweeper too; it is safe with many running.
+    run_sweeper: bool = True
+    # Internal writes retry version conflicts this many times before answering 409.
+    conflict_retries: int = 8
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

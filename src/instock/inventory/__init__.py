@@ -1,0 +1,1 @@
+"""Inventory: locations, channels, stock levels in buckets, lots, reservations and the ledger."""

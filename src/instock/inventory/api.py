@@ -1,0 +1,356 @@
+"""Inventory HTTP routes: locations, channels, stock, adjustments, reservations, the ledger."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import date, datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from pydantic import BaseModel, Field, StringConstraints
+
+from instock.inventory import model, store
+from instock.inventory.model import Adjustment, AdjustmentKind, EntryContext, Line, Reservation
+from instock.inventory.service import InventoryService, ReserveRequest, StockView
+from instock.platform.auth import STAFF, Principal, Role, requires
+from instock.platform.errors import PreconditionFailed
+from instock.platform.ids import CALLER_ID_PATTERN
+
+router = APIRouter(tags=["inventory"])
+
+CallerId = Annotated[str, StringConstraints(pattern=CALLER_ID_PATTERN)]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
+Quantity = Annotated[int, Field(ge=0, le=1_000_000_000)]
+
+STOCK_READERS = requires(*STAFF)
+STOCK_WRITERS = requires(Role.INVENTORY, Role.FULFILMENT)
+RESERVERS = requires(Role.CUSTOMER, Role.SERVICE, Role.SUPPORT)
+
+
+def service(request: Request) -> InventoryService:
+    svc: InventoryService = request.app.state.inventory
+    return svc
+
+
+def entry_context(request: Request, principal: Principal, reason: str = "") -> EntryContext:
+    return EntryContext(actor=f"{principal.role.value}:{principal.subject}", reason=reason,
+                        correlation_id=getattr(request.state, "correlation_id", None),
+                        idempotency_key=getattr(request.state, "idempotency_key", None))
+
+
+# -- locations and channels ------------------------------------------------------------------
+
+
+class LocationIn(BaseModel):
+    id: CallerId
+    name: Name
+    kind: Literal["warehouse", "store", "marketplace"]
+
+
+class ChannelIn(BaseModel):
+    name: Name
+    locations: list[CallerId] = Field(max_length=100)
+    min_shelf_life_days: int = Field(default=0, ge=0, le=3650)
+
+
+class ChannelOut(ChannelIn):
+    id: str
+
+
+@router.post("/v1/locations", status_code=201, response_model=LocationIn)
+async def create_location(body: LocationIn,
+                          principal: Principal = Depends(requires(Role.INVENTORY)),
+                          inventory: InventoryService = Depends(service)) -> LocationIn:
+    await inventory.create_location(body.id, body.name, body.kind)
+    return body
+
+
+@router.get("/v1/locations", response_model=list[LocationIn])
+async def list_locations(principal: Principal = Depends(STOCK_READERS),
+                         inventory: InventoryService = Depends(service)) -> list[LocationIn]:
+    return [LocationIn.model_validate(row) for row in await inventory.list_locations()]
+
+
+@router.put("/v1/channels/{channel_id}", response_model=ChannelOut)
+async def save_channel(channel_id: CallerId, body: ChannelIn,
+                       principal: Principal = Depends(requires(Role.MERCHANDISER)),
+                       inventory: InventoryService = Depends(service)) -> ChannelOut:
+    channel = await inventory.save_channel(store.Channel(channel_id, body.name,
+                                                         body.min_shelf_life_days,
+                                                         body.locations))
+    return ChannelOut(id=channel.id, **body.model_dump())
+
+
+@router.get("/v1/channels/{channel_id}", response_model=ChannelOut)
+async def get_channel(channel_id: str, principal: Principal = Depends(STOCK_READERS),
+                      inventory: InventoryService = Depends(service)) -> ChannelOut:
+    c = await inventory.channel(channel_id)
+    return ChannelOut(id=c.id, name=c.name, locations=c.locations,
+                      min_shelf_life_days=c.min_shelf_life_days)
+
+
+# -- stock -----------------------------------------------------------------------------------
+
+
+class LotOut(BaseModel):
+    code: str
+    expires_on: date
+    on_hand: int
+    reserved: int
+    committed: int
+    unsellable: int
+    free: int
+
+
+class LevelOut(BaseModel):
+    location: str
+    available: int
+    on_hand: int
+    reserved: int
+    committed: int
+    safety_stock: int
+    unsellable: int
+    quarantined: int
+    incoming: int
+    version: int
+    lots: list[LotOut]
+
+
+class StockOut(BaseModel):
+    sku: str
+    available: int
+    on_hand: int
+    reserved: int
+    committed: int
+    safety_stock: int
+    unsellable: int
+    incoming: int
+    version: int
+    per_customer_limit: int | None
+    low_stock_threshold: int | None
+    components: dict[str, int] = Field(description="for a bundle: component SKU -> quantity")
+    locations: list[LevelOut]
+
+
+def render_stock(view: StockView, today: date) -> StockOut:
+    t = view.totals
+    return StockOut(
+        sku=view.sku, available=view.available, on_hand=t.on_hand, reserved=t.reserved,
+        committed=t.committed, safety_stock=t.safety_stock, unsellable=t.unsellable,
+        incoming=t.incoming, version=view.version, per_customer_limit=view.per_customer_limit,
+        low_stock_threshold=view.low_stock_threshold, components=view.components,
+        locations=[LevelOut(location=lv.location, available=lv.sellable(today),
+                            version=lv.version, **lv.buckets.as_dict(),
+                            lots=[LotOut(code=lot.code, expires_on=lot.expires_on,
+                                         free=lot.buckets.free,
+                                         on_hand=lot.buckets.on_hand,
+                                         reserved=lot.buckets.reserved,
+                                         committed=lot.buckets.committed,
+                                         unsellable=lot.buckets.unsellable)
+                                  for lot in sorted(lv.lots.values(),
+                                                    key=lambda x: (x.expires_on, x.code))])
+                   for lv in view.levels])
+
+
+def stock_response(view: StockView, response: Response, inventory: InventoryService) -> StockOut:
+    response.headers["ETag"] = f'"{view.version}"'
+    return render_stock(view, inventory.clock().date())
+
+
+def parse_if_match(value: str | None) -> int | None:
+    """`If-Match: "7"` -> 7. A value that cannot be a version can never match."""
+    if value is None or value.strip() == "*":
+        return None
+    tag = value.strip().removeprefix("W/").strip('"')
+    if not tag.isdigit():
+        raise PreconditionFailed(f"If-Match {value!r} is not a version this server issued")
+    return int(tag)
+
+
+@router.get("/v1/inventory/{sku}", response_model=StockOut)
+async def get_stock(sku: str, response: Response, principal: Principal = Depends(STOCK_READERS),
+                    inventory: InventoryService = Depends(service)) -> StockOut:
+    return stock_response(await inventory.stock(sku), response, inventory)
+
+
+class LotIn(BaseModel):
+    code: CallerId
+    expires_on: date | None = Field(default=None, description="required when the lot is new")
+
+
+class AdjustmentIn(BaseModel):
+    sku: CallerId
+    location: CallerId
+    kind: AdjustmentKind
+    quantity: Quantity
+    reason: Annotated[str, StringConstraints(max_length=500)] = ""
+    lot: LotIn | None = None
+    to_location: CallerId | None = Field(default=None, description="for a transfer")
+
+
+@router.post("/v1/inventory/adjustments", response_model=StockOut)
+async def adjust(body: AdjustmentIn, request: Request, response: Response,
+                 if_match: str | None = Header(default=None),
+                 principal: Principal = Depends(STOCK_WRITERS),
+                 inventory: InventoryService = Depends(service)) -> StockOut:
+    adjustment = Adjustment(body.sku, body.location, body.kind, body.quantity,
+                            body.lot.code if body.lot else None,
+                            body.lot.expires_on if body.lot else None, body.to_location)
+    view = await inventory.adjust(adjustment, entry_context(request, principal, body.reason),
+                                  parse_if_match(if_match))
+    return stock_response(view, response, inventory)
+
+
+class PolicyIn(BaseModel):
+    per_customer_limit: int | None = Field(default=None, ge=1, le=1_000_000)
+    low_stock_threshold: int | None = Field(default=None, ge=0, le=1_000_000_000)
+
+
+@router.put("/v1/inventory/{sku}/policy", response_model=StockOut)
+async def set_policy(sku: str, body: PolicyIn, response: Response,
+                     principal: Principal = Depends(requires(Role.MERCHANDISER, Role.INVENTORY)),
+                     inventory: InventoryService = Depends(service)) -> StockOut:
+    view = await inventory.set_policy(sku, body.per_customer_limit, body.low_stock_threshold)
+    return stock_response(view, response, inventory)
+
+
+# -- reservations ----------------------------------------------------------------------------
+
+
+class LineIn(BaseModel):
+    sku: CallerId
+    quantity: int = Field(ge=1, le=10_000)
+
+
+class ReservationIn(BaseModel):
+    lines: list[LineIn] = Field(min_length=1, max_length=100)
+    channel: CallerId = "web"
+    customer_id: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
+    ttl_seconds: int | None = Field(default=None, ge=1)
+
+
+class ExtendIn(BaseModel):
+    ttl_seconds: int | None = Field(default=None, ge=1)
+
+
+class AllocationOut(BaseModel):
+    sku: str
+    location: str
+    lot: str | None
+    quantity: int
+
+
+class ReservationLineOut(BaseModel):
+    sku: str
+    quantity: int
+
+
+class ReservationOut(BaseModel):
+    id: str
+    status: model.ReservationStatus
+    channel: str
+    customer_id: str | None
+    created_at: datetime
+    expires_at: datetime
+    lines: list[ReservationLineOut]
+    allocations: list[AllocationOut]
+
+
+def render_reservation(r: Reservation) -> ReservationOut:
+    return ReservationOut(
+        id=r.id, status=r.status, channel=r.channel, customer_id=r.customer_id,
+        created_at=r.created_at, expires_at=r.expires_at,
+        lines=[ReservationLineOut(sku=line.sku, quantity=line.quantity) for line in r.lines],
+        allocations=[AllocationOut(sku=a.sku, location=a.location, lot=a.lot,
+                                   quantity=a.quantity) for a in r.allocations])
+
+
+@router.post("/v1/reservations", status_code=201, response_model=ReservationOut)
+async def reserve(body: ReservationIn, request: Request,
+                  principal: Principal = Depends(RESERVERS),
+                  inventory: InventoryService = Depends(service)) -> ReservationOut:
+    customer_id = body.customer_id
+    if principal.is_customer:
+        customer_id = customer_id or principal.subject
+        principal.assert_acts_for(customer_id)
+    reservation = await inventory.reserve(
+        ReserveRequest([Line(line.sku, line.quantity) for line in body.lines], body.channel,
+                       customer_id, body.ttl_seconds),
+        entry_context(request, principal, "reservation"))
+    return render_reservation(reservation)
+
+
+@router.get("/v1/reservations/{reservation_id}", response_model=ReservationOut)
+async def get_reservation(reservation_id: str, principal: Principal = Depends(RESERVERS),
+                          inventory: InventoryService = Depends(service)) -> ReservationOut:
+    reservation = await inventory.get_reservation(reservation_id)
+    principal.assert_acts_for(reservation.customer_id)
+    return render_reservation(reservation)
+
+
+def owner_check(principal: Principal) -> Callable[[Reservation], None]:
+    """Checked under the reservation's locks: a customer touches only its own holds."""
+    return lambda r: principal.assert_acts_for(r.customer_id)
+
+
+@router.post("/v1/reservations/{reservation_id}/commit", response_model=ReservationOut)
+async def commit(reservation_id: str, request: Request,
+                 principal: Principal = Depends(RESERVERS),
+                 inventory: InventoryService = Depends(service)) -> ReservationOut:
+    return render_reservation(await inventory.commit(
+        reservation_id, entry_context(request, principal, "commit"), owner_check(principal)))
+
+
+@router.post("/v1/reservations/{reservation_id}/release", response_model=ReservationOut)
+async def release(reservation_id: str, request: Request,
+                  principal: Principal = Depends(RESERVERS),
+                  inventory: InventoryService = Depends(service)) -> ReservationOut:
+    return render_reservation(await inventory.release(
+        reservation_id, entry_context(request, principal, "release"), owner_check(principal)))
+
+
+@router.post("/v1/reservations/{reservation_id}/extend", response_model=ReservationOut)
+async def extend(reservation_id: str, request: Request, body: ExtendIn | None = None,
+                 principal: Principal = Depends(RESERVERS),
+                 inventory: InventoryService = Depends(service)) -> ReservationOut:
+    ttl = body.ttl_seconds if body else None
+    return render_reservation(await inventory.extend(
+        reservation_id, ttl, entry_context(request, principal, "extend"), owner_check(principal)))
+
+
+# -- the ledger ------------------------------------------------------------------------------
+
+
+class EntryOut(BaseModel):
+    sku: str
+    location: str
+    version: int
+    kind: str
+    delta: dict[str, int] = Field(description="non-zero bucket changes")
+    lot: str | None
+    actor: str
+    reason: str
+    correlation_id: str | None
+    idempotency_key: str | None
+    reference: str | None
+    at: datetime
+    prev_hash: str
+    hash: str
+
+
+class LedgerOut(BaseModel):
+    entries: list[EntryOut]
+
+
+@router.get("/v1/ledger", response_model=LedgerOut)
+async def get_ledger(sku: str | None = None, location: str | None = None,
+                     after_version: int | None = Query(default=None, ge=0),
+                     limit: int = Query(default=100, ge=1, le=1000),
+                     principal: Principal = Depends(STOCK_READERS),
+                     inventory: InventoryService = Depends(service)) -> LedgerOut:
+    entries = await inventory.ledger(sku, limit, after_version, location)
+    return LedgerOut(entries=[EntryOut(
+        sku=e.sku, location=e.location, version=e.version, kind=e.kind,
+        delta={k: v for k, v in e.delta.as_dict().items() if v}, lot=e.lot, actor=e.actor,
+        reason=e.reason, correlation_id=e.correlation_id, idempotency_key=e.idempotency_key,
+        reference=e.reference, at=e.at, prev_hash=e.prev_hash, hash=e.hash) for e in entries])

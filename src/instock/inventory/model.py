@@ -1,0 +1,649 @@
+"""The inventory domain, pure: buckets, lots, stock levels, allocation, reservations, the ledger.
+
+Nothing here does I/O. Every change to stock is a `Movement` (bucket deltas at one stock level,
+optionally one lot); `StockLevel.apply` checks it keeps every invariant, and `LedgerEntry.record`
+chains it into the level's tamper-evident history. Folding the ledger must give the levels back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
+from datetime import date, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from instock.inventory.events import (
+    Event,
+    ReservationCommitted,
+    ReservationCreated,
+    ReservationEvent,
+    ReservationExpired,
+    ReservationReleased,
+    StockChanged,
+)
+
+GENESIS_HASH = "0" * 64
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors of the domain (the service maps them to problem+json)
+
+
+class StockError(Exception):
+    """A requested change breaks a stock rule; nothing was changed."""
+
+
+class NegativeBucket(StockError):
+    def __init__(self, sku: str, location: str, lot: str | None, problems: list[str]) -> None:
+        where = f"{sku}@{location}" + (f" lot {lot}" if lot else "")
+        super().__init__(f"change rejected at {where}: " + "; ".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class Shortage:
+    sku: str
+    requested: int
+    available: int
+
+
+class InsufficientStock(StockError):
+    def __init__(self, shortages: list[Shortage]) -> None:
+        names = ", ".join(f"{s.sku} (requested {s.requested}, available {s.available})"
+                          for s in shortages)
+        super().__init__(f"not enough stock for {names}")
+        self.shortages = shortages
+
+
+class LimitExceeded(StockError):
+    def __init__(self, sku: str, limit: int, held: int, requested: int) -> None:
+        super().__init__(f"customer limit for {sku} is {limit}; already holds {held}, "
+                         f"asked for {requested}")
+        self.sku, self.limit, self.held, self.requested = sku, limit, held, requested
+
+
+class IllegalTransition(StockError):
+    pass
+
+
+# ---------------------------------------------------------------------------------------------
+# Buckets
+
+
+@dataclass(frozen=True)
+class Buckets:
+    """Quantities of one stock level (or one lot) by bucket; also used for deltas."""
+
+    on_hand: int = 0
+    reserved: int = 0
+    committed: int = 0
+    safety_stock: int = 0
+    unsellable: int = 0
+    quarantined: int = 0  # the part of `unsellable` that may be released again
+    incoming: int = 0
+
+    def __add__(self, other: Buckets) -> Buckets:
+        return Buckets(*(a + b for a, b in zip(self.values(), other.values(), strict=True)))
+
+    def __sub__(self, other: Buckets) -> Buckets:
+        return Buckets(*(a - b for a, b in zip(self.values(), other.values(), strict=True)))
+
+    def values(self) -> tuple[int, ...]:
+        return tuple(getattr(self, f.name) for f in fields(self))
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+    @property
+    def free(self) -> int:
+        """Physically present and not promised, damaged or held back for any reason."""
+        return self.on_hand - self.reserved - self.committed - self.unsellable
+
+    @property
+    def available(self) -> int:
+        """What may be sold: DESIGN.md §2, never negative."""
+        return max(0, self.free - self.safety_stock)
+
+    @property
+    def is_zero(self) -> bool:
+        return not any(self.values())
+
+    def problems(self) -> list[str]:
+        """Every broken invariant, as a sentence naming the bucket."""
+        found = [f"{name} would be {value}" for name, value in self.as_dict().items() if value < 0]
+        if self.quarantined > self.unsellable:
+            found.append(f"quarantined ({self.quarantined}) would exceed unsellable "
+                         f"({self.unsellable})")
+        if self.free < 0:
+            found.append(f"reserved + committed + unsellable ({self.on_hand - self.free}) "
+                         f"would exceed on_hand ({self.on_hand})")
+        return found
+
+
+ZERO = Buckets()
+
+
+def delta(**bucket_changes: int) -> Buckets:
+    return Buckets(**bucket_changes)
+
+
+# ---------------------------------------------------------------------------------------------
+# Lots and stock levels
+
+
+@dataclass
+class Lot:
+    code: str
+    expires_on: date
+    buckets: Buckets = ZERO
+
+    def is_expired(self, today: date) -> bool:
+        # A lot is not sold on its expiry date.
+        return self.expires_on <= today
+
+    def qualifies(self, today: date, min_shelf_life_days: int) -> bool:
+        return not self.is_expired(today) and (self.expires_on - today).days >= min_shelf_life_days
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where units can be drawn from inside one stock level: a lot, or the unlotted part."""
+
+    lot: str | None
+    expires_on: date | None
+    free: int
+
+
+@dataclass
+class StockLevel:
+    sku: str
+    location: str
+    buckets: Buckets = ZERO
+    version: int = 0
+    last_hash: str = GENESIS_HASH
+    lots: dict[str, Lot] = field(default_factory=dict)
+
+    @property
+    def unlotted(self) -> Buckets:
+        """What is not in any lot (all of it, for SKUs that are not lot-tracked)."""
+        total = ZERO
+        for lot in self.lots.values():
+            total = total + lot.buckets
+        return self.buckets - total
+
+    def sources(self, today: date, min_shelf_life_days: int = 0) -> list[Source]:
+        """Drawable sources first-expiry-first-out; unlotted stock has no expiry and comes last."""
+        lots = sorted((lot for lot in self.lots.values()
+                       if lot.qualifies(today, min_shelf_life_days) and lot.buckets.free > 0),
+                      key=lambda lot: (lot.expires_on, lot.code))
+        found = [Source(lot.code, lot.expires_on, lot.buckets.free) for lot in lots]
+        if self.unlotted.free > 0:
+            found.append(Source(None, None, self.unlotted.free))
+        return found
+
+    def expired_free(self, today: date) -> int:
+        return sum(lot.buckets.free for lot in self.lots.values()
+                   if lot.is_expired(today) and lot.buckets.free > 0)
+
+    def sellable(self, today: date, min_shelf_life_days: int = 0) -> int:
+        """Units a channel may take here: expired lots leave sellable stock on their own."""
+        drawable = sum(source.free for source in self.sources(today, min_shelf_life_days))
+        return max(0, min(drawable, self.buckets.available - self.expired_free(today)))
+
+    def apply(self, movement: Movement) -> None:
+        """Apply one movement, or raise NegativeBucket and change nothing."""
+        if (movement.sku, movement.location) != (self.sku, self.location):
+            raise ValueError("movement applied to the wrong stock level")
+        new_buckets = self.buckets + movement.delta
+        problems = new_buckets.problems()
+        new_lot: Lot | None = None
+        if movement.lot is not None:
+            lot = self.lots.get(movement.lot)
+            if lot is None:
+                if movement.lot_expires_on is None:
+                    problems.append(f"lot {movement.lot} does not exist here")
+                    raise NegativeBucket(self.sku, self.location, movement.lot, problems)
+                lot = Lot(movement.lot, movement.lot_expires_on)
+            elif movement.lot_expires_on not in (None, lot.expires_on):
+                problems.append(f"lot {lot.code} expires on {lot.expires_on}, "
+                                f"not {movement.lot_expires_on}")
+            new_lot = replace(lot, buckets=lot.buckets + movement.delta)
+            problems += [f"lot {lot.code}: {p}" for p in new_lot.buckets.problems()]
+            problems += _only_level_buckets(movement.delta, "a lot")
+        elif self.lots:  # with no lots, the unlotted part is the level itself: checked above
+            unlotted = self.unlotted + movement.delta
+            problems += [f"unlotted stock: {p}" for p in unlotted.problems()]
+        if problems:
+            raise NegativeBucket(self.sku, self.location, movement.lot, problems)
+        self.buckets = new_buckets
+        if new_lot is not None:
+            self.lots[new_lot.code] = new_lot
+        self.version += 1
+
+
+def _only_level_buckets(change: Buckets, target: str) -> list[str]:
+    return [f"{name} is kept per stock level, not per {target}"
+            for name in ("safety_stock", "incoming") if getattr(change, name)]
+
+
+@dataclass(frozen=True)
+class Movement:
+    """One change of buckets at one stock level (and lot), with why it happened."""
+
+    sku: str
+    location: str
+    delta: Buckets
+    kind: str
+    lot: str | None = None
+    lot_expires_on: date | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# Adjustments: staff changes, each a pure function from the current level to movements
+
+
+class AdjustmentKind(StrEnum):
+    RECEIVE = "receive"
+    COUNT = "count"
+    DAMAGE = "damage"
+    QUARANTINE = "quarantine"
+    RELEASE_QUARANTINE = "release_quarantine"
+    WRITE_OFF = "write_off"
+    TRANSFER = "transfer"
+    SAFETY_STOCK = "safety_stock"
+    EXPECT = "expect"
+
+
+@dataclass(frozen=True)
+class Adjustment:
+    sku: str
+    location: str
+    kind: AdjustmentKind
+    quantity: int
+    lot: str | None = None
+    lot_expires_on: date | None = None
+    to_location: str | None = None
+
+
+def plan_adjustment(adj: Adjustment, level: StockLevel, today: date,
+                    destination: StockLevel | None = None) -> list[Movement]:
+    """The movements an adjustment makes. Validation of the result happens in `apply`."""
+    kind, qty = adj.kind, adj.quantity
+
+    def one(change: Buckets) -> list[Movement]:
+        return [Movement(adj.sku, adj.location, change, kind.value, adj.lot, adj.lot_expires_on)]
+
+    target = level.lots[adj.lot].buckets if adj.lot in level.lots else (
+        ZERO if adj.lot else level.unlotted)
+    match kind:
+        case AdjustmentKind.RECEIVE:
+            return one(delta(on_hand=qty))
+        case AdjustmentKind.COUNT:
+            return one(delta(on_hand=qty - target.on_hand))
+        case AdjustmentKind.DAMAGE:
+            return one(delta(unsellable=qty))
+        case AdjustmentKind.QUARANTINE:
+            return one(delta(unsellable=qty, quarantined=qty))
+        case AdjustmentKind.RELEASE_QUARANTINE:
+            return one(delta(unsellable=-qty, quarantined=-qty))
+        case AdjustmentKind.WRITE_OFF:
+            return one(delta(on_hand=-qty, unsellable=-qty))
+        case AdjustmentKind.SAFETY_STOCK:
+            return one(delta(safety_stock=qty - level.buckets.safety_stock))
+        case AdjustmentKind.EXPECT:
+            return one(delta(incoming=qty - level.buckets.incoming))
+        case AdjustmentKind.TRANSFER:
+            if destination is None:
+                raise ValueError("a transfer needs its destination level")
+            return plan_transfer(adj, level, destination, today)
+
+
+def plan_transfer(adj: Adjustment, origin: StockLevel, destination: StockLevel,
+                  today: date) -> list[Movement]:
+    """Move free units; lots keep their code and expiry at the destination."""
+    picks: list[tuple[str | None, date | None, int]]
+    if adj.lot is not None:
+        lot = origin.lots.get(adj.lot)
+        if lot is None:
+            raise NegativeBucket(adj.sku, adj.location, adj.lot, [f"lot {adj.lot} does not exist"])
+        picks = [(lot.code, lot.expires_on, adj.quantity)]
+    else:
+        picks = [(s.lot, s.expires_on, n) for s, n in _draw(origin.sources(today), adj.quantity)]
+        moved = sum(n for _, _, n in picks)
+        if moved < adj.quantity:
+            raise NegativeBucket(adj.sku, adj.location, None,
+                                 [f"only {moved} free units to transfer, asked {adj.quantity}"])
+    kind = AdjustmentKind.TRANSFER.value
+    out: list[Movement] = []
+    for code, expires_on, n in picks:
+        out.append(Movement(adj.sku, origin.location, delta(on_hand=-n), kind, code))
+        out.append(Movement(adj.sku, destination.location, delta(on_hand=n), kind, code,
+                            expires_on))
+    return out
+
+
+def _draw(sources: Iterable[Source], quantity: int) -> list[tuple[Source, int]]:
+    """Greedy: take from each source in order until the quantity is met."""
+    picks: list[tuple[Source, int]] = []
+    remaining = quantity
+    for source in sources:
+        if remaining <= 0:
+            break
+        n = min(remaining, source.free)
+        if n > 0:
+            picks.append((source, n))
+            remaining -= n
+    return picks
+
+
+def expire_lots(level: StockLevel, today: date) -> list[Movement]:
+    """Expired lots' free units become unsellable (a durable record of what `sellable` hides)."""
+    return [Movement(level.sku, level.location, delta(unsellable=lot.buckets.free), "lot_expired",
+                     lot.code)
+            for lot in sorted(level.lots.values(), key=lambda lot: lot.code)
+            if lot.is_expired(today) and lot.buckets.free > 0]
+
+
+# ---------------------------------------------------------------------------------------------
+# Allocation: which levels and lots a reservation draws from
+
+
+@dataclass(frozen=True)
+class Line:
+    sku: str
+    quantity: int
+
+
+@dataclass(frozen=True)
+class Allocation:
+    sku: str
+    location: str
+    lot: str | None
+    quantity: int
+
+
+Recipes = Mapping[str, Mapping[str, int]]  # bundle sku -> component sku -> quantity per bundle
+
+
+def merge_lines(lines: Iterable[Line]) -> list[Line]:
+    """One line per SKU, in first-seen order: the same SKU twice is one larger line."""
+    merged: dict[str, int] = {}
+    for line in lines:
+        merged[line.sku] = merged.get(line.sku, 0) + line.quantity
+    return [Line(sku, quantity) for sku, quantity in merged.items()]
+
+
+def explode(lines: Iterable[Line], recipes: Recipes) -> dict[str, int]:
+    """Component demand of the lines: bundles become their components; shared ones add up."""
+    need: dict[str, int] = {}
+    for line in lines:
+        parts = recipes.get(line.sku) or {line.sku: 1}
+        for sku, per_unit in parts.items():
+            need[sku] = need.get(sku, 0) + per_unit * line.quantity
+    return need
+
+
+def sku_sellable(levels: Iterable[StockLevel], today: date, min_shelf_life_days: int = 0) -> int:
+    return sum(level.sellable(today, min_shelf_life_days) for level in levels)
+
+
+def bundle_available(recipe: Mapping[str, int], component_available: Mapping[str, int]) -> int:
+    """How many whole bundles the components make: the scarcest component decides."""
+    if not recipe:
+        return 0
+    return min(component_available.get(sku, 0) // per_unit for sku, per_unit in recipe.items())
+
+
+def allocate(lines: list[Line], recipes: Recipes, levels: Mapping[str, list[StockLevel]],
+             today: date, min_shelf_life_days: int = 0) -> list[Allocation]:
+    """All lines or none: levels in channel priority order, lots first-expiry-first-out.
+
+    `levels[sku]` lists the channel's stock levels for that SKU in priority order.
+    Raises InsufficientStock naming every requested line that cannot be served.
+    """
+    allocations: list[Allocation] = []
+    short_components: set[str] = set()
+    for sku, quantity in explode(lines, recipes).items():
+        remaining = quantity
+        for level in levels.get(sku, []):
+            budget = min(remaining, level.sellable(today, min_shelf_life_days))
+            for source, n in _draw(level.sources(today, min_shelf_life_days), budget):
+                allocations.append(Allocation(sku, level.location, source.lot, n))
+                remaining -= n
+        if remaining > 0:
+            short_components.add(sku)
+    if short_components:
+        raise InsufficientStock(_shortages(lines, recipes, levels, today, min_shelf_life_days,
+                                           short_components))
+    return allocations
+
+
+def _shortages(lines: list[Line], recipes: Recipes, levels: Mapping[str, list[StockLevel]],
+               today: date, min_shelf_life_days: int, short: set[str]) -> list[Shortage]:
+    available = {sku: sku_sellable(sku_levels, today, min_shelf_life_days)
+                 for sku, sku_levels in levels.items()}
+    out = []
+    for line in lines:
+        recipe = recipes.get(line.sku) or {line.sku: 1}
+        if short & recipe.keys():
+            out.append(Shortage(line.sku, line.quantity, bundle_available(recipe, available)))
+    return out
+
+
+def check_customer_limit(sku: str, limit: int | None, held: int, requested: int) -> None:
+    if limit is not None and held + requested > limit:
+        raise LimitExceeded(sku, limit, held, requested)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reservations
+
+
+class ReservationStatus(StrEnum):
+    ACTIVE = "active"
+    COMMITTED = "committed"
+    RELEASED = "released"
+    EXPIRED = "expired"
+
+
+_MOVEMENT_KIND = {"active": "reserve", "committed": "commit", "released": "release",
+                  "expired": "expire"}
+
+
+@dataclass
+class Reservation:
+    id: str
+    channel: str
+    customer_id: str | None
+    status: ReservationStatus
+    created_at: datetime
+    expires_at: datetime
+    lines: list[Line]
+    allocations: list[Allocation]
+    events: list[Event] = field(default_factory=list, compare=False)
+
+    @classmethod
+    def open(cls, id: str, channel: str, customer_id: str | None, lines: list[Line],
+             allocations: list[Allocation], now: datetime, ttl: timedelta) -> Reservation:
+        reservation = cls(id, channel, customer_id, ReservationStatus.ACTIVE, now, now + ttl,
+                          lines, allocations)
+        reservation._raise(ReservationCreated)
+        return reservation
+
+    def movements(self, change: Buckets) -> list[Movement]:
+        """One movement per allocation, each `change` scaled by the allocated quantity."""
+        return [Movement(a.sku, a.location,
+                         Buckets(*(v * a.quantity for v in change.values())),
+                         _MOVEMENT_KIND[self.status], a.lot)
+                for a in self.allocations]
+
+    def commit(self, now: datetime) -> list[Movement]:
+        self._require_active(now, "commit")
+        self.status = ReservationStatus.COMMITTED
+        self._raise(ReservationCommitted)
+        return self.movements(delta(reserved=-1, committed=1))
+
+    def release(self) -> list[Movement]:
+        if self.status is not ReservationStatus.ACTIVE:
+            raise IllegalTransition(f"reservation {self.id} is {self.status.value}; "
+                                    "only an active one can be released")
+        self.status = ReservationStatus.RELEASED
+        self._raise(ReservationReleased)
+        return self.movements(delta(reserved=-1))
+
+    def expire(self, now: datetime) -> list[Movement]:
+        if self.status is not ReservationStatus.ACTIVE or self.expires_at > now:
+            raise IllegalTransition(f"reservation {self.id} is not an expired active hold")
+        self.status = ReservationStatus.EXPIRED
+        self._raise(ReservationExpired)
+        return self.movements(delta(reserved=-1))
+
+    def extend(self, ttl: timedelta, now: datetime) -> None:
+        self._require_active(now, "extend")
+        self.expires_at = now + ttl
+
+    def _require_active(self, now: datetime, action: str) -> None:
+        if self.status is not ReservationStatus.ACTIVE:
+            raise IllegalTransition(f"cannot {action} reservation {self.id}: it is "
+                                    f"{self.status.value}")
+        if self.expires_at <= now:
+            raise IllegalTransition(f"cannot {action} reservation {self.id}: it expired at "
+                                    f"{self.expires_at.isoformat()}")
+
+    def _raise(self, event_type: type[ReservationEvent]) -> None:
+        self.events.append(event_type(
+            reservation_id=self.id, channel=self.channel, customer_id=self.customer_id,
+            status=self.status.value, expires_at=self.expires_at,
+            lines=[{"sku": line.sku, "quantity": line.quantity} for line in self.lines]))
+
+
+# ---------------------------------------------------------------------------------------------
+# The ledger
+
+
+@dataclass(frozen=True)
+class EntryContext:
+    """Who and why, shared by every entry of one command."""
+
+    actor: str
+    reason: str = ""
+    correlation_id: str | None = None
+    idempotency_key: str | None = None
+    reference: str | None = None
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    sku: str
+    location: str
+    version: int
+    kind: str
+    delta: Buckets
+    lot: str | None
+    lot_expires_on: date | None
+    actor: str
+    reason: str
+    correlation_id: str | None
+    idempotency_key: str | None
+    reference: str | None
+    at: datetime
+    prev_hash: str
+    hash: str
+
+    @classmethod
+    def record(cls, level: StockLevel, movement: Movement, ctx: EntryContext,
+               at: datetime) -> LedgerEntry:
+        """Chain an already-applied movement onto its level's history."""
+        lot_expires_on = movement.lot_expires_on
+        if movement.lot is not None and lot_expires_on is None:
+            lot_expires_on = level.lots[movement.lot].expires_on
+        body = dict(sku=level.sku, location=level.location, version=level.version,
+                    kind=movement.kind, delta=movement.delta, lot=movement.lot,
+                    lot_expires_on=lot_expires_on, actor=ctx.actor, reason=ctx.reason,
+                    correlation_id=ctx.correlation_id, idempotency_key=ctx.idempotency_key,
+                    reference=ctx.reference, at=at, prev_hash=level.last_hash)
+        entry = cls(**body, hash=chain_hash(body))  # type: ignore[arg-type]
+        level.last_hash = entry.hash
+        return entry
+
+    def movement(self) -> Movement:
+        return Movement(self.sku, self.location, self.delta, self.kind, self.lot,
+                        self.lot_expires_on)
+
+    def body(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "hash"}
+
+
+def chain_hash(body: Mapping[str, Any]) -> str:
+    """SHA-256 over the previous hash and a canonical JSON of the entry."""
+    def plain(value: Any) -> Any:
+        if isinstance(value, Buckets):
+            return value.as_dict()
+        if isinstance(value, datetime | date):
+            return value.isoformat()
+        return value
+
+    canonical = json.dumps({k: plain(v) for k, v in body.items()}, sort_keys=True,
+                           separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def fold(entries: Iterable[LedgerEntry]) -> tuple[dict[tuple[str, str], StockLevel], list[str]]:
+    """Rebuild stock levels from the ledger, checking every chain on the way.
+
+    Entries must come ordered by (sku, location, version). Returns the levels and the problems.
+    """
+    levels: dict[tuple[str, str], StockLevel] = {}
+    problems: list[str] = []
+    for entry in entries:
+        key = (entry.sku, entry.location)
+        level = levels.setdefault(key, StockLevel(entry.sku, entry.location))
+        where = f"{entry.sku}@{entry.location} v{entry.version}"
+        if entry.version != level.version + 1:
+            problems.append(f"{where}: expected version {level.version + 1}")
+        if entry.prev_hash != level.last_hash:
+            problems.append(f"{where}: chain broken (prev_hash does not match)")
+        if chain_hash(entry.body()) != entry.hash:
+            problems.append(f"{where}: entry altered (hash does not match its content)")
+        try:
+            level.apply(entry.movement())
+        except NegativeBucket as exc:
+            problems.append(f"{where}: {exc}")
+        level.version = entry.version
+        level.last_hash = entry.hash
+    return levels, problems
+
+
+def compare_levels(folded: Mapping[tuple[str, str], StockLevel],
+                   stored: Mapping[tuple[str, str], StockLevel]) -> list[str]:
+    """Differences between the ledger's projection and the stored levels, one line each."""
+    problems = []
+    for key in sorted(folded.keys() | stored.keys()):
+        want, have = folded.get(key), stored.get(key)
+        name = f"{key[0]}@{key[1]}"
+        if want is None or have is None:
+            only = have or want
+            if only is not None and not only.buckets.is_zero:
+                side = "levels" if want is None else "ledger"
+                problems.append(f"{name}: present only in the {side}")
+            continue
+        if want.buckets != have.buckets:
+            problems.append(f"{name}: levels {have.buckets.as_dict()} != ledger "
+                            f"{want.buckets.as_dict()}")
+        if want.version != have.version or want.last_hash != have.last_hash:
+            problems.append(f"{name}: version/hash {have.version} differs from ledger "
+                            f"{want.version}")
+        want_lots = {c: (lot.expires_on, lot.buckets) for c, lot in want.lots.items()}
+        have_lots = {c: (lot.expires_on, lot.buckets) for c, lot in have.lots.items()}
+        if want_lots != have_lots:
+            problems.append(f"{name}: lots differ from the ledger")
+    return problems
+
+
+def stock_changed(level: StockLevel, reason: str) -> StockChanged:
+    b = level.buckets
+    return StockChanged(sku=level.sku, location=level.location, version=level.version,
+                               available=b.available, reason=reason, **b.as_dict())

@@ -1,0 +1,422 @@
+"""Inventory use cases: one method per command, each one transaction, each emitting its events.
+
+Every write locks the SKUs it touches (sorted, so two writers never deadlock), reads their levels,
+lets the pure model decide, then writes levels (compare-and-swap on version), ledger entries and
+outbox events together. Lost races are retried with jittered backoff, then answered with 409.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime, timedelta
+from typing import TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from instock.catalog.service import CatalogService
+from instock.inventory import model, store
+from instock.inventory.model import (
+    Adjustment,
+    AdjustmentKind,
+    EntryContext,
+    LedgerEntry,
+    Line,
+    Movement,
+    Reservation,
+    StockLevel,
+)
+from instock.platform import outbox
+from instock.platform.db import Database, utcnow
+from instock.platform.errors import (
+    AlreadyExists,
+    Conflict,
+    NotFound,
+    PreconditionFailed,
+    ValidationFailed,
+    VersionConflict,
+)
+from instock.platform.ids import new_id
+from instock.platform.outbox import DomainEvent
+from instock.platform.retry import retry
+from instock.platform.telemetry import RESERVATIONS, VERSION_CONFLICTS
+
+T = TypeVar("T")
+
+LOCATION_KINDS = ("warehouse", "store", "marketplace")
+
+
+class InsufficientStock(Conflict):
+    slug, title = "insufficient-stock", "Not enough stock for some lines"
+
+
+class CustomerLimitExceeded(Conflict):
+    slug, title = "customer-limit-exceeded", "Per-customer limit reached"
+
+
+class StockRuleViolated(Conflict):
+    slug, title = "stock-rule-violated", "The change would break a stock rule"
+
+
+class InvalidTransition(Conflict):
+    slug, title = "invalid-transition", "Not allowed in the reservation's current state"
+
+
+@contextmanager
+def domain_errors() -> Iterator[None]:
+    """Translate the pure model's errors into the house's problem types."""
+    try:
+        yield
+    except model.InsufficientStock as exc:
+        RESERVATIONS.labels("insufficient").inc()
+        raise InsufficientStock(str(exc), short=[
+            {"sku": s.sku, "requested": s.requested, "available": s.available}
+            for s in exc.shortages]) from exc
+    except model.LimitExceeded as exc:
+        RESERVATIONS.labels("limit").inc()
+        raise CustomerLimitExceeded(str(exc), sku=exc.sku, limit=exc.limit, held=exc.held) from exc
+    except model.NegativeBucket as exc:
+        raise StockRuleViolated(str(exc), problems=exc.problems) from exc
+    except model.IllegalTransition as exc:
+        raise InvalidTransition(str(exc)) from exc
+
+
+@dataclass
+class StockTx:
+    """The unit of work of one stock command: locked items, their levels, what changed."""
+
+    conn: AsyncConnection
+    items: dict[str, store.Item]
+    levels: dict[tuple[str, str], StockLevel]
+    now: datetime
+    versions_before: dict[tuple[str, str], int] = field(default_factory=dict)
+    touched: dict[tuple[str, str], StockLevel] = field(default_factory=dict)
+    entries: list[LedgerEntry] = field(default_factory=list)
+    events: list[DomainEvent] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.versions_before = {key: level.version for key, level in self.levels.items()}
+
+    @property
+    def today(self) -> date:
+        return self.now.date()
+
+    def level(self, sku: str, location: str) -> StockLevel:
+        key = (sku, location)
+        if key not in self.levels:
+            self.levels[key] = StockLevel(sku, location)
+            self.versions_before[key] = 0
+        return self.levels[key]
+
+    def levels_in(self, sku: str, locations: list[str]) -> list[StockLevel]:
+        return [self.levels[(sku, loc)] for loc in locations if (sku, loc) in self.levels]
+
+    def move(self, movements: list[Movement], ctx: EntryContext) -> None:
+        for movement in movements:
+            level = self.level(movement.sku, movement.location)
+            level.apply(movement)
+            self.entries.append(LedgerEntry.record(level, movement, ctx, self.now))
+            self.touched[(level.sku, level.location)] = level
+
+    async def flush(self, correlation_id: str | None) -> None:
+        levels = list(self.touched.values())
+        await store.save_levels(self.conn, levels, self.versions_before)
+        await store.insert_entries(self.conn, self.entries)
+        await store.bump_items(self.conn, {level.sku for level in levels})
+        changed = [model.stock_changed(level, self._reason(level)) for level in levels]
+        await outbox.add(self.conn, [*changed, *self.events], correlation_id)
+
+    def _reason(self, level: StockLevel) -> str:
+        kinds = [e.kind for e in self.entries if (e.sku, e.location) == (level.sku, level.location)]
+        return kinds[-1] if kinds else "change"
+
+
+@dataclass(frozen=True)
+class ReserveRequest:
+    lines: list[Line]
+    channel: str = "web"
+    customer_id: str | None = None
+    ttl_seconds: int | None = None
+
+
+@dataclass(frozen=True)
+class StockView:
+    sku: str
+    version: int
+    available: int
+    totals: model.Buckets
+    levels: list[StockLevel]
+    components: dict[str, int]
+    per_customer_limit: int | None
+    low_stock_threshold: int | None
+
+
+@dataclass(frozen=True)
+class AuditReport:
+    entries: int
+    levels: int
+    problems: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+class InventoryService:
+    def __init__(self, db: Database, catalog: CatalogService, *, default_ttl_seconds: int,
+                 max_ttl_seconds: int, conflict_retries: int,
+                 clock: Callable[[], datetime] = utcnow) -> None:
+        self.db = db
+        self.catalog = catalog
+        self.default_ttl = default_ttl_seconds
+        self.max_ttl = max_ttl_seconds
+        self.conflict_retries = conflict_retries
+        self.clock = clock
+
+    # -- the write path shared by every stock command ---------------------------------------------
+
+    async def _write(self, skus: set[str], work: Callable[[StockTx], Awaitable[T]],
+                     correlation_id: str | None) -> T:
+        async def attempt() -> T:
+            async with self.db.write() as conn:
+                items = await store.lock_items(conn, skus)
+                tx = StockTx(conn, items, await store.load_levels(conn, skus), self.clock())
+                with domain_errors():
+                    result = await work(tx)
+                await tx.flush(correlation_id)
+                return result
+
+        return await retry(attempt, retry_on=(VersionConflict,), attempts=self.conflict_retries,
+                           on_retry=lambda _: VERSION_CONFLICTS.inc())
+
+    # -- locations and channels -------------------------------------------------------------------
+
+    async def create_location(self, id: str, name: str, kind: str) -> dict[str, object]:
+        async with self.db.write() as conn:
+            if not await store.insert_location(conn, id, name, kind, self.clock()):
+                raise AlreadyExists(f"location {id} already exists")
+        return {"id": id, "name": name, "kind": kind}
+
+    async def list_locations(self) -> list[dict[str, object]]:
+        async with self.db.read() as conn:
+            return await store.list_locations(conn)
+
+    async def save_channel(self, channel: store.Channel) -> store.Channel:
+        async with self.db.write() as conn:
+            unknown = set(channel.locations) - await store.existing_locations(
+                conn, channel.locations)
+            if unknown:
+                raise ValidationFailed("locations", f"unknown locations: {sorted(unknown)}")
+            if len(set(channel.locations)) != len(channel.locations):
+                raise ValidationFailed("locations", "a location may appear only once")
+            await store.save_channel(conn, channel)
+        return channel
+
+    async def channel(self, channel_id: str) -> store.Channel:
+        async with self.db.read() as conn:
+            found = await store.get_channel(conn, channel_id)
+        if found is None:
+            raise NotFound(f"channel {channel_id} does not exist")
+        return found
+
+    # -- stock ------------------------------------------------------------------------------------
+
+    async def _require_stocked_skus(self, skus: set[str], field_name: str) -> None:
+        unknown = await self.catalog.unknown_skus(skus)
+        if unknown:
+            raise ValidationFailed(field_name, f"unknown SKU: {', '.join(sorted(unknown))}")
+
+    async def adjust(self, adj: Adjustment, ctx: EntryContext,
+                     expected_version: int | None = None) -> StockView:
+        await self._validate_adjustment(adj)
+
+        async def work(tx: StockTx) -> None:
+            if expected_version is not None and tx.items[adj.sku].version != expected_version:
+                raise PreconditionFailed(
+                    f"{adj.sku} is at version {tx.items[adj.sku].version}, "
+                    f"not {expected_version}")
+            origin = tx.level(adj.sku, adj.location)
+            destination = tx.level(adj.sku, adj.to_location) if adj.to_location else None
+            tx.move(model.plan_adjustment(adj, origin, tx.today, destination), ctx)
+
+        await self._write({adj.sku}, work, ctx.correlation_id)
+        return await self.stock(adj.sku)
+
+    async def _validate_adjustment(self, adj: Adjustment) -> None:
+        await self._require_stocked_skus({adj.sku}, "sku")
+        if await self.catalog.recipes([adj.sku]):
+            raise ValidationFailed("sku", "a bundle is virtual: adjust its components")
+        wanted = {adj.location} | ({adj.to_location} if adj.to_location else set())
+        async with self.db.read() as conn:
+            unknown = wanted - await store.existing_locations(conn, wanted)
+        if unknown:
+            raise ValidationFailed("location", f"unknown location: {', '.join(sorted(unknown))}")
+        if adj.kind is AdjustmentKind.TRANSFER and adj.to_location in (None, adj.location):
+            raise ValidationFailed("to_location", "a transfer needs another location to go to")
+        if adj.kind is not AdjustmentKind.TRANSFER and adj.to_location is not None:
+            raise ValidationFailed("to_location", "only a transfer has a destination")
+        if adj.kind in (AdjustmentKind.SAFETY_STOCK, AdjustmentKind.EXPECT) and adj.lot:
+            raise ValidationFailed("lot", f"{adj.kind.value} is kept per stock level, not per lot")
+        if adj.lot_expires_on is not None and adj.kind is not AdjustmentKind.RECEIVE:
+            raise ValidationFailed("lot.expires_on", "only a receipt creates a lot")
+
+    async def set_policy(self, sku: str, per_customer_limit: int | None,
+                         low_stock_threshold: int | None) -> StockView:
+        await self._require_stocked_skus({sku}, "sku")
+        async with self.db.write() as conn:
+            await store.lock_items(conn, {sku})
+            await store.set_policy(conn, sku, per_customer_limit, low_stock_threshold)
+        return await self.stock(sku)
+
+    async def stock(self, sku: str) -> StockView:
+        recipes = await self.catalog.recipes([sku])
+        if await self.catalog.unknown_skus({sku}):
+            raise NotFound(f"SKU {sku} does not exist")
+        components = recipes.get(sku, {})
+        skus = {sku, *components}
+        async with self.db.read() as conn:
+            levels = await store.load_levels(conn, skus)
+            items = await store.get_items(conn, skus)
+        today = self.clock().date()
+        item = items.get(sku)
+        own = sorted((lvl for lvl in levels.values() if lvl.sku == sku), key=lambda lv: lv.location)
+        totals = model.ZERO
+        for level in own:
+            totals = totals + level.buckets
+        if components:
+            per_component = {c: model.sku_sellable([lv for lv in levels.values() if lv.sku == c],
+                                                   today) for c in components}
+            available = model.bundle_available(components, per_component)
+        else:
+            available = model.sku_sellable(own, today)
+        return StockView(sku, item.version if item else 0, available, totals, own, components,
+                         item.per_customer_limit if item else None,
+                         item.low_stock_threshold if item else None)
+
+    # -- reservations -----------------------------------------------------------------------------
+
+    def _ttl(self, ttl_seconds: int | None) -> timedelta:
+        seconds = self.default_ttl if ttl_seconds is None else ttl_seconds
+        if not 1 <= seconds <= self.max_ttl:
+            raise ValidationFailed("ttl_seconds", f"must be between 1 and {self.max_ttl}")
+        return timedelta(seconds=seconds)
+
+    async def reserve(self, request: ReserveRequest, ctx: EntryContext) -> Reservation:
+        ttl = self._ttl(request.ttl_seconds)
+        lines = model.merge_lines(request.lines)
+        line_skus = {line.sku for line in lines}
+        await self._require_stocked_skus(line_skus, "lines.sku")
+        recipes = await self.catalog.recipes(line_skus)
+        skus = line_skus | set(model.explode(lines, recipes))
+        channel = await self.channel(request.channel)
+
+        async def work(tx: StockTx) -> Reservation:
+            if request.customer_id is not None:
+                held = await store.held_by_customer(tx.conn, request.customer_id, line_skus,
+                                                    tx.now)
+                for line in lines:
+                    model.check_customer_limit(line.sku, tx.items[line.sku].per_customer_limit,
+                                               held.get(line.sku, 0), line.quantity)
+            levels = {sku: tx.levels_in(sku, channel.locations) for sku in skus}
+            allocations = model.allocate(lines, recipes, levels, tx.today,
+                                         channel.min_shelf_life_days)
+            reservation = Reservation.open(new_id(), channel.id, request.customer_id, lines,
+                                           allocations, tx.now, ttl)
+            tx.move(reservation.movements(model.delta(reserved=1)),
+                    replace(ctx, reference=reservation.id))
+            await store.insert_reservation(tx.conn, reservation)
+            tx.events.extend(reservation.events)
+            return reservation
+
+        reservation = await self._write(skus, work, ctx.correlation_id)
+        RESERVATIONS.labels("confirmed").inc()
+        return reservation
+
+    async def get_reservation(self, reservation_id: str) -> Reservation:
+        async with self.db.read() as conn:
+            found = await store.get_reservation(conn, reservation_id)
+        if found is None:
+            raise NotFound(f"reservation {reservation_id} does not exist")
+        return found
+
+    async def _transition(self, reservation_id: str, ctx: EntryContext,
+                          change: Callable[[Reservation, datetime], list[Movement]],
+                          check: Callable[[Reservation], None] | None = None) -> Reservation:
+        async with self.db.read() as conn:
+            skus = await store.reservation_skus(conn, reservation_id)
+        if not skus:
+            raise NotFound(f"reservation {reservation_id} does not exist")
+
+        async def work(tx: StockTx) -> Reservation:
+            # Read again under the SKU locks: this is the state no one else can change now.
+            reservation = await store.get_reservation(tx.conn, reservation_id)
+            assert reservation is not None
+            if check is not None:
+                check(reservation)
+            before = reservation.status
+            tx.move(change(reservation, tx.now), replace(ctx, reference=reservation_id))
+            await store.update_reservation(tx.conn, reservation, before, tx.now)
+            tx.events.extend(reservation.events)
+            return reservation
+
+        return await self._write(skus, work, ctx.correlation_id)
+
+    async def commit(self, reservation_id: str, ctx: EntryContext,
+                     check: Callable[[Reservation], None] | None = None) -> Reservation:
+        return await self._transition(reservation_id, ctx, lambda r, now: r.commit(now), check)
+
+    async def release(self, reservation_id: str, ctx: EntryContext,
+                      check: Callable[[Reservation], None] | None = None) -> Reservation:
+        return await self._transition(reservation_id, ctx, lambda r, now: r.release(), check)
+
+    async def extend(self, reservation_id: str, ttl_seconds: int | None, ctx: EntryContext,
+                     check: Callable[[Reservation], None] | None = None) -> Reservation:
+        ttl = self._ttl(ttl_seconds)
+
+        def change(r: Reservation, now: datetime) -> list[Movement]:
+            r.extend(ttl, now)
+            return []
+
+        return await self._transition(reservation_id, ctx, change, check)
+
+    # -- the sweeper ------------------------------------------------------------------------------
+
+    async def sweep(self, batch: int = 200) -> dict[str, int]:
+        """Expire overdue holds and expired lots. Safe with many sweepers: each expiry is a
+        conditional state change in the same transaction as its stock release."""
+        ctx = EntryContext(actor="sweeper", reason="expired")
+        expired = 0
+        async with self.db.read() as conn:
+            due = await store.expired_reservation_ids(conn, self.clock(), batch)
+            lot_skus = await store.skus_with_expired_lots(conn, self.clock().date())
+        for reservation_id in due:
+            try:
+                await self._transition(reservation_id, ctx, lambda r, now: r.expire(now))
+                expired += 1
+            except InvalidTransition:
+                pass  # another sweeper (or a commit) got there first
+        for sku in lot_skus:
+            await self._write({sku}, self._expire_lots, None)
+        return {"reservations_expired": expired, "skus_with_expired_lots": len(lot_skus)}
+
+    async def _expire_lots(self, tx: StockTx) -> None:
+        ctx = EntryContext(actor="sweeper", reason="lot expired")
+        for _, level in sorted(tx.levels.items()):
+            tx.move(model.expire_lots(level, tx.today), ctx)
+
+    # -- the ledger -------------------------------------------------------------------------------
+
+    async def ledger(self, sku: str | None, limit: int, after_version: int | None = None,
+                     location: str | None = None) -> list[LedgerEntry]:
+        async with self.db.read() as conn:
+            return await store.ledger_entries(conn, sku, limit, after_version, location)
+
+    async def audit(self) -> AuditReport:
+        async with self.db.snapshot() as conn:
+            entries = [entry async for entry in store.stream_ledger(conn)]
+            stored = await store.all_levels(conn)
+        folded, problems = model.fold(entries)
+        problems += model.compare_levels(folded, stored)
+        return AuditReport(len(entries), len(stored), problems)
+

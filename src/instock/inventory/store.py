@@ -1,0 +1,401 @@
+"""Persistence of the inventory context (SQLAlchemy Core); per-SKU tables are keyed by sku first."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from instock.inventory.model import (
+    Allocation,
+    Buckets,
+    LedgerEntry,
+    Line,
+    Lot,
+    Reservation,
+    ReservationStatus,
+    StockLevel,
+)
+from instock.platform.db import UTCDateTime, insert_missing, metadata, upsert
+from instock.platform.errors import VersionConflict
+
+BUCKET_COLUMNS = [sa.Column(name, sa.BigInteger, nullable=False, server_default="0")
+                  for name in Buckets().as_dict()]
+
+locations = sa.Table(
+    "locations", metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("kind", sa.String(20), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)
+
+channels = sa.Table(
+    "channels", metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("min_shelf_life_days", sa.Integer, nullable=False, server_default="0"),
+)
+
+channel_locations = sa.Table(
+    "channel_locations", metadata,
+    sa.Column("channel_id", sa.String(64), sa.ForeignKey("channels.id"), primary_key=True),
+    sa.Column("location_id", sa.String(64), sa.ForeignKey("locations.id"), primary_key=True),
+    sa.Column("priority", sa.Integer, nullable=False),
+)
+
+# One row per SKU: the point every writer of that SKU locks first, and its policy.
+items = sa.Table(
+    "inventory_items", metadata,
+    sa.Column("sku", sa.String(64), primary_key=True),
+    sa.Column("version", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("per_customer_limit", sa.Integer, nullable=True),
+    sa.Column("low_stock_threshold", sa.Integer, nullable=True),
+)
+
+stock_levels = sa.Table(
+    "stock_levels", metadata,
+    sa.Column("sku", sa.String(64), primary_key=True),
+    sa.Column("location", sa.String(64), sa.ForeignKey("locations.id"), primary_key=True),
+    *[c._copy() for c in BUCKET_COLUMNS],
+    sa.Column("version", sa.BigInteger, nullable=False),
+    sa.Column("last_hash", sa.String(64), nullable=False),
+)
+
+lots = sa.Table(
+    "lots", metadata,
+    sa.Column("sku", sa.String(64), primary_key=True),
+    sa.Column("location", sa.String(64), primary_key=True),
+    sa.Column("code", sa.String(64), primary_key=True),
+    sa.Column("expires_on", sa.Date, nullable=False),
+    *[c._copy() for c in BUCKET_COLUMNS],
+)
+
+ledger = sa.Table(
+    "ledger", metadata,
+    sa.Column("sku", sa.String(64), primary_key=True),
+    sa.Column("location", sa.String(64), primary_key=True),
+    sa.Column("version", sa.BigInteger, primary_key=True),
+    sa.Column("kind", sa.String(32), nullable=False),
+    *[c._copy() for c in BUCKET_COLUMNS],
+    sa.Column("lot", sa.String(64), nullable=True),
+    sa.Column("lot_expires_on", sa.Date, nullable=True),
+    sa.Column("actor", sa.String(128), nullable=False),
+    sa.Column("reason", sa.String(500), nullable=False),
+    sa.Column("correlation_id", sa.String(128), nullable=True),
+    sa.Column("idempotency_key", sa.String(128), nullable=True),
+    sa.Column("reference", sa.String(64), nullable=True),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("prev_hash", sa.String(64), nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+)
+
+reservations = sa.Table(
+    "reservations", metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("channel", sa.String(64), nullable=False),
+    sa.Column("customer_id", sa.String(128), nullable=True, index=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("expires_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Index("ix_reservations_status_expires_at", "status", "expires_at"),
+)
+
+reservation_lines = sa.Table(
+    "reservation_lines", metadata,
+    sa.Column("reservation_id", sa.String(36), sa.ForeignKey("reservations.id"),
+              primary_key=True),
+    sa.Column("sku", sa.String(64), primary_key=True),
+    sa.Column("quantity", sa.Integer, nullable=False),
+    sa.Index("ix_reservation_lines_sku", "sku"),
+)
+
+reservation_allocations = sa.Table(
+    "reservation_allocations", metadata,
+    sa.Column("reservation_id", sa.String(36), sa.ForeignKey("reservations.id"),
+              primary_key=True),
+    sa.Column("position", sa.Integer, primary_key=True),
+    sa.Column("sku", sa.String(64), nullable=False),
+    sa.Column("location", sa.String(64), nullable=False),
+    sa.Column("lot", sa.String(64), nullable=True),
+    sa.Column("quantity", sa.Integer, nullable=False),
+)
+
+
+def _buckets(row: Any) -> Buckets:
+    return Buckets(**{name: getattr(row, name) for name in Buckets().as_dict()})
+
+
+# ---------------------------------------------------------------------------------------------
+# Locations and channels
+
+
+@dataclass(frozen=True)
+class Channel:
+    id: str
+    name: str
+    min_shelf_life_days: int
+    locations: list[str]
+
+
+async def insert_location(conn: AsyncConnection, id: str, name: str, kind: str,
+                          now: datetime) -> bool:
+    """Insert a location and append it to the `web` channel; False when the id exists."""
+    if await conn.scalar(sa.select(locations.c.id).where(locations.c.id == id)):
+        return False
+    await conn.execute(locations.insert().values(id=id, name=name, kind=kind, created_at=now))
+    last = await conn.scalar(sa.select(sa.func.max(channel_locations.c.priority)).where(
+        channel_locations.c.channel_id == "web"))
+    await conn.execute(channel_locations.insert().values(
+        channel_id="web", location_id=id, priority=(last or 0) + 1))
+    return True
+
+
+async def list_locations(conn: AsyncConnection) -> list[dict[str, Any]]:
+    rows = await conn.execute(sa.select(locations).order_by(locations.c.id))
+    return [dict(row._mapping) for row in rows]
+
+
+async def existing_locations(conn: AsyncConnection, ids: Iterable[str]) -> set[str]:
+    rows = await conn.execute(sa.select(locations.c.id).where(locations.c.id.in_(list(ids))))
+    return {row.id for row in rows}
+
+
+async def get_channel(conn: AsyncConnection, channel_id: str) -> Channel | None:
+    row = (await conn.execute(sa.select(channels).where(channels.c.id == channel_id))).first()
+    if row is None:
+        return None
+    located = await conn.execute(
+        sa.select(channel_locations.c.location_id)
+        .where(channel_locations.c.channel_id == channel_id)
+        .order_by(channel_locations.c.priority))
+    return Channel(row.id, row.name, row.min_shelf_life_days, [r.location_id for r in located])
+
+
+async def save_channel(conn: AsyncConnection, channel: Channel) -> None:
+    await upsert(conn, channels, [{"id": channel.id, "name": channel.name,
+                                   "min_shelf_life_days": channel.min_shelf_life_days}], ["id"])
+    await conn.execute(channel_locations.delete().where(
+        channel_locations.c.channel_id == channel.id))
+    if channel.locations:
+        await conn.execute(channel_locations.insert(), [
+            {"channel_id": channel.id, "location_id": loc, "priority": i}
+            for i, loc in enumerate(channel.locations, start=1)])
+
+
+async def list_channels(conn: AsyncConnection) -> list[str]:
+    return [row.id for row in await conn.execute(sa.select(channels.c.id).order_by(channels.c.id))]
+
+
+# ---------------------------------------------------------------------------------------------
+# Items: the per-SKU lock and policy
+
+
+@dataclass(frozen=True)
+class Item:
+    sku: str
+    version: int
+    per_customer_limit: int | None
+    low_stock_threshold: int | None
+
+
+async def lock_items(conn: AsyncConnection, skus: Iterable[str]) -> dict[str, Item]:
+    """Create missing item rows and lock all of them, always in sku order (no deadlocks)."""
+    ordered = sorted(set(skus))
+    await insert_missing(conn, items, [{"sku": sku, "version": 0} for sku in ordered])
+    query = sa.select(items).where(items.c.sku.in_(ordered)).order_by(items.c.sku)
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    rows = await conn.execute(query)
+    return {row.sku: Item(row.sku, row.version, row.per_customer_limit,
+                          row.low_stock_threshold) for row in rows}
+
+
+async def get_items(conn: AsyncConnection, skus: Iterable[str]) -> dict[str, Item]:
+    rows = await conn.execute(sa.select(items).where(items.c.sku.in_(list(skus))))
+    return {row.sku: Item(row.sku, row.version, row.per_customer_limit,
+                          row.low_stock_threshold) for row in rows}
+
+
+async def bump_items(conn: AsyncConnection, skus: Iterable[str]) -> None:
+    await conn.execute(items.update().where(items.c.sku.in_(sorted(set(skus))))
+                       .values(version=items.c.version + 1))
+
+
+async def set_policy(conn: AsyncConnection, sku: str, per_customer_limit: int | None,
+                     low_stock_threshold: int | None) -> None:
+    await conn.execute(items.update().where(items.c.sku == sku).values(
+        per_customer_limit=per_customer_limit, low_stock_threshold=low_stock_threshold,
+        version=items.c.version + 1))
+
+
+# ---------------------------------------------------------------------------------------------
+# Stock levels and lots
+
+
+async def load_levels(conn: AsyncConnection, skus: Iterable[str]) -> dict[tuple[str, str],
+                                                                            StockLevel]:
+    wanted = sorted(set(skus))
+    rows = await conn.execute(sa.select(stock_levels).where(stock_levels.c.sku.in_(wanted)))
+    levels = {(r.sku, r.location): StockLevel(r.sku, r.location, _buckets(r), r.version,
+                                              r.last_hash) for r in rows}
+    for r in await conn.execute(sa.select(lots).where(lots.c.sku.in_(wanted))):
+        levels[(r.sku, r.location)].lots[r.code] = Lot(r.code, r.expires_on, _buckets(r))
+    return levels
+
+
+async def all_levels(conn: AsyncConnection) -> dict[tuple[str, str], StockLevel]:
+    skus = [row.sku for row in await conn.execute(sa.select(stock_levels.c.sku).distinct())]
+    return await load_levels(conn, skus)
+
+
+async def save_levels(conn: AsyncConnection, levels: Sequence[StockLevel],
+                      versions_before: dict[tuple[str, str], int]) -> None:
+    """Write changed levels with a compare-and-swap on the version they were read at."""
+    for level in levels:
+        values = {**level.buckets.as_dict(), "version": level.version,
+                  "last_hash": level.last_hash}
+        before = versions_before[(level.sku, level.location)]
+        if before == 0:
+            await conn.execute(stock_levels.insert().values(
+                sku=level.sku, location=level.location, **values))
+        else:
+            result = await conn.execute(stock_levels.update().where(
+                stock_levels.c.sku == level.sku, stock_levels.c.location == level.location,
+                stock_levels.c.version == before).values(**values))
+            if result.rowcount != 1:
+                raise VersionConflict(f"stock level {level.sku}@{level.location} changed")
+    lot_rows = [{"sku": level.sku, "location": level.location, "code": lot.code,
+                 "expires_on": lot.expires_on, **lot.buckets.as_dict()}
+                for level in levels for lot in level.lots.values()]
+    await upsert(conn, lots, lot_rows, ["sku", "location", "code"])
+
+
+async def skus_with_expired_lots(conn: AsyncConnection, today: date) -> list[str]:
+    free = lots.c.on_hand - lots.c.reserved - lots.c.committed - lots.c.unsellable
+    rows = await conn.execute(sa.select(lots.c.sku).where(lots.c.expires_on <= today, free > 0)
+                              .distinct().order_by(lots.c.sku))
+    return [row.sku for row in rows]
+
+
+# ---------------------------------------------------------------------------------------------
+# The ledger
+
+
+async def insert_entries(conn: AsyncConnection, entries: Sequence[LedgerEntry]) -> None:
+    if entries:
+        await conn.execute(ledger.insert(), [
+            {**{k: v for k, v in e.body().items() if k not in ("delta",)},
+             **e.delta.as_dict(), "hash": e.hash} for e in entries])
+
+
+def _entry(row: Any) -> LedgerEntry:
+    return LedgerEntry(
+        sku=row.sku, location=row.location, version=row.version, kind=row.kind,
+        delta=_buckets(row), lot=row.lot, lot_expires_on=row.lot_expires_on, actor=row.actor,
+        reason=row.reason, correlation_id=row.correlation_id,
+        idempotency_key=row.idempotency_key, reference=row.reference, at=row.at,
+        prev_hash=row.prev_hash, hash=row.hash)
+
+
+async def ledger_entries(conn: AsyncConnection, sku: str | None = None, limit: int | None = None,
+                         after_version: int | None = None,
+                         location: str | None = None) -> list[LedgerEntry]:
+    query = sa.select(ledger).order_by(ledger.c.sku, ledger.c.location, ledger.c.version)
+    if sku is not None:
+        query = query.where(ledger.c.sku == sku)
+    if location is not None:
+        query = query.where(ledger.c.location == location)
+    if after_version is not None:
+        query = query.where(ledger.c.version > after_version)
+    if limit is not None:
+        query = query.limit(limit)
+    return [_entry(row) for row in await conn.execute(query)]
+
+
+async def stream_ledger(conn: AsyncConnection) -> AsyncIterator[LedgerEntry]:
+    """All entries in fold order, streamed so a large ledger is not held in memory at once."""
+    result = await conn.stream(sa.select(ledger).order_by(ledger.c.sku, ledger.c.location,
+                                                          ledger.c.version))
+    async for row in result:
+        yield _entry(row)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reservations
+
+
+async def insert_reservation(conn: AsyncConnection, r: Reservation) -> None:
+    await conn.execute(reservations.insert().values(
+        id=r.id, channel=r.channel, customer_id=r.customer_id, status=r.status.value,
+        created_at=r.created_at, expires_at=r.expires_at, updated_at=r.created_at))
+    await conn.execute(reservation_lines.insert(), [
+        {"reservation_id": r.id, "sku": line.sku, "quantity": line.quantity} for line in r.lines])
+    await conn.execute(reservation_allocations.insert(), [
+        {"reservation_id": r.id, "position": i, "sku": a.sku, "location": a.location,
+         "lot": a.lot, "quantity": a.quantity} for i, a in enumerate(r.allocations)])
+
+
+async def get_reservation(conn: AsyncConnection, reservation_id: str) -> Reservation | None:
+    row = (await conn.execute(sa.select(reservations).where(
+        reservations.c.id == reservation_id))).first()
+    if row is None:
+        return None
+    lines = await conn.execute(sa.select(reservation_lines).where(
+        reservation_lines.c.reservation_id == reservation_id).order_by(reservation_lines.c.sku))
+    allocs = await conn.execute(sa.select(reservation_allocations).where(
+        reservation_allocations.c.reservation_id == reservation_id)
+        .order_by(reservation_allocations.c.position))
+    return Reservation(
+        id=row.id, channel=row.channel, customer_id=row.customer_id,
+        status=ReservationStatus(row.status), created_at=row.created_at,
+        expires_at=row.expires_at,
+        lines=[Line(r.sku, r.quantity) for r in lines],
+        allocations=[Allocation(a.sku, a.location, a.lot, a.quantity) for a in allocs])
+
+
+async def update_reservation(conn: AsyncConnection, r: Reservation,
+                             status_before: ReservationStatus, now: datetime) -> None:
+    """Conditional on the status it was read in, so a transition happens exactly once."""
+    result = await conn.execute(reservations.update().where(
+        reservations.c.id == r.id, reservations.c.status == status_before.value).values(
+        status=r.status.value, expires_at=r.expires_at, updated_at=now))
+    if result.rowcount != 1:
+        raise VersionConflict(f"reservation {r.id} changed concurrently")
+
+
+async def held_by_customer(conn: AsyncConnection, customer_id: str, skus: Iterable[str],
+                           now: datetime) -> dict[str, int]:
+    """Units of each SKU the customer holds in live or committed reservations."""
+    live = sa.or_(reservations.c.status == ReservationStatus.COMMITTED.value,
+                  sa.and_(reservations.c.status == ReservationStatus.ACTIVE.value,
+                          reservations.c.expires_at > now))
+    rows = await conn.execute(
+        sa.select(reservation_lines.c.sku, sa.func.sum(reservation_lines.c.quantity).label("n"))
+        .join(reservations, reservations.c.id == reservation_lines.c.reservation_id)
+        .where(reservations.c.customer_id == customer_id,
+               reservation_lines.c.sku.in_(list(skus)), live)
+        .group_by(reservation_lines.c.sku))
+    return {row.sku: int(row.n) for row in rows}
+
+
+async def expired_reservation_ids(conn: AsyncConnection, now: datetime, limit: int) -> list[str]:
+    rows = await conn.execute(
+        sa.select(reservations.c.id).where(
+            reservations.c.status == ReservationStatus.ACTIVE.value,
+            reservations.c.expires_at <= now)
+        .order_by(reservations.c.expires_at).limit(limit))
+    return [row.id for row in rows]
+
+
+async def reservation_skus(conn: AsyncConnection, reservation_id: str) -> set[str]:
+    lines = await conn.execute(sa.select(reservation_lines.c.sku).where(
+        reservation_lines.c.reservation_id == reservation_id))
+    allocs = await conn.execute(sa.select(reservation_allocations.c.sku).where(
+        reservation_allocations.c.reservation_id == reservation_id))
+    return {r.sku for r in lines} | {r.sku for r in allocs}

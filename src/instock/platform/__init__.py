@@ -1,0 +1,1 @@
+"""Cross-cutting adapters: database, auth, errors, idempotency, telemetry. No business rules."""

@@ -1,0 +1,136 @@
+"""One error hierarchy for the whole house, rendered as application/problem+json (RFC 9457).
+
+Services raise these; `install_handlers` turns them (and validation errors, and anything
+unexpected) into problem documents. No stack trace or SQL ever reaches a client.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+PROBLEM_JSON = "application/problem+json"
+TYPE_BASE = "https://instock.dev/problems/"
+
+log = structlog.get_logger(__name__)
+
+
+class InstockError(Exception):
+    """Base of every error a client may see. `slug` names a stable problem type."""
+
+    status: ClassVar[int] = 400
+    slug: ClassVar[str] = "bad-request"
+    title: ClassVar[str] = "Bad request"
+
+    def __init__(self, detail: str, **extensions: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extensions = extensions
+
+    def problem(self, instance: str | None = None) -> dict[str, Any]:
+        return problem_document(self.status, self.slug, self.title, self.detail, instance,
+                                **self.extensions)
+
+
+class ValidationFailed(InstockError):
+    status, slug, title = 422, "validation-error", "The request is not valid"
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}", errors=[{"field": field, "reason": reason}])
+
+
+class NotFound(InstockError):
+    status, slug, title = 404, "not-found", "Not found"
+
+
+class AlreadyExists(InstockError):
+    status, slug, title = 409, "already-exists", "Already exists"
+
+
+class Conflict(InstockError):
+    status, slug, title = 409, "conflict", "Conflict with the current state"
+
+
+class VersionConflict(Conflict):
+    """Someone else changed the row first; internal writes retry this before giving up."""
+
+    slug, title = "version-conflict", "Concurrent update, try again"
+
+
+class PreconditionFailed(InstockError):
+    status, slug, title = 412, "precondition-failed", "If-Match does not match the current version"
+
+
+class Unauthorized(InstockError):
+    status, slug, title = 401, "unauthorized", "Authentication required"
+
+
+class Forbidden(InstockError):
+    status, slug, title = 403, "forbidden", "Not allowed"
+
+
+class IdempotencyKeyReused(InstockError):
+    status, slug = 422, "idempotency-key-reused"
+    title = "Idempotency-Key reused with another request"
+
+
+class IdempotencyInProgress(InstockError):
+    status, slug, title = 409, "idempotency-in-progress", "A request with this key is in progress"
+
+
+def problem_document(status: int, slug: str, title: str, detail: str | None,
+                     instance: str | None = None, **extensions: Any) -> dict[str, Any]:
+    doc: dict[str, Any] = {"type": TYPE_BASE + slug, "title": title, "status": status}
+    if detail:
+        doc["detail"] = detail
+    if instance:
+        doc["instance"] = instance
+    doc.update(extensions)
+    return doc
+
+
+def problem_response(doc: dict[str, Any], headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(doc, status_code=doc["status"], media_type=PROBLEM_JSON, headers=headers)
+
+
+def _field_of(loc: tuple[Any, ...]) -> str:
+    # ("body", "lines", 0, "sku") -> "lines[0].sku"; the location kind is not part of the field.
+    parts = list(loc[1:]) if loc and loc[0] in ("body", "query", "path", "header") else list(loc)
+    out = ""
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or str(loc[0] if loc else "body")
+
+
+def install_handlers(app: FastAPI) -> None:
+    @app.exception_handler(InstockError)
+    async def _instock(request: Request, exc: InstockError) -> JSONResponse:
+        return problem_response(exc.problem(request.url.path))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{"field": _field_of(tuple(e.get("loc", ()))), "reason": e.get("msg", "invalid")}
+                  for e in exc.errors()]
+        detail = "; ".join(f"{e['field']}: {e['reason']}" for e in errors)
+        return problem_response(problem_document(
+            422, "validation-error", "The request is not valid", detail, request.url.path,
+            errors=errors))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        slug = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
+        return problem_response(
+            problem_document(exc.status_code, slug, str(exc.detail), None, request.url.path),
+            headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled_error", path=request.url.path)
+        return problem_response(problem_document(
+            500, "internal-error", "Internal error", "The server could not complete the request.",
+            request.url.path))

@@ -1,0 +1,30 @@
+"""The one retry helper: bounded attempts, exponential backoff with full jitter."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+async def retry(operation: Callable[[], Awaitable[T]], *, retry_on: tuple[type[Exception], ...],
+                attempts: int, base_delay: float = 0.002, max_delay: float = 0.1,
+                on_retry: Callable[[Exception], None] | None = None) -> T:
+    """Run `operation`; on a `retry_on` error wait a jittered backoff and try again.
+
+    Full jitter (a random wait up to the exponential bound) keeps competing writers from
+    retrying in lockstep. After `attempts` tries the last error propagates.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            return await operation()
+        except retry_on as exc:
+            if attempt == attempts:
+                raise
+            if on_retry is not None:
+                on_retry(exc)
+            await asyncio.sleep(random.uniform(0, min(max_delay, base_delay * 2 ** attempt)))
+    raise AssertionError("unreachable")
