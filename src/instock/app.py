@@ -38,7 +38,7 @@ class Container:
 
 def build(settings: Settings | None = None) -> Container:
     settings = settings or get_settings()
-    db = Database(settings.database_url)
+    db = Database(settings.database_url, pool_size=settings.db_pool_size)
     tokens = TokenAuthority(load_or_create_secret(settings.jwt_secret, settings.state_dir),
                             settings.jwt_issuer, settings.jwt_ttl_seconds)
     catalog_service = CatalogService(db)

@@ -15,6 +15,8 @@ class Settings(BaseSettings):
     database_url: str = "sqlite+aiosqlite:///./instock.db"
     bus_url: str = "memory://"
     redis_url: str | None = None
+    # Connections per process (and as many again in overflow); PostgreSQL allows ~100 in all.
+    db_pool_size: int = Field(default=10, ge=1)
     # Where the embedded default keeps what it creates on first run (the JWT key).
     state_dir: Path = Path(".instock")
     jwt_secret: str | None = None

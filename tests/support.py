@@ -1,0 +1,64 @@
+"""Test helpers shared by the integration and end-to-end suites: fresh databases per test.
+
+SQLite always; PostgreSQL too when INSTOCK_TEST_DATABASE_URL is set (CI sets it). Each test gets
+a database of its own, created from scratch and dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import asyncpg
+import sqlalchemy as sa
+
+from instock.config import Settings
+
+PG_URL = os.environ.get("INSTOCK_TEST_DATABASE_URL")
+
+
+def backends() -> list[str]:
+    return ["sqlite", "postgresql"] if PG_URL else ["sqlite"]
+
+
+def _pg_dsn(url: str) -> str:
+    return sa.make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+async def _pg_admin(statement: str) -> None:
+    assert PG_URL is not None
+    conn = await asyncpg.connect(_pg_dsn(PG_URL))
+    try:
+        await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+@contextmanager
+def fresh_database(backend: str, tmp_path: Path) -> Iterator[str]:
+    """Yield the SQLAlchemy URL of a new, empty database on the given backend."""
+    if backend == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'instock-test.db'}"
+        return
+    assert PG_URL is not None, "PostgreSQL tests need INSTOCK_TEST_DATABASE_URL"
+    name = f"instock_t_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
+    try:
+        yield sa.make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+TEST_SECRET = "test-secret-that-is-long-enough-for-hs256-keys"
+
+
+def make_settings(database_url: str, tmp_path: Path, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "database_url": database_url, "state_dir": tmp_path / "state", "jwt_secret": TEST_SECRET,
+        "run_sweeper": False, "migrate_on_start": False, "log_level": "warning"}
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
