@@ -118,7 +118,7 @@ def upgrade() -> None:
         sa.Column("attributes", sa.JSON(), nullable=False),
         sa.Column("price", MONEY, nullable=False),
         sa.Column("currency", sa.String(length=3), nullable=False),
-        sa.Column("replenishable", sa.Boolean(), server_default=sa.text("0"), nullable=False),
+        sa.Column("replenishable", sa.Boolean(), server_default=sa.false(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_products")),
     )

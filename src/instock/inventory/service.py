@@ -389,13 +389,15 @@ class InventoryService:
         expired = 0
         async with self.db.read() as conn:
             due = await store.expired_reservation_ids(conn, self.clock(), batch)
-            lot_skus = await store.skus_with_expired_lots(conn, self.clock().date())
         for reservation_id in due:
             try:
                 await self._transition(reservation_id, ctx, lambda r, now: r.expire(now))
                 expired += 1
             except InvalidTransition:
                 pass  # another sweeper (or a commit) got there first
+        # After the holds: units they released from expired lots must be caught too.
+        async with self.db.read() as conn:
+            lot_skus = await store.skus_with_expired_lots(conn, self.clock().date())
         for sku in lot_skus:
             await self._write({sku}, self._expire_lots, None)
         return {"reservations_expired": expired, "skus_with_expired_lots": len(lot_skus)}

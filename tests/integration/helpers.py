@@ -1,0 +1,41 @@
+"""Building blocks for integration tests: catalogue, locations and stock through the services."""
+
+from __future__ import annotations
+
+import contextlib
+from datetime import date
+from decimal import Decimal
+
+from instock.app import Container
+from instock.catalog.model import Product, Variant
+from instock.inventory.model import Adjustment, AdjustmentKind, EntryContext
+from instock.platform.errors import AlreadyExists
+
+CTX = EntryContext(actor="test", reason="test")
+
+
+async def add_product(c: Container, product_id: str, skus: list[str],
+                      bundles: dict[str, dict[str, int]] | None = None) -> None:
+    variants = [Variant(sku) for sku in skus]
+    variants += [Variant(sku, {}, parts) for sku, parts in (bundles or {}).items()]
+    await c.catalog.create_product(Product(
+        id=product_id, title=product_id, brand="b", category="c", price=Decimal("10"),
+        currency="EUR", variants=variants))
+
+
+async def add_location(c: Container, location: str) -> None:
+    with contextlib.suppress(AlreadyExists):
+        await c.inventory.create_location(location, location, "warehouse")
+
+
+async def receive(c: Container, sku: str, location: str, quantity: int, lot: str | None = None,
+                  expires_on: date | None = None) -> None:
+    await c.inventory.adjust(Adjustment(sku, location, AdjustmentKind.RECEIVE, quantity, lot,
+                                        expires_on), CTX)
+
+
+async def stocked(c: Container, sku: str, quantity: int, location: str = "wh") -> None:
+    """One product with one SKU holding `quantity` units at `location`."""
+    await add_location(c, location)
+    await add_product(c, f"p-{sku}", [sku])
+    await receive(c, sku, location, quantity)
