@@ -109,17 +109,20 @@ class IdempotencyMiddleware:
             return {"type": "http.request", "body": body, "more_body": False}
 
         async def capture(message: Message) -> None:
+            # Held back until stored: a client that retries after seeing the response must
+            # find it finished, not "in progress".
             if message["type"] == "http.response.start":
                 start.update(message)
             elif message["type"] == "http.response.body":
                 chunks.append(message.get("body", b""))
-            await send(message)
 
         scope = {**scope, "state": {**scope.get("state", {}), "idempotency_key": key}}
         try:
             await self.app(scope, replay_receive, capture)
         finally:
             await self._finish(scope_id, start, b"".join(chunks))
+        await send(start)
+        await send({"type": "http.response.body", "body": b"".join(chunks)})
 
     async def _finish(self, scope_id: str, start: dict[str, Any], body: bytes) -> None:
         status = start.get("status", 500)
