@@ -1,0 +1,350 @@
+"""The end-to-end harness: server processes, tokens, the audit command, load and SQL helpers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from instock.platform.auth import Role, TokenAuthority
+from tests.support import TEST_SECRET
+
+INSTOCK = str(Path(sys.executable).with_name("instock")) if Path(
+    sys.executable).with_name("instock").exists() else (shutil.which("instock") or "instock")
+READY_TIMEOUT = 60.0
+CLIENT_SHARDS = 25
+PROBLEM_JSON = "application/problem+json"
+PROBLEM_BASE = "https://instock.dev/problems/"
+
+TOKENS = TokenAuthority(TEST_SECRET, "instock", 3600 * 4)
+
+
+def token(role: Role, subject: str | None = None) -> str:
+    return TOKENS.mint(role, subject)
+
+
+def bearer(role: Role, subject: str | None = None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token(role, subject)}"}
+
+
+@dataclass
+class Database:
+    backend: str
+    url: str
+    tmp_path: Path
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """A clean environment for an `instock` command on this database."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("INSTOCK_")}
+        env.update(INSTOCK_DATABASE_URL=self.url, INSTOCK_JWT_SECRET=TEST_SECRET,
+                   INSTOCK_STATE_DIR=str(self.tmp_path / "state"), INSTOCK_LOG_LEVEL="warning")
+        env.update(extra)
+        return env
+
+    async def scalar(self, query: str, **params: Any) -> Any:
+        """Run one SQL query directly against the database (a second opinion beside the API)."""
+        engine = create_async_engine(self.url)
+        try:
+            async with engine.connect() as conn:
+                return (await conn.execute(sa.text(query), params)).scalar()
+        finally:
+            await engine.dispose()
+
+    async def column(self, query: str, **params: Any) -> list[Any]:
+        engine = create_async_engine(self.url)
+        try:
+            async with engine.connect() as conn:
+                return list((await conn.execute(sa.text(query), params)).scalars())
+        finally:
+            await engine.dispose()
+
+
+async def audit_verify(db: Database) -> tuple[int, str]:
+    """Run `instock audit verify` as its own process; its exit code and what it said."""
+    proc = await asyncio.create_subprocess_exec(
+        INSTOCK, "audit", "verify", env=db.env(), stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT)
+    out, _ = await asyncio.wait_for(proc.communicate(), timeout=180)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(errors="replace")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+    _log: Any = field(repr=False)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def log_tail(self, chars: int = 4000) -> str:
+        with contextlib.suppress(OSError):
+            return self.log_path.read_text(errors="replace")[-chars:]
+        return ""
+
+    def sigkill(self) -> None:
+        """The real thing: SIGKILL, no shutdown hooks, no flushing."""
+        os.kill(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.alive():
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=15)
+        self._log.close()
+
+
+class ServerFactory:
+    """Starts `instock serve` processes on one database; stops every one it started."""
+
+    def __init__(self, db: Database, tmp_path: Path) -> None:
+        self.db = db
+        self.tmp_path = tmp_path
+        self.started: list[Server] = []
+
+    async def start(self, **env: str) -> Server:
+        last_error = ""
+        for _ in range(3):  # a free port can be taken by someone else before we bind it
+            server = self._spawn(free_port(), env)
+            try:
+                await self._wait_ready(server)
+                return server
+            except _PortTaken as exc:
+                last_error = str(exc)
+                server.stop()
+        raise AssertionError(f"could not start a server: {last_error}")
+
+    def _spawn(self, port: int, env: dict[str, str]) -> Server:
+        log_path = self.tmp_path / f"server-{len(self.started)}-{port}.log"
+        log = log_path.open("wb")
+        process = subprocess.Popen(
+            [INSTOCK, "serve", "--host", "127.0.0.1", "--port", str(port)],
+            env=self.db.env(**env), stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL)
+        server = Server(process, port, log_path, log)
+        self.started.append(server)
+        return server
+
+    async def _wait_ready(self, server: Server) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=5) as client:
+            while time.monotonic() < deadline:
+                if not server.alive():
+                    tail = server.log_tail()
+                    if "address already in use" in tail.lower():
+                        raise _PortTaken(tail)
+                    raise AssertionError(
+                        f"server exited with {server.process.returncode} before it was ready:\n"
+                        f"{tail}")
+                with contextlib.suppress(httpx.TransportError):
+                    response = await client.get("/readyz")
+                    if response.status_code == 200:
+                        body = response.json()
+                        assert body["database"] == self.db.backend, body
+                        return
+                await asyncio.sleep(0.1)
+        raise AssertionError(f"server not ready in {READY_TIMEOUT}s:\n{server.log_tail()}")
+
+    def stop_all(self) -> None:
+        for server in self.started:
+            server.stop()
+
+
+class _PortTaken(Exception):
+    pass
+
+
+# -- HTTP helpers ----------------------------------------------------------------------------
+
+
+def client(base_url: str, role: Role = Role.ADMIN, subject: str | None = None,
+           connections: int = 20) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        base_url=base_url, headers=bearer(role, subject), timeout=httpx.Timeout(120.0),
+        limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections))
+
+
+def assert_problem(response: httpx.Response, status: int, slug: str) -> dict[str, Any]:
+    """An RFC 9457 problem document of the given status and stable type."""
+    assert response.status_code == status, (response.status_code, response.text)
+    assert response.headers["content-type"].startswith(PROBLEM_JSON), response.headers
+    body: dict[str, Any] = response.json()
+    assert body["type"] == PROBLEM_BASE + slug, body
+    assert body["status"] == status, body
+    assert body["title"], body
+    text = response.text.lower()
+    for leak in ("traceback", "sqlalchemy", "select ", "insert into", 'file "'):
+        assert leak not in text, f"{leak!r} leaked to the client: {response.text}"
+    return body
+
+
+def fields_named(problem: dict[str, Any]) -> set[str]:
+    return {error["field"] for error in problem.get("errors", [])}
+
+
+async def create_product(api: httpx.AsyncClient, product_id: str, skus: Sequence[str],
+                         bundles: dict[str, dict[str, int]] | None = None) -> None:
+    variants: list[dict[str, Any]] = [
+        {"sku": sku, "attributes": {"size": f"S{i}"}} for i, sku in enumerate(skus)]
+    for i, (sku, components) in enumerate((bundles or {}).items()):
+        variants.append({"sku": sku, "attributes": {"kit": f"K{i}"},
+                         "components": [{"sku": c, "quantity": q} for c, q in components.items()]})
+    response = await api.post("/v1/products", json={
+        "id": product_id, "title": f"Product {product_id}", "brand": "Drop", "category": "apparel",
+        "tags": ["e2e"], "price": "59.90", "variants": variants})
+    assert response.status_code == 201, response.text
+
+
+async def create_location(api: httpx.AsyncClient, location_id: str,
+                          kind: str = "warehouse") -> None:
+    response = await api.post("/v1/locations", json={"id": location_id, "name": location_id,
+                                                     "kind": kind})
+    assert response.status_code == 201, response.text
+
+
+async def receive(api: httpx.AsyncClient, sku: str, location: str, quantity: int) -> None:
+    response = await api.post("/v1/inventory/adjustments", json={
+        "sku": sku, "location": location, "kind": "receive", "quantity": quantity,
+        "reason": "e2e stock"})
+    assert response.status_code == 200, response.text
+
+
+async def stock(api: httpx.AsyncClient, sku: str) -> dict[str, Any]:
+    response = await api.get(f"/v1/inventory/{sku}")
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def setup_drop(base_url: str, skus: list[str], units: int,
+                     bundles: dict[str, dict[str, int]] | None = None) -> None:
+    async with client(base_url, Role.ADMIN) as admin:
+        await create_product(admin, "drop", skus, bundles)
+        await create_location(admin, "wh-1")
+        for sku in skus:
+            await receive(admin, sku, "wh-1", units)
+        # Warm the server (first-request costs) on something else, so the burst measures the drop.
+        await create_product(admin, "warmup", ["warmup-1"])
+        await receive(admin, "warmup-1", "wh-1", 1)
+        async with client(base_url, Role.SERVICE) as svc:
+            warm = await svc.post("/v1/reservations",
+                                  json={"lines": [{"sku": "warmup-1", "quantity": 1}]})
+            assert warm.status_code == 201, warm.text
+
+
+# -- load ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    index: int
+    status: int | None  # None: no HTTP response (connection refused, reset, ...)
+    body: dict[str, Any] | None
+    content_type: str
+    error: str | None = None
+
+
+@dataclass
+class LoadResult:
+    outcomes: list[Outcome]
+    seconds: float
+
+    def with_status(self, status: int | None) -> list[Outcome]:
+        return [o for o in self.outcomes if o.status == status]
+
+    def statuses(self) -> dict[int | None, int]:
+        counts: dict[int | None, int] = {}
+        for o in self.outcomes:
+            counts[o.status] = counts.get(o.status, 0) + 1
+        return counts
+
+
+async def reserve_burst(base_urls: Sequence[str], bodies: Sequence[dict[str, Any]],
+                        started: asyncio.Event | None = None,
+                        on_response: Any = None) -> LoadResult:
+    """Send every reservation at once (one connection each), split round-robin over servers.
+
+    Each request is a different customer with its own token, as in a real drop.
+    """
+    # One connection per request, all open at once. The connections are spread over several
+    # clients per server: httpx's pool bookkeeping grows with its size, and a single pool of 500
+    # costs the client more CPU than the server spends (2 cores are shared by both).
+    shards = len(base_urls) * CLIENT_SHARDS
+    per_shard = -(-len(bodies) // shards)
+    clients = [httpx.AsyncClient(base_url=base_urls[s % len(base_urls)],
+                                 timeout=httpx.Timeout(180.0),
+                                 limits=httpx.Limits(max_connections=per_shard,
+                                                     max_keepalive_connections=per_shard))
+               for s in range(shards)]
+    headers = [bearer(Role.CUSTOMER, f"buyer-{i}") for i in range(len(bodies))]
+
+    async def one(i: int) -> Outcome:
+        http = clients[i % shards]  # request i goes to server i % len(base_urls)
+        try:
+            response = await http.post("/v1/reservations", json=bodies[i], headers=headers[i])
+        except httpx.TransportError as exc:
+            return Outcome(i, None, None, "", f"{type(exc).__name__}: {exc}")
+        try:
+            body = response.json()
+        except ValueError:
+            body = {"raw": response.text}
+        outcome = Outcome(i, response.status_code, body, response.headers.get("content-type", ""))
+        if on_response is not None:
+            on_response(outcome)
+        return outcome
+
+    try:
+        if started is not None:
+            started.set()
+        t0 = time.perf_counter()
+        outcomes = await asyncio.gather(*(one(i) for i in range(len(bodies))))
+        seconds = time.perf_counter() - t0
+    finally:
+        for http in clients:
+            await http.aclose()
+    return LoadResult(list(outcomes), seconds)
+
+
+def assert_clean_insufficient(outcome: Outcome, skus: set[str]) -> None:
+    """A 409 as the contract says: problem+json, insufficient-stock, naming the short SKUs."""
+    assert outcome.status == 409, outcome
+    assert outcome.content_type.startswith(PROBLEM_JSON), outcome
+    assert outcome.body is not None
+    assert outcome.body["type"].endswith("insufficient-stock"), outcome.body
+    short = {line["sku"] for line in outcome.body.get("short", [])}
+    assert short and short <= skus, outcome.body
