@@ -1,0 +1,86 @@
+"""`instock recs ...`: the recommendation commands (mounted by instock.cli as `recs`)."""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+recs_app = typer.Typer(help="Recommendations: offline evaluation against baselines.")
+
+
+class DataFormat(StrEnum):
+    yoochoose = "yoochoose"
+    taobao = "taobao"
+    rees46 = "rees46"
+    csv = "csv"
+
+
+class TargetKind(StrEnum):
+    next = "next"
+    purchase = "purchase"
+
+
+@recs_app.callback()
+def _recs() -> None:
+    """Recommendation models and their offline evaluation."""
+
+
+def _table(report: dict[str, Any]) -> Table:
+    k = report["k"]
+    table = Table(title=f"{report['dataset']}: {report['targets']} targets ({report['target']})")
+    for col in ("model", f"HR@{k}", f"MRR@{k}", f"NDCG@{k}", "coverage", "seconds"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for name, m in report["models"].items():
+        table.add_row(
+            name, *(f"{m[key]:.4f}" for key in ("hr", "mrr", "ndcg", "coverage")), f"{m['seconds']}"
+        )
+    return table
+
+
+@recs_app.command("evaluate")
+def evaluate_command(
+    data: Path = typer.Option(..., "--data", help="Folder (yoochoose) or log file (others)."),
+    fmt: DataFormat = typer.Option(..., "--format", help="Layout of the data."),
+    k: int = typer.Option(20, "--k", min=1, help="Length of the ranked list."),
+    target: TargetKind = typer.Option(
+        TargetKind.next, "--target", help="next event, or next purchase only."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print only the JSON report on stdout."),
+) -> None:
+    """HR@k, MRR@k, NDCG@k and coverage of instock's hybrid and the baselines on one data set."""
+    from instock.recommendations.evaluate import evaluate  # keeps `instock --help` fast
+
+    if not data.exists():
+        raise typer.BadParameter(f"{data} does not exist", param_hint="--data")
+    err = Console(stderr=True)
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=as_json,
+    ) as bar:
+        tasks: dict[str, TaskID] = {}
+
+        def progress(label: str, done: int, total: int) -> None:
+            if label not in tasks:
+                tasks[label] = bar.add_task(label, total=total)
+            bar.update(tasks[label], completed=done)
+
+        report = evaluate(data, fmt.value, k=k, target=target.value, progress=progress)
+    if report["skipped_rows"]:
+        err.print(f"[yellow]skipped {report['skipped_rows']} malformed row(s)[/yellow]")
+        for example in report["skipped_examples"]:
+            err.print(f"  {example}", markup=False)
+    if as_json:
+        typer.echo(json.dumps(report))
+    else:
+        Console().print(_table(report))

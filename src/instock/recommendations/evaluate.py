@@ -1,0 +1,326 @@
+"""Offline evaluation: load a log, tune the hybrid on validation data, compare with baselines.
+
+Protocols are those of ../shared/data/README.md (see `protocol.py`). Nothing is tuned on the
+evaluation targets: the hybrid's weights come from a split of the training data only.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from instock.recommendations.baselines import baseline_models, tune_als
+from instock.recommendations.events import VIEW, IntArray, kind_code
+from instock.recommendations.model import Hybrid, Recommender, default_components
+from instock.recommendations.protocol import (
+    Progress,
+    Split,
+    evaluate_model,
+    make_split,
+    price_bands,
+    target_positions,
+    time_split,
+)
+from instock.recommendations.tuning import collect, tune_weights
+
+Format = Literal["yoochoose", "taobao", "rees46", "csv"]
+Target = Literal["next", "purchase"]
+FORMATS: tuple[str, ...] = ("yoochoose", "taobao", "rees46", "csv")
+YOOCHOOSE_PREFIX = "yoochoose-clicks-100k_"
+# Below this many validation purchases the purchase tuning is noise; tune on next events instead.
+MIN_TUNING_TARGETS = 30
+MAX_SKIPPED_EXAMPLES = 5
+# Validation targets used for tuning: enough for stable weights, bounded for run time.
+MAX_TUNING_TARGETS = 5000
+MAX_ALS_TUNING_TARGETS = 1000
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+
+@dataclass
+class RawEvents:
+    """Parsed rows with raw ids; `attributes` are per event (empty string = unknown)."""
+
+    seq: list[str] = field(default_factory=list)
+    item: list[str] = field(default_factory=list)
+    time: list[float] = field(default_factory=list)
+    kind: list[int] = field(default_factory=list)
+    attributes: dict[str, list[str]] = field(default_factory=dict)
+    skipped: int = 0
+    skipped_examples: list[str] = field(default_factory=list)
+
+    def add(self, seq: str, item: str, when: float, kind: int, **attrs: str) -> None:
+        self.seq.append(seq)
+        self.item.append(item)
+        self.time.append(when)
+        self.kind.append(kind)
+        for name, value in attrs.items():
+            self.attributes.setdefault(name, []).append(value)
+
+    def skip(self, where: str, row: list[str], why: str) -> None:
+        self.skipped += 1
+        if len(self.skipped_examples) < MAX_SKIPPED_EXAMPLES:
+            self.skipped_examples.append(f"{where}: {why}: {','.join(row)[:120]}")
+
+    def attribute_arrays(self) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        for name, values in self.attributes.items():
+            if name == "price":
+                prices = [float(v) if v else math.nan for v in values]
+                out["price_band"] = price_bands(prices).astype(str)
+            else:
+                out[name] = np.asarray(values, dtype=str)
+        return out
+
+
+@dataclass
+class Dataset:
+    name: str
+    final: Split
+    tune: Split
+    skipped: int = 0
+    skipped_examples: list[str] = field(default_factory=list)
+
+
+def parse_time(value: str) -> float:
+    """Unix seconds, or an ISO-8601 / 'YYYY-MM-DD hh:mm:ss UTC' timestamp."""
+    value = value.strip()
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    text = value.removesuffix(" UTC").replace("Z", "+00:00")
+    stamp = datetime.fromisoformat(text)
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=UTC)  # logs without a zone are taken as UTC
+    return stamp.timestamp()
+
+
+def _rows(path: Path, delimiter: str = ",") -> Iterator[tuple[int, list[str]]]:
+    with path.open(newline="", encoding="utf-8") as fh:
+        yield from enumerate(csv.reader(fh, delimiter=delimiter), start=1)
+
+
+def _read_yoochoose_file(path: Path, into: RawEvents) -> None:
+    for line, row in _rows(path, "\t"):
+        if line == 1 and row and row[0] == "SessionId":
+            continue
+        try:
+            session, item, when = row
+            into.add(session, item, float(when), VIEW)
+        except ValueError as exc:
+            into.skip(f"{path.name}:{line}", row, str(exc))
+
+
+def read_taobao(path: Path) -> RawEvents:
+    raw = RawEvents()
+    for line, row in _rows(path):
+        try:
+            user, item, category, behavior, ts = row
+            raw.add(user, item, float(int(ts)), kind_code(behavior), category=category)
+        except ValueError as exc:
+            raw.skip(f"{path.name}:{line}", row, str(exc))
+    return raw
+
+
+Columns = Callable[[dict[str, str]], tuple[Any, ...]]
+
+
+def _read_with_header(path: Path, columns: Columns) -> RawEvents:
+    raw = RawEvents()
+    with path.open(newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        for line, rec in enumerate(reader, start=2):
+            try:
+                if None in rec or any(v is None for v in rec.values()):
+                    raise ValueError("wrong number of fields")
+                seq, item, when, kind, attrs = columns(rec)
+                raw.add(seq, item, when, kind, **attrs)
+            except (ValueError, KeyError) as exc:
+                raw.skip(f"{path.name}:{line}", [str(v) for v in rec.values()], str(exc))
+    return raw
+
+
+def _rees46_columns(rec: dict[str, str]) -> tuple[Any, ...]:
+    seq = rec["user_session"] or rec["user_id"]
+    attrs = {"category": rec["category_id"], "brand": rec["brand"], "price": rec["price"]}
+    kind = kind_code(rec["event_type"])
+    return seq, rec["product_id"], parse_time(rec["event_time"]), kind, attrs
+
+
+def _csv_columns(rec: dict[str, str]) -> tuple[Any, ...]:
+    seq = rec.get("session_id") or rec["user_id"]
+    if not rec["item_id"]:
+        raise ValueError("empty item_id")
+    attrs = {name: rec[name] for name in ("category", "brand", "price") if name in rec}
+    return seq, rec["item_id"], parse_time(rec["timestamp"]), kind_code(rec["event_type"]), attrs
+
+
+def _split(raw: RawEvents, is_train: np.ndarray) -> Split:
+    attrs = raw.attribute_arrays()
+    return make_split(raw.seq, raw.item, raw.time, raw.kind, is_train, attrs)
+
+
+def _unsplit_dataset(name: str, raw: RawEvents) -> Dataset:
+    """0.8-quantile time split; tuning repeats it inside the training part only."""
+    when = np.asarray(raw.time, float)
+    train = time_split(when)
+    inner = RawEvents(
+        seq=[s for s, t in zip(raw.seq, train, strict=True) if t],
+        item=[i for i, t in zip(raw.item, train, strict=True) if t],
+        time=when[train].tolist(),
+        kind=[k for k, t in zip(raw.kind, train, strict=True) if t],
+        attributes={
+            n: [v for v, t in zip(vals, train, strict=True) if t]
+            for n, vals in raw.attributes.items()
+        },
+    )
+    return Dataset(
+        name,
+        final=_split(raw, train),
+        tune=_split(inner, time_split(inner.time)),
+        skipped=raw.skipped,
+        skipped_examples=raw.skipped_examples,
+    )
+
+
+def _yoochoose_dataset(folder: Path) -> Dataset:
+    """The session-rec split: train_full -> test, and train_tr -> train_valid for tuning."""
+    splits = []
+    skipped, examples = 0, []
+    for train_name, test_name in (("train_full", "test"), ("train_tr", "train_valid")):
+        raw = RawEvents()
+        _read_yoochoose_file(folder / f"{YOOCHOOSE_PREFIX}{train_name}.txt", raw)
+        n_train = len(raw.seq)
+        _read_yoochoose_file(folder / f"{YOOCHOOSE_PREFIX}{test_name}.txt", raw)
+        is_train = np.arange(len(raw.seq)) < n_train
+        splits.append(_split(raw, is_train))
+        skipped += raw.skipped
+        examples += raw.skipped_examples
+    return Dataset(folder.name, splits[0], splits[1], skipped, examples[:MAX_SKIPPED_EXAMPLES])
+
+
+def load(path: str | Path, fmt: str) -> Dataset:
+    p = Path(path)
+    if fmt == "yoochoose":
+        return _yoochoose_dataset(p)
+    if fmt == "taobao":
+        return _unsplit_dataset(p.name, read_taobao(p))
+    if fmt == "rees46":
+        return _unsplit_dataset(p.name, _read_with_header(p, _rees46_columns))
+    if fmt == "csv":
+        return _unsplit_dataset(p.name, _read_with_header(p, _csv_columns))
+    raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Tuning and evaluation
+
+
+def _sample(positions: IntArray, limit: int) -> IntArray:
+    """At most `limit` targets, a fixed random subset (tuning cost grows with targets)."""
+    if len(positions) <= limit:
+        return positions
+    rng = np.random.default_rng(0)
+    return np.sort(rng.choice(positions, limit, replace=False))
+
+
+def validation_targets(tune: Split, target: str) -> tuple[IntArray, str]:
+    """Validation targets of the requested kind, or next events when purchases are too few."""
+    positions = target_positions(tune, purchase_only=target == "purchase")
+    if target == "purchase" and len(positions) < MIN_TUNING_TARGETS:
+        return target_positions(tune), "next"
+    return positions, target
+
+
+def tune_hybrid(
+    tune: Split, positions: IntArray, k: int, progress: Progress | None = None
+) -> dict[str, float]:
+    """Blend weights from the validation split of the training data."""
+    hybrid = Hybrid(default_components(tune.time_span))
+    if not len(positions):
+        return hybrid.weights
+    hybrid.fit(tune.train)
+    cands = collect(hybrid, tune, _sample(positions, MAX_TUNING_TARGETS), progress=progress)
+    return tune_weights(cands, k)
+
+
+def _tune(data: Dataset, target: str, k: int, progress: Progress | None) -> dict[str, Any]:
+    """Everything learnt from the validation split: hybrid weights and ALS's alpha."""
+    began = time.perf_counter()
+    valid, tuned_on = validation_targets(data.tune, target)
+    weights = tune_hybrid(data.tune, valid, k, progress)
+    als_valid = _sample(valid, MAX_ALS_TUNING_TARGETS)
+    als_alpha, als_scores = tune_als(data.tune, als_valid, k, progress=progress)
+    return {
+        "weights": weights,
+        "validation_targets": len(valid),
+        "tuned_on": tuned_on if len(valid) else "nothing (no validation targets)",
+        "als_alpha": als_alpha,
+        "als_validation_hr_plus_mrr": als_scores,
+        "seconds": round(time.perf_counter() - began, 2),
+    }
+
+
+def _run(
+    models: dict[str, Recommender],
+    split: Split,
+    positions: IntArray,
+    k: int,
+    progress: Progress | None,
+) -> dict[str, dict[str, float]]:
+    results = {}
+    train = split.train
+    for name, model in models.items():
+        began = time.perf_counter()
+        model.fit(train)
+        fit_seconds = round(time.perf_counter() - began, 2)
+        scored = evaluate_model(model, split, positions, k, name, progress)
+        results[name] = {**scored, "fit_seconds": fit_seconds}
+    return results
+
+
+def evaluate(
+    path: str | Path,
+    fmt: str,
+    k: int = 20,
+    target: str = "next",
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Run the protocol for instock's hybrid and every baseline; returns the report as a dict."""
+    if target not in ("next", "purchase"):
+        raise ValueError(f"unknown target {target!r}; expected next or purchase")
+    data = load(path, fmt)
+    split = data.final
+    positions = target_positions(split, purchase_only=target == "purchase")
+    # Scoring is many small matrix products: BLAS threads only add overhead there.
+    with threadpool_limits(1, "blas"):
+        tuning = _tune(data, target, k, progress)
+        weights = tuning.pop("weights")
+        used = {n: c for n, c in default_components(split.time_span).items() if weights[n] > 0}
+        models = {"instock": Hybrid(used, weights), **baseline_models(tuning["als_alpha"])}
+        results = _run(models, split, positions, k, progress)
+    return {
+        "dataset": data.name,
+        "k": k,
+        "target": target,
+        "targets": len(positions),
+        "models": results,
+        "weights": weights,
+        "tuning": tuning,
+        "catalogue": split.n_train_items,
+        "events": {"train": int(split.is_train.sum()), "held_out": int((~split.is_train).sum())},
+        "skipped_rows": data.skipped,
+        "skipped_examples": data.skipped_examples,
+    }

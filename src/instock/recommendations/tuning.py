@@ -1,0 +1,123 @@
+"""Tuning the hybrid's blend weights on a validation split (pure).
+
+Scoring every validation target with every component once, and keeping only the union of each
+component's top candidates, turns one evaluation of a weight vector into a few vector
+operations; a coordinate search over the weights then costs seconds, not a re-run per trial.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from instock.recommendations.events import FloatArray, IntArray
+from instock.recommendations.model import Hybrid
+from instock.recommendations.protocol import Progress, Split
+
+FACTORS = (0.0, 0.25, 0.5, 2.0, 4.0)
+
+
+@dataclass
+class Candidates:
+    """Per-target candidate items with each component's normalised score.
+
+    Column j belongs to target segment[j]; target_col[t] is the column of target t's true item.
+    """
+
+    names: list[str]
+    scores: FloatArray  # (n_components, n_columns)
+    segment: IntArray
+    target_col: IntArray
+    n_items: int
+
+    @property
+    def n_targets(self) -> int:
+        return len(self.target_col)
+
+
+def _top_nonzero(scores: FloatArray, depth: int) -> IntArray:
+    """Up to `depth` best items with a positive score (most components are sparse)."""
+    nz = np.flatnonzero(scores > 0)
+    if len(nz) > depth:
+        nz = nz[np.argpartition(-scores[nz], depth - 1)[:depth]]
+    return nz
+
+
+def collect(
+    hybrid: Hybrid,
+    split: Split,
+    positions: IntArray,
+    depth: int = 50,
+    progress: Progress | None = None,
+) -> Candidates:
+    """Score each target with every (fitted) component; keep each one's top `depth` items."""
+    n_cat = split.n_train_items
+    starts = split.log.starts()
+    blocks, segs, tcols = [], [], []
+    offset = 0
+    for t, pos in enumerate(positions):
+        comp = hybrid.component_scores(split.log.context(int(pos), int(starts[pos])))[:, :n_cat]
+        target = int(split.log.item[pos])
+        cand = np.unique(np.concatenate([_top_nonzero(row, depth) for row in comp] + [[target]]))
+        blocks.append(comp[:, cand].astype(np.float32))
+        segs.append(np.full(len(cand), t))
+        tcols.append(offset + int(np.searchsorted(cand, target)))
+        offset += len(cand)
+        if progress is not None and ((t + 1) % 200 == 0 or t + 1 == len(positions)):
+            progress("tuning: scoring validation targets", t + 1, len(positions))
+    m = len(hybrid.components)
+    return Candidates(
+        names=list(hybrid.components),
+        scores=np.hstack(blocks) if blocks else np.zeros((m, 0), np.float32),
+        segment=np.concatenate(segs) if segs else np.zeros(0, np.int64),
+        target_col=np.asarray(tcols, np.int64),
+        n_items=n_cat,
+    )
+
+
+def blended_ranks(c: Candidates, weights: FloatArray) -> FloatArray:
+    """Rank of each target under the blend; ties count half, as random tie-breaking would."""
+    blend = weights.astype(np.float32) @ c.scores
+    mine = blend[c.target_col][c.segment]
+    n = c.n_targets
+    ahead = np.bincount(c.segment, weights=blend > mine, minlength=n)
+    tied = np.bincount(c.segment, weights=blend == mine, minlength=n) - 1.0
+    ranks = 1.0 + ahead + 0.5 * tied
+    # A target scoring 0 also ties with every item outside the candidate lists.
+    outside = c.n_items - np.bincount(c.segment, minlength=n)
+    return np.where(blend[c.target_col] > 0, ranks, ranks + 0.5 * outside)
+
+
+def objective(ranks: FloatArray, k: int) -> float:
+    """HR@k + MRR@k: the goal is to win on both, so the tuner optimises their sum."""
+    if not len(ranks):
+        return 0.0
+    hit = ranks <= k
+    return float(hit.mean() + np.where(hit, 1.0 / ranks, 0.0).mean())
+
+
+def tune_weights(c: Candidates, k: int, rounds: int = 6) -> dict[str, float]:
+    """Coordinate search over non-negative weights, multiplicative steps, from equal weights."""
+    # Components silent on every validation target (no attributes, no carts...) get 0:
+    # their weight cannot be learnt, and a live shop should not trust them blindly.
+    w = (c.scores > 0).any(axis=1).astype(float) if c.scores.size else np.ones(len(c.names))
+    if not w.any():
+        return dict.fromkeys(c.names, 1.0)
+    best = objective(blended_ranks(c, w), k)
+    for _ in range(rounds):
+        improved = False
+        for j in range(len(w)):
+            base = w[j] if w[j] > 0 else 0.1 * max(float(w.max()), 1e-9)
+            for f in FACTORS:
+                trial = w.copy()
+                trial[j] = base * f
+                if not trial.any():
+                    continue
+                value = objective(blended_ranks(c, trial), k)
+                if value > best + 1e-9:
+                    best, w, improved = value, trial, True
+        if not improved:
+            break
+    w = w / w.max()
+    return {name: round(float(x), 4) for name, x in zip(c.names, w, strict=True)}
