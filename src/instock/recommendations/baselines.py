@@ -36,13 +36,11 @@ class ImplicitALS:
         iterations: int = 15,
         seed: int = 0,
     ) -> None:
-        self.params = {
-            "factors": factors,
-            "regularization": regularization,
-            "alpha": alpha,
-            "iterations": iterations,
-            "random_state": seed,
-        }
+        self.factors = factors
+        self.regularization = regularization
+        self.alpha = alpha
+        self.iterations = iterations
+        self.seed = seed
         self.n_items = 0
         self._factors: npt.NDArray[np.float32] = np.zeros((0, factors), np.float32)
         self._yty: FloatArray = np.zeros((factors, factors))
@@ -60,7 +58,13 @@ class ImplicitALS:
         with warnings.catch_warnings(), threadpool_limits(1, "blas"):
             # implicit warns about multi-threaded BLAS; the limit above is exactly its advice.
             warnings.simplefilter("ignore", RuntimeWarning)
-            model = AlternatingLeastSquares(**self.params)  # type: ignore[arg-type]
+            model = AlternatingLeastSquares(
+                factors=self.factors,
+                regularization=self.regularization,
+                alpha=self.alpha,
+                iterations=self.iterations,
+                random_state=self.seed,
+            )
             model.fit(counts, show_progress=False)
         self._factors = np.asarray(model.item_factors, np.float32)
         self._yty = self._factors.T.astype(np.float64) @ self._factors
@@ -74,10 +78,10 @@ class ImplicitALS:
         implicit recomputes Y'Y on every call, which dominates scoring on large catalogues.
         """
         uniq, counts = np.unique(items, return_counts=True)
-        conf = float(self.params["alpha"]) * counts
+        conf = self.alpha * counts
         y = self._factors[uniq].astype(np.float64)
         a = self._yty + (y.T * (conf - 1.0)) @ y
-        a[np.diag_indices_from(a)] += float(self.params["regularization"])
+        a[np.diag_indices_from(a)] += self.regularization
         return np.asarray(np.linalg.solve(a, y.T @ conf), np.float64)
 
     def score(self, ctx: Context, candidates: IntArray | None = None) -> FloatArray:

@@ -146,7 +146,7 @@ class EventLog:
         first = np.flatnonzero(new)
         return first[np.cumsum(new) - 1]
 
-    def context(self, end: int, start: int) -> Context:
-        """Events start..end-1 of one sequence as a scoring context."""
-        sl = slice(start, end)
+    def context_before(self, pos: int, start: int) -> Context:
+        """Events start..pos-1 (one sequence, `start` its first event) as a scoring context."""
+        sl = slice(start, pos)
         return Context(self.item[sl], self.kind[sl], self.time[sl], int(self.seq[start]))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -425,11 +425,12 @@ class ContentSimilarity(_Model):
         self.decay = decay
         self.context_size = context_size
         self.attributes: dict[str, IntArray] = {}
+        self._n_values: dict[str, int] = {}
         self.popularity: FloatArray = np.zeros(0)
 
     def fit(self, log: EventLog) -> None:
         self.n_items = log.n_items
-        self.attributes = {k: v[: log.n_items] for k, v in log.attributes.items()}
+        self.set_attributes({k: v[: log.n_items] for k, v in log.attributes.items()})
         self.popularity = np.bincount(log.item, minlength=log.n_items).astype(float)
 
     def update(self, event: Event) -> None:
@@ -440,22 +441,29 @@ class ContentSimilarity(_Model):
     def set_attributes(self, attributes: Mapping[str, IntArray]) -> None:
         """Catalogue changes (new items, re-categorisation) arrive here, not as events."""
         self.attributes = {k: np.asarray(v, np.int64) for k, v in attributes.items()}
+        self._n_values = {k: int(v.max()) + 1 if len(v) else 0 for k, v in self.attributes.items()}
+
+    def _votes(
+        self, name: str, items: IntArray, w: FloatArray, stated: Sequence[int]
+    ) -> FloatArray:
+        """Weight of each value of one attribute among the context items and stated answers."""
+        codes, n_values = self.attributes[name], self._n_values[name]
+        known = items < len(codes)
+        ctx_codes, ctx_w = codes[items[known]], w[known]
+        ok = ctx_codes >= 0
+        votes = np.bincount(ctx_codes[ok], weights=ctx_w[ok], minlength=n_values).astype(float)
+        answers = [v for v in stated if 0 <= v < n_values]
+        votes[answers] += 1.0
+        return votes
 
     def _score_all(self, ctx: Context) -> FloatArray:
         items, w = _context_tail(ctx, self.n_items, self.context_size, self.decay)
         out = np.zeros(self.n_items)
         for name, codes in self.attributes.items():
-            codes = codes[: self.n_items]
-            n_values = int(codes.max()) + 1 if len(codes) else 0
-            if n_values <= 0:
+            if self._n_values[name] <= 0:
                 continue
-            ctx_codes = codes[items[items < len(codes)]]
-            ctx_w = w[items < len(codes)]
-            valid = ctx_codes >= 0
-            votes = np.bincount(ctx_codes[valid], weights=ctx_w[valid], minlength=n_values)
-            for value in ctx.preferences.get(name, ()):
-                if 0 <= value < n_values:
-                    votes[value] += 1.0
+            votes = self._votes(name, items, w, ctx.preferences.get(name, ()))
+            codes = codes[: self.n_items]
             out[: len(codes)] += np.where(codes >= 0, votes[np.maximum(codes, 0)], 0.0)
         # log-popularity only orders items within a matching attribute value
         return out * (1.0 + np.log1p(self.popularity[: self.n_items]))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import numpy.typing as npt
@@ -17,8 +18,8 @@ import numpy.typing as npt
 from instock.recommendations.events import (
     PURCHASE,
     BoolArray,
+    Context,
     EventLog,
-    FloatArray,
     IntArray,
     sort_order,
 )
@@ -43,8 +44,17 @@ class Split:
 
     @property
     def time_span(self) -> float:
+        """Span of training time, ignoring the 1% extremes (logs hold stray old clocks)."""
         t = self.log.time[self.is_train]
-        return float(t.max() - t.min()) if len(t) else 0.0
+        return float(np.quantile(t, 0.99) - np.quantile(t, 0.01)) if len(t) else 0.0
+
+    @cached_property
+    def _starts(self) -> IntArray:
+        return self.log.starts()
+
+    def context_at(self, pos: int) -> Context:
+        """Everything the sequence of event `pos` did before it: the target's context."""
+        return self.log.context_before(pos, int(self._starts[pos]))
 
 
 def _codes(values: npt.NDArray[np.generic]) -> IntArray:
@@ -124,18 +134,11 @@ def evaluate_model(
     """HR@k, MRR@k, NDCG@k and coverage of one fitted model over the target positions."""
     n_cat = split.n_train_items
     tiebreak = tiebreak_order(n_cat)
-    starts = split.log.starts()
     acc = RankingMetrics(k, n_cat)
     began = time.perf_counter()
     for done, pos in enumerate(positions, start=1):
-        scores = model.score(split.log.context(int(pos), int(starts[pos])))[:n_cat]
+        scores = model.score(split.context_at(int(pos)))[:n_cat]
         acc.add(rank_of(scores, int(split.log.item[pos]), tiebreak), top_k(scores, k, tiebreak))
         if progress is not None and (done % 200 == 0 or done == len(positions)):
             progress(label, done, len(positions))
     return {**acc.summary(), "seconds": round(time.perf_counter() - began, 2)}
-
-
-def scores_for(model: Recommender, split: Split, positions: IntArray) -> list[FloatArray]:
-    """Raw scores per target (for tests and debugging; evaluation streams instead)."""
-    starts = split.log.starts()
-    return [model.score(split.log.context(int(p), int(starts[p]))) for p in positions]

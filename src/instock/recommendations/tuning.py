@@ -53,11 +53,10 @@ def collect(
 ) -> Candidates:
     """Score each target with every (fitted) component; keep each one's top `depth` items."""
     n_cat = split.n_train_items
-    starts = split.log.starts()
     blocks, segs, tcols = [], [], []
     offset = 0
     for t, pos in enumerate(positions):
-        comp = hybrid.component_scores(split.log.context(int(pos), int(starts[pos])))[:, :n_cat]
+        comp = hybrid.component_scores(split.context_at(int(pos)))[:, :n_cat]
         target = int(split.log.item[pos])
         cand = np.unique(np.concatenate([_top_nonzero(row, depth) for row in comp] + [[target]]))
         blocks.append(comp[:, cand].astype(np.float32))

@@ -49,8 +49,8 @@ def test_training_context_counts_for_unsplit_logs() -> None:
     split = make_split(["u"] * 3, ["p", "q", "p"], [1, 2, 3], [VIEW] * 3, [True, True, False])
     pos = target_positions(split)
     assert list(pos) == [2]
-    ctx = split.log.context(2, int(split.log.starts()[2]))
-    assert len(ctx) == 2
+    ctx = split.context_at(2)
+    assert len(ctx) == 2 and list(ctx.items) == list(split.log.item[:2])
 
 
 def test_time_split_uses_the_quantile_inclusively() -> None:
