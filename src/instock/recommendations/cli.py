@@ -55,7 +55,8 @@ def evaluate_command(
     as_json: bool = typer.Option(False, "--json", help="Print only the JSON report on stdout."),
 ) -> None:
     """HR@k, MRR@k, NDCG@k and coverage of instock's hybrid and the baselines on one data set."""
-    from instock.recommendations.evaluate import evaluate  # keeps `instock --help` fast
+    # imported here: NumPy/SciPy/implicit would slow down every other `instock` command
+    from instock.recommendations.evaluate import FormatError, evaluate
 
     if not data.exists():
         raise typer.BadParameter(f"{data} does not exist", param_hint="--data")
@@ -75,11 +76,14 @@ def evaluate_command(
                 tasks[label] = bar.add_task(label, total=total)
             bar.update(tasks[label], completed=done)
 
-        report = evaluate(data, fmt.value, k=k, target=target.value, progress=progress)
+        try:
+            report = evaluate(data, fmt.value, k=k, target=target.value, progress=progress)
+        except (FormatError, FileNotFoundError) as exc:
+            raise typer.BadParameter(str(exc), param_hint="--data/--format") from exc
     if report["skipped_rows"]:
         err.print(f"[yellow]skipped {report['skipped_rows']} malformed row(s)[/yellow]")
         for example in report["skipped_examples"]:
-            err.print(f"  {example}", markup=False)
+            err.print(f"  {example}", markup=False, soft_wrap=True)
     if as_json:
         typer.echo(json.dumps(report))
     else:

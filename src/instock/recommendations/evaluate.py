@@ -137,10 +137,27 @@ def read_taobao(path: Path) -> RawEvents:
 Columns = Callable[[dict[str, str]], tuple[Any, ...]]
 
 
-def _read_with_header(path: Path, columns: Columns) -> RawEvents:
+class FormatError(ValueError):
+    """The file is not in the announced format at all (as opposed to a few bad rows)."""
+
+
+def _check_header(
+    path: Path, header: list[str], required: tuple[str, ...], one_of: tuple[str, ...]
+) -> None:
+    missing = [c for c in required if c not in header]
+    if one_of and not any(c in header for c in one_of):
+        missing.append(" or ".join(one_of))
+    if missing:
+        raise FormatError(f"{path.name}: header lacks {', '.join(missing)}; it has {header}")
+
+
+def _read_with_header(
+    path: Path, columns: Columns, required: tuple[str, ...], one_of: tuple[str, ...] = ()
+) -> RawEvents:
     raw = RawEvents()
     with path.open(newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
+        _check_header(path, list(reader.fieldnames or []), required, one_of)
         for line, rec in enumerate(reader, start=2):
             try:
                 if None in rec or any(v is None for v in rec.values()):
@@ -150,6 +167,13 @@ def _read_with_header(path: Path, columns: Columns) -> RawEvents:
             except (ValueError, KeyError) as exc:
                 raw.skip(f"{path.name}:{line}", [str(v) for v in rec.values()], str(exc))
     return raw
+
+
+REES46_COLUMNS = (
+    "event_time", "event_type", "product_id", "category_id", "brand", "price", "user_id",
+    "user_session",
+)  # fmt: skip
+CSV_COLUMNS = ("item_id", "event_type", "timestamp")
 
 
 def _rees46_columns(rec: dict[str, str]) -> tuple[Any, ...]:
@@ -218,9 +242,11 @@ def load(path: str | Path, fmt: str) -> Dataset:
     if fmt == "taobao":
         return _unsplit_dataset(p.name, read_taobao(p))
     if fmt == "rees46":
-        return _unsplit_dataset(p.name, _read_with_header(p, _rees46_columns))
+        raw = _read_with_header(p, _rees46_columns, REES46_COLUMNS)
+        return _unsplit_dataset(p.name, raw)
     if fmt == "csv":
-        return _unsplit_dataset(p.name, _read_with_header(p, _csv_columns))
+        raw = _read_with_header(p, _csv_columns, CSV_COLUMNS, ("session_id", "user_id"))
+        return _unsplit_dataset(p.name, raw)
     raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
 
 

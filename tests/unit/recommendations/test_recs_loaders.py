@@ -7,7 +7,13 @@ import pytest
 from typer.testing import CliRunner
 
 from instock.recommendations.cli import recs_app
-from instock.recommendations.evaluate import evaluate, load, parse_time, read_taobao
+from instock.recommendations.evaluate import (
+    FormatError,
+    evaluate,
+    load,
+    parse_time,
+    read_taobao,
+)
 
 TAOBAO_ROWS = [
     f"{u},{i},{i % 3},pv,{1511500000 + 60 * n}"
@@ -99,6 +105,16 @@ def test_cli_prints_only_json_on_stdout(tmp_path: Path) -> None:
     report = json.loads(result.stdout)
     assert report["skipped_rows"] == 1
     assert report["models"]["instock"]["hr"] >= 0
+
+
+def test_csv_without_required_columns_is_a_format_error(tmp_path: Path) -> None:
+    path = write(tmp_path / "x.csv", ["customer,sku,when", "1,2,3"])
+    with pytest.raises(FormatError, match="item_id"):
+        load(path, "csv")
+    result = CliRunner().invoke(
+        recs_app, ["evaluate", "--data", str(path), "--format", "csv", "--json"]
+    )
+    assert result.exit_code == 2 and "session_id or user_id" in result.output
 
 
 def test_cli_rejects_missing_data(tmp_path: Path) -> None:
