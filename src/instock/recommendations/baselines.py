@@ -86,7 +86,11 @@ class ImplicitALS:
 
     def score(self, ctx: Context, candidates: IntArray | None = None) -> FloatArray:
         items = ctx.items[ctx.items < self.n_items]
-        scores = self._factors @ self._fold_in(items) if len(items) else np.zeros(self.n_items)
+        if not len(items):
+            return np.zeros(self.n_items if candidates is None else len(candidates))
+        # float32 on both sides: mixing dtypes would copy the whole factor matrix per call
+        user = self._fold_in(items).astype(np.float32)
+        scores = (self._factors @ user).astype(np.float64)
         return scores if candidates is None else scores[candidates]
 
 

@@ -14,33 +14,42 @@ import numpy as np
 from instock.recommendations.events import FloatArray, IntArray
 
 
-def tiebreak_order(n_items: int, seed: int = 0) -> FloatArray:
-    """A fixed random priority per item, in [0, 1), used only among equal scores."""
-    return np.random.default_rng(seed).random(n_items)
+class Ranker:
+    """Ranks scores with ties broken by a fixed random priority per item (same for all models)."""
 
+    def __init__(self, n_items: int, seed: int = 0) -> None:
+        self.tiebreak: FloatArray = np.random.default_rng(seed).random(n_items)
+        self._order = np.argsort(-self.tiebreak)  # items by tie priority, best first
 
-def rank_of(scores: FloatArray, target: int, tiebreak: FloatArray) -> int:
-    """1-based rank of `target` among all scored items."""
-    s = scores[target]
-    ahead = scores > s
-    tied = (scores == s) & (tiebreak > tiebreak[target])
-    return 1 + int(np.count_nonzero(ahead | tied))
+    def rank(self, scores: FloatArray, target: int) -> int:
+        """1-based rank of `target` among all scored items."""
+        s = scores[target]
+        tied = (scores == s) & (self.tiebreak > self.tiebreak[target])
+        return 1 + int(np.count_nonzero((scores > s) | tied))
 
+    def top(self, scores: FloatArray, k: int) -> IntArray:
+        """Indices of the k best items, best first; consistent with `rank`."""
+        k = min(k, len(scores))
+        if k <= 0:
+            return np.zeros(0, np.int64)
+        kth = self._kth_largest(scores, k)
+        above = np.flatnonzero(scores > kth)
+        tied = np.flatnonzero(scores == kth)
+        need = k - len(above)
+        if need < len(tied):  # often most of the catalogue ties (at 0): take by tie priority
+            tied = self._order[scores[self._order] == kth][:need]
+        pool = np.r_[above, tied]
+        return pool[np.lexsort((-self.tiebreak[pool], -scores[pool]))].astype(np.int64)
 
-def top_k(scores: FloatArray, k: int, tiebreak: FloatArray) -> IntArray:
-    """Indices of the k best items, best first, ties in tiebreak order."""
-    k = min(k, len(scores))
-    if k <= 0:
-        return np.zeros(0, np.int64)
-    kth = np.partition(scores, len(scores) - k)[len(scores) - k]
-    above = np.flatnonzero(scores > kth)
-    tied = np.flatnonzero(scores == kth)
-    need = k - len(above)
-    if need < len(tied):  # often most of the catalogue ties at 0: pick by tiebreak, no full sort
-        tied = tied[np.argpartition(-tiebreak[tied], need - 1)[:need]]
-    pool = np.r_[above, tied]
-    order = np.lexsort((-tiebreak[pool], -scores[pool]))
-    return pool[order].astype(np.int64)
+    @staticmethod
+    def _kth_largest(scores: FloatArray, k: int) -> float:
+        # Most models score few items above 0; partitioning a mass of equal zeros is slow.
+        positive = scores[scores > 0]
+        if len(positive) >= k:
+            return float(np.partition(positive, len(positive) - k)[len(positive) - k])
+        if not np.any(scores < 0):
+            return 0.0
+        return float(np.partition(scores, len(scores) - k)[len(scores) - k])
 
 
 @dataclass

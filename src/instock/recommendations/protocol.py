@@ -23,7 +23,7 @@ from instock.recommendations.events import (
     IntArray,
     sort_order,
 )
-from instock.recommendations.metrics import RankingMetrics, rank_of, tiebreak_order, top_k
+from instock.recommendations.metrics import Ranker, RankingMetrics
 from instock.recommendations.model import Recommender
 
 Progress = Callable[[str, int, int], None]
@@ -133,12 +133,12 @@ def evaluate_model(
 ) -> dict[str, float]:
     """HR@k, MRR@k, NDCG@k and coverage of one fitted model over the target positions."""
     n_cat = split.n_train_items
-    tiebreak = tiebreak_order(n_cat)
+    ranker = Ranker(n_cat)
     acc = RankingMetrics(k, n_cat)
     began = time.perf_counter()
     for done, pos in enumerate(positions, start=1):
         scores = model.score(split.context_at(int(pos)))[:n_cat]
-        acc.add(rank_of(scores, int(split.log.item[pos]), tiebreak), top_k(scores, k, tiebreak))
+        acc.add(ranker.rank(scores, int(split.log.item[pos])), ranker.top(scores, k))
         if progress is not None and (done % 200 == 0 or done == len(positions)):
             progress(label, done, len(positions))
     return {**acc.summary(), "seconds": round(time.perf_counter() - began, 2)}

@@ -6,6 +6,7 @@ import pytest
 from instock.recommendations.events import CART, PURCHASE, VIEW, Context
 from instock.recommendations.model import CoOccurrence, Hybrid, Trending
 from instock.recommendations.protocol import (
+    Split,
     evaluate_model,
     make_split,
     price_bands,
@@ -15,7 +16,7 @@ from instock.recommendations.protocol import (
 from instock.recommendations.tuning import Candidates, blended_ranks, collect, tune_weights
 
 
-def small_split():  # type: ignore[no-untyped-def]
+def small_split() -> Split:
     # seq "a" and "b" are training sessions; "c" and "d" are held out.
     rows = [
         ("a", "x", 1, VIEW, 1),
