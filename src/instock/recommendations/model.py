@@ -164,6 +164,23 @@ def _pairs_within(log: EventLog, max_gap: int | None) -> Iterable[tuple[int, Int
             yield gap, log.item[:-gap][same], log.item[gap:][same]
 
 
+def _all_pairs(log: EventLog) -> sp.csr_matrix:
+    """Pairs of distinct positions of each sequence, per item pair, as S'S for S = counts.
+
+    A sparse product instead of a loop over gaps: cost follows the distinct items per sequence,
+    not the length of the longest one (a bot's session can be very long).
+    """
+    rows = np.unique(log.seq, return_inverse=True)[1]
+    n_rows = int(rows.max()) + 1 if len(rows) else 0
+    counts = sp.csr_matrix((np.ones(len(log)), (rows, log.item)), shape=(n_rows, log.n_items))
+    counts.sum_duplicates()
+    # an item pairs with its own other occurrences only: c*c - c on the diagonal
+    own = sp.diags(np.asarray(counts.sum(axis=0)).ravel())
+    pairs = (counts.T @ counts - own).tocsr()
+    pairs.eliminate_zeros()
+    return pairs
+
+
 class _Model:
     """Base class: subclasses fill `_score_all`; candidates are a view on it."""
 
@@ -239,13 +256,17 @@ class CoOccurrence(_Model):
 
     def fit(self, log: EventLog) -> None:
         self.n_items = log.n_items
-        rows, cols = [], []
-        for _, a, b in _pairs_within(log, self.window):
-            rows += [a, b]
-            cols += [b, a]
-        r = np.concatenate(rows) if rows else np.zeros(0, np.int64)
-        c = np.concatenate(cols) if cols else np.zeros(0, np.int64)
-        self.pairs.fit(r, c, np.ones(len(r)), log.n_items)
+        if self.window is None:
+            self.pairs.base = _all_pairs(log)
+            self.pairs.delta = {}
+        else:
+            rows, cols = [], []
+            for _, a, b in _pairs_within(log, self.window):
+                rows += [a, b]
+                cols += [b, a]
+            r = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+            c = np.concatenate(cols) if cols else np.zeros(0, np.int64)
+            self.pairs.fit(r, c, np.ones(len(r)), log.n_items)
         self._recent.seed(log)
 
     def update(self, event: Event) -> None:

@@ -76,6 +76,19 @@ def test_cooccurrence_ranks_the_most_frequent_companion_first() -> None:
     assert best(model, Context.of([0]), exclude=(0,)) == 1
 
 
+def test_cooccurrence_over_whole_sequences_counts_every_pair_of_positions() -> None:
+    log = log_of([[0, 1, 0, 2], [1, 1], [3, 0, 1, 4, 5, 0]], n_items=6)
+    whole, windowed = CoOccurrence(window=None), CoOccurrence(window=10)
+    whole.fit(log)
+    windowed.fit(log)
+    for item in range(6):
+        ctx = Context.of([item])
+        np.testing.assert_allclose(whole.score(ctx), windowed.score(ctx))
+    # by hand: 0 and 1 share session 0 (2 x 1 pairs) and session 2 (2 x 1 pairs)
+    assert whole.score(Context.of([0]))[1] == 4
+    assert whole.score(Context.of([1]))[1] == 2  # the two 1s of session 1, both directions
+
+
 def test_cooccurrence_online_update_changes_scores() -> None:
     model = CoOccurrence()
     model.fit(log_of(SESSIONS))
