@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -32,8 +32,6 @@ from instock.recommendations.protocol import (
 )
 from instock.recommendations.tuning import collect, tune_weights
 
-Format = Literal["yoochoose", "taobao", "rees46", "csv"]
-Target = Literal["next", "purchase"]
 FORMATS: tuple[str, ...] = ("yoochoose", "taobao", "rees46", "csv")
 YOOCHOOSE_PREFIX = "yoochoose-clicks-100k_"
 # Below this many validation purchases the purchase tuning is noise; tune on next events instead.
@@ -46,6 +44,14 @@ MAX_ALS_TUNING_TARGETS = 1000
 
 # ---------------------------------------------------------------------------------------------
 # Loading
+
+
+def _price(value: str) -> float:
+    """A price, or NaN when missing or unreadable: a bad price must not drop the event."""
+    try:
+        return float(value)
+    except ValueError:
+        return math.nan
 
 
 @dataclass
@@ -77,8 +83,9 @@ class RawEvents:
         out: dict[str, np.ndarray] = {}
         for name, values in self.attributes.items():
             if name == "price":
-                prices = [float(v) if v else math.nan for v in values]
-                out["price_band"] = price_bands(prices).astype(str)
+                prices = [_price(v) for v in values]
+                bands = price_bands(prices)
+                out["price_band"] = np.where(bands >= 0, bands.astype(str), "")
             else:
                 out[name] = np.asarray(values, dtype=str)
         return out

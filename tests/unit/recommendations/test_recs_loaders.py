@@ -53,10 +53,13 @@ def test_csv_format_with_user_ids_iso_times_and_attributes(tmp_path: Path) -> No
             f"u{n % 4},i{item},{kind},2024-03-01T10:{n:02d}:00Z,c{item % 2},b{item},{item}.5"
         )
     lines.append("u1,,view,2024-03-01T11:00:00Z,c1,b1,1")  # no item: skipped
+    lines.append("u1,i9,view,2024-03-01T09:00:00Z,c1,b1,n/a")  # bad price: kept, band unknown
     data = load(write(tmp_path / "shop.csv", lines), "csv")
     assert data.skipped == 1
+    log = data.final.log
+    assert log.attributes["price_band"][log.item[log.time == log.time.min()][0]] == -1
     assert set(data.final.log.attributes) == {"category", "brand", "price_band"}
-    assert int(data.final.is_train.sum()) == 32  # 0.8 quantile of 40 distinct times
+    assert int(data.final.is_train.sum()) == 33  # 0.8 quantile of 41 distinct times: the 33rd
 
 
 def test_csv_prefers_session_ids(tmp_path: Path) -> None:
