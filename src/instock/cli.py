@@ -12,6 +12,7 @@ from rich.console import Console
 
 from instock.app import Container, build
 from instock.platform.auth import Role
+from instock.recommendations.cli import recs_app
 
 T = TypeVar("T")
 
@@ -22,6 +23,7 @@ worker_app = typer.Typer(help="Background workers.", no_args_is_help=True)
 app.add_typer(seed_app, name="seed")
 app.add_typer(audit_app, name="audit")
 app.add_typer(worker_app, name="worker")
+app.add_typer(recs_app, name="recs")
 
 err = Console(stderr=True)
 

@@ -11,9 +11,11 @@ from pydantic import BaseModel, Field, StringConstraints
 from instock.catalog.model import Product, Variant
 from instock.catalog.service import CatalogService
 from instock.platform.auth import STAFF, Principal, Role, requires
+from instock.platform.errors import problem_responses
 from instock.platform.ids import CALLER_ID_PATTERN
 
-router = APIRouter(prefix="/v1/products", tags=["catalog"])
+router = APIRouter(prefix="/v1/products", tags=["catalog"],
+                   responses=problem_responses(401, 403, 404, 409, 422))
 
 CallerId = Annotated[str, StringConstraints(pattern=CALLER_ID_PATTERN)]
 Text = Annotated[str, StringConstraints(min_length=1, max_length=300, strip_whitespace=True)]

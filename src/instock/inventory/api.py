@@ -13,10 +13,10 @@ from instock.inventory import model, store
 from instock.inventory.model import Adjustment, AdjustmentKind, EntryContext, Line, Reservation
 from instock.inventory.service import InventoryService, ReserveRequest, StockView
 from instock.platform.auth import STAFF, Principal, Role, requires
-from instock.platform.errors import PreconditionFailed
+from instock.platform.errors import PreconditionFailed, problem_responses
 from instock.platform.ids import CALLER_ID_PATTERN
 
-router = APIRouter(tags=["inventory"])
+router = APIRouter(tags=["inventory"], responses=problem_responses(401, 403, 404, 409, 412, 422))
 
 CallerId = Annotated[str, StringConstraints(pattern=CALLER_ID_PATTERN)]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]

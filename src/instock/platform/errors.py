@@ -12,6 +12,7 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM_JSON = "application/problem+json"
@@ -81,6 +82,33 @@ class IdempotencyKeyReused(InstockError):
 
 class IdempotencyInProgress(InstockError):
     status, slug, title = 409, "idempotency-in-progress", "A request with this key is in progress"
+
+
+class FieldError(BaseModel):
+    field: str
+    reason: str
+
+
+class Problem(BaseModel):
+    """The RFC 9457 document every error answers with (extension members vary by type)."""
+
+    model_config = ConfigDict(extra="allow")
+    type: str
+    title: str
+    status: int
+    detail: str | None = None
+    instance: str | None = None
+    errors: list[FieldError] | None = None
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` declaring problem+json answers, for routers to document errors."""
+    reasons = {400: "Bad request", 401: "No valid bearer token", 403: "Role not allowed",
+               404: "Not found", 409: "Conflict with the current state",
+               412: "If-Match does not match", 422: "Invalid request"}
+    schema = Problem.model_json_schema()
+    return {status: {"description": reasons.get(status, "Error"),
+                     "content": {PROBLEM_JSON: {"schema": schema}}} for status in statuses}
 
 
 def problem_document(status: int, slug: str, title: str, detail: str | None,
