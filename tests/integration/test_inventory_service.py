@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -196,3 +197,15 @@ async def test_audit_detects_a_level_edited_behind_the_ledgers_back(c: Container
 @pytest.fixture
 def c(container: Container) -> Container:
     return container
+
+
+async def test_a_retried_reservation_with_the_same_key_is_the_same_reservation(
+        c: Container) -> None:
+    await stocked(c, "SKU-1", 10)
+    keyed = replace(CTX, idempotency_key="key-1")
+    first = await c.inventory.reserve(ReserveRequest([Line("SKU-1", 2)]), keyed)
+    again = await c.inventory.reserve(ReserveRequest([Line("SKU-1", 2)]), keyed)
+    other_caller = await c.inventory.reserve(ReserveRequest([Line("SKU-1", 2)]),
+                                             replace(keyed, actor="someone-else"))
+    assert again.id == first.id and other_caller.id != first.id
+    assert (await c.inventory.stock("SKU-1")).totals.reserved == 4

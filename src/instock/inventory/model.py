@@ -534,6 +534,12 @@ class EntryContext:
     idempotency_key: str | None = None
     reference: str | None = None
 
+    def idempotency_scope(self) -> str | None:
+        """The caller's key made unique across callers, or None without a key."""
+        if self.idempotency_key is None:
+            return None
+        return hashlib.sha256(f"{self.actor}\0{self.idempotency_key}".encode()).hexdigest()
+
 
 @dataclass(frozen=True)
 class LedgerEntry:

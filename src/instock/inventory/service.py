@@ -311,7 +311,13 @@ class InventoryService:
         skus = line_skus | set(model.explode(lines, recipes))
         channel = await self.channel(request.channel)
 
+        scope = ctx.idempotency_scope()
+
         async def work(tx: StockTx) -> Reservation:
+            if scope is not None and (done := await store.reservation_id_for(tx.conn, scope)):
+                found = await store.get_reservation(tx.conn, done)
+                assert found is not None
+                return found  # the same request again: its first outcome, nothing new
             if request.customer_id is not None:
                 held = await store.held_by_customer(tx.conn, request.customer_id, line_skus,
                                                     tx.now)
@@ -325,7 +331,7 @@ class InventoryService:
                                            allocations, tx.now, ttl)
             tx.move(reservation.movements(model.delta(reserved=1)),
                     replace(ctx, reference=reservation.id))
-            await store.insert_reservation(tx.conn, reservation)
+            await store.insert_reservation(tx.conn, reservation, scope)
             tx.events.extend(reservation.events)
             return reservation
 

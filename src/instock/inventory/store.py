@@ -103,6 +103,9 @@ reservations = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("expires_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
+    # Hash of (caller, Idempotency-Key): a retried request finds its reservation even when the
+    # server died between committing it and recording the HTTP response.
+    sa.Column("idempotency_scope", sa.String(64), nullable=True, unique=True),
     sa.Index("ix_reservations_status_expires_at", "status", "expires_at"),
 )
 
@@ -330,15 +333,23 @@ async def stream_ledger(conn: AsyncConnection) -> AsyncIterator[LedgerEntry]:
 # Reservations
 
 
-async def insert_reservation(conn: AsyncConnection, r: Reservation) -> None:
+async def insert_reservation(conn: AsyncConnection, r: Reservation,
+                             idempotency_scope: str | None = None) -> None:
     await conn.execute(reservations.insert().values(
         id=r.id, channel=r.channel, customer_id=r.customer_id, status=r.status.value,
-        created_at=r.created_at, expires_at=r.expires_at, updated_at=r.created_at))
+        created_at=r.created_at, expires_at=r.expires_at, updated_at=r.created_at,
+        idempotency_scope=idempotency_scope))
     await conn.execute(reservation_lines.insert(), [
         {"reservation_id": r.id, "sku": line.sku, "quantity": line.quantity} for line in r.lines])
     await conn.execute(reservation_allocations.insert(), [
         {"reservation_id": r.id, "position": i, "sku": a.sku, "location": a.location,
          "lot": a.lot, "quantity": a.quantity} for i, a in enumerate(r.allocations)])
+
+
+async def reservation_id_for(conn: AsyncConnection, idempotency_scope: str) -> str | None:
+    found: str | None = await conn.scalar(sa.select(reservations.c.id).where(
+        reservations.c.idempotency_scope == idempotency_scope))
+    return found
 
 
 async def get_reservation(conn: AsyncConnection, reservation_id: str) -> Reservation | None:
