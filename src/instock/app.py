@@ -85,8 +85,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.catalog = container.catalog
     app.state.inventory = container.inventory
     errors.install_handlers(app)
-    telemetry.install(app)
     app.add_middleware(IdempotencyMiddleware, db=container.db, tokens=container.tokens)
+    telemetry.install(app)  # added last, so outermost: it times and logs everything
     app.include_router(instock.catalog.api.router)
     app.include_router(instock.inventory.api.router)
 
