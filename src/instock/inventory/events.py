@@ -2,21 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import datetime
 from typing import ClassVar
 
-from pydantic import BaseModel
-
 from instock.platform.outbox import DomainEvent as Event
-
-
-class LotState(BaseModel):
-    code: str
-    expires_on: date
-    on_hand: int
-    reserved: int
-    committed: int
-    unsellable: int
 
 
 class StockChanged(Event):
