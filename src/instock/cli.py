@@ -90,7 +90,8 @@ def serve(host: str | None = typer.Option(None, "--host"),
     container = build()
     admin = container.tokens.mint(Role.ADMIN, "admin")
     err.print(f"instock on [bold]http://{host}:{port}[/bold]  ·  API docs: "
-              f"[bold]http://{host}:{port}/docs[/bold]  ·  database: {container.db.backend}")
+              f"[bold]http://{host}:{port}/docs[/bold]  ·  database: {container.db.backend}",
+              soft_wrap=True)
     err.print(f"admin token (valid {settings.jwt_ttl_seconds // 3600} h):")
     typer.echo(admin, err=True)  # unwrapped, so it can be copied whole
     uvicorn.run("instock.app:create_app", factory=True, host=host, port=port, workers=workers,
