@@ -14,6 +14,7 @@ from instock.platform.errors import AlreadyExists, NotFound, ValidationFailed
 class CatalogService:
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._recipes: dict[str, dict[str, int]] = {}  # known SKU -> components ({} if none)
 
     async def create_product(self, product: Product, correlation_id: str | None = None) -> Product:
         async with self.db.write() as conn:
@@ -50,10 +51,26 @@ class CatalogService:
 
     async def unknown_skus(self, skus: Iterable[str]) -> set[str]:
         wanted = set(skus)
-        async with self.db.read() as conn:
-            return wanted - await store.existing_skus(conn, wanted)
+        await self._learn(wanted)
+        return wanted - self._recipes.keys()
 
     async def recipes(self, skus: Iterable[str]) -> dict[str, dict[str, int]]:
-        """Bundle compositions of those SKUs that are bundles (they never change once created)."""
+        """Bundle compositions of those SKUs that are bundles."""
+        wanted = set(skus)
+        await self._learn(wanted)
+        return {sku: self._recipes[sku] for sku in wanted if self._recipes.get(sku)}
+
+    async def _learn(self, skus: set[str]) -> None:
+        """Remember which SKUs exist and what bundles are made of.
+
+        Safe to keep for the life of the process, in every process: a SKU is never deleted and
+        a bundle's composition never changes once created. Unknown SKUs are asked again.
+        """
+        missing = skus - self._recipes.keys()
+        if not missing:
+            return
         async with self.db.read() as conn:
-            return await store.recipes(conn, skus)
+            existing = await store.existing_skus(conn, missing)
+            kits = await store.recipes(conn, existing) if existing else {}
+        for sku in existing:
+            self._recipes[sku] = kits.get(sku, {})

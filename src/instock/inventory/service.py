@@ -7,6 +7,7 @@ outbox events together. Lost races are retried with jittered backoff, then answe
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -45,6 +46,8 @@ from instock.platform.telemetry import RESERVATIONS, VERSION_CONFLICTS
 T = TypeVar("T")
 
 LOCATION_KINDS = ("warehouse", "store", "marketplace")
+# How stale a channel's locations may be in a process that did not change them.
+CHANNEL_CACHE_SECONDS = 1.0
 
 
 class InsufficientStock(Conflict):
@@ -173,6 +176,7 @@ class InventoryService:
         self.max_ttl = max_ttl_seconds
         self.conflict_retries = conflict_retries
         self.clock = clock
+        self._channels: dict[str, tuple[store.Channel, float]] = {}
 
     # -- the write path shared by every stock command ---------------------------------------------
 
@@ -196,6 +200,7 @@ class InventoryService:
         async with self.db.write() as conn:
             if not await store.insert_location(conn, id, name, kind, self.clock()):
                 raise AlreadyExists(f"location {id} already exists")
+        self._channels.clear()  # the new location joined the web channel
         return {"id": id, "name": name, "kind": kind}
 
     async def list_locations(self) -> list[dict[str, object]]:
@@ -211,13 +216,20 @@ class InventoryService:
             if len(set(channel.locations)) != len(channel.locations):
                 raise ValidationFailed("locations", "a location may appear only once")
             await store.save_channel(conn, channel)
+        self._channels.pop(channel.id, None)
         return channel
 
     async def channel(self, channel_id: str) -> store.Channel:
+        """The channel, from a cache at most CHANNEL_CACHE_SECONDS old (changes made through
+        this process are seen at once; other processes see them within that window)."""
+        cached = self._channels.get(channel_id)
+        if cached is not None and time.monotonic() - cached[1] < CHANNEL_CACHE_SECONDS:
+            return cached[0]
         async with self.db.read() as conn:
             found = await store.get_channel(conn, channel_id)
         if found is None:
             raise NotFound(f"channel {channel_id} does not exist")
+        self._channels[channel_id] = (found, time.monotonic())
         return found
 
     # -- stock ------------------------------------------------------------------------------------
@@ -318,8 +330,9 @@ class InventoryService:
                 found = await store.get_reservation(tx.conn, done)
                 assert found is not None
                 return found  # the same request again: its first outcome, nothing new
-            if request.customer_id is not None:
-                held = await store.held_by_customer(tx.conn, request.customer_id, line_skus,
+            limited = {s for s in line_skus if tx.items[s].per_customer_limit is not None}
+            if request.customer_id is not None and limited:
+                held = await store.held_by_customer(tx.conn, request.customer_id, limited,
                                                     tx.now)
                 for line in lines:
                     model.check_customer_limit(line.sku, tx.items[line.sku].per_customer_limit,

@@ -210,19 +210,23 @@ class Item:
 async def lock_items(conn: AsyncConnection, skus: Iterable[str]) -> dict[str, Item]:
     """Create missing item rows and lock all of them, always in sku order (no deadlocks)."""
     ordered = sorted(set(skus))
-    await insert_missing(conn, items, [{"sku": sku, "version": 0} for sku in ordered])
     query = sa.select(items).where(items.c.sku.in_(ordered)).order_by(items.c.sku)
     if conn.dialect.name == "postgresql":
         query = query.with_for_update()
-    rows = await conn.execute(query)
-    return {row.sku: Item(row.sku, row.version, row.per_customer_limit,
-                          row.low_stock_threshold) for row in rows}
+    found = {row.sku: _item(row) for row in await conn.execute(query)}
+    if len(found) < len(ordered):  # first change of a SKU: create its row, then lock them all
+        await insert_missing(conn, items, [{"sku": sku, "version": 0} for sku in ordered])
+        found = {row.sku: _item(row) for row in await conn.execute(query)}
+    return found
+
+
+def _item(row: Any) -> Item:
+    return Item(row.sku, row.version, row.per_customer_limit, row.low_stock_threshold)
 
 
 async def get_items(conn: AsyncConnection, skus: Iterable[str]) -> dict[str, Item]:
     rows = await conn.execute(sa.select(items).where(items.c.sku.in_(list(skus))))
-    return {row.sku: Item(row.sku, row.version, row.per_customer_limit,
-                          row.low_stock_threshold) for row in rows}
+    return {row.sku: _item(row) for row in rows}
 
 
 async def bump_items(conn: AsyncConnection, skus: Iterable[str]) -> None:
