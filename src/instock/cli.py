@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 
 from instock.app import Container, build
+from instock.bench.cli import bench_app
 from instock.platform.auth import Role
 from instock.recommendations.cli import recs_app
 
@@ -24,6 +25,7 @@ app.add_typer(seed_app, name="seed")
 app.add_typer(audit_app, name="audit")
 app.add_typer(worker_app, name="worker")
 app.add_typer(recs_app, name="recs")
+app.add_typer(bench_app, name="bench")
 
 err = Console(stderr=True)
 

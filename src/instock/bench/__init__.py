@@ -1,0 +1,1 @@
+"""Benchmarks: `instock bench …` commands that print JSON and draw what they measured."""
