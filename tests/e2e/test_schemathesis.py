@@ -23,7 +23,11 @@ import requests
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import response_schema_conformance
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from instock.app import create_app
 from instock.migrate import upgrade
@@ -158,4 +162,5 @@ def test_every_operation_no_5xx_and_conforms(case: Any, fuzz_target: tuple[Serve
     aim(case, reservations)
     case.call_and_validate(base_url=server.base_url, session=session,
                            headers=bearer(Role.ADMIN, "fuzzer"),
-                           checks=[not_a_server_error, response_schema_conformance])
+                           checks=[not_a_server_error, response_schema_conformance,
+                                   status_code_conformance, content_type_conformance])

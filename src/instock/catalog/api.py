@@ -15,7 +15,7 @@ from instock.platform.errors import problem_responses
 from instock.platform.ids import CALLER_ID_PATTERN
 
 router = APIRouter(prefix="/v1/products", tags=["catalog"],
-                   responses=problem_responses(401, 403, 404, 409, 422))
+                   responses=problem_responses(400, 401, 403, 404, 409, 422))
 
 CallerId = Annotated[str, StringConstraints(pattern=CALLER_ID_PATTERN)]
 Text = Annotated[str, StringConstraints(min_length=1, max_length=300, strip_whitespace=True)]

@@ -16,7 +16,8 @@ from instock.platform.auth import STAFF, Principal, Role, requires
 from instock.platform.errors import PreconditionFailed, problem_responses
 from instock.platform.ids import CALLER_ID_PATTERN
 
-router = APIRouter(tags=["inventory"], responses=problem_responses(401, 403, 404, 409, 412, 422))
+router = APIRouter(tags=["inventory"],
+                   responses=problem_responses(400, 401, 403, 404, 409, 412, 422))
 
 CallerId = Annotated[str, StringConstraints(pattern=CALLER_ID_PATTERN)]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]

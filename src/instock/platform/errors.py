@@ -151,9 +151,13 @@ def install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        slug = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
+        slug = {400: "bad-request", 404: "not-found",
+                405: "method-not-allowed"}.get(exc.status_code, "http-error")
+        extra = ({"errors": [{"field": "body", "reason": str(exc.detail)}]}
+                 if exc.status_code == 400 else {})
         return problem_response(
-            problem_document(exc.status_code, slug, str(exc.detail), None, request.url.path),
+            problem_document(exc.status_code, slug, str(exc.detail), None, request.url.path,
+                             **extra),
             headers=getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
