@@ -597,30 +597,43 @@ def chain_hash(body: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def fold(entries: Iterable[LedgerEntry]) -> tuple[dict[tuple[str, str], StockLevel], list[str]]:
-    """Rebuild stock levels from the ledger, checking every chain on the way.
+@dataclass
+class LedgerFold:
+    """Rebuilds stock levels from the ledger one entry at a time, checking every chain.
 
-    Entries must come ordered by (sku, location, version). Returns the levels and the problems.
+    Entries must come ordered by (sku, location, version); memory grows with the number of
+    stock levels, not with the length of the ledger, so a whole ledger can be streamed through.
     """
-    levels: dict[tuple[str, str], StockLevel] = {}
-    problems: list[str] = []
-    for entry in entries:
+
+    levels: dict[tuple[str, str], StockLevel] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    entries: int = 0
+
+    def add(self, entry: LedgerEntry) -> None:
+        self.entries += 1
         key = (entry.sku, entry.location)
-        level = levels.setdefault(key, StockLevel(entry.sku, entry.location))
+        level = self.levels.setdefault(key, StockLevel(entry.sku, entry.location))
         where = f"{entry.sku}@{entry.location} v{entry.version}"
         if entry.version != level.version + 1:
-            problems.append(f"{where}: expected version {level.version + 1}")
+            self.problems.append(f"{where}: expected version {level.version + 1}")
         if entry.prev_hash != level.last_hash:
-            problems.append(f"{where}: chain broken (prev_hash does not match)")
+            self.problems.append(f"{where}: chain broken (prev_hash does not match)")
         if chain_hash(entry.body()) != entry.hash:
-            problems.append(f"{where}: entry altered (hash does not match its content)")
+            self.problems.append(f"{where}: entry altered (hash does not match its content)")
         try:
             level.apply(entry.movement())
         except NegativeBucket as exc:
-            problems.append(f"{where}: {exc}")
+            self.problems.append(f"{where}: {exc}")
         level.version = entry.version
         level.last_hash = entry.hash
-    return levels, problems
+
+
+def fold(entries: Iterable[LedgerEntry]) -> tuple[dict[tuple[str, str], StockLevel], list[str]]:
+    """The levels the ledger describes, and every problem found on the way."""
+    folder = LedgerFold()
+    for entry in entries:
+        folder.add(entry)
+    return folder.levels, folder.problems
 
 
 def compare_levels(folded: Mapping[tuple[str, str], StockLevel],

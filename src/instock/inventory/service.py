@@ -434,10 +434,11 @@ class InventoryService:
             return await store.ledger_entries(conn, sku, limit, after_version, location)
 
     async def audit(self) -> AuditReport:
+        folder = model.LedgerFold()
         async with self.db.snapshot() as conn:
-            entries = [entry async for entry in store.stream_ledger(conn)]
+            async for entry in store.stream_ledger(conn):
+                folder.add(entry)
             stored = await store.all_levels(conn)
-        folded, problems = model.fold(entries)
-        problems += model.compare_levels(folded, stored)
-        return AuditReport(len(entries), len(stored), problems)
+        problems = folder.problems + model.compare_levels(folder.levels, stored)
+        return AuditReport(folder.entries, len(stored), problems)
 
