@@ -77,6 +77,10 @@ async def test_channel_priority_and_fefo_with_minimum_shelf_life(c: Container) -
     await receive(c, "SERUM", "wh-a", 5, "SOON", today + timedelta(days=20))
     await receive(c, "SERUM", "wh-b", 5, "B1", today + timedelta(days=100))
     await c.inventory.save_channel(store.Channel("app", "app", 60, ["wh-b", "wh-a"]))
+    await c.inventory.save_channel(store.Channel("outlet", "outlet", 0, ["wh-b"]))
+    assert (await c.inventory.stock("SERUM")).available == 15
+    assert (await c.inventory.stock("SERUM", "app")).available == 10  # SOON is too short-lived
+    assert (await c.inventory.stock("SERUM", "outlet")).available == 5  # wh-b only
     r = await c.inventory.reserve(ReserveRequest([Line("SERUM", 8)], channel="app"), CTX)
     assert [(a.location, a.lot, a.quantity) for a in r.allocations] == [
         ("wh-b", "B1", 5), ("wh-a", "LATE", 3)]

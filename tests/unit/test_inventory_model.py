@@ -126,6 +126,14 @@ def test_two_lines_sharing_a_component_both_count_against_it() -> None:
     assert {s.sku for s in info.value.shortages} == {"KIT1", "KIT2"}
 
 
+def test_available_to_sell_counts_whole_kits_within_the_given_levels() -> None:
+    levels = {"S": [level_with("S", on_hand=5)], "B": [level_with("B", lots={"L": (9, 10)})]}
+    recipes = {"KIT": {"S": 1, "B": 2}}
+    assert model.available_to_sell("KIT", recipes, levels, TODAY) == 4
+    assert model.available_to_sell("KIT", recipes, levels, TODAY, min_shelf_life_days=30) == 0
+    assert model.available_to_sell("S", recipes, levels, TODAY) == 5
+
+
 def test_customer_limit() -> None:
     model.check_customer_limit("A", 1, 0, 1)
     model.check_customer_limit("A", None, 10, 10)

@@ -169,9 +169,12 @@ def parse_if_match(value: str | None) -> int | None:
 
 
 @router.get("/v1/inventory/{sku}", response_model=StockOut)
-async def get_stock(sku: str, response: Response, principal: Principal = Depends(STOCK_READERS),
+async def get_stock(sku: str, response: Response,
+                    channel: str | None = Query(default=None,
+                                                description="count only what it may sell"),
+                    principal: Principal = Depends(STOCK_READERS),
                     inventory: InventoryService = Depends(service)) -> StockOut:
-    return stock_response(await inventory.stock(sku), response, inventory)
+    return stock_response(await inventory.stock(sku, channel), response, inventory)
 
 
 class LotIn(BaseModel):

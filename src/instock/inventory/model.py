@@ -397,6 +397,15 @@ def bundle_available(recipe: Mapping[str, int], component_available: Mapping[str
     return min(component_available.get(sku, 0) // per_unit for sku, per_unit in recipe.items())
 
 
+def available_to_sell(sku: str, recipes: Recipes, levels: Mapping[str, list[StockLevel]],
+                      today: date, min_shelf_life_days: int = 0) -> int:
+    """What a buyer can still get of `sku` from these levels: a bundle counts whole kits."""
+    recipe = recipes.get(sku) or {sku: 1}
+    per_component = {c: sku_sellable(levels.get(c, []), today, min_shelf_life_days)
+                     for c in recipe}
+    return bundle_available(recipe, per_component)
+
+
 def allocate(lines: list[Line], recipes: Recipes, levels: Mapping[str, list[StockLevel]],
              today: date, min_shelf_life_days: int = 0) -> list[Allocation]:
     """All lines or none: levels in channel priority order, lots first-expiry-first-out.

@@ -281,27 +281,27 @@ class InventoryService:
             await store.set_policy(conn, sku, per_customer_limit, low_stock_threshold)
         return await self.stock(sku)
 
-    async def stock(self, sku: str) -> StockView:
+    async def stock(self, sku: str, channel_id: str | None = None) -> StockView:
+        """The SKU's buckets everywhere; `available` is what the channel (or, without one,
+        any location) can still sell."""
         recipes = await self.catalog.recipes([sku])
         if await self.catalog.unknown_skus({sku}):
             raise NotFound(f"SKU {sku} does not exist")
+        channel = await self.channel(channel_id) if channel_id else None
         components = recipes.get(sku, {})
         skus = {sku, *components}
         async with self.db.read() as conn:
             levels = await store.load_levels(conn, skus)
             items = await store.get_items(conn, skus)
-        today = self.clock().date()
         item = items.get(sku)
         own = sorted((lvl for lvl in levels.values() if lvl.sku == sku), key=lambda lv: lv.location)
         totals = model.ZERO
         for level in own:
             totals = totals + level.buckets
-        if components:
-            per_component = {c: model.sku_sellable([lv for lv in levels.values() if lv.sku == c],
-                                                   today) for c in components}
-            available = model.bundle_available(components, per_component)
-        else:
-            available = model.sku_sellable(own, today)
+        sellable_from = {s: [lv for lv in levels.values() if lv.sku == s and (
+            channel is None or lv.location in channel.locations)] for s in skus}
+        available = model.available_to_sell(sku, recipes, sellable_from, self.clock().date(),
+                                            channel.min_shelf_life_days if channel else 0)
         return StockView(sku, item.version if item else 0, available, totals, own, components,
                          item.per_customer_limit if item else None,
                          item.low_stock_threshold if item else None)
