@@ -52,7 +52,7 @@ class InventoryMachine(RuleBasedStateMachine):
         prefix = f"x{next(_examples)}"
         self.skus = [f"{prefix}-A", f"{prefix}-B"]
         self.kit = f"{prefix}-KIT"
-        self.lot_expiry: dict[tuple[str, str, str], date] = {}
+        self.lot_expiry: dict[tuple[str, str], date] = {}
         self.active: list[str] = []
         self.run(add_product(self.c, prefix, self.skus, {self.kit: {self.skus[0]: 1,
                                                                     self.skus[1]: 2}}))
@@ -72,7 +72,8 @@ class InventoryMachine(RuleBasedStateMachine):
     def receive(self, sku: int, location: str, quantity: int, lot: str | None) -> None:
         expires_on = None
         if lot is not None:
-            key = (self.skus[sku], location, lot)
+            # A lot code is one production batch with one expiry, wherever it has been moved.
+            key = (self.skus[sku], lot)
             expires_on = self.lot_expiry.setdefault(
                 key, self.now.date() + timedelta(days=LOT_DAYS[lot]))
         self.run(self.c.inventory.adjust(Adjustment(
