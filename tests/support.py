@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -62,3 +63,15 @@ def make_settings(database_url: str, tmp_path: Path, **overrides: object) -> Set
         "run_sweeper": False, "migrate_on_start": False, "log_level": "warning"}
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
+
+
+INSTOCK = str(Path(sys.executable).with_name("instock"))
+
+
+def instock_env(database_url: str, tmp_path: Path, **extra: str) -> dict[str, str]:
+    """The environment for running the `instock` command on a test database."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INSTOCK_")}
+    env.update(INSTOCK_DATABASE_URL=database_url, INSTOCK_JWT_SECRET=TEST_SECRET,
+               INSTOCK_STATE_DIR=str(tmp_path / "state"), INSTOCK_LOG_LEVEL="warning")
+    env.update(extra)
+    return env

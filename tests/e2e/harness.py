@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from instock.platform.auth import Role, TokenAuthority
-from tests.support import TEST_SECRET
+from tests.support import TEST_SECRET, instock_env
 
 INSTOCK = str(Path(sys.executable).with_name("instock")) if Path(
     sys.executable).with_name("instock").exists() else (shutil.which("instock") or "instock")
@@ -49,11 +49,7 @@ class Database:
 
     def env(self, **extra: str) -> dict[str, str]:
         """A clean environment for an `instock` command on this database."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("INSTOCK_")}
-        env.update(INSTOCK_DATABASE_URL=self.url, INSTOCK_JWT_SECRET=TEST_SECRET,
-                   INSTOCK_STATE_DIR=str(self.tmp_path / "state"), INSTOCK_LOG_LEVEL="warning")
-        env.update(extra)
-        return env
+        return instock_env(self.url, self.tmp_path, **extra)
 
     async def scalar(self, query: str, **params: Any) -> Any:
         """Run one SQL query directly against the database (a second opinion beside the API)."""

@@ -3,22 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
-from tests.support import TEST_SECRET
-
-INSTOCK = str(Path(sys.executable).with_name("instock"))
+from tests.support import INSTOCK, instock_env
 
 
 def test_bench_reservations_prints_json_and_draws_the_latencies(database_url: str,
                                                                  tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("INSTOCK_")}
-    env.update(INSTOCK_DATABASE_URL=database_url, INSTOCK_JWT_SECRET=TEST_SECRET,
-               INSTOCK_STATE_DIR=str(tmp_path / "state"), INSTOCK_LOG_LEVEL="warning",
-               INSTOCK_RUN_SWEEPER="false")
+    env = instock_env(database_url, tmp_path, INSTOCK_RUN_SWEEPER="false")
     plot = tmp_path / "latency.png"
     result = subprocess.run(
         [INSTOCK, "bench", "reservations", "--units", "20", "--buyers", "60",

@@ -2,26 +2,19 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from instock.platform.auth import Role, TokenAuthority
-from tests.support import TEST_SECRET
-
-INSTOCK = str(Path(sys.executable).with_name("instock"))
+from tests.support import INSTOCK, TEST_SECRET, instock_env
 
 
 def instock(database_url: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("INSTOCK_")}
-    env.update(INSTOCK_DATABASE_URL=database_url, INSTOCK_JWT_SECRET=TEST_SECRET,
-               INSTOCK_STATE_DIR=str(tmp_path / "state"))
-    return subprocess.run([INSTOCK, *args], env=env, capture_output=True, text=True,
-                          timeout=120, check=False)
+    return subprocess.run([INSTOCK, *args], env=instock_env(database_url, tmp_path),
+                          capture_output=True, text=True, timeout=120, check=False)
 
 
 def test_token_prints_only_a_token_for_the_configured_key(database_url: str,
