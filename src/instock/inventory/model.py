@@ -432,14 +432,9 @@ def allocate(lines: list[Line], recipes: Recipes, levels: Mapping[str, list[Stoc
 
 def _shortages(lines: list[Line], recipes: Recipes, levels: Mapping[str, list[StockLevel]],
                today: date, min_shelf_life_days: int, short: set[str]) -> list[Shortage]:
-    available = {sku: sku_sellable(sku_levels, today, min_shelf_life_days)
-                 for sku, sku_levels in levels.items()}
-    out = []
-    for line in lines:
-        recipe = recipes.get(line.sku) or {line.sku: 1}
-        if short & recipe.keys():
-            out.append(Shortage(line.sku, line.quantity, bundle_available(recipe, available)))
-    return out
+    return [Shortage(line.sku, line.quantity,
+                     available_to_sell(line.sku, recipes, levels, today, min_shelf_life_days))
+            for line in lines if short & (recipes.get(line.sku) or {line.sku: 1}).keys()]
 
 
 def check_customer_limit(sku: str, limit: int | None, held: int, requested: int) -> None:
