@@ -116,13 +116,14 @@ class IdempotencyMiddleware:
             elif message["type"] == "http.response.body":
                 chunks.append(message.get("body", b""))
 
-        scope = {**scope, "state": {**scope.get("state", {}), "idempotency_key": key}}
+        scope.setdefault("state", {})["idempotency_key"] = key
         try:
             await self.app(scope, replay_receive, capture)
         finally:
-            await self._finish(scope_id, start, b"".join(chunks))
+            body = b"".join(chunks)
+            await self._finish(scope_id, start, body)
         await send(start)
-        await send({"type": "http.response.body", "body": b"".join(chunks)})
+        await send({"type": "http.response.body", "body": body})
 
     async def _finish(self, scope_id: str, start: dict[str, Any], body: bytes) -> None:
         status = start.get("status", 500)

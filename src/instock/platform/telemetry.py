@@ -8,7 +8,6 @@ import time
 import structlog
 from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
-from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from instock.platform.ids import new_id
@@ -41,12 +40,9 @@ QUIET_ROUTES = frozenset({"/livez", "/metrics"})
 
 
 def _route_of(scope: Scope) -> str:
-    # The route template, not the raw path, so metrics do not explode per SKU.
-    for route in scope["app"].router.routes:
-        match, _ = route.matches(scope)
-        if match is Match.FULL:
-            return str(getattr(route, "path", scope["path"]))
-    return "unmatched"
+    # The template of the route the router chose (it records it in the scope), not the raw
+    # path, so metrics do not explode per SKU.
+    return str(getattr(scope.get("route"), "path", "unmatched"))
 
 
 class ObserveMiddleware:
