@@ -39,6 +39,7 @@ from instock.platform.errors import (
     VersionConflict,
 )
 from instock.platform.ids import new_id
+from instock.platform.keyed_locks import KeyedLocks
 from instock.platform.outbox import DomainEvent
 from instock.platform.retry import retry
 from instock.platform.telemetry import RESERVATIONS, VERSION_CONFLICTS
@@ -177,13 +178,14 @@ class InventoryService:
         self.conflict_retries = conflict_retries
         self.clock = clock
         self._channels: dict[str, tuple[store.Channel, float]] = {}
+        self._sku_locks = KeyedLocks()
 
     # -- the write path shared by every stock command ---------------------------------------------
 
     async def _write(self, skus: set[str], work: Callable[[StockTx], Awaitable[T]],
                      correlation_id: str | None) -> T:
         async def attempt() -> T:
-            async with self.db.write() as conn:
+            async with self._sku_locks.hold(skus), self.db.write() as conn:
                 items = await store.lock_items(conn, skus)
                 tx = StockTx(conn, items, await store.load_levels(conn, skus), self.clock())
                 with domain_errors():
