@@ -8,10 +8,6 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy.ext.asyncio import create_async_engine
 
-import instock.catalog.store
-import instock.inventory.store
-import instock.platform.idempotency
-import instock.platform.outbox  # noqa: F401  (registers every table)
 from instock.platform.db import metadata
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from instock.platform.outbox import DomainEvent
+from instock.platform.bus.outbox import DomainEvent
 
 
 class ProductEvent(DomainEvent):

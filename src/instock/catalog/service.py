@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 from instock.catalog import store
 from instock.catalog.model import CatalogError, Product
-from instock.platform import outbox
+from instock.platform.bus import outbox
 from instock.platform.db import Database, utcnow
 from instock.platform.errors import AlreadyExists, NotFound, ValidationFailed
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import ClassVar
 
-from instock.platform.outbox import DomainEvent as Event
+from instock.platform.bus.outbox import DomainEvent as Event
 
 
 class StockChanged(Event):

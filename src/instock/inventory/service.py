@@ -28,7 +28,8 @@ from instock.inventory.model import (
     Reservation,
     StockLevel,
 )
-from instock.platform import outbox
+from instock.platform.bus import outbox
+from instock.platform.bus.outbox import DomainEvent
 from instock.platform.db import Database, utcnow
 from instock.platform.errors import (
     AlreadyExists,
@@ -40,7 +41,6 @@ from instock.platform.errors import (
 )
 from instock.platform.ids import new_id
 from instock.platform.keyed_locks import KeyedLocks
-from instock.platform.outbox import DomainEvent
 from instock.platform.retry import retry
 from instock.platform.telemetry import RESERVATIONS, VERSION_CONFLICTS
 
