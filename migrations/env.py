@@ -9,10 +9,7 @@ from alembic import context
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-import instock.catalog.store
-import instock.inventory.store
-import instock.platform.idempotency
-import instock.platform.bus.outbox  # noqa: F401  (registers every table on the metadata)
+import instock.tables  # noqa: F401  (registers every table)
 from instock.platform.db import metadata
 
 # Any fixed number: several API processes starting at once must not migrate concurrently.

@@ -21,4 +21,4 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 async def container(database_url: str, tmp_path: Path) -> AsyncIterator[Container]:
     c = build(make_settings(database_url, tmp_path))
     yield c
-    await c.db.dispose()
+    await c.close()

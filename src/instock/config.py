@@ -35,6 +35,17 @@ class Settings(BaseSettings):
     run_sweeper: bool = True
     # Internal writes retry version conflicts this many times before answering 409.
     conflict_retries: int = 8
+    # Each API process may run the outbox relay (one leads at a time, the others stand by) and
+    # the event consumers; the embedded default does both, a fleet runs `instock worker ...`.
+    run_relay: bool = True
+    run_consumers: bool = True
+    outbox_retention_seconds: int = Field(default=86400, ge=0)
+    # A consumer retries a failing event this many times, then dead-letters it.
+    consumer_attempts: int = Field(default=5, ge=1)
+    # A delivery not acked for this long is handed to another member of the consumer group.
+    consumer_redeliver_seconds: float = Field(default=30.0, gt=0)
+    # SSE and WebSocket clients get a heartbeat after this many quiet seconds.
+    live_heartbeat_seconds: float = Field(default=15.0, gt=0)
 
 
 @lru_cache

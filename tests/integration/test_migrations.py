@@ -8,6 +8,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy.ext.asyncio import create_async_engine
 
+import instock.tables  # noqa: F401  (registers every table)
 from instock.platform.db import metadata
 
 

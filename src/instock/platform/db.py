@@ -8,10 +8,14 @@ lock; PostgreSQL writers run concurrently and serialise on the row locks the ser
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
+import zlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -74,6 +78,12 @@ class Money(sa.TypeDecorator[Decimal]):
         return None if value is None else Decimal(str(value)).normalize()
 
 
+def signal(conn: AsyncConnection, channel: str) -> None:
+    """Wake `Database.signals(channel)` waiters once this write transaction commits, never if
+    it rolls back: LISTEN/NOTIFY on PostgreSQL (every process), an in-process event on SQLite."""
+    conn.info.setdefault("signals", set()).add(channel)
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -91,6 +101,9 @@ class Database:
             kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
+        # In-process wake-ups for `signal`/`signals`: on SQLite the only kind there is; on
+        # PostgreSQL LISTEN/NOTIFY reaches other processes as well.
+        self._signals: dict[str, set[asyncio.Event]] = {}
         if self.is_sqlite:
             _configure_sqlite(self.engine)
 
@@ -105,6 +118,8 @@ class Database:
             try:
                 async with self.engine.begin() as conn:
                     yield conn
+                    for channel in conn.info.pop("signals", ()):  # NOTIFY is sent on commit
+                        await conn.execute(sa.text("SELECT pg_notify(:c, '')"), {"c": channel})
             except DBAPIError as exc:
                 raise _as_conflict(exc) from exc
             return
@@ -112,6 +127,75 @@ class Database:
             await conn.execution_options(sqlite_begin="IMMEDIATE")
             async with conn.begin():
                 yield conn
+            self._wake(conn.info.pop("signals", ()))
+
+    def _wake(self, channels: set[str] | tuple[()]) -> None:
+        for channel in channels:
+            for waiter in self._signals.get(channel, ()):
+                waiter.set()
+
+    async def signals(self, channel: str, *, fallback: float) -> AsyncIterator[None]:
+        """Yield at once, then whenever `channel` is signalled, and at least every `fallback`
+        seconds (a safety net: SQLite writers in other processes cannot wake us)."""
+        waiter = asyncio.Event()
+        self._signals.setdefault(channel, set()).add(waiter)
+        try:
+            async with self._listening(channel, waiter):
+                while True:
+                    waiter.clear()
+                    yield
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(waiter.wait(), fallback)
+        finally:
+            self._signals[channel].discard(waiter)
+
+    @asynccontextmanager
+    async def _listening(self, channel: str, waiter: asyncio.Event) -> AsyncIterator[None]:
+        if self.is_sqlite:
+            yield
+            return
+        listener = await self._raw_connection()
+        try:
+            await listener.add_listener(channel, lambda *_: waiter.set())
+            yield
+        finally:
+            with contextlib.suppress(Exception):
+                await listener.close()
+
+    @asynccontextmanager
+    async def leadership(self, name: str) -> AsyncIterator[asyncio.Event]:
+        """Hold the named leadership while inside; wait until it is free.
+
+        The holder's death frees it at once: a session advisory lock on PostgreSQL dies with
+        its connection, a flock on SQLite dies with its process. The event yielded is set if
+        the leadership is lost (the lock's connection broke): the holder must stop then.
+        """
+        lost = asyncio.Event()
+        if self.is_sqlite:
+            async with _file_lock(self._lock_path(name)):
+                yield lost
+            return
+        conn = await self._raw_connection()
+        try:
+            conn.add_termination_listener(lambda *_: lost.set())
+            await conn.execute("SELECT pg_advisory_lock($1)", zlib.crc32(name.encode()))
+            yield lost
+        finally:
+            with contextlib.suppress(Exception):
+                await conn.close()
+
+    def _lock_path(self, name: str) -> Path:
+        database = self.url.database or ""
+        base = Path(database) if database and database != ":memory:" else Path(".instock")
+        return base.with_name(f"{base.name}.{name}.lock")
+
+    async def _raw_connection(self) -> Any:
+        """A dedicated asyncpg connection outside the pool, for LISTEN and session locks."""
+        import asyncpg  # the PostgreSQL driver; only needed here on that backend
+
+        url = self.url
+        return await asyncpg.connect(user=url.username, password=url.password, host=url.host,
+                                     port=url.port, database=url.database)
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
@@ -133,6 +217,22 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+@asynccontextmanager
+async def _file_lock(path: Path) -> AsyncIterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                await asyncio.sleep(0.2)  # another process leads; its death frees the lock
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 # PostgreSQL's deadlock and serialization failures: safe to retry the whole transaction.
@@ -170,7 +270,7 @@ async def upsert(conn: AsyncConnection, table: sa.Table, rows: list[dict[str, An
     """Insert rows, or update the non-key columns of those whose keys exist (both dialects)."""
     if not rows:
         return
-    statement = _dialect_insert(conn, table)
+    statement = dialect_insert(conn, table)
     updates = {c: statement.excluded[c] for c in rows[0] if c not in keys}
     await conn.execute(statement.on_conflict_do_update(index_elements=keys, set_=updates), rows)
 
@@ -180,10 +280,10 @@ async def insert_missing(conn: AsyncConnection, table: sa.Table,
     """Insert rows whose primary key does not exist yet; leave existing ones untouched."""
     if not rows:
         return
-    await conn.execute(_dialect_insert(conn, table).on_conflict_do_nothing(), rows)
+    await conn.execute(dialect_insert(conn, table).on_conflict_do_nothing(), rows)
 
 
-def _dialect_insert(conn: AsyncConnection, table: sa.Table) -> Any:
+def dialect_insert(conn: AsyncConnection, table: sa.Table) -> Any:
     # Both dialects spell ON CONFLICT the same way, but through their own insert constructs.
     if conn.dialect.name == "postgresql":
         return postgresql.insert(table)

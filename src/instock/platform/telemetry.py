@@ -7,7 +7,7 @@ import time
 
 import structlog
 from fastapi import FastAPI, Response
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from instock.platform.ids import new_id
@@ -20,6 +20,12 @@ RESERVATIONS = Counter("instock_reservations_total", "Reservation requests by ou
                        ["outcome"])
 VERSION_CONFLICTS = Counter("instock_version_conflicts_total",
                             "Writes that lost a race and were retried or refused")
+EVENTS_PUBLISHED = Counter("instock_events_published_total",
+                           "Outbox events the relay moved to the bus")
+EVENTS_CONSUMED = Counter("instock_events_consumed_total", "Events consumers handled, by outcome",
+                          ["consumer", "outcome"])
+LIVE_CONNECTIONS = Gauge("instock_live_connections", "Open SSE and WebSocket connections",
+                         ["kind"])
 
 CORRELATION_HEADER = "X-Correlation-ID"
 

@@ -1,0 +1,114 @@
+"""The hub: one bus listener per API process, fanning updates out to its own connections."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Iterable
+
+import structlog
+
+from instock.live import model
+from instock.live.events import Update
+from instock.platform.bus import Bus, Envelope
+
+log = structlog.get_logger(__name__)
+
+Snapshot = Callable[[str], Awaitable[Update]]
+
+
+class Connection:
+    """One client's mailbox and the signal that wakes its writer."""
+
+    def __init__(self) -> None:
+        self.mailbox = model.Mailbox()
+        self.ready = asyncio.Event()
+        self.skus: set[str] = set()
+        self.topics: set[str] = set()
+
+    def offer(self, update: Update) -> None:
+        if self.mailbox.offer(update):
+            self.ready.set()
+
+    async def next(self, heartbeat: float) -> list[Update]:
+        """The pending updates, or [] after `heartbeat` seconds of quiet (time for a ping)."""
+        if not self.mailbox.pending:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.ready.wait(), heartbeat)
+        self.ready.clear()
+        return self.mailbox.drain()
+
+
+class LiveHub:
+    def __init__(self, bus: Bus, snapshot: Snapshot) -> None:
+        self.bus = bus
+        self.snapshot = snapshot
+        self._by_sku: dict[str, set[Connection]] = {}
+        self._by_topic: dict[str, set[Connection]] = {}
+        self.listening = asyncio.Event()
+
+    async def run(self) -> None:
+        """Listen to the bus for the life of the process; reconnects are the adapter's job."""
+        while True:
+            try:
+                stream = self.bus.listen()
+                self.listening.set()
+                async for envelope in stream:
+                    self.dispatch(envelope)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("live_listener_failed")
+                await asyncio.sleep(1.0)
+
+    def dispatch(self, envelope: Envelope) -> None:
+        public = model.stock_update(envelope) if envelope.get("type") == \
+            "inventory.stock_changed.v1" else None
+        if public is not None:
+            for connection in self._by_sku.get(public.key, ()):
+                connection.offer(public)
+        staff = model.staff_update(envelope)
+        if staff is not None:
+            for connection in self._by_topic.get(staff.topic, ()):
+                connection.offer(staff)
+
+    async def watch(self, connection: Connection, skus: Iterable[str],
+                    cursor: dict[str, int] | None = None) -> None:
+        """Subscribe to SKUs, then seed each with its current state unless the client already
+        has it (resuming): subscribing first means no change falls between snapshot and push."""
+        wanted = [sku for sku in dict.fromkeys(skus) if sku not in connection.skus]
+        for sku in wanted:
+            connection.skus.add(sku)
+            self._by_sku.setdefault(sku, set()).add(connection)
+            if cursor and sku in cursor:
+                connection.mailbox.sent[sku] = cursor[sku]
+        for sku in wanted:
+            connection.offer(await self.snapshot(sku))
+
+    def unwatch(self, connection: Connection, skus: Iterable[str]) -> None:
+        for sku in skus:
+            connection.skus.discard(sku)
+            _discard(self._by_sku, sku, connection)
+            connection.mailbox.sent.pop(sku, None)
+            connection.mailbox.pending.pop(sku, None)
+
+    def follow(self, connection: Connection, topic: str) -> None:
+        connection.topics.add(topic)
+        self._by_topic.setdefault(topic, set()).add(connection)
+
+    def unfollow(self, connection: Connection, topic: str) -> None:
+        connection.topics.discard(topic)
+        _discard(self._by_topic, topic, connection)
+
+    def close(self, connection: Connection) -> None:
+        self.unwatch(connection, list(connection.skus))
+        for topic in list(connection.topics):
+            self.unfollow(connection, topic)
+
+
+def _discard(index: dict[str, set[Connection]], key: str, connection: Connection) -> None:
+    members = index.get(key)
+    if members is not None:
+        members.discard(connection)
+        if not members:
+            del index[key]

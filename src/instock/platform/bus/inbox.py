@@ -1,0 +1,121 @@
+"""What consumers remember: processed event ids, the newest sequence per subject, dead letters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from instock.platform.bus.base import Envelope
+from instock.platform.db import UTCDateTime, dialect_insert, metadata, upsert, utcnow
+from instock.platform.ids import new_id
+
+inbox = sa.Table(
+    "inbox", metadata,
+    sa.Column("consumer", sa.String(64), primary_key=True),
+    sa.Column("event_id", sa.String(36), primary_key=True),
+    sa.Column("type", sa.String(128), nullable=False),
+    sa.Column("subject", sa.String(128), nullable=False),
+    sa.Column("sequence", sa.BigInteger, nullable=True),
+    sa.Column("outcome", sa.String(16), nullable=False),
+    sa.Column("processed_at", UTCDateTime, nullable=False),
+)
+
+positions = sa.Table(
+    "consumer_positions", metadata,
+    sa.Column("consumer", sa.String(64), primary_key=True),
+    sa.Column("subject", sa.String(128), primary_key=True),
+    sa.Column("sequence", sa.BigInteger, nullable=False),
+)
+
+dead_letters = sa.Table(
+    "dead_letters", metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("consumer", sa.String(64), nullable=False, index=True),
+    sa.Column("event_id", sa.String(36), nullable=False),
+    sa.Column("type", sa.String(128), nullable=False),
+    sa.Column("envelope", sa.JSON, nullable=False),
+    sa.Column("error", sa.Text, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("failed_at", UTCDateTime, nullable=False),
+    sa.Column("replayed_at", UTCDateTime, nullable=True),
+)
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    id: str
+    consumer: str
+    event_id: str
+    type: str
+    envelope: Envelope
+    error: str
+    attempts: int
+    failed_at: datetime
+    replayed_at: datetime | None
+
+
+async def claim(conn: AsyncConnection, consumer: str, envelope: Envelope) -> bool:
+    """Record the event as being processed; False if it already was. A concurrent claim of the
+    same event waits for this transaction and then finds the row: only one of them proceeds."""
+    result = await conn.execute(dialect_insert(conn, inbox).on_conflict_do_nothing(), [{
+        "consumer": consumer, "event_id": envelope["id"], "type": envelope["type"],
+        "subject": envelope.get("subject", ""), "sequence": envelope.get("sequence"),
+        "outcome": "applied", "processed_at": utcnow()}])
+    return bool(result.rowcount)
+
+
+async def position(conn: AsyncConnection, consumer: str, subject: str) -> int | None:
+    """The newest sequence applied for the subject, locked until the transaction ends so that
+    events of one subject are applied one after the other."""
+    query = sa.select(positions.c.sequence).where(
+        positions.c.consumer == consumer, positions.c.subject == subject).with_for_update()
+    return (await conn.execute(query)).scalar_one_or_none()
+
+
+async def advance(conn: AsyncConnection, consumer: str, envelope: Envelope) -> None:
+    await upsert(conn, positions, [{"consumer": consumer, "subject": envelope["subject"],
+                                    "sequence": envelope["sequence"]}], ["consumer", "subject"])
+
+
+async def mark_stale(conn: AsyncConnection, consumer: str, envelope: Envelope) -> None:
+    await conn.execute(inbox.update().where(inbox.c.consumer == consumer,
+                                            inbox.c.event_id == envelope["id"])
+                       .values(outcome="stale"))
+
+
+async def forget_since(conn: AsyncConnection, consumer: str, since: datetime) -> None:
+    """Make a consumer process again what it processed from `since` on (a replay)."""
+    await conn.execute(inbox.delete().where(inbox.c.consumer == consumer,
+                                            inbox.c.processed_at >= since))
+    await conn.execute(positions.delete().where(positions.c.consumer == consumer))
+
+
+async def bury(conn: AsyncConnection, consumer: str, envelope: Envelope, error: str,
+               attempts: int) -> None:
+    await conn.execute(dead_letters.insert().values(
+        id=new_id(), consumer=consumer, event_id=str(envelope.get("id", "")),
+        type=str(envelope.get("type", "")), envelope=envelope, error=error[:2000],
+        attempts=attempts, failed_at=utcnow()))
+
+
+async def list_dead(conn: AsyncConnection, consumer: str | None = None,
+                    include_replayed: bool = False, limit: int = 100) -> list[DeadLetter]:
+    query = sa.select(dead_letters).order_by(dead_letters.c.failed_at).limit(limit)
+    if consumer:
+        query = query.where(dead_letters.c.consumer == consumer)
+    if not include_replayed:
+        query = query.where(dead_letters.c.replayed_at.is_(None))
+    return [_dead(row._mapping) for row in await conn.execute(query)]
+
+
+async def mark_replayed(conn: AsyncConnection, letter_id: str) -> None:
+    await conn.execute(dead_letters.update().where(dead_letters.c.id == letter_id)
+                       .values(replayed_at=utcnow()))
+
+
+def _dead(row: Any) -> DeadLetter:
+    return DeadLetter(**{c: row[c] for c in DeadLetter.__dataclass_fields__})

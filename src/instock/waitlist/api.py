@@ -1,0 +1,70 @@
+"""Waitlist routes: a customer joins or leaves the wait for a SKU."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request, Response
+from pydantic import BaseModel, StringConstraints
+
+from instock.platform.auth import Principal, Role, requires
+from instock.platform.errors import ValidationFailed, problem_responses
+from instock.platform.ids import CALLER_ID_PATTERN
+from instock.waitlist.model import Entry
+from instock.waitlist.service import WaitlistService
+
+router = APIRouter(tags=["waitlist"], responses=problem_responses(400, 401, 403, 404, 422))
+CallerId = Annotated[str, StringConstraints(pattern=CALLER_ID_PATTERN)]
+MEMBERS = requires(Role.CUSTOMER, Role.SUPPORT, Role.SERVICE)
+
+
+def service(request: Request) -> WaitlistService:
+    svc: WaitlistService = request.app.state.waitlist
+    return svc
+
+
+class JoinIn(BaseModel):
+    sku: CallerId
+    customer_id: CallerId | None = None  # staff name the customer; a customer is itself
+
+
+class EntryOut(BaseModel):
+    sku: str
+    customer_id: str
+    created_at: datetime
+    notified_at: datetime | None
+
+
+def _customer(principal: Principal, customer_id: str | None) -> str:
+    customer = customer_id or (principal.subject if principal.is_customer else None)
+    if customer is None:
+        raise ValidationFailed("customer_id", "staff must name the customer")
+    principal.assert_acts_for(customer)
+    return customer
+
+
+def _out(entry: Entry) -> EntryOut:
+    return EntryOut(sku=entry.sku, customer_id=entry.customer_id, created_at=entry.created_at,
+                    notified_at=entry.notified_at)
+
+
+@router.post("/v1/waitlist", status_code=201, response_model=EntryOut)
+async def join(body: JoinIn, principal: Principal = Depends(MEMBERS),
+               waitlist: WaitlistService = Depends(service)) -> EntryOut:
+    """Wait for a SKU: one `waitlist.notified.v1` event is produced when it is back in stock."""
+    return _out(await waitlist.join(body.sku, _customer(principal, body.customer_id)))
+
+
+@router.get("/v1/waitlist", response_model=list[EntryOut])
+async def entries(customer_id: CallerId | None = None, principal: Principal = Depends(MEMBERS),
+                  waitlist: WaitlistService = Depends(service)) -> list[EntryOut]:
+    return [_out(e) for e in await waitlist.of_customer(_customer(principal, customer_id))]
+
+
+@router.delete("/v1/waitlist/{sku}", status_code=204)
+async def leave(sku: CallerId, customer_id: CallerId | None = None,
+                principal: Principal = Depends(MEMBERS),
+                waitlist: WaitlistService = Depends(service)) -> Response:
+    await waitlist.leave(sku, _customer(principal, customer_id))
+    return Response(status_code=204)

@@ -1,0 +1,120 @@
+"""Consumers: exactly-once in effect, older sequences ignored, dead letters and replays."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from instock.app import Container
+from instock.platform.bus import Envelope, inbox
+from instock.platform.bus.consumer import Consumer, ConsumerSpec
+from instock.platform.bus.outbox import outbox
+from instock.platform.db import utcnow
+from instock.platform.ids import new_id
+from instock.recommendations import store as recs_store
+
+
+def envelope(subject: str, sequence: int, **data: Any) -> Envelope:
+    return {"specversion": "1.0", "id": new_id(), "source": "/test", "type": "test.thing.v1",
+            "subject": subject, "time": utcnow().isoformat(), "sequence": sequence,
+            "data": data}
+
+
+def recording(fail_times: int = 0) -> tuple[ConsumerSpec, list[tuple[str, int]]]:
+    seen: list[tuple[str, int]] = []
+    failures = {"left": fail_times}
+
+    async def handler(conn: AsyncConnection, env: Envelope) -> None:
+        if failures["left"] > 0:
+            failures["left"] -= 1
+            raise RuntimeError("downstream is down")
+        seen.append((env["subject"], env["sequence"]))
+
+    return ConsumerSpec("recorder", frozenset({"test.thing.v1"}), handler), seen
+
+
+def consumer(c: Container, spec: ConsumerSpec, attempts: int = 3) -> Consumer:
+    return Consumer(c.db, c.bus, spec, attempts=attempts)
+
+
+async def test_a_redelivered_event_takes_effect_once(container: Container) -> None:
+    spec, seen = recording()
+    worker = consumer(container, spec)
+    event = envelope("A", 1)
+    assert await worker.handle(event) == "applied"
+    assert await worker.handle(event) == "duplicate"
+    assert seen == [("A", 1)]
+
+
+async def test_concurrent_deliveries_of_one_event_take_effect_once(container: Container) -> None:
+    spec, seen = recording()
+    event = envelope("A", 1)
+    outcomes = await asyncio.gather(*(consumer(container, spec).handle(event) for _ in range(5)),
+                                    return_exceptions=True)
+    assert seen == [("A", 1)]
+    assert sorted(map(str, outcomes)).count("applied") == 1
+
+
+async def test_older_sequences_are_ignored_per_subject(container: Container) -> None:
+    spec, seen = recording()
+    worker = consumer(container, spec)
+    for subject, sequence in [("A", 2), ("A", 1), ("B", 1), ("A", 2), ("A", 3)]:
+        await worker.handle(envelope(subject, sequence))
+    assert seen == [("A", 2), ("B", 1), ("A", 2), ("A", 3)]  # equal is one transaction's twin
+
+
+async def test_a_failing_event_is_retried_then_dead_lettered_and_replayable(
+        container: Container) -> None:
+    spec, seen = recording(fail_times=4)
+    worker = consumer(container, spec, attempts=2)
+    event = envelope("A", 1)
+    assert await worker.handle(event) == "dead"
+    assert await worker.handle(envelope("B", 1)) == "dead"  # failures three and four
+    async with container.db.read() as conn:
+        letters = await inbox.list_dead(conn, "recorder")
+    assert [letter.event_id for letter in letters][:1] == [event["id"]]
+    assert "downstream is down" in letters[0].error and letters[0].attempts == 2
+    # The downstream is back: replaying applies them, and they leave the dead-letter list.
+    assert [await worker.replay_dead(letter) for letter in letters] == ["applied", "applied"]
+    async with container.db.read() as conn:
+        assert await inbox.list_dead(conn, "recorder") == []
+        assert len(await inbox.list_dead(conn, "recorder", include_replayed=True)) == 2
+    assert seen == [("A", 1), ("B", 1)]
+
+
+async def test_an_event_that_breaks_its_schema_is_dead_lettered_not_retried(
+        container: Container) -> None:
+    worker = container.consumer("recs-availability")
+    bad = {"specversion": "1.0", "id": new_id(), "source": "/x",
+           "type": "inventory.stock_changed.v1", "subject": "A", "time": utcnow().isoformat(),
+           "data": {"sku": "A"}}
+    assert await worker.handle(bad) == "dead"
+
+
+async def test_replay_from_a_point_in_time_processes_again(container: Container) -> None:
+    spec, seen = recording()
+    worker = consumer(container, spec)
+    since = utcnow()
+    events = [envelope("A", n) for n in (1, 2, 3)]
+    await container.bus.publish(events)
+    for event in events:
+        await worker.handle(event)
+    assert await worker.replay(since) == {"applied": 3}
+    assert seen == [("A", 1), ("A", 2), ("A", 3)] * 2
+
+
+async def test_the_availability_projection_follows_stock(container: Container) -> None:
+    from tests.integration.helpers import stocked
+
+    await stocked(container, "P-1", 4)
+    async with container.db.read() as conn:
+        rows = (await conn.execute(sa.select(outbox.c.envelope).order_by(
+            outbox.c.created_at))).scalars().all()
+    worker = container.consumer("recs-availability")
+    for env in reversed(rows):  # newest first: the older ones must not overwrite it
+        await worker.handle(env)
+    async with container.db.read() as conn:
+        assert await recs_store.availability(conn, ["P-1"]) == {"P-1": (1, 4)}
