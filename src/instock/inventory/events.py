@@ -1,18 +1,24 @@
-"""Events the inventory context publishes (the `data` of a CloudEvents envelope)."""
+"""Events the inventory context publishes (the `data` of a CloudEvents envelope).
+
+Stock events are about a SKU: their subject is the SKU and their sequence is the SKU's version
+after the transaction (`inventory_items.version`, the ETag), shared by every event that
+transaction emits for that SKU. Reservation events are about a reservation and carry no sequence.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import ClassVar
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from instock.platform.bus.outbox import DomainEvent as Event
 
 
-class StockChanged(Event):
-    type: ClassVar[str] = "inventory.stock_changed.v1"
-    sku: str
-    location: str
-    version: int
+class StockTotals(BaseModel):
+    """The SKU's buckets summed over all its locations, after the change."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
     on_hand: int
     reserved: int
     committed: int
@@ -20,38 +26,110 @@ class StockChanged(Event):
     unsellable: int
     quarantined: int
     incoming: int
-    available: int
-    reason: str
+    available: int = Field(description="what any location can still sell (expired lots do not "
+                                       "count); GET /v1/inventory/{sku} without a channel")
+
+
+class SkuEvent(Event):
+    """An event about one SKU as a whole."""
+
+    sku: str
+    sku_version: int = Field(description="the SKU's version after the change (its ETag); "
+                                         "also the envelope's sequence")
 
     @property
     def subject(self) -> str:
+        """The SKU."""
         return self.sku
+
+    @property
+    def sequence(self) -> int:
+        return self.sku_version
+
+
+class StockChanged(SkuEvent):
+    """One stock level (sku, location) changed; carries its new state and the SKU's totals."""
+
+    type: ClassVar[str] = "inventory.stock_changed.v1"
+    location: str
+    version: int = Field(description="the stock level's own version (one per ledger entry)")
+    on_hand: int
+    reserved: int
+    committed: int
+    safety_stock: int
+    unsellable: int
+    quarantined: int
+    incoming: int
+    available: int = Field(description="what this level may sell by its buckets")
+    reason: str = Field(description="the kind of the last ledger entry at this level, e.g. "
+                                    "receive, reserve, commit, release, expire")
+    totals: StockTotals
+
+
+class SoldOut(SkuEvent):
+    """The SKU's total availability went from above zero to zero."""
+
+    type: ClassVar[str] = "inventory.sold_out.v1"
+    available: int
+
+
+class BackInStock(SkuEvent):
+    """The SKU's total availability went from zero to above zero."""
+
+    type: ClassVar[str] = "inventory.back_in_stock.v1"
+    available: int
+
+
+class LowStock(SkuEvent):
+    """The SKU's total availability fell from above its low-stock threshold to at or below it,
+    and is still above zero."""
+
+    type: ClassVar[str] = "inventory.low_stock.v1"
+    available: int
+    threshold: int = Field(description="the SKU's low_stock_threshold policy")
+
+
+class ReservationLine(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    sku: str
+    quantity: int
 
 
 class ReservationEvent(Event):
+    """A reservation changed state; `lines` are the SKUs as requested (bundles as bundles)."""
+
     reservation_id: str
     channel: str
     customer_id: str | None
     status: str
     expires_at: datetime
-    lines: list[dict[str, int | str]]
+    lines: list[ReservationLine]
 
     @property
     def subject(self) -> str:
+        """The reservation id."""
         return self.reservation_id
 
 
 class ReservationCreated(ReservationEvent):
+    """A hold was placed: the lines' units are reserved until `expires_at`."""
+
     type: ClassVar[str] = "reservation.created.v1"
 
 
 class ReservationCommitted(ReservationEvent):
+    """The hold became an order: reserved units moved to committed."""
+
     type: ClassVar[str] = "reservation.committed.v1"
 
 
 class ReservationReleased(ReservationEvent):
+    """The hold was given up: its units are available again."""
+
     type: ClassVar[str] = "reservation.released.v1"
 
 
 class ReservationExpired(ReservationEvent):
+    """The hold ran out of time: the sweeper released its units."""
+
     type: ClassVar[str] = "reservation.expired.v1"

@@ -16,13 +16,19 @@ from enum import StrEnum
 from typing import Any
 
 from instock.inventory.events import (
+    BackInStock,
     Event,
+    LowStock,
     ReservationCommitted,
     ReservationCreated,
     ReservationEvent,
     ReservationExpired,
+    ReservationLine,
     ReservationReleased,
+    SkuEvent,
+    SoldOut,
     StockChanged,
+    StockTotals,
 )
 
 GENESIS_HASH = "0" * 64
@@ -521,7 +527,8 @@ class Reservation:
         self.events.append(event_type(
             reservation_id=self.id, channel=self.channel, customer_id=self.customer_id,
             status=self.status.value, expires_at=self.expires_at,
-            lines=[{"sku": line.sku, "quantity": line.quantity} for line in self.lines]))
+            lines=[ReservationLine(sku=line.sku, quantity=line.quantity)
+                   for line in self.lines]))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -666,7 +673,46 @@ def compare_levels(folded: Mapping[tuple[str, str], StockLevel],
     return problems
 
 
-def stock_changed(level: StockLevel, reason: str) -> StockChanged:
+# ---------------------------------------------------------------------------------------------
+# What a stock transaction tells the world
+
+
+def total_buckets(levels: Iterable[StockLevel]) -> Buckets:
+    """The buckets of one SKU summed over its stock levels."""
+    total = ZERO
+    for level in levels:
+        total = total + level.buckets
+    return total
+
+
+def stock_totals(levels: Iterable[StockLevel], today: date) -> StockTotals:
+    """A physical SKU's totals; `available` is what any location can sell, as
+    `available_to_sell` counts it (expired lots excluded)."""
+    levels = list(levels)
+    return StockTotals(**total_buckets(levels).as_dict(), available=sku_sellable(levels, today))
+
+
+def stock_changed(level: StockLevel, reason: str, sku_version: int,
+                  totals: StockTotals) -> StockChanged:
     b = level.buckets
-    return StockChanged(sku=level.sku, location=level.location, version=level.version,
-                               available=b.available, reason=reason, **b.as_dict())
+    return StockChanged(sku=level.sku, sku_version=sku_version, location=level.location,
+                        version=level.version, available=b.available, reason=reason,
+                        totals=totals, **b.as_dict())
+
+
+def sku_alerts(sku: str, sku_version: int, before: int, after: int,
+               low_stock_threshold: int | None) -> list[SkuEvent]:
+    """Alerts raised by a change of the SKU's total availability from `before` to `after`.
+
+    Only crossings count, so a SKU that stays sold out or stays low says nothing more:
+    sold out (>0 to 0), back in stock (0 to >0), low stock (above the threshold to at or below
+    it, still >0).
+    """
+    if before > 0 and after == 0:
+        return [SoldOut(sku=sku, sku_version=sku_version, available=after)]
+    if before == 0 and after > 0:
+        return [BackInStock(sku=sku, sku_version=sku_version, available=after)]
+    threshold = low_stock_threshold
+    if threshold is not None and before > threshold >= after > 0:
+        return [LowStock(sku=sku, sku_version=sku_version, available=after, threshold=threshold)]
+    return []

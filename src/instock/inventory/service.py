@@ -95,12 +95,16 @@ class StockTx:
     levels: dict[tuple[str, str], StockLevel]
     now: datetime
     versions_before: dict[tuple[str, str], int] = field(default_factory=dict)
+    # Each SKU's total availability as read, before any movement: alerts compare against it.
+    available_before: dict[str, int] = field(default_factory=dict)
     touched: dict[tuple[str, str], StockLevel] = field(default_factory=dict)
     entries: list[LedgerEntry] = field(default_factory=list)
     events: list[DomainEvent] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.versions_before = {key: level.version for key, level in self.levels.items()}
+        self.available_before = {sku: model.sku_sellable(self.sku_levels(sku), self.today)
+                                 for sku in {sku for sku, _ in self.levels}}
 
     @property
     def today(self) -> date:
@@ -116,6 +120,10 @@ class StockTx:
     def levels_in(self, sku: str, locations: list[str]) -> list[StockLevel]:
         return [self.levels[(sku, loc)] for loc in locations if (sku, loc) in self.levels]
 
+    def sku_levels(self, sku: str) -> list[StockLevel]:
+        """Every level of the SKU: the transaction loaded all of them under the SKU's lock."""
+        return [level for (s, _), level in sorted(self.levels.items()) if s == sku]
+
     def move(self, movements: list[Movement], ctx: EntryContext) -> None:
         for movement in movements:
             level = self.level(movement.sku, movement.location)
@@ -127,9 +135,24 @@ class StockTx:
         levels = list(self.touched.values())
         await store.save_levels(self.conn, levels, self.versions_before)
         await store.insert_entries(self.conn, self.entries)
-        await store.bump_items(self.conn, {level.sku for level in levels})
-        changed = [model.stock_changed(level, self._reason(level)) for level in levels]
-        await outbox.add(self.conn, [*changed, *self.events], correlation_id)
+        sku_versions = await store.bump_items(self.conn, {level.sku for level in levels})
+        await outbox.add(self.conn, [*self._stock_events(sku_versions), *self.events],
+                         correlation_id)
+
+    def _stock_events(self, sku_versions: dict[str, int]) -> list[DomainEvent]:
+        """Per touched SKU: one stock_changed per touched level, then the SKU's alerts.
+
+        The totals come from the levels this transaction holds (all of the SKU's levels,
+        loaded under its lock), so they cost no extra query.
+        """
+        events: list[DomainEvent] = []
+        for sku, version in sorted(sku_versions.items()):
+            totals = model.stock_totals(self.sku_levels(sku), self.today)
+            events += [model.stock_changed(level, self._reason(level), version, totals)
+                       for level in self.touched.values() if level.sku == sku]
+            events += model.sku_alerts(sku, version, self.available_before.get(sku, 0),
+                                       totals.available, self.items[sku].low_stock_threshold)
+        return events
 
     def _reason(self, level: StockLevel) -> str:
         kinds = [e.kind for e in self.entries if (e.sku, e.location) == (level.sku, level.location)]
@@ -297,9 +320,7 @@ class InventoryService:
             items = await store.get_items(conn, skus)
         item = items.get(sku)
         own = sorted((lvl for lvl in levels.values() if lvl.sku == sku), key=lambda lv: lv.location)
-        totals = model.ZERO
-        for level in own:
-            totals = totals + level.buckets
+        totals = model.total_buckets(own)
         sellable_from = {s: [lv for lv in levels.values() if lv.sku == s and (
             channel is None or lv.location in channel.locations)] for s in skus}
         available = model.available_to_sell(sku, recipes, sellable_from, self.clock().date(),

@@ -229,9 +229,15 @@ async def get_items(conn: AsyncConnection, skus: Iterable[str]) -> dict[str, Ite
     return {row.sku: _item(row) for row in rows}
 
 
-async def bump_items(conn: AsyncConnection, skus: Iterable[str]) -> None:
-    await conn.execute(items.update().where(items.c.sku.in_(sorted(set(skus))))
-                       .values(version=items.c.version + 1))
+async def bump_items(conn: AsyncConnection, skus: Iterable[str]) -> dict[str, int]:
+    """Add one to each SKU's version (once per transaction); returns the new versions."""
+    wanted = sorted(set(skus))
+    if not wanted:
+        return {}
+    rows = await conn.execute(items.update().where(items.c.sku.in_(wanted))
+                              .values(version=items.c.version + 1)
+                              .returning(items.c.sku, items.c.version))
+    return {row.sku: row.version for row in rows}
 
 
 async def set_policy(conn: AsyncConnection, sku: str, per_customer_limit: int | None,

@@ -13,10 +13,11 @@ import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from instock.platform.db import UTCDateTime, metadata, utcnow
+from instock.platform.db import UTCDateTime, metadata, signal, utcnow
 from instock.platform.ids import new_id
 
 SOURCE = "/instock"
+OUTBOX_SIGNAL = "instock_outbox"
 
 outbox = sa.Table(
     "outbox", metadata,
@@ -28,17 +29,32 @@ outbox = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False, index=True),
     sa.Column("published_at", UTCDateTime, nullable=True),
 )
+# The relay's work queue: only rows still to publish, oldest first.
+sa.Index("ix_outbox_unpublished", outbox.c.created_at, outbox.c.id,
+         postgresql_where=outbox.c.published_at.is_(None),
+         sqlite_where=outbox.c.published_at.is_(None))
 
 
 class DomainEvent(BaseModel):
-    """Base of every event type: `type` is the dotted, versioned CloudEvents type."""
+    """Base of every event type: `type` is the dotted, versioned CloudEvents type.
 
-    model_config = ConfigDict(frozen=True)
+    The fields are the envelope's `data`; a field the schema does not declare is an error, so
+    the published JSON Schemas (instock.platform.bus.schemas) describe every byte of `data`.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
     type: ClassVar[str]
 
     @property
     def subject(self) -> str:
+        """The aggregate the event is about (a SKU, a reservation id, a product id)."""
         raise NotImplementedError
+
+    @property
+    def sequence(self) -> int | None:
+        """The aggregate's version after the change, if it has one: consumers ignore an event
+        whose sequence is older than the one they applied for the same subject."""
+        return None
 
 
 def envelope(event: DomainEvent, correlation_id: str | None,
@@ -49,8 +65,8 @@ def envelope(event: DomainEvent, correlation_id: str | None,
         "subject": event.subject, "time": utcnow().isoformat(),
         "datacontenttype": "application/json", "data": data,
     }
-    if isinstance(data.get("version"), int):
-        doc["sequence"] = data["version"]
+    if event.sequence is not None:
+        doc["sequence"] = event.sequence
     if correlation_id:
         doc["correlationid"] = correlation_id
     if traceparent:
@@ -67,3 +83,4 @@ async def add(conn: AsyncConnection, events: Iterable[DomainEvent],
                      "sequence": doc.get("sequence"), "envelope": doc, "created_at": utcnow()})
     if rows:
         await conn.execute(outbox.insert(), rows)
+        signal(conn, OUTBOX_SIGNAL)  # the relay wakes on commit instead of polling
