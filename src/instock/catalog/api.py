@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, Field, StringConstraints
+from fastapi import APIRouter, Depends, Header, Request, Response
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from instock.catalog.model import Product, Variant
+from instock.catalog.model import Product, ProductPatch, Variant
 from instock.catalog.service import CatalogService
 from instock.platform.auth import STAFF, Principal, Role, requires
-from instock.platform.errors import problem_responses
+from instock.platform.errors import PreconditionFailed, ValidationFailed, problem_responses
 from instock.platform.ids import CALLER_ID_PATTERN
 
 router = APIRouter(prefix="/v1/products", tags=["catalog"],
@@ -20,6 +20,9 @@ router = APIRouter(prefix="/v1/products", tags=["catalog"],
 CallerId = Annotated[str, StringConstraints(pattern=CALLER_ID_PATTERN)]
 Text = Annotated[str, StringConstraints(min_length=1, max_length=300, strip_whitespace=True)]
 ShortText = Annotated[str, StringConstraints(min_length=1, max_length=120, strip_whitespace=True)]
+Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
+Price = Annotated[Decimal, Field(ge=0, max_digits=14, decimal_places=4)]
+Tags = Annotated[list[ShortText], Field(max_length=50)]
 
 
 class ComponentIn(BaseModel):
@@ -38,12 +41,39 @@ class ProductIn(BaseModel):
     title: Text
     brand: ShortText
     category: ShortText
-    tags: list[ShortText] = Field(default_factory=list, max_length=50)
+    tags: Tags = Field(default_factory=list)
     attributes: dict[ShortText, ShortText] = Field(default_factory=dict)
-    price: Decimal = Field(ge=0, max_digits=14, decimal_places=4)
-    currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")] | None = None
+    price: Price
+    currency: Currency | None = None
     replenishable: bool = False
     variants: list[VariantIn] = Field(min_length=1, max_length=200)
+
+
+# The default of a PATCH field: never read (the handler takes only the fields the client
+# sent), so the fields stay non-nullable and an explicit `null` is refused like any bad value.
+LEFT_OUT: Any = None
+
+
+def _patch_schema(schema: dict[str, Any]) -> None:
+    for prop in schema.get("properties", {}).values():
+        prop.pop("default", None)  # LEFT_OUT is not a value a client may send
+    schema["minProperties"] = 1  # an empty patch is refused: it is most likely a mistake
+
+
+class ProductPatchIn(BaseModel):
+    """Product-level fields to change; a field left out keeps its value. `tags` and
+    `attributes` replace the whole list or map. Variants cannot be changed here."""
+
+    # An unknown field (say `variants`) is a 422 naming it, not silently ignored.
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_patch_schema)
+    title: Text = LEFT_OUT
+    brand: ShortText = LEFT_OUT
+    category: ShortText = LEFT_OUT
+    tags: Tags = LEFT_OUT
+    attributes: dict[ShortText, ShortText] = LEFT_OUT
+    price: Price = LEFT_OUT
+    currency: Currency = LEFT_OUT
+    replenishable: bool = LEFT_OUT
 
 
 class VariantOut(BaseModel):
@@ -62,14 +92,16 @@ class ProductOut(BaseModel):
     price: Decimal
     currency: str
     replenishable: bool
+    version: int = Field(description="one more per change; also the ETag")
     variants: list[VariantOut]
 
 
-def render(product: Product) -> ProductOut:
+def render(product: Product, response: Response) -> ProductOut:
+    response.headers["ETag"] = f'"{product.version}"'
     return ProductOut(
         id=product.id, title=product.title, brand=product.brand, category=product.category,
         tags=product.tags, attributes=product.attributes, price=product.price,
-        currency=product.currency, replenishable=product.replenishable,
+        currency=product.currency, replenishable=product.replenishable, version=product.version,
         variants=[VariantOut(sku=v.sku, attributes=v.attributes,
                              components=[ComponentIn(sku=c, quantity=q)
                                          for c, q in v.components.items()])
@@ -83,7 +115,7 @@ def service(request: Request) -> CatalogService:
 
 @router.post("", status_code=201, response_model=ProductOut)
 async def create_product(
-    body: ProductIn, request: Request,
+    body: ProductIn, request: Request, response: Response,
     principal: Principal = Depends(requires(Role.MERCHANDISER)),
     catalog: CatalogService = Depends(service),
 ) -> ProductOut:
@@ -94,13 +126,40 @@ async def create_product(
         variants=[Variant(v.sku, v.attributes, {c.sku: c.quantity for c in v.components})
                   for v in body.variants])
     created = await catalog.create_product(product, request.state.correlation_id)
-    return render(created)
+    return render(created, response)
 
 
 @router.get("/{product_id}", response_model=ProductOut)
 async def get_product(
-    product_id: str,
+    product_id: str, response: Response,
     principal: Principal = Depends(requires(*STAFF, Role.CUSTOMER)),
     catalog: CatalogService = Depends(service),
 ) -> ProductOut:
-    return render(await catalog.get_product(product_id))
+    return render(await catalog.get_product(product_id), response)
+
+
+def parse_if_match(value: str | None) -> int | None:
+    """`If-Match: "7"` -> 7; absent or `*` -> no precondition. A value that cannot be a
+    version can never match."""
+    if value is None or value.strip() == "*":
+        return None
+    tag = value.strip().removeprefix("W/").strip('"')
+    if not tag.isdigit():
+        raise PreconditionFailed(f"If-Match {value!r} is not a version this server issued")
+    return int(tag)
+
+
+@router.patch("/{product_id}", response_model=ProductOut, responses=problem_responses(412))
+async def update_product(
+    product_id: str, body: ProductPatchIn, request: Request, response: Response,
+    if_match: str | None = Header(default=None),
+    principal: Principal = Depends(requires(Role.MERCHANDISER)),
+    catalog: CatalogService = Depends(service),
+) -> ProductOut:
+    changes = body.model_dump(exclude_unset=True)
+    if not changes:
+        raise ValidationFailed("body", "name at least one field to change")
+    updated = await catalog.update_product(product_id, ProductPatch(**changes),
+                                           parse_if_match(if_match),
+                                           request.state.correlation_id)
+    return render(updated, response)

@@ -1,23 +1,57 @@
-"""Events the catalog context publishes."""
+"""Events the catalog context publishes.
+
+Their subject is the product id and their sequence the product's version after the change.
+"""
 
 from __future__ import annotations
 
-from typing import ClassVar
+from decimal import Decimal
+from typing import Annotated, ClassVar
+
+from pydantic import Field, PlainSerializer
 
 from instock.platform.bus.outbox import DomainEvent
 
+# Fixed-point text ("100", "89.90"), never "1E+2": the exact amount, readable by any consumer.
+Amount = Annotated[Decimal, PlainSerializer(lambda d: format(d, "f"), return_type=str),
+                   Field(json_schema_extra={"pattern": r"^-?[0-9]+(\.[0-9]+)?$"},
+                         description="decimal amount as a string, e.g. \"89.90\"")]
+
 
 class ProductEvent(DomainEvent):
+    """The product's state after the change (its variants as SKUs; bundles are SKUs too)."""
+
     id: str
+    version: int = Field(description="the product's version after the change; also the "
+                                     "envelope's sequence")
     title: str
     brand: str
     category: str
+    tags: list[str]
+    attributes: dict[str, str]
+    price: Amount
+    currency: str = Field(description="ISO 4217 code of `price`")
+    replenishable: bool
     skus: list[str]
 
     @property
     def subject(self) -> str:
+        """The product id."""
         return self.id
+
+    @property
+    def sequence(self) -> int:
+        return self.version
 
 
 class ProductCreated(ProductEvent):
+    """A product and its variants were added to the catalogue."""
+
     type: ClassVar[str] = "product.created.v1"
+
+
+class ProductUpdated(ProductEvent):
+    """Product-level fields changed (never its SKUs or bundle compositions)."""
+
+    type: ClassVar[str] = "product.updated.v1"
+    changed: list[str] = Field(description="names of the fields this change altered, sorted")

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from instock.catalog import store
-from instock.catalog.model import CatalogError, Product
+from instock.catalog.model import CatalogError, Product, ProductPatch
 from instock.platform.bus import outbox
 from instock.platform.db import Database, utcnow
-from instock.platform.errors import AlreadyExists, NotFound, ValidationFailed
+from instock.platform.errors import AlreadyExists, NotFound, PreconditionFailed, ValidationFailed
 
 
 class CatalogService:
@@ -36,6 +36,28 @@ class CatalogService:
                 raise ValidationFailed(exc.field, exc.reason) from exc
             await store.insert_product(conn, product, utcnow())
             await outbox.add(conn, product.events, correlation_id)
+        return product
+
+    async def update_product(self, product_id: str, patch: ProductPatch,
+                             expected_version: int | None = None,
+                             correlation_id: str | None = None) -> Product:
+        """Change product-level fields; `expected_version` (If-Match) makes it a
+        compare-and-swap. The product.updated event is written in the same transaction."""
+        async with self.db.write() as conn:
+            product = await store.get_product(conn, product_id, for_update=True)
+            if product is None:
+                raise NotFound(f"product {product_id} does not exist")
+            if expected_version is not None and product.version != expected_version:
+                raise PreconditionFailed(f"product {product_id} is at version "
+                                         f"{product.version}, not {expected_version}")
+            version_before = product.version
+            try:
+                changed = product.update(patch)
+            except CatalogError as exc:
+                raise ValidationFailed(exc.field, exc.reason) from exc
+            if changed:
+                await store.update_product(conn, product, version_before)
+                await outbox.add(conn, product.events, correlation_id)
         return product
 
     async def get_product(self, product_id: str) -> Product:

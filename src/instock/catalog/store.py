@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from instock.catalog.model import Product, Variant
 from instock.platform.db import Money, UTCDateTime, metadata
+from instock.platform.errors import VersionConflict
 
 products = sa.Table(
     "products", metadata,
@@ -23,6 +24,9 @@ products = sa.Table(
     sa.Column("currency", sa.String(3), nullable=False),
     sa.Column("replenishable", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("created_at", UTCDateTime, nullable=False),
+    # One more per change (the ETag and the sequence of product events); rows from before
+    # versions existed start at 1.
+    sa.Column("version", sa.BigInteger, nullable=False, server_default="1"),
 )
 
 variants = sa.Table(
@@ -66,7 +70,8 @@ async def insert_product(conn: AsyncConnection, product: Product, now: datetime)
     await conn.execute(products.insert().values(
         id=product.id, title=product.title, brand=product.brand, category=product.category,
         tags=product.tags, attributes=product.attributes, price=product.price,
-        currency=product.currency, replenishable=product.replenishable, created_at=now))
+        currency=product.currency, replenishable=product.replenishable, created_at=now,
+        version=product.version))
     await conn.execute(variants.insert(), [
         {"sku": v.sku, "product_id": product.id, "position": i, "attributes": v.attributes}
         for i, v in enumerate(product.variants)])
@@ -76,8 +81,25 @@ async def insert_product(conn: AsyncConnection, product: Product, now: datetime)
         await conn.execute(bundle_components.insert(), components)
 
 
-async def get_product(conn: AsyncConnection, product_id: str) -> Product | None:
-    row = (await conn.execute(sa.select(products).where(products.c.id == product_id))).first()
+async def update_product(conn: AsyncConnection, product: Product, version_before: int) -> None:
+    """Write the product-level fields, compare-and-swap on the version they were read at."""
+    result = await conn.execute(products.update().where(
+        products.c.id == product.id, products.c.version == version_before).values(
+        title=product.title, brand=product.brand, category=product.category, tags=product.tags,
+        attributes=product.attributes, price=product.price, currency=product.currency,
+        replenishable=product.replenishable, version=product.version))
+    if result.rowcount != 1:
+        raise VersionConflict(f"product {product.id} changed concurrently")
+
+
+async def get_product(conn: AsyncConnection, product_id: str,
+                      for_update: bool = False) -> Product | None:
+    """The product; `for_update` locks its row until the transaction ends (PostgreSQL; a
+    SQLite write transaction already excludes every other writer)."""
+    query = sa.select(products).where(products.c.id == product_id)
+    if for_update and conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    row = (await conn.execute(query)).first()
     if row is None:
         return None
     variant_rows = (await conn.execute(sa.select(variants).where(
@@ -86,7 +108,7 @@ async def get_product(conn: AsyncConnection, product_id: str) -> Product | None:
     return Product(
         id=row.id, title=row.title, brand=row.brand, category=row.category, price=row.price,
         currency=row.currency, tags=list(row.tags), attributes=dict(row.attributes),
-        replenishable=row.replenishable,
+        replenishable=row.replenishable, version=row.version,
         variants=[Variant(v.sku, dict(v.attributes), kits.get(v.sku, {})) for v in variant_rows])
 
 
