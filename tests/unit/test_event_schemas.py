@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -44,6 +45,17 @@ def test_every_type_is_registered_and_its_schema_is_valid_draft_2020_12() -> Non
         Draft202012Validator.check_schema(schema)
         assert schema["properties"]["type"] == {"const": name}
         assert schema["properties"]["data"]["additionalProperties"] is False
+
+
+def test_every_module_declaring_event_types_is_in_the_registry() -> None:
+    """A module that imports DomainEvent and declares a `type: ClassVar[str] = ...`."""
+    src = Path(__file__).resolve().parents[2] / "src"
+    declaring = {".".join(path.relative_to(src).with_suffix("").parts)
+                 for path in (src / "instock").rglob("*.py")
+                 if "DomainEvent" in (text := path.read_text())
+                 and re.search(r"^\s+type: ClassVar\[str\] = ", text, re.MULTILINE)}
+    assert declaring, "the scan finds nothing: it no longer matches how events are declared"
+    assert declaring <= set(schemas.EVENT_MODULES), "list them in schemas.EVENT_MODULES"
 
 
 def test_check_names_changed_missing_and_obsolete_files(tmp_path: Path) -> None:
