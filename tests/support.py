@@ -60,7 +60,8 @@ TEST_SECRET = "test-secret-that-is-long-enough-for-hs256-keys"
 def make_settings(database_url: str, tmp_path: Path, **overrides: object) -> Settings:
     values: dict[str, object] = {
         "database_url": database_url, "state_dir": tmp_path / "state", "jwt_secret": TEST_SECRET,
-        "run_sweeper": False, "migrate_on_start": False, "log_level": "warning"}
+        "run_sweeper": False, "run_relay": False, "run_consumers": False,
+        "migrate_on_start": False, "log_level": "warning"}
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
 
@@ -75,3 +76,12 @@ def instock_env(database_url: str, tmp_path: Path, **extra: str) -> dict[str, st
                INSTOCK_STATE_DIR=str(tmp_path / "state"), INSTOCK_LOG_LEVEL="warning")
     env.update(extra)
     return env
+
+
+REDIS_URL = os.environ.get("INSTOCK_TEST_REDIS_URL")
+NATS_URL = os.environ.get("INSTOCK_TEST_NATS_URL")
+
+
+def bus_urls() -> list[str]:
+    """Bus URLs to run bus tests against: memory:// always, Redis and NATS when CI provides them."""
+    return ["memory://"] + [url for url in (REDIS_URL, NATS_URL) if url]

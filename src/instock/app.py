@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
 
 import structlog
 from fastapi import FastAPI
@@ -14,13 +16,23 @@ from fastapi.responses import JSONResponse
 
 import instock.catalog.api
 import instock.inventory.api
+import instock.live.api
+import instock.waitlist.api
 from instock.catalog.service import CatalogService
 from instock.config import Settings, get_settings
 from instock.inventory.service import InventoryService
+from instock.live import model as live_model
+from instock.live.events import Update
+from instock.live.service import LiveHub
 from instock.platform import errors, telemetry
 from instock.platform.auth import TokenAuthority, load_or_create_secret
+from instock.platform.bus import Bus, connect, schemas
+from instock.platform.bus.consumer import Consumer, ConsumerSpec
+from instock.platform.bus.relay import Relay
 from instock.platform.db import Database
 from instock.platform.idempotency import IdempotencyMiddleware
+from instock.recommendations.service import AVAILABILITY
+from instock.waitlist.service import NOTIFIER, WaitlistService
 
 log = structlog.get_logger(__name__)
 
@@ -34,6 +46,27 @@ class Container:
     tokens: TokenAuthority
     catalog: CatalogService
     inventory: InventoryService
+    waitlist: WaitlistService
+    bus: Bus
+
+    def relay(self) -> Relay:
+        return Relay(self.db, self.bus, validate=schemas.validate,
+                     retention=timedelta(seconds=self.settings.outbox_retention_seconds))
+
+    def consumer_specs(self) -> dict[str, ConsumerSpec]:
+        """Every durable consumer of this code base, by name."""
+        specs = [AVAILABILITY, NOTIFIER]
+        return {spec.name: spec for spec in specs}
+
+    def consumer(self, name: str) -> Consumer:
+        return Consumer(self.db, self.bus, self.consumer_specs()[name],
+                        attempts=self.settings.consumer_attempts,
+                        redeliver_after=self.settings.consumer_redeliver_seconds,
+                        validate=schemas.validate)
+
+    async def close(self) -> None:
+        await self.bus.close()
+        await self.db.dispose()
 
 
 def build(settings: Settings | None = None) -> Container:
@@ -46,7 +79,8 @@ def build(settings: Settings | None = None) -> Container:
         db, catalog_service, default_ttl_seconds=settings.reservation_ttl_seconds,
         max_ttl_seconds=settings.reservation_max_ttl_seconds,
         conflict_retries=settings.conflict_retries)
-    return Container(settings, db, tokens, catalog_service, inventory_service)
+    return Container(settings, db, tokens, catalog_service, inventory_service,
+                     WaitlistService(db, catalog_service), connect(settings.bus_url))
 
 
 async def run_sweeper(inventory_service: InventoryService, interval: float) -> None:
@@ -58,25 +92,58 @@ async def run_sweeper(inventory_service: InventoryService, interval: float) -> N
         await asyncio.sleep(interval)
 
 
+async def run_consumer(consumer: Consumer) -> None:
+    """Consume forever; a broken bus connection is logged and the consumer starts again."""
+    while True:
+        try:
+            await consumer.run()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("consumer_failed", consumer=consumer.name)
+        await asyncio.sleep(1.0)
+
+
+def background_work(container: Container, hub: LiveHub) -> list[Coroutine[Any, Any, None]]:
+    """What an API process runs beside serving requests, as settings ask."""
+    settings = container.settings
+    work: list[Coroutine[Any, Any, None]] = [hub.run()]
+    if settings.run_sweeper:
+        work.append(run_sweeper(container.inventory, settings.sweeper_interval_seconds))
+    if settings.run_relay:
+        work.append(container.relay().run())
+    if settings.run_consumers:
+        work.extend(run_consumer(container.consumer(name)) for name in container.consumer_specs())
+    return work
+
+
+def live_hub(container: Container) -> LiveHub:
+    async def snapshot(sku: str) -> Update:
+        view = await container.inventory.stock(sku)
+        return live_model.stock_state(sku, view.version, view.available)
+
+    return LiveHub(container.bus, snapshot, schemas.validate)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     container = build(settings)
     settings = container.settings
     telemetry.configure_logging(settings.log_level, settings.log_json)
+    hub = live_hub(container)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if settings.migrate_on_start:
             from instock.migrate import upgrade
             await asyncio.to_thread(upgrade, settings.database_url)
-        sweeper = (asyncio.create_task(run_sweeper(container.inventory,
-                                                   settings.sweeper_interval_seconds))
-                   if settings.run_sweeper else None)
+        tasks = [asyncio.create_task(work) for work in background_work(container, hub)]
         yield
-        if sweeper is not None:
-            sweeper.cancel()
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
-        await container.db.dispose()
+                await task
+        await container.close()
 
     app = FastAPI(title="instock", version="0.1.0", lifespan=lifespan,
                   description="Inventory that is never oversold, live stock, recommendations.")
@@ -84,11 +151,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.tokens = container.tokens
     app.state.catalog = container.catalog
     app.state.inventory = container.inventory
+    app.state.live = hub
+    app.state.waitlist = container.waitlist
     errors.install_handlers(app)
     app.add_middleware(IdempotencyMiddleware, db=container.db, tokens=container.tokens)
     telemetry.install(app)  # added last, so outermost: it times and logs everything
     app.include_router(instock.catalog.api.router)
     app.include_router(instock.inventory.api.router)
+    app.include_router(instock.live.api.router)
+    app.include_router(instock.waitlist.api.router)
 
     @app.get("/livez", include_in_schema=False)
     async def livez() -> dict[str, str]:

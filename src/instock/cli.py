@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import TypeVar
 
 import typer
@@ -21,6 +24,10 @@ app = typer.Typer(help="instock: inventory that is never oversold, live.", no_ar
 seed_app = typer.Typer(help="Load data.", no_args_is_help=True)
 audit_app = typer.Typer(help="Prove the ledger.", no_args_is_help=True)
 worker_app = typer.Typer(help="Background workers.", no_args_is_help=True)
+events_app = typer.Typer(help="The event backbone: schemas, replays.", no_args_is_help=True)
+dlq_app = typer.Typer(help="Events consumers gave up on.", no_args_is_help=True)
+events_app.add_typer(dlq_app, name="dlq")
+app.add_typer(events_app, name="events")
 app.add_typer(seed_app, name="seed")
 app.add_typer(audit_app, name="audit")
 app.add_typer(worker_app, name="worker")
@@ -37,7 +44,7 @@ def with_container(work: Callable[[Container], Awaitable[T]]) -> T:
         try:
             return await work(container)
         finally:
-            await container.db.dispose()
+            await container.close()
 
     return asyncio.run(main())
 
@@ -120,6 +127,100 @@ def worker_sweeper(interval: float = typer.Option(1.0, "--interval")) -> None:
     from instock.app import run_sweeper
 
     with_container(lambda c: run_sweeper(c.inventory, interval))
+
+
+@worker_app.command("relay")
+def worker_relay() -> None:
+    """Publish the outbox to the bus, forever (several may run: one leads, others stand by)."""
+    with_container(lambda c: c.relay().run())
+
+
+def _consumer_name(container: Container, name: str) -> str:
+    if name not in container.consumer_specs():
+        err.print(f"[red]unknown consumer {name!r}[/red]; known: "
+                  f"{', '.join(sorted(container.consumer_specs()))}")
+        raise typer.Exit(2)
+    return name
+
+
+@worker_app.command("consume")
+def worker_consume(name: str = typer.Argument(..., help="the consumer to run")) -> None:
+    """Run one durable consumer forever (several processes may run the same one)."""
+    from instock.app import run_consumer
+
+    with_container(lambda c: run_consumer(c.consumer(_consumer_name(c, name))))
+
+
+@events_app.command("schemas")
+def events_schemas(directory: Path = typer.Option(Path("docs/events"), "--dir"),
+                   check: bool = typer.Option(False, "--check",
+                                              help="fail if a schema file is stale")) -> None:
+    """Write the JSON Schema of every event type (generated from the models)."""
+    from instock.platform.bus import schemas
+
+    if check:
+        stale = schemas.check_schemas(directory)
+        for name in stale:
+            err.print(f"[red]stale[/red] {name}")
+        raise typer.Exit(1 if stale else 0)
+    written = schemas.write_schemas(directory)
+    err.print(f"[green]{len(written)} schemas written[/green] to {directory}")
+
+
+@events_app.command("replay")
+def events_replay(consumer: str = typer.Option(..., "--consumer"),
+                  since: datetime = typer.Option(..., "--since", help="RFC 3339 time (UTC)"),
+                  ) -> None:
+    """Make a consumer process again every event the bus keeps from a point in time."""
+    async def work(c: Container) -> dict[str, int]:
+        return await c.consumer(_consumer_name(c, consumer)).replay(_utc(since))
+
+    typer.echo(json.dumps(with_container(work)))
+
+
+@dlq_app.command("list")
+def dlq_list(consumer: str | None = typer.Option(None, "--consumer"),
+             replayed: bool = typer.Option(False, "--replayed", help="include replayed ones"),
+             limit: int = typer.Option(100, "--limit")) -> None:
+    """Dead letters as JSON lines: the consumer, the event, why it failed."""
+    from instock.platform.bus import inbox
+
+    async def work(c: Container) -> list[inbox.DeadLetter]:
+        async with c.db.read() as conn:
+            return await inbox.list_dead(conn, consumer, replayed, limit)
+
+    for letter in with_container(work):
+        typer.echo(json.dumps({"id": letter.id, "consumer": letter.consumer,
+                               "event_id": letter.event_id, "type": letter.type,
+                               "error": letter.error, "attempts": letter.attempts,
+                               "failed_at": letter.failed_at.isoformat(),
+                               "replayed_at": letter.replayed_at.isoformat()
+                               if letter.replayed_at else None}))
+
+
+@dlq_app.command("replay")
+def dlq_replay(consumer: str | None = typer.Option(None, "--consumer"),
+               letter_id: str | None = typer.Option(None, "--id", help="one dead letter")) -> None:
+    """Run dead-lettered events through their consumer again; prints each outcome."""
+    from instock.platform.bus import inbox
+
+    async def work(c: Container) -> list[dict[str, str]]:
+        async with c.db.read() as conn:
+            letters = await inbox.list_dead(conn, consumer, limit=10_000)
+        outcomes = []
+        for letter in letters:
+            if letter_id and letter.id != letter_id:
+                continue
+            outcome = await c.consumer(_consumer_name(c, letter.consumer)).replay_dead(letter)
+            outcomes.append({"id": letter.id, "event_id": letter.event_id, "outcome": outcome})
+        return outcomes
+
+    for outcome in with_container(work):
+        typer.echo(json.dumps(outcome))
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def main() -> None:

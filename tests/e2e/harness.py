@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -146,12 +147,14 @@ class ServerFactory:
         raise AssertionError(f"could not start a server: {last_error}")
 
     def _spawn(self, port: int, env: dict[str, str]) -> Server:
-        log_path = self.tmp_path / f"server-{len(self.started)}-{port}.log"
+        return self.worker("serve", "--host", "127.0.0.1", "--port", str(port), port=port, **env)
+
+    def worker(self, *args: str, port: int = 0, **env: str) -> Server:
+        """Start any `instock` command (a worker: relay, consumer) as its own process."""
+        log_path = self.tmp_path / f"{args[0]}-{len(self.started)}-{port}.log"
         log = log_path.open("wb")
-        process = subprocess.Popen(
-            [INSTOCK, "serve", "--host", "127.0.0.1", "--port", str(port)],
-            env=self.db.env(**env), stdout=log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL)
+        process = subprocess.Popen([INSTOCK, *args], env=self.db.env(**env), stdout=log,
+                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         server = Server(process, port, log_path, log)
         self.started.append(server)
         return server
@@ -186,6 +189,34 @@ class _PortTaken(Exception):
 
 
 # -- HTTP helpers ----------------------------------------------------------------------------
+
+
+@dataclass
+class SseEvent:
+    event: str
+    data: Any
+    id: str | None
+
+
+async def sse_events(http: httpx.AsyncClient, path: str,
+                     headers: dict[str, str] | None = None) -> Any:
+    """Yield the Server-Sent Events of a stream (parsed JSON data), and its comment lines
+    (heartbeats) as events named ":"."""
+    async with http.stream("GET", path, headers=headers or {}) as response:
+        assert response.status_code == 200, await response.aread()
+        assert response.headers["content-type"].startswith("text/event-stream")
+        fields: dict[str, str] = {}
+        async for line in response.aiter_lines():
+            if line.startswith(":"):
+                yield SseEvent(":", line, None)
+            elif line == "":
+                if "data" in fields:
+                    yield SseEvent(fields.get("event", "message"), json.loads(fields["data"]),
+                                   fields.get("id"))
+                fields = {}
+            else:
+                name, _, value = line.partition(":")
+                fields[name] = value.removeprefix(" ")
 
 
 def client(base_url: str, role: Role = Role.ADMIN, subject: str | None = None,

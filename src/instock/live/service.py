@@ -15,6 +15,7 @@ from instock.platform.bus import Bus, Envelope
 log = structlog.get_logger(__name__)
 
 Snapshot = Callable[[str], Awaitable[Update]]
+Validator = Callable[[Envelope], None]
 
 
 class Connection:
@@ -40,9 +41,10 @@ class Connection:
 
 
 class LiveHub:
-    def __init__(self, bus: Bus, snapshot: Snapshot) -> None:
+    def __init__(self, bus: Bus, snapshot: Snapshot, validate: Validator | None = None) -> None:
         self.bus = bus
         self.snapshot = snapshot
+        self.validate = validate
         self._by_sku: dict[str, set[Connection]] = {}
         self._by_topic: dict[str, set[Connection]] = {}
         self.listening = asyncio.Event()
@@ -62,6 +64,12 @@ class LiveHub:
                 await asyncio.sleep(1.0)
 
     def dispatch(self, envelope: Envelope) -> None:
+        if self.validate is not None:
+            try:
+                self.validate(envelope)
+            except ValueError as exc:  # never push what breaks the published schema
+                log.error("live_invalid_event", event_id=envelope.get("id"), error=str(exc))
+                return
         public = model.stock_update(envelope) if envelope.get("type") == \
             "inventory.stock_changed.v1" else None
         if public is not None:
