@@ -1,0 +1,343 @@
+"""The embedded bus (`memory://`): one process, no server, nothing survives a restart.
+
+A bounded in-process log (the newest `maxlen` messages, default 100,000) read three ways:
+- consumer groups keep a cursor into the log plus the deliveries not yet acked; a delivery not
+  acked within `redeliver_after` seconds is handed to the next member that asks (a member that
+  stopped iterating is "dead" as far as the group cares);
+- listeners each get a bounded mailbox (`?listen_buffer=`, default 10,000). A listener that does
+  not keep up loses the OLDEST messages in its mailbox, never blocks publishers and never grows
+  memory; it logs how many it lost when it reads again;
+- history() reads the log between two sequence numbers.
+
+Stored as JSON text, so every reader gets its own copy (as from a real broker) and a payload that
+could not cross a network fails here too. Timestamps for `since` are the bus's receive times.
+
+`Mailbox`, `Lifetime`, `BusClosed` and `decode` are also used by the networked adapters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import heapq
+import itertools
+import json
+import time
+import weakref
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TypeVar
+from urllib.parse import parse_qs, urlsplit
+
+import structlog
+
+from instock.platform.bus.base import Bus, Delivery, Envelope
+from instock.platform.retry import retry
+
+log = structlog.get_logger(__name__)
+T = TypeVar("T")
+
+DEFAULT_MAXLEN = 100_000
+DEFAULT_LISTEN_BUFFER = 10_000
+
+
+class BusClosed(Exception):
+    """Raised inside an adapter when close() interrupts an operation; iterators end on it."""
+
+
+class Lifetime:
+    """The open/closed state of a networked bus, and the blocking operations it must interrupt.
+
+    Blocking broker reads (XREADGROUP BLOCK, a JetStream fetch) cannot be woken by anything else,
+    so they run as tasks that close() cancels, and waits for, BEFORE the connection goes: some
+    clients (nats-py) turn a cancellation that arrives after their connection closed into a
+    connection error, which a retry loop would then happily retry.
+    """
+
+    def __init__(self) -> None:
+        self.closed = False
+        self._tasks: set[asyncio.Future[Any]] = set()
+
+    async def run(self, awaitable: Awaitable[T]) -> T:
+        """Await `awaitable`, or raise BusClosed if the bus closes (or is closed) first."""
+        task = asyncio.ensure_future(awaitable)
+        if self.closed:
+            task.cancel()
+            raise BusClosed
+        self._tasks.add(task)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if self.closed and task.cancelled():
+                raise BusClosed from None
+            task.cancel()  # our caller was cancelled: take the operation down with it
+            raise
+        except Exception:
+            if self.closed:
+                raise BusClosed from None  # an error caused by the closing connection
+            raise
+        finally:
+            self._tasks.discard(task)
+
+    async def persist(self, operation: Callable[[], Awaitable[T]], *,
+                      retry_on: tuple[type[Exception], ...], what: str) -> T:
+        """run() an operation of a long-lived iterator, retrying it until it works."""
+        async def attempt() -> T:
+            if self.closed:
+                raise BusClosed
+            return await operation()
+        return await self.run(_keep_trying(attempt, retry_on=retry_on, what=what))
+
+    async def close(self, grace: float = 5.0) -> None:
+        self.closed = True
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=grace)
+
+
+async def _keep_trying(operation: Callable[[], Awaitable[T]], *,
+                      retry_on: tuple[type[Exception], ...], what: str) -> T:
+    """Run `operation` until it succeeds, logging each failure.
+
+    Worker processes outlive broker restarts and network blips, so consume()/listen() wait them
+    out instead of dying. Backoff comes from the project's retry helper (capped at 5 s); it is
+    restarted every few attempts because its exponent is not meant for unbounded attempt counts.
+    """
+    def warn(exc: Exception) -> None:
+        log.warning("bus.retrying", operation=what, error=repr(exc))
+
+    while True:
+        try:
+            return await retry(operation, retry_on=retry_on, attempts=8, base_delay=0.1,
+                               max_delay=5.0, on_retry=warn)
+        except retry_on as exc:
+            warn(exc)
+
+
+class Mailbox:
+    """One listener's bounded buffer: when full, appending drops the oldest message."""
+
+    def __init__(self, size: int) -> None:
+        self._items: deque[str | bytes] = deque(maxlen=size)
+        self._ready = asyncio.Event()
+        self.closed = False
+        self.dropped = 0
+
+    def put(self, item: str | bytes) -> None:
+        if len(self._items) == self._items.maxlen:
+            self.dropped += 1
+        self._items.append(item)
+        self._ready.set()
+
+    def close(self) -> None:
+        self.closed = True
+        self._ready.set()
+
+    async def get(self) -> str | bytes | None:
+        """The next message, or None once closed. One reader per mailbox."""
+        while not self.closed:
+            if self._items:
+                return self._items.popleft()
+            self._ready.clear()
+            await self._ready.wait()
+        return None
+
+    async def messages(self) -> AsyncIterator[Envelope]:
+        """Decode until closed, reporting what was dropped while this reader lagged."""
+        while (item := await self.get()) is not None:
+            if self.dropped:
+                log.warning("bus.listener_dropped", dropped=self.dropped,
+                            reason="listener fell behind; oldest messages were dropped")
+                self.dropped = 0
+            if (envelope := decode(item, source="listen")) is not None:
+                yield envelope
+
+
+def decode(raw: str | bytes | None, **where: object) -> Envelope | None:
+    """The envelope in a stored message, or None (logged) if it is not one.
+
+    Anything can be written to a broker subject or stream key; one foreign or corrupt message
+    must not kill every consumer that reads it, again and again.
+    """
+    try:
+        envelope = json.loads(raw) if raw is not None else None
+    except ValueError:
+        envelope = None
+    if not isinstance(envelope, dict):
+        log.error("bus.undecodable_message", **where)
+        return None
+    return envelope
+
+
+def query_params(url: str) -> dict[str, str]:
+    """The last value of each query parameter of a bus URL."""
+    return {k: v[-1] for k, v in parse_qs(urlsplit(url).query).items()}
+
+
+class _Wakeup:
+    """Broadcast wake-up: every waiter returns at the next fire() or after its timeout."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def fire(self) -> None:
+        self._event.set()
+        self._event = asyncio.Event()
+
+    async def wait(self, timeout: float | None) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._event.wait(), timeout)
+
+
+@dataclass
+class _Group:
+    cursor: int
+    # seq -> (token, deadline) of its latest unacked delivery
+    pending: dict[int, tuple[int, float]] = field(default_factory=dict)
+    # heap of (deadline, seq, token); stale entries (acked, redelivered) are skipped lazily and
+    # dropped in a rebuild once they outnumber the live ones, so the heap stays O(pending)
+    deadlines: list[tuple[float, int, int]] = field(default_factory=list)
+
+    def hand_out(self, seq: int, token: int, deadline: float) -> None:
+        self.pending[seq] = (token, deadline)
+        heapq.heappush(self.deadlines, (deadline, seq, token))
+
+    def ack(self, seq: int, token: int) -> None:
+        if self.pending.get(seq, (None,))[0] == token:
+            del self.pending[seq]
+        if len(self.deadlines) > 2 * len(self.pending) + 64:
+            self.deadlines = [(d, s, t) for s, (t, d) in self.pending.items()]
+            heapq.heapify(self.deadlines)
+
+    def take_expired(self, now: float, first_seq: int) -> int | None:
+        while self.deadlines and self.deadlines[0][0] <= now:
+            _, seq, token = heapq.heappop(self.deadlines)
+            if self.pending.get(seq, (None,))[0] != token:
+                continue  # acked or already redelivered
+            if seq < first_seq:
+                del self.pending[seq]  # trimmed from the log before anyone acked it
+                continue
+            return seq
+        return None
+
+    def until_next_deadline(self, now: float) -> float | None:
+        return max(0.0, self.deadlines[0][0] - now) if self.deadlines else None
+
+
+class MemoryBus(Bus):
+    def __init__(self, maxlen: int = DEFAULT_MAXLEN,
+                 listen_buffer: int = DEFAULT_LISTEN_BUFFER) -> None:
+        self._maxlen = maxlen
+        self._listen_buffer = listen_buffer
+        self._entries: list[tuple[float, str]] = []  # (receive time, JSON), oldest first
+        self._first_seq = 0  # sequence number of _entries[0]
+        self._groups: dict[str, _Group] = {}
+        # Weak, so a listen() iterator that is dropped without being closed unregisters itself.
+        self._mailboxes: weakref.WeakSet[Mailbox] = weakref.WeakSet()
+        self._wakeup = _Wakeup()
+        self._tokens = itertools.count(1)
+        self._closed = False
+
+    @classmethod
+    def from_url(cls, url: str) -> MemoryBus:
+        params = query_params(url)
+        return cls(maxlen=int(params.get("maxlen", DEFAULT_MAXLEN)),
+                   listen_buffer=int(params.get("listen_buffer", DEFAULT_LISTEN_BUFFER)))
+
+    @property
+    def _next_seq(self) -> int:
+        return self._first_seq + len(self._entries)
+
+    async def publish(self, envelopes: Sequence[Envelope]) -> None:
+        if self._closed:
+            raise RuntimeError("bus is closed")
+        docs = [json.dumps(e, separators=(",", ":")) for e in envelopes]  # all or nothing
+        for doc in docs:
+            # Monotonic receive times keep the log sorted for bisect even if the clock steps back.
+            now = max(time.time(), self._entries[-1][0] if self._entries else 0.0)
+            self._entries.append((now, doc))
+            for box in self._mailboxes:
+                box.put(doc)
+        self._trim()
+        self._wakeup.fire()
+
+    def _trim(self) -> None:
+        # Trim in chunks so appends stay amortised O(1); keeps between maxlen and ~1.06 maxlen.
+        excess = len(self._entries) - self._maxlen
+        if excess > max(1, self._maxlen // 16):
+            del self._entries[:excess]
+            self._first_seq += excess
+
+    def _seq_at(self, since: datetime) -> int:
+        index = bisect.bisect_left(self._entries, since.timestamp(), key=lambda e: e[0])
+        return self._first_seq + index
+
+    def consume(self, group: str, *, since: datetime | None = None,
+                redeliver_after: float = 30.0, batch: int = 100) -> AsyncIterator[Delivery]:
+        # `batch` has no meaning without round trips: each step takes one message.
+        return self._consume(group, since, redeliver_after)
+
+    async def _consume(self, name: str, since: datetime | None,
+                       redeliver_after: float) -> AsyncIterator[Delivery]:
+        group = self._groups.get(name)
+        if group is None:
+            start = self._seq_at(since) if since else self._first_seq
+            group = self._groups[name] = _Group(cursor=start)
+        while not self._closed:
+            now = time.monotonic()
+            seq = group.take_expired(now, self._first_seq)
+            if seq is None:
+                seq = self._take_new(group, name)
+            if seq is None:
+                await self._wakeup.wait(group.until_next_deadline(now))
+                continue
+            yield self._deliver(group, seq, now + redeliver_after)
+
+    def _take_new(self, group: _Group, name: str) -> int | None:
+        if group.cursor < self._first_seq:
+            log.warning("bus.group_fell_behind", group=name,
+                        skipped=self._first_seq - group.cursor)
+            group.cursor = self._first_seq
+        if group.cursor >= self._next_seq:
+            return None
+        group.cursor += 1
+        return group.cursor - 1
+
+    def _deliver(self, group: _Group, seq: int, deadline: float) -> Delivery:
+        token = next(self._tokens)
+        group.hand_out(seq, token, deadline)
+
+        async def ack() -> None:
+            group.ack(seq, token)
+
+        return Delivery(json.loads(self._entries[seq - self._first_seq][1]), ack)
+
+    def listen(self) -> AsyncIterator[Envelope]:
+        # Registered now, not at the first __anext__: the listener starts when listen() returns.
+        box = Mailbox(self._listen_buffer)
+        if self._closed:
+            box.close()
+        self._mailboxes.add(box)
+        return box.messages()
+
+    async def history(self, since: datetime) -> AsyncIterator[Envelope]:
+        seq, end = self._seq_at(since), self._next_seq
+        while seq < end and not self._closed:
+            seq = max(seq, self._first_seq)  # the log may have been trimmed while we yielded
+            if seq >= end:
+                break
+            yield json.loads(self._entries[seq - self._first_seq][1])
+            seq += 1
+            if seq % 1000 == 0:
+                await asyncio.sleep(0)  # a long replay must not starve the event loop
+
+    async def close(self) -> None:
+        self._closed = True
+        for box in list(self._mailboxes):
+            box.close()
+        self._wakeup.fire()
