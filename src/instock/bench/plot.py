@@ -27,3 +27,37 @@ def latency_histogram(latencies_ms: NDArray[np.float64], title: str, path: Path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def events_chart(latencies_ms: dict[str, NDArray[np.float64]],
+                 memory: list[tuple[int, float]], title: str, path: Path) -> None:
+    """Left: commit-to-client latency CDF per bus. Right: server memory against clients held."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for bus, ms in latencies_ms.items():
+        if len(ms):
+            # Log scale: clip at 0.1 ms (measured from the answer, a push can beat it).
+            xs = np.sort(np.maximum(ms, 0.1))
+            left.plot(xs, np.arange(1, len(xs) + 1) / len(xs), label=bus)
+    left.axvline(50, color="#c0392b", linestyle=":", label="goal p99 50 ms")
+    left.axhline(0.99, color="#999999", linestyle=":", linewidth=0.8)
+    left.set_xscale("log")
+    left.set_xlabel("commit -> SSE client (ms, from the write's answer)")
+    left.set_ylabel("fraction of changes received")
+    left.set_title("latency CDF")
+    left.legend()
+    if memory:
+        clients, rss = zip(*memory, strict=True)
+        right.plot(clients, rss, marker="o", color="#3b6ea5")
+    right.set_xlabel("SSE clients connected")
+    right.set_ylabel("server RSS (MB)")
+    right.set_title("memory (memory bus)")
+    fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
