@@ -77,10 +77,11 @@ def bench_events(
         "sqlite+aiosqlite:///bench.db", "--database", envvar="INSTOCK_DATABASE_URL",
         help="chooses the backend (and PostgreSQL server and login); the bench creates fresh "
         "databases there and never writes into the one named"),
-    driver: str = typer.Option("http", "--driver",
-                               help="http: writes to the server; service: InventoryService "
-                               "in this process (PostgreSQL: NOTIFY wakes the relay; SQLite: "
-                               "only its 1 s poll)"),
+    driver: str = typer.Option(
+        "http", "--driver", help="http: stock adjustments posted to the server; service: "
+        "InventoryService.adjust in this process; outbox: only the version bump and its event, "
+        "from this process (the push path alone). The last two wake the server's relay by "
+        "NOTIFY on PostgreSQL, only by its 1 s poll on SQLite"),
     consumers: bool = typer.Option(False, "--consumers/--no-consumers",
                                    help="also run the event consumers in the server"),
     plot: Path | None = typer.Option(Path("bench-out/events.png"), "--plot",
@@ -88,8 +89,9 @@ def bench_events(
     json_out: bool = typer.Option(True, "--json/--no-json"),
 ) -> None:
     """Commit-to-SSE latency per bus at a steady rate, and SSE clients one process holds."""
-    if driver not in ("http", "service"):
-        raise typer.BadParameter("use http or service", param_hint="--driver")
+    if driver not in events.DRIVERS:
+        raise typer.BadParameter(f"use one of {', '.join(events.DRIVERS)}",
+                                 param_hint="--driver")
     plan = events.Plan(bus or events.default_buses(), rate, seconds, skus, clients, database,
                        driver, consumers)
     with Progress("[progress.description]{task.description}", BarColumn(),

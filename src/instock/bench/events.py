@@ -29,9 +29,12 @@ sample; one never superseded either is `lost` (it should be 0).
 
 Drivers: `http` (default) posts adjustments to the server itself, the honest end-to-end path.
 `service` commits through InventoryService in the bench process, as a worker would: the answer
-is then the commit itself (no HTTP hop), but the server's relay only hears of a commit made by
-another process through PostgreSQL's NOTIFY; on SQLite it finds it on its 1 s fallback poll, so
-there that driver measures the poll, not the push.
+is then the commit itself (no HTTP hop). `outbox` commits only what the push path sees, the
+SKU's version bump and its stock_changed event, from the bench process: not a real stock
+change, but it reaches rates the write path cannot on a small machine, so it measures the push
+path (relay, bus, hub, SSE) alone at the target rate. For both, the server's relay hears of a
+commit made by another process only through PostgreSQL's NOTIFY; on SQLite it finds it on its
+1 s fallback poll, so there they measure the poll, not the push.
 
 Capacity. One server on the memory bus; `--clients` SSE connections from this process over raw
 asyncio streams (an httpx client per connection would cost more than the server does), each
@@ -111,7 +114,7 @@ class Plan:
     skus: int
     clients: int
     database: str  # chooses the backend (and PostgreSQL server); never written into
-    driver: str = "http"  # or "service"
+    driver: str = "http"  # or "service", "outbox"
     consumers: bool = False
 
 
@@ -265,6 +268,10 @@ class Server:
         """Resident memory of the server and any children it forked (uvicorn workers)."""
         return sum(_vmrss_kb(pid) for pid in _process_tree(self.process.pid))
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) the server and its children have used so far."""
+        return sum(_cpu_seconds(pid) for pid in _process_tree(self.process.pid))
+
     def log_tail(self, chars: int = 3000) -> str:
         with contextlib.suppress(OSError):
             return self.log_path.read_text(errors="replace")[-chars:]
@@ -278,6 +285,19 @@ def _process_tree(pid: int) -> list[int]:
             for child in task.read_text().split():
                 pids.extend(_process_tree(int(child)))
     return pids
+
+
+def _cpu_seconds(pid: int) -> float:
+    with contextlib.suppress(OSError):
+        # Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return 0.0
+
+
+def _own_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _vmrss_kb(pid: int) -> int:
@@ -654,6 +674,43 @@ async def service_driver(server: Server) -> AsyncIterator[Write]:
         await container.close()
 
 
+@asynccontextmanager
+async def outbox_driver(server: Server) -> AsyncIterator[Write]:
+    """Commit only what the push path sees: the SKU's version bump and its stock_changed
+    event, in one transaction from this process (on PostgreSQL its NOTIFY wakes the relay)."""
+    from instock.inventory import store
+    from instock.platform.bus import outbox
+    from instock.platform.db import Database
+
+    db = Database(server.database_url, pool_size=10)
+
+    async def write(sku: str) -> Commit:
+        sent = time.monotonic()
+        async with db.write() as conn:
+            version = (await store.bump_items(conn, [sku]))[sku]
+            await outbox.add(conn, [_stock_changed(sku, version)])
+        return sku, version, sent, time.monotonic()
+
+    try:
+        yield write
+    finally:
+        await db.dispose()
+
+
+def _stock_changed(sku: str, version: int) -> Any:
+    """A valid stock_changed event for `sku` at `version` (the stock itself is not touched)."""
+    from instock.inventory.events import StockChanged, StockTotals
+
+    buckets = {"on_hand": 1000, "reserved": 0, "committed": 0, "safety_stock": 0,
+               "unsellable": 0, "quarantined": 0, "incoming": 0}
+    return StockChanged(sku=sku, sku_version=version, location=LOCATION, version=version,
+                        available=1000, reason="receive",
+                        totals=StockTotals(available=1000, **buckets), **buckets)
+
+
+DRIVERS = {"http": http_driver, "service": service_driver, "outbox": outbox_driver}
+
+
 class WriteFailed(Exception):
     """A write the server refused (its status is the message)."""
 
@@ -797,11 +854,13 @@ async def latency(plan: Plan, bus_url: str, workdir: Path, report: Reporter
     async with fresh_database(plan.database, workdir) as db_url, \
             serve(db_url, bus_url, workdir, consumers=plan.consumers) as server:
         skus = await seed(server, plan.skus)
-        driver = http_driver if plan.driver == "http" else service_driver
+        driver = DRIVERS[plan.driver]
         async with receiver(server.port, skus) as finish, driver(server) as write:
             advance = report.task(f"{label}: {plan.rate:g} changes/s",
                                   max(1, round(plan.rate * plan.seconds)))
+            cpu = server.cpu_seconds()
             result = await drive(write, skus, plan.rate, plan.seconds, advance)
+            cpu = server.cpu_seconds() - cpu
             arrivals = await finish(newest_versions(result.commits))
         stamps = await commit_stamps(db_url)
     counts, from_answer, from_send, from_commit = match(result.commits, arrivals, stamps)
@@ -814,7 +873,9 @@ async def latency(plan: Plan, bus_url: str, workdir: Path, report: Reporter
            "error_kinds": dict(result.errors), **counts, **_quantiles(from_answer),
            "from_send": _quantiles(from_send), "from_commit": _quantiles(from_commit),
            "write_ms": _quantiles(np.array([(c[3] - c[2]) * 1000 for c in result.commits])),
-           "schedule_late_max_ms": round(result.late_ms, 1)}
+           "schedule_late_max_ms": round(result.late_ms, 1),
+           # Near 100 (one core: the GIL) means the server process itself is the limit.
+           "server_cpu_percent": round(100 * cpu / elapsed, 1)}
     return row, from_answer
 
 
@@ -889,6 +950,7 @@ async def capacity(plan: Plan, workdir: Path, report: Reporter
         samples = [(0, before / 1024)]
         advance = report.task("capacity: connecting", plan.clients)
         gate = asyncio.Semaphore(CONNECT_PARALLEL)
+        cpu = server.cpu_seconds()
         started = time.monotonic()
         tasks = [asyncio.create_task(_client(crowd, server.port,
                                              list(dict.fromkeys([crowd.hot, skus[i % len(skus)]])),
@@ -896,6 +958,7 @@ async def capacity(plan: Plan, workdir: Path, report: Reporter
                  for i in range(plan.clients)]
         await _sample_until_connected(crowd, server, plan.clients, samples)
         connect_seconds = time.monotonic() - started
+        connect_cpu = server.cpu_seconds() - cpu
         await asyncio.sleep(SETTLE_SECONDS)
         after = server.rss_kb()
         samples.append((crowd.connected, after / 1024))
@@ -910,7 +973,10 @@ async def capacity(plan: Plan, workdir: Path, report: Reporter
             "failed": dict(crowd.failures), "skus_per_client": 2,
             "rss_before_mb": round(before / 1024, 1), "rss_after_mb": round(after / 1024, 1),
             "per_connection_kb": None if per_kb is None else round(per_kb, 1),
-            "connect_seconds": round(connect_seconds, 2), **fanout}, samples
+            "connect_seconds": round(connect_seconds, 2),
+            "connect_server_cpu_ms_per_client":
+                round(connect_cpu * 1000 / crowd.connected, 2) if crowd.connected else None,
+            **fanout}, samples
 
 
 async def _warm(server: Server, skus: list[str]) -> None:
@@ -943,6 +1009,7 @@ async def _fanout(crowd: Crowd, server: Server) -> dict[str, Any]:
         now.raise_for_status()
         # Known before the write: the push can reach clients before the write's answer does.
         crowd.target = int(now.headers["etag"].strip('"')) + 1
+        cpu, own = server.cpu_seconds(), _own_cpu_seconds()
         sent = time.monotonic()
         response = await api.post(ADJUST_PATH, json={"sku": crowd.hot, "location": LOCATION,
                                                      "kind": "receive", "quantity": 1})
@@ -950,10 +1017,13 @@ async def _fanout(crowd: Crowd, server: Server) -> dict[str, Any]:
     response.raise_for_status()
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(crowd.all_arrived.wait(), FANOUT_TIMEOUT)
+    cpu, own = server.cpu_seconds() - cpu, _own_cpu_seconds() - own
     ms = (np.array(crowd.arrivals) - sent) * 1000
     return {"fanout_ms": round(float(ms.max()), 1) if len(ms) else None,
             "fanout_p50_ms": round(float(np.percentile(ms, 50)), 1) if len(ms) else None,
             "fanout_write_ms": round((answered - sent) * 1000, 1),
+            "fanout_server_cpu_ms": round(cpu * 1000, 1),
+            "fanout_bench_cpu_ms": round(own * 1000, 1),  # this process reading the pushes
             "fanout_received": len(ms)}
 
 
