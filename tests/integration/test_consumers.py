@@ -118,3 +118,18 @@ async def test_the_availability_projection_follows_stock(container: Container) -
         await worker.handle(env)
     async with container.db.read() as conn:
         assert await recs_store.availability(conn, ["P-1"]) == {"P-1": (1, 4)}
+
+
+async def test_sequences_of_different_aggregates_with_one_name_do_not_mix(
+        container: Container) -> None:
+    seen: list[str] = []
+
+    async def handler(conn: AsyncConnection, env: Envelope) -> None:
+        seen.append(env["type"])
+
+    types = frozenset({"inventory.thing.v1", "product.thing.v1"})
+    worker = consumer(container, ConsumerSpec("mixed", types, handler))
+    sku_event = {**envelope("SAME-ID", 5), "type": "inventory.thing.v1"}
+    product_event = {**envelope("SAME-ID", 1), "type": "product.thing.v1"}
+    assert [await worker.handle(sku_event), await worker.handle(product_event)] == \
+        ["applied", "applied"]

@@ -11,7 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from instock.catalog.model import Product, ProductPatch, Variant
 from instock.catalog.service import CatalogService
 from instock.platform.auth import STAFF, Principal, Role, requires
-from instock.platform.errors import PreconditionFailed, ValidationFailed, problem_responses
+from instock.platform.errors import ValidationFailed, problem_responses
+from instock.platform.etags import etag, parse_if_match
 from instock.platform.ids import CALLER_ID_PATTERN
 
 router = APIRouter(prefix="/v1/products", tags=["catalog"],
@@ -97,7 +98,7 @@ class ProductOut(BaseModel):
 
 
 def render(product: Product, response: Response) -> ProductOut:
-    response.headers["ETag"] = f'"{product.version}"'
+    response.headers["ETag"] = etag(product.version)
     return ProductOut(
         id=product.id, title=product.title, brand=product.brand, category=product.category,
         tags=product.tags, attributes=product.attributes, price=product.price,
@@ -136,17 +137,6 @@ async def get_product(
     catalog: CatalogService = Depends(service),
 ) -> ProductOut:
     return render(await catalog.get_product(product_id), response)
-
-
-def parse_if_match(value: str | None) -> int | None:
-    """`If-Match: "7"` -> 7; absent or `*` -> no precondition. A value that cannot be a
-    version can never match."""
-    if value is None or value.strip() == "*":
-        return None
-    tag = value.strip().removeprefix("W/").strip('"')
-    if not tag.isdigit():
-        raise PreconditionFailed(f"If-Match {value!r} is not a version this server issued")
-    return int(tag)
 
 
 @router.patch("/{product_id}", response_model=ProductOut, responses=problem_responses(412))

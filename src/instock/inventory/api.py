@@ -13,7 +13,8 @@ from instock.inventory import model, store
 from instock.inventory.model import Adjustment, AdjustmentKind, EntryContext, Line, Reservation
 from instock.inventory.service import InventoryService, ReserveRequest, StockView
 from instock.platform.auth import STAFF, Principal, Role, requires
-from instock.platform.errors import PreconditionFailed, problem_responses
+from instock.platform.errors import problem_responses
+from instock.platform.etags import etag, parse_if_match
 from instock.platform.ids import CALLER_ID_PATTERN
 
 router = APIRouter(tags=["inventory"],
@@ -154,18 +155,8 @@ def render_stock(view: StockView, today: date) -> StockOut:
 
 
 def stock_response(view: StockView, response: Response, inventory: InventoryService) -> StockOut:
-    response.headers["ETag"] = f'"{view.version}"'
+    response.headers["ETag"] = etag(view.version)
     return render_stock(view, inventory.clock().date())
-
-
-def parse_if_match(value: str | None) -> int | None:
-    """`If-Match: "7"` -> 7. A value that cannot be a version can never match."""
-    if value is None or value.strip() == "*":
-        return None
-    tag = value.strip().removeprefix("W/").strip('"')
-    if not tag.isdigit():
-        raise PreconditionFailed(f"If-Match {value!r} is not a version this server issued")
-    return int(tag)
 
 
 @router.get("/v1/inventory/{sku}", response_model=StockOut)

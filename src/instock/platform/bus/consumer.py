@@ -88,7 +88,7 @@ class Consumer:
                 return "duplicate"
             sequence = envelope.get("sequence")
             if sequence is not None:
-                newest = await inbox.position(conn, self.name, envelope["subject"])
+                newest = await inbox.position(conn, self.name, envelope)
                 if newest is not None and sequence < newest:
                     await inbox.mark_stale(conn, self.name, envelope)
                     return "stale"

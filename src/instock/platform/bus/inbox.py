@@ -68,16 +68,23 @@ async def claim(conn: AsyncConnection, consumer: str, envelope: Envelope) -> boo
     return bool(result.rowcount)
 
 
-async def position(conn: AsyncConnection, consumer: str, subject: str) -> int | None:
-    """The newest sequence applied for the subject, locked until the transaction ends so that
-    events of one subject are applied one after the other."""
+def ordering_key(envelope: Envelope) -> str:
+    """What sequences are compared within: the aggregate, named by its event family and
+    subject (`inventory:HOOD-M`), since a product id may equal a SKU."""
+    return f"{str(envelope['type']).split('.', 1)[0]}:{envelope['subject']}"
+
+
+async def position(conn: AsyncConnection, consumer: str, envelope: Envelope) -> int | None:
+    """The newest sequence applied for the event's aggregate, locked until the transaction
+    ends so that events of one aggregate are applied one after the other."""
     query = sa.select(positions.c.sequence).where(
-        positions.c.consumer == consumer, positions.c.subject == subject).with_for_update()
+        positions.c.consumer == consumer,
+        positions.c.subject == ordering_key(envelope)).with_for_update()
     return (await conn.execute(query)).scalar_one_or_none()
 
 
 async def advance(conn: AsyncConnection, consumer: str, envelope: Envelope) -> None:
-    await upsert(conn, positions, [{"consumer": consumer, "subject": envelope["subject"],
+    await upsert(conn, positions, [{"consumer": consumer, "subject": ordering_key(envelope),
                                     "sequence": envelope["sequence"]}], ["consumer", "subject"])
 
 
