@@ -102,6 +102,7 @@ FANOUT_TIMEOUT = 60.0
 # poll, all the service driver on SQLite has); what arrives later counts as lost.
 PUSH_GRACE_SECONDS = 5.0
 SETTLE_SECONDS = 1.0  # after the last client connected, before reading the server's memory
+IDLE_SECONDS = 3.0  # how long the held clients' idle cost is measured
 DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
 DEFAULT_NATS = "nats://127.0.0.1:4222"
 
@@ -427,6 +428,17 @@ class Writer:
 
     async def post(self, body: bytes) -> tuple[int, dict[str, str], float]:
         """Status and headers of the answer, and when the request went out."""
+        reused = self.streams is not None
+        try:
+            return await self._post(body)
+        except (asyncio.IncompleteReadError, ConnectionError) as exc:
+            # The server closes keep-alive connections idle for 5 s; a request on one it has
+            # already closed gets no answer at all and was never seen: send it again, once.
+            if not reused or (isinstance(exc, asyncio.IncompleteReadError) and exc.partial):
+                raise
+            return await self._post(body)
+
+    async def _post(self, body: bytes) -> tuple[int, dict[str, str], float]:
         if self.streams is None:
             self.streams = await asyncio.open_connection(HOST, self.port)
         reader, writer = self.streams
@@ -568,9 +580,9 @@ async def _first(awaitable: Awaitable[Any], tasks: list[asyncio.Task[None]],
         raise TimeoutError("SSE clients not ready in time")
 
 
-def _receiver_main(port: int, skus: list[str]) -> None:
+def _receiver_main(port: int, skus: list[str], out: Path) -> None:
     """Entry of the receiver process: "ready" on stdout; then a line on stdin (JSON: the
-    newest version of every SKU written), then the arrivals as one JSON line on stdout."""
+    newest version of every SKU written); then the arrivals as JSON in `out`, and "done"."""
     async def main() -> list[tuple[str, int, float]]:
         loop = asyncio.get_running_loop()
         stop = loop.run_in_executor(None, sys.stdin.readline)
@@ -581,18 +593,20 @@ def _receiver_main(port: int, skus: list[str]) -> None:
         return await receive(port, stream_groups(skus), ready, stop)
 
     arrivals = run_loop(main())
-    print(json.dumps(arrivals), flush=True)
+    out.write_text(json.dumps(arrivals))
+    print("done", flush=True)
 
 
 @asynccontextmanager
-async def receiver(port: int, skus: list[str]) -> AsyncIterator[
+async def receiver(port: int, skus: list[str], workdir: Path) -> AsyncIterator[
         Callable[[dict[str, int]], Awaitable[list[tuple[str, int, float]]]]]:
     """Start the receiver process; yields a function that, given the newest version written
     per SKU, waits for those (a grace period at most) and returns the arrivals."""
-    args = json.dumps({"port": port, "skus": skus})
+    out = workdir / f"arrivals-{port}.json"
+    args = json.dumps({"port": port, "skus": skus, "out": str(out)})
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "instock.bench.events", args, stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE, limit=1 << 30)
+        stdout=subprocess.PIPE)
     assert proc.stdin is not None and proc.stdout is not None
     stdin, stdout = proc.stdin, proc.stdout
 
@@ -600,7 +614,10 @@ async def receiver(port: int, skus: list[str]) -> AsyncIterator[
         stdin.write(json.dumps(newest).encode() + b"\n")
         await stdin.drain()
         line = await asyncio.wait_for(stdout.readline(), READY_TIMEOUT + PUSH_GRACE_SECONDS)
-        return [(sku, int(version), float(t)) for sku, version, t in json.loads(line)]
+        if line.strip() != b"done":
+            raise RuntimeError("the SSE receiver failed (see stderr above)")
+        return [(sku, int(version), float(t))
+                for sku, version, t in json.loads(out.read_text())]
 
     try:
         line = await asyncio.wait_for(stdout.readline(), READY_TIMEOUT + 30)
@@ -855,7 +872,7 @@ async def latency(plan: Plan, bus_url: str, workdir: Path, report: Reporter
             serve(db_url, bus_url, workdir, consumers=plan.consumers) as server:
         skus = await seed(server, plan.skus)
         driver = DRIVERS[plan.driver]
-        async with receiver(server.port, skus) as finish, driver(server) as write:
+        async with receiver(server.port, skus, workdir) as finish, driver(server) as write:
             advance = report.task(f"{label}: {plan.rate:g} changes/s",
                                   max(1, round(plan.rate * plan.seconds)))
             cpu = server.cpu_seconds()
@@ -961,6 +978,7 @@ async def capacity(plan: Plan, workdir: Path, report: Reporter
         connect_cpu = server.cpu_seconds() - cpu
         await asyncio.sleep(SETTLE_SECONDS)
         after = server.rss_kb()
+        idle = await _idle_cpu_percent(server)
         samples.append((crowd.connected, after / 1024))
         fanout = await _fanout(crowd, server)
         for stream in crowd.streams:
@@ -976,6 +994,7 @@ async def capacity(plan: Plan, workdir: Path, report: Reporter
             "connect_seconds": round(connect_seconds, 2),
             "connect_server_cpu_ms_per_client":
                 round(connect_cpu * 1000 / crowd.connected, 2) if crowd.connected else None,
+            "idle_server_cpu_percent": idle,
             **fanout}, samples
 
 
@@ -997,6 +1016,13 @@ async def _sample_until_connected(crowd: Crowd, server: Server, clients: int,
         if crowd.connected >= next_sample:
             samples.append((crowd.connected, server.rss_kb() / 1024))
             next_sample += step
+
+
+async def _idle_cpu_percent(server: Server) -> float:
+    """The server's CPU share holding its clients with nothing to push (heartbeats only)."""
+    cpu, started = server.cpu_seconds(), time.monotonic()
+    await asyncio.sleep(IDLE_SECONDS)
+    return round(100 * (server.cpu_seconds() - cpu) / (time.monotonic() - started), 1)
 
 
 async def _fanout(crowd: Crowd, server: Server) -> dict[str, Any]:
@@ -1039,6 +1065,7 @@ class Result:
 
 async def run(plan: Plan, report: Reporter) -> Result:
     raise_fd_limit()
+    _logs_to_stderr()
     run_id = secrets.token_hex(4)
     rows, latencies = [], {}
     with _workdir() as workdir:
@@ -1061,6 +1088,17 @@ async def run(plan: Plan, report: Reporter) -> Result:
     return Result(body, latencies, memory)
 
 
+def _logs_to_stderr() -> None:
+    """The service and outbox drivers run project code here, which logs with structlog (to
+    stdout by default): stdout must hold only the JSON."""
+    import logging
+
+    import structlog
+
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+                        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+
+
 @contextlib.contextmanager
 def _workdir() -> Iterator[Path]:
     with tempfile.TemporaryDirectory(prefix="instock-bench-events-") as tmp:
@@ -1069,4 +1107,4 @@ def _workdir() -> Iterator[Path]:
 
 if __name__ == "__main__":  # the receiver process (see `receiver`)
     _args = json.loads(sys.argv[1])
-    _receiver_main(int(_args["port"]), list(_args["skus"]))
+    _receiver_main(int(_args["port"]), list(_args["skus"]), Path(_args["out"]))
