@@ -163,16 +163,15 @@ def ids(envelopes: list[Envelope]) -> list[str]:
     return [e["id"] for e in envelopes]
 
 
-async def take(stream: AsyncIterator[Delivery], n: int, *, ack: bool = True,
-               until: Envelope | None = None, wait: float = WAIT) -> list[Envelope]:
-    """The next n deliveries (or up to and including `until`), acked unless told otherwise;
-    fail after `wait` seconds."""
+async def take(stream: AsyncIterator[Delivery], n: int = 0, *, until: Envelope | None = None,
+               wait: float = WAIT) -> list[Envelope]:
+    """The next n deliveries (or those up to and including `until`), acked; fail after `wait`
+    seconds."""
     async def collect() -> list[Envelope]:
         got: list[Envelope] = []
         async for delivery in stream:
             got.append(delivery.envelope)
-            if ack:
-                await delivery.ack()
+            await delivery.ack()
             if (delivery.envelope["id"] == until["id"]) if until else len(got) == n:
                 break
         return got
@@ -437,12 +436,12 @@ async def test_consume_and_listen_survive_a_dropped_connection(target: Target,
         ears = Ears(bus.listen())
         await ears.all_hear_a_probe(publisher)
         await publisher.publish(first := events(1, "first"))
-        assert _news(await take(consumer, len(first), until=first[-1])) == ids(first)
+        assert _news(await take(consumer, until=first[-1])) == ids(first)
 
         proxy.cut()
         await publisher.publish(second := events(1, "second"))
         # durable: what was published while the connection was down still arrives
-        assert _news(await take(consumer, 1, until=second[-1], wait=3 * WAIT)) == ids(second)
+        assert _news(await take(consumer, until=second[-1], wait=3 * WAIT)) == ids(second)
         # ephemeral: the listener is back (it may have missed what came while it was away)
         await ears.all_hear_a_probe(publisher, wait=3 * WAIT)
         assert _probes(ears.heard[0])
