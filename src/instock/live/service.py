@@ -47,21 +47,19 @@ class LiveHub:
         self.validate = validate
         self._by_sku: dict[str, set[Connection]] = {}
         self._by_topic: dict[str, set[Connection]] = {}
-        self.listening = asyncio.Event()
 
     async def run(self) -> None:
-        """Listen to the bus for the life of the process; reconnects are the adapter's job."""
+        """Listen to the bus for the life of the process; reconnects are the adapter's job,
+        and a listener that ends or fails is started again after a pause."""
         while True:
             try:
-                stream = self.bus.listen()
-                self.listening.set()
-                async for envelope in stream:
+                async for envelope in self.bus.listen():
                     self.dispatch(envelope)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("live_listener_failed")
-                await asyncio.sleep(1.0)
+            await asyncio.sleep(1.0)
 
     def dispatch(self, envelope: Envelope) -> None:
         if self.validate is not None:

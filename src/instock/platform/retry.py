@@ -26,5 +26,7 @@ async def retry(operation: Callable[[], Awaitable[T]], *, retry_on: tuple[type[E
                 raise
             if on_retry is not None:
                 on_retry(exc)
-            await asyncio.sleep(random.uniform(0, min(max_delay, base_delay * 2 ** attempt)))
+            # The exponent is capped: 2**1100 overflows a float, and the wait is capped anyway.
+            await asyncio.sleep(random.uniform(
+                0, min(max_delay, base_delay * 2 ** min(attempt, 60))))
     raise AssertionError("unreachable")

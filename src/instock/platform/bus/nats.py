@@ -46,7 +46,7 @@ from nats.js.api import (
 from nats.js.errors import APIError, BadRequestError, NoStreamResponseError, NotFoundError
 
 from instock.platform.bus.base import Bus, Delivery, Envelope
-from instock.platform.bus.memory import (
+from instock.platform.bus.common import (
     DEFAULT_LISTEN_BUFFER,
     BusClosed,
     Lifetime,

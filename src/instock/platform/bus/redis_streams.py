@@ -39,7 +39,7 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from instock.platform.bus.base import Bus, Delivery, Envelope
-from instock.platform.bus.memory import BusClosed, Lifetime, decode
+from instock.platform.bus.common import BusClosed, Lifetime, decode
 from instock.platform.retry import retry
 
 log = structlog.get_logger(__name__)
