@@ -23,18 +23,23 @@ The truth lies between the first two. The processes share one machine, so their 
 the receiver stamps CLOCK_MONOTONIC (`time.monotonic`), converted to wall time to meet the
 server's UTC stamps.
 
+Where the time goes: `server_cpu_percent` is the server's CPU share during the drive (one core
+is 100: near it, the one Python process is the limit, and pushes wait behind writes in its
+event loop); `write_ms` is the writes' own latency, queueing in the bench included.
+
 A client may skip versions (each connection keeps only the newest pending update per SKU): a
 committed version not received while a newer one of that SKU was is `coalesced`, not a latency
 sample; one never superseded either is `lost` (it should be 0).
 
 Drivers: `http` (default) posts adjustments to the server itself, the honest end-to-end path.
 `service` commits through InventoryService in the bench process, as a worker would: the answer
-is then the commit itself (no HTTP hop). `outbox` commits only what the push path sees, the
-SKU's version bump and its stock_changed event, from the bench process: not a real stock
-change, but it reaches rates the write path cannot on a small machine, so it measures the push
-path (relay, bus, hub, SSE) alone at the target rate. For both, the server's relay hears of a
-commit made by another process only through PostgreSQL's NOTIFY; on SQLite it finds it on its
-1 s fallback poll, so there they measure the poll, not the push.
+is then the commit itself (no HTTP hop), but writes queued on one SKU often read back a later
+version than their own (`versions_reported_twice`), so trust its `from_commit`. `outbox`
+commits only what the push path sees, the SKU's version bump and its stock_changed event, from
+the bench process: not a real stock change, but it reaches rates the write path cannot on a
+small machine, so it measures the push path (relay, bus, hub, SSE) alone. For both, the
+server's relay hears of a commit made by another process only through PostgreSQL's NOTIFY; on
+SQLite it finds it on its 1 s fallback poll, so there they measure the poll, not the push.
 
 Capacity. One server on the memory bus; `--clients` SSE connections from this process over raw
 asyncio streams (an httpx client per connection would cost more than the server does), each
