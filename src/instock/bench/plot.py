@@ -40,13 +40,12 @@ def events_chart(latencies_ms: dict[str, NDArray[np.float64]],
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
     for bus, ms in latencies_ms.items():
         if len(ms):
-            # Log scale: clip at 0.1 ms (measured from the answer, a push can beat it).
-            xs = np.sort(np.maximum(ms, 0.1))
+            xs = np.sort(np.maximum(ms, 0.1))  # log scale: nothing at or below zero
             left.plot(xs, np.arange(1, len(xs) + 1) / len(xs), label=bus)
     left.axvline(50, color="#c0392b", linestyle=":", label="goal p99 50 ms")
     left.axhline(0.99, color="#999999", linestyle=":", linewidth=0.8)
     left.set_xscale("log")
-    left.set_xlabel("commit -> SSE client (ms, from the write's answer)")
+    left.set_xlabel("commit -> SSE client (ms, from the commit stamp)")
     left.set_ylabel("fraction of changes received")
     left.set_title("latency CDF")
     left.legend()
