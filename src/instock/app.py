@@ -122,7 +122,7 @@ def live_hub(container: Container) -> LiveHub:
         view = await container.inventory.stock(sku)
         return live_model.stock_state(sku, view.version, view.available)
 
-    return LiveHub(container.bus, snapshot, schemas.validate)
+    return LiveHub(container.bus, snapshot, schemas.validate_model)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

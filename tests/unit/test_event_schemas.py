@@ -164,3 +164,14 @@ def test_unknown_types_and_non_objects_are_invalid(doc: Any) -> None:
         validate(doc)
     assert isinstance(raised.value, ValueError)
     assert raised.value.path in ("$", "$.type")
+
+
+def test_the_cheap_model_check_refuses_what_the_schema_refuses() -> None:
+    good = {"type": "inventory.sold_out.v1", "data": {"sku": "A", "sku_version": 3,
+                                                      "available": 0}}
+    schemas.validate_model(good)
+    for bad in ({**good, "type": "nope.v1"},
+                {**good, "data": {"sku": "A", "sku_version": "x", "available": 0}},
+                {**good, "data": {"sku": "A", "sku_version": 3, "available": 0, "extra": 1}}):
+        with pytest.raises(schemas.InvalidEvent):
+            schemas.validate_model(bad)

@@ -100,6 +100,7 @@ class StockTx:
     touched: dict[tuple[str, str], StockLevel] = field(default_factory=dict)
     entries: list[LedgerEntry] = field(default_factory=list)
     events: list[DomainEvent] = field(default_factory=list)
+    sku_versions: dict[str, int] = field(default_factory=dict)  # after flush
 
     def __post_init__(self) -> None:
         self.versions_before = {key: level.version for key, level in self.levels.items()}
@@ -136,8 +137,18 @@ class StockTx:
         await store.save_levels(self.conn, levels, self.versions_before)
         await store.insert_entries(self.conn, self.entries)
         sku_versions = await store.bump_items(self.conn, {level.sku for level in levels})
+        self.sku_versions = sku_versions
         await outbox.add(self.conn, [*self._stock_events(sku_versions), *self.events],
                          correlation_id)
+
+    def view(self, sku: str) -> StockView:
+        """The SKU as this transaction left it (no re-read: the answer is the state it wrote,
+        even if another write has already followed)."""
+        own = self.sku_levels(sku)
+        item = self.items[sku]
+        available = model.available_to_sell(sku, {}, {sku: own}, self.today)
+        return stock_view(sku, self.sku_versions.get(sku, item.version), available, own, {},
+                          item)
 
     def _stock_events(self, sku_versions: dict[str, int]) -> list[DomainEvent]:
         """Per touched SKU: one stock_changed per touched level, then the SKU's alerts.
@@ -179,6 +190,13 @@ class StockView:
     low_stock_threshold: int | None
 
 
+def stock_view(sku: str, version: int, available: int, own: list[StockLevel],
+               components: dict[str, int], item: store.Item | None) -> StockView:
+    return StockView(sku, version, available, model.total_buckets(own), own, components,
+                     item.per_customer_limit if item else None,
+                     item.low_stock_threshold if item else None)
+
+
 @dataclass(frozen=True)
 class AuditReport:
     entries: int
@@ -202,6 +220,7 @@ class InventoryService:
         self.clock = clock
         self._channels: dict[str, tuple[store.Channel, float]] = {}
         self._sku_locks = KeyedLocks()
+        self._known_locations: set[str] = set()
 
     # -- the write path shared by every stock command ---------------------------------------------
 
@@ -264,11 +283,19 @@ class InventoryService:
         if unknown:
             raise ValidationFailed(field_name, f"unknown SKU: {', '.join(sorted(unknown))}")
 
+    async def _unknown_locations(self, wanted: set[str]) -> set[str]:
+        """Locations are never deleted, so one seen to exist is remembered for good."""
+        missing = wanted - self._known_locations
+        if missing:
+            async with self.db.read() as conn:
+                self._known_locations |= await store.existing_locations(conn, missing)
+        return wanted - self._known_locations
+
     async def adjust(self, adj: Adjustment, ctx: EntryContext,
                      expected_version: int | None = None) -> StockView:
         await self._validate_adjustment(adj)
 
-        async def work(tx: StockTx) -> None:
+        async def work(tx: StockTx) -> StockTx:
             if expected_version is not None and tx.items[adj.sku].version != expected_version:
                 raise PreconditionFailed(
                     f"{adj.sku} is at version {tx.items[adj.sku].version}, "
@@ -277,16 +304,17 @@ class InventoryService:
             destination = tx.level(adj.sku, adj.to_location) if adj.to_location else None
             tx.move(model.plan_adjustment(adj, origin, tx.today, destination), ctx)
 
-        await self._write({adj.sku}, work, ctx.correlation_id)
-        return await self.stock(adj.sku)
+            return tx
+
+        tx = await self._write({adj.sku}, work, ctx.correlation_id)
+        return tx.view(adj.sku)
 
     async def _validate_adjustment(self, adj: Adjustment) -> None:
         await self._require_stocked_skus({adj.sku}, "sku")
         if await self.catalog.recipes([adj.sku]):
             raise ValidationFailed("sku", "a bundle is virtual: adjust its components")
         wanted = {adj.location} | ({adj.to_location} if adj.to_location else set())
-        async with self.db.read() as conn:
-            unknown = wanted - await store.existing_locations(conn, wanted)
+        unknown = await self._unknown_locations(wanted)
         if unknown:
             raise ValidationFailed("location", f"unknown location: {', '.join(sorted(unknown))}")
         if adj.kind is AdjustmentKind.TRANSFER and adj.to_location in (None, adj.location):
@@ -320,14 +348,11 @@ class InventoryService:
             items = await store.get_items(conn, skus)
         item = items.get(sku)
         own = sorted((lvl for lvl in levels.values() if lvl.sku == sku), key=lambda lv: lv.location)
-        totals = model.total_buckets(own)
         sellable_from = {s: [lv for lv in levels.values() if lv.sku == s and (
             channel is None or lv.location in channel.locations)] for s in skus}
         available = model.available_to_sell(sku, recipes, sellable_from, self.clock().date(),
                                             channel.min_shelf_life_days if channel else 0)
-        return StockView(sku, item.version if item else 0, available, totals, own, components,
-                         item.per_customer_limit if item else None,
-                         item.low_stock_threshold if item else None)
+        return stock_view(sku, item.version if item else 0, available, own, components, item)
 
     # -- reservations -----------------------------------------------------------------------------
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -96,7 +95,7 @@ def _sse(request: Request, connection: Connection) -> StreamingResponse:
                 if not updates:
                     yield ": ping\n\n"
                     continue
-                yield "".join(_sse_frame(connection, u) for u in updates)
+                yield _sse_batch(connection, updates)
         finally:
             live.close(connection)
             LIVE_CONNECTIONS.labels("sse").dec()
@@ -105,12 +104,16 @@ def _sse(request: Request, connection: Connection) -> StreamingResponse:
                              headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
 
-def _sse_frame(connection: Connection, update: Update) -> str:
-    ident = (f"id: {model.encode_cursor(connection.mailbox.sent)}\n"
-             if update.topic == model.PUBLIC_TOPIC else "")
+def _sse_batch(connection: Connection, updates: list[Update]) -> str:
+    """The frames of one wake-up. Only the last public frame carries the cursor (`id:`):
+    a browser keeps the last id it saw, and building it once per batch keeps a 100-SKU
+    connection's frames small."""
     overflow = "event: overflow\ndata: {}\n\n" if connection.mailbox.overflowed else ""
     connection.mailbox.overflowed = False
-    return f"{overflow}{ident}event: {update.topic}\ndata: {json.dumps(update.body)}\n\n"
+    last = max((i for i, u in enumerate(updates) if u.topic == model.PUBLIC_TOPIC), default=-1)
+    cursor = f"id: {model.encode_cursor(connection.mailbox.sent)}\n" if last >= 0 else ""
+    return overflow + "".join(f"{cursor if i == last else ''}event: {u.topic}\ndata: {u.json}\n\n"
+                              for i, u in enumerate(updates))
 
 
 # -- WebSocket -------------------------------------------------------------------------------

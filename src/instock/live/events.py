@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 
@@ -14,3 +16,8 @@ class Update:
     key: str
     version: int | None
     body: dict[str, Any]
+
+    @cached_property
+    def json(self) -> str:
+        """The body as JSON, encoded once however many clients it goes to."""
+        return json.dumps(self.body)

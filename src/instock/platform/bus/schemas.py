@@ -22,6 +22,7 @@ from typing import Any
 
 from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema.exceptions import best_match
+from pydantic import ValidationError
 
 from instock.platform.bus.outbox import DomainEvent
 
@@ -238,3 +239,19 @@ def validate(envelope: object) -> None:
     error = best_match(_validator(event_type).iter_errors(envelope))
     if error is not None:
         raise InvalidEvent(event_type, error.json_path, error.message)
+
+
+def validate_model(envelope: Mapping[str, Any]) -> None:
+    """The cheap check for hot paths (each API process's live hub): the event's `data` against
+    the model its schema is generated from, ~3 µs instead of ~200 µs. The relay and durable
+    consumers run the full `validate`."""
+    event_type = envelope.get("type")
+    model = event_types().get(event_type) if isinstance(event_type, str) else None
+    if model is None:
+        raise InvalidEvent(None, "$.type", f"unknown event type {event_type!r}")
+    try:
+        model.model_validate(envelope.get("data"))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        path = "$.data" + "".join(f".{part}" for part in first["loc"])
+        raise InvalidEvent(event_type, path, first["msg"]) from exc
