@@ -37,7 +37,10 @@ def events_chart(latencies_ms: dict[str, NDArray[np.float64]],
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    # Without a capacity run (--clients 0) there is no memory curve: draw the latency alone.
+    fig, axes = plt.subplots(1, 2 if memory else 1, figsize=(12 if memory else 7, 4.5),
+                             squeeze=False)
+    left = axes[0][0]
     for bus, ms in latencies_ms.items():
         if len(ms):
             xs = np.sort(np.maximum(ms, 0.1))  # log scale: nothing at or below zero
@@ -50,11 +53,12 @@ def events_chart(latencies_ms: dict[str, NDArray[np.float64]],
     left.set_title("latency CDF")
     left.legend()
     if memory:
+        right = axes[0][1]
         clients, rss = zip(*memory, strict=True)
         right.plot(clients, rss, marker="o", color="#3b6ea5")
-    right.set_xlabel("SSE clients connected")
-    right.set_ylabel("server RSS (MB)")
-    right.set_title("memory (memory bus)")
+        right.set_xlabel("SSE clients connected")
+        right.set_ylabel("server RSS (MB)")
+        right.set_title("memory (memory bus)")
     fig.suptitle(title)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
