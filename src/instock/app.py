@@ -31,6 +31,7 @@ from instock.platform.bus.consumer import Consumer, ConsumerSpec
 from instock.platform.bus.relay import Relay
 from instock.platform.db import Database
 from instock.platform.idempotency import IdempotencyMiddleware
+from instock.platform.retry import keep_running
 from instock.recommendations.service import AVAILABILITY
 from instock.waitlist.service import NOTIFIER, WaitlistService
 
@@ -84,24 +85,13 @@ def build(settings: Settings | None = None) -> Container:
 
 
 async def run_sweeper(inventory_service: InventoryService, interval: float) -> None:
-    while True:
-        try:
-            await inventory_service.sweep()
-        except Exception:  # a failed round is logged and retried; the sweeper must not die
-            log.exception("sweeper_failed")
-        await asyncio.sleep(interval)
+    """Sweep every `interval` seconds; a failed round is logged and the next one comes."""
+    await keep_running(inventory_service.sweep, "sweeper", pause=interval)
 
 
 async def run_consumer(consumer: Consumer) -> None:
     """Consume forever; a broken bus connection is logged and the consumer starts again."""
-    while True:
-        try:
-            await consumer.run()
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("consumer_failed", consumer=consumer.name)
-        await asyncio.sleep(1.0)
+    await keep_running(consumer.run, "consumer", consumer=consumer.name)
 
 
 def background_work(container: Container, hub: LiveHub) -> list[Coroutine[Any, Any, None]]:

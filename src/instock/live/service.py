@@ -11,6 +11,7 @@ import structlog
 from instock.live import model
 from instock.live.events import Update
 from instock.platform.bus import Bus, Envelope
+from instock.platform.retry import keep_running
 
 log = structlog.get_logger(__name__)
 
@@ -54,15 +55,11 @@ class LiveHub:
     async def run(self) -> None:
         """Listen to the bus for the life of the process; reconnects are the adapter's job,
         and a listener that ends or fails is started again after a pause."""
-        while True:
-            try:
-                async for envelope in self.bus.listen():
-                    self.dispatch(envelope)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("live_listener_failed")
-            await asyncio.sleep(1.0)
+        await keep_running(self._listen, "live_listener")
+
+    async def _listen(self) -> None:
+        async for envelope in self.bus.listen():
+            self.dispatch(envelope)
 
     def dispatch(self, envelope: Envelope) -> None:
         if self.validate is not None:

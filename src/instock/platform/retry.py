@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
+
+import structlog
 
 T = TypeVar("T")
+log = structlog.get_logger(__name__)
 
 
 async def retry(operation: Callable[[], Awaitable[T]], *, retry_on: tuple[type[Exception], ...],
@@ -30,3 +33,20 @@ async def retry(operation: Callable[[], Awaitable[T]], *, retry_on: tuple[type[E
             await asyncio.sleep(random.uniform(
                 0, min(max_delay, base_delay * 2 ** min(attempt, 60))))
     raise AssertionError("unreachable")
+
+
+async def keep_running(work: Callable[[], Awaitable[object]], what: str, *, pause: float = 1.0,
+                       **context: Any) -> None:
+    """Run `work` again and again for the life of the process, `pause` seconds apart.
+
+    Long-lived workers (relay, consumers, live listener, sweeper) use it so that an outage of
+    the database or the bus is logged and outlived instead of ending them.
+    """
+    while True:
+        try:
+            await work()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception(f"{what}_failed", **context)
+        await asyncio.sleep(pause)

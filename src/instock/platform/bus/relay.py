@@ -23,6 +23,7 @@ import structlog
 from instock.platform.bus.base import Bus, Envelope
 from instock.platform.bus.outbox import OUTBOX_SIGNAL, outbox
 from instock.platform.db import Database, utcnow
+from instock.platform.retry import keep_running
 from instock.platform.telemetry import EVENTS_PUBLISHED
 
 log = structlog.get_logger(__name__)
@@ -44,14 +45,7 @@ class Relay:
     async def run(self) -> None:
         """Lead when possible and publish forever; a lost leadership or a failed round starts
         over after a pause, so the relay outlives database and bus outages."""
-        while True:
-            try:
-                await self._lead()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("relay_failed")
-            await asyncio.sleep(1.0)
+        await keep_running(self._lead, "relay")
 
     async def _lead(self) -> None:
         async with self.db.leadership("outbox-relay") as lost:
