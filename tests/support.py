@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import asyncpg
 import sqlalchemy as sa
 
+from instock.bench.local import instock_executable, pg_admin
 from instock.config import Settings
 
 PG_URL = os.environ.get("INSTOCK_TEST_DATABASE_URL")
@@ -24,19 +23,6 @@ PG_URL = os.environ.get("INSTOCK_TEST_DATABASE_URL")
 
 def backends() -> list[str]:
     return ["sqlite", "postgresql"] if PG_URL else ["sqlite"]
-
-
-def _pg_dsn(url: str) -> str:
-    return sa.make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
-async def _pg_admin(statement: str) -> None:
-    assert PG_URL is not None
-    conn = await asyncpg.connect(_pg_dsn(PG_URL))
-    try:
-        await conn.execute(statement)
-    finally:
-        await conn.close()
 
 
 @contextmanager
@@ -47,11 +33,11 @@ def fresh_database(backend: str, tmp_path: Path) -> Iterator[str]:
         return
     assert PG_URL is not None, "PostgreSQL tests need INSTOCK_TEST_DATABASE_URL"
     name = f"instock_t_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
+    asyncio.run(pg_admin(PG_URL, f'CREATE DATABASE "{name}"'))
     try:
         yield sa.make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
     finally:
-        asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        asyncio.run(pg_admin(PG_URL, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 TEST_SECRET = "test-secret-that-is-long-enough-for-hs256-keys"
@@ -66,7 +52,7 @@ def make_settings(database_url: str, tmp_path: Path, **overrides: object) -> Set
     return Settings(**values)  # type: ignore[arg-type]
 
 
-INSTOCK = str(Path(sys.executable).with_name("instock"))
+INSTOCK = instock_executable()
 
 
 def instock_env(database_url: str, tmp_path: Path, **extra: str) -> dict[str, str]:

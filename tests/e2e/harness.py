@@ -6,11 +6,8 @@ import asyncio
 import contextlib
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,11 +18,11 @@ import httpx
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from instock.bench.local import free_port, instock_executable
 from instock.platform.auth import Role, TokenAuthority
 from tests.support import TEST_SECRET, instock_env
 
-INSTOCK = str(Path(sys.executable).with_name("instock")) if Path(
-    sys.executable).with_name("instock").exists() else (shutil.which("instock") or "instock")
+INSTOCK = instock_executable()
 READY_TIMEOUT = 60.0
 CLIENT_SHARDS = 25
 PROBLEM_JSON = "application/problem+json"
@@ -78,13 +75,6 @@ async def audit_verify(db: Database) -> tuple[int, str]:
     out, _ = await asyncio.wait_for(proc.communicate(), timeout=180)
     assert proc.returncode is not None
     return proc.returncode, out.decode(errors="replace")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass

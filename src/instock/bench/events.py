@@ -69,7 +69,6 @@ import math
 import os
 import resource
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
@@ -89,6 +88,7 @@ import numpy as np
 import sqlalchemy as sa
 from numpy.typing import NDArray
 
+from instock.bench.local import free_port, instock_executable, scratch_database
 from instock.platform.auth import Role, TokenAuthority
 
 T = TypeVar("T")
@@ -211,31 +211,6 @@ def backend_of(url: str) -> str:
     return "sqlite" if sa.make_url(url).get_backend_name() == "sqlite" else "postgresql"
 
 
-@asynccontextmanager
-async def fresh_database(url: str, workdir: Path) -> AsyncIterator[str]:
-    """A new, empty database on the backend (and server) `url` names; dropped afterwards."""
-    name = f"instock_bench_{secrets.token_hex(6)}"
-    if backend_of(url) == "sqlite":
-        yield f"sqlite+aiosqlite:///{workdir / name}.db"
-        return
-    await _pg_admin(url, f'CREATE DATABASE "{name}"')
-    try:
-        yield sa.make_url(url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        await _pg_admin(url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-async def _pg_admin(url: str, statement: str) -> None:
-    import asyncpg
-
-    dsn = sa.make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute(statement)
-    finally:
-        await conn.close()
-
-
 # -- the server process ------------------------------------------------------------------------
 
 
@@ -246,18 +221,6 @@ def raise_fd_limit() -> int:
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-
-
-def _instock() -> str:
-    beside = Path(sys.executable).with_name("instock")
-    return str(beside) if beside.exists() else (shutil.which("instock") or "instock")
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -324,7 +287,7 @@ async def serve(database_url: str, bus_url: str, workdir: Path, *,
     It inherits this process's file descriptor limit, which `run` raised first (preexec_fn
     could do it in the child, but is unsafe once this process has threads)."""
     secret = secrets.token_urlsafe(32)
-    port = _free_port()
+    port = free_port(HOST)
     log_path = workdir / f"serve-{port}.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("INSTOCK_")}
     env.update(INSTOCK_DATABASE_URL=database_url, INSTOCK_BUS_URL=bus_url,
@@ -333,8 +296,8 @@ async def serve(database_url: str, bus_url: str, workdir: Path, *,
                INSTOCK_RUN_CONSUMERS=str(consumers).lower())
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [_instock(), "serve", "--host", HOST, "--port", str(port)], env=env, stdout=log,
-            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            [instock_executable(), "serve", "--host", HOST, "--port", str(port)], env=env,
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     server = Server(process, port, log_path, database_url, secret)
     try:
         await _wait_ready(server)
@@ -880,7 +843,7 @@ async def latency(plan: Plan, bus_url: str, workdir: Path, report: Reporter
     answer, which the push often beats, only if the stamps are missing)."""
     label = bus_label(bus_url)
     report.note(f"{label}: starting a server on a fresh {backend_of(plan.database)} database")
-    async with fresh_database(plan.database, workdir) as db_url, \
+    async with scratch_database(plan.database, workdir, "instock_bench") as db_url, \
             serve(db_url, bus_url, workdir, consumers=plan.consumers) as server:
         skus = await seed(server, plan.skus)
         driver = DRIVERS[plan.driver]
@@ -970,7 +933,7 @@ async def capacity(plan: Plan, workdir: Path, report: Reporter
                    ) -> tuple[dict[str, Any], list[tuple[int, float]]]:
     """One memory-bus server, `plan.clients` SSE connections; its memory and one fan-out."""
     report.note(f"capacity: starting a server; fd limit here {raise_fd_limit()}")
-    async with fresh_database(plan.database, workdir) as db_url, \
+    async with scratch_database(plan.database, workdir, "instock_bench") as db_url, \
             serve(db_url, "memory://", workdir, consumers=plan.consumers) as server:
         skus = await seed(server, plan.skus)
         crowd = Crowd(hot=skus[0])
