@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import date, datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -79,9 +79,12 @@ class IllegalTransition(StockError):
 # Buckets
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Buckets:
-    """Quantities of one stock level (or one lot) by bucket; also used for deltas."""
+    """Quantities of one stock level (or one lot) by bucket; also used for deltas.
+
+    The arithmetic is spelled out field by field: it runs for every unit of a drop.
+    """
 
     on_hand: int = 0
     reserved: int = 0
@@ -92,16 +95,23 @@ class Buckets:
     incoming: int = 0
 
     def __add__(self, other: Buckets) -> Buckets:
-        return Buckets(*(a + b for a, b in zip(self.values(), other.values(), strict=True)))
+        return Buckets(self.on_hand + other.on_hand, self.reserved + other.reserved,
+                       self.committed + other.committed, self.safety_stock + other.safety_stock,
+                       self.unsellable + other.unsellable, self.quarantined + other.quarantined,
+                       self.incoming + other.incoming)
 
     def __sub__(self, other: Buckets) -> Buckets:
-        return Buckets(*(a - b for a, b in zip(self.values(), other.values(), strict=True)))
+        return self + other.scaled(-1)
+
+    def scaled(self, factor: int) -> Buckets:
+        return Buckets(*(v * factor for v in self.values()))
 
     def values(self) -> tuple[int, ...]:
-        return tuple(getattr(self, f.name) for f in fields(self))
+        return (self.on_hand, self.reserved, self.committed, self.safety_stock, self.unsellable,
+                self.quarantined, self.incoming)
 
     def as_dict(self) -> dict[str, int]:
-        return asdict(self)
+        return dict(zip(BUCKET_NAMES, self.values(), strict=True))
 
     @property
     def free(self) -> int:
@@ -130,6 +140,7 @@ class Buckets:
 
 
 ZERO = Buckets()
+BUCKET_NAMES = tuple(f.name for f in fields(Buckets))
 
 
 def delta(**bucket_changes: int) -> Buckets:
@@ -175,6 +186,8 @@ class StockLevel:
     @property
     def unlotted(self) -> Buckets:
         """What is not in any lot (all of it, for SKUs that are not lot-tracked)."""
+        if not self.lots:
+            return self.buckets
         total = ZERO
         for lot in self.lots.values():
             total = total + lot.buckets
@@ -182,6 +195,9 @@ class StockLevel:
 
     def sources(self, today: date, min_shelf_life_days: int = 0) -> list[Source]:
         """Drawable sources first-expiry-first-out; unlotted stock has no expiry and comes last."""
+        if not self.lots:  # the common case, on every reservation of a drop
+            free = self.buckets.free
+            return [Source(None, None, free)] if free > 0 else []
         lots = sorted((lot for lot in self.lots.values()
                        if lot.qualifies(today, min_shelf_life_days) and lot.buckets.free > 0),
                       key=lambda lot: (lot.expires_on, lot.code))
@@ -196,6 +212,8 @@ class StockLevel:
 
     def sellable(self, today: date, min_shelf_life_days: int = 0) -> int:
         """Units a channel may take here: expired lots leave sellable stock on their own."""
+        if not self.lots:  # all of it is drawable: `available` already says how much
+            return self.buckets.available
         drawable = sum(source.free for source in self.sources(today, min_shelf_life_days))
         return max(0, min(drawable, self.buckets.available - self.expired_free(today)))
 
@@ -485,8 +503,7 @@ class Reservation:
 
     def movements(self, change: Buckets) -> list[Movement]:
         """One movement per allocation, each `change` scaled by the allocated quantity."""
-        return [Movement(a.sku, a.location,
-                         Buckets(*(v * a.quantity for v in change.values())),
+        return [Movement(a.sku, a.location, change.scaled(a.quantity),
                          _MOVEMENT_KIND[self.status], a.lot)
                 for a in self.allocations]
 
@@ -596,16 +613,14 @@ class LedgerEntry:
 
 def chain_hash(body: Mapping[str, Any]) -> str:
     """SHA-256 over the previous hash and a canonical JSON of the entry."""
-    def plain(value: Any) -> Any:
-        if isinstance(value, Buckets):
-            return value.as_dict()
-        if isinstance(value, datetime | date):
-            return value.isoformat()
-        return value
+    plain = {k: (_PLAIN[type(v)](v) if type(v) in _PLAIN else v) for k, v in body.items()}
+    return hashlib.sha256(_CANONICAL.encode(plain).encode()).hexdigest()
 
-    canonical = json.dumps({k: plain(v) for k, v in body.items()}, sort_keys=True,
-                           separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
+
+# Built once: chain_hash runs for every ledger entry, a drop writes thousands a second.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+_PLAIN: dict[type, Any] = {Buckets: Buckets.as_dict, datetime: datetime.isoformat,
+                           date: date.isoformat}
 
 
 @dataclass

@@ -7,8 +7,7 @@ outbox events together. Lost races are retried with jittered backoff, then answe
 
 from __future__ import annotations
 
-import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
@@ -28,6 +27,7 @@ from instock.inventory.model import (
     Reservation,
     StockLevel,
 )
+from instock.platform.batching import GroupCommit
 from instock.platform.bus import outbox
 from instock.platform.bus.outbox import DomainEvent
 from instock.platform.db import Database, utcnow
@@ -41,6 +41,7 @@ from instock.platform.errors import (
 )
 from instock.platform.ids import new_id
 from instock.platform.keyed_locks import KeyedLocks
+from instock.platform.memo import Memo
 from instock.platform.retry import retry
 from instock.platform.telemetry import RESERVATIONS, VERSION_CONFLICTS
 
@@ -99,7 +100,8 @@ class StockTx:
     available_before: dict[str, int] = field(default_factory=dict)
     touched: dict[tuple[str, str], StockLevel] = field(default_factory=dict)
     entries: list[LedgerEntry] = field(default_factory=list)
-    events: list[DomainEvent] = field(default_factory=list)
+    # Each event with the correlation id of the request that caused it (a batch has many).
+    events: list[tuple[DomainEvent, str | None]] = field(default_factory=list)
     sku_versions: dict[str, int] = field(default_factory=dict)  # after flush
 
     def __post_init__(self) -> None:
@@ -138,8 +140,12 @@ class StockTx:
         await store.insert_entries(self.conn, self.entries)
         sku_versions = await store.bump_items(self.conn, {level.sku for level in levels})
         self.sku_versions = sku_versions
-        await outbox.add(self.conn, [*self._stock_events(sku_versions), *self.events],
-                         correlation_id)
+        await outbox.add_each(self.conn, [
+            *((event, correlation_id) for event in self._stock_events(sku_versions)),
+            *self.events])
+
+    def emit(self, events: list[model.Event], correlation_id: str | None) -> None:
+        self.events.extend((event, correlation_id) for event in events)
 
     def view(self, sku: str) -> StockView:
         """The SKU as this transaction left it (no re-read: the answer is the state it wrote,
@@ -176,6 +182,108 @@ class ReserveRequest:
     channel: str = "web"
     customer_id: str | None = None
     ttl_seconds: int | None = None
+
+
+@dataclass(frozen=True)
+class _Hold:
+    """One reservation request, validated, waiting for its batch."""
+
+    request: ReserveRequest
+    lines: list[Line]
+    recipes: model.Recipes
+    channel: store.Channel
+    ttl: timedelta
+    ctx: EntryContext
+
+    @property
+    def scope(self) -> str | None:
+        return self.ctx.idempotency_scope()
+
+    def limited(self, items: dict[str, store.Item]) -> list[Line]:
+        """The lines a per-customer limit applies to (none for an anonymous buyer)."""
+        if self.request.customer_id is None:
+            return []
+        return [line for line in self.lines if items[line.sku].per_customer_limit is not None]
+
+
+class _ReserveBatch:
+    """Decides a batch of holds in arrival order inside one stock transaction.
+
+    Each decision sees the stock, the customer holdings and the idempotency keys left by every
+    earlier one, exactly as if the requests had run one after the other.
+    """
+
+    def __init__(self, tx: StockTx, holds: Sequence[_Hold]) -> None:
+        self.tx = tx
+        self.holds = holds
+        self.created: list[tuple[Reservation, str | None]] = []
+        self.by_scope: dict[str, Reservation] = {}
+        self.held: dict[tuple[str, str], int] = {}
+        # What each line SKU could still get per channel, valid until the next hold is made:
+        # once a drop is sold out, the rest of its batch is refused without allocating.
+        self.available: dict[tuple[str, str], int] = {}
+
+    async def load(self) -> None:
+        """What earlier transactions decided: keys already used, units customers hold."""
+        conn, now = self.tx.conn, self.tx.now
+        scopes = {scope for hold in self.holds if (scope := hold.scope) is not None}
+        for scope, reservation_id in (await store.reservation_ids_for(conn, scopes)).items():
+            found = await store.get_reservation(conn, reservation_id)
+            assert found is not None
+            self.by_scope[scope] = found
+        limited = {(hold.request.customer_id, line.sku) for hold in self.holds
+                   for line in hold.limited(self.tx.items)}
+        if limited:
+            self.held = await store.held_by_customers(conn, limited, now)
+
+    def decide(self, hold: _Hold) -> Reservation | Exception:
+        scope = hold.scope
+        if scope is not None and scope in self.by_scope:
+            return self.by_scope[scope]  # the same request again: its first outcome, nothing new
+        try:
+            with domain_errors():
+                reservation = self._reserve(hold)
+        except (InsufficientStock, CustomerLimitExceeded) as exc:
+            return exc
+        self.created.append((reservation, scope))
+        if scope is not None:
+            self.by_scope[scope] = reservation
+        return reservation
+
+    def _reserve(self, hold: _Hold) -> Reservation:
+        tx, customer = self.tx, hold.request.customer_id
+        limited = hold.limited(tx.items)
+        for line in limited:
+            model.check_customer_limit(line.sku, tx.items[line.sku].per_customer_limit,
+                                       self.held.get((customer or "", line.sku), 0),
+                                       line.quantity)
+        levels = {sku: tx.levels_in(sku, hold.channel.locations)
+                  for sku in {*(line.sku for line in hold.lines),
+                              *model.explode(hold.lines, hold.recipes)}}
+        short = [model.Shortage(line.sku, line.quantity, available)
+                 for line in hold.lines
+                 if (available := self._available(hold, line.sku, levels)) < line.quantity]
+        if short:
+            raise model.InsufficientStock(short)
+        allocations = model.allocate(hold.lines, hold.recipes, levels, tx.today,
+                                     hold.channel.min_shelf_life_days)
+        self.available.clear()
+        reservation = Reservation.open(new_id(), hold.channel.id, customer, hold.lines,
+                                       allocations, tx.now, hold.ttl)
+        tx.move(reservation.movements(model.delta(reserved=1)),
+                replace(hold.ctx, reference=reservation.id))
+        tx.emit(reservation.events, hold.ctx.correlation_id)
+        for line in limited:
+            key = (customer or "", line.sku)
+            self.held[key] = self.held.get(key, 0) + line.quantity
+        return reservation
+
+    def _available(self, hold: _Hold, sku: str, levels: dict[str, list[StockLevel]]) -> int:
+        key = (hold.channel.id, sku)
+        if key not in self.available:
+            self.available[key] = model.available_to_sell(
+                sku, hold.recipes, levels, self.tx.today, hold.channel.min_shelf_life_days)
+        return self.available[key]
 
 
 @dataclass(frozen=True)
@@ -218,9 +326,10 @@ class InventoryService:
         self.max_ttl = max_ttl_seconds
         self.conflict_retries = conflict_retries
         self.clock = clock
-        self._channels: dict[str, tuple[store.Channel, float]] = {}
+        self._channels = Memo(self._load_channel, CHANNEL_CACHE_SECONDS)
         self._sku_locks = KeyedLocks()
         self._known_locations: set[str] = set()
+        self._lanes = GroupCommit[frozenset[str], _Hold, Reservation](self._reserve_batch)
 
     # -- the write path shared by every stock command ---------------------------------------------
 
@@ -244,7 +353,7 @@ class InventoryService:
         async with self.db.write() as conn:
             if not await store.insert_location(conn, id, name, kind, self.clock()):
                 raise AlreadyExists(f"location {id} already exists")
-        self._channels.clear()  # the new location joined the web channel
+        self._channels.forget()  # the new location joined the web channel
         return {"id": id, "name": name, "kind": kind}
 
     async def list_locations(self) -> list[dict[str, object]]:
@@ -260,20 +369,19 @@ class InventoryService:
             if len(set(channel.locations)) != len(channel.locations):
                 raise ValidationFailed("locations", "a location may appear only once")
             await store.save_channel(conn, channel)
-        self._channels.pop(channel.id, None)
+        self._channels.forget(channel.id)
         return channel
 
     async def channel(self, channel_id: str) -> store.Channel:
         """The channel, from a cache at most CHANNEL_CACHE_SECONDS old (changes made through
         this process are seen at once; other processes see them within that window)."""
-        cached = self._channels.get(channel_id)
-        if cached is not None and time.monotonic() - cached[1] < CHANNEL_CACHE_SECONDS:
-            return cached[0]
+        return await self._channels.get(channel_id)
+
+    async def _load_channel(self, channel_id: str) -> store.Channel:
         async with self.db.read() as conn:
             found = await store.get_channel(conn, channel_id)
         if found is None:
             raise NotFound(f"channel {channel_id} does not exist")
-        self._channels[channel_id] = (found, time.monotonic())
         return found
 
     # -- stock ------------------------------------------------------------------------------------
@@ -363,42 +471,32 @@ class InventoryService:
         return timedelta(seconds=seconds)
 
     async def reserve(self, request: ReserveRequest, ctx: EntryContext) -> Reservation:
+        """Hold stock for the lines, all or nothing.
+
+        The request joins the group commit of the SKUs it touches: requests that arrive while a
+        batch is in flight are decided together, in arrival order, in one transaction.
+        """
         ttl = self._ttl(request.ttl_seconds)
         lines = model.merge_lines(request.lines)
         line_skus = {line.sku for line in lines}
         await self._require_stocked_skus(line_skus, "lines.sku")
         recipes = await self.catalog.recipes(line_skus)
-        skus = line_skus | set(model.explode(lines, recipes))
-        channel = await self.channel(request.channel)
-
-        scope = ctx.idempotency_scope()
-
-        async def work(tx: StockTx) -> Reservation:
-            if scope is not None and (done := await store.reservation_id_for(tx.conn, scope)):
-                found = await store.get_reservation(tx.conn, done)
-                assert found is not None
-                return found  # the same request again: its first outcome, nothing new
-            limited = {s for s in line_skus if tx.items[s].per_customer_limit is not None}
-            if request.customer_id is not None and limited:
-                held = await store.held_by_customer(tx.conn, request.customer_id, limited,
-                                                    tx.now)
-                for line in lines:
-                    model.check_customer_limit(line.sku, tx.items[line.sku].per_customer_limit,
-                                               held.get(line.sku, 0), line.quantity)
-            levels = {sku: tx.levels_in(sku, channel.locations) for sku in skus}
-            allocations = model.allocate(lines, recipes, levels, tx.today,
-                                         channel.min_shelf_life_days)
-            reservation = Reservation.open(new_id(), channel.id, request.customer_id, lines,
-                                           allocations, tx.now, ttl)
-            tx.move(reservation.movements(model.delta(reserved=1)),
-                    replace(ctx, reference=reservation.id))
-            await store.insert_reservation(tx.conn, reservation, scope)
-            tx.events.extend(reservation.events)
-            return reservation
-
-        reservation = await self._write(skus, work, ctx.correlation_id)
+        skus = frozenset(line_skus | set(model.explode(lines, recipes)))
+        hold = _Hold(request, lines, recipes, await self.channel(request.channel), ttl, ctx)
+        reservation = await self._lanes.submit(skus, hold)
         RESERVATIONS.labels("confirmed").inc()
         return reservation
+
+    async def _reserve_batch(self, skus: frozenset[str],
+                             holds: Sequence[_Hold]) -> list[Reservation | Exception]:
+        async def work(tx: StockTx) -> list[Reservation | Exception]:
+            batch = _ReserveBatch(tx, holds)
+            await batch.load()
+            outcomes = [batch.decide(hold) for hold in holds]
+            await store.insert_reservations(tx.conn, batch.created)
+            return outcomes
+
+        return await self._write(set(skus), work, None)
 
     async def get_reservation(self, reservation_id: str) -> Reservation:
         async with self.db.read() as conn:
@@ -424,7 +522,7 @@ class InventoryService:
             before = reservation.status
             tx.move(change(reservation, tx.now), replace(ctx, reference=reservation_id))
             await store.update_reservation(tx.conn, reservation, before, tx.now)
-            tx.events.extend(reservation.events)
+            tx.emit(reservation.events, ctx.correlation_id)
             return reservation
 
         return await self._write(skus, work, ctx.correlation_id)

@@ -20,7 +20,7 @@ from instock.inventory.model import (
     ReservationStatus,
     StockLevel,
 )
-from instock.platform.db import UTCDateTime, insert_missing, metadata, upsert
+from instock.platform.db import UTCDateTime, insert_missing, insert_rows, metadata, upsert
 from instock.platform.errors import VersionConflict
 
 BUCKET_COLUMNS = [sa.Column(name, sa.BigInteger, nullable=False, server_default="0")
@@ -302,7 +302,7 @@ async def skus_with_expired_lots(conn: AsyncConnection, today: date) -> list[str
 
 async def insert_entries(conn: AsyncConnection, entries: Sequence[LedgerEntry]) -> None:
     if entries:
-        await conn.execute(ledger.insert(), [
+        await insert_rows(conn, ledger, [
             {**{k: v for k, v in e.body().items() if k not in ("delta",)},
              **e.delta.as_dict(), "hash": e.hash} for e in entries])
 
@@ -343,23 +343,32 @@ async def stream_ledger(conn: AsyncConnection) -> AsyncIterator[LedgerEntry]:
 # Reservations
 
 
-async def insert_reservation(conn: AsyncConnection, r: Reservation,
-                             idempotency_scope: str | None = None) -> None:
-    await conn.execute(reservations.insert().values(
-        id=r.id, channel=r.channel, customer_id=r.customer_id, status=r.status.value,
-        created_at=r.created_at, expires_at=r.expires_at, updated_at=r.created_at,
-        idempotency_scope=idempotency_scope))
-    await conn.execute(reservation_lines.insert(), [
-        {"reservation_id": r.id, "sku": line.sku, "quantity": line.quantity} for line in r.lines])
-    await conn.execute(reservation_allocations.insert(), [
+async def insert_reservations(conn: AsyncConnection,
+                              created: Sequence[tuple[Reservation, str | None]]) -> None:
+    """Insert new reservations (each with its idempotency scope): one statement per table."""
+    if not created:
+        return
+    await insert_rows(conn, reservations, [
+        {"id": r.id, "channel": r.channel, "customer_id": r.customer_id, "status": r.status.value,
+         "created_at": r.created_at, "expires_at": r.expires_at, "updated_at": r.created_at,
+         "idempotency_scope": scope} for r, scope in created])
+    await insert_rows(conn, reservation_lines, [
+        {"reservation_id": r.id, "sku": line.sku, "quantity": line.quantity}
+        for r, _ in created for line in r.lines])
+    await insert_rows(conn, reservation_allocations, [
         {"reservation_id": r.id, "position": i, "sku": a.sku, "location": a.location,
-         "lot": a.lot, "quantity": a.quantity} for i, a in enumerate(r.allocations)])
+         "lot": a.lot, "quantity": a.quantity}
+        for r, _ in created for i, a in enumerate(r.allocations)])
 
 
-async def reservation_id_for(conn: AsyncConnection, idempotency_scope: str) -> str | None:
-    found: str | None = await conn.scalar(sa.select(reservations.c.id).where(
-        reservations.c.idempotency_scope == idempotency_scope))
-    return found
+async def reservation_ids_for(conn: AsyncConnection, scopes: Iterable[str]) -> dict[str, str]:
+    """The reservation each idempotency scope already made, for the scopes that made one."""
+    wanted = list(scopes)
+    if not wanted:
+        return {}
+    rows = await conn.execute(sa.select(reservations.c.idempotency_scope, reservations.c.id)
+                              .where(reservations.c.idempotency_scope.in_(wanted)))
+    return {row.idempotency_scope: row.id for row in rows}
 
 
 async def get_reservation(conn: AsyncConnection, reservation_id: str) -> Reservation | None:
@@ -390,19 +399,22 @@ async def update_reservation(conn: AsyncConnection, r: Reservation,
         raise VersionConflict(f"reservation {r.id} changed concurrently")
 
 
-async def held_by_customer(conn: AsyncConnection, customer_id: str, skus: Iterable[str],
-                           now: datetime) -> dict[str, int]:
-    """Units of each SKU the customer holds in live or committed reservations."""
+async def held_by_customers(conn: AsyncConnection, wanted: Iterable[tuple[str, str]],
+                            now: datetime) -> dict[tuple[str, str], int]:
+    """Units of each (customer, SKU) held in live or committed reservations."""
+    pairs = set(wanted)
     live = sa.or_(reservations.c.status == ReservationStatus.COMMITTED.value,
                   sa.and_(reservations.c.status == ReservationStatus.ACTIVE.value,
                           reservations.c.expires_at > now))
     rows = await conn.execute(
-        sa.select(reservation_lines.c.sku, sa.func.sum(reservation_lines.c.quantity).label("n"))
+        sa.select(reservations.c.customer_id, reservation_lines.c.sku,
+                  sa.func.sum(reservation_lines.c.quantity).label("n"))
         .join(reservations, reservations.c.id == reservation_lines.c.reservation_id)
-        .where(reservations.c.customer_id == customer_id,
-               reservation_lines.c.sku.in_(list(skus)), live)
-        .group_by(reservation_lines.c.sku))
-    return {row.sku: int(row.n) for row in rows}
+        .where(reservations.c.customer_id.in_({customer for customer, _ in pairs}),
+               reservation_lines.c.sku.in_({sku for _, sku in pairs}), live)
+        .group_by(reservations.c.customer_id, reservation_lines.c.sku))
+    return {(row.customer_id, row.sku): int(row.n) for row in rows
+            if (row.customer_id, row.sku) in pairs}
 
 
 async def expired_reservation_ids(conn: AsyncConnection, now: datetime, limit: int) -> list[str]:

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from instock.platform.db import UTCDateTime, metadata, signal, utcnow
+from instock.platform.db import UTCDateTime, insert_rows, metadata, signal, utcnow
 from instock.platform.ids import new_id
 
 SOURCE = "/instock"
@@ -58,11 +58,11 @@ class DomainEvent(BaseModel):
 
 
 def envelope(event: DomainEvent, correlation_id: str | None,
-             traceparent: str | None = None) -> dict[str, Any]:
+             traceparent: str | None = None, time: str | None = None) -> dict[str, Any]:
     data = event.model_dump(mode="json")
     doc: dict[str, Any] = {
         "specversion": "1.0", "id": new_id(), "source": SOURCE, "type": event.type,
-        "subject": event.subject, "time": utcnow().isoformat(),
+        "subject": event.subject, "time": time or utcnow().isoformat(),
         "datacontenttype": "application/json", "data": data,
     }
     if event.sequence is not None:
@@ -76,11 +76,19 @@ def envelope(event: DomainEvent, correlation_id: str | None,
 
 async def add(conn: AsyncConnection, events: Iterable[DomainEvent],
               correlation_id: str | None = None) -> None:
+    await add_each(conn, [(event, correlation_id) for event in events])
+
+
+async def add_each(conn: AsyncConnection,
+                   events: Iterable[tuple[DomainEvent, str | None]]) -> None:
+    """Add events, each with the correlation id of the request that caused it."""
     rows = []
-    for event in events:
-        doc = envelope(event, correlation_id)
+    now = utcnow()  # one transaction, one time: a batch of a drop adds thousands of events
+    time = now.isoformat()
+    for event, correlation_id in events:
+        doc = envelope(event, correlation_id, time=time)
         rows.append({"id": doc["id"], "subject": doc["subject"], "type": doc["type"],
-                     "sequence": doc.get("sequence"), "envelope": doc, "created_at": utcnow()})
+                     "sequence": doc.get("sequence"), "envelope": doc, "created_at": now})
     if rows:
-        await conn.execute(outbox.insert(), rows)
+        await insert_rows(conn, outbox, rows)
         signal(conn, OUTBOX_SIGNAL)  # the relay wakes on commit instead of polling

@@ -1,0 +1,123 @@
+"""Group commit: concurrent requests for the same key are decided together, in arrival order.
+
+Each key has a FIFO queue and at most one drain task. The first request of an idle key starts
+the drain at once (no waiting to fill a batch, so a quiet key pays no extra latency); every
+request that arrives while a batch is in flight joins the next one. The durable cost of a batch
+(one transaction, one disk flush) is shared by everyone in it, which is what lets one hot key
+serve thousands of requests a second.
+
+A batch that fails as a whole is split: each of its requests is tried alone, so one request that
+breaks something is answered with its own error and never takes its neighbours down with it.
+No request is dropped: every caller gets its outcome or an exception.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Awaitable, Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+import structlog
+
+K = TypeVar("K", bound=Hashable)
+R = TypeVar("R")
+T = TypeVar("T")
+
+log = structlog.get_logger(__name__)
+
+# What a batch answers for each request: its result, or the error meant for that caller alone.
+Outcome = T | Exception
+Decide = Callable[[K, Sequence[R]], Awaitable[Sequence["T | Exception"]]]
+
+
+@dataclass
+class _Waiting(Generic[R, T]):
+    request: R
+    answer: asyncio.Future[T]
+
+
+@dataclass
+class _Lane(Generic[R, T]):
+    queue: deque[_Waiting[R, T]] = field(default_factory=deque)
+    task: asyncio.Task[None] | None = None
+
+
+@dataclass
+class BatchStats:
+    batches: int = 0
+    requests: int = 0
+    largest: int = 0
+    split: int = 0  # batches that failed whole and were retried one request at a time
+
+
+class GroupCommit(Generic[K, R, T]):
+    """`submit(key, request)` waits for the batch its request lands in and returns its outcome."""
+
+    def __init__(self, decide: Decide[K, R, T], max_batch: int = 2000) -> None:
+        self._decide = decide
+        self._max_batch = max_batch
+        self._lanes: dict[K, _Lane[R, T]] = {}
+        self.stats = BatchStats()
+
+    async def submit(self, key: K, request: R) -> T:
+        lane = self._lanes.get(key)
+        if lane is None:
+            lane = self._lanes[key] = _Lane()
+        waiting = _Waiting[R, T](request, asyncio.get_running_loop().create_future())
+        lane.queue.append(waiting)
+        if lane.task is None:
+            lane.task = asyncio.create_task(self._drain(key, lane), name=f"group-commit:{key}")
+        return await waiting.answer
+
+    async def _drain(self, key: K, lane: _Lane[R, T]) -> None:
+        try:
+            while lane.queue:
+                batch = self._take(lane.queue)
+                if batch:
+                    await self._run(key, batch)
+        finally:
+            lane.task = None
+            if not lane.queue and self._lanes.get(key) is lane:
+                del self._lanes[key]
+
+    def _take(self, queue: deque[_Waiting[R, T]]) -> list[_Waiting[R, T]]:
+        """The oldest requests still wanted (a caller that gave up is not decided for)."""
+        batch: list[_Waiting[R, T]] = []
+        while queue and len(batch) < self._max_batch:
+            waiting = queue.popleft()
+            if not waiting.answer.done():
+                batch.append(waiting)
+        return batch
+
+    async def _run(self, key: K, batch: list[_Waiting[R, T]]) -> None:
+        self.stats.batches += 1
+        self.stats.requests += len(batch)
+        self.stats.largest = max(self.stats.largest, len(batch))
+        try:
+            outcomes = await self._decide(key, [w.request for w in batch])
+        except Exception as exc:
+            if len(batch) == 1:
+                _answer(batch[0], exc)
+                return
+            self.stats.split += 1
+            log.warning("batch_failed_split", key=str(key), size=len(batch), error=repr(exc))
+            for waiting in batch:
+                await self._run(key, [waiting])
+            return
+        for waiting, outcome in zip(batch, outcomes, strict=True):
+            _answer(waiting, outcome)
+
+    def __len__(self) -> int:
+        """Keys with requests queued or in flight."""
+        return len(self._lanes)
+
+
+def _answer(waiting: _Waiting[R, T], outcome: T | Exception) -> None:
+    if waiting.answer.done():  # the caller was cancelled while its batch ran
+        return
+    if isinstance(outcome, Exception):
+        waiting.answer.set_exception(outcome)
+    else:
+        waiting.answer.set_result(outcome)
