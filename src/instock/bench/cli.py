@@ -2,64 +2,73 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-from instock.bench import events, reservations
-from instock.bench.plot import events_chart, latency_histogram
+from instock.bench import drop, events
+from instock.bench.plot import drop_chart, events_chart
 
 bench_app = typer.Typer(help="Measure; print JSON on stdout, progress on stderr.",
                         no_args_is_help=True)
 
 
-@bench_app.command("reservations")
-def bench_reservations(
-    units: int = typer.Option(100, "--units", min=1),
-    buyers: int = typer.Option(500, "--buyers", min=1),
-    concurrency: int = typer.Option(500, "--concurrency", min=1,
-                                    help="requests in flight at once"),
-    http: str | None = typer.Option(None, "--http", help="a running server's base URL"),
-    plot: Path | None = typer.Option(Path("bench-out/reservations.png"), "--plot",
-                                     help="where to draw the latency histogram"),
+@bench_app.command("drop")
+def bench_drop(
+    units: int = typer.Option(1000, "--units", min=1, help="units of the hot SKU"),
+    buyers: int = typer.Option(10_000, "--buyers", min=1, help="buyers released at once"),
+    strategy: list[str] | None = typer.Option(
+        None, "--strategy", help=f"repeatable, one of {', '.join(drop.STRATEGIES)}. Default: "
+        "every one that applies (redis_gate with --redis; only drop_lane with --http)"),
+    http: str | None = typer.Option(
+        None, "--http", help="a running server's base URL (it must share this "
+        "configuration's signing key): the drop lane over HTTP, beside its /livez rate"),
+    database: str = typer.Option(
+        "sqlite+aiosqlite:///bench.db", "--database", envvar="INSTOCK_DATABASE_URL",
+        help="chooses the backend (and PostgreSQL server and login); the bench creates a "
+        "fresh database there and never writes into the one named"),
+    redis: str | None = typer.Option(
+        None, "--redis", envvar="INSTOCK_REDIS_URL",
+        help="runs redis_gate, and gives the drop lane its Redis, as the app would"),
+    mode: str = typer.Option(
+        "drop", "--mode", help="drop: each buyer asks once; sustained: buyers ask again and "
+        "again for --seconds while every sell-out is restocked with --units more"),
+    seconds: float = typer.Option(10.0, "--seconds", min=0.1, help="sustained mode's length"),
+    pool: int = typer.Option(20, "--pool", min=1,
+                             help="database connections of the per-request strategies "
+                             "(and Redis connections of the gate)"),
+    connections: int = typer.Option(500, "--connections", min=1,
+                                    help="--http: keep-alive connections to the server"),
+    gate_crash_after: int | None = typer.Option(
+        None, "--gate-crash-after", min=1, help="redis_gate's process dies right after this "
+        "many confirmations, its write-behind unflushed: shows what that loses"),
+    plot: Path | None = typer.Option(Path("bench-out/drop.png"), "--plot",
+                                     help="where to draw throughput and latency CDFs"),
     json_out: bool = typer.Option(True, "--json/--no-json"),
 ) -> None:
-    """B buyers race for U units of one SKU; every buyer wants one unit."""
-    scenario = reservations.Scenario(units, buyers, concurrency)
-    result = asyncio.run(_run(scenario, http))
-    latencies = result.pop("latencies_ms")
+    """B buyers at once for U units of one SKU: five strategies side by side, checked for
+    oversold and lost reservations, not just timed."""
+    if mode not in drop.MODES:
+        raise typer.BadParameter(f"use one of {', '.join(drop.MODES)}", param_hint="--mode")
+    try:
+        chosen = drop.choose(strategy, redis=redis is not None, http=http is not None)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--strategy") from exc
+    plan = drop.Plan(units, buyers, chosen, mode, seconds, pool, database, redis, http,
+                     connections, gate_crash_after)
+    with _progress() as bar:
+        result = events.run_loop(drop.run(plan, _Reporter(bar)))
+    report = result.report
     if plot is not None:
-        latency_histogram(latencies, f"{buyers} buyers, {units} units, {result['database']}",
-                          plot)
-        result["plot"] = str(plot)
-    typer.echo(json.dumps(result, indent=2) if json_out else result)
-
-
-async def _run(scenario: reservations.Scenario, http: str | None) -> dict[str, Any]:
-    from instock.app import build
-
-    with Progress("[progress.description]{task.description}", BarColumn(),
-                  MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=Console(stderr=True)) as bar:
-        task = bar.add_task("reserving", total=scenario.buyers)
-
-        def advance(n: int) -> None:
-            bar.advance(task, n)
-
-        context = (reservations.in_process() if http is None
-                   else reservations.remote(http, build().tokens))
-        async with context as target:
-            result = await reservations.run(target, scenario, advance)
-    database = target.database
-    backend = "postgresql" if "postgres" in database else "sqlite" if "sqlite" in database \
-        else database
-    return {"database": backend, "mode": "http" if http else "in-process", **result}
+        drop_chart(report["strategies"], result.latencies_ms,
+                   f"instock bench drop: {report['database']}, {units} units, {buyers} buyers, "
+                   f"{mode}{' over HTTP' if http else ''}", plot, report.get("livez_rps"))
+        report["plot"] = str(plot)
+    typer.echo(json.dumps(report, indent=2) if json_out else report)
 
 
 @bench_app.command("events")
@@ -94,9 +103,7 @@ def bench_events(
                                  param_hint="--driver")
     plan = events.Plan(bus or events.default_buses(), rate, seconds, skus, clients, database,
                        driver, consumers)
-    with Progress("[progress.description]{task.description}", BarColumn(),
-                  MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=Console(stderr=True)) as bar:
+    with _progress() as bar:
         result = events.run_loop(events.run(plan, _Reporter(bar)))
     report = result.report
     if plot is not None:
@@ -105,6 +112,12 @@ def bench_events(
                      f"{clients} clients", plot)
         report["plot"] = str(plot)
     typer.echo(json.dumps(report, indent=2) if json_out else report)
+
+
+def _progress() -> Progress:
+    """Progress bars on stderr: stdout holds only the JSON."""
+    return Progress("[progress.description]{task.description}", BarColumn(),
+                    MofNCompleteColumn(), TimeElapsedColumn(), console=Console(stderr=True))
 
 
 class _Reporter:

@@ -1040,7 +1040,7 @@ class Result:
 
 async def run(plan: Plan, report: Reporter) -> Result:
     raise_fd_limit()
-    _logs_to_stderr()
+    logs_to_stderr()
     run_id = secrets.token_hex(4)
     rows, latencies = [], {}
     with _workdir() as workdir:
@@ -1063,9 +1063,9 @@ async def run(plan: Plan, report: Reporter) -> Result:
     return Result(body, latencies, memory)
 
 
-def _logs_to_stderr() -> None:
-    """The service and outbox drivers run project code here, which logs with structlog (to
-    stdout by default): stdout must hold only the JSON."""
+def logs_to_stderr() -> None:
+    """Benches that run project code in their own process (here the service and outbox
+    drivers) get its structlog output on stderr (stdout by default): stdout holds the JSON."""
     import logging
 
     import structlog

@@ -3,49 +3,47 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
+GOAL_P99_MS = 50  # DESIGN.md: p99 of a reservation and of a push
 
-def latency_histogram(latencies_ms: NDArray[np.float64], title: str, path: Path) -> None:
+
+def _pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no screen
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    ax.hist(latencies_ms, bins=50, color="#3b6ea5")
-    for q, style in ((50, "-"), (95, "--"), (99, ":")):
-        value = float(np.percentile(latencies_ms, q))
-        ax.axvline(value, color="#c0392b", linestyle=style, label=f"p{q} {value:.1f} ms")
-    ax.set_xlabel("request latency (ms)")
-    ax.set_ylabel("requests")
-    ax.set_title(title)
-    ax.legend()
+    return plt
+
+
+def _save(fig: Any, path: Path) -> None:
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _pyplot().close(fig)
+
+
+def _cdf(ax: Any, ms: NDArray[np.float64], label: str) -> None:
+    xs = np.sort(np.maximum(ms, 0.01))  # log scale: nothing at or below zero
+    ax.plot(xs, np.arange(1, len(xs) + 1) / len(xs), label=label)
 
 
 def events_chart(latencies_ms: dict[str, NDArray[np.float64]],
                  memory: list[tuple[int, float]], title: str, path: Path) -> None:
     """Left: commit-to-client latency CDF per bus. Right: server memory against clients held."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     # Without a capacity run (--clients 0) there is no memory curve: draw the latency alone.
     fig, axes = plt.subplots(1, 2 if memory else 1, figsize=(12 if memory else 7, 4.5),
                              squeeze=False)
     left = axes[0][0]
     for bus, ms in latencies_ms.items():
         if len(ms):
-            xs = np.sort(np.maximum(ms, 0.1))  # log scale: nothing at or below zero
-            left.plot(xs, np.arange(1, len(xs) + 1) / len(xs), label=bus)
-    left.axvline(50, color="#c0392b", linestyle=":", label="goal p99 50 ms")
+            _cdf(left, ms, bus)
+    left.axvline(GOAL_P99_MS, color="#c0392b", linestyle=":", label="goal p99 50 ms")
     left.axhline(0.99, color="#999999", linestyle=":", linewidth=0.8)
     left.set_xscale("log")
     left.set_xlabel("commit -> SSE client (ms, from the commit stamp)")
@@ -60,7 +58,42 @@ def events_chart(latencies_ms: dict[str, NDArray[np.float64]],
         right.set_ylabel("server RSS (MB)")
         right.set_title("memory (memory bus)")
     fig.suptitle(title)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
+
+
+def drop_chart(rows: list[dict[str, Any]], latencies_ms: dict[str, NDArray[np.float64]],
+               title: str, path: Path, ceiling_rps: float | None = None) -> None:
+    """Left: confirmed reservations/s per strategy (log scale), bad results written on their
+    bars. Right: each strategy's latency CDF, request start to answer."""
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.8))
+    names = [row["name"] for row in rows]
+    rates = [max(float(row["throughput_rps"]), 0.1) for row in rows]  # log scale: above zero
+    colors = ["#27ae60" if name == "drop_lane" else "#3b6ea5" for name in names]
+    bars = left.bar(names, rates, color=colors)
+    for bar, row in zip(bars, rows, strict=True):
+        bad = [f"{row[k]} {k}" for k in ("oversold", "lost") if row[k]]
+        left.annotate("\n".join([f"{row['throughput_rps']:,.0f}/s", *bad]),
+                      (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                      ha="center", va="bottom", fontsize=8,
+                      color="#c0392b" if bad else "#333333")
+    if ceiling_rps:
+        left.axhline(ceiling_rps, color="#999999", linestyle=":",
+                     label=f"/livez {ceiling_rps:,.0f} requests/s")
+        left.legend()
+    left.set_yscale("log")
+    left.set_ylabel("confirmed reservations/s")
+    left.set_title("throughput")
+    left.tick_params(axis="x", labelrotation=15)
+    for name, ms in latencies_ms.items():
+        if len(ms):
+            _cdf(right, ms, name)
+    right.axvline(GOAL_P99_MS, color="#c0392b", linestyle=":", label="goal p99 50 ms")
+    right.axhline(0.99, color="#999999", linestyle=":", linewidth=0.8)
+    right.set_xscale("log")
+    right.set_xlabel("request start -> answer (ms)")
+    right.set_ylabel("fraction of requests answered")
+    right.set_title("latency CDF")
+    right.legend(fontsize=8)
+    fig.suptitle(title)
+    _save(fig, path)

@@ -1,0 +1,36 @@
+"""`instock bench drop`: B buyers at once for U units of one hot SKU, five ways side by side.
+
+Every strategy gets a SKU of its own with U units at one location, created through the
+services (catalogue, location, a receipt) on a fresh database (`--database` only chooses the
+backend and, for PostgreSQL, the server: the bench creates a database there, migrates it and
+drops it afterwards). All B buyers wait at one barrier and are released together; each asks
+for one unit once (`--mode drop`), or again and again for `--seconds` while a restocker
+receives U more whenever the SKU sells out (`--mode sustained`; a refused buyer waits for
+that restock).
+
+The strategies (raw SQL on instock's own tables, see `sql.py`, except the last):
+- `for_update`: SELECT … FOR UPDATE, decide, write (BEGIN IMMEDIATE on SQLite);
+- `occ_retry`: read unlocked, UPDATE … WHERE version = read version, retry on 0 rows;
+- `conditional_update`: one UPDATE … WHERE available >= 1 RETURNING per request;
+- `redis_gate` (with `--redis`): a Lua check-and-decrement, write-behind to the database;
+- `drop_lane`: instock itself, `InventoryService.reserve` (over HTTP with `--http URL`).
+
+What each row says:
+- `confirmed`, `refused`, `errors`: what the buyers were told (a refusal is "sold out");
+- `throughput_rps`: confirmations per second, from the release to the last confirmation (a
+  drop) or over the whole run (sustained); `requests_per_s`: every answer, over the run;
+- `p50_ms` … `p99_ms`: from a buyer's request start to its answer, confirmed or refused;
+- `conflicts`: retries the strategy needed (failed version checks; the lane's batch retries
+  when the service counts them);
+- `oversold`: units confirmed beyond the stock, or held reserved beyond on_hand by the
+  database afterwards, whichever is more; `lost`: confirmed ids the database does not hold
+  after the run (after a write-behind has had DRAIN_TIMEOUT to catch up). Bad results are
+  reported as they are, and listed in words under `summary.findings`.
+
+Latency and throughput are measured in this process, which also drives the buyers: on a
+small machine the load generator takes CPU from the database and from the lane alike.
+"""
+
+from instock.bench.drop.run import MODES, STRATEGIES, Plan, Result, choose, run
+
+__all__ = ["MODES", "STRATEGIES", "Plan", "Result", "choose", "run"]
