@@ -30,8 +30,10 @@ from instock.platform.bus import Bus, connect, schemas
 from instock.platform.bus.consumer import Consumer, ConsumerSpec
 from instock.platform.bus.relay import Relay
 from instock.platform.db import Database
+from instock.platform.flags import versioned_flags
 from instock.platform.idempotency import IdempotencyMiddleware
 from instock.platform.retry import keep_running
+from instock.platform.runtime import tune_for_throughput
 from instock.recommendations.service import AVAILABILITY
 from instock.waitlist.service import NOTIFIER, WaitlistService
 
@@ -66,6 +68,7 @@ class Container:
                         validate=schemas.validate)
 
     async def close(self) -> None:
+        await self.inventory.sold_out.close()
         await self.bus.close()
         await self.db.dispose()
 
@@ -79,7 +82,11 @@ def build(settings: Settings | None = None) -> Container:
     inventory_service = InventoryService(
         db, catalog_service, default_ttl_seconds=settings.reservation_ttl_seconds,
         max_ttl_seconds=settings.reservation_max_ttl_seconds,
-        conflict_retries=settings.conflict_retries)
+        conflict_retries=settings.conflict_retries, batch_max=settings.reserve_batch_max,
+        # Namespaced by database: flags carry that database's versions, and one Redis may
+        # serve several deployments (or test databases).
+        sold_out=versioned_flags(settings.redis_url, settings.sold_out_ttl_seconds,
+                                 f"sold_out:{db.url.database}"))
     return Container(settings, db, tokens, catalog_service, inventory_service,
                      WaitlistService(db, catalog_service), connect(settings.bus_url))
 
@@ -112,7 +119,11 @@ def live_hub(container: Container) -> LiveHub:
         view = await container.inventory.stock(sku)
         return live_model.stock_state(sku, view.version, view.available)
 
-    return LiveHub(container.bus, snapshot, schemas.validate_model)
+    def heard(update: Update) -> None:  # another process's stock change clears our flags too
+        available = update.body["available"]
+        container.inventory.sold_out.observe(update.key, (update.version or 0, available == 0))
+
+    return LiveHub(container.bus, snapshot, schemas.validate_model, on_stock=heard)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -127,6 +138,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             from instock.migrate import upgrade
             await asyncio.to_thread(upgrade, settings.database_url)
         tasks = [asyncio.create_task(work) for work in background_work(container, hub)]
+        if settings.tune_gc:
+            tune_for_throughput()
         yield
         for task in tasks:
             task.cancel()

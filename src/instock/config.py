@@ -35,6 +35,16 @@ class Settings(BaseSettings):
     run_sweeper: bool = True
     # Internal writes retry version conflicts this many times before answering 409.
     conflict_retries: int = 8
+    # A SKU seen with nothing left is refused from a flag (in Redis when redis_url is set, else
+    # in each process) without the database. Any commit that returns stock clears it at once;
+    # this bounds how long a flag can outlive a clear that never came (a killed process, or in
+    # a process without Redis, another process's restock whose event has not arrived yet).
+    sold_out_ttl_seconds: float = Field(default=1.0, gt=0)
+    # Collect garbage less often once serving (instock.platform.runtime); off in test processes
+    # that build many apps, where freezing would keep each one's garbage for good.
+    tune_gc: bool = True
+    # The most reservations one group commit decides in one transaction.
+    reserve_batch_max: int = Field(default=2000, ge=1)
     # Each API process may run the outbox relay (one leads at a time, the others stand by) and
     # the event consumers; the embedded default does both, a fleet runs `instock worker ...`.
     run_relay: bool = True

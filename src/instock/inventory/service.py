@@ -39,6 +39,7 @@ from instock.platform.errors import (
     ValidationFailed,
     VersionConflict,
 )
+from instock.platform.flags import LocalFlags, VersionedFlags
 from instock.platform.ids import new_id
 from instock.platform.keyed_locks import KeyedLocks
 from instock.platform.memo import Memo
@@ -48,6 +49,9 @@ from instock.platform.telemetry import RESERVATIONS, VERSION_CONFLICTS
 T = TypeVar("T")
 
 LOCATION_KINDS = ("warehouse", "store", "marketplace")
+# Resolved once: `labels()` takes a lock and a lookup, on every reservation of a drop.
+_CONFIRMED, _INSUFFICIENT, _LIMITED = (RESERVATIONS.labels(outcome)
+                                       for outcome in ("confirmed", "insufficient", "limit"))
 # How stale a channel's locations may be in a process that did not change them.
 CHANNEL_CACHE_SECONDS = 1.0
 
@@ -68,23 +72,31 @@ class InvalidTransition(Conflict):
     slug, title = "invalid-transition", "Not allowed in the reservation's current state"
 
 
+def translated(exc: model.StockError) -> Conflict:
+    """The house's problem type for an error of the pure model."""
+    match exc:
+        case model.InsufficientStock():
+            _INSUFFICIENT.inc()
+            return InsufficientStock(str(exc), short=[
+                {"sku": s.sku, "requested": s.requested, "available": s.available}
+                for s in exc.shortages])
+        case model.LimitExceeded():
+            _LIMITED.inc()
+            return CustomerLimitExceeded(str(exc), sku=exc.sku, limit=exc.limit, held=exc.held)
+        case model.NegativeBucket():
+            return StockRuleViolated(str(exc), problems=exc.problems)
+        case model.IllegalTransition():
+            return InvalidTransition(str(exc))
+    return StockRuleViolated(str(exc))
+
+
 @contextmanager
 def domain_errors() -> Iterator[None]:
     """Translate the pure model's errors into the house's problem types."""
     try:
         yield
-    except model.InsufficientStock as exc:
-        RESERVATIONS.labels("insufficient").inc()
-        raise InsufficientStock(str(exc), short=[
-            {"sku": s.sku, "requested": s.requested, "available": s.available}
-            for s in exc.shortages]) from exc
-    except model.LimitExceeded as exc:
-        RESERVATIONS.labels("limit").inc()
-        raise CustomerLimitExceeded(str(exc), sku=exc.sku, limit=exc.limit, held=exc.held) from exc
-    except model.NegativeBucket as exc:
-        raise StockRuleViolated(str(exc), problems=exc.problems) from exc
-    except model.IllegalTransition as exc:
-        raise InvalidTransition(str(exc)) from exc
+    except model.StockError as exc:
+        raise translated(exc) from exc
 
 
 @dataclass
@@ -143,6 +155,16 @@ class StockTx:
         await outbox.add_each(self.conn, [
             *((event, correlation_id) for event in self._stock_events(sku_versions)),
             *self.events])
+
+    def sold_out_states(self) -> dict[str, tuple[int, bool]]:
+        """Each stocked SKU's version and whether nothing of it is left to sell, as committed."""
+        states = {}
+        for sku, item in self.items.items():
+            own = self.sku_levels(sku)
+            if own:  # a bundle has no levels of its own: its components speak for it
+                states[sku] = (self.sku_versions.get(sku, item.version),
+                               model.sku_sellable(own, self.today) == 0)
+        return states
 
     def emit(self, events: list[model.Event], correlation_id: str | None) -> None:
         self.events.extend((event, correlation_id) for event in events)
@@ -231,7 +253,8 @@ class _ReserveBatch:
             found = await store.get_reservation(conn, reservation_id)
             assert found is not None
             self.by_scope[scope] = found
-        limited = {(hold.request.customer_id, line.sku) for hold in self.holds
+        limited = {(customer, line.sku) for hold in self.holds
+                   if (customer := hold.request.customer_id) is not None
                    for line in hold.limited(self.tx.items)}
         if limited:
             self.held = await store.held_by_customers(conn, limited, now)
@@ -241,10 +264,9 @@ class _ReserveBatch:
         if scope is not None and scope in self.by_scope:
             return self.by_scope[scope]  # the same request again: its first outcome, nothing new
         try:
-            with domain_errors():
-                reservation = self._reserve(hold)
-        except (InsufficientStock, CustomerLimitExceeded) as exc:
-            return exc
+            reservation = self._reserve(hold)
+        except (model.InsufficientStock, model.LimitExceeded) as exc:
+            return translated(exc)  # this caller's answer; the batch goes on
         self.created.append((reservation, scope))
         if scope is not None:
             self.by_scope[scope] = reservation
@@ -319,6 +341,7 @@ class AuditReport:
 class InventoryService:
     def __init__(self, db: Database, catalog: CatalogService, *, default_ttl_seconds: int,
                  max_ttl_seconds: int, conflict_retries: int,
+                 batch_max: int = 2000, sold_out: VersionedFlags | None = None,
                  clock: Callable[[], datetime] = utcnow) -> None:
         self.db = db
         self.catalog = catalog
@@ -326,26 +349,34 @@ class InventoryService:
         self.max_ttl = max_ttl_seconds
         self.conflict_retries = conflict_retries
         self.clock = clock
+        # Per SKU: nothing left to sell at that version. Refuses a drop's late buyers without
+        # the database; written after every stock transaction commits.
+        self.sold_out = sold_out or LocalFlags(ttl_seconds=1.0)
         self._channels = Memo(self._load_channel, CHANNEL_CACHE_SECONDS)
         self._sku_locks = KeyedLocks()
         self._known_locations: set[str] = set()
-        self._lanes = GroupCommit[frozenset[str], _Hold, Reservation](self._reserve_batch)
+        self._lanes = GroupCommit[frozenset[str], _Hold, Reservation](self._reserve_batch,
+                                                                      batch_max)
 
     # -- the write path shared by every stock command ---------------------------------------------
 
     async def _write(self, skus: set[str], work: Callable[[StockTx], Awaitable[T]],
                      correlation_id: str | None) -> T:
-        async def attempt() -> T:
+        async def attempt() -> tuple[T, StockTx]:
             async with self._sku_locks.hold(skus), self.db.write() as conn:
                 items = await store.lock_items(conn, skus)
                 tx = StockTx(conn, items, await store.load_levels(conn, skus), self.clock())
                 with domain_errors():
                     result = await work(tx)
                 await tx.flush(correlation_id)
-                return result
+                return result, tx
 
-        return await retry(attempt, retry_on=(VersionConflict,), attempts=self.conflict_retries,
-                           on_retry=lambda _: VERSION_CONFLICTS.inc())
+        result, tx = await retry(attempt, retry_on=(VersionConflict,),
+                                 attempts=self.conflict_retries,
+                                 on_retry=lambda _: VERSION_CONFLICTS.inc())
+        # After the commit, never before: a flag must not announce stock that could roll back.
+        await self.sold_out.record(tx.sold_out_states())
+        return result
 
     # -- locations and channels -------------------------------------------------------------------
 
@@ -481,11 +512,36 @@ class InventoryService:
         line_skus = {line.sku for line in lines}
         await self._require_stocked_skus(line_skus, "lines.sku")
         recipes = await self.catalog.recipes(line_skus)
-        skus = frozenset(line_skus | set(model.explode(lines, recipes)))
+        components = model.explode(lines, recipes)
+        if (sold_out := await self._refuse_sold_out(lines, recipes, components, ctx)):
+            return sold_out
+        skus = frozenset(line_skus | set(components))
         hold = _Hold(request, lines, recipes, await self.channel(request.channel), ttl, ctx)
         reservation = await self._lanes.submit(skus, hold)
-        RESERVATIONS.labels("confirmed").inc()
+        _CONFIRMED.inc()
         return reservation
+
+    async def _refuse_sold_out(self, lines: list[Line], recipes: model.Recipes,
+                               components: dict[str, int],
+                               ctx: EntryContext) -> Reservation | None:
+        """Refuse from the sold-out flags, without the database, when a line needs a SKU that
+        has nothing left anywhere (see `sold_out_ttl_seconds` for how fresh they are).
+
+        A retried request (same idempotency key) still gets the reservation it made before.
+        """
+        gone = await self.sold_out.raised(components)
+        if gone:
+            scope = ctx.idempotency_scope()
+            if scope is not None:
+                async with self.db.read() as conn:
+                    done = await store.reservation_ids_for(conn, [scope])
+                    if done:
+                        return await store.get_reservation(conn, done[scope])
+            with domain_errors():
+                raise model.InsufficientStock([
+                    model.Shortage(line.sku, line.quantity, 0) for line in lines
+                    if gone & (recipes.get(line.sku) or {line.sku: 1}).keys()])
+        return None
 
     async def _reserve_batch(self, skus: frozenset[str],
                              holds: Sequence[_Hold]) -> list[Reservation | Exception]:

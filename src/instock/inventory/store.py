@@ -303,8 +303,11 @@ async def skus_with_expired_lots(conn: AsyncConnection, today: date) -> list[str
 async def insert_entries(conn: AsyncConnection, entries: Sequence[LedgerEntry]) -> None:
     if entries:
         await insert_rows(conn, ledger, [
-            {**{k: v for k, v in e.body().items() if k not in ("delta",)},
-             **e.delta.as_dict(), "hash": e.hash} for e in entries])
+            {"sku": e.sku, "location": e.location, "version": e.version, "kind": e.kind,
+             **e.delta.as_dict(), "lot": e.lot, "lot_expires_on": e.lot_expires_on,
+             "actor": e.actor, "reason": e.reason, "correlation_id": e.correlation_id,
+             "idempotency_key": e.idempotency_key, "reference": e.reference, "at": e.at,
+             "prev_hash": e.prev_hash, "hash": e.hash} for e in entries])
 
 
 def _entry(row: Any) -> LedgerEntry:

@@ -45,10 +45,12 @@ class Connection:
 
 
 class LiveHub:
-    def __init__(self, bus: Bus, snapshot: Snapshot, validate: Validator | None = None) -> None:
+    def __init__(self, bus: Bus, snapshot: Snapshot, validate: Validator | None = None,
+                 on_stock: Callable[[Update], None] | None = None) -> None:
         self.bus = bus
         self.snapshot = snapshot
         self.validate = validate
+        self.on_stock = on_stock  # told every SKU's new state, watched or not
         self._by_sku: dict[str, set[Connection]] = {}
         self._by_topic: dict[str, set[Connection]] = {}
 
@@ -71,6 +73,8 @@ class LiveHub:
         public = model.stock_update(envelope) if envelope.get("type") == \
             "inventory.stock_changed.v1" else None
         if public is not None:
+            if self.on_stock is not None:
+                self.on_stock(public)
             for connection in self._by_sku.get(public.key, ()):
                 connection.offer(public)
         staff = model.staff_update(envelope)

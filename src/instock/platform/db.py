@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import operator
 import zlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -297,15 +298,17 @@ async def insert_rows(conn: AsyncConnection, table: sa.Table, rows: list[dict[st
         await conn.execute(table.insert(), rows)
         return
     columns = list(rows[0])
-    as_json = {c for c in columns if isinstance(table.c[c].type, sa.JSON)}
-    records = [tuple(orjson.dumps(row[c]).decode() if c in as_json else row[c] for c in columns)
-               for row in rows]
+    for name in (c for c in columns if isinstance(table.c[c].type, sa.JSON)):
+        rows = [{**row, name: orjson.dumps(row[name]).decode()} for row in rows]
+    record = operator.itemgetter(*columns)
+    records = [record(row) for row in rows]
     raw = await conn.get_raw_connection()
     if getattr(raw.dbapi_connection, "_transaction", True) is None:
         # The driver opens the transaction lazily, on the first statement; COPY must be inside.
         await conn.execute(sa.text("SELECT 1"))
-    await raw.driver_connection.copy_records_to_table(table.name, records=records,
-                                                      columns=columns)
+    driver = raw.driver_connection
+    assert driver is not None
+    await driver.copy_records_to_table(table.name, records=records, columns=columns)
 
 
 def dialect_insert(conn: AsyncConnection, table: sa.Table) -> Any:
