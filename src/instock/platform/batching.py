@@ -27,9 +27,6 @@ T = TypeVar("T")
 
 log = structlog.get_logger(__name__)
 
-# What a batch answers for each request: its result, or the error meant for that caller alone.
-Outcome = T | Exception
-Decide = Callable[[K, Sequence[R]], Awaitable[Sequence["T | Exception"]]]
 
 
 @dataclass
@@ -55,7 +52,10 @@ class BatchStats:
 class GroupCommit(Generic[K, R, T]):
     """`submit(key, request)` waits for the batch its request lands in and returns its outcome."""
 
-    def __init__(self, decide: Decide[K, R, T], max_batch: int = 2000) -> None:
+    def __init__(self, decide: Callable[[K, Sequence[R]], Awaitable[Sequence[T | Exception]]],
+                 max_batch: int = 2000) -> None:
+        # `decide` answers each request of a batch, in order: its result, or the error meant
+        # for that caller alone. If it raises, the whole batch failed.
         self._decide = decide
         self._max_batch = max_batch
         self._lanes: dict[K, _Lane[R, T]] = {}
