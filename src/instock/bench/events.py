@@ -89,6 +89,7 @@ import sqlalchemy as sa
 from numpy.typing import NDArray
 
 from instock.bench.local import free_port, instock_executable, scratch_database
+from instock.bench.wire import Connection, read_body, read_chunk, read_head, request_head
 from instock.platform.auth import Role, TokenAuthority
 
 T = TypeVar("T")
@@ -359,75 +360,21 @@ async def seed(server: Server, count: int) -> list[str]:
 # -- raw HTTP/1.1 over asyncio streams ---------------------------------------------------------
 
 
-async def _read_head(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]:
-    head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
-    status = int(head[0].split(" ", 2)[1])
-    headers = {}
-    for line in head[1:]:
-        name, _, value = line.partition(":")
-        if name:
-            headers[name.strip().lower()] = value.strip()
-    return status, headers
-
-
-async def _read_chunk(reader: asyncio.StreamReader) -> bytes:
-    """One chunk of a chunked body; b"" at its end."""
-    size = int((await reader.readuntil(b"\r\n")).split(b";", 1)[0], 16)
-    data = await reader.readexactly(size + 2)
-    return data[:-2]
-
-
-async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> bytes:
-    if headers.get("transfer-encoding", "").lower() == "chunked":
-        parts = []
-        while chunk := await _read_chunk(reader):
-            parts.append(chunk)
-        await reader.readuntil(b"\r\n")  # the (empty) trailer
-        return b"".join(parts)
-    return await reader.readexactly(int(headers.get("content-length", "0")))
-
-
 class Writer:
-    """One keep-alive connection posting JSON; reopened if the server closed it."""
+    """One keep-alive connection posting stock adjustments as JSON."""
 
     def __init__(self, port: int, token: str) -> None:
-        self.port = port
-        self.prefix = (f"POST {ADJUST_PATH} HTTP/1.1\r\nHost: {HOST}:{port}\r\n"
-                       f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n")
-        self.streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        self.connection = Connection(HOST, port)
+        self.head = request_head(HOST, port, "POST", ADJUST_PATH, {
+            "Authorization": f"Bearer {token}", "Content-Type": "application/json"})
 
     async def post(self, body: bytes) -> tuple[int, dict[str, str], float]:
         """Status and headers of the answer, and when the request went out."""
-        reused = self.streams is not None
-        try:
-            return await self._post(body)
-        except (asyncio.IncompleteReadError, ConnectionError) as exc:
-            # The server closes keep-alive connections idle for 5 s; a request on one it has
-            # already closed gets no answer at all and was never seen: send it again, once.
-            if not reused or (isinstance(exc, asyncio.IncompleteReadError) and exc.partial):
-                raise
-            return await self._post(body)
-
-    async def _post(self, body: bytes) -> tuple[int, dict[str, str], float]:
-        if self.streams is None:
-            self.streams = await asyncio.open_connection(HOST, self.port)
-        reader, writer = self.streams
-        try:
-            sent = time.monotonic()
-            writer.write(f"{self.prefix}Content-Length: {len(body)}\r\n\r\n".encode() + body)
-            status, headers = await _read_head(reader)
-            await _read_body(reader, headers)
-        except BaseException:
-            self.close()
-            raise
-        if headers.get("connection", "").lower() == "close":
-            self.close()
-        return status, headers, sent
+        answer = await self.connection.send(self.head, body)
+        return answer.status, answer.headers, answer.sent
 
     def close(self) -> None:
-        if self.streams is not None:
-            self.streams[1].close()
-            self.streams = None
+        self.connection.close()
 
 
 class SseStream:
@@ -442,9 +389,9 @@ class SseStream:
         writer.write(f"GET /v1/stream/inventory?skus={','.join(skus)} HTTP/1.1\r\n"
                      f"Host: {HOST}:{port}\r\nAccept: text/event-stream\r\n\r\n".encode())
         try:
-            status, headers = await _read_head(reader)
+            status, headers = await read_head(reader)
             if status != 200:
-                body = await _read_body(reader, headers)
+                body = await read_body(reader, headers)
                 raise RuntimeError(f"SSE answered {status}: {body[:300]!r}")
         except BaseException:
             writer.close()
@@ -454,7 +401,7 @@ class SseStream:
     async def events(self) -> AsyncIterator[tuple[str, str]]:
         """(event, data) for every frame that has data; comments (heartbeats) are skipped."""
         pending = b""
-        while chunk := await _read_chunk(self.reader):
+        while chunk := await read_chunk(self.reader):
             *frames, pending = (pending + chunk).split(b"\n\n")
             for frame in frames:
                 parsed = _frame(frame)

@@ -11,75 +11,60 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
-
 from instock.bench.drop.measure import Advance, Check, Tally, drop
 from instock.bench.drop.sql import LOCATION
+from instock.bench.wire import Answer, Pool
 from instock.platform.auth import Role, TokenAuthority
-
-# One httpx client slows down as its pool grows; many small ones keep the load generator cheap.
-CLIENT_SHARDS = 25
 
 
 @dataclass
 class Remote:
-    clients: list[httpx.AsyncClient]
+    pool: Pool  # raw keep-alive connections: the bench's own cost per request stays small
     tokens: TokenAuthority
     database: str  # the server's backend, as /readyz names it
-
-    @property
-    def api(self) -> httpx.AsyncClient:
-        return self.clients[0]
 
     def bearer(self, role: Role, subject: str | None = None) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.tokens.mint(role, subject)}"}
 
-    def client(self, i: int) -> httpx.AsyncClient:
-        return self.clients[i % len(self.clients)]
-
 
 @asynccontextmanager
 async def connect(url: str, connections: int) -> AsyncIterator[Remote]:
-    """Client shards holding `connections` keep-alive connections between them."""
+    """`connections` keep-alive connections to the server at `url` (http:// only)."""
     from instock.app import build
 
     container = build()  # for this configuration's signing key, as `instock token` has it
     tokens = container.tokens
     await container.close()
-    per_shard = max(1, -(-connections // CLIENT_SHARDS))
-    limits = httpx.Limits(max_connections=per_shard, max_keepalive_connections=per_shard)
-    # Every buyer is sent at once: most wait for a connection, as long as the drop lasts.
-    timeout = httpx.Timeout(120.0, pool=None)
-    async with contextlib.AsyncExitStack() as stack:
-        clients = [await stack.enter_async_context(
-            httpx.AsyncClient(base_url=url, timeout=timeout, limits=limits))
-            for _ in range(CLIENT_SHARDS)]
-        ready = await clients[0].get("/readyz")
-        ready.raise_for_status()
-        yield Remote(clients, tokens, str(ready.json().get("database", "unknown")))
+    pool = Pool(url, connections)
+    try:
+        ready = _ok(await pool.request("GET", "/readyz"))
+        yield Remote(pool, tokens, str(ready.json().get("database", "unknown")))
+    finally:
+        pool.close()
 
 
 class Failed(Exception):
     """An answer that is neither a reservation nor a sold-out refusal."""
 
-    def __init__(self, answer: httpx.Response) -> None:
-        self.kind = f"http_{answer.status_code}:{_problem_slug(answer)}"
-        super().__init__(answer.text[:300])
+    def __init__(self, answer: Answer) -> None:
+        self.kind = f"http_{answer.status}:{_problem_slug(answer)}"
+        super().__init__(answer.body[:300].decode(errors="replace"))
 
 
-def _problem_slug(answer: httpx.Response) -> str:
+def _problem_slug(answer: Answer) -> str:
     with contextlib.suppress(ValueError, AttributeError):
         return str(answer.json().get("type", "")).rsplit("/", 1)[-1]
     return ""
 
 
-def _ok(answer: httpx.Response) -> httpx.Response:
-    if answer.is_error:
+def _ok(answer: Answer) -> Answer:
+    if answer.status >= 400:
         raise Failed(answer)
     return answer
 
@@ -87,21 +72,21 @@ def _ok(answer: httpx.Response) -> httpx.Response:
 async def stock(remote: Remote, sku: str, units: int) -> None:
     """A product of one variant and `units` received at the bench location, via the API."""
     admin = remote.bearer(Role.ADMIN, "bench")
-    location = await remote.api.post("/v1/locations", headers=admin, json={
+    location = await remote.pool.request("POST", "/v1/locations", admin, {
         "id": LOCATION, "name": "Bench warehouse", "kind": "warehouse"})
-    if location.status_code != 409:  # already there from an earlier run: fine
+    if location.status != 409:  # already there from an earlier run: fine
         _ok(location)
-    _ok(await remote.api.post("/v1/products", headers=admin, json={
+    _ok(await remote.pool.request("POST", "/v1/products", admin, {
         "id": f"p-{sku}", "title": f"Bench {sku}", "brand": "bench", "category": "bench",
         "price": "1", "variants": [{"sku": sku}]}))
     await receive(remote, sku, units)
 
 
 async def receive(remote: Remote, sku: str, units: int) -> None:
-    _ok(await remote.api.post(
-        "/v1/inventory/adjustments", headers=remote.bearer(Role.ADMIN, "bench"),
-        json={"sku": sku, "location": LOCATION, "kind": "receive", "quantity": units,
-              "reason": "bench"}))
+    _ok(await remote.pool.request(
+        "POST", "/v1/inventory/adjustments", remote.bearer(Role.ADMIN, "bench"),
+        {"sku": sku, "location": LOCATION, "kind": "receive", "quantity": units,
+         "reason": "bench"}))
 
 
 class HttpLane:
@@ -111,17 +96,18 @@ class HttpLane:
 
     def __init__(self, remote: Remote, sku: str, buyers: int) -> None:
         self.remote, self.sku = remote, sku
-        self.body = {"lines": [{"sku": sku, "quantity": 1}]}
-        # Minted before the clock starts: signing is the bench's cost, not the server's.
-        self.headers = [remote.bearer(Role.CUSTOMER, f"buyer-{i}") for i in range(buyers)]
+        self.body = json.dumps({"lines": [{"sku": sku, "quantity": 1}]}).encode()
+        # Built before the clock starts: signing tokens is the bench's cost, not the server's.
+        self.heads = [remote.pool.head("POST", "/v1/reservations",
+                                       remote.bearer(Role.CUSTOMER, f"buyer-{i}"),
+                                       json_body=True) for i in range(buyers)]
         self.admin = remote.bearer(Role.ADMIN, "bench")
 
     async def attempt(self, buyer: int) -> str | None:
-        answer = await self.remote.client(buyer).post(
-            "/v1/reservations", json=self.body, headers=self.headers[buyer])
-        if answer.status_code == 201:
+        answer = await self.remote.pool.send(self.heads[buyer], self.body)
+        if answer.status == 201:
             return str(answer.json()["id"])
-        if answer.status_code == 409 and _problem_slug(answer) == "insufficient-stock":
+        if answer.status == 409 and _problem_slug(answer) == "insufficient-stock":
             return None
         raise Failed(answer)
 
@@ -132,16 +118,15 @@ class HttpLane:
         return {"lost_checked_via": "GET /v1/reservations/{id}"}
 
     async def check(self, ids: list[str]) -> Check:
-        found = await asyncio.gather(*(self._exists(i, rid)
-                                       for i, rid in enumerate(sorted(set(ids)))))
-        level = (_ok(await self.remote.api.get(f"/v1/inventory/{self.sku}",
-                                                     headers=self.admin))).json()
+        found = await asyncio.gather(*(self._exists(rid) for rid in sorted(set(ids))))
+        level = _ok(await self.remote.pool.request("GET", f"/v1/inventory/{self.sku}",
+                                                   self.admin)).json()
         return Check(sum(found), int(level["on_hand"]), int(level["reserved"]))
 
-    async def _exists(self, i: int, reservation_id: str) -> int:
-        answer = await self.remote.client(i).get(f"/v1/reservations/{reservation_id}",
-                                                 headers=self.admin)
-        if answer.status_code == 404:
+    async def _exists(self, reservation_id: str) -> int:
+        answer = await self.remote.pool.request("GET", f"/v1/reservations/{reservation_id}",
+                                                self.admin)
+        if answer.status == 404:
             return 0
         _ok(answer)
         return 1
@@ -156,15 +141,17 @@ async def http_lane(remote: Remote, sku: str, buyers: int) -> AsyncIterator[Http
     costs), its buyers' tokens minted."""
     warm = f"{sku}-warm"
     await stock(remote, warm, 1)
-    _ok(await remote.api.post("/v1/reservations", headers=remote.bearer(Role.SERVICE),
-                                    json={"lines": [{"sku": warm, "quantity": 1}]}))
+    _ok(await remote.pool.request("POST", "/v1/reservations", remote.bearer(Role.SERVICE),
+                                  {"lines": [{"sku": warm, "quantity": 1}]}))
     yield HttpLane(remote, sku, buyers)
 
 
 async def livez(remote: Remote, requests: int, advance: Advance) -> Tally:
-    """`GET /livez` from `requests` clients at once, over the same shards: the ceiling."""
-    async def probe(i: int) -> str | None:
-        _ok(await remote.client(i).get("/livez"))
+    """`GET /livez` from `requests` clients at once, over the same connections: the ceiling."""
+    head = remote.pool.head("GET", "/livez")
+
+    async def probe(_: int) -> str | None:
+        _ok(await remote.pool.send(head))
         return "ok"
 
     return await drop(probe, requests, advance)

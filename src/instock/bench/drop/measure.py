@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -67,7 +68,9 @@ class Tally:
 
     started: float = 0.0
     finished: float = 0.0
+    deadline: float = math.inf  # sustained mode: when buyers stopped asking
     last_confirmed: float = 0.0
+    confirmed_in_time: int = 0  # confirmations answered by the deadline
     latencies: list[float] = field(default_factory=list)  # answered ones: confirmed or refused
     ids: list[str] = field(default_factory=list)
     refused: int = 0
@@ -96,6 +99,8 @@ async def ask(attempt: Attempt, buyer: int, tally: Tally) -> Answer:
         return Answer.REFUSED
     tally.ids.append(reservation_id)
     tally.last_confirmed = answered
+    if answered <= tally.deadline:
+        tally.confirmed_in_time += 1
     return Answer.CONFIRMED
 
 
@@ -162,15 +167,14 @@ async def sustained(strategy: Strategy, buyers: int, units: int, seconds: float,
     tally = Tally()
     restocker = Restocker(strategy, units)
     go = asyncio.Event()
-    deadline = 0.0
 
     async def buyer(i: int) -> None:
         await go.wait()
-        while time.perf_counter() < deadline:
+        while time.perf_counter() < tally.deadline:
             asked = time.perf_counter()
             answer = await ask(strategy.attempt, i, tally)
             if answer is Answer.REFUSED:
-                await restocker.sold_out(asked, deadline)
+                await restocker.sold_out(asked, tally.deadline)
             elif answer is Answer.FAILED:
                 await asyncio.sleep(ERROR_PAUSE)
             elif answer is Answer.DIED:
@@ -179,9 +183,9 @@ async def sustained(strategy: Strategy, buyers: int, units: int, seconds: float,
     tasks = [asyncio.create_task(buyer(i)) for i in range(buyers)]
     await asyncio.sleep(0)
     tally.started = time.perf_counter()
-    deadline = tally.started + seconds
+    tally.deadline = tally.started + seconds
     go.set()
-    ticker = asyncio.create_task(_tick(deadline, advance))
+    ticker = asyncio.create_task(_tick(tally.deadline, advance))
     await asyncio.gather(*tasks)
     tally.finished = time.perf_counter()
     ticker.cancel()
@@ -223,9 +227,10 @@ def row(name: str, tally: Tally, stocked: int, check: Check, conflicts: int, *,
     `lost` counts confirmed ids the record does not hold."""
     confirmed = len(tally.ids)
     elapsed = max(tally.finished - tally.started, 1e-9)
-    # A drop is over when the last unit is confirmed (the refusals after it are cheap); a
-    # sustained run lasts as long as it was told to.
-    selling = elapsed if sustained else max(tally.last_confirmed - tally.started, 1e-9)
+    if sustained:  # what was confirmed while buyers were asking, over that time
+        throughput = tally.confirmed_in_time / (tally.deadline - tally.started)
+    else:  # a drop is over when the last unit is confirmed (the refusals after it are cheap)
+        throughput = confirmed / max(tally.last_confirmed - tally.started, 1e-9)
     ms = np.array(tally.latencies) * 1000
     return {
         "name": name, "confirmed": confirmed, "refused": tally.refused,
@@ -234,12 +239,13 @@ def row(name: str, tally: Tally, stocked: int, check: Check, conflicts: int, *,
         "oversold": max(0, confirmed - stocked, check.reserved - check.on_hand),
         "lost": len(set(tally.ids)) - check.found,
         "duplicate_ids": confirmed - len(set(tally.ids)),
-        "throughput_rps": round(confirmed / selling, 1) if confirmed else 0.0,
+        "throughput_rps": round(throughput, 1),
         **percentiles(ms),
         "conflicts": conflicts,
         "elapsed_s": round(elapsed, 3),
         "requests_per_s": round(tally.attempts / elapsed, 1),
         "stocked": stocked, "db_on_hand": check.on_hand, "db_reserved": check.reserved,
+        **({"confirmed_by_deadline": tally.confirmed_in_time} if sustained else {}),
     }
 
 
