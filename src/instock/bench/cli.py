@@ -58,6 +58,9 @@ def bench_drop(
         chosen = drop.choose(strategy, redis=redis is not None, http=http is not None)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--strategy") from exc
+    if gate_crash_after is not None and "redis_gate" not in chosen:
+        raise typer.BadParameter("only redis_gate can crash: add --redis",
+                                 param_hint="--gate-crash-after")
     plan = drop.Plan(units, buyers, chosen, mode, seconds, pool, database, redis, http,
                      connections, gate_crash_after)
     with _progress() as bar:

@@ -63,8 +63,9 @@ def events_chart(latencies_ms: dict[str, NDArray[np.float64]],
 
 def drop_chart(rows: list[dict[str, Any]], latencies_ms: dict[str, NDArray[np.float64]],
                title: str, path: Path, ceiling_rps: float | None = None) -> None:
-    """Left: confirmed reservations/s per strategy (log scale), bad results written on their
-    bars. Right: each strategy's latency CDF, request start to answer."""
+    """Left: confirmed reservations/s per strategy (log scale), bad results (oversold, lost,
+    failed requests) written on their bars. Right: each strategy's latency CDF, request start
+    to answer."""
     plt = _pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.8))
     names = [row["name"] for row in rows]
@@ -72,7 +73,7 @@ def drop_chart(rows: list[dict[str, Any]], latencies_ms: dict[str, NDArray[np.fl
     colors = ["#27ae60" if name == "drop_lane" else "#3b6ea5" for name in names]
     bars = left.bar(names, rates, color=colors)
     for bar, row in zip(bars, rows, strict=True):
-        bad = [f"{row[k]} {k}" for k in ("oversold", "lost") if row[k]]
+        bad = [f"{row[k]} {k}" for k in ("oversold", "lost", "errors") if row.get(k)]
         left.annotate("\n".join([f"{row['throughput_rps']:,.0f}/s", *bad]),
                       (bar.get_x() + bar.get_width() / 2, bar.get_height()),
                       ha="center", va="bottom", fontsize=8,

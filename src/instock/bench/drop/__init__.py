@@ -18,14 +18,20 @@ The strategies (raw SQL on instock's own tables, see `sql.py`, except the last):
 What each row says:
 - `confirmed`, `refused`, `errors`: what the buyers were told (a refusal is "sold out");
 - `throughput_rps`: confirmations per second, from the release to the last confirmation (a
-  drop) or over the whole run (sustained); `requests_per_s`: every answer, over the run;
+  drop), or those answered while buyers were asking over `--seconds` (sustained: requests
+  still queued then finish afterwards, and count in `confirmed` but not here);
+  `requests_per_s`: every answer over the whole run (`elapsed_s`);
 - `p50_ms` … `p99_ms`: from a buyer's request start to its answer, confirmed or refused;
-- `conflicts`: retries the strategy needed (failed version checks; the lane's batch retries
-  when the service counts them);
+- `conflicts`: retries the strategy needed (failed version checks; for the lane its batch
+  retries when the service counts them, else the version conflicts its metrics counted);
 - `oversold`: units confirmed beyond the stock, or held reserved beyond on_hand by the
-  database afterwards, whichever is more; `lost`: confirmed ids the database does not hold
-  after the run (after a write-behind has had DRAIN_TIMEOUT to catch up). Bad results are
-  reported as they are, and listed in words under `summary.findings`.
+  database afterwards (`db_excess`), whichever is more; `lost`: confirmed ids the database
+  does not hold after the run (after a write-behind has had DRAIN_TIMEOUT to catch up). Bad
+  results are reported as they are, and listed in words under `summary.findings`.
+
+Over HTTP the buyers share `--connections` raw keep-alive connections (`bench/wire.py`), and
+so does the ceiling: `GET /livez` B times at once, before the drop; `ratio_to_livez` is the
+drop's `requests_per_s` over that rate.
 
 Latency and throughput are measured in this process, which also drives the buyers: on a
 small machine the load generator takes CPU from the database and from the lane alike.

@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from prometheus_client import REGISTRY
 
 from instock.app import Container, build
 from instock.bench.drop.gate import redis_gate
-from instock.bench.drop.measure import Check, Strategy
+from instock.bench.drop.measure import CONFLICTS_METRIC, Check, Strategy
 from instock.bench.drop.sql import LOCATION, ConditionalUpdate, ForUpdate, OccRetry, check
 from instock.bench.local import scratch_database
 from instock.catalog.model import Product, Variant
@@ -112,9 +113,16 @@ def lane_stats(inventory: InventoryService) -> dict[str, Any] | None:
     return dict(stats) if isinstance(stats, Mapping) else None
 
 
+def version_conflicts() -> float:
+    """The service's count of writes that lost a race, from its metrics in this process."""
+    return REGISTRY.get_sample_value(CONFLICTS_METRIC) or 0.0
+
+
 class Lane:
     """(e) instock's drop lane: every buyer calls `InventoryService.reserve` at once; how
-    requests are combined is the service's business. A refusal is `InsufficientStock`."""
+    requests are combined is the service's business. A refusal is `InsufficientStock`.
+    Its conflicts are the lane's batch retries if it counts them, else the version conflicts
+    the service's metrics counted meanwhile."""
 
     name = "drop_lane"
 
@@ -122,6 +130,7 @@ class Lane:
         self.engine, self.sku = engine, sku
         self.inventory = engine.container.inventory
         self.before = lane_stats(self.inventory) or {}
+        self.conflicts_before = version_conflicts()
 
     async def attempt(self, buyer: int) -> str | None:
         try:
@@ -145,7 +154,9 @@ class Lane:
 
     def conflicts(self) -> int:
         now = lane_stats(self.inventory) or {}
-        return int(now.get("batch_retries", 0)) - int(self.before.get("batch_retries", 0))
+        if "batch_retries" in now:
+            return int(now["batch_retries"]) - int(self.before.get("batch_retries", 0))
+        return round(version_conflicts() - self.conflicts_before)
 
 
 @asynccontextmanager

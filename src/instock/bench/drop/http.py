@@ -4,7 +4,8 @@
 The server must share this configuration's signing key: every buyer is a customer with a
 token of its own, minted here. The SKU is set up and checked through the API: afterwards
 every confirmed id is looked up (`GET /v1/reservations/{id}`, a 404 is a lost one) and the
-SKU's stock is read back (`GET /v1/inventory/{sku}`).
+SKU's stock is read back (`GET /v1/inventory/{sku}`). Conflicts are the growth of the
+server's `instock_version_conflicts_total` (`/metrics`) over the run.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from instock.bench.drop.measure import Advance, Check, Tally, drop
+from prometheus_client.parser import text_string_to_metric_families
+
+from instock.bench.drop.measure import CONFLICTS_METRIC, Advance, Check, Tally, drop
 from instock.bench.drop.sql import LOCATION
 from instock.bench.wire import Answer, Pool
 from instock.platform.auth import Role, TokenAuthority
@@ -102,6 +105,7 @@ class HttpLane:
                                        remote.bearer(Role.CUSTOMER, f"buyer-{i}"),
                                        json_body=True) for i in range(buyers)]
         self.admin = remote.bearer(Role.ADMIN, "bench")
+        self.conflicts_before = self.conflicts_after = 0.0
 
     async def attempt(self, buyer: int) -> str | None:
         answer = await self.remote.pool.send(self.heads[buyer], self.body)
@@ -115,6 +119,7 @@ class HttpLane:
         await receive(self.remote, self.sku, units)
 
     async def settle(self) -> dict[str, Any]:
+        self.conflicts_after = await version_conflicts(self.remote)
         return {"lost_checked_via": "GET /v1/reservations/{id}"}
 
     async def check(self, ids: list[str]) -> Check:
@@ -132,7 +137,9 @@ class HttpLane:
         return 1
 
     def conflicts(self) -> int:
-        return 0  # the server does not say; its /metrics has instock_version_conflicts_total
+        """Version conflicts the server counted during the run (/metrics; its other clients'
+        would count too)."""
+        return round(self.conflicts_after - self.conflicts_before)
 
 
 @asynccontextmanager
@@ -143,7 +150,16 @@ async def http_lane(remote: Remote, sku: str, buyers: int) -> AsyncIterator[Http
     await stock(remote, warm, 1)
     _ok(await remote.pool.request("POST", "/v1/reservations", remote.bearer(Role.SERVICE),
                                   {"lines": [{"sku": warm, "quantity": 1}]}))
-    yield HttpLane(remote, sku, buyers)
+    lane = HttpLane(remote, sku, buyers)
+    lane.conflicts_before = await version_conflicts(remote)
+    yield lane
+
+
+async def version_conflicts(remote: Remote) -> float:
+    """The server's count of writes that lost a race, from its /metrics."""
+    text = _ok(await remote.pool.request("GET", "/metrics")).body.decode()
+    return sum(sample.value for family in text_string_to_metric_families(text)
+               for sample in family.samples if sample.name == CONFLICTS_METRIC)
 
 
 async def livez(remote: Remote, requests: int, advance: Advance) -> Tally:

@@ -22,6 +22,8 @@ Attempt = Callable[[int], Awaitable[str | None]]
 # sustained mode, so a failing strategy cannot spin the event loop.
 ERROR_PAUSE = 0.01
 TICK = 0.1  # how often the sustained mode's progress bar moves
+# instock's own count of writes that lost a race and were retried (platform/telemetry.py).
+CONFLICTS_METRIC = "instock_version_conflicts_total"
 
 
 class Strategy(Protocol):
@@ -245,6 +247,7 @@ def row(name: str, tally: Tally, stocked: int, check: Check, conflicts: int, *,
         "elapsed_s": round(elapsed, 3),
         "requests_per_s": round(tally.attempts / elapsed, 1),
         "stocked": stocked, "db_on_hand": check.on_hand, "db_reserved": check.reserved,
+        "db_excess": max(0, check.reserved - check.on_hand),
         **({"confirmed_by_deadline": tally.confirmed_in_time} if sustained else {}),
     }
 

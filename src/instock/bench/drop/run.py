@@ -69,7 +69,7 @@ async def _in_process(plan: Plan, report: Reporter) -> Result:
     rows, latencies = [], {}
     backend = backend_of(plan.database)
     with tempfile.TemporaryDirectory(prefix="instock-bench-drop-") as tmp:
-        report.note(f"a fresh {backend} database, migrated")
+        report.note(f"creating and migrating a fresh {backend} database")
         async with open_engine(plan.database, Path(tmp), pool=plan.pool,
                                redis_url=plan.redis_url,
                                gate_crash_after=plan.gate_crash_after) as engine:
