@@ -25,10 +25,13 @@ from instock.bench.drop.sql import LOCATION
 from instock.bench.wire import Answer, Pool
 from instock.platform.auth import Role, TokenAuthority
 
+STAFF_CONNECTIONS = 2
+
 
 @dataclass
 class Remote:
-    pool: Pool  # raw keep-alive connections: the bench's own cost per request stays small
+    pool: Pool  # the buyers': raw keep-alive connections cost the bench little per request
+    staff: Pool  # set-up and restocks: never queued behind the buyers
     tokens: TokenAuthority
     database: str  # the server's backend, as /readyz names it
 
@@ -44,12 +47,13 @@ async def connect(url: str, connections: int) -> AsyncIterator[Remote]:
     container = build()  # for this configuration's signing key, as `instock token` has it
     tokens = container.tokens
     await container.close()
-    pool = Pool(url, connections)
+    pool, staff = Pool(url, connections), Pool(url, STAFF_CONNECTIONS)
     try:
-        ready = _ok(await pool.request("GET", "/readyz"))
-        yield Remote(pool, tokens, str(ready.json().get("database", "unknown")))
+        ready = _ok(await staff.request("GET", "/readyz"))
+        yield Remote(pool, staff, tokens, str(ready.json().get("database", "unknown")))
     finally:
         pool.close()
+        staff.close()
 
 
 class Failed(Exception):
@@ -75,18 +79,18 @@ def _ok(answer: Answer) -> Answer:
 async def stock(remote: Remote, sku: str, units: int) -> None:
     """A product of one variant and `units` received at the bench location, via the API."""
     admin = remote.bearer(Role.ADMIN, "bench")
-    location = await remote.pool.request("POST", "/v1/locations", admin, {
+    location = await remote.staff.request("POST", "/v1/locations", admin, {
         "id": LOCATION, "name": "Bench warehouse", "kind": "warehouse"})
     if location.status != 409:  # already there from an earlier run: fine
         _ok(location)
-    _ok(await remote.pool.request("POST", "/v1/products", admin, {
+    _ok(await remote.staff.request("POST", "/v1/products", admin, {
         "id": f"p-{sku}", "title": f"Bench {sku}", "brand": "bench", "category": "bench",
         "price": "1", "variants": [{"sku": sku}]}))
     await receive(remote, sku, units)
 
 
 async def receive(remote: Remote, sku: str, units: int) -> None:
-    _ok(await remote.pool.request(
+    _ok(await remote.staff.request(
         "POST", "/v1/inventory/adjustments", remote.bearer(Role.ADMIN, "bench"),
         {"sku": sku, "location": LOCATION, "kind": "receive", "quantity": units,
          "reason": "bench"}))
@@ -148,8 +152,8 @@ async def http_lane(remote: Remote, sku: str, buyers: int) -> AsyncIterator[Http
     costs), its buyers' tokens minted."""
     warm = f"{sku}-warm"
     await stock(remote, warm, 1)
-    _ok(await remote.pool.request("POST", "/v1/reservations", remote.bearer(Role.SERVICE),
-                                  {"lines": [{"sku": warm, "quantity": 1}]}))
+    _ok(await remote.staff.request("POST", "/v1/reservations", remote.bearer(Role.SERVICE),
+                                   {"lines": [{"sku": warm, "quantity": 1}]}))
     lane = HttpLane(remote, sku, buyers)
     lane.conflicts_before = await version_conflicts(remote)
     yield lane
@@ -157,7 +161,7 @@ async def http_lane(remote: Remote, sku: str, buyers: int) -> AsyncIterator[Http
 
 async def version_conflicts(remote: Remote) -> float:
     """The server's count of writes that lost a race, from its /metrics."""
-    text = _ok(await remote.pool.request("GET", "/metrics")).body.decode()
+    text = _ok(await remote.staff.request("GET", "/metrics")).body.decode()
     return sum(sample.value for family in text_string_to_metric_families(text)
                for sample in family.samples if sample.name == CONFLICTS_METRIC)
 
