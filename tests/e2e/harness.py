@@ -9,8 +9,9 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,26 @@ class Database:
         try:
             async with engine.connect() as conn:
                 return list((await conn.execute(sa.text(query), params)).scalars())
+        finally:
+            await engine.dispose()
+
+    async def rows(self, query: str, **params: Any) -> list[dict[str, Any]]:
+        """Every row of one SQL query, as dicts keyed by column name."""
+        engine = create_async_engine(self.url)
+        try:
+            async with engine.connect() as conn:
+                result = await conn.execute(sa.text(query), params)
+                return [dict(row._mapping) for row in result]
+        finally:
+            await engine.dispose()
+
+    async def execute(self, statement: sa.Executable) -> int:
+        """Run one write statement in its own transaction; the number of rows it touched."""
+        engine = create_async_engine(self.url)
+        try:
+            async with engine.begin() as conn:
+                result = await conn.execute(statement)
+                return int(getattr(result, "rowcount", 0) or 0)
         finally:
             await engine.dispose()
 
@@ -135,6 +156,10 @@ class ServerFactory:
                 last_error = str(exc)
                 server.stop()
         raise AssertionError(f"could not start a server: {last_error}")
+
+    async def start_many(self, count: int, **env: str) -> list[Server]:
+        """Start several servers at once (their start-up costs overlap) on the one database."""
+        return list(await asyncio.gather(*(self.start(**env) for _ in range(count))))
 
     def _spawn(self, port: int, env: dict[str, str]) -> Server:
         return self.worker("serve", "--host", "127.0.0.1", "--port", str(port), port=port, **env)
@@ -254,11 +279,22 @@ async def create_location(api: httpx.AsyncClient, location_id: str,
     assert response.status_code == 201, response.text
 
 
-async def receive(api: httpx.AsyncClient, sku: str, location: str, quantity: int) -> None:
-    response = await api.post("/v1/inventory/adjustments", json={
-        "sku": sku, "location": location, "kind": "receive", "quantity": quantity,
-        "reason": "e2e stock"})
+async def receive(api: httpx.AsyncClient, sku: str, location: str, quantity: int,
+                  lot: str | None = None, expires_on: date | None = None) -> None:
+    body: dict[str, Any] = {"sku": sku, "location": location, "kind": "receive",
+                            "quantity": quantity, "reason": "e2e stock"}
+    if lot is not None:
+        body["lot"] = {"code": lot,
+                       "expires_on": expires_on.isoformat() if expires_on else None}
+    response = await api.post("/v1/inventory/adjustments", json=body)
     assert response.status_code == 200, response.text
+
+
+async def set_customer_limit(api: httpx.AsyncClient, sku: str, limit: int | None) -> None:
+    response = await api.put(f"/v1/inventory/{sku}/policy",
+                             json={"per_customer_limit": limit})
+    assert response.status_code == 200, response.text
+    assert response.json()["per_customer_limit"] == limit, response.text
 
 
 async def stock(api: httpx.AsyncClient, sku: str) -> dict[str, Any]:
@@ -294,6 +330,13 @@ class Outcome:
     body: dict[str, Any] | None
     content_type: str
     error: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)  # lower-case names
+    server: int = 0  # which of the burst's base URLs answered (or failed to)
+
+    @property
+    def replayed(self) -> bool:
+        """The answer was a stored one, replayed for a repeated Idempotency-Key."""
+        return self.headers.get("idempotent-replayed") == "true"
 
 
 @dataclass
@@ -311,36 +354,58 @@ class LoadResult:
         return counts
 
 
-async def reserve_burst(base_urls: Sequence[str], bodies: Sequence[dict[str, Any]],
-                        started: asyncio.Event | None = None,
-                        on_response: Any = None) -> LoadResult:
-    """Send every reservation at once (one connection each), split round-robin over servers.
+@dataclass(frozen=True)
+class Call:
+    """One request of a burst: what is posted where, by whom."""
 
-    Each request is a different customer with its own token, as in a real drop.
+    path: str
+    body: dict[str, Any] | None = None
+    subject: str | None = None  # the token's subject (a customer id for Role.CUSTOMER)
+    role: Role = Role.CUSTOMER
+    headers: dict[str, str] = field(default_factory=dict)  # e.g. Idempotency-Key
+    server: int | None = None  # index into the burst's base URLs; None: round-robin
+
+
+async def burst(base_urls: Sequence[str], calls: Sequence[Call],
+                started: asyncio.Event | None = None,
+                on_response: Callable[[Outcome], None] | None = None) -> LoadResult:
+    """POST every call at once (one connection each) and collect every outcome.
+
+    Call i goes to `base_urls[call.server]`, or round-robin (`i % len(base_urls)`) when the call
+    names no server. A transport error (no HTTP answer) is an outcome with status None.
     """
     # One connection per request, all open at once. The connections are spread over several
     # clients per server: httpx's pool bookkeeping grows with its size, and a single pool of 500
     # costs the client more CPU than the server spends (2 cores are shared by both).
-    shards = len(base_urls) * CLIENT_SHARDS
-    per_shard = -(-len(bodies) // shards)
-    clients = [httpx.AsyncClient(base_url=base_urls[s % len(base_urls)],
-                                 timeout=httpx.Timeout(180.0),
-                                 limits=httpx.Limits(max_connections=per_shard,
-                                                     max_keepalive_connections=per_shard))
-               for s in range(shards)]
-    headers = [bearer(Role.CUSTOMER, f"buyer-{i}") for i in range(len(bodies))]
+    targets = [c.server if c.server is not None else i % len(base_urls)
+               for i, c in enumerate(calls)]
+    per_server = [targets.count(s) for s in range(len(base_urls))]
+    per_shard = [max(1, -(-n // CLIENT_SHARDS)) for n in per_server]
+    shard_of: list[int] = []  # the calls to one server are dealt over its clients in turn
+    dealt = [0] * len(base_urls)
+    for server in targets:
+        shard_of.append(dealt[server] % CLIENT_SHARDS)
+        dealt[server] += 1
+    clients = [[httpx.AsyncClient(base_url=url, timeout=httpx.Timeout(180.0),
+                                  limits=httpx.Limits(max_connections=per_shard[s],
+                                                      max_keepalive_connections=per_shard[s]))
+                for _ in range(CLIENT_SHARDS)] for s, url in enumerate(base_urls)]
+    headers = [{**bearer(c.role, c.subject), **c.headers} for c in calls]
 
     async def one(i: int) -> Outcome:
-        http = clients[i % shards]  # request i goes to server i % len(base_urls)
+        server = targets[i]
+        http = clients[server][shard_of[i]]
         try:
-            response = await http.post("/v1/reservations", json=bodies[i], headers=headers[i])
+            response = await http.post(calls[i].path, json=calls[i].body, headers=headers[i])
         except httpx.TransportError as exc:
-            return Outcome(i, None, None, "", f"{type(exc).__name__}: {exc}")
+            return Outcome(i, None, None, "", f"{type(exc).__name__}: {exc}", server=server)
         try:
             body = response.json()
         except ValueError:
             body = {"raw": response.text}
-        outcome = Outcome(i, response.status_code, body, response.headers.get("content-type", ""))
+        outcome = Outcome(i, response.status_code, body, response.headers.get("content-type", ""),
+                          headers={k.lower(): v for k, v in response.headers.items()},
+                          server=server)
         if on_response is not None:
             on_response(outcome)
         return outcome
@@ -349,12 +414,34 @@ async def reserve_burst(base_urls: Sequence[str], bodies: Sequence[dict[str, Any
         if started is not None:
             started.set()
         t0 = time.perf_counter()
-        outcomes = await asyncio.gather(*(one(i) for i in range(len(bodies))))
+        outcomes = await asyncio.gather(*(one(i) for i in range(len(calls))))
         seconds = time.perf_counter() - t0
     finally:
-        for http in clients:
-            await http.aclose()
+        for per_url in clients:
+            for http in per_url:
+                await http.aclose()
     return LoadResult(list(outcomes), seconds)
+
+
+async def reserve_burst(base_urls: Sequence[str], bodies: Sequence[dict[str, Any]],
+                        started: asyncio.Event | None = None,
+                        on_response: Callable[[Outcome], None] | None = None, *,
+                        subjects: Sequence[str] | None = None,
+                        keys: Sequence[str | None] | None = None,
+                        servers: Sequence[int | None] | None = None) -> LoadResult:
+    """Send every reservation at once (one connection each), split round-robin over servers.
+
+    Each request is a different customer with its own token (`buyer-<i>`), as in a real drop,
+    unless `subjects` names the customer of each; `keys` gives requests an Idempotency-Key
+    (None: none), `servers` sends request i to `base_urls[servers[i]]` instead of round-robin.
+    """
+    calls = [Call("/v1/reservations", body,
+                  subject=subjects[i] if subjects is not None else f"buyer-{i}",
+                  headers=({"Idempotency-Key": k} if keys is not None and (k := keys[i])
+                           else {}),
+                  server=servers[i] if servers is not None else None)
+             for i, body in enumerate(bodies)]
+    return await burst(base_urls, calls, started, on_response)
 
 
 def assert_clean_insufficient(outcome: Outcome, skus: set[str]) -> None:
@@ -365,3 +452,25 @@ def assert_clean_insufficient(outcome: Outcome, skus: set[str]) -> None:
     assert outcome.body["type"].endswith("insufficient-stock"), outcome.body
     short = {line["sku"] for line in outcome.body.get("short", [])}
     assert short and short <= skus, outcome.body
+
+
+def assert_clean_problem(outcome: Outcome, status: int, *slugs: str) -> dict[str, Any]:
+    """A problem+json of the given status and one of the given stable types, with no internals
+    (stack traces, SQL) leaked."""
+    assert outcome.status == status, outcome
+    assert outcome.content_type.startswith(PROBLEM_JSON), outcome
+    assert outcome.body is not None, outcome
+    assert outcome.body.get("type") in {PROBLEM_BASE + slug for slug in slugs}, outcome.body
+    assert outcome.body.get("status") == status and outcome.body.get("title"), outcome.body
+    text = json.dumps(outcome.body).lower()
+    for leak in ("traceback", "sqlalchemy", "select ", "insert into", 'file \\"'):
+        assert leak not in text, f"{leak!r} leaked to the client: {outcome.body}"
+    return outcome.body
+
+
+def problem_slug(outcome: Outcome) -> str | None:
+    """The stable type of a problem answer (e.g. "insufficient-stock"), else None."""
+    if outcome.body is None or not outcome.content_type.startswith(PROBLEM_JSON):
+        return None
+    kind = outcome.body.get("type")
+    return kind.removeprefix(PROBLEM_BASE) if isinstance(kind, str) else None

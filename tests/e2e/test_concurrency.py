@@ -7,6 +7,7 @@ and written to JSON, never asserted (DESIGN.md §6).
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import pytest
@@ -71,7 +72,11 @@ async def assert_levels_and_ledger(servers: ServerFactory, base_url: str, sku: s
     reserves = [e for e in ledger["entries"] if e["kind"] == "reserve"]
     assert sorted(e["reference"] for e in reserves) == sorted(ids)
     assert all(e["delta"] == {"reserved": 1} for e in reserves)
-    assert [e["version"] for e in ledger["entries"]] == list(range(1, level["version"] + 1))
+    # One entry per change of the stock level, each its next version (the SKU's own version, the
+    # ETag, counts transactions, and a batch may decide many reservations in one).
+    [at_location] = level["locations"]
+    assert [e["version"] for e in ledger["entries"]] == list(
+        range(1, at_location["version"] + 1))
     in_db = await servers.db.scalar(
         "SELECT count(*) FROM reservations WHERE status = 'active' AND id IN "
         "(SELECT reservation_id FROM reservation_lines WHERE sku = :sku)", sku=sku)
@@ -99,11 +104,13 @@ async def test_500_buyers_100_units_two_servers(servers: ServerFactory,
                                  [{"lines": [{"sku": "sneaker-42", "quantity": 1}]}] * BUYERS)
     record(throughput, "500 buyers / 100 units", servers.db.backend, 2, result)
     ids = assert_exact_drop(result, "sneaker-42")
-    # Both processes really served the drop, and both confirmed some of it.
-    by_server = {0: 0, 1: 0}
-    for outcome in result.with_status(201):
-        by_server[outcome.index % 2] += 1
-    assert by_server[0] > 0 and by_server[1] > 0, by_server
+    # Both processes really served the drop: each answered every request sent to it. How the
+    # units split between them is not promised: a process decides its queued requests together,
+    # so one batch may take everything before the other process gets the SKU's row lock.
+    answered = Counter(o.server for o in result.outcomes if o.status in (201, 409))
+    assert answered == {0: BUYERS // 2, 1: BUYERS // 2}, answered
+    print(f"[e2e drop] confirmed per process: "
+          f"{dict(Counter(o.server for o in result.with_status(201)))}")
     await assert_levels_and_ledger(servers, second.base_url, "sneaker-42", ids)
 
 
