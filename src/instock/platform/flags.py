@@ -10,6 +10,7 @@ Two homes: this process's memory (the default), or Redis, shared by every proces
 
 from __future__ import annotations
 
+import asyncio
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
@@ -80,14 +81,26 @@ return 0
 class RedisFlags(VersionedFlags):
     def __init__(self, url: str, ttl_seconds: float, namespace: str) -> None:
         super().__init__(ttl_seconds)
-        self._redis = aioredis.Redis.from_url(url)
+        # A drop asks thousands of times at once: callers wait for a connection rather than
+        # fail, and concurrent asks for the same keys share one round trip (`_reading`).
+        pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=32, timeout=10)
+        self._redis = aioredis.Redis(connection_pool=pool)
         self._prefix = f"instock:flags:{namespace}:"
         self._record = self._redis.register_script(_RECORD)
+        self._reading: dict[tuple[str, ...], asyncio.Future[set[str]]] = {}
 
     async def raised(self, keys: Iterable[str]) -> set[str]:
-        wanted = list(keys)
+        wanted = tuple(sorted(set(keys)))
         if not wanted:
             return set()
+        reading = self._reading.get(wanted)
+        if reading is None:
+            reading = self._reading[wanted] = asyncio.ensure_future(self._read(wanted))
+            reading.add_done_callback(lambda done: self._reading.pop(wanted)
+                                      if self._reading.get(wanted) is done else None)
+        return set(await asyncio.shield(reading))
+
+    async def _read(self, wanted: tuple[str, ...]) -> set[str]:
         values = await self._redis.mget([self._prefix + key for key in wanted])
         # Raw bytes (no decode_responses): the typing stubs say str, the wire says b"7:1".
         return {key for key, value in zip(wanted, values, strict=True)
