@@ -72,15 +72,19 @@ class CatalogService:
             return await store.list_products(conn, limit, after)
 
     async def unknown_skus(self, skus: Iterable[str]) -> set[str]:
+        return (await self.lookup(skus))[0]
+
+    async def lookup(self, skus: Iterable[str]) -> tuple[set[str], dict[str, dict[str, int]]]:
+        """Which of the SKUs do not exist, and the compositions of those that are bundles:
+        one call, as every reservation needs both."""
         wanted = set(skus)
         await self._learn(wanted)
-        return wanted - self._recipes.keys()
+        return (wanted - self._recipes.keys(),
+                {sku: recipe for sku in wanted if (recipe := self._recipes.get(sku))})
 
     async def recipes(self, skus: Iterable[str]) -> dict[str, dict[str, int]]:
         """Bundle compositions of those SKUs that are bundles."""
-        wanted = set(skus)
-        await self._learn(wanted)
-        return {sku: self._recipes[sku] for sku in wanted if self._recipes.get(sku)}
+        return (await self.lookup(skus))[1]
 
     async def _learn(self, skus: set[str]) -> None:
         """Remember which SKUs exist and what bundles are made of.

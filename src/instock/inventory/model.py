@@ -394,6 +394,9 @@ Recipes = Mapping[str, Mapping[str, int]]  # bundle sku -> component sku -> quan
 
 def merge_lines(lines: Iterable[Line]) -> list[Line]:
     """One line per SKU, in first-seen order: the same SKU twice is one larger line."""
+    lines = list(lines)
+    if len(lines) == 1:  # most baskets of a drop
+        return lines
     merged: dict[str, int] = {}
     for line in lines:
         merged[line.sku] = merged.get(line.sku, 0) + line.quantity

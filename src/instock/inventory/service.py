@@ -510,8 +510,9 @@ class InventoryService:
         ttl = self._ttl(request.ttl_seconds)
         lines = model.merge_lines(request.lines)
         line_skus = {line.sku for line in lines}
-        await self._require_stocked_skus(line_skus, "lines.sku")
-        recipes = await self.catalog.recipes(line_skus)
+        unknown, recipes = await self.catalog.lookup(line_skus)
+        if unknown:
+            raise ValidationFailed("lines.sku", f"unknown SKU: {', '.join(sorted(unknown))}")
         components = model.explode(lines, recipes)
         if (sold_out := await self._refuse_sold_out(lines, recipes, components, ctx)):
             return sold_out

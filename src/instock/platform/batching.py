@@ -65,7 +65,8 @@ class GroupCommit(Generic[K, R, T]):
         lane = self._lanes.get(key)
         if lane is None:
             lane = self._lanes[key] = _Lane()
-        waiting = _Waiting[R, T](request, asyncio.get_running_loop().create_future())
+        answer: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        waiting = _Waiting(request, answer)
         lane.queue.append(waiting)
         if lane.task is None:
             lane.task = asyncio.create_task(self._drain(key, lane), name=f"group-commit:{key}")

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from instock.platform.auth import TokenAuthority
-from instock.platform.db import Database, UTCDateTime, insert_missing, metadata, utcnow
+from instock.platform.db import Database, UTCDateTime, dialect_insert, metadata, utcnow
 from instock.platform.errors import (
     PROBLEM_JSON,
     IdempotencyInProgress,
@@ -95,9 +95,13 @@ class IdempotencyMiddleware:
                     raise IdempotencyInProgress("the first request with this key is still running")
                 await conn.execute(idempotency_keys.delete().where(
                     idempotency_keys.c.scope == scope_id))
-            await insert_missing(conn, idempotency_keys, [{
-                "scope": scope_id, "request_hash": request_hash, "done": False,
-                "created_at": utcnow()}])
+            # Two processes may both have seen no row: the insert decides which one claimed it.
+            claimed = await conn.scalar(
+                dialect_insert(conn, idempotency_keys).values(
+                    scope=scope_id, request_hash=request_hash, done=False, created_at=utcnow())
+                .on_conflict_do_nothing().returning(idempotency_keys.c.scope))
+            if claimed is None:
+                raise IdempotencyInProgress("the first request with this key is still running")
         return None
 
     async def _run_and_store(self, scope: Scope, body: bytes, send: Send, scope_id: str,
