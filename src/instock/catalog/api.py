@@ -109,7 +109,8 @@ def render(product: Product, response: Response) -> ProductOut:
                   for v in product.variants])
 
 
-def service(request: Request) -> CatalogService:
+# async: FastAPI runs a plain `def` dependency in a worker thread, on every request.
+async def service(request: Request) -> CatalogService:
     svc: CatalogService = request.app.state.catalog
     return svc
 

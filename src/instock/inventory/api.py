@@ -29,7 +29,8 @@ STOCK_WRITERS = requires(Role.INVENTORY, Role.FULFILMENT)
 RESERVERS = requires(Role.CUSTOMER, Role.SERVICE, Role.SUPPORT)
 
 
-def service(request: Request) -> InventoryService:
+# async: FastAPI runs a plain `def` dependency in a worker thread, on every request.
+async def service(request: Request) -> InventoryService:
     svc: InventoryService = request.app.state.inventory
     return svc
 

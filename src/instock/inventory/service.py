@@ -378,6 +378,12 @@ class InventoryService:
         await self.sold_out.record(tx.sold_out_states())
         return result
 
+    def lane_stats(self) -> dict[str, int]:
+        """How the group commit has batched reservations in this process."""
+        stats = self._lanes.stats
+        return {"batches": stats.batches, "requests": stats.requests,
+                "largest_batch": stats.largest, "batch_retries": stats.split}
+
     # -- locations and channels -------------------------------------------------------------------
 
     async def create_location(self, id: str, name: str, kind: str) -> dict[str, object]:

@@ -53,7 +53,7 @@ class IdempotencyMiddleware:
             return await self.app(scope, receive, send)
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
         key = headers.get(HEADER)
-        subject = self._subject(headers.get("authorization", ""))
+        subject = None if key is None else self._subject(headers.get("authorization", ""))
         if key is None or subject is None:  # no key, or no valid caller: nothing to remember
             return await self.app(scope, receive, send)
         if not 1 <= len(key) <= 128:

@@ -19,7 +19,8 @@ CallerId = Annotated[str, StringConstraints(pattern=CALLER_ID_PATTERN)]
 MEMBERS = requires(Role.CUSTOMER, Role.SUPPORT, Role.SERVICE)
 
 
-def service(request: Request) -> WaitlistService:
+# async: FastAPI runs a plain `def` dependency in a worker thread, on every request.
+async def service(request: Request) -> WaitlistService:
     svc: WaitlistService = request.app.state.waitlist
     return svc
 
