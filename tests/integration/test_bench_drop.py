@@ -71,7 +71,10 @@ def test_a_gate_that_dies_before_its_write_behind_loses_confirmations(
     assert row["crashed_after"] == 10 and row["confirmed"] == 10
     # The tenth buyer was answered and the process died with it still in memory.
     assert row["lost"] > 0 and row["write_behind_discarded"] == row["lost"]
-    assert row["errors"] == BUYERS - 10 and row["oversold"] == 0
+    # Every later buyer fails, except those whose "sold out" came back from Redis before the
+    # crash (answers arrive over several connections, in no fixed order).
+    assert row["errors"] + row["refused"] == BUYERS - 10 and row["errors"] > 0
+    assert row["oversold"] == 0
     assert any("redis_gate lost" in finding for finding in report["summary"]["findings"])
 
 
