@@ -65,3 +65,13 @@ async def test_memory_flags_hear_other_processes_through_observe() -> None:
     assert await flags.raised(["A"]) == {"A"}
     flags.observe("A", (4, False))
     assert await flags.raised(["A"]) == set()
+
+
+async def test_redis_down_means_no_shortcut_not_a_failure() -> None:
+    nothing_listens = "redis://127.0.0.1:1/0"
+    flags = RedisFlags(nothing_listens, ttl_seconds=1, namespace="down")
+    try:
+        await flags.record({"A": (1, True)})  # logged, not raised: the commit already happened
+        assert await flags.raised(["A"]) == set()  # the database will decide
+    finally:
+        await flags.close()

@@ -17,6 +17,13 @@ from collections.abc import Iterable, Mapping
 from typing import cast
 
 import redis.asyncio as aioredis
+import structlog
+from redis.exceptions import RedisError
+
+log = structlog.get_logger(__name__)
+
+# Seconds to wait for Redis before doing without it.
+REDIS_TIMEOUT = 0.5
 
 # A state: the aggregate's version and whether the flag is raised at that version.
 State = tuple[int, bool]
@@ -79,11 +86,17 @@ return 0
 
 
 class RedisFlags(VersionedFlags):
+    """Flags every process shares. Redis being down or slow must not fail a reservation: a
+    flag is only a shortcut, so an unanswered ask counts as "not raised" (the database decides)
+    and an unwritten state is logged; what was written before expires within the ttl."""
+
     def __init__(self, url: str, ttl_seconds: float, namespace: str) -> None:
         super().__init__(ttl_seconds)
         # A drop asks thousands of times at once: callers wait for a connection rather than
         # fail, and concurrent asks for the same keys share one round trip (`_reading`).
-        pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=32, timeout=10)
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=32, timeout=REDIS_TIMEOUT, socket_timeout=REDIS_TIMEOUT,
+            socket_connect_timeout=REDIS_TIMEOUT)
         self._redis = aioredis.Redis(connection_pool=pool)
         self._prefix = f"instock:flags:{namespace}:"
         self._record = self._redis.register_script(_RECORD)
@@ -101,7 +114,11 @@ class RedisFlags(VersionedFlags):
         return set(await asyncio.shield(reading))
 
     async def _read(self, wanted: tuple[str, ...]) -> set[str]:
-        values = await self._redis.mget([self._prefix + key for key in wanted])
+        try:
+            values = await self._redis.mget([self._prefix + key for key in wanted])
+        except (RedisError, OSError) as exc:
+            log.warning("flags_unreadable", error=repr(exc))
+            return set()
         # Raw bytes (no decode_responses): the typing stubs say str, the wire says b"7:1".
         return {key for key, value in zip(wanted, values, strict=True)
                 if value is not None and cast(bytes, value).endswith(b":1")}
@@ -112,7 +129,10 @@ class RedisFlags(VersionedFlags):
         args: list[int | str] = [max(1, round(self.ttl * 1000))]
         for version, up in states.values():
             args += [version, int(up)]
-        await self._record(keys=[self._prefix + key for key in states], args=args)
+        try:
+            await self._record(keys=[self._prefix + key for key in states], args=args)
+        except (RedisError, OSError) as exc:
+            log.warning("flags_unwritten", keys=sorted(states), error=repr(exc))
 
     async def close(self) -> None:
         await self._redis.aclose()
