@@ -241,9 +241,9 @@ class _ReserveBatch:
         self.created: list[tuple[Reservation, str | None]] = []
         self.by_scope: dict[str, Reservation] = {}
         self.held: dict[tuple[str, str], int] = {}
-        # What each line SKU could still get per channel, valid until the next hold is made:
-        # once a drop is sold out, the rest of its batch is refused without allocating.
-        self.available: dict[tuple[str, str], int] = {}
+        # Shortages found per (channel, lines), valid until the next hold is made (holds only
+        # take stock): once a drop is sold out, the rest of its batch is refused at a glance.
+        self.refused: dict[tuple[str, tuple[Line, ...]], list[model.Shortage]] = {}
 
     async def load(self) -> None:
         """What earlier transactions decided: keys already used, units customers hold."""
@@ -279,17 +279,19 @@ class _ReserveBatch:
             model.check_customer_limit(line.sku, tx.items[line.sku].per_customer_limit,
                                        self.held.get((customer or "", line.sku), 0),
                                        line.quantity)
+        signature = (hold.channel.id, tuple(hold.lines))
+        if (short := self.refused.get(signature)) is not None:
+            raise model.InsufficientStock(short)
         levels = {sku: tx.levels_in(sku, hold.channel.locations)
                   for sku in {*(line.sku for line in hold.lines),
                               *model.explode(hold.lines, hold.recipes)}}
-        short = [model.Shortage(line.sku, line.quantity, available)
-                 for line in hold.lines
-                 if (available := self._available(hold, line.sku, levels)) < line.quantity]
-        if short:
-            raise model.InsufficientStock(short)
-        allocations = model.allocate(hold.lines, hold.recipes, levels, tx.today,
-                                     hold.channel.min_shelf_life_days)
-        self.available.clear()
+        try:
+            allocations = model.allocate(hold.lines, hold.recipes, levels, tx.today,
+                                         hold.channel.min_shelf_life_days)
+        except model.InsufficientStock as exc:
+            self.refused[signature] = exc.shortages
+            raise
+        self.refused.clear()
         reservation = Reservation.open(new_id(), hold.channel.id, customer, hold.lines,
                                        allocations, tx.now, hold.ttl)
         tx.move(reservation.movements(model.delta(reserved=1)),
@@ -300,12 +302,6 @@ class _ReserveBatch:
             self.held[key] = self.held.get(key, 0) + line.quantity
         return reservation
 
-    def _available(self, hold: _Hold, sku: str, levels: dict[str, list[StockLevel]]) -> int:
-        key = (hold.channel.id, sku)
-        if key not in self.available:
-            self.available[key] = model.available_to_sell(
-                sku, hold.recipes, levels, self.tx.today, hold.channel.min_shelf_life_days)
-        return self.available[key]
 
 
 @dataclass(frozen=True)
