@@ -183,3 +183,17 @@ def test_ledger_folds_back_to_the_levels_and_detects_tampering() -> None:
     assert any("altered" in p for p in problems)
     _, problems = model.fold([entries[1]])
     assert any("chain broken" in p for p in problems)
+
+
+def test_bucket_arithmetic_spelled_out_covers_every_field() -> None:
+    # Buckets' methods name each field for speed: this fails if a field is added and one of
+    # them is not updated.
+    from dataclasses import fields
+
+    from instock.inventory.model import Buckets
+
+    b = Buckets(*range(1, len(fields(Buckets)) + 1))
+    assert b.as_dict() == {f.name: getattr(b, f.name) for f in fields(Buckets)}
+    assert b.values() == tuple(b.as_dict().values())
+    assert (b + b).values() == tuple(2 * v for v in b.values()) == b.scaled(2).values()
+    assert (b - b).is_zero

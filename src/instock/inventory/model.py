@@ -106,14 +106,18 @@ class Buckets:
         return self + other.scaled(-1)
 
     def scaled(self, factor: int) -> Buckets:
-        return Buckets(*(v * factor for v in self.values()))
+        return Buckets(self.on_hand * factor, self.reserved * factor, self.committed * factor,
+                       self.safety_stock * factor, self.unsellable * factor,
+                       self.quarantined * factor, self.incoming * factor)
 
     def values(self) -> tuple[int, ...]:
         return (self.on_hand, self.reserved, self.committed, self.safety_stock, self.unsellable,
                 self.quarantined, self.incoming)
 
     def as_dict(self) -> dict[str, int]:
-        return dict(zip(BUCKET_NAMES, self.values(), strict=True))
+        return {"on_hand": self.on_hand, "reserved": self.reserved, "committed": self.committed,
+                "safety_stock": self.safety_stock, "unsellable": self.unsellable,
+                "quarantined": self.quarantined, "incoming": self.incoming}
 
     @property
     def free(self) -> int:
@@ -142,7 +146,6 @@ class Buckets:
 
 
 ZERO = Buckets()
-BUCKET_NAMES = tuple(f.name for f in fields(Buckets))
 
 
 def delta(**bucket_changes: int) -> Buckets:
