@@ -159,11 +159,11 @@ async def test_sold_out_is_refused_from_the_flag_until_stock_returns(c: Containe
     made = await asyncio.gather(*(c.inventory.reserve(ReserveRequest([Line("HOT", 1)]), CTX)
                                   for _ in range(3)))
     assert await c.inventory.sold_out.raised(["HOT"]) == {"HOT"}
-    decided = c.inventory._lanes.stats.requests
+    transactions = c.inventory.stock_transactions
     with pytest.raises(InsufficientStock) as refused:
         await c.inventory.reserve(ReserveRequest([Line("HOT", 1)]), CTX)
     assert refused.value.extensions["short"] == [{"sku": "HOT", "requested": 1, "available": 0}]
-    assert c.inventory._lanes.stats.requests == decided  # the database was never asked
+    assert c.inventory.stock_transactions == transactions  # the database was never asked
     await c.inventory.release(made[0].id, CTX)  # stock returns: the flag is cleared at once
     assert await c.inventory.sold_out.raised(["HOT"]) == set()
     assert isinstance(await c.inventory.reserve(ReserveRequest([Line("HOT", 1)]), CTX),
@@ -192,10 +192,25 @@ async def test_processes_sharing_redis_see_each_others_sell_out_and_restock(
         await one.inventory.reserve(ReserveRequest([Line(sku, 1)]), CTX)
         with pytest.raises(InsufficientStock):
             await other.inventory.reserve(ReserveRequest([Line(sku, 1)]), CTX)
-        assert other.inventory._lanes.stats.requests == 0  # refused from Redis alone
+        assert other.inventory.stock_transactions == 0  # refused from Redis alone
         await receive(other, sku, "wh", 1)  # the other process restocks
         assert isinstance(await one.inventory.reserve(ReserveRequest([Line(sku, 1)]), CTX),
                           Reservation)  # and the first sees it at once, not after the ttl
     finally:
         await one.close()
         await other.close()
+
+
+async def test_a_bundle_is_refused_by_its_sold_out_component(c: Container) -> None:
+    await add_location(c, "wh")
+    await add_product(c, "set", ["TOP", "HAT"], bundles={"SET": {"TOP": 1, "HAT": 1}})
+    await receive(c, "TOP", "wh", 1)
+    await receive(c, "HAT", "wh", 5)
+    await c.inventory.reserve(ReserveRequest([Line("TOP", 1)]), CTX)  # TOP sells out
+    transactions = c.inventory.stock_transactions
+    with pytest.raises(InsufficientStock) as refused:
+        await c.inventory.reserve(ReserveRequest([Line("SET", 1), Line("HAT", 1)]), CTX)
+    assert refused.value.extensions["short"] == [{"sku": "SET", "requested": 1, "available": 0}]
+    assert c.inventory.stock_transactions == transactions
+    assert isinstance(await c.inventory.reserve(ReserveRequest([Line("HAT", 2)]), CTX),
+                      Reservation)  # the other component still sells

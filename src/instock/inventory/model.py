@@ -408,11 +408,16 @@ def merge_lines(lines: Iterable[Line]) -> list[Line]:
     return [Line(sku, quantity) for sku, quantity in merged.items()]
 
 
+def components(sku: str, recipes: Recipes) -> Mapping[str, int]:
+    """What one unit of `sku` is made of: a bundle its recipe, any other SKU itself."""
+    return recipes.get(sku) or {sku: 1}
+
+
 def explode(lines: Iterable[Line], recipes: Recipes) -> dict[str, int]:
     """Component demand of the lines: bundles become their components; shared ones add up."""
     need: dict[str, int] = {}
     for line in lines:
-        parts = recipes.get(line.sku) or {line.sku: 1}
+        parts = components(line.sku, recipes)
         for sku, per_unit in parts.items():
             need[sku] = need.get(sku, 0) + per_unit * line.quantity
     return need
@@ -432,7 +437,7 @@ def bundle_available(recipe: Mapping[str, int], component_available: Mapping[str
 def available_to_sell(sku: str, recipes: Recipes, levels: Mapping[str, list[StockLevel]],
                       today: date, min_shelf_life_days: int = 0) -> int:
     """What a buyer can still get of `sku` from these levels: a bundle counts whole kits."""
-    recipe = recipes.get(sku) or {sku: 1}
+    recipe = components(sku, recipes)
     per_component = {c: sku_sellable(levels.get(c, []), today, min_shelf_life_days)
                      for c in recipe}
     return bundle_available(recipe, per_component)
@@ -466,7 +471,7 @@ def _shortages(lines: list[Line], recipes: Recipes, levels: Mapping[str, list[St
                today: date, min_shelf_life_days: int, short: set[str]) -> list[Shortage]:
     return [Shortage(line.sku, line.quantity,
                      available_to_sell(line.sku, recipes, levels, today, min_shelf_life_days))
-            for line in lines if short & (recipes.get(line.sku) or {line.sku: 1}).keys()]
+            for line in lines if short & components(line.sku, recipes).keys()]
 
 
 def check_customer_limit(sku: str, limit: int | None, held: int, requested: int) -> None:

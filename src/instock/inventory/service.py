@@ -351,6 +351,7 @@ class InventoryService:
         self._channels = Memo(self._load_channel, CHANNEL_CACHE_SECONDS)
         self._sku_locks = KeyedLocks()
         self._known_locations: set[str] = set()
+        self.stock_transactions = 0  # reservation batches that reached the database
         self._lanes = GroupCommit[frozenset[str], _Hold, Reservation](self._reserve_batch,
                                                                       batch_max)
 
@@ -378,7 +379,8 @@ class InventoryService:
         """How the group commit has batched reservations in this process."""
         stats = self._lanes.stats
         return {"batches": stats.batches, "requests": stats.requests,
-                "largest_batch": stats.largest, "batch_retries": stats.split}
+                "largest_batch": stats.largest, "batch_retries": stats.split,
+                "stock_transactions": self.stock_transactions}
 
     # -- locations and channels -------------------------------------------------------------------
 
@@ -516,46 +518,55 @@ class InventoryService:
         if unknown:
             raise ValidationFailed("lines.sku", f"unknown SKU: {', '.join(sorted(unknown))}")
         components = model.explode(lines, recipes)
-        if (sold_out := await self._refuse_sold_out(lines, recipes, components, ctx)):
-            return sold_out
         skus = frozenset(line_skus | set(components))
         hold = _Hold(request, lines, recipes, await self.channel(request.channel), ttl, ctx)
         reservation = await self._lanes.submit(skus, hold)
         _CONFIRMED.inc()
         return reservation
 
-    async def _refuse_sold_out(self, lines: list[Line], recipes: model.Recipes,
-                               components: dict[str, int],
-                               ctx: EntryContext) -> Reservation | None:
-        """Refuse from the sold-out flags, without the database, when a line needs a SKU that
-        has nothing left anywhere (see `sold_out_ttl_seconds` for how fresh they are).
+    async def _reserve_batch(self, skus: frozenset[str],
+                             holds: Sequence[_Hold]) -> list[Reservation | Exception]:
+        """Decide a batch: first against the sold-out flags (one look for the whole batch),
+        then what they do not settle in one stock transaction."""
+        outcomes: list[Reservation | Exception | None] = list(
+            await self._refused_from_flags(skus, holds))
+        pending = [hold for hold, outcome in zip(holds, outcomes, strict=True) if outcome is None]
+        if pending:
+            async def work(tx: StockTx) -> list[Reservation | Exception]:
+                batch = _ReserveBatch(tx, pending)
+                await batch.load()
+                decided = [batch.decide(hold) for hold in pending]
+                await store.insert_reservations(tx.conn, batch.created)
+                return decided
+
+            self.stock_transactions += 1
+            decided = iter(await self._write(set(skus), work, None))
+            outcomes = [next(decided) if outcome is None else outcome for outcome in outcomes]
+        return [outcome for outcome in outcomes if outcome is not None]
+
+    async def _refused_from_flags(self, skus: frozenset[str],
+                                  holds: Sequence[_Hold]) -> list[Reservation | Exception | None]:
+        """Per hold: refused without the database when a line needs a SKU flagged as having
+        nothing left anywhere (see `sold_out_ttl_seconds` for how fresh flags are), else None.
 
         A retried request (same idempotency key) still gets the reservation it made before.
         """
-        gone = await self.sold_out.raised(components)
-        if gone:
-            scope = ctx.idempotency_scope()
-            if scope is not None:
-                async with self.db.read() as conn:
-                    done = await store.reservation_ids_for(conn, [scope])
-                    if done:
-                        return await store.get_reservation(conn, done[scope])
-            with domain_errors():
-                raise model.InsufficientStock([
-                    model.Shortage(line.sku, line.quantity, 0) for line in lines
-                    if gone & (recipes.get(line.sku) or {line.sku: 1}).keys()])
-        return None
-
-    async def _reserve_batch(self, skus: frozenset[str],
-                             holds: Sequence[_Hold]) -> list[Reservation | Exception]:
-        async def work(tx: StockTx) -> list[Reservation | Exception]:
-            batch = _ReserveBatch(tx, holds)
-            await batch.load()
-            outcomes = [batch.decide(hold) for hold in holds]
-            await store.insert_reservations(tx.conn, batch.created)
-            return outcomes
-
-        return await self._write(set(skus), work, None)
+        gone = await self.sold_out.raised(skus)
+        if not gone:
+            return [None] * len(holds)
+        outcomes: list[Reservation | Exception | None] = []
+        for hold in holds:
+            short = [model.Shortage(line.sku, line.quantity, 0) for line in hold.lines
+                     if gone & model.components(line.sku, hold.recipes).keys()]
+            outcomes.append(translated(model.InsufficientStock(short)) if short else None)
+        retried = {scope: i for i, hold in enumerate(holds)
+                   if outcomes[i] is not None and (scope := hold.scope) is not None}
+        if retried:
+            async with self.db.read() as conn:
+                for scope, reservation_id in (
+                        await store.reservation_ids_for(conn, retried)).items():
+                    outcomes[retried[scope]] = await store.get_reservation(conn, reservation_id)
+        return outcomes
 
     async def get_reservation(self, reservation_id: str) -> Reservation:
         async with self.db.read() as conn:
