@@ -54,10 +54,10 @@ def one_after_the_other(stock: int, limit: int | None, asks: list[Ask]) -> list[
     for i, ask in enumerate(asks):
         if ask.key is not None and (ask.customer, ask.key) in made:
             outcomes.append(made[(ask.customer, ask.key)])
-        elif limit is not None and held.get(ask.customer, 0) + ask.quantity > limit:
-            outcomes.append("limit")
         elif ask.quantity > stock:
             outcomes.append("insufficient")
+        elif limit is not None and held.get(ask.customer, 0) + ask.quantity > limit:
+            outcomes.append("limit")
         else:
             stock -= ask.quantity
             held[ask.customer] = held.get(ask.customer, 0) + ask.quantity

@@ -273,12 +273,9 @@ class _ReserveBatch:
         return reservation
 
     def _reserve(self, hold: _Hold) -> Reservation:
+        """Stock first, then the customer's limit: a request that fails both is told the SKU
+        is short, the answer the sold-out flags give without the database."""
         tx, customer = self.tx, hold.request.customer_id
-        limited = hold.limited(tx.items)
-        for line in limited:
-            model.check_customer_limit(line.sku, tx.items[line.sku].per_customer_limit,
-                                       self.held.get((customer or "", line.sku), 0),
-                                       line.quantity)
         signature = (hold.channel.id, tuple(hold.lines))
         if (short := self.refused.get(signature)) is not None:
             raise model.InsufficientStock(short)
@@ -291,6 +288,11 @@ class _ReserveBatch:
         except model.InsufficientStock as exc:
             self.refused[signature] = exc.shortages
             raise
+        limited = hold.limited(tx.items)
+        for line in limited:
+            model.check_customer_limit(line.sku, tx.items[line.sku].per_customer_limit,
+                                       self.held.get((customer or "", line.sku), 0),
+                                       line.quantity)
         self.refused.clear()
         reservation = Reservation.open(new_id(), hold.channel.id, customer, hold.lines,
                                        allocations, tx.now, hold.ttl)
