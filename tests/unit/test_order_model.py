@@ -1,0 +1,126 @@
+"""The order state machine: legal paths work, illegal transitions change nothing."""
+
+from __future__ import annotations
+
+import copy
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from instock.orders.model import (
+    TRANSITIONS,
+    IllegalOrderTransition,
+    Order,
+    OrderError,
+    OrderLine,
+    OrderStatus,
+)
+
+NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+S = OrderStatus
+
+
+def order() -> Order:
+    return Order.place("o-1", "c-1", "web", "EUR",
+                       [OrderLine("TEE", 2, Decimal("25.00")), OrderLine("CAP", 1, Decimal("15"))],
+                       "r-1", NOW)
+
+
+def test_the_happy_path_from_placing_to_delivery() -> None:
+    o = order()
+    assert o.status is S.PENDING_PAYMENT and o.total == Decimal("65.00")
+    o.pay("pay-1", Decimal("65"), NOW)
+    o.fulfil({"TEE": 1}, NOW)
+    assert o.status is S.PARTIALLY_FULFILLED
+    o.fulfil({"TEE": 1, "CAP": 1}, NOW)
+    o.ship(NOW, "track-1")
+    o.deliver(NOW)
+    assert [c.status for c in o.history] == [S.PENDING_PAYMENT, S.PAID, S.PARTIALLY_FULFILLED,
+                                             S.FULFILLED, S.SHIPPED, S.DELIVERED]
+
+
+def test_cancelled_after_payment_owes_a_refund_until_it_is_paid_back() -> None:
+    o = order()
+    o.pay("pay-1", o.total, NOW)
+    o.cancel("payment captured, customer changed their mind", NOW)
+    assert o.refund_due == Decimal("65.00")
+    o.refund(Decimal("40"), NOW)
+    assert o.status is S.CANCELLED and o.refund_due == Decimal("25.00")
+    with pytest.raises(OrderError, match=r"has 25\.00 EUR to refund"):
+        o.refund(Decimal("30"), NOW)
+    o.refund(Decimal("25"), NOW)
+    assert o.status is S.REFUNDED and o.refund_due == 0
+
+
+def test_an_illegal_transition_says_what_is_allowed_and_changes_nothing() -> None:
+    o = order()
+    before = copy.deepcopy(o)
+    with pytest.raises(IllegalOrderTransition) as refused:
+        o.ship(NOW)
+    assert "pending_payment: it cannot become shipped" in str(refused.value)
+    assert "may become cancelled, paid" in str(refused.value)
+    assert o == before
+
+
+def test_bad_input_is_refused() -> None:
+    with pytest.raises(OrderError, match="at least one line"):
+        Order.place("o", None, "web", "EUR", [], "r", NOW)
+    with pytest.raises(OrderError, match="quantity"):
+        Order.place("o", None, "web", "EUR", [OrderLine("A", 0, Decimal(1))], "r", NOW)
+    with pytest.raises(OrderError, match="one line only"):
+        Order.place("o", None, "web", "EUR", [OrderLine("A", 1, Decimal(1))] * 2, "r", NOW)
+    o = order()
+    with pytest.raises(OrderError, match=r"costs 65\.00 EUR"):
+        o.pay("p", Decimal("60"), NOW)
+    o.pay("p", o.total, NOW)
+    with pytest.raises(OrderError, match="only 2 ordered"):
+        o.fulfil({"TEE": 3}, NOW)
+    with pytest.raises(OrderError, match="not on order"):
+        o.fulfil({"SHOE": 1}, NOW)
+
+
+ACTIONS = st.lists(st.sampled_from(
+    ["pay", "fulfil_one", "fulfil_all", "ship", "deliver", "cancel", "return", "refund_half",
+     "refund_rest"]), max_size=25)
+
+
+@given(ACTIONS)
+def test_any_sequence_of_actions_follows_the_table_or_changes_nothing(actions: list[str]) -> None:
+    o = order()
+    for action in actions:
+        before = copy.deepcopy(o)
+        try:
+            act(o, action)
+        except OrderError:
+            assert o == before  # refused: nothing changed
+            continue
+        assert o.status in TRANSITIONS[before.status] or o.status is before.status
+        assert Decimal(0) <= o.refunded <= o.paid
+        assert all(o.fulfilled.get(line.sku, 0) <= line.quantity for line in o.lines)
+        assert o.history[-1].status is o.status
+
+
+def act(o: Order, action: str) -> None:
+    match action:
+        case "pay":
+            o.pay("pay", o.total, NOW)
+        case "fulfil_one":
+            o.fulfil({"TEE": 1}, NOW)
+        case "fulfil_all":
+            o.fulfil({line.sku: line.quantity - o.fulfilled.get(line.sku, 0)
+                      for line in o.lines if line.quantity > o.fulfilled.get(line.sku, 0)}, NOW)
+        case "ship":
+            o.ship(NOW)
+        case "deliver":
+            o.deliver(NOW)
+        case "cancel":
+            o.cancel("changed mind", NOW)
+        case "return":
+            o.return_goods("did not fit", NOW)
+        case "refund_half":
+            o.refund(o.paid / 2, NOW)
+        case "refund_rest":
+            o.refund(o.refund_due, NOW)
