@@ -214,3 +214,13 @@ async def test_a_bundle_is_refused_by_its_sold_out_component(c: Container) -> No
     assert c.inventory.stock_transactions == transactions
     assert isinstance(await c.inventory.reserve(ReserveRequest([Line("HAT", 2)]), CTX),
                       Reservation)  # the other component still sells
+
+
+async def test_one_key_twice_in_a_flagged_batch_gets_its_reservation_both_times(
+        c: Container) -> None:
+    await stocked(c, "HOT", 1)
+    ctx = EntryContext(actor="ann", idempotency_key="checkout-2")
+    first = await c.inventory.reserve(ReserveRequest([Line("HOT", 1)]), ctx)
+    again = await asyncio.gather(*(c.inventory.reserve(ReserveRequest([Line("HOT", 1)]), ctx)
+                                   for _ in range(3)))  # one batch, refused by the flag
+    assert [r.id for r in again] == [first.id] * 3

@@ -561,13 +561,17 @@ class InventoryService:
             short = [model.Shortage(line.sku, line.quantity, 0) for line in hold.lines
                      if gone & model.components(line.sku, hold.recipes).keys()]
             outcomes.append(translated(model.InsufficientStock(short)) if short else None)
-        retried = {scope: i for i, hold in enumerate(holds)
-                   if outcomes[i] is not None and (scope := hold.scope) is not None}
+        retried: dict[str, list[int]] = {}  # one key may come several times in a batch
+        for i, hold in enumerate(holds):
+            if outcomes[i] is not None and (scope := hold.scope) is not None:
+                retried.setdefault(scope, []).append(i)
         if retried:
             async with self.db.read() as conn:
                 for scope, reservation_id in (
                         await store.reservation_ids_for(conn, retried)).items():
-                    outcomes[retried[scope]] = await store.get_reservation(conn, reservation_id)
+                    earlier = await store.get_reservation(conn, reservation_id)
+                    for i in retried[scope]:
+                        outcomes[i] = earlier
         return outcomes
 
     async def get_reservation(self, reservation_id: str) -> Reservation:
