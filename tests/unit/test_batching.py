@@ -123,3 +123,17 @@ async def test_memo_shares_a_failure_and_tries_again_next_time() -> None:
     results = await asyncio.gather(memo.get("k"), memo.get("k"), return_exceptions=True)
     assert all(isinstance(r, LookupError) for r in results) and calls == 1
     assert await memo.get("k") == "k" and calls == 2
+
+
+async def test_memo_without_ttl_only_shares_overlapping_loads() -> None:
+    loads = 0
+
+    async def load(key: str) -> int:
+        nonlocal loads
+        loads += 1
+        await asyncio.sleep(0.01)
+        return loads
+
+    memo = Memo(load, ttl_seconds=0)
+    assert await asyncio.gather(*(memo.get("k") for _ in range(100))) == [1] * 100
+    assert await memo.get("k") == 2  # nothing kept: the next ask loads again

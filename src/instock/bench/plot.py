@@ -32,6 +32,21 @@ def _cdf(ax: Any, ms: NDArray[np.float64], label: str) -> None:
     ax.plot(xs, np.arange(1, len(xs) + 1) / len(xs), label=label)
 
 
+def _latency_cdfs(ax: Any, latencies_ms: dict[str, NDArray[np.float64]], xlabel: str,
+                  ylabel: str, legend_size: float | None = None) -> None:
+    """One latency CDF per series on a log axis, with the p99 goal and the 99% line."""
+    for name, ms in latencies_ms.items():
+        if len(ms):
+            _cdf(ax, ms, name)
+    ax.axvline(GOAL_P99_MS, color="#c0392b", linestyle=":", label="goal p99 50 ms")
+    ax.axhline(0.99, color="#999999", linestyle=":", linewidth=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title("latency CDF")
+    ax.legend(fontsize=legend_size)
+
+
 def events_chart(latencies_ms: dict[str, NDArray[np.float64]],
                  memory: list[tuple[int, float]], title: str, path: Path) -> None:
     """Left: commit-to-client latency CDF per bus. Right: server memory against clients held."""
@@ -39,17 +54,8 @@ def events_chart(latencies_ms: dict[str, NDArray[np.float64]],
     # Without a capacity run (--clients 0) there is no memory curve: draw the latency alone.
     fig, axes = plt.subplots(1, 2 if memory else 1, figsize=(12 if memory else 7, 4.5),
                              squeeze=False)
-    left = axes[0][0]
-    for bus, ms in latencies_ms.items():
-        if len(ms):
-            _cdf(left, ms, bus)
-    left.axvline(GOAL_P99_MS, color="#c0392b", linestyle=":", label="goal p99 50 ms")
-    left.axhline(0.99, color="#999999", linestyle=":", linewidth=0.8)
-    left.set_xscale("log")
-    left.set_xlabel("commit -> SSE client (ms, from the commit stamp)")
-    left.set_ylabel("fraction of changes received")
-    left.set_title("latency CDF")
-    left.legend()
+    _latency_cdfs(axes[0][0], latencies_ms, "commit -> SSE client (ms, from the commit stamp)",
+                  "fraction of changes received")
     if memory:
         right = axes[0][1]
         clients, rss = zip(*memory, strict=True)
@@ -86,15 +92,7 @@ def drop_chart(rows: list[dict[str, Any]], latencies_ms: dict[str, NDArray[np.fl
     left.set_ylabel("confirmed reservations/s")
     left.set_title("throughput")
     left.tick_params(axis="x", labelrotation=15)
-    for name, ms in latencies_ms.items():
-        if len(ms):
-            _cdf(right, ms, name)
-    right.axvline(GOAL_P99_MS, color="#c0392b", linestyle=":", label="goal p99 50 ms")
-    right.axhline(0.99, color="#999999", linestyle=":", linewidth=0.8)
-    right.set_xscale("log")
-    right.set_xlabel("request start -> answer (ms)")
-    right.set_ylabel("fraction of requests answered")
-    right.set_title("latency CDF")
-    right.legend(fontsize=8)
+    _latency_cdfs(right, latencies_ms, "request start -> answer (ms)",
+                  "fraction of requests answered", legend_size=8)
     fig.suptitle(title)
     _save(fig, path)

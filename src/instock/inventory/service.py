@@ -423,10 +423,13 @@ class InventoryService:
 
     # -- stock ------------------------------------------------------------------------------------
 
-    async def _require_stocked_skus(self, skus: set[str], field_name: str) -> None:
-        unknown = await self.catalog.unknown_skus(skus)
+    async def _require_stocked_skus(self, skus: set[str],
+                                    field_name: str) -> dict[str, dict[str, int]]:
+        """Refuse unknown SKUs; the recipes of those that are bundles."""
+        unknown, recipes = await self.catalog.lookup(skus)
         if unknown:
             raise ValidationFailed(field_name, f"unknown SKU: {', '.join(sorted(unknown))}")
+        return recipes
 
     async def _unknown_locations(self, wanted: set[str]) -> set[str]:
         """Locations are never deleted, so one seen to exist is remembered for good."""
@@ -516,9 +519,7 @@ class InventoryService:
         ttl = self._ttl(request.ttl_seconds)
         lines = model.merge_lines(request.lines)
         line_skus = {line.sku for line in lines}
-        unknown, recipes = await self.catalog.lookup(line_skus)
-        if unknown:
-            raise ValidationFailed("lines.sku", f"unknown SKU: {', '.join(sorted(unknown))}")
+        recipes = await self._require_stocked_skus(line_skus, "lines.sku")
         components = model.explode(lines, recipes)
         skus = frozenset(line_skus | set(components))
         hold = _Hold(request, lines, recipes, await self.channel(request.channel), ttl, ctx)

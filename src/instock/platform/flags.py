@@ -10,7 +10,6 @@ Two homes: this process's memory (the default), or Redis, shared by every proces
 
 from __future__ import annotations
 
-import asyncio
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
@@ -19,6 +18,8 @@ from typing import cast
 import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import RedisError
+
+from instock.platform.memo import Memo
 
 log = structlog.get_logger(__name__)
 
@@ -100,18 +101,13 @@ class RedisFlags(VersionedFlags):
         self._redis = aioredis.Redis(connection_pool=pool)
         self._prefix = f"instock:flags:{namespace}:"
         self._record = self._redis.register_script(_RECORD)
-        self._reading: dict[tuple[str, ...], asyncio.Future[set[str]]] = {}
+        self._reading = Memo(self._read, ttl_seconds=0)
 
     async def raised(self, keys: Iterable[str]) -> set[str]:
         wanted = tuple(sorted(set(keys)))
         if not wanted:
             return set()
-        reading = self._reading.get(wanted)
-        if reading is None:
-            reading = self._reading[wanted] = asyncio.ensure_future(self._read(wanted))
-            reading.add_done_callback(lambda done: self._reading.pop(wanted)
-                                      if self._reading.get(wanted) is done else None)
-        return set(await asyncio.shield(reading))
+        return set(await self._reading.get(wanted))
 
     async def _read(self, wanted: tuple[str, ...]) -> set[str]:
         try:

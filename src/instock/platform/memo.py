@@ -1,4 +1,5 @@
-"""A small in-process cache of slow lookups: entries expire, and concurrent misses share a load.
+"""A small in-process cache of slow lookups: entries expire, and concurrent misses share a load
+(with a ttl of 0 it caches nothing and only shares the loads that overlap).
 
 Without the sharing, a burst of buyers arriving the moment an entry expires would each run the
 same query (ten thousand of them at a drop's opening), queueing on the connection pool.
@@ -34,7 +35,8 @@ class Memo(Generic[K, V]):
     async def _fetch(self, key: K) -> V:
         try:
             value = await self._load(key)
-            self._values[key] = (value, time.monotonic())
+            if self._ttl > 0:  # with no ttl, a memo only shares loads that overlap
+                self._values[key] = (value, time.monotonic())
             return value
         finally:
             del self._loading[key]
