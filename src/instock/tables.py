@@ -1,9 +1,14 @@
 """Importing this registers every table on the shared metadata (migrations, schema checks)."""
 
 import instock.catalog.store
+import instock.channels.store
 import instock.inventory.store
+import instock.orders.store
+import instock.payments.store
 import instock.platform.bus.inbox
 import instock.platform.bus.outbox
 import instock.platform.idempotency
+import instock.platform.inbound
 import instock.recommendations.store
-import instock.waitlist.store  # noqa: F401
+import instock.waitlist.store
+import instock.webhooks.store  # noqa: F401

@@ -49,7 +49,9 @@ class InvalidEvent(ValueError):
 # modules are called events.py too (a benchmark, the recommender's data types) and have no
 # business being imported by a relay. tests/unit/test_event_schemas.py fails when a module under
 # src/instock declares a DomainEvent and is missing here.
-EVENT_MODULES = ("instock.catalog.events", "instock.inventory.events", "instock.waitlist.events")
+EVENT_MODULES = ("instock.catalog.events", "instock.inventory.events", "instock.waitlist.events",
+                 "instock.orders.events", "instock.payments.events", "instock.channels.events",
+                 "instock.webhooks.events")
 
 
 def _subclasses(cls: type[DomainEvent]) -> Iterator[type[DomainEvent]]:

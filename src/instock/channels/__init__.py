@@ -1,0 +1,1 @@
+"""Marketplace channels: connectors, available-to-sell pushes, marketplace orders, reconcile."""

@@ -1,0 +1,3 @@
+"""Events the channels context publishes."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""Channels persistence."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""Events the orders context publishes."""
+
+from __future__ import annotations

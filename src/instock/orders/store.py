@@ -1,0 +1,3 @@
+"""Orders persistence."""
+
+from __future__ import annotations

@@ -1,0 +1,1 @@
+"""Payments: one provider interface (sandbox, Stripe), resilient calls, the payments' state."""

@@ -1,0 +1,3 @@
+"""Events the payments context publishes."""
+
+from __future__ import annotations

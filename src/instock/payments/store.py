@@ -1,0 +1,3 @@
+"""Payments persistence."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""Events the webhooks context publishes."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""Webhooks persistence."""
+
+from __future__ import annotations
