@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -56,6 +57,55 @@ class Settings(BaseSettings):
     consumer_redeliver_seconds: float = Field(default=30.0, gt=0)
     # SSE and WebSocket clients get a heartbeat after this many quiet seconds.
     live_heartbeat_seconds: float = Field(default=15.0, gt=0)
+    # Orders: a cart's holds run this long after the buyer's last touch; checkout holds the stock
+    # this long for the payment to finish (a hold that runs out makes the checkout fail).
+    cart_hold_seconds: int = Field(default=900, ge=1)
+    checkout_hold_seconds: int = Field(default=600, ge=1)
+    # Sagas (checkout, cancellation, return): whoever runs one leases it this long per step; a
+    # failing forward step is tried this many times before it is undone. Each API process may
+    # run due sagas too (as the sweeper); a fleet runs `instock worker sagas`.
+    run_sagas: bool = True
+    saga_lease_seconds: float = Field(default=30.0, gt=0)
+    saga_max_attempts: int = Field(default=3, ge=1)
+    saga_poll_seconds: float = Field(default=0.5, gt=0)
+    # Fault injection for crash tests only: SIGKILL the process right after this saga step.
+    saga_kill_after: str | None = None
+    # Payments: which provider (`sandbox`, the local `instock sandbox payments` process, or
+    # `stripe`), where it is, its keys. Every provider call times out after
+    # payments_timeout_seconds, is retried (what is safe to retry) up to payments_retry_attempts
+    # times in all, and passes a circuit breaker that opens after payments_breaker_threshold
+    # consecutive failures and lets a trial call through after the cooldown.
+    payment_provider: Literal["sandbox", "stripe"] = "sandbox"
+    payments_url: str = "http://127.0.0.1:8100"
+    payments_api_key: str = "sk_test_instock_sandbox"
+    payments_webhook_secret: str = "whsec_instock_sandbox"
+    # A webhook signed longer ago than this (or this far in the future) is a replay.
+    payments_webhook_tolerance_seconds: int = Field(default=300, ge=1)
+    payments_timeout_seconds: float = Field(default=5.0, gt=0)
+    payments_retry_attempts: int = Field(default=3, ge=1)
+    payments_retry_backoff_seconds: float = Field(default=0.1, ge=0)
+    payments_retry_max_backoff_seconds: float = Field(default=2.0, ge=0)
+    payments_breaker_threshold: int = Field(default=5, ge=1)
+    payments_breaker_cooldown_seconds: float = Field(default=30.0, gt=0)
+    # Outbound webhooks: each API process may run a delivery worker (safe with several running;
+    # a fleet runs `instock worker webhooks`). A delivery is attempted this many times, waiting
+    # base·2^(n-1) seconds (capped, jittered into its upper half) after failure n, then
+    # dead-lettered; each attempt waits at most the timeout for an answer.
+    run_webhook_delivery: bool = True
+    webhook_attempts: int = Field(default=8, ge=1, le=100)
+    webhook_backoff_base_seconds: float = Field(default=30.0, gt=0)
+    webhook_backoff_max_seconds: float = Field(default=6 * 3600.0, gt=0)
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    # Marketplace channels: each channel's available-to-sell is pushed at most this many times a
+    # second (pushes beyond it wait, and the changes that pile up go out as one); a marketplace
+    # webhook signed further than the tolerance from now is a replay; each marketplace call
+    # times out after connector_timeout_seconds and is tried connector_attempts times in all.
+    channel_push_rate_per_second: float = Field(default=10.0, gt=0)
+    marketplace_webhook_tolerance_seconds: float = Field(default=300.0, gt=0)
+    connector_timeout_seconds: float = Field(default=5.0, gt=0)
+    connector_attempts: int = Field(default=4, ge=1)
+    # A marketplace order that cannot be carried out is retried with backoff this many times.
+    channel_order_attempts: int = Field(default=8, ge=1)
 
 
 @lru_cache

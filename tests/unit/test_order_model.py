@@ -26,7 +26,7 @@ S = OrderStatus
 def order() -> Order:
     return Order.place("o-1", "c-1", "web", "EUR",
                        [OrderLine("TEE", 2, Decimal("25.00")), OrderLine("CAP", 1, Decimal("15"))],
-                       "r-1", NOW)
+                       NOW)
 
 
 def test_the_happy_path_from_placing_to_delivery() -> None:
@@ -67,11 +67,11 @@ def test_an_illegal_transition_says_what_is_allowed_and_changes_nothing() -> Non
 
 def test_bad_input_is_refused() -> None:
     with pytest.raises(OrderError, match="at least one line"):
-        Order.place("o", None, "web", "EUR", [], "r", NOW)
+        Order.place("o", None, "web", "EUR", [], NOW)
     with pytest.raises(OrderError, match="quantity"):
-        Order.place("o", None, "web", "EUR", [OrderLine("A", 0, Decimal(1))], "r", NOW)
+        Order.place("o", None, "web", "EUR", [OrderLine("A", 0, Decimal(1))], NOW)
     with pytest.raises(OrderError, match="one line only"):
-        Order.place("o", None, "web", "EUR", [OrderLine("A", 1, Decimal(1))] * 2, "r", NOW)
+        Order.place("o", None, "web", "EUR", [OrderLine("A", 1, Decimal(1))] * 2, NOW)
     o = order()
     with pytest.raises(OrderError, match=r"costs 65\.00 EUR"):
         o.pay("p", Decimal("60"), NOW)
@@ -124,3 +124,29 @@ def act(o: Order, action: str) -> None:
             o.refund(o.paid / 2, NOW)
         case "refund_rest":
             o.refund(o.refund_due, NOW)
+
+
+def test_each_status_change_raises_its_event_with_the_new_version() -> None:
+    o = order()
+    o.pay("pay-1", Decimal("65"), NOW)
+    o.request_fulfilment()
+    types = [e.type for e in o.events]
+    assert types == ["order.placed.v1", "order.paid.v1", "order.fulfilment_requested.v1"]
+    assert [e.version for e in o.events] == [1, 2, 2]
+    assert o.events[-1].total == Decimal("65.00") and o.events[-1].status == "paid"
+
+
+def test_only_a_paid_order_goes_to_fulfilment() -> None:
+    with pytest.raises(OrderError, match="only a paid order"):
+        order().request_fulfilment()
+
+
+def test_a_refund_with_a_known_reference_is_counted_once() -> None:
+    o = order()
+    o.pay("pay-1", Decimal("65"), NOW)
+    o.cancel("out of stock", NOW)
+    o.refund(Decimal("15"), NOW, reference="saga-1")
+    o.refund(Decimal("15"), NOW, reference="saga-1")
+    assert o.refunded == Decimal("15") and o.status is S.CANCELLED
+    o.refund(Decimal("50"), NOW, reference="saga-2")
+    assert o.status is S.REFUNDED and o.cancel_reason == "out of stock"

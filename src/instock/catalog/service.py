@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from decimal import Decimal
 
 from instock.catalog import store
 from instock.catalog.model import CatalogError, Product, ProductPatch
@@ -81,6 +82,11 @@ class CatalogService:
         await self._learn(wanted)
         return (wanted - self._recipes.keys(),
                 {sku: recipe for sku in wanted if (recipe := self._recipes.get(sku))})
+
+    async def prices(self, skus: Iterable[str]) -> dict[str, tuple[Decimal, str]]:
+        """Price and currency per SKU; a SKU that does not exist is absent."""
+        async with self.db.read() as conn:
+            return await store.prices(conn, skus)
 
     async def recipes(self, skus: Iterable[str]) -> dict[str, dict[str, int]]:
         """Bundle compositions of those SKUs that are bundles."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
+from decimal import Decimal
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -54,6 +55,15 @@ async def product_exists(conn: AsyncConnection, product_id: str) -> bool:
 async def existing_skus(conn: AsyncConnection, skus: Iterable[str]) -> set[str]:
     rows = await conn.execute(sa.select(variants.c.sku).where(variants.c.sku.in_(list(skus))))
     return {row.sku for row in rows}
+
+
+async def prices(conn: AsyncConnection, skus: Iterable[str]) -> dict[str, tuple[Decimal, str]]:
+    """Each SKU's price and currency (its product's)."""
+    rows = await conn.execute(
+        sa.select(variants.c.sku, products.c.price, products.c.currency)
+        .join(products, products.c.id == variants.c.product_id)
+        .where(variants.c.sku.in_(list(skus))))
+    return {row.sku: (row.price, row.currency) for row in rows}
 
 
 async def recipes(conn: AsyncConnection, skus: Iterable[str]) -> dict[str, dict[str, int]]:

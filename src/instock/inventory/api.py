@@ -54,6 +54,10 @@ class ChannelIn(BaseModel):
     name: Name
     locations: list[CallerId] = Field(max_length=100)
     min_shelf_life_days: int = Field(default=0, ge=0, le=3650)
+    buffer: int = Field(default=0, ge=0, le=1_000_000_000,
+                        description="units of its locations' stock held back from the channel")
+    cap: int | None = Field(default=None, ge=0, le=1_000_000_000,
+                            description="the most it is shown and sold at once; null: no cap")
 
 
 class ChannelOut(ChannelIn):
@@ -80,7 +84,7 @@ async def save_channel(channel_id: CallerId, body: ChannelIn,
                        inventory: InventoryService = Depends(service)) -> ChannelOut:
     channel = await inventory.save_channel(store.Channel(channel_id, body.name,
                                                          body.min_shelf_life_days,
-                                                         body.locations))
+                                                         body.locations, body.buffer, body.cap))
     return ChannelOut(id=channel.id, **body.model_dump())
 
 
@@ -89,7 +93,7 @@ async def get_channel(channel_id: str, principal: Principal = Depends(STOCK_READ
                       inventory: InventoryService = Depends(service)) -> ChannelOut:
     c = await inventory.channel(channel_id)
     return ChannelOut(id=c.id, name=c.name, locations=c.locations,
-                      min_shelf_life_days=c.min_shelf_life_days)
+                      min_shelf_life_days=c.min_shelf_life_days, buffer=c.buffer, cap=c.cap)
 
 
 # -- stock -----------------------------------------------------------------------------------

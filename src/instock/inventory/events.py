@@ -133,3 +133,32 @@ class ReservationExpired(ReservationEvent):
     """The hold ran out of time: the sweeper released its units."""
 
     type: ClassVar[str] = "reservation.expired.v1"
+
+
+class ReservationShipped(ReservationEvent):
+    """The committed units were shipped: they left on-hand stock."""
+
+    type: ClassVar[str] = "reservation.shipped.v1"
+
+
+class ReservationCancelled(ReservationEvent):
+    """The order behind a committed hold was cancelled: its units are available again."""
+
+    type: ClassVar[str] = "reservation.cancelled.v1"
+
+
+class ChannelChanged(Event):
+    """A channel's allocation rules changed (locations, buffer, cap, shelf life): what it may
+    sell of every SKU may have changed with them."""
+
+    type: ClassVar[str] = "inventory.channel_changed.v1"
+    channel: str
+    locations: list[str]
+    buffer: int
+    cap: int | None
+    min_shelf_life_days: int
+
+    @property
+    def subject(self) -> str:
+        """The channel id."""
+        return self.channel

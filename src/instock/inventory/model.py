@@ -21,12 +21,14 @@ from instock.inventory.events import (
     BackInStock,
     Event,
     LowStock,
+    ReservationCancelled,
     ReservationCommitted,
     ReservationCreated,
     ReservationEvent,
     ReservationExpired,
     ReservationLine,
     ReservationReleased,
+    ReservationShipped,
     SkuEvent,
     SoldOut,
     StockChanged,
@@ -284,6 +286,9 @@ class AdjustmentKind(StrEnum):
     TRANSFER = "transfer"
     SAFETY_STOCK = "safety_stock"
     EXPECT = "expect"
+    # Goods a customer sent back: into sellable stock, or in but not for sale (damaged).
+    RETURN = "return"
+    RETURN_UNSELLABLE = "return_unsellable"
 
 
 @dataclass(frozen=True)
@@ -308,8 +313,10 @@ def plan_adjustment(adj: Adjustment, level: StockLevel, today: date,
     target = level.lots[adj.lot].buckets if adj.lot in level.lots else (
         ZERO if adj.lot else level.unlotted)
     match kind:
-        case AdjustmentKind.RECEIVE:
+        case AdjustmentKind.RECEIVE | AdjustmentKind.RETURN:
             return one(delta(on_hand=qty))
+        case AdjustmentKind.RETURN_UNSELLABLE:
+            return one(delta(on_hand=qty, unsellable=qty))
         case AdjustmentKind.COUNT:
             return one(delta(on_hand=qty - target.on_hand))
         case AdjustmentKind.DAMAGE:
@@ -443,6 +450,60 @@ def available_to_sell(sku: str, recipes: Recipes, levels: Mapping[str, list[Stoc
     return bundle_available(recipe, per_component)
 
 
+@dataclass(frozen=True)
+class ChannelRules:
+    """How much of its locations' stock a channel is shown: `buffer` units are held back from
+    it (a marketplace's listing lags, so it is told a little less than there is), and it never
+    sees more than `cap` (None: no cap)."""
+
+    buffer: int = 0
+    cap: int | None = None
+
+    @property
+    def restricts(self) -> bool:
+        return self.buffer > 0 or self.cap is not None
+
+    def ats(self, available: int) -> int:
+        return channel_ats(available, self.buffer, self.cap)
+
+
+NO_RULES = ChannelRules()
+
+
+def channel_ats(available: int, buffer: int = 0, cap: int | None = None) -> int:
+    """Available-to-sell on a channel: max(0, min(cap, available in its locations - buffer))."""
+    after_buffer = available - buffer
+    return max(0, after_buffer if cap is None else min(cap, after_buffer))
+
+
+def channel_available_to_sell(sku: str, recipes: Recipes, levels: Mapping[str, list[StockLevel]],
+                              today: date, min_shelf_life_days: int = 0,
+                              rules: ChannelRules = NO_RULES) -> int:
+    """What a channel may sell of `sku`: the rules apply per physical SKU (a buffer holds back
+    units, not kits), so a bundle counts the kits its components' channel ATS make."""
+    recipe = components(sku, recipes)
+    per_component = {c: rules.ats(sku_sellable(levels.get(c, []), today, min_shelf_life_days))
+                     for c in recipe}
+    return bundle_available(recipe, per_component)
+
+
+def check_channel_rules(lines: list[Line], recipes: Recipes,
+                        levels: Mapping[str, list[StockLevel]], today: date,
+                        min_shelf_life_days: int, rules: ChannelRules) -> None:
+    """Raise InsufficientStock when the lines need more of a SKU than the channel's ATS, so a
+    channel is never sold more than it is shown (a buffer or a cap below its stock)."""
+    if not rules.restricts:
+        return
+    short = {sku for sku, need in explode(lines, recipes).items()
+             if need > rules.ats(sku_sellable(levels.get(sku, []), today, min_shelf_life_days))}
+    if short:
+        raise InsufficientStock([
+            Shortage(line.sku, line.quantity,
+                     channel_available_to_sell(line.sku, recipes, levels, today,
+                                               min_shelf_life_days, rules))
+            for line in lines if short & components(line.sku, recipes).keys()])
+
+
 def allocate(lines: list[Line], recipes: Recipes, levels: Mapping[str, list[StockLevel]],
              today: date, min_shelf_life_days: int = 0) -> list[Allocation]:
     """All lines or none: levels in channel priority order, lots first-expiry-first-out.
@@ -488,10 +549,12 @@ class ReservationStatus(StrEnum):
     COMMITTED = "committed"
     RELEASED = "released"
     EXPIRED = "expired"
+    SHIPPED = "shipped"
+    CANCELLED = "cancelled"
 
 
 _MOVEMENT_KIND = {"active": "reserve", "committed": "commit", "released": "release",
-                  "expired": "expire"}
+                  "expired": "expire", "shipped": "ship", "cancelled": "cancel"}
 
 
 @dataclass
@@ -525,6 +588,25 @@ class Reservation:
         self.status = ReservationStatus.COMMITTED
         self._raise(ReservationCommitted)
         return self.movements(delta(reserved=-1, committed=1))
+
+    def ship(self) -> list[Movement]:
+        """The committed units left the building: they are no longer on hand."""
+        self._require_committed("ship")
+        self.status = ReservationStatus.SHIPPED
+        self._raise(ReservationShipped)
+        return self.movements(delta(on_hand=-1, committed=-1))
+
+    def cancel(self) -> list[Movement]:
+        """An order cancelled before shipping gives its committed units back to sale."""
+        self._require_committed("cancel")
+        self.status = ReservationStatus.CANCELLED
+        self._raise(ReservationCancelled)
+        return self.movements(delta(committed=-1))
+
+    def _require_committed(self, action: str) -> None:
+        if self.status is not ReservationStatus.COMMITTED:
+            raise IllegalTransition(f"cannot {action} reservation {self.id}: it is "
+                                    f"{self.status.value}, not committed")
 
     def release(self) -> list[Movement]:
         if self.status is not ReservationStatus.ACTIVE:

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from instock.catalog.service import CatalogService
 from instock.inventory import model, store
+from instock.inventory.events import ChannelChanged
 from instock.inventory.model import (
     Adjustment,
     AdjustmentKind,
@@ -283,6 +284,10 @@ class _ReserveBatch:
                   for sku in {*(line.sku for line in hold.lines),
                               *model.explode(hold.lines, hold.recipes)}}
         try:
+            # The channel's buffer and cap first: a marketplace is never sold more than its
+            # ATS, decided under the same SKU locks as the stock itself.
+            model.check_channel_rules(hold.lines, hold.recipes, levels, tx.today,
+                                      hold.channel.min_shelf_life_days, hold.channel.rules)
             allocations = model.allocate(hold.lines, hold.recipes, levels, tx.today,
                                          hold.channel.min_shelf_life_days)
         except model.InsufficientStock as exc:
@@ -405,9 +410,40 @@ class InventoryService:
                 raise ValidationFailed("locations", f"unknown locations: {sorted(unknown)}")
             if len(set(channel.locations)) != len(channel.locations):
                 raise ValidationFailed("locations", "a location may appear only once")
+            if channel.buffer < 0:
+                raise ValidationFailed("buffer", "must be 0 or more")
+            if channel.cap is not None and channel.cap < 0:
+                raise ValidationFailed("cap", "must be 0 or more (or absent: no cap)")
             await store.save_channel(conn, channel)
+            # Its ATS may have changed for every SKU it sells: channel connectors re-push.
+            await outbox.add(conn, [ChannelChanged(
+                channel=channel.id, locations=channel.locations, buffer=channel.buffer,
+                cap=channel.cap, min_shelf_life_days=channel.min_shelf_life_days)])
         self._channels.forget(channel.id)
         return channel
+
+    async def channel_ats(self, channel_id: str,
+                          skus: set[str]) -> dict[str, tuple[int, int]]:
+        """Per SKU: what the channel may sell now (its buffer and cap applied) and the SKU's
+        version it was read at. The channel is read fresh, not from the cache: a connector
+        must not tell a marketplace what a rule changed a moment ago no longer allows. Unknown
+        SKUs and bundles count 0 (marketplaces are told physical SKUs)."""
+        channel = await self._load_channel(channel_id)
+        today = self.clock().date()
+        async with self.db.read() as conn:
+            levels = await store.load_levels(conn, skus)
+            items = await store.get_items(conn, skus)
+        found: dict[str, tuple[int, int]] = {}
+        for sku in skus:
+            own = [levels[(sku, loc)] for loc in channel.locations if (sku, loc) in levels]
+            ats = channel.rules.ats(model.sku_sellable(own, today, channel.min_shelf_life_days))
+            found[sku] = (ats, items[sku].version if sku in items else 0)
+        return found
+
+    async def skus_stocked_at(self, locations: list[str]) -> set[str]:
+        """Every SKU with a stock level at any of the locations (what a channel could list)."""
+        async with self.db.read() as conn:
+            return await store.skus_at(conn, locations)
 
     async def channel(self, channel_id: str) -> store.Channel:
         """The channel, from a cache at most CHANNEL_CACHE_SECONDS old (changes made through
@@ -441,9 +477,14 @@ class InventoryService:
 
     async def adjust(self, adj: Adjustment, ctx: EntryContext,
                      expected_version: int | None = None) -> StockView:
+        """Apply one adjustment. With `ctx.reference` set it happens at most once per SKU and
+        reference (checked under the SKU's lock): a process that resumes a half-done job, such
+        as a return, can simply do it again."""
         await self._validate_adjustment(adj)
 
         async def work(tx: StockTx) -> StockTx:
+            if ctx.reference and await store.has_reference(tx.conn, adj.sku, ctx.reference):
+                return tx
             if expected_version is not None and tx.items[adj.sku].version != expected_version:
                 raise PreconditionFailed(
                     f"{adj.sku} is at version {tx.items[adj.sku].version}, "
@@ -498,8 +539,10 @@ class InventoryService:
         own = sorted((lvl for lvl in levels.values() if lvl.sku == sku), key=lambda lv: lv.location)
         sellable_from = {s: [lv for lv in levels.values() if lv.sku == s and (
             channel is None or lv.location in channel.locations)] for s in skus}
-        available = model.available_to_sell(sku, recipes, sellable_from, self.clock().date(),
-                                            channel.min_shelf_life_days if channel else 0)
+        available = model.channel_available_to_sell(
+            sku, recipes, sellable_from, self.clock().date(),
+            channel.min_shelf_life_days if channel else 0,
+            channel.rules if channel else model.NO_RULES)
         return stock_view(sku, item.version if item else 0, available, own, components, item)
 
     # -- reservations -----------------------------------------------------------------------------
@@ -611,6 +654,13 @@ class InventoryService:
     async def release(self, reservation_id: str, ctx: EntryContext,
                       check: Callable[[Reservation], None] | None = None) -> Reservation:
         return await self._transition(reservation_id, ctx, lambda r, now: r.release(), check)
+
+    async def ship(self, reservation_id: str, ctx: EntryContext) -> Reservation:
+        return await self._transition(reservation_id, ctx, lambda r, now: r.ship())
+
+    async def cancel(self, reservation_id: str, ctx: EntryContext) -> Reservation:
+        """Give a committed hold's units back (its order was cancelled before shipping)."""
+        return await self._transition(reservation_id, ctx, lambda r, now: r.cancel())
 
     async def extend(self, reservation_id: str, ttl_seconds: int | None, ctx: EntryContext,
                      check: Callable[[Reservation], None] | None = None) -> Reservation:

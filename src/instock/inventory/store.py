@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from instock.inventory.model import (
     Allocation,
     Buckets,
+    ChannelRules,
     LedgerEntry,
     Line,
     Lot,
@@ -39,6 +40,10 @@ channels = sa.Table(
     sa.Column("id", sa.String(64), primary_key=True),
     sa.Column("name", sa.String(200), nullable=False),
     sa.Column("min_shelf_life_days", sa.Integer, nullable=False, server_default="0"),
+    # Allocation rules (migration 0008): units held back from the channel, and the most it
+    # is shown; available-to-sell = max(0, min(cap, available in its locations - buffer)).
+    sa.Column("buffer", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("cap", sa.Integer, nullable=True),
 )
 
 channel_locations = sa.Table(
@@ -144,6 +149,12 @@ class Channel:
     name: str
     min_shelf_life_days: int
     locations: list[str]
+    buffer: int = 0
+    cap: int | None = None
+
+    @property
+    def rules(self) -> ChannelRules:
+        return ChannelRules(self.buffer, self.cap)
 
 
 async def insert_location(conn: AsyncConnection, id: str, name: str, kind: str,
@@ -177,18 +188,26 @@ async def get_channel(conn: AsyncConnection, channel_id: str) -> Channel | None:
         sa.select(channel_locations.c.location_id)
         .where(channel_locations.c.channel_id == channel_id)
         .order_by(channel_locations.c.priority))
-    return Channel(row.id, row.name, row.min_shelf_life_days, [r.location_id for r in located])
+    return Channel(row.id, row.name, row.min_shelf_life_days, [r.location_id for r in located],
+                   row.buffer, row.cap)
 
 
 async def save_channel(conn: AsyncConnection, channel: Channel) -> None:
     await upsert(conn, channels, [{"id": channel.id, "name": channel.name,
-                                   "min_shelf_life_days": channel.min_shelf_life_days}], ["id"])
+                                   "min_shelf_life_days": channel.min_shelf_life_days,
+                                   "buffer": channel.buffer, "cap": channel.cap}], ["id"])
     await conn.execute(channel_locations.delete().where(
         channel_locations.c.channel_id == channel.id))
     if channel.locations:
         await conn.execute(channel_locations.insert(), [
             {"channel_id": channel.id, "location_id": loc, "priority": i}
             for i, loc in enumerate(channel.locations, start=1)])
+
+
+async def skus_at(conn: AsyncConnection, locations: Iterable[str]) -> set[str]:
+    rows = await conn.execute(sa.select(stock_levels.c.sku).distinct()
+                              .where(stock_levels.c.location.in_(list(locations))))
+    return {row.sku for row in rows}
 
 
 async def list_channels(conn: AsyncConnection) -> list[str]:
@@ -346,6 +365,13 @@ async def stream_ledger(conn: AsyncConnection) -> AsyncIterator[LedgerEntry]:
 # Reservations
 
 
+async def has_reference(conn: AsyncConnection, sku: str, reference: str) -> bool:
+    """Whether the SKU's ledger holds an entry made for `reference`."""
+    found = await conn.scalar(sa.select(ledger.c.version).where(
+        ledger.c.sku == sku, ledger.c.reference == reference).limit(1))
+    return found is not None
+
+
 async def insert_reservations(conn: AsyncConnection,
                               created: Sequence[tuple[Reservation, str | None]]) -> None:
     """Insert new reservations (each with its idempotency scope): one statement per table."""
@@ -406,7 +432,9 @@ async def held_by_customers(conn: AsyncConnection, wanted: Iterable[tuple[str, s
                             now: datetime) -> dict[tuple[str, str], int]:
     """Units of each (customer, SKU) held in live or committed reservations."""
     pairs = set(wanted)
-    live = sa.or_(reservations.c.status == ReservationStatus.COMMITTED.value,
+    # Bought counts as held for good: a limit is per drop, not per open checkout.
+    live = sa.or_(reservations.c.status.in_([ReservationStatus.COMMITTED.value,
+                                             ReservationStatus.SHIPPED.value]),
                   sa.and_(reservations.c.status == ReservationStatus.ACTIVE.value,
                           reservations.c.expires_at > now))
     rows = await conn.execute(

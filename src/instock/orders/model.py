@@ -9,9 +9,23 @@ transition against `TRANSITIONS` and changes nothing when it is illegal.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
+
+from instock.orders.events import (
+    FulfilmentRequested,
+    OrderCancelled,
+    OrderDelivered,
+    OrderEvent,
+    OrderFulfilled,
+    OrderLineData,
+    OrderPaid,
+    OrderPlaced,
+    OrderRefunded,
+    OrderReturned,
+    OrderShipped,
+)
 
 
 class OrderError(Exception):
@@ -79,17 +93,22 @@ class Order:
     channel: str
     currency: str
     lines: list[OrderLine]
-    reservation_id: str
+    created_at: datetime
+    external_id: str | None = None  # the marketplace's order id, for marketplace orders
+    reservation_ids: list[str] = field(default_factory=list)
     status: OrderStatus = OrderStatus.PENDING_PAYMENT
     payment_id: str | None = None
     paid: Decimal = Decimal(0)
     refunded: Decimal = Decimal(0)
     fulfilled: dict[str, int] = field(default_factory=dict)
     history: list[StatusChange] = field(default_factory=list)
+    refund_refs: list[str] = field(default_factory=list)  # refunds already counted, by reference
+    version: int = 1
+    events: list[OrderEvent] = field(default_factory=list, compare=False)
 
     @classmethod
     def place(cls, id: str, customer_id: str | None, channel: str, currency: str,
-              lines: list[OrderLine], reservation_id: str, now: datetime) -> Order:
+              lines: list[OrderLine], now: datetime, external_id: str | None = None) -> Order:
         if not lines:
             raise OrderError("an order needs at least one line")
         if len({line.sku for line in lines}) != len(lines):
@@ -99,13 +118,19 @@ class Order:
                 raise OrderError(f"{line.sku}: quantity must be at least 1")
             if line.unit_price < 0:
                 raise OrderError(f"{line.sku}: a price cannot be negative")
-        order = cls(id, customer_id, channel, currency, list(lines), reservation_id)
+        order = cls(id, customer_id, channel, currency, list(lines), now, external_id)
         order.history.append(StatusChange(order.status, now, "placed"))
+        order._raise(OrderPlaced, "placed")
         return order
 
     @property
     def total(self) -> Decimal:
         return sum((line.amount for line in self.lines), Decimal(0))
+
+    @property
+    def cancel_reason(self) -> str | None:
+        cancelled = [change for change in self.history if change.status is S.CANCELLED]
+        return cancelled[-1].reason if cancelled else None
 
     @property
     def refund_due(self) -> Decimal:
@@ -149,8 +174,11 @@ class Order:
     def return_goods(self, reason: str, now: datetime) -> None:
         self._move(S.RETURNED, now, reason)
 
-    def refund(self, amount: Decimal, now: datetime) -> None:
-        """Give money back; the order is refunded once all that was taken is returned."""
+    def refund(self, amount: Decimal, now: datetime, reference: str = "") -> None:
+        """Give money back; the order is refunded once all that was taken is returned.
+        A refund with a `reference` already counted changes nothing (a resumed saga)."""
+        if reference and reference in self.refund_refs:
+            return
         if amount <= 0:
             raise OrderError("a refund must be more than nothing")
         if amount > self.refund_due:
@@ -159,9 +187,161 @@ class Order:
         if self.refunded + amount == self.paid:
             self._move(S.REFUNDED, now, f"refunded {amount}")
         self.refunded += amount
+        if reference:
+            self.refund_refs.append(reference)
+
+    def request_fulfilment(self) -> None:
+        if self.status is not S.PAID:
+            raise OrderError(f"order {self.id} is {self.status.value}; only a paid order "
+                             "goes to fulfilment")
+        self._raise(FulfilmentRequested, "paid")
 
     def _move(self, wanted: OrderStatus, now: datetime, reason: str) -> None:
         if wanted not in TRANSITIONS[self.status]:
             raise IllegalOrderTransition(self.id, self.status, wanted)
         self.status = wanted
         self.history.append(StatusChange(wanted, now, reason))
+        self.version += 1
+        self._raise(STATUS_EVENTS[wanted], reason)
+
+    def _raise(self, event_type: type[OrderEvent], reason: str) -> None:
+        self.events.append(event_type(
+            order_id=self.id, version=self.version, channel=self.channel,
+            customer_id=self.customer_id, external_id=self.external_id,
+            status=self.status.value, currency=self.currency, total=self.total,
+            lines=[OrderLineData(sku=line.sku, quantity=line.quantity,
+                                 unit_price=line.unit_price) for line in self.lines],
+            reason=reason))
+
+
+STATUS_EVENTS: dict[OrderStatus, type[OrderEvent]] = {
+    S.PAID: OrderPaid, S.PARTIALLY_FULFILLED: OrderFulfilled, S.FULFILLED: OrderFulfilled,
+    S.SHIPPED: OrderShipped, S.DELIVERED: OrderDelivered, S.CANCELLED: OrderCancelled,
+    S.RETURNED: OrderReturned, S.REFUNDED: OrderRefunded,
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Sagas: the steps of a checkout, a cancellation or a return, and what undoes them
+
+
+class Step(StrEnum):
+    RESERVE = "reserve"  # hold the stock (or adopt the cart's holds)
+    AUTHORISE = "authorise"  # the provider puts the money aside
+    COMMIT = "commit_stock"  # held units become the order's
+    CAPTURE = "capture"  # the money is taken
+    FULFIL = "request_fulfilment"  # the order is paid and handed to fulfilment
+    CANCEL = "cancel_order"  # the order is cancelled (first step of a cancellation)
+    RESTOCK = "restock"  # returned goods are counted back in
+    REFUND = "refund"  # money taken is given back
+    # Compensations: what undoes the steps above when a later one fails for good.
+    VOID = "void_payment"
+    RELEASE = "release_stock"
+    ABANDON = "abandon_order"  # a checkout that failed: its order is cancelled
+
+
+class SagaKind(StrEnum):
+    CHECKOUT = "checkout"
+    CANCELLATION = "cancellation"
+    RETURN = "return"
+
+
+class SagaStatus(StrEnum):
+    RUNNING = "running"
+    COMPENSATING = "compensating"
+    COMPLETED = "completed"
+    COMPENSATED = "compensated"
+
+
+St = Step
+PLANS: dict[SagaKind, tuple[Step, ...]] = {
+    SagaKind.CHECKOUT: (St.RESERVE, St.AUTHORISE, St.COMMIT, St.CAPTURE, St.FULFIL),
+    SagaKind.CANCELLATION: (St.CANCEL, St.RELEASE, St.REFUND),
+    SagaKind.RETURN: (St.RESTOCK, St.REFUND),
+}
+# When a step fails for good, these run instead of the rest, in order. Each is safe whatever
+# the earlier steps got to do: releasing gives back whatever is still held and voiding does
+# nothing without an authorisation. Stock goes back first: a provider that is down must not
+# keep a buyer's units hostage while its void waits to be retried. Steps of cancellations and
+# returns only ever retry: they undo nothing, they finish.
+COMPENSATIONS: dict[Step, tuple[Step, ...]] = {
+    St.RESERVE: (St.RELEASE, St.ABANDON),
+    St.AUTHORISE: (St.RELEASE, St.ABANDON, St.VOID),
+    St.COMMIT: (St.RELEASE, St.ABANDON, St.VOID),
+    St.CAPTURE: (St.RELEASE, St.ABANDON, St.VOID),
+}
+
+
+class SagaError(Exception):
+    """A saga was driven against its rules (a bug, not a business outcome)."""
+
+
+@dataclass
+class Saga:
+    """Where a multi-step process stands: the steps still to run and how often the current one
+    was tried. Persisted after every step, so a process that dies resumes where it stopped."""
+
+    id: str
+    kind: SagaKind
+    order_id: str
+    plan: list[Step]
+    next_attempt_at: datetime
+    status: SagaStatus = SagaStatus.RUNNING
+    attempts: int = 0
+    failure: str | None = None
+    data: dict[str, object] = field(default_factory=dict)
+
+    @classmethod
+    def start(cls, id: str, kind: SagaKind, order_id: str, now: datetime,
+              data: dict[str, object] | None = None) -> Saga:
+        return cls(id, kind, order_id, list(PLANS[kind]), now, data=dict(data or {}))
+
+    @property
+    def step(self) -> Step | None:
+        return self.plan[0] if self.plan else None
+
+    @property
+    def finished(self) -> bool:
+        return self.status in (SagaStatus.COMPLETED, SagaStatus.COMPENSATED)
+
+    def succeeded(self, now: datetime) -> None:
+        """The current step is done: on to the next, or the end."""
+        self._require_running()
+        self.plan.pop(0)
+        self.attempts, self.next_attempt_at = 0, now
+        if not self.plan:
+            self.status = (SagaStatus.COMPENSATED if self.status is SagaStatus.COMPENSATING
+                           else SagaStatus.COMPLETED)
+
+    def failed(self, reason: str, now: datetime) -> None:
+        """The current step failed for good: undo what came before it (or, where nothing can
+        be undone, it is a bug to give up)."""
+        self._require_running()
+        step = self.plan[0]
+        if self.status is SagaStatus.COMPENSATING or step not in COMPENSATIONS:
+            raise SagaError(f"{self.kind.value} step {step.value} cannot give up; it retries")
+        self.status, self.failure = SagaStatus.COMPENSATING, reason
+        self.plan = list(COMPENSATIONS[step])
+        self.attempts, self.next_attempt_at = 0, now
+
+    def stop(self, reason: str, now: datetime) -> None:
+        """Nothing is left to do or undo (a cancellation that came after fulfilment)."""
+        self._require_running()
+        self.status, self.failure, self.plan = SagaStatus.COMPENSATED, reason, []
+        self.attempts, self.next_attempt_at = 0, now
+
+    def retry_later(self, now: datetime, max_delay: timedelta = timedelta(seconds=60)) -> None:
+        """A transient failure: try the same step again after an exponential pause."""
+        self._require_running()
+        self.attempts += 1
+        self.next_attempt_at = now + min(max_delay, timedelta(seconds=0.2 * 2 ** min(
+            self.attempts, 20)))
+
+    def may_give_up(self, max_attempts: int) -> bool:
+        """Whether a failing step has been tried enough to be undone instead."""
+        return (self.status is SagaStatus.RUNNING and self.step in COMPENSATIONS
+                and self.attempts + 1 >= max_attempts)
+
+    def _require_running(self) -> None:
+        if self.finished:
+            raise SagaError(f"saga {self.id} is {self.status.value}")

@@ -1,3 +1,291 @@
-"""Orders persistence."""
+"""Orders persistence: orders, carts and their holds, sagas. Nothing else.
+
+An order's lines, history and holds are small and always read with it, so they are JSON on its
+row. Every write of an order or a saga is conditional on the version it was read at: two
+processes can never both move the same one.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from instock.orders.model import (
+    Order,
+    OrderLine,
+    OrderStatus,
+    Saga,
+    SagaKind,
+    SagaStatus,
+    StatusChange,
+    Step,
+)
+from instock.platform.db import Money, UTCDateTime, metadata
+from instock.platform.errors import VersionConflict
+
+orders = sa.Table(
+    "orders", metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("channel", sa.String(64), nullable=False),
+    sa.Column("customer_id", sa.String(64), nullable=True, index=True),
+    sa.Column("external_id", sa.String(128), nullable=True),
+    sa.Column("status", sa.String(24), nullable=False),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("total", Money, nullable=False),
+    sa.Column("paid", Money, nullable=False),
+    sa.Column("refunded", Money, nullable=False),
+    sa.Column("payment_id", sa.String(36), nullable=True),
+    sa.Column("lines", sa.JSON, nullable=False),
+    sa.Column("reservation_ids", sa.JSON, nullable=False),
+    sa.Column("fulfilled", sa.JSON, nullable=False),
+    sa.Column("history", sa.JSON, nullable=False),
+    sa.Column("refund_refs", sa.JSON, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    # A marketplace delivers an order more than once; it becomes one order.
+    sa.UniqueConstraint("channel", "external_id", name="uq_orders_channel_external_id"),
+)
+
+carts = sa.Table(
+    "carts", metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("channel", sa.String(64), nullable=False),
+    sa.Column("customer_id", sa.String(64), nullable=True),
+    sa.Column("status", sa.String(16), nullable=False),  # open | checked_out
+    sa.Column("order_id", sa.String(36), nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("touched_at", UTCDateTime, nullable=False),
+)
+
+# One hold per item added: adding never puts at risk what the cart already holds.
+cart_items = sa.Table(
+    "cart_items", metadata,
+    sa.Column("cart_id", sa.String(36), sa.ForeignKey("carts.id"), primary_key=True),
+    sa.Column("reservation_id", sa.String(36), primary_key=True),
+    sa.Column("sku", sa.String(64), nullable=False),
+    sa.Column("quantity", sa.Integer, nullable=False),
+    sa.Column("expires_at", UTCDateTime, nullable=False),
+)
+
+sagas = sa.Table(
+    "sagas", metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("order_id", sa.String(36), nullable=False, index=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("plan", sa.JSON, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("failure", sa.String(500), nullable=True),
+    sa.Column("data", sa.JSON, nullable=False),
+    sa.Column("next_attempt_at", UTCDateTime, nullable=False),
+    # Whoever runs a saga leases it; a process that dies loses the lease when it runs out.
+    sa.Column("lease_owner", sa.String(64), nullable=True),
+    sa.Column("lease_until", UTCDateTime, nullable=True),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Index("ix_sagas_status_next_attempt_at", "status", "next_attempt_at"),
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# Orders
+
+
+def _order_row(order: Order, now: datetime) -> dict[str, Any]:
+    return {
+        "id": order.id, "channel": order.channel, "customer_id": order.customer_id,
+        "external_id": order.external_id, "status": order.status.value,
+        "currency": order.currency, "total": order.total, "paid": order.paid,
+        "refunded": order.refunded, "payment_id": order.payment_id,
+        "lines": [{"sku": line.sku, "quantity": line.quantity,
+                   "unit_price": str(line.unit_price)} for line in order.lines],
+        "reservation_ids": list(order.reservation_ids), "fulfilled": dict(order.fulfilled),
+        "history": [{"status": c.status.value, "at": c.at.isoformat(), "reason": c.reason}
+                    for c in order.history],
+        "refund_refs": list(order.refund_refs),
+        "version": order.version, "created_at": order.created_at, "updated_at": now,
+    }
+
+
+def _order(row: Any) -> Order:
+    return Order(
+        id=row.id, customer_id=row.customer_id, channel=row.channel, currency=row.currency,
+        lines=[OrderLine(line["sku"], line["quantity"], Decimal(line["unit_price"]))
+               for line in row.lines],
+        created_at=row.created_at, external_id=row.external_id,
+        reservation_ids=list(row.reservation_ids), status=OrderStatus(row.status),
+        payment_id=row.payment_id, paid=row.paid, refunded=row.refunded,
+        fulfilled=dict(row.fulfilled),
+        history=[StatusChange(OrderStatus(c["status"]), datetime.fromisoformat(c["at"]),
+                              c["reason"]) for c in row.history],
+        refund_refs=list(row.refund_refs), version=row.version)
+
+
+async def insert_order(conn: AsyncConnection, order: Order, now: datetime) -> None:
+    await conn.execute(orders.insert().values(_order_row(order, now)))
+
+
+async def update_order(conn: AsyncConnection, order: Order, version_before: int,
+                       now: datetime) -> None:
+    """Conditional on the version it was read at: a concurrent change makes this one fail."""
+    row = _order_row(order, now)
+    del row["id"], row["created_at"]
+    result = await conn.execute(orders.update().where(
+        orders.c.id == order.id, orders.c.version == version_before).values(row))
+    if result.rowcount != 1:
+        raise VersionConflict(f"order {order.id} changed concurrently")
+
+
+async def get_order(conn: AsyncConnection, order_id: str) -> Order | None:
+    row = (await conn.execute(sa.select(orders).where(orders.c.id == order_id))).first()
+    return None if row is None else _order(row)
+
+
+async def order_by_external_id(conn: AsyncConnection, channel: str,
+                               external_id: str) -> Order | None:
+    row = (await conn.execute(sa.select(orders).where(
+        orders.c.channel == channel, orders.c.external_id == external_id))).first()
+    return None if row is None else _order(row)
+
+
+async def list_orders(conn: AsyncConnection, customer_id: str | None, status: str | None,
+                      limit: int) -> list[Order]:
+    query = sa.select(orders).order_by(orders.c.id.desc()).limit(limit)
+    if customer_id is not None:
+        query = query.where(orders.c.customer_id == customer_id)
+    if status is not None:
+        query = query.where(orders.c.status == status)
+    return [_order(row) for row in await conn.execute(query)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Carts
+
+
+async def insert_cart(conn: AsyncConnection, cart_id: str, channel: str,
+                      customer_id: str | None, now: datetime) -> None:
+    await conn.execute(carts.insert().values(id=cart_id, channel=channel,
+                                             customer_id=customer_id, status="open",
+                                             order_id=None, created_at=now, touched_at=now))
+
+
+async def get_cart(conn: AsyncConnection, cart_id: str) -> Any | None:
+    return (await conn.execute(sa.select(carts).where(carts.c.id == cart_id))).first()
+
+
+async def cart_items_of(conn: AsyncConnection, cart_id: str) -> Sequence[Any]:
+    return (await conn.execute(sa.select(cart_items).where(cart_items.c.cart_id == cart_id)
+                               .order_by(cart_items.c.reservation_id))).all()
+
+
+async def add_cart_item(conn: AsyncConnection, cart_id: str, reservation_id: str, sku: str,
+                        quantity: int, expires_at: datetime) -> None:
+    await conn.execute(cart_items.insert().values(cart_id=cart_id, reservation_id=reservation_id,
+                                                  sku=sku, quantity=quantity,
+                                                  expires_at=expires_at))
+
+
+async def remove_cart_items(conn: AsyncConnection, cart_id: str,
+                            reservation_ids: Sequence[str]) -> None:
+    await conn.execute(cart_items.delete().where(cart_items.c.cart_id == cart_id,
+                                                 cart_items.c.reservation_id.in_(reservation_ids)))
+
+
+async def touch_cart(conn: AsyncConnection, cart_id: str, now: datetime,
+                     expiries: dict[str, datetime]) -> None:
+    await conn.execute(carts.update().where(carts.c.id == cart_id).values(touched_at=now))
+    for reservation_id, expires_at in expiries.items():
+        await conn.execute(cart_items.update().where(
+            cart_items.c.cart_id == cart_id, cart_items.c.reservation_id == reservation_id)
+            .values(expires_at=expires_at))
+
+
+async def check_out_cart(conn: AsyncConnection, cart_id: str, order_id: str) -> bool:
+    """Close an open cart for this order; False when it was not open (checked out already)."""
+    result = await conn.execute(carts.update().where(
+        carts.c.id == cart_id, carts.c.status == "open").values(status="checked_out",
+                                                              order_id=order_id))
+    return result.rowcount == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Sagas
+
+
+def _saga_row(saga: Saga) -> dict[str, Any]:
+    return {"kind": saga.kind.value, "order_id": saga.order_id, "status": saga.status.value,
+            "plan": [step.value for step in saga.plan], "attempts": saga.attempts,
+            "failure": saga.failure, "data": dict(saga.data),
+            "next_attempt_at": saga.next_attempt_at}
+
+
+def _saga(row: Any) -> Saga:
+    return Saga(id=row.id, kind=SagaKind(row.kind), order_id=row.order_id,
+                plan=[Step(step) for step in row.plan], next_attempt_at=row.next_attempt_at,
+                status=SagaStatus(row.status), attempts=row.attempts, failure=row.failure,
+                data=dict(row.data))
+
+
+async def insert_saga(conn: AsyncConnection, saga: Saga, now: datetime, owner: str | None,
+                      lease_until: datetime | None) -> None:
+    await conn.execute(sagas.insert().values(
+        id=saga.id, **_saga_row(saga), lease_owner=owner, lease_until=lease_until, version=1,
+        created_at=now, updated_at=now))
+
+
+async def save_saga(conn: AsyncConnection, saga: Saga, owner: str, now: datetime,
+                    lease_until: datetime | None) -> None:
+    """Store the saga's progress, only while `owner` still holds its lease."""
+    result = await conn.execute(sagas.update().where(
+        sagas.c.id == saga.id, sagas.c.lease_owner == owner).values(
+        **_saga_row(saga), lease_owner=owner if lease_until else None,
+        lease_until=lease_until, version=sagas.c.version + 1, updated_at=now))
+    if result.rowcount != 1:
+        raise LeaseLost(f"saga {saga.id} is no longer leased by {owner}")
+
+
+class LeaseLost(Exception):
+    """Another process took over the saga (this one was too slow, or thought dead)."""
+
+
+async def get_saga(conn: AsyncConnection, saga_id: str) -> Saga | None:
+    row = (await conn.execute(sa.select(sagas).where(sagas.c.id == saga_id))).first()
+    return None if row is None else _saga(row)
+
+
+async def sagas_of(conn: AsyncConnection, order_id: str) -> list[Saga]:
+    rows = await conn.execute(sa.select(sagas).where(sagas.c.order_id == order_id)
+                              .order_by(sagas.c.created_at, sagas.c.id))
+    return [_saga(row) for row in rows]
+
+
+async def due_saga_ids(conn: AsyncConnection, now: datetime, limit: int) -> list[str]:
+    """Unfinished sagas whose next attempt is due and that nobody holds a live lease on."""
+    rows = await conn.execute(
+        sa.select(sagas.c.id).where(
+            sagas.c.status.in_([SagaStatus.RUNNING.value, SagaStatus.COMPENSATING.value]),
+            sagas.c.next_attempt_at <= now,
+            sa.or_(sagas.c.lease_until.is_(None), sagas.c.lease_until < now))
+        .order_by(sagas.c.next_attempt_at).limit(limit))
+    return [row.id for row in rows]
+
+
+async def claim_saga(conn: AsyncConnection, saga_id: str, owner: str, now: datetime,
+                     lease_until: datetime) -> Saga | None:
+    """Take the lease of a saga nobody holds (or whose holder's lease ran out)."""
+    result = await conn.execute(sagas.update().where(
+        sagas.c.id == saga_id,
+        sagas.c.status.in_([SagaStatus.RUNNING.value, SagaStatus.COMPENSATING.value]),
+        sa.or_(sagas.c.lease_until.is_(None), sagas.c.lease_until < now,
+               sagas.c.lease_owner == owner))
+        .values(lease_owner=owner, lease_until=lease_until, updated_at=now))
+    if result.rowcount != 1:
+        return None
+    return await get_saga(conn, saga_id)

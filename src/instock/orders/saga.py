@@ -1,0 +1,365 @@
+"""Runs the steps of checkout, cancellation and return sagas, persisted after every step.
+
+Each step is idempotent, so a saga resumed after a crash simply runs its current step again:
+stock calls carry the saga's idempotency key or check the reservation's status first, payment
+calls carry an idempotency key per step, order changes check the order's state. Whoever runs a
+saga holds a lease on it; a process that dies loses the lease when it runs out and a worker
+(`instock worker sagas`, or any API process running sagas) takes the saga over.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any, Protocol
+
+import structlog
+from prometheus_client import Counter
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from instock.inventory.model import Adjustment as StockAdjustment
+from instock.inventory.model import AdjustmentKind, EntryContext, Line, ReservationStatus
+from instock.inventory.service import (
+    InsufficientStock,
+    InvalidTransition,
+    InventoryService,
+    ReserveRequest,
+)
+from instock.orders import store
+from instock.orders.model import Order, OrderStatus, Saga, Step
+from instock.payments.errors import CircuitOpen, PaymentDeclined, PaymentUnavailable
+from instock.platform.bus import outbox
+from instock.platform.db import Database, utcnow
+from instock.platform.errors import Conflict, NotFound
+from instock.platform.ids import new_id
+
+log = structlog.get_logger(__name__)
+_STEPS = Counter("instock_saga_steps_total", "Saga steps run, by step and outcome",
+                 ["step", "outcome"])
+
+
+class PaymentLike(Protocol):
+    id: str
+    status: Any
+
+
+class Payments(Protocol):
+    """What a saga needs of the payments context (instock.payments.service.PaymentService)."""
+
+    async def authorise(self, *, order_id: str, amount: Decimal, currency: str,
+                        idempotency_key: str) -> PaymentLike: ...
+    async def capture(self, payment_id: str, *, idempotency_key: str) -> PaymentLike: ...
+    async def void(self, payment_id: str, *, idempotency_key: str) -> PaymentLike: ...
+    async def refund(self, payment_id: str, amount: Decimal | None, *,
+                     idempotency_key: str) -> PaymentLike: ...
+    async def get(self, payment_id: str) -> PaymentLike: ...
+
+
+class StepFailed(Exception):
+    """A step failed for good (declined, out of stock, hold expired): undo, don't retry."""
+
+    def __init__(self, kind: str, reason: str, *, stop: bool = False) -> None:
+        super().__init__(reason)
+        self.kind = kind
+        self.stop = stop  # nothing to undo either: the saga just ends
+
+
+@dataclass(frozen=True)
+class SagaSettings:
+    lease_seconds: float
+    max_attempts: int  # tries of a failing forward step before it is undone
+    # Fault injection for crash tests: SIGKILL this process right after storing this step.
+    kill_after: str | None = None
+
+
+def process_owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{new_id()[-8:]}"
+
+
+class SagaRunner:
+    def __init__(self, db: Database, inventory: InventoryService, payments: Payments,
+                 settings: SagaSettings, clock: Callable[[], datetime] = utcnow) -> None:
+        self.db = db
+        self.inventory = inventory
+        self.payments = payments
+        self.settings = settings
+        self.clock = clock
+        self.owner = process_owner()
+        self._steps: dict[Step, Callable[[Saga], Awaitable[None]]] = {
+            Step.RESERVE: self._reserve, Step.AUTHORISE: self._authorise,
+            Step.COMMIT: self._commit, Step.CAPTURE: self._capture, Step.FULFIL: self._fulfil,
+            Step.CANCEL: self._cancel, Step.RESTOCK: self._restock, Step.REFUND: self._refund,
+            Step.VOID: self._void, Step.RELEASE: self._release, Step.ABANDON: self._abandon,
+        }
+
+    # -- leasing and driving ----------------------------------------------------------------------
+
+    def _lease(self) -> datetime:
+        return self.clock() + timedelta(seconds=self.settings.lease_seconds)
+
+    async def insert(self, conn: AsyncConnection, saga: Saga) -> None:
+        """Store a new saga in the caller's transaction, leased to this process."""
+        await store.insert_saga(conn, saga, self.clock(), self.owner, self._lease())
+
+    async def drive(self, saga_id: str) -> Saga:
+        """Run the saga's due steps now, as long as they succeed or fail for good; a step that
+        must wait (a provider that is down) is left for later. Returns where it stands."""
+        async with self.db.write() as conn:
+            saga = await store.claim_saga(conn, saga_id, self.owner, self.clock(),
+                                          self._lease())
+        if saga is None:  # finished, or someone else is on it
+            async with self.db.read() as conn:
+                found = await store.get_saga(conn, saga_id)
+            if found is None:
+                raise NotFound(f"saga {saga_id} does not exist")
+            return found
+        while not saga.finished and saga.next_attempt_at <= self.clock():
+            step = saga.step
+            assert step is not None
+            await self._attempt(saga, step)
+            keep = not saga.finished and saga.next_attempt_at <= self.clock()
+            async with self.db.write() as conn:
+                await store.save_saga(conn, saga, self.owner, self.clock(),
+                                      self._lease() if keep else None)
+            if self.settings.kill_after == step.value:
+                os.kill(os.getpid(), signal.SIGKILL)
+        return saga
+
+    async def _attempt(self, saga: Saga, step: Step) -> None:
+        now = self.clock()
+        try:
+            await self._steps[step](saga)
+        except StepFailed as exc:
+            _STEPS.labels(step.value, "failed").inc()
+            saga.data["failure_kind"] = exc.kind
+            if exc.stop:
+                saga.stop(str(exc), now)
+            else:
+                saga.failed(str(exc), now)
+        except CircuitOpen as exc:
+            # Fail fast: the buyer learns now and the stock goes back now.
+            _STEPS.labels(step.value, "circuit_open").inc()
+            self._give_up_or_wait(saga, "circuit_open", str(exc), now, at_once=True)
+        except (PaymentUnavailable, Conflict) as exc:
+            _STEPS.labels(step.value, "retry").inc()
+            self._give_up_or_wait(saga, "payment_unavailable"
+                                  if isinstance(exc, PaymentUnavailable) else "conflict",
+                                  str(exc), now)
+        except Exception as exc:  # an outage or a bug: keep the saga, try again later
+            _STEPS.labels(step.value, "error").inc()
+            log.exception("saga_step_error", saga=saga.id, step=step.value)
+            saga.data["last_error"] = f"{type(exc).__name__}: {exc}"[:300]
+            saga.retry_later(now)
+        else:
+            _STEPS.labels(step.value, "ok").inc()
+            saga.succeeded(now)
+
+    def _give_up_or_wait(self, saga: Saga, kind: str, reason: str, now: datetime,
+                         at_once: bool = False) -> None:
+        if saga.may_give_up(1 if at_once else self.settings.max_attempts):
+            saga.data["failure_kind"] = kind
+            saga.failed(reason, now)
+        else:
+            saga.data["last_error"] = reason[:300]
+            saga.retry_later(now)
+
+    async def run_due(self, limit: int = 50) -> int:
+        """Take over and drive every saga that is due and not leased (the worker's round)."""
+        async with self.db.read() as conn:
+            due = await store.due_saga_ids(conn, self.clock(), limit)
+        for saga_id in due:
+            await self.drive(saga_id)
+        return len(due)
+
+    # -- orders: the one place a saga changes an order --------------------------------------------
+
+    async def change_order(self, order_id: str, change: Callable[[Order, datetime], None],
+                           correlation_id: str | None) -> Order:
+        async with self.db.write() as conn:
+            order = await store.get_order(conn, order_id)
+            if order is None:
+                raise NotFound(f"order {order_id} does not exist")
+            before = order.version
+            change(order, self.clock())
+            if order.version != before or order.events:
+                await store.update_order(conn, order, before, self.clock())
+                await outbox.add(conn, order.events, correlation_id)
+                order.events.clear()
+        return order
+
+    async def _order(self, saga: Saga) -> Order:
+        async with self.db.read() as conn:
+            found = await store.get_order(conn, saga.order_id)
+        assert found is not None
+        return found
+
+    def _ctx(self, saga: Saga, reason: str, key: str | None = None) -> EntryContext:
+        return EntryContext(f"saga:{saga.kind.value}", reason, _correlation(saga),
+                            idempotency_key=key, reference=saga.order_id)
+
+    # -- checkout ---------------------------------------------------------------------------------
+
+    async def _reserve(self, saga: Saga) -> None:
+        order = await self._order(saga)
+        held = list(_strings(saga.data.get("reservation_ids")))
+        hold = int(str(saga.data["hold_seconds"]))
+        ctx = self._ctx(saga, "checkout", key=f"saga:{saga.id}")
+        if held:  # a cart's holds: they must outlive the payment
+            for reservation_id in held:
+                try:
+                    await self.inventory.extend(reservation_id, hold, ctx)
+                except InvalidTransition as exc:
+                    raise StepFailed("hold_expired", str(exc)) from exc
+        else:
+            try:
+                reservation = await self.inventory.reserve(ReserveRequest(
+                    [Line(line.sku, line.quantity) for line in order.lines], order.channel,
+                    order.customer_id, hold), ctx)
+            except InsufficientStock as exc:
+                raise StepFailed("insufficient_stock", str(exc)) from exc
+            held = [reservation.id]
+            saga.data["reservation_ids"] = held
+
+        def adopt(o: Order, now: datetime) -> None:
+            o.reservation_ids = held
+
+        await self.change_order(order.id, adopt, _correlation(saga))
+
+    async def _authorise(self, saga: Saga) -> None:
+        order = await self._order(saga)
+        try:
+            payment = await self.payments.authorise(
+                order_id=order.id, amount=order.total, currency=order.currency,
+                idempotency_key=f"saga:{saga.id}:authorise")
+        except PaymentDeclined as exc:
+            raise StepFailed("payment_declined", str(exc)) from exc
+        saga.data["payment_id"] = payment.id
+
+    async def _commit(self, saga: Saga) -> None:
+        ctx = self._ctx(saga, "checkout")
+        for reservation_id in _strings(saga.data.get("reservation_ids")):
+            reservation = await self.inventory.get_reservation(reservation_id)
+            if reservation.status is ReservationStatus.COMMITTED:
+                continue  # done before a crash
+            try:
+                await self.inventory.commit(reservation_id, ctx)
+            except InvalidTransition as exc:
+                raise StepFailed("hold_expired", str(exc)) from exc
+
+    async def _capture(self, saga: Saga) -> None:
+        try:
+            await self.payments.capture(str(saga.data["payment_id"]),
+                                        idempotency_key=f"saga:{saga.id}:capture")
+        except PaymentDeclined as exc:
+            raise StepFailed("payment_declined", str(exc)) from exc
+
+    async def _fulfil(self, saga: Saga) -> None:
+        payment_id = str(saga.data["payment_id"])
+
+        def pay(o: Order, now: datetime) -> None:
+            if o.status is OrderStatus.PENDING_PAYMENT:
+                o.pay(payment_id, o.total, now)
+                o.request_fulfilment()
+
+        await self.change_order(saga.order_id, pay, _correlation(saga))
+
+    # -- compensations ----------------------------------------------------------------------------
+
+    async def _release(self, saga: Saga) -> None:
+        """Give back whatever the order still holds: active holds are released, committed
+        units return to sale; expired or released ones are already back."""
+        order = await self._order(saga)
+        ids = list(_strings(saga.data.get("reservation_ids"))) or order.reservation_ids
+        ctx = self._ctx(saga, saga.failure or str(saga.data.get("reason", "")))
+        for reservation_id in ids:
+            reservation = await self.inventory.get_reservation(reservation_id)
+            if reservation.status is ReservationStatus.ACTIVE:
+                # Expired meanwhile: the sweeper gives it back.
+                with contextlib.suppress(InvalidTransition):
+                    await self.inventory.release(reservation_id, ctx)
+            elif reservation.status is ReservationStatus.COMMITTED:
+                await self.inventory.cancel(reservation_id, ctx)
+
+    async def _abandon(self, saga: Saga) -> None:
+        reason = f"{saga.data.get('failure_kind', 'failed')}: {saga.failure or ''}"[:300]
+
+        def cancel(o: Order, now: datetime) -> None:
+            if o.status is OrderStatus.PENDING_PAYMENT:
+                o.cancel(reason, now)
+
+        await self.change_order(saga.order_id, cancel, _correlation(saga))
+
+    async def _void(self, saga: Saga) -> None:
+        """Let go of the authorisation (or refund it, had it been captured)."""
+        payment_id = saga.data.get("payment_id")
+        if payment_id is None:
+            return
+        payment = await self.payments.get(str(payment_id))
+        status = str(getattr(payment.status, "value", payment.status))
+        if status == "authorised":
+            await self.payments.void(str(payment_id), idempotency_key=f"saga:{saga.id}:void")
+        elif status == "captured":
+            await self.payments.refund(str(payment_id), None,
+                                       idempotency_key=f"saga:{saga.id}:void")
+
+    # -- cancellation and return ------------------------------------------------------------------
+
+    async def _cancel(self, saga: Saga) -> None:
+        reason = str(saga.data.get("reason") or "cancelled")
+
+        def cancel(o: Order, now: datetime) -> None:
+            if o.status is OrderStatus.PAID:
+                o.cancel(reason, now)
+            elif o.status is not OrderStatus.CANCELLED:  # fulfilled meanwhile: too late
+                raise StepFailed("order_moved_on", f"order {o.id} is {o.status.value}; too "
+                                 "late to cancel", stop=True)
+
+        await self.change_order(saga.order_id, cancel, _correlation(saga))
+
+    async def _restock(self, saga: Saga) -> None:
+        lines = saga.data.get("lines")
+        assert isinstance(lines, list)
+        for i, line in enumerate(lines):
+            kind = AdjustmentKind.RETURN if line["resellable"] else AdjustmentKind.RETURN_UNSELLABLE
+            ctx = EntryContext(f"saga:{saga.kind.value}", str(saga.data.get("reason", "")),
+                               _correlation(saga), reference=f"{saga.id}:{i}")
+            await self.inventory.adjust(StockAdjustment(line["sku"], line["location"], kind,
+                                                        int(line["quantity"])), ctx)
+        reason = str(saga.data.get("reason") or "returned")
+
+        def returned(o: Order, now: datetime) -> None:
+            if o.status is not OrderStatus.RETURNED:
+                o.return_goods(reason, now)
+
+        await self.change_order(saga.order_id, returned, _correlation(saga))
+
+    async def _refund(self, saga: Saga) -> None:
+        order = await self._order(saga)
+        if saga.id in order.refund_refs:
+            return
+        amount = Decimal(str(saga.data["amount"])) if "amount" in saga.data else order.refund_due
+        if amount <= 0:
+            return
+        if order.external_id is None and order.payment_id is not None:
+            await self.payments.refund(order.payment_id, amount,
+                                       idempotency_key=f"saga:{saga.id}:refund")
+        # A marketplace order was paid to the marketplace, which refunds its buyer itself.
+
+        await self.change_order(saga.order_id,
+                                lambda o, now: o.refund(amount, now, reference=saga.id),
+                                _correlation(saga))
+
+
+def _correlation(saga: Saga) -> str | None:
+    value = saga.data.get("correlation_id")
+    return None if value is None else str(value)
+
+
+def _strings(value: object) -> list[str]:
+    return [str(v) for v in value] if isinstance(value, list) else []
