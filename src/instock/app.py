@@ -18,6 +18,7 @@ import instock.catalog.api
 import instock.inventory.api
 import instock.live.api
 import instock.waitlist.api
+import instock.webhooks.api
 from instock.catalog.service import CatalogService
 from instock.config import Settings, get_settings
 from instock.inventory.service import InventoryService
@@ -36,6 +37,7 @@ from instock.platform.retry import keep_running
 from instock.platform.runtime import tune_for_throughput
 from instock.recommendations.service import AVAILABILITY
 from instock.waitlist.service import NOTIFIER, WaitlistService
+from instock.webhooks.service import FANOUT, Policy, WebhookService
 
 log = structlog.get_logger(__name__)
 
@@ -51,6 +53,7 @@ class Container:
     inventory: InventoryService
     waitlist: WaitlistService
     bus: Bus
+    webhooks: WebhookService
 
     def relay(self) -> Relay:
         # The relay checks events against the models the published schemas are generated
@@ -61,7 +64,7 @@ class Container:
 
     def consumer_specs(self) -> dict[str, ConsumerSpec]:
         """Every durable consumer of this code base, by name."""
-        specs = [AVAILABILITY, NOTIFIER]
+        specs = [AVAILABILITY, NOTIFIER, FANOUT]
         return {spec.name: spec for spec in specs}
 
     def consumer(self, name: str) -> Consumer:
@@ -90,13 +93,22 @@ def build(settings: Settings | None = None) -> Container:
         # serve several deployments (or test databases).
         sold_out=versioned_flags(settings.redis_url, settings.sold_out_ttl_seconds,
                                  f"sold_out:{db.url.database}"))
+    webhooks = WebhookService(db, Policy(
+        attempts=settings.webhook_attempts, backoff_base=settings.webhook_backoff_base_seconds,
+        backoff_max=settings.webhook_backoff_max_seconds,
+        timeout=settings.webhook_timeout_seconds))
     return Container(settings, db, tokens, catalog_service, inventory_service,
-                     WaitlistService(db, catalog_service), connect(settings.bus_url))
+                     WaitlistService(db, catalog_service), connect(settings.bus_url), webhooks)
 
 
 async def run_sweeper(inventory_service: InventoryService, interval: float) -> None:
     """Sweep every `interval` seconds; a failed round is logged and the next one comes."""
     await keep_running(inventory_service.sweep, "sweeper", pause=interval)
+
+
+async def run_webhook_delivery(webhooks: WebhookService) -> None:
+    """Deliver outbound webhooks forever; a failed round is logged and the worker goes on."""
+    await keep_running(webhooks.run, "webhook_delivery")
 
 
 async def run_consumer(consumer: Consumer) -> None:
@@ -114,6 +126,8 @@ def background_work(container: Container, hub: LiveHub) -> list[Coroutine[Any, A
         work.append(container.relay().run())
     if settings.run_consumers:
         work.extend(run_consumer(container.consumer(name)) for name in container.consumer_specs())
+    if settings.run_webhook_delivery:
+        work.append(run_webhook_delivery(container.webhooks))
     return work
 
 
@@ -159,6 +173,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.inventory = container.inventory
     app.state.live = hub
     app.state.waitlist = container.waitlist
+    app.state.webhooks = container.webhooks
     errors.install_handlers(app)
     app.add_middleware(IdempotencyMiddleware, db=container.db, tokens=container.tokens)
     telemetry.install(app)  # added last, so outermost: it times and logs everything
@@ -166,6 +181,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(instock.inventory.api.router)
     app.include_router(instock.live.api.router)
     app.include_router(instock.waitlist.api.router)
+    app.include_router(instock.webhooks.api.router)
 
     @app.get("/livez", include_in_schema=False)
     async def livez() -> dict[str, str]:

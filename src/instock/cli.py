@@ -135,6 +135,14 @@ def worker_relay() -> None:
     with_container(lambda c: c.relay().run())
 
 
+@worker_app.command("webhooks")
+def worker_webhooks() -> None:
+    """Deliver outbound webhooks, forever (several may run: each claims its own deliveries)."""
+    from instock.app import run_webhook_delivery
+
+    with_container(lambda c: run_webhook_delivery(c.webhooks))
+
+
 def _consumer_name(container: Container, name: str) -> str:
     if name not in container.consumer_specs():
         err.print(f"[red]unknown consumer {name!r}[/red]; known: "
