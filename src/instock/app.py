@@ -15,16 +15,26 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 import instock.catalog.api
+import instock.channels.api
 import instock.inventory.api
 import instock.live.api
+import instock.orders.api
+import instock.payments.api
 import instock.waitlist.api
 import instock.webhooks.api
 from instock.catalog.service import CatalogService
+from instock.channels.connector import connector_factory
+from instock.channels.service import ChannelsService
+from instock.channels.worker import ChannelWorker
 from instock.config import Settings, get_settings
 from instock.inventory.service import InventoryService
 from instock.live import model as live_model
 from instock.live.events import Update
 from instock.live.service import LiveHub
+from instock.orders.saga import SagaRunner, SagaSettings
+from instock.orders.service import OrderSettings, OrdersService
+from instock.payments.providers import make_provider
+from instock.payments.service import PAYMENT_EVENTS, PaymentService
 from instock.platform import errors, telemetry
 from instock.platform.auth import TokenAuthority, load_or_create_secret
 from instock.platform.bus import Bus, connect, schemas
@@ -54,6 +64,9 @@ class Container:
     waitlist: WaitlistService
     bus: Bus
     webhooks: WebhookService
+    channels: ChannelsService
+    payments: PaymentService
+    orders: OrdersService
 
     def relay(self) -> Relay:
         # The relay checks events against the models the published schemas are generated
@@ -64,7 +77,8 @@ class Container:
 
     def consumer_specs(self) -> dict[str, ConsumerSpec]:
         """Every durable consumer of this code base, by name."""
-        specs = [AVAILABILITY, NOTIFIER, FANOUT]
+        specs = [AVAILABILITY, NOTIFIER, FANOUT, self.channels.stock_consumer(),
+                 self.channels.orders_consumer(), PAYMENT_EVENTS]
         return {spec.name: spec for spec in specs}
 
     def consumer(self, name: str) -> Consumer:
@@ -75,6 +89,7 @@ class Container:
 
     async def close(self) -> None:
         await self.inventory.sold_out.close()
+        await self.payments.provider.close()
         await self.bus.close()
         await self.db.dispose()
 
@@ -97,8 +112,21 @@ def build(settings: Settings | None = None) -> Container:
         attempts=settings.webhook_attempts, backoff_base=settings.webhook_backoff_base_seconds,
         backoff_max=settings.webhook_backoff_max_seconds,
         timeout=settings.webhook_timeout_seconds))
+    payments = PaymentService(db, make_provider(settings))
+    runner = SagaRunner(db, inventory_service, payments, SagaSettings(
+        settings.saga_lease_seconds, settings.saga_max_attempts, settings.saga_kill_after))
+    orders = OrdersService(db, catalog_service, inventory_service, runner, OrderSettings(
+        settings.currency, settings.cart_hold_seconds, settings.checkout_hold_seconds,
+        settings.saga_inline))
+    channels = ChannelsService(
+        db, inventory_service,
+        connectors=connector_factory(settings.connector_timeout_seconds,
+                                     settings.connector_attempts),
+        webhook_tolerance_seconds=settings.marketplace_webhook_tolerance_seconds,
+        order_attempts=settings.channel_order_attempts)
     return Container(settings, db, tokens, catalog_service, inventory_service,
-                     WaitlistService(db, catalog_service), connect(settings.bus_url), webhooks)
+                     WaitlistService(db, catalog_service), connect(settings.bus_url), webhooks,
+                     channels, payments, orders)
 
 
 async def run_sweeper(inventory_service: InventoryService, interval: float) -> None:
@@ -109,6 +137,18 @@ async def run_sweeper(inventory_service: InventoryService, interval: float) -> N
 async def run_webhook_delivery(webhooks: WebhookService) -> None:
     """Deliver outbound webhooks forever; a failed round is logged and the worker goes on."""
     await keep_running(webhooks.run, "webhook_delivery")
+
+
+async def run_channel_worker(container: Container) -> None:
+    """Push marketplace listings and carry out marketplace orders, forever."""
+    worker = ChannelWorker(container.channels,
+                           rate_per_second=container.settings.channel_push_rate_per_second)
+    await keep_running(worker.run, "channel_worker")
+
+
+async def run_sagas(runner: SagaRunner, pause: float) -> None:
+    """Take over due sagas (a checkout whose process died, a step waiting for a provider)."""
+    await keep_running(runner.run_due, "sagas", pause=pause)
 
 
 async def run_consumer(consumer: Consumer) -> None:
@@ -126,6 +166,9 @@ def background_work(container: Container, hub: LiveHub) -> list[Coroutine[Any, A
         work.append(container.relay().run())
     if settings.run_consumers:
         work.extend(run_consumer(container.consumer(name)) for name in container.consumer_specs())
+        work.append(run_channel_worker(container))
+    if settings.run_sagas:
+        work.append(run_sagas(container.orders.runner, settings.saga_poll_seconds))
     if settings.run_webhook_delivery:
         work.append(run_webhook_delivery(container.webhooks))
     return work
@@ -173,7 +216,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.inventory = container.inventory
     app.state.live = hub
     app.state.waitlist = container.waitlist
+    app.state.orders = container.orders
+    app.state.payments = container.payments
     app.state.webhooks = container.webhooks
+    app.state.channels = container.channels
     errors.install_handlers(app)
     app.add_middleware(IdempotencyMiddleware, db=container.db, tokens=container.tokens)
     telemetry.install(app)  # added last, so outermost: it times and logs everything
@@ -181,7 +227,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(instock.inventory.api.router)
     app.include_router(instock.live.api.router)
     app.include_router(instock.waitlist.api.router)
+    app.include_router(instock.orders.api.router)
+    app.include_router(instock.payments.api.router)
     app.include_router(instock.webhooks.api.router)
+    app.include_router(instock.channels.api.router)
 
     @app.get("/livez", include_in_schema=False)
     async def livez() -> dict[str, str]:

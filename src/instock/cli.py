@@ -33,6 +33,11 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(worker_app, name="worker")
 app.add_typer(recs_app, name="recs")
 app.add_typer(bench_app, name="bench")
+# Local stand-ins for the outside world (payments, marketplaces), each its own process.
+sandbox_app = typer.Typer(help="Local simulators of outside services.", no_args_is_help=True)
+app.add_typer(sandbox_app, name="sandbox")
+channels_app = typer.Typer(help="Marketplace channels.", no_args_is_help=True)
+app.add_typer(channels_app, name="channels")
 
 err = Console(stderr=True)
 
@@ -135,12 +140,90 @@ def worker_relay() -> None:
     with_container(lambda c: c.relay().run())
 
 
+@worker_app.command("sagas")
+def worker_sagas(poll: float = typer.Option(0.5, "--poll", help="seconds between rounds")) -> None:
+    """Run due checkout, cancellation and return sagas, forever (several may run: each saga
+    is leased to one; one whose runner died is taken over when its lease runs out)."""
+    from instock.app import run_sagas
+
+    with_container(lambda c: run_sagas(c.orders.runner, poll))
+
+
 @worker_app.command("webhooks")
 def worker_webhooks() -> None:
     """Deliver outbound webhooks, forever (several may run: each claims its own deliveries)."""
     from instock.app import run_webhook_delivery
 
     with_container(lambda c: run_webhook_delivery(c.webhooks))
+
+
+@worker_app.command("channels")
+def worker_channels() -> None:
+    """Push channel stock to marketplaces and carry out marketplace orders, forever (several
+    may run: one pushes to a channel at a time, each order is claimed by one)."""
+    from instock.app import run_channel_worker
+
+    with_container(run_channel_worker)
+
+
+@sandbox_app.command("marketplace")
+def sandbox_marketplace(
+        webhook_url: str = typer.Option(..., "--webhook-url",
+                                        help="where order webhooks go (instock's "
+                                             "/v1/webhooks/marketplaces/{channel})"),
+        webhook_secret: str = typer.Option(..., "--webhook-secret"),
+        api_key: str | None = typer.Option(None, "--api-key",
+                                           help="require this bearer key on the seller API"),
+        host: str = typer.Option("127.0.0.1", "--host"),
+        port: int = typer.Option(8200, "--port")) -> None:
+    """Run the marketplace simulator (listings, orders, signed webhooks; /_sim controls)."""
+    from instock.sandbox.marketplace import serve as serve_marketplace
+
+    err.print(f"marketplace simulator on [bold]http://{host}:{port}[/bold] -> {webhook_url}")
+    serve_marketplace(host, port, webhook_url, webhook_secret, api_key)
+
+
+@sandbox_app.command("payments")
+def sandbox_payments(
+        port: int = typer.Option(8100, "--port"),
+        host: str = typer.Option("127.0.0.1", "--host"),
+        latency_ms: float = typer.Option(0, "--latency-ms", help="added to every API answer"),
+        webhook_url: str | None = typer.Option(
+            None, "--webhook-url",
+            help="where events go (instock's /v1/webhooks/payments/sandbox)"),
+        webhook_secret: str = typer.Option("whsec_instock_sandbox", "--webhook-secret")) -> None:
+    """Run the payment provider sandbox (Stripe's wire format; faults set via /_sandbox/config)."""
+    from instock.sandbox.payments import Config, serve
+
+    err.print(f"payment sandbox on [bold]http://{host}:{port}[/bold]"
+              + (f" -> {webhook_url}" if webhook_url else ""))
+    serve(host, port, Config(latency_ms=latency_ms, webhook_url=webhook_url,
+                             webhook_secret=webhook_secret))
+
+
+@channels_app.command("reconcile")
+def channels_reconcile(
+        channel: str = typer.Argument(..., help="the channel (with a marketplace connection)"),
+        repair: bool = typer.Option(True, "--repair/--dry-run",
+                                    help="push our ATS where the marketplace differs"),
+        as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
+) -> None:
+    """Compare a marketplace's listings with our available-to-sell; repair the drift."""
+    from rich.table import Table
+
+    report = with_container(lambda c: c.channels.reconcile(channel, repair))
+    if as_json:
+        typer.echo(json.dumps(report.as_dict()))
+        return
+    table = Table(title=f"{channel}: {len(report.drift)} of {report.checked} SKUs drifted"
+                        + (" (dry run)" if report.dry_run else ""))
+    for column in ("sku", "ours", "theirs", "repaired"):
+        table.add_column(column)
+    for row in report.as_dict()["drift"]:
+        table.add_row(row["sku"], str(row["ours"]),
+                      "-" if row["theirs"] is None else str(row["theirs"]),
+                      "yes" if row["repaired"] else "no")
+    Console().print(table)
 
 
 def _consumer_name(container: Container, name: str) -> str:

@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     # failing forward step is tried this many times before it is undone. Each API process may
     # run due sagas too (as the sweeper); a fleet runs `instock worker sagas`.
     run_sagas: bool = True
+    # Checkout runs its saga in the request (the answer is the outcome); off, it answers 202 at
+    # once and a saga worker does the rest.
+    saga_inline: bool = True
     saga_lease_seconds: float = Field(default=30.0, gt=0)
     saga_max_attempts: int = Field(default=3, ge=1)
     saga_poll_seconds: float = Field(default=0.5, gt=0)

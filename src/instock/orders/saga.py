@@ -17,7 +17,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any, Protocol
 
 import structlog
 from prometheus_client import Counter
@@ -34,6 +33,8 @@ from instock.inventory.service import (
 from instock.orders import store
 from instock.orders.model import Order, OrderStatus, Saga, Step
 from instock.payments.errors import CircuitOpen, PaymentDeclined, PaymentUnavailable
+from instock.payments.model import PaymentStatus
+from instock.payments.service import PaymentService
 from instock.platform.bus import outbox
 from instock.platform.db import Database, utcnow
 from instock.platform.errors import Conflict, NotFound
@@ -42,23 +43,6 @@ from instock.platform.ids import new_id
 log = structlog.get_logger(__name__)
 _STEPS = Counter("instock_saga_steps_total", "Saga steps run, by step and outcome",
                  ["step", "outcome"])
-
-
-class PaymentLike(Protocol):
-    id: str
-    status: Any
-
-
-class Payments(Protocol):
-    """What a saga needs of the payments context (instock.payments.service.PaymentService)."""
-
-    async def authorise(self, *, order_id: str, amount: Decimal, currency: str,
-                        idempotency_key: str) -> PaymentLike: ...
-    async def capture(self, payment_id: str, *, idempotency_key: str) -> PaymentLike: ...
-    async def void(self, payment_id: str, *, idempotency_key: str) -> PaymentLike: ...
-    async def refund(self, payment_id: str, amount: Decimal | None, *,
-                     idempotency_key: str) -> PaymentLike: ...
-    async def get(self, payment_id: str) -> PaymentLike: ...
 
 
 class StepFailed(Exception):
@@ -83,7 +67,7 @@ def process_owner() -> str:
 
 
 class SagaRunner:
-    def __init__(self, db: Database, inventory: InventoryService, payments: Payments,
+    def __init__(self, db: Database, inventory: InventoryService, payments: PaymentService,
                  settings: SagaSettings, clock: Callable[[], datetime] = utcnow) -> None:
         self.db = db
         self.inventory = inventory
@@ -187,10 +171,9 @@ class SagaRunner:
                 raise NotFound(f"order {order_id} does not exist")
             before = order.version
             change(order, self.clock())
-            if order.version != before or order.events:
-                await store.update_order(conn, order, before, self.clock())
-                await outbox.add(conn, order.events, correlation_id)
-                order.events.clear()
+            await store.update_order(conn, order, before, self.clock())
+            await outbox.add(conn, order.events, correlation_id)
+            order.events.clear()
         return order
 
     async def _order(self, saga: Saga) -> Order:
@@ -296,17 +279,14 @@ class SagaRunner:
         await self.change_order(saga.order_id, cancel, _correlation(saga))
 
     async def _void(self, saga: Saga) -> None:
-        """Let go of the authorisation (or refund it, had it been captured)."""
-        payment_id = saga.data.get("payment_id")
-        if payment_id is None:
-            return
-        payment = await self.payments.get(str(payment_id))
-        status = str(getattr(payment.status, "value", payment.status))
-        if status == "authorised":
-            await self.payments.void(str(payment_id), idempotency_key=f"saga:{saga.id}:void")
-        elif status == "captured":
-            await self.payments.refund(str(payment_id), None,
-                                       idempotency_key=f"saga:{saga.id}:void")
+        """Let go of every authorisation of the order, also one whose outcome we never heard
+        (the payments context settles it with the provider first); refund a captured one."""
+        key = f"saga:{saga.id}:void"
+        for payment in await self.payments.for_order(saga.order_id):
+            if payment.status in (PaymentStatus.AUTHORISED, PaymentStatus.PENDING):
+                await self.payments.void(payment.id, idempotency_key=key)
+            elif payment.refundable > 0:
+                await self.payments.refund(payment.id, None, idempotency_key=key)
 
     # -- cancellation and return ------------------------------------------------------------------
 

@@ -70,6 +70,7 @@ class OrderSettings:
     currency: str
     cart_hold_seconds: int  # how long a cart holds its items after the buyer's last touch
     checkout_hold_seconds: int  # how long checkout holds stock for the payment to finish
+    inline: bool = True  # checkout runs its saga in the request, else a worker does
 
 
 class OrdersService:
@@ -189,7 +190,9 @@ class OrdersService:
                 raise CartClosed(f"cart {cart_id} was checked out already")
             await self._insert(conn, order, correlation_id)
             await self.runner.insert(conn, saga)
-        return await self.get(order.id), await self.runner.drive(saga.id)
+        if self.settings.inline:
+            saga = await self.runner.drive(saga.id)
+        return await self.get(order.id), saga
 
     async def _priced(self, lines: Sequence[Line], field: str) -> list[OrderLine]:
         merged: dict[str, int] = {}
@@ -261,7 +264,8 @@ class OrdersService:
                           {"reason": reason, "correlation_id": correlation_id})
         async with self.db.write() as conn:
             await self.runner.insert(conn, saga)
-        return await self.get(order_id), await self.runner.drive(saga.id)
+        saga = await self.runner.drive(saga.id)
+        return await self.get(order_id), saga
 
     async def return_goods(self, order_id: str, lines: Sequence[ReturnLine], reason: str,
                            correlation_id: str | None = None) -> tuple[Order, Saga]:
@@ -291,7 +295,8 @@ class OrdersService:
                        "resellable": line.resellable} for line in lines]})
         async with self.db.write() as conn:
             await self.runner.insert(conn, saga)
-        return await self.get(order_id), await self.runner.drive(saga.id)
+        saga = await self.runner.drive(saga.id)
+        return await self.get(order_id), saga
 
     # -- marketplace orders -----------------------------------------------------------------------
 
