@@ -123,7 +123,7 @@ def build(settings: Settings | None = None) -> Container:
         connectors=connector_factory(settings.connector_timeout_seconds,
                                      settings.connector_attempts),
         webhook_tolerance_seconds=settings.marketplace_webhook_tolerance_seconds,
-        order_attempts=settings.channel_order_attempts)
+        order_attempts=settings.channel_order_attempts, orders=orders)
     return Container(settings, db, tokens, catalog_service, inventory_service,
                      WaitlistService(db, catalog_service), connect(settings.bus_url), webhooks,
                      channels, payments, orders)

@@ -1,0 +1,168 @@
+"""Channel HTTP routes: a channel's marketplace connection, its listings, the marketplace
+order webhook."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Header, Request
+from pydantic import BaseModel, Field, StringConstraints, ValidationError
+
+from instock.channels.events import (
+    ChannelOrderCancelled,
+    ChannelOrderReceived,
+    MarketplaceOrderLine,
+)
+from instock.channels.model import Connection
+from instock.channels.service import ChannelsService
+from instock.platform.auth import STAFF, Principal, Role, requires
+from instock.platform.errors import ValidationFailed, problem_responses
+from instock.platform.ids import CALLER_ID_PATTERN
+
+router = APIRouter(tags=["channels"], responses=problem_responses(400, 401, 403, 404, 409, 422))
+
+CallerId = Annotated[str, StringConstraints(pattern=CALLER_ID_PATTERN)]
+Secret = Annotated[str, StringConstraints(min_length=16, max_length=500)]
+ExternalId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+
+
+async def service(request: Request) -> ChannelsService:
+    svc: ChannelsService = request.app.state.channels
+    return svc
+
+
+# -- connections -----------------------------------------------------------------------------
+
+
+class ConnectionIn(BaseModel):
+    kind: Literal["marketplace"] = "marketplace"
+    base_url: Annotated[str, StringConstraints(pattern=r"^https?://[^\s]+$", max_length=500)]
+    api_key: Annotated[str, StringConstraints(min_length=1, max_length=500)]
+    webhook_secret: Secret
+
+
+class ConnectionOut(BaseModel):
+    channel: str
+    kind: str
+    base_url: str
+    webhook_path: str = Field(description="where the marketplace sends its signed webhooks")
+
+
+def render_connection(c: Connection) -> ConnectionOut:
+    # The API key and the webhook secret are never echoed.
+    return ConnectionOut(channel=c.channel_id, kind=c.kind, base_url=c.base_url,
+                         webhook_path=f"/v1/webhooks/marketplaces/{c.channel_id}")
+
+
+@router.put("/v1/channels/{channel_id}/connection", response_model=ConnectionOut)
+async def save_connection(channel_id: CallerId, body: ConnectionIn,
+                          principal: Principal = Depends(requires(Role.MERCHANDISER)),
+                          channels: ChannelsService = Depends(service)) -> ConnectionOut:
+    saved = await channels.save_connection(Connection(
+        channel_id, body.kind, body.base_url, body.api_key, body.webhook_secret))
+    return render_connection(saved)
+
+
+@router.get("/v1/channels/{channel_id}/connection", response_model=ConnectionOut)
+async def get_connection(channel_id: str, principal: Principal = Depends(requires(*STAFF)),
+                         channels: ChannelsService = Depends(service)) -> ConnectionOut:
+    return render_connection(await channels.connection(channel_id))
+
+
+class ListingOut(BaseModel):
+    sku: str
+    pushed_quantity: int | None
+    pushed_version: int | None = Field(description="the SKU version the quantity was read at")
+    pushed_at: datetime | None
+    pushes: int
+    pending: bool = Field(description="stock changed since the last push")
+    failures: int
+    last_error: str | None
+
+
+@router.get("/v1/channels/{channel_id}/listings", response_model=list[ListingOut])
+async def get_listings(channel_id: str, principal: Principal = Depends(requires(*STAFF)),
+                       channels: ChannelsService = Depends(service)) -> list[ListingOut]:
+    return [ListingOut(sku=r["sku"], pushed_quantity=r["pushed_quantity"],
+                       pushed_version=r["pushed_version"], pushed_at=r["pushed_at"],
+                       pushes=r["pushes"], pending=r["changes"] > r["pushed_changes"],
+                       failures=r["failures"], last_error=r["last_error"])
+            for r in await channels.listings(channel_id)]
+
+
+# -- the marketplace's webhook ---------------------------------------------------------------
+
+
+class FeedLineIn(BaseModel):
+    sku: CallerId
+    quantity: int = Field(ge=1, le=10_000)
+    price: Decimal = Field(ge=0, max_digits=18, decimal_places=4)
+
+
+class FeedOrderIn(BaseModel):
+    id: ExternalId
+    lines: list[FeedLineIn] = Field(default_factory=list, max_length=100)
+    currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")] = "EUR"
+    reason: Annotated[str, StringConstraints(max_length=500)] | None = None
+
+
+class FeedDataIn(BaseModel):
+    order: FeedOrderIn
+
+
+class FeedEventIn(BaseModel):
+    """A marketplace webhook delivery (StockX/GOAT style): an id, a type, the order."""
+
+    id: ExternalId
+    type: Annotated[str, StringConstraints(max_length=64)]
+    data: FeedDataIn
+
+
+class WebhookAck(BaseModel):
+    received: bool = True
+    duplicate: bool = Field(default=False, description="this delivery was received before")
+    ignored: bool = Field(default=False, description="an event type instock does not act on")
+
+
+def parse_feed(body: bytes) -> FeedEventIn:
+    try:
+        return FeedEventIn.model_validate_json(body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(part) for part in first.get("loc", ())) or "body"
+        raise ValidationFailed(field, first.get("msg", "invalid")) from exc
+
+
+@router.post("/v1/webhooks/marketplaces/{channel_id}", response_model=WebhookAck,
+             openapi_extra={"requestBody": {"content": {"application/json": {
+                 "schema": FeedEventIn.model_json_schema()}}}})
+async def marketplace_webhook(channel_id: str, request: Request,
+                              marketplace_signature: str | None = Header(default=None),
+                              channels: ChannelsService = Depends(service)) -> WebhookAck:
+    """No bearer token: the `Marketplace-Signature` (HMAC-SHA256 of `<t>.<body>` with the
+    channel's webhook secret) is the credential. Acknowledged once recorded; the order is
+    carried out by the `marketplace-orders` consumer and the channel worker."""
+    body = await request.body()
+    await channels.verify_webhook(channel_id, body, marketplace_signature)
+    feed = parse_feed(body)
+    correlation_id = getattr(request.state, "correlation_id", None)
+    order = feed.data.order
+    event: ChannelOrderReceived | ChannelOrderCancelled
+    if feed.type == "order.created":
+        if not order.lines:
+            raise ValidationFailed("data.order.lines", "an order needs at least one line")
+        event = ChannelOrderReceived(
+            channel=channel_id, external_id=order.id, marketplace_event_id=feed.id,
+            currency=order.currency,
+            lines=[MarketplaceOrderLine(sku=line.sku, quantity=line.quantity,
+                                        unit_price=line.price) for line in order.lines])
+    elif feed.type == "order.cancelled":
+        event = ChannelOrderCancelled(channel=channel_id, external_id=order.id,
+                                      marketplace_event_id=feed.id,
+                                      reason=order.reason or "cancelled by the buyer")
+    else:
+        return WebhookAck(ignored=True)  # acknowledged, so the marketplace stops resending
+    new = await channels.receive(channel_id, feed.id, event, correlation_id)
+    return WebhookAck(duplicate=not new)
