@@ -87,9 +87,11 @@ class SagaRunner:
     def _lease(self) -> datetime:
         return self.clock() + timedelta(seconds=self.settings.lease_seconds)
 
-    async def insert(self, conn: AsyncConnection, saga: Saga) -> None:
-        """Store a new saga in the caller's transaction, leased to this process."""
-        await store.insert_saga(conn, saga, self.clock(), self.owner, self._lease())
+    async def insert(self, conn: AsyncConnection, saga: Saga, *, leased: bool = True) -> None:
+        """Store a new saga in the caller's transaction, leased to this process to drive it
+        now (or free for any worker to take)."""
+        await store.insert_saga(conn, saga, self.clock(), self.owner if leased else None,
+                                self._lease() if leased else None)
 
     async def drive(self, saga_id: str) -> Saga:
         """Run the saga's due steps now, as long as they succeed or fail for good; a step that
@@ -130,11 +132,15 @@ class SagaRunner:
             # Fail fast: the buyer learns now and the stock goes back now.
             _STEPS.labels(step.value, "circuit_open").inc()
             self._give_up_or_wait(saga, "circuit_open", str(exc), now, at_once=True)
-        except (PaymentUnavailable, Conflict) as exc:
+        except PaymentUnavailable as exc:
+            # The provider call was retried already. A buyer waiting at checkout gets an answer
+            # and the stock back now; later steps (money is authorised) keep trying a while.
+            _STEPS.labels(step.value, "unavailable").inc()
+            self._give_up_or_wait(saga, "payment_unavailable", str(exc), now,
+                                  at_once=step is Step.AUTHORISE)
+        except Conflict as exc:
             _STEPS.labels(step.value, "retry").inc()
-            self._give_up_or_wait(saga, "payment_unavailable"
-                                  if isinstance(exc, PaymentUnavailable) else "conflict",
-                                  str(exc), now)
+            self._give_up_or_wait(saga, "conflict", str(exc), now)
         except Exception as exc:  # an outage or a bug: keep the saga, try again later
             _STEPS.labels(step.value, "error").inc()
             log.exception("saga_step_error", saga=saga.id, step=step.value)

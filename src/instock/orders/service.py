@@ -189,7 +189,7 @@ class OrdersService:
             if cart_id is not None and not await store.check_out_cart(conn, cart_id, order.id):
                 raise CartClosed(f"cart {cart_id} was checked out already")
             await self._insert(conn, order, correlation_id)
-            await self.runner.insert(conn, saga)
+            await self.runner.insert(conn, saga, leased=self.settings.inline)
         if self.settings.inline:
             saga = await self.runner.drive(saga.id)
         return await self.get(order.id), saga
