@@ -82,11 +82,20 @@ def test_receiver_urls_are_absolute_http_or_https(url: str) -> None:
 @pytest.mark.parametrize("url", ["ftp://example.com/x", "example.com/hook", "https://",
                                  "https:///path", "javascript:alert(1)", "http://h:99999/",
                                  "https://example.com/a b", "https://example.com/#frag",
+                                 "https://example.com/\x00", "https://exa\x7fmple.com/",
                                  "https://example.com/" + "x" * 2048])
 def test_other_urls_are_refused_naming_the_field(url: str) -> None:
     with pytest.raises(WebhookError) as refused:
         model.url(url)
     assert refused.value.field == "url"
+
+
+def test_secrets_are_long_and_printable() -> None:
+    assert model.secret("x" * 16) == "x" * 16
+    for bad in ("x" * 15, "x" * 201, "x" * 20 + "\x00"):
+        with pytest.raises(WebhookError) as refused:
+            model.secret(bad)
+        assert refused.value.field == "secret"
 
 
 def test_a_patch_changes_what_it_names_and_checks_it() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from instock.platform.auth import Principal, requires
@@ -23,6 +23,9 @@ EventTypes = Annotated[list[EventType], Field(min_length=1, max_length=100, desc
     "exact types (`inventory.stock_changed.v1`) or wildcards (`order.*`); see docs/events/"))]
 Description = Annotated[str, StringConstraints(max_length=500, strip_whitespace=True)]
 Secret = Annotated[str, StringConstraints(min_length=16, max_length=200)]
+ID_PATTERN = r"^[0-9A-Fa-f-]{1,36}$"  # the ids instock makes are UUIDv7
+SubscriptionId = Annotated[str, Path(pattern=ID_PATTERN)]
+DeliveryId = Annotated[str, Path(pattern=ID_PATTERN)]
 
 
 # async: FastAPI runs a plain `def` dependency in a worker thread, on every request.
@@ -138,13 +141,13 @@ async def subscriptions(principal: Principal = Depends(ADMIN),
 
 
 @router.get("/subscriptions/{subscription_id}", response_model=SubscriptionOut)
-async def subscription(subscription_id: str, principal: Principal = Depends(ADMIN),
+async def subscription(subscription_id: SubscriptionId, principal: Principal = Depends(ADMIN),
                        webhooks: WebhookService = Depends(service)) -> SubscriptionOut:
     return SubscriptionOut(**_subscription(await webhooks.subscription(subscription_id)))
 
 
 @router.patch("/subscriptions/{subscription_id}", response_model=SubscriptionOut)
-async def update(subscription_id: str, body: SubscriptionPatchIn,
+async def update(subscription_id: SubscriptionId, body: SubscriptionPatchIn,
                  principal: Principal = Depends(ADMIN),
                  webhooks: WebhookService = Depends(service)) -> SubscriptionOut:
     changes = body.model_dump(exclude_unset=True)
@@ -152,7 +155,7 @@ async def update(subscription_id: str, body: SubscriptionPatchIn,
 
 
 @router.delete("/subscriptions/{subscription_id}", status_code=204)
-async def unsubscribe(subscription_id: str, principal: Principal = Depends(ADMIN),
+async def unsubscribe(subscription_id: SubscriptionId, principal: Principal = Depends(ADMIN),
                       webhooks: WebhookService = Depends(service)) -> Response:
     """Remove the subscription, its queue and its delivery log."""
     await webhooks.unsubscribe(subscription_id)
@@ -160,9 +163,9 @@ async def unsubscribe(subscription_id: str, principal: Principal = Depends(ADMIN
 
 
 @router.get("/subscriptions/{subscription_id}/deliveries", response_model=list[DeliveryOut])
-async def deliveries(subscription_id: str, status: Status | None = None,
+async def deliveries(subscription_id: SubscriptionId, status: Status | None = None,
                      limit: int = Query(default=50, ge=1, le=500),
-                     before: str | None = Query(default=None, max_length=36,
+                     before: str | None = Query(default=None, pattern=ID_PATTERN,
                                                 description="a delivery id: older ones"),
                      principal: Principal = Depends(ADMIN),
                      webhooks: WebhookService = Depends(service)) -> list[DeliveryOut]:
@@ -172,13 +175,13 @@ async def deliveries(subscription_id: str, status: Status | None = None,
 
 
 @router.get("/deliveries/{delivery_id}", response_model=DeliveryOut)
-async def delivery(delivery_id: str, principal: Principal = Depends(ADMIN),
+async def delivery(delivery_id: DeliveryId, principal: Principal = Depends(ADMIN),
                    webhooks: WebhookService = Depends(service)) -> DeliveryOut:
     return _delivery(await webhooks.delivery(delivery_id))
 
 
 @router.post("/deliveries/{delivery_id}/redeliver", status_code=202, response_model=DeliveryOut)
-async def redeliver(delivery_id: str, principal: Principal = Depends(ADMIN),
+async def redeliver(delivery_id: DeliveryId, principal: Principal = Depends(ADMIN),
                     webhooks: WebhookService = Depends(service)) -> DeliveryOut:
     """Send a delivered or dead-lettered delivery again: back in the queue, due now, with its
     attempts reset. A pending one is already queued (409)."""
@@ -186,7 +189,7 @@ async def redeliver(delivery_id: str, principal: Principal = Depends(ADMIN),
 
 
 @router.post("/subscriptions/{subscription_id}/test", response_model=DeliveryOut)
-async def ping(subscription_id: str, principal: Principal = Depends(ADMIN),
+async def ping(subscription_id: SubscriptionId, principal: Principal = Depends(ADMIN),
                webhooks: WebhookService = Depends(service)) -> DeliveryOut:
     """Send a `webhook.ping.v1` to this subscription now; the answer has the first attempt's
     outcome (a failed ping is retried like any delivery)."""

@@ -115,10 +115,19 @@ def event_types(patterns: Iterable[str], known: Collection[str]) -> tuple[str, .
     return tuple(sorted(set(chosen)))
 
 
+def printable(field: str, value: str) -> str:
+    """No control characters: they have no business in a URL, secret or description (and
+    PostgreSQL text cannot hold NUL)."""
+    if any(ord(c) < 32 or ord(c) == 127 for c in value if c not in "\t\n"):
+        raise WebhookError(field, "must not contain control characters")
+    return value
+
+
 def url(value: str) -> str:
     """A receiver URL: absolute http(s) with a host."""
     if len(value) > MAX_URL_LENGTH:
         raise WebhookError("url", f"at most {MAX_URL_LENGTH} characters")
+    printable("url", value)
     if any(c.isspace() for c in value):
         raise WebhookError("url", "must not contain whitespace")
     try:
@@ -139,7 +148,7 @@ def secret(value: str) -> str:
     """A signing secret given by the subscriber: long enough not to be guessed."""
     if not MIN_SECRET_LENGTH <= len(value) <= MAX_SECRET_LENGTH:
         raise WebhookError("secret", f"{MIN_SECRET_LENGTH} to {MAX_SECRET_LENGTH} characters")
-    return value
+    return printable("secret", value)
 
 
 def patched(s: Subscription, changes: dict[str, Any], known: Collection[str],
@@ -152,7 +161,8 @@ def patched(s: Subscription, changes: dict[str, Any], known: Collection[str],
         raise WebhookError(sorted(unknown)[0], "cannot be changed")
     values.update(changes)
     return Subscription(s.id, url(values["url"]), event_types(values["event_types"], known),
-                        s.secret, values["description"], bool(values["active"]),
+                        s.secret, printable("description", values["description"]),
+                        bool(values["active"]),
                         s.created_at, now)
 
 

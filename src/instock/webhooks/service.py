@@ -108,8 +108,8 @@ class WebhookService:
         try:
             subscription = Subscription(
                 new_id(), model.url(url), model.event_types(event_types, self.known_types()),
-                model.secret(secret) if secret is not None else new_secret(), description,
-                True, now, now)
+                model.secret(secret) if secret is not None else new_secret(),
+                model.printable("description", description), True, now, now)
         except WebhookError as exc:
             raise _invalid(exc) from exc
         async with self.db.write() as conn:
