@@ -211,7 +211,14 @@ def channels_reconcile(
     """Compare a marketplace's listings with our available-to-sell; repair the drift."""
     from rich.table import Table
 
-    report = with_container(lambda c: c.channels.reconcile(channel, repair))
+    from instock.channels.connector import ConnectorError
+    from instock.platform.errors import InstockError
+
+    try:
+        report = with_container(lambda c: c.channels.reconcile(channel, repair))
+    except (InstockError, ConnectorError) as exc:  # no channel, no connection, marketplace down
+        err.print(f"[red]reconcile failed[/red]: {exc}")
+        raise typer.Exit(1) from exc
     if as_json:
         typer.echo(json.dumps(report.as_dict()))
         return

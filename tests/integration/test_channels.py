@@ -3,6 +3,8 @@ in the reserve path, ATS pushes (coalesced, in order, retried), reconcile, the o
 
 from __future__ import annotations
 
+from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +12,11 @@ import pytest
 import sqlalchemy as sa
 
 from instock.app import Container
+from instock.channels.events import (
+    ChannelOrderCancelled,
+    ChannelOrderReceived,
+    MarketplaceOrderLine,
+)
 from instock.channels.model import Connection
 from instock.inventory import store as inventory_store
 from instock.inventory.model import Line
@@ -205,3 +212,67 @@ async def test_reconcile_needs_a_connection(container: Container) -> None:
     await marketplace_channel(container)
     with pytest.raises(NotFound):
         await container.channels.reconcile("mkt")
+
+
+# -- the order feed --------------------------------------------------------------------------
+
+
+async def test_a_cancellation_heard_before_its_order_waits_for_it(
+        container: Container, tmp_path: Path) -> None:
+    """Webhooks may arrive out of order: the buyer's cancellation is carried out only after the
+    order it cancels was placed, and then gives the stock back."""
+    c = container
+    await marketplace_channel(c)
+    await add_product(c, "p", ["A"])
+    await receive(c, "A", "wh-a", 3)
+    async with simulator(tmp_path) as sim:
+        await connect(c, sim)
+        assert await c.channels.receive("mkt", "evt-2", ChannelOrderCancelled(
+            channel="mkt", external_id="mo-1", marketplace_event_id="evt-2", reason="no"))
+        await run_consumers(c, "marketplace-orders")
+        assert await c.channels.process_orders() == 1
+        [waiting] = await c.channels.order_work("mkt")
+        assert waiting["state"] == "pending" and "not placed yet" in waiting["error"]
+
+        assert await c.channels.receive("mkt", "evt-1", ChannelOrderReceived(
+            channel="mkt", external_id="mo-1", marketplace_event_id="evt-1", currency="EUR",
+            lines=[MarketplaceOrderLine(sku="A", quantity=2, unit_price=Decimal("90"))]))
+        assert not await c.channels.receive("mkt", "evt-1", ChannelOrderReceived(
+            channel="mkt", external_id="mo-1", marketplace_event_id="evt-1", currency="EUR",
+            lines=[MarketplaceOrderLine(sku="A", quantity=2, unit_price=Decimal("90"))]))
+        await run_consumers(c, "marketplace-orders")
+        await c.channels.process_orders()
+        assert (await c.inventory.stock("A")).totals.committed == 2
+
+        later = c.channels.clock
+        c.channels.clock = lambda: later() + timedelta(minutes=5)  # its retry time has come
+        await c.channels.process_orders()
+        work = {w["work"]: w for w in await c.channels.order_work("mkt")}
+        assert work["created"]["outcome"] == "paid"
+        assert work["cancelled"]["state"] == "done"
+        assert (await c.inventory.stock("A")).totals.committed == 0
+        assert (await sim.state())["cancellations"] == []  # the buyer's own: nothing for us
+
+
+async def test_an_order_we_cannot_fill_is_cancelled_at_the_marketplace_once(
+        container: Container, tmp_path: Path) -> None:
+    c = container
+    await marketplace_channel(c, buffer=1)
+    await add_product(c, "p", ["A"])
+    await receive(c, "A", "wh-a", 2)
+    async with simulator(tmp_path) as sim:
+        await connect(c, sim)
+        await sim.configure(drift={"A": 5})
+        bought = await sim.buy("A", 2)  # the webhook goes nowhere here: we feed the event
+        order_id = bought["order"]["id"]
+        await c.channels.receive("mkt", bought["event_id"], ChannelOrderReceived(
+            channel="mkt", external_id=order_id, marketplace_event_id=bought["event_id"],
+            currency="EUR",
+            lines=[MarketplaceOrderLine(sku="A", quantity=2, unit_price=Decimal("120"))]))
+        await run_consumers(c, "marketplace-orders")
+        assert await c.channels.process_orders() == 1
+        [work] = await c.channels.order_work("mkt")
+        assert work["outcome"] == "cancelled_at_marketplace"
+        [cancellation] = (await sim.state())["cancellations"]
+        assert (cancellation["order_id"], cancellation["by"]) == (order_id, "seller")
+        assert (await c.inventory.stock("A")).totals.committed == 0

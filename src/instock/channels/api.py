@@ -92,6 +92,25 @@ async def get_listings(channel_id: str, principal: Principal = Depends(requires(
             for r in await channels.listings(channel_id)]
 
 
+class OrderWorkOut(BaseModel):
+    external_id: str
+    work: str = Field(description="created | cancelled: what the marketplace announced")
+    state: str = Field(description="pending | done | failed")
+    attempts: int
+    order_id: str | None
+    outcome: str | None = Field(description="e.g. paid, cancelled_at_marketplace, cancelled")
+    error: str | None
+    received_at: datetime
+    done_at: datetime | None
+
+
+@router.get("/v1/channels/{channel_id}/orders", response_model=list[OrderWorkOut])
+async def get_order_work(channel_id: str, principal: Principal = Depends(requires(*STAFF)),
+                         channels: ChannelsService = Depends(service)) -> list[OrderWorkOut]:
+    """The marketplace's order feed as we carried it out (or are about to)."""
+    return [OrderWorkOut.model_validate(row) for row in await channels.order_work(channel_id)]
+
+
 # -- the marketplace's webhook ---------------------------------------------------------------
 
 
