@@ -128,10 +128,12 @@ async def test_a_checked_out_cart_is_closed(container: Container) -> None:
     await stocked(c, "TEE", 1)
     cart = await c.orders.create_cart("web", None)
     await c.orders.add_to_cart(cart.id, "TEE", 1, CTX)
-    # The provider is not running here: the checkout waits at authorisation (a worker would
-    # go on); what matters is that the cart cannot be checked out twice.
+    # No payment provider runs here: the checkout fails at authorisation and gives the stock
+    # back at once (the void of the unanswered authorisation is retried later); the cart
+    # cannot be checked out again.
     order, saga = await c.orders.checkout(channel="web", customer_id=None, cart_id=cart.id)
-    assert order.status is OrderStatus.PENDING_PAYMENT and not saga.finished
+    assert order.status is OrderStatus.CANCELLED and saga.status is SagaStatus.COMPENSATING
+    assert saga.data["failure_kind"] == "payment_unavailable" and await available(c, "TEE") == 1
     with pytest.raises(CartClosed):
         await c.orders.checkout(channel="web", customer_id=None, cart_id=cart.id)
     with pytest.raises(CartClosed):

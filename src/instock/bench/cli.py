@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
 from instock.bench import drop, events
-from instock.bench.plot import drop_chart, events_chart
+from instock.bench.plot import checkout_chart, drop_chart, events_chart
 
 bench_app = typer.Typer(help="Measure; print JSON on stdout, progress on stderr.",
                         no_args_is_help=True)
@@ -70,6 +71,34 @@ def bench_drop(
         drop_chart(report["strategies"], result.latencies_ms,
                    f"instock bench drop: {report['database']}, {units} units, {buyers} buyers, "
                    f"{mode}{' over HTTP' if http else ''}", plot, report.get("livez_rps"))
+        report["plot"] = str(plot)
+    typer.echo(json.dumps(report, indent=2) if json_out else report)
+
+
+@bench_app.command("checkout")
+def bench_checkout(
+    orders: int = typer.Option(500, "--orders", min=2, help="orders to check out"),
+    concurrency: int = typer.Option(20, "--concurrency", min=1, help="buyers at once"),
+    provider_latency_ms: float = typer.Option(50.0, "--provider-latency-ms", min=0,
+                                              help="the payment sandbox's latency per call"),
+    database: str = typer.Option(
+        "sqlite+aiosqlite:///bench.db", "--database", envvar="INSTOCK_DATABASE_URL",
+        help="chooses the backend; the bench creates a fresh database there"),
+    plot: Path | None = typer.Option(Path("bench-out/checkout.png"), "--plot"),
+    json_out: bool = typer.Option(True, "--json/--no-json"),
+) -> None:
+    """Checkout latency end to end (sandbox and API as processes), checked for consistency."""
+    from instock.bench import checkout
+
+    with tempfile.TemporaryDirectory() as workdir, _progress() as bar:
+        plan = checkout.Plan(orders, concurrency, provider_latency_ms, database, Path(workdir))
+        advance = _Reporter(bar).task("checkouts", orders - 1)
+        result = events.run_loop(checkout.run(plan, advance))
+    report = result.report
+    if plot is not None:
+        checkout_chart(result.latencies_ms, f"instock bench checkout: {report['database']}, "
+                       f"{orders} orders, {concurrency} buyers, provider "
+                       f"{provider_latency_ms:g} ms/call", plot)
         report["plot"] = str(plot)
     typer.echo(json.dumps(report, indent=2) if json_out else report)
 

@@ -221,7 +221,6 @@ async def checkout(body: CheckoutIn, request: Request, response: Response,
         channel=body.channel, customer_id=_customer(principal, body.customer_id),
         cart_id=body.cart_id, lines=[Line(line.sku, line.quantity) for line in body.lines],
         correlation_id=getattr(request.state, "correlation_id", None))
-    order = await orders.get(order.id)
     if saga.status in (SagaStatus.COMPENSATING, SagaStatus.COMPENSATED):
         raise checkout_failure(order, saga)
     if saga.status is SagaStatus.RUNNING:

@@ -93,12 +93,15 @@ class SagaRunner:
         await store.insert_saga(conn, saga, self.clock(), self.owner if leased else None,
                                 self._lease() if leased else None)
 
-    async def drive(self, saga_id: str) -> Saga:
+    async def drive(self, saga_id: str, leased: Saga | None = None) -> Saga:
         """Run the saga's due steps now, as long as they succeed or fail for good; a step that
-        must wait (a provider that is down) is left for later. Returns where it stands."""
-        async with self.db.write() as conn:
-            saga = await store.claim_saga(conn, saga_id, self.owner, self.clock(),
-                                          self._lease())
+        must wait (a provider that is down) is left for later. Returns where it stands.
+        `leased` is a saga this process just inserted with its lease: no need to claim it."""
+        saga = leased
+        if saga is None:
+            async with self.db.write() as conn:
+                saga = await store.claim_saga(conn, saga_id, self.owner, self.clock(),
+                                              self._lease())
         if saga is None:  # finished, or someone else is on it
             async with self.db.read() as conn:
                 found = await store.get_saga(conn, saga_id)

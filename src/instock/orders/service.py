@@ -191,7 +191,7 @@ class OrdersService:
             await self._insert(conn, order, correlation_id)
             await self.runner.insert(conn, saga, leased=self.settings.inline)
         if self.settings.inline:
-            saga = await self.runner.drive(saga.id)
+            saga = await self.runner.drive(saga.id, leased=saga)
         return await self.get(order.id), saga
 
     async def _priced(self, lines: Sequence[Line], field: str) -> list[OrderLine]:
@@ -264,7 +264,7 @@ class OrdersService:
                           {"reason": reason, "correlation_id": correlation_id})
         async with self.db.write() as conn:
             await self.runner.insert(conn, saga)
-        saga = await self.runner.drive(saga.id)
+        saga = await self.runner.drive(saga.id, leased=saga)
         return await self.get(order_id), saga
 
     async def return_goods(self, order_id: str, lines: Sequence[ReturnLine], reason: str,
@@ -295,7 +295,7 @@ class OrdersService:
                        "resellable": line.resellable} for line in lines]})
         async with self.db.write() as conn:
             await self.runner.insert(conn, saga)
-        saga = await self.runner.drive(saga.id)
+        saga = await self.runner.drive(saga.id, leased=saga)
         return await self.get(order_id), saga
 
     # -- marketplace orders -----------------------------------------------------------------------
