@@ -45,3 +45,22 @@ async def test_other_errors_are_not_retried() -> None:
     with pytest.raises(ValueError):
         await retry(broken, retry_on=(VersionConflict,), attempts=4)
     assert len(calls) == 1
+
+
+async def test_excepted_subclasses_are_not_retried() -> None:
+    class Unavailable(Exception):
+        pass
+
+    class Open(Unavailable):  # a breaker that is open: retrying at once is pointless
+        pass
+
+    calls: list[int] = []
+
+    async def open_circuit() -> None:
+        calls.append(1)
+        raise Open("open")
+
+    with pytest.raises(Open):
+        await retry(open_circuit, retry_on=(Unavailable,), except_for=(Open,), attempts=4,
+                    base_delay=0.0001)
+    assert len(calls) == 1
