@@ -276,3 +276,15 @@ async def test_an_order_we_cannot_fill_is_cancelled_at_the_marketplace_once(
         [cancellation] = (await sim.state())["cancellations"]
         assert (cancellation["order_id"], cancellation["by"]) == (order_id, "seller")
         assert (await c.inventory.stock("A")).totals.committed == 0
+
+
+async def test_a_connection_needs_an_existing_channel_and_a_usable_url(
+        container: Container) -> None:
+    c = container
+    with pytest.raises(NotFound):
+        await c.channels.save_connection(Connection("nope", "marketplace", "http://m", "k",
+                                                    SECRET))
+    await marketplace_channel(c)
+    for url in ("http://", "ftp://m.example", "http://m:99999"):
+        with pytest.raises(ValidationFailed, match="base_url"):
+            await c.channels.save_connection(Connection("mkt", "marketplace", url, "k", SECRET))

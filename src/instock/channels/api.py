@@ -154,15 +154,17 @@ def parse_feed(body: bytes) -> FeedEventIn:
         raise ValidationFailed(field, first.get("msg", "invalid")) from exc
 
 
-@router.post("/v1/webhooks/marketplaces/{channel_id}", response_model=WebhookAck,
-             openapi_extra={"requestBody": {"content": {"application/json": {
-                 "schema": FeedEventIn.model_json_schema()}}}})
+@router.post("/v1/webhooks/marketplaces/{channel_id}", response_model=WebhookAck)
 async def marketplace_webhook(channel_id: str, request: Request,
                               marketplace_signature: str | None = Header(default=None),
                               channels: ChannelsService = Depends(service)) -> WebhookAck:
     """No bearer token: the `Marketplace-Signature` (HMAC-SHA256 of `<t>.<body>` with the
     channel's webhook secret) is the credential. Acknowledged once recorded; the order is
-    carried out by the `marketplace-orders` consumer and the channel worker."""
+    carried out by the `marketplace-orders` consumer and the channel worker.
+
+    The body (read raw: the signature is over its bytes, checked before it is parsed) is
+    `{"id": event id, "type": "order.created" | "order.cancelled", "data": {"order": {"id",
+    "lines": [{"sku", "quantity", "price"}], "currency", "reason"}}}`."""
     body = await request.body()
     await channels.verify_webhook(channel_id, body, marketplace_signature)
     feed = parse_feed(body)

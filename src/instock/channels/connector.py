@@ -129,6 +129,8 @@ class HttpMarketplace:
         except httpx.TransportError as exc:
             raise ConnectorError(f"{method} {path}: {type(exc).__name__}",
                                  retryable=True) from exc
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:  # a request that cannot be sent
+            raise ConnectorError(f"{method} {path}: {exc}", retryable=False) from exc
         status = response.status_code
         if status == 429:
             raise RateLimited(f"{method} {path}: rate limited",

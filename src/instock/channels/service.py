@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Protocol
 
+import httpx
 import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -99,6 +100,13 @@ class ChannelsService:
     async def save_connection(self, connection: Connection) -> Connection:
         if connection.kind not in model.CONNECTION_KINDS:
             raise ValidationFailed("kind", f"must be one of {', '.join(model.CONNECTION_KINDS)}")
+        try:
+            url = httpx.URL(connection.base_url)
+        except httpx.InvalidURL as exc:
+            raise ValidationFailed("base_url", str(exc)) from exc
+        if url.scheme not in ("http", "https") or not url.host or not (
+                url.port is None or 0 < url.port < 65536):
+            raise ValidationFailed("base_url", "must be an http(s) URL with a host (and port)")
         channel = await self.inventory.channel(connection.channel_id)  # NotFound if none
         skus = await self.inventory.skus_stocked_at(channel.locations)
         async with self.db.write() as conn:
@@ -201,6 +209,9 @@ class ChannelsService:
         the changes that pile up meanwhile go out as one push of the newest value. Returns the
         number of listings handled.
         """
+        async with self.db.read() as conn:
+            if not await store.dirty_skus(conn, channel_id, self.clock(), 1):
+                return 0  # the common wake-up: nothing to do, no lease taken
         connection = await self.connection(channel_id)
         connector = self.connectors(connection)
         handled = 0
