@@ -1,10 +1,11 @@
 """`instock bench checkout`: what a buyer waits for at checkout when the provider takes its time.
 
 It starts the payment sandbox (with the given latency per call) and one API process on a
-scratch database, stocks one SKU through the API, then has `concurrency` buyers check out
-`orders` single-unit orders (`POST /v1/checkout` with lines: reserve, authorise, commit,
-capture, hand to fulfilment, all in the request). Every order is checked afterwards: paid, the
-units committed, one capture per order at the provider.
+scratch database, stocks `skus` SKUs through the API, then has `concurrency` buyers check out
+`orders` single-unit orders spread over them (`POST /v1/checkout` with lines: reserve,
+authorise, commit, capture, hand to fulfilment, all in the request). One SKU (`--skus 1`) is a
+drop's checkout: every order then queues for the same stock rows. Every order is checked
+afterwards: the units committed, one capture per order at the provider.
 """
 
 from __future__ import annotations
@@ -25,13 +26,13 @@ import numpy as np
 from instock.bench.local import free_port, instock_executable, scratch_database
 from instock.platform.auth import Role, TokenAuthority
 
-SKU = "bench-checkout-1"
 SECRET = "bench-checkout-secret-0123456789abcdef"
 
 
 @dataclass(frozen=True)
 class Plan:
     orders: int
+    skus: int
     concurrency: int
     provider_latency_ms: float
     database: str
@@ -88,15 +89,21 @@ async def _stack(plan: Plan, database_url: str) -> AsyncIterator[tuple[str, str]
         yield sandbox, api
 
 
-async def _stock(http: httpx.AsyncClient, admin: dict[str, str], units: int) -> None:
-    for path, body in (
-            ("/v1/products", {"id": "bench-checkout", "title": "Bench", "brand": "b",
-                              "category": "c", "price": "49.90",
-                              "variants": [{"sku": SKU, "attributes": {}}]}),
-            ("/v1/locations", {"id": "bench-wh", "name": "bench", "kind": "warehouse"}),
-            ("/v1/inventory/adjustments", {"sku": SKU, "location": "bench-wh",
-                                           "kind": "receive", "quantity": units,
-                                           "reason": "bench"})):
+def sku(i: int, plan: Plan) -> str:
+    return f"bench-checkout-{i % plan.skus}"
+
+
+async def _stock(http: httpx.AsyncClient, admin: dict[str, str], plan: Plan) -> None:
+    calls: list[tuple[str, dict[str, Any]]] = [
+        ("/v1/products", {"id": "bench-checkout", "title": "Bench", "brand": "b",
+                          "category": "c", "price": "49.90",
+                          "variants": [{"sku": sku(i, plan), "attributes": {"n": str(i)}}
+                                       for i in range(plan.skus)]}),
+        ("/v1/locations", {"id": "bench-wh", "name": "bench", "kind": "warehouse"})]
+    calls += [("/v1/inventory/adjustments",
+               {"sku": sku(i, plan), "location": "bench-wh", "kind": "receive",
+                "quantity": plan.orders, "reason": "bench"}) for i in range(plan.skus)]
+    for path, body in calls:
         response = await http.post(path, json=body, headers=admin)
         if response.status_code >= 300:
             raise RuntimeError(f"{path}: {response.status_code} {response.text[:300]}")
@@ -112,14 +119,14 @@ async def run(plan: Plan, progress: Callable[[int], None]) -> Result:
                 base_url=api, timeout=60,
                 limits=httpx.Limits(max_connections=plan.concurrency + 2)) as http:
             admin = {"Authorization": f"Bearer {tokens.mint(Role.ADMIN)}"}
-            await _stock(http, admin, plan.orders)
-            await _warm_up(http, tokens)
+            await _stock(http, admin, plan)
+            await _warm_up(http, tokens, plan)
             latencies, statuses = await _buyers(http, tokens, plan, progress)
             elapsed = latencies.pop()  # the last entry is the run's wall time
-            check = await _check(http, admin, sandbox, plan.orders)
+            check = await _check(http, admin, sandbox, plan)
     ms = np.array(latencies, dtype=np.float64)
     report = {
-        "database": sa_backend(plan.database), "orders": plan.orders,
+        "database": sa_backend(plan.database), "orders": plan.orders, "skus": plan.skus,
         "concurrency": plan.concurrency, "provider_latency_ms": plan.provider_latency_ms,
         "provider_calls_per_checkout": 2,
         "statuses": statuses, "orders_per_second": round(plan.orders / elapsed, 1),
@@ -131,9 +138,9 @@ async def run(plan: Plan, progress: Callable[[int], None]) -> Result:
     return Result(report, ms)
 
 
-async def _warm_up(http: httpx.AsyncClient, tokens: TokenAuthority) -> None:
+async def _warm_up(http: httpx.AsyncClient, tokens: TokenAuthority, plan: Plan) -> None:
     """One order before the clock starts: first-request costs are not what a buyer waits."""
-    await http.post("/v1/checkout", json={"lines": [{"sku": SKU, "quantity": 1}]},
+    await http.post("/v1/checkout", json={"lines": [{"sku": sku(0, plan), "quantity": 1}]},
                     headers={"Authorization": f"Bearer {tokens.mint(Role.CUSTOMER, 'warm')}"})
 
 
@@ -151,7 +158,8 @@ async def _buyers(http: httpx.AsyncClient, tokens: TokenAuthority, plan: Plan,
             headers = {"Authorization": f"Bearer {tokens.mint(Role.CUSTOMER, f'buyer-{i}')}"}
             started = time.perf_counter()
             response = await http.post("/v1/checkout", headers=headers,
-                                       json={"lines": [{"sku": SKU, "quantity": 1}]})
+                                       json={"lines": [{"sku": sku(i + 1, plan),
+                                                        "quantity": 1}]})
             latencies.append((time.perf_counter() - started) * 1000)
             statuses[str(response.status_code)] = statuses.get(str(response.status_code), 0) + 1
             progress(1)
@@ -163,14 +171,16 @@ async def _buyers(http: httpx.AsyncClient, tokens: TokenAuthority, plan: Plan,
 
 
 async def _check(http: httpx.AsyncClient, admin: dict[str, str], sandbox: str,
-                 orders: int) -> dict[str, Any]:
+                 plan: Plan) -> dict[str, Any]:
     """Counted, not assumed: committed units and captures at the provider, one per order."""
-    level = (await http.get(f"/v1/inventory/{SKU}", headers=admin)).json()
+    committed = reserved = 0
+    for i in range(plan.skus):
+        level = (await http.get(f"/v1/inventory/{sku(i, plan)}", headers=admin)).json()
+        committed, reserved = committed + level["committed"], reserved + level["reserved"]
     stats = (await http.get(f"{sandbox}/_sandbox/stats")).json()
-    return {"committed_units": level["committed"], "available_after": level["available"],
-            "provider_captures": stats.get("captures", 0),
-            "consistent": level["committed"] == stats.get("captures", 0) == orders
-            and level["reserved"] == 0}
+    return {"committed_units": committed, "provider_captures": stats.get("captures", 0),
+            "consistent": committed == stats.get("captures", 0) == plan.orders
+            and reserved == 0}
 
 
 def sa_backend(url: str) -> str:

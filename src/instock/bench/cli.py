@@ -78,6 +78,8 @@ def bench_drop(
 @bench_app.command("checkout")
 def bench_checkout(
     orders: int = typer.Option(500, "--orders", min=2, help="orders to check out"),
+    skus: int = typer.Option(50, "--skus", min=1, help="SKUs the orders are spread over "
+                             "(1: a drop's checkout, every order on the same stock rows)"),
     concurrency: int = typer.Option(20, "--concurrency", min=1, help="buyers at once"),
     provider_latency_ms: float = typer.Option(50.0, "--provider-latency-ms", min=0,
                                               help="the payment sandbox's latency per call"),
@@ -91,13 +93,14 @@ def bench_checkout(
     from instock.bench import checkout
 
     with tempfile.TemporaryDirectory() as workdir, _progress() as bar:
-        plan = checkout.Plan(orders, concurrency, provider_latency_ms, database, Path(workdir))
+        plan = checkout.Plan(orders, skus, concurrency, provider_latency_ms, database,
+                             Path(workdir))
         advance = _Reporter(bar).task("checkouts", orders - 1)
         result = events.run_loop(checkout.run(plan, advance))
     report = result.report
     if plot is not None:
         checkout_chart(result.latencies_ms, f"instock bench checkout: {report['database']}, "
-                       f"{orders} orders, {concurrency} buyers, provider "
+                       f"{orders} orders on {skus} SKUs, {concurrency} buyers, provider "
                        f"{provider_latency_ms:g} ms/call", plot)
         report["plot"] = str(plot)
     typer.echo(json.dumps(report, indent=2) if json_out else report)
