@@ -217,7 +217,13 @@ class WebhookService:
         # subscriber did not register.
         async with httpx.AsyncClient(timeout=self.policy.timeout, follow_redirects=False,
                                      trust_env=False) as http:
-            await asyncio.gather(*(self._attempt(http, claim) for claim in claims))
+            # Every attempt runs to its end before the client closes under them; the first
+            # failure (the database gone while recording) is raised after.
+            outcomes = await asyncio.gather(*(self._attempt(http, claim) for claim in claims),
+                                            return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
         return len(claims)
 
     async def _attempt(self, http: httpx.AsyncClient, claim: store.Claim) -> None:
