@@ -66,6 +66,15 @@ async def test_older_sequences_are_ignored_per_subject(container: Container) -> 
     assert seen == [("A", 2), ("B", 1), ("A", 2), ("A", 3)]  # equal is one transaction's twin
 
 
+async def test_an_unordered_consumer_sees_every_event(container: Container) -> None:
+    spec, seen = recording()
+    worker = consumer(container, ConsumerSpec(spec.name, spec.types, spec.handler,
+                                              ordered=False))
+    for subject, sequence in [("A", 2), ("A", 1), ("A", 1)]:
+        await worker.handle(envelope(subject, sequence))
+    assert seen == [("A", 2), ("A", 1), ("A", 1)]  # each a different event id
+
+
 async def test_a_failing_event_is_retried_then_dead_lettered_and_replayable(
         container: Container) -> None:
     spec, seen = recording(fail_times=4)

@@ -285,4 +285,6 @@ async def fan_out(conn: AsyncConnection, envelope: Envelope) -> None:
     signal(conn, DELIVERY_SIGNAL)
 
 
-FANOUT = ConsumerSpec("webhook-fanout", frozenset(schemas.event_types()), fan_out)
+# Unordered: a subscriber gets every event, also one that arrives after a newer one.
+FANOUT = ConsumerSpec("webhook-fanout", frozenset(schemas.event_types()), fan_out,
+                      ordered=False)

@@ -37,6 +37,10 @@ class ConsumerSpec:
     name: str
     types: frozenset[str]
     handler: Handler
+    # Order-aware: skip an event older than the newest applied for its subject. A consumer
+    # that must see every event (a webhook fan-out: another location's change of the same SKU
+    # is news to a subscriber) says False.
+    ordered: bool = True
 
 
 class Consumer:
@@ -86,7 +90,7 @@ class Consumer:
         async with self.db.write() as conn:
             if not await inbox.claim(conn, self.name, envelope):
                 return "duplicate"
-            sequence = envelope.get("sequence")
+            sequence = envelope.get("sequence") if self.spec.ordered else None
             if sequence is not None:
                 newest = await inbox.position(conn, self.name, envelope)
                 if newest is not None and sequence < newest:
