@@ -43,6 +43,7 @@ from tests.e2e.harness import (
     create_product,
     receive,
 )
+from tests.e2e.sandboxes import start_payments
 from tests.support import backends, fresh_database, make_settings
 
 pytestmark = pytest.mark.slow
@@ -58,7 +59,7 @@ LOCATIONS = ["fz-wh", "fz-store"]
 def fuzz_target(request: pytest.FixtureRequest,
                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, list[str]]]:
     """One server per backend for every operation, with real data to aim at: stock in two
-    places, a lot, a bundle, live holds.
+    places, a lot, a bundle, live holds; and the payment sandbox for it to pay through.
 
     Afterwards the ledger must still verify: random traffic may be refused, never corrupt.
     """
@@ -68,7 +69,9 @@ def fuzz_target(request: pytest.FixtureRequest,
         db = Database(request.param, url, tmp_path)
         servers = ServerFactory(db, tmp_path)
         try:
-            server = asyncio.run(servers.start())
+            # A payment provider is part of the world: checkout without one is a fair 503.
+            sandbox = asyncio.run(start_payments(servers))
+            server = asyncio.run(servers.start(INSTOCK_PAYMENTS_URL=sandbox.base_url))
             reservations = asyncio.run(_seed(server))
             with requests.get(f"{server.base_url}/openapi.json", timeout=30) as served:
                 assert served.json() == DOCUMENT, "the server serves another OpenAPI document"

@@ -18,7 +18,7 @@ from instock.payments.errors import CircuitOpen, PaymentDeclined, PaymentUnavail
 from instock.platform.auth import STAFF, Principal, Role, requires
 from instock.platform.errors import Conflict, InstockError, problem_responses
 
-router = APIRouter(tags=["orders"])
+router = APIRouter(tags=["orders"], responses=problem_responses(400, 401, 403, 404, 409, 422))
 
 BUYERS = requires(Role.CUSTOMER, Role.SERVICE, Role.SUPPORT)
 ORDER_READERS = requires(Role.CUSTOMER, *STAFF)
