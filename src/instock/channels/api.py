@@ -20,12 +20,13 @@ from instock.channels.service import ChannelsService
 from instock.platform.auth import STAFF, Principal, Role, requires
 from instock.platform.errors import ValidationFailed, problem_responses
 from instock.platform.ids import CALLER_ID_PATTERN
+from instock.platform.text import Printable
 
 router = APIRouter(tags=["channels"], responses=problem_responses(400, 401, 403, 404, 409, 422))
 
 CallerId = Annotated[str, StringConstraints(pattern=CALLER_ID_PATTERN)]
-Secret = Annotated[str, StringConstraints(min_length=16, max_length=500)]
-ExternalId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+Secret = Annotated[Printable, StringConstraints(min_length=16, max_length=500)]
+ExternalId = Annotated[Printable, StringConstraints(min_length=1, max_length=128)]
 
 
 async def service(request: Request) -> ChannelsService:
@@ -39,7 +40,7 @@ async def service(request: Request) -> ChannelsService:
 class ConnectionIn(BaseModel):
     kind: Literal["marketplace"] = "marketplace"
     base_url: Annotated[str, StringConstraints(pattern=r"^https?://[^\s]+$", max_length=500)]
-    api_key: Annotated[str, StringConstraints(min_length=1, max_length=500)]
+    api_key: Annotated[Printable, StringConstraints(min_length=1, max_length=500)]
     webhook_secret: Secret
 
 

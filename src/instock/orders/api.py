@@ -17,6 +17,7 @@ from instock.orders.service import OrdersService, ReturnLine
 from instock.payments.errors import CircuitOpen, PaymentDeclined, PaymentUnavailable
 from instock.platform.auth import STAFF, Principal, Role, requires
 from instock.platform.errors import Conflict, InstockError, problem_responses
+from instock.platform.text import Printable
 
 router = APIRouter(tags=["orders"], responses=problem_responses(400, 401, 403, 404, 409, 422))
 
@@ -24,7 +25,9 @@ BUYERS = requires(Role.CUSTOMER, Role.SERVICE, Role.SUPPORT)
 ORDER_READERS = requires(Role.CUSTOMER, *STAFF)
 FULFILLERS = requires(Role.FULFILMENT)
 SUPPORTERS = requires(Role.SUPPORT, Role.SERVICE)
-Reason = Annotated[str, StringConstraints(min_length=1, max_length=300, strip_whitespace=True)]
+Reason = Annotated[Printable, StringConstraints(min_length=1, max_length=300,
+                                                strip_whitespace=True)]
+CustomerId = Annotated[Printable, StringConstraints(min_length=1, max_length=128)]
 
 
 async def service(request: Request) -> OrdersService:
@@ -41,7 +44,7 @@ class HoldExpired(Conflict):
 
 class CartIn(BaseModel):
     channel: CallerId = "web"
-    customer_id: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
+    customer_id: CustomerId | None = None
 
 
 class CartItemOut(BaseModel):
@@ -189,7 +192,7 @@ class CheckoutIn(BaseModel):
     cart_id: str | None = None
     lines: list[LineIn] = Field(default_factory=list, max_length=100)
     channel: CallerId = "web"
-    customer_id: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
+    customer_id: CustomerId | None = None
 
 
 def checkout_failure(order: Order, saga: Saga) -> InstockError:
@@ -272,7 +275,7 @@ async def fulfil_order(order_id: str, request: Request,
 
 
 class ShipIn(BaseModel):
-    tracking: Annotated[str, StringConstraints(max_length=200)] = ""
+    tracking: Annotated[Printable, StringConstraints(max_length=200)] = ""
 
 
 @router.post("/v1/orders/{order_id}/ship", response_model=OrderOut)

@@ -32,7 +32,7 @@ orders = sa.Table(
     "orders", metadata,
     sa.Column("id", sa.String(36), primary_key=True),
     sa.Column("channel", sa.String(64), nullable=False),
-    sa.Column("customer_id", sa.String(64), nullable=True, index=True),
+    sa.Column("customer_id", sa.String(128), nullable=True, index=True),
     sa.Column("external_id", sa.String(128), nullable=True),
     sa.Column("status", sa.String(24), nullable=False),
     sa.Column("currency", sa.String(3), nullable=False),
@@ -56,7 +56,7 @@ carts = sa.Table(
     "carts", metadata,
     sa.Column("id", sa.String(36), primary_key=True),
     sa.Column("channel", sa.String(64), nullable=False),
-    sa.Column("customer_id", sa.String(64), nullable=True),
+    sa.Column("customer_id", sa.String(128), nullable=True),
     sa.Column("status", sa.String(16), nullable=False),  # open | checked_out
     sa.Column("order_id", sa.String(36), nullable=True),
     sa.Column("created_at", UTCDateTime, nullable=False),
