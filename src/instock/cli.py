@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 from collections.abc import Awaitable, Callable
@@ -108,8 +109,16 @@ def serve(host: str | None = typer.Option(None, "--host"),
               soft_wrap=True)
     err.print(f"admin token (valid {settings.jwt_ttl_seconds // 3600} h):")
     typer.echo(admin, err=True)  # unwrapped, so it can be copied whole
-    uvicorn.run("instock.app:create_app", factory=True, host=host, port=port, workers=workers,
-                log_level="warning", access_log=False)
+    with contextlib.ExitStack() as beside:
+        if demo and settings.payment_provider == "sandbox":
+            from instock.sandbox.payments import beside_the_demo
+
+            if beside.enter_context(beside_the_demo(
+                    settings.payments_url, f"http://{host}:{port}/v1/webhooks/payments/sandbox",
+                    settings.payments_webhook_secret)):
+                err.print(f"payment sandbox on [bold]{settings.payments_url}[/bold]")
+        uvicorn.run("instock.app:create_app", factory=True, host=host, port=port,
+                    workers=workers, log_level="warning", access_log=False)
 
 
 @audit_app.command("verify")

@@ -36,9 +36,10 @@ import json
 import random
 import re
 import secrets
+import subprocess
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -572,3 +573,30 @@ def serve(host: str, port: int, config: Config) -> None:
 
     uvicorn.run(create_app(config), host=host, port=port, log_level="warning",
                 access_log=False)
+
+
+@contextlib.contextmanager
+def beside_the_demo(payments_url: str, webhook_url: str,
+                    webhook_secret: str) -> Iterator[subprocess.Popen[bytes] | None]:
+    """For `instock serve --demo`: the sandbox as a child process at `payments_url`, so a
+    checkout can be paid, unless something answers there already (or it is not this host)."""
+    from instock.bench.local import instock_executable
+
+    url = httpx.URL(payments_url)
+    if url.host not in ("127.0.0.1", "localhost"):
+        yield None
+        return
+    with contextlib.suppress(httpx.TransportError):
+        httpx.get(f"{payments_url}/_sandbox/config", timeout=1)
+        yield None  # already running
+        return
+    process = subprocess.Popen(
+        [instock_executable(), "sandbox", "payments", "--host", url.host,
+         "--port", str(url.port or 80), "--webhook-url", webhook_url, "--webhook-secret",
+         webhook_secret], stdin=subprocess.DEVNULL)
+    try:
+        yield process
+    finally:
+        process.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(10)
