@@ -67,7 +67,7 @@ def bench_drop(
     with _progress() as bar:
         result = events.run_loop(drop.run(plan, _Reporter(bar)))
     report = result.report
-    if plot is not None:
+    if plot is not None and plot != Path():  # --plot "" draws nothing
         drop_chart(report["strategies"], result.latencies_ms,
                    f"instock bench drop: {report['database']}, {units} units, {buyers} buyers, "
                    f"{mode}{' over HTTP' if http else ''}", plot, report.get("livez_rps"))
@@ -98,7 +98,7 @@ def bench_checkout(
         advance = _Reporter(bar).task("checkouts", orders - 1)
         result = events.run_loop(checkout.run(plan, advance))
     report = result.report
-    if plot is not None:
+    if plot is not None and plot != Path():  # --plot "" draws nothing
         checkout_chart(result.latencies_ms, f"instock bench checkout: {report['database']}, "
                        f"{orders} orders on {skus} SKUs, {concurrency} buyers, provider "
                        f"{provider_latency_ms:g} ms/call", plot)
@@ -141,7 +141,7 @@ def bench_events(
     with _progress() as bar:
         result = events.run_loop(events.run(plan, _Reporter(bar)))
     report = result.report
-    if plot is not None:
+    if plot is not None and plot != Path():  # --plot "" draws nothing
         events_chart(result.latencies_ms, result.memory,
                      f"instock bench events: {report['database']}, {rate:g} changes/s, "
                      f"{clients} clients", plot)
