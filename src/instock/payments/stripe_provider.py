@@ -6,8 +6,8 @@ same idempotency key on every attempt."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Awaitable, Mapping
+from typing import Any, TypeVar
 
 import stripe
 
@@ -16,12 +16,22 @@ from instock.payments.errors import WebhookSignatureInvalid
 from instock.payments.model import Observation
 from instock.platform.errors import InstockError
 
+T = TypeVar("T")
+
 
 def _error(exc: stripe.StripeError) -> InstockError:
     if isinstance(exc, stripe.APIConnectionError):  # no answer: timeouts, refused connections
         return wire.error_from(None, None)
     body = exc.json_body if isinstance(exc.json_body, Mapping) else None
     return wire.error_from(exc.http_status, body)
+
+
+async def _answer(call: Awaitable[T]) -> T:
+    """Await one SDK call; its errors become the house's (one mapping for both providers)."""
+    try:
+        return await call
+    except stripe.StripeError as exc:
+        raise _error(exc) from exc
 
 
 class StripeProvider:
@@ -35,30 +45,21 @@ class StripeProvider:
 
     async def authorise(self, *, payment_id: str, order_id: str, amount_minor: int,
                         currency: str, idempotency_key: str) -> Observation:
-        try:
-            intent = await self.client.v1.payment_intents.create_async(
-                {"amount": amount_minor, "currency": currency.lower(), "confirm": True,
-                 "capture_method": "manual", "payment_method": "pm_card_visa",
-                 "metadata": {"payment_id": payment_id, "order_id": order_id}},
-                {"idempotency_key": idempotency_key})
-        except stripe.StripeError as exc:
-            raise _error(exc) from exc
+        intent = await _answer(self.client.v1.payment_intents.create_async(
+            {"amount": amount_minor, "currency": currency.lower(), "confirm": True,
+             "capture_method": "manual", "payment_method": "pm_card_visa",
+             "metadata": {"payment_id": payment_id, "order_id": order_id}},
+            {"idempotency_key": idempotency_key}))
         return wire.intent_observation(intent.to_dict())
 
     async def capture(self, provider_ref: str, *, idempotency_key: str) -> Observation:
-        try:
-            intent = await self.client.v1.payment_intents.capture_async(
-                provider_ref, options={"idempotency_key": idempotency_key})
-        except stripe.StripeError as exc:
-            raise _error(exc) from exc
+        intent = await _answer(self.client.v1.payment_intents.capture_async(
+            provider_ref, options={"idempotency_key": idempotency_key}))
         return wire.intent_observation(intent.to_dict())
 
     async def void(self, provider_ref: str, *, idempotency_key: str) -> Observation:
-        try:
-            intent = await self.client.v1.payment_intents.cancel_async(
-                provider_ref, options={"idempotency_key": idempotency_key})
-        except stripe.StripeError as exc:
-            raise _error(exc) from exc
+        intent = await _answer(self.client.v1.payment_intents.cancel_async(
+            provider_ref, options={"idempotency_key": idempotency_key}))
         return wire.intent_observation(intent.to_dict())
 
     async def refund(self, provider_ref: str, amount_minor: int | None, *,
@@ -67,18 +68,12 @@ class StripeProvider:
                                                     "expand": ["charge"]}
         if amount_minor is not None:
             params["amount"] = amount_minor
-        try:
-            refund = await self.client.v1.refunds.create_async(
-                params, {"idempotency_key": idempotency_key})
-        except stripe.StripeError as exc:
-            raise _error(exc) from exc
+        refund = await _answer(self.client.v1.refunds.create_async(
+            params, {"idempotency_key": idempotency_key}))
         return wire.charge_observation(refund.to_dict()["charge"])
 
     async def retrieve(self, provider_ref: str) -> Observation:
-        try:
-            intent = await self.client.v1.payment_intents.retrieve_async(provider_ref)
-        except stripe.StripeError as exc:
-            raise _error(exc) from exc
+        intent = await _answer(self.client.v1.payment_intents.retrieve_async(provider_ref))
         return wire.intent_observation(intent.to_dict())
 
     def read_webhook(self, body: bytes, signature: str | None,
