@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from instock.catalog.service import CatalogService
-from instock.inventory.model import EntryContext, Line, ReservationStatus
+from instock.inventory.model import EntryContext, Line, ReservationStatus, merge_lines
 from instock.inventory.service import InsufficientStock, InventoryService, ReserveRequest
 from instock.orders import store
 from instock.orders.model import Order, OrderError, OrderLine, OrderStatus, Saga, SagaKind
@@ -195,11 +195,9 @@ class OrdersService:
         return await self.get(order.id), saga
 
     async def _priced(self, lines: Sequence[Line], field: str) -> list[OrderLine]:
-        merged: dict[str, int] = {}
-        for line in lines:
-            merged[line.sku] = merged.get(line.sku, 0) + line.quantity
-        prices = await self.catalog.prices(merged)
-        unknown = sorted(merged.keys() - prices.keys())
+        merged = merge_lines(lines)
+        prices = await self.catalog.prices(line.sku for line in merged)
+        unknown = sorted({line.sku for line in merged} - prices.keys())
         if unknown:
             raise ValidationFailed(f"{field}.sku", f"unknown SKU: {', '.join(unknown)}")
         foreign = sorted(sku for sku, (_, currency) in prices.items()
@@ -207,7 +205,7 @@ class OrdersService:
         if foreign:
             raise ValidationFailed(f"{field}.sku", f"not sold in {self.settings.currency}: "
                                                   f"{', '.join(foreign)}")
-        return [OrderLine(sku, quantity, prices[sku][0]) for sku, quantity in merged.items()]
+        return [OrderLine(line.sku, line.quantity, prices[line.sku][0]) for line in merged]
 
     # -- after checkout ---------------------------------------------------------------------------
 
