@@ -20,6 +20,7 @@ from instock.channels.service import ChannelsService
 from instock.platform.auth import STAFF, Principal, Role, requires
 from instock.platform.errors import ValidationFailed, problem_responses
 from instock.platform.ids import CALLER_ID_PATTERN
+from instock.platform.telemetry import correlation_id
 from instock.platform.text import Printable
 
 router = APIRouter(tags=["channels"], responses=problem_responses(400, 401, 403, 404, 409, 422))
@@ -169,7 +170,6 @@ async def marketplace_webhook(channel_id: str, request: Request,
     body = await request.body()
     await channels.verify_webhook(channel_id, body, marketplace_signature)
     feed = parse_feed(body)
-    correlation_id = getattr(request.state, "correlation_id", None)
     order = feed.data.order
     event: ChannelOrderReceived | ChannelOrderCancelled
     if feed.type == "order.created":
@@ -186,5 +186,5 @@ async def marketplace_webhook(channel_id: str, request: Request,
                                       reason=order.reason or "cancelled by the buyer")
     else:
         return WebhookAck(ignored=True)  # acknowledged, so the marketplace stops resending
-    new = await channels.receive(channel_id, feed.id, event, correlation_id)
+    new = await channels.receive(channel_id, feed.id, event, correlation_id(request))
     return WebhookAck(duplicate=not new)

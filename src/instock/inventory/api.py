@@ -16,6 +16,7 @@ from instock.platform.auth import STAFF, Principal, Role, requires
 from instock.platform.errors import problem_responses
 from instock.platform.etags import etag, parse_if_match
 from instock.platform.ids import CALLER_ID_PATTERN
+from instock.platform.telemetry import correlation_id
 
 router = APIRouter(tags=["inventory"],
                    responses=problem_responses(400, 401, 403, 404, 409, 412, 422))
@@ -37,7 +38,7 @@ async def service(request: Request) -> InventoryService:
 
 def entry_context(request: Request, principal: Principal, reason: str = "") -> EntryContext:
     return EntryContext(actor=f"{principal.role.value}:{principal.subject}", reason=reason,
-                        correlation_id=getattr(request.state, "correlation_id", None),
+                        correlation_id=correlation_id(request),
                         idempotency_key=getattr(request.state, "idempotency_key", None))
 
 

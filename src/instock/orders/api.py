@@ -17,6 +17,7 @@ from instock.orders.service import OrdersService, ReturnLine
 from instock.payments.errors import CircuitOpen, PaymentDeclined, PaymentUnavailable
 from instock.platform.auth import STAFF, Principal, Role, requires
 from instock.platform.errors import Conflict, InstockError, problem_responses
+from instock.platform.telemetry import correlation_id
 from instock.platform.text import Printable
 
 router = APIRouter(tags=["orders"], responses=problem_responses(400, 401, 403, 404, 409, 422))
@@ -223,7 +224,7 @@ async def checkout(body: CheckoutIn, request: Request, response: Response,
     order, saga = await orders.checkout(
         channel=body.channel, customer_id=_customer(principal, body.customer_id),
         cart_id=body.cart_id, lines=[Line(line.sku, line.quantity) for line in body.lines],
-        correlation_id=getattr(request.state, "correlation_id", None))
+        correlation_id=correlation_id(request))
     if saga.status in (SagaStatus.COMPENSATING, SagaStatus.COMPENSATED):
         raise checkout_failure(order, saga)
     if saga.status is SagaStatus.RUNNING:
@@ -261,9 +262,8 @@ async def cancel_order(order_id: str, body: CancelIn, request: Request,
                        orders: OrdersService = Depends(service)) -> OrderOut:
     """Cancel a paid order before fulfilment: its stock is back on sale, its money refunded."""
     principal.assert_acts_for((await orders.get(order_id)).customer_id)
-    order, saga = await orders.cancel(order_id, body.reason,
-                                      getattr(request.state, "correlation_id", None))
-    return render_order(await orders.get(order.id), saga)
+    order, saga = await orders.cancel(order_id, body.reason, correlation_id(request))
+    return render_order(order, saga)
 
 
 @router.post("/v1/orders/{order_id}/fulfil", response_model=OrderOut)
@@ -316,5 +316,5 @@ async def return_goods(order_id: str, body: ReturnIn, request: Request,
     order, saga = await orders.return_goods(
         order_id, [ReturnLine(line.sku, line.quantity, line.location, line.resellable)
                    for line in body.lines], body.reason,
-        getattr(request.state, "correlation_id", None))
-    return render_order(await orders.get(order.id), saga)
+        correlation_id(request))
+    return render_order(order, saga)

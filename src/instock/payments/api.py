@@ -13,6 +13,7 @@ from instock.payments.events import PaymentProviderEvent
 from instock.payments.service import PaymentService
 from instock.platform import inbound
 from instock.platform.errors import NotFound, ValidationFailed, problem_responses
+from instock.platform.telemetry import correlation_id
 
 router = APIRouter(tags=["payments"], responses=problem_responses(400, 404, 422))
 
@@ -54,5 +55,5 @@ async def provider_webhook(provider: str, request: Request,
             provider_ref=read.provider_ref, status=news.status,
             amount_captured=news.amount_captured, amount_refunded=news.amount_refunded,
             decline_reason=news.decline_reason),
-        getattr(request.state, "correlation_id", None))
+        correlation_id(request))
     return Received(duplicate=not fresh, relevant=True)

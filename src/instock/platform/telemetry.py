@@ -6,7 +6,7 @@ import logging
 import time
 
 import structlog
-from fastapi import FastAPI, Response
+from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -100,3 +100,8 @@ def install(app: FastAPI) -> None:
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+def correlation_id(request: Request) -> str | None:
+    """The request's correlation id, as the middleware above set it (None outside it)."""
+    return getattr(request.state, "correlation_id", None)
