@@ -9,11 +9,11 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import sqlalchemy as sa
@@ -29,7 +29,21 @@ CLIENT_SHARDS = 25
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_BASE = "https://instock.dev/problems/"
 
+T = TypeVar("T")
 TOKENS = TokenAuthority(TEST_SECRET, "instock", 3600 * 4)
+
+
+async def eventually(check: Callable[[], Awaitable[T | None]], what: str,
+                     timeout: float = 60.0) -> T:
+    """Poll until `check` gives something truthy (asynchronous effects; no timing asserted)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = await check()
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"never happened: {what}")
+        await asyncio.sleep(0.1)
 
 
 def token(role: Role, subject: str | None = None) -> str:

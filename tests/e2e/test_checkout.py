@@ -23,6 +23,7 @@ from tests.e2e.harness import (
     client,
     create_location,
     create_product,
+    eventually,
     receive,
     stock,
 )
@@ -144,16 +145,6 @@ async def test_timeouts_open_the_breaker_and_it_closes_again(servers: ServerFact
     assert cancelled == 4
 
 
-async def wait_for(predicate: Any, what: str, timeout: float = 30) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = await predicate()
-        if found:
-            return found
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 @pytest.mark.parametrize("kill", ["reserve", "authorise", "commit_stock", "capture",
                                   "inside-authorise"])
 async def test_a_killed_saga_worker_finishes_after_restart(
@@ -172,12 +163,14 @@ async def test_a_killed_saga_worker_finishes_after_restart(
     order_id = response.json()["id"]
 
     if kill == "inside-authorise":
-        await wait_for(lambda: database.scalar(
-            "SELECT count(*) FROM payments WHERE order_id = :o", o=order_id), "authorising")
+        await eventually(lambda: database.scalar(
+            "SELECT count(*) FROM payments WHERE order_id = :o", o=order_id), "authorising",
+            timeout=30)
         await asyncio.sleep(0.3)
         worker.sigkill()
         await configure(sandbox, latency_ms=0)
-    await wait_for(lambda: asyncio.sleep(0, not worker.alive()), "the worker's death")
+    await eventually(lambda: asyncio.sleep(0, not worker.alive()), "the worker's death",
+                     timeout=30)
     assert worker.process.returncode == -9, worker.log_tail()
     plan = await database.scalar("SELECT plan FROM sagas WHERE order_id = :o", o=order_id)
     assert plan, "the saga was not finished by the killed worker"
@@ -188,7 +181,7 @@ async def test_a_killed_saga_worker_finishes_after_restart(
         return await database.scalar("SELECT status FROM orders WHERE id = :o",
                                      o=order_id) == "paid"
 
-    await wait_for(paid, "the order to be paid")
+    await eventually(paid, "the order to be paid", timeout=30)
     assert await database.scalar("SELECT status FROM sagas WHERE order_id = :o",
                                  o=order_id) == "completed"
     # Stock: exactly the two units committed, once. Payment: one intent, captured once.

@@ -22,11 +22,11 @@ from tests.e2e.harness import (
     client,
     create_location,
     create_product,
+    eventually,
     receive,
     stock,
 )
 from tests.e2e.sandboxes import configure, payments_env, start_payments
-from tests.e2e.test_marketplace import eventually
 from tests.marketplace import API_KEY, SECRET, simulator
 
 # The web request leaves this much after the marketplace purchase: the marketplace's path (a

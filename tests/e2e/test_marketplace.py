@@ -4,11 +4,10 @@ on PostgreSQL too when INSTOCK_TEST_DATABASE_URL is set."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,25 +24,13 @@ from tests.e2e.harness import (
     client,
     create_location,
     create_product,
+    eventually,
     receive,
     stock,
 )
 from tests.marketplace import API_KEY, SECRET, Simulator, simulator
 
 T = TypeVar("T")
-WAIT_SECONDS = 60.0
-
-
-async def eventually(check: Callable[[], Awaitable[T | None]], what: str) -> T:
-    """Poll until `check` gives something truthy (asynchronous effects; no timing asserted)."""
-    deadline = time.monotonic() + WAIT_SECONDS
-    while True:
-        found = await check()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"never happened: {what}")
-        await asyncio.sleep(0.1)
 
 
 @dataclass
