@@ -150,3 +150,12 @@ def test_a_refund_with_a_known_reference_is_counted_once() -> None:
     assert o.refunded == Decimal("15") and o.status is S.CANCELLED
     o.refund(Decimal("50"), NOW, reference="saga-2")
     assert o.status is S.REFUNDED and o.cancel_reason == "out of stock"
+
+
+def test_fulfilling_the_rest_completes_a_partly_fulfilled_order() -> None:
+    o = order()
+    o.pay("pay-1", Decimal("65"), NOW)
+    o.fulfil({"TEE": 1}, NOW)
+    assert o.status is S.PARTIALLY_FULFILLED
+    o.fulfil_rest(NOW)
+    assert o.status is S.FULFILLED and o.fulfilled == {"TEE": 2, "CAP": 1}

@@ -162,6 +162,12 @@ class Order:
         self._move(S.FULFILLED if done else S.PARTIALLY_FULFILLED, now, "fulfilment")
         self.fulfilled = after
 
+    def fulfil_rest(self, now: datetime) -> None:
+        """Every unit not yet handed to fulfilment is handed now."""
+        self.fulfil({line.sku: line.quantity - self.fulfilled.get(line.sku, 0)
+                     for line in self.lines
+                     if line.quantity > self.fulfilled.get(line.sku, 0)}, now)
+
     def ship(self, now: datetime, tracking: str = "") -> None:
         self._move(S.SHIPPED, now, tracking or "shipped")
 

@@ -227,13 +227,8 @@ class OrdersService:
 
     async def fulfil(self, order_id: str, ctx: EntryContext) -> Order:
         """The warehouse picked every unit: the order is fulfilled."""
-        order = await self.get(order_id)
-
-        def change(o: Order, now: datetime) -> None:
-            o.fulfil({line.sku: line.quantity - o.fulfilled.get(line.sku, 0)
-                      for line in o.lines if line.quantity > o.fulfilled.get(line.sku, 0)}, now)
-
-        return await self.change(order.id, change, ctx.correlation_id)
+        return await self.change(order_id, lambda o, now: o.fulfil_rest(now),
+                                 ctx.correlation_id)
 
     async def ship(self, order_id: str, tracking: str, ctx: EntryContext) -> Order:
         """The parcel left: the order's units leave on-hand stock, then the order is shipped."""
