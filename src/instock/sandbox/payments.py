@@ -36,7 +36,9 @@ import json
 import random
 import re
 import secrets
+import signal
 import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -575,6 +577,16 @@ def serve(host: str, port: int, config: Config) -> None:
                 access_log=False)
 
 
+def _die_with_parent() -> None:
+    """In the child: end when the server ends. uvicorn re-raises the SIGTERM it shut down on,
+    so the server dies by the signal and a `finally` of ours never runs to stop the child."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 @contextlib.contextmanager
 def beside_the_demo(payments_url: str, webhook_url: str,
                     webhook_secret: str) -> Iterator[subprocess.Popen[bytes] | None]:
@@ -593,7 +605,7 @@ def beside_the_demo(payments_url: str, webhook_url: str,
     process = subprocess.Popen(
         [instock_executable(), "sandbox", "payments", "--host", url.host,
          "--port", str(url.port or 80), "--webhook-url", webhook_url, "--webhook-secret",
-         webhook_secret], stdin=subprocess.DEVNULL)
+         webhook_secret], stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
     try:
         yield process
     finally:
