@@ -2,6 +2,7 @@
 
 import instock.catalog.store
 import instock.channels.store
+import instock.experiments.store
 import instock.inventory.store
 import instock.orders.store
 import instock.payments.store

@@ -8,7 +8,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated, ClassVar
 
-from pydantic import Field, PlainSerializer
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
 from instock.platform.bus.outbox import DomainEvent
 
@@ -16,6 +16,15 @@ from instock.platform.bus.outbox import DomainEvent
 Amount = Annotated[Decimal, PlainSerializer(lambda d: format(d, "f"), return_type=str),
                    Field(json_schema_extra={"pattern": r"^-?[0-9]+(\.[0-9]+)?$"},
                          description="decimal amount as a string, e.g. \"89.90\"")]
+
+
+class VariantData(BaseModel):
+    """One SKU of the product with its own attributes (size, colour...)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    sku: str
+    attributes: dict[str, str] = Field(default_factory=dict)
+    bundle: bool = Field(False, description="a virtual SKU made of other SKUs")
 
 
 class ProductEvent(DomainEvent):
@@ -33,6 +42,8 @@ class ProductEvent(DomainEvent):
     currency: str = Field(description="ISO 4217 code of `price`")
     replenishable: bool
     skus: list[str]
+    variants: list[VariantData] = Field(
+        default_factory=list, description="the SKUs with their attributes, in `skus` order")
 
     @property
     def subject(self) -> str:

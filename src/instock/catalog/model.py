@@ -6,7 +6,12 @@ from dataclasses import dataclass, field, fields
 from decimal import Decimal
 from typing import Any
 
-from instock.catalog.events import ProductCreated, ProductEvent, ProductUpdated
+from instock.catalog.events import (
+    ProductCreated,
+    ProductEvent,
+    ProductUpdated,
+    VariantData,
+)
 
 
 class CatalogError(Exception):
@@ -76,7 +81,9 @@ class Product:
                     category=self.category, tags=list(self.tags),
                     attributes=dict(self.attributes), price=self.price,
                     currency=self.currency, replenishable=self.replenishable,
-                    skus=[v.sku for v in self.variants])
+                    skus=[v.sku for v in self.variants],
+                    variants=[VariantData(sku=v.sku, attributes=dict(v.attributes),
+                                          bundle=v.is_bundle) for v in self.variants])
 
 
 @dataclass(frozen=True)

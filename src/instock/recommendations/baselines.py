@@ -13,7 +13,7 @@ import numpy.typing as npt
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
-from instock.recommendations.events import Context, Event, EventLog, FloatArray, IntArray
+from instock.recommendations.data import Context, Event, EventLog, FloatArray, IntArray
 from instock.recommendations.model import CoOccurrence, Recommender, SequentialRules, Trending
 from instock.recommendations.protocol import Progress, Split, evaluate_model
 

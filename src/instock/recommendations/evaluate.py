@@ -19,7 +19,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from instock.recommendations.baselines import baseline_models, tune_als
-from instock.recommendations.events import VIEW, IntArray, kind_code
+from instock.recommendations.data import VIEW, IntArray, kind_code
 from instock.recommendations.model import Hybrid, Recommender, default_components
 from instock.recommendations.protocol import (
     Progress,

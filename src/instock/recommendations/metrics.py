@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from instock.recommendations.events import FloatArray, IntArray
+from instock.recommendations.data import FloatArray, IntArray
 
 
 class Ranker:

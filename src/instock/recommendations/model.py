@@ -15,7 +15,7 @@ from typing import Protocol
 import numpy as np
 import scipy.sparse as sp
 
-from instock.recommendations.events import (
+from instock.recommendations.data import (
     CART,
     N_KINDS,
     PURCHASE,

@@ -15,7 +15,7 @@ from functools import cached_property
 import numpy as np
 import numpy.typing as npt
 
-from instock.recommendations.events import (
+from instock.recommendations.data import (
     PURCHASE,
     BoolArray,
     Context,

@@ -1,22 +1,69 @@
-"""Recommendation tables: what is in stock, as last told by inventory events."""
+"""Recommendation tables: behaviour events, sessions merged into customers, and projections of
+the catalogue and of stock (this context never reads catalog's or inventory's tables)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from instock.platform.db import UTCDateTime, metadata, upsert
+from instock.platform.db import UTCDateTime, insert_missing, insert_rows, metadata, upsert
 
-# A projection of inventory.stock_changed events (this context never reads inventory's tables):
-# recommendations filter on it so no list shows a sold-out item.
+# A projection of inventory.stock_changed events: recommendations filter on it so no list shows
+# a sold-out item.
 item_availability = sa.Table(
     "item_availability", metadata,
     sa.Column("sku", sa.String(64), primary_key=True),
     sa.Column("version", sa.BigInteger, nullable=False),
     sa.Column("available", sa.Integer, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+
+# A projection of product.* events: what content similarity and the list rules need.
+rec_items = sa.Table(
+    "rec_items", metadata,
+    sa.Column("product_id", sa.String(64), primary_key=True),
+    sa.Column("version", sa.BigInteger, nullable=False),
+    sa.Column("title", sa.Text, nullable=False),
+    sa.Column("brand", sa.String(128), nullable=False),
+    sa.Column("category", sa.String(128), nullable=False),
+    sa.Column("tags", sa.JSON, nullable=False),
+    sa.Column("attributes", sa.JSON, nullable=False),
+    sa.Column("price", sa.Float, nullable=False),  # only a price band is derived from it
+    sa.Column("replenishable", sa.Boolean, nullable=False),
+    sa.Column("variants", sa.JSON, nullable=False),  # [{"sku", "attributes", "bundle"}]
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+
+behaviour_events = sa.Table(
+    "behaviour_events", metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("session_id", sa.String(128), nullable=True),
+    sa.Column("customer_id", sa.String(128), nullable=True),
+    sa.Column("product_id", sa.String(64), nullable=True),
+    sa.Column("sku", sa.String(64), nullable=True),
+    sa.Column("query", sa.Text, nullable=True),
+    sa.Column("attribute", sa.String(64), nullable=True),
+    sa.Column("value", sa.String(128), nullable=True),
+    sa.Column("occurred_at", UTCDateTime, nullable=False),
+    sa.Column("received_at", UTCDateTime, nullable=False),
+)
+sa.Index("ix_behaviour_events_customer", behaviour_events.c.customer_id,
+         behaviour_events.c.occurred_at)
+sa.Index("ix_behaviour_events_session", behaviour_events.c.session_id,
+         behaviour_events.c.occurred_at)
+sa.Index("ix_behaviour_events_occurred_at", behaviour_events.c.occurred_at)
+
+# A session that logged in belongs to its customer from then on.
+rec_sessions = sa.Table(
+    "rec_sessions", metadata,
+    sa.Column("session_id", sa.String(128), primary_key=True),
+    sa.Column("customer_id", sa.String(128), nullable=False),
+    sa.Column("merged_at", UTCDateTime, nullable=False),
 )
 
 
@@ -26,8 +73,70 @@ async def save_availability(conn: AsyncConnection, sku: str, version: int, avail
                                             "available": available, "updated_at": at}], ["sku"])
 
 
-async def availability(conn: AsyncConnection, skus: list[str]) -> dict[str, tuple[int, int]]:
-    """SKU -> (version, available) for the SKUs the projection knows."""
-    rows = await conn.execute(sa.select(item_availability).where(
-        item_availability.c.sku.in_(skus)))
-    return {row.sku: (row.version, row.available) for row in rows}
+async def availability(conn: AsyncConnection, skus: list[str] | None = None
+                       ) -> dict[str, tuple[int, int]]:
+    """SKU -> (version, available) for the SKUs the projection knows (all when skus is None)."""
+    query = sa.select(item_availability)
+    if skus is not None:
+        query = query.where(item_availability.c.sku.in_(skus))
+    return {row.sku: (row.version, row.available) for row in await conn.execute(query)}
+
+
+async def save_items(conn: AsyncConnection, items: Sequence[dict[str, Any]]) -> None:
+    """Upsert rows of `rec_items` (a product event's state, or a bulk load)."""
+    if items:
+        await upsert(conn, rec_items, list(items), ["product_id"])
+
+
+async def item(conn: AsyncConnection, product_id: str) -> dict[str, Any] | None:
+    row = (await conn.execute(sa.select(rec_items).where(
+        rec_items.c.product_id == product_id))).mappings().first()
+    return dict(row) if row else None
+
+
+async def items(conn: AsyncConnection) -> list[dict[str, Any]]:
+    rows = await conn.execute(sa.select(rec_items).order_by(rec_items.c.product_id))
+    return [dict(row) for row in rows.mappings()]
+
+
+async def add_behaviour(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
+    if rows:
+        await insert_rows(conn, behaviour_events, list(rows))
+
+
+async def history(conn: AsyncConnection, *, customer_id: str | None = None,
+                  session_id: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+    """The shopper's latest `limit` events, oldest first."""
+    column = behaviour_events.c.customer_id if customer_id else behaviour_events.c.session_id
+    rows = await conn.execute(
+        sa.select(behaviour_events).where(column == (customer_id or session_id))
+        .order_by(behaviour_events.c.occurred_at.desc(), behaviour_events.c.id.desc())
+        .limit(limit))
+    return [dict(row) for row in reversed(rows.mappings().all())]
+
+
+async def recent_behaviour(conn: AsyncConnection, since: datetime | None,
+                           limit: int) -> list[dict[str, Any]]:
+    """Up to `limit` of the newest events (after `since`), oldest first: the fit's history."""
+    query = sa.select(behaviour_events)
+    if since is not None:
+        query = query.where(behaviour_events.c.occurred_at > since)
+    rows = await conn.execute(query.order_by(behaviour_events.c.occurred_at.desc()).limit(limit))
+    return [dict(row) for row in reversed(rows.mappings().all())]
+
+
+async def merge_session(conn: AsyncConnection, session_id: str, customer_id: str,
+                        at: datetime) -> bool:
+    """Give the session's history to the customer; False when it was merged already."""
+    fresh = await customer_of(conn, session_id) is None
+    await insert_missing(conn, rec_sessions, [
+        {"session_id": session_id, "customer_id": customer_id, "merged_at": at}])
+    await conn.execute(sa.update(behaviour_events).where(
+        behaviour_events.c.session_id == session_id,
+        behaviour_events.c.customer_id.is_(None)).values(customer_id=customer_id))
+    return fresh
+
+
+async def customer_of(conn: AsyncConnection, session_id: str) -> str | None:
+    return (await conn.execute(sa.select(rec_sessions.c.customer_id).where(
+        rec_sessions.c.session_id == session_id))).scalar_one_or_none()

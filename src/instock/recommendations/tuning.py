@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from instock.recommendations.events import FloatArray, IntArray
+from instock.recommendations.data import FloatArray, IntArray
 from instock.recommendations.model import Hybrid
 from instock.recommendations.protocol import Progress, Split
 

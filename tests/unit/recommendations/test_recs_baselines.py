@@ -4,7 +4,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from instock.recommendations.baselines import ImplicitALS, baseline_models
-from instock.recommendations.events import Context, EventLog
+from instock.recommendations.data import Context, EventLog
 
 
 def block_log() -> EventLog:

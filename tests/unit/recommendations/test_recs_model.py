@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from instock.recommendations.events import CART, PURCHASE, VIEW, Context, Event, EventLog
+from instock.recommendations.data import CART, PURCHASE, VIEW, Context, Event, EventLog
 from instock.recommendations.model import (
     ContentSimilarity,
     CoOccurrence,

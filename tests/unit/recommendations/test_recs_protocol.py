@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from instock.recommendations.events import CART, PURCHASE, VIEW, Context
+from instock.recommendations.data import CART, PURCHASE, VIEW, Context
 from instock.recommendations.model import CoOccurrence, Hybrid, Trending
 from instock.recommendations.protocol import (
     Split,

@@ -51,7 +51,8 @@ class InvalidEvent(ValueError):
 # src/instock declares a DomainEvent and is missing here.
 EVENT_MODULES = ("instock.catalog.events", "instock.inventory.events", "instock.waitlist.events",
                  "instock.orders.events", "instock.payments.events", "instock.channels.events",
-                 "instock.webhooks.events")
+                 "instock.webhooks.events", "instock.recommendations.events",
+                 "instock.experiments.events")
 
 
 def _subclasses(cls: type[DomainEvent]) -> Iterator[type[DomainEvent]]:

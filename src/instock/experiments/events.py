@@ -1,0 +1,1 @@
+"""Events the experiments context publishes (filled in by the experiments work)."""

@@ -1,0 +1,1 @@
+"""Experiment tables (filled in by the experiments work)."""
