@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 
 import instock.catalog.api
 import instock.channels.api
+import instock.experiments.api
 import instock.inventory.api
 import instock.live.api
 import instock.orders.api
@@ -27,6 +28,7 @@ from instock.channels.connector import connector_factory
 from instock.channels.service import ChannelsService
 from instock.channels.worker import ChannelWorker
 from instock.config import Settings, get_settings
+from instock.experiments.service import CONVERSIONS, ExperimentsService
 from instock.inventory.service import InventoryService
 from instock.live import model as live_model
 from instock.live.events import Update
@@ -51,6 +53,10 @@ from instock.webhooks.service import FANOUT, Policy, WebhookService
 
 log = structlog.get_logger(__name__)
 
+# The models the recommendation engine knows, which experiment variants may name.
+RECOMMENDATION_MODELS = frozenset({"hybrid", "trending", "popularity", "cooccurrence", "sequential",
+                                   "sknn", "content", "affinity"})
+
 
 @dataclass
 class Container:
@@ -67,6 +73,7 @@ class Container:
     channels: ChannelsService
     payments: PaymentService
     orders: OrdersService
+    experiments: ExperimentsService
 
     def relay(self) -> Relay:
         # The relay checks events against the models the published schemas are generated
@@ -78,7 +85,7 @@ class Container:
     def consumer_specs(self) -> dict[str, ConsumerSpec]:
         """Every durable consumer of this code base, by name."""
         specs = [AVAILABILITY, NOTIFIER, FANOUT, self.channels.stock_consumer(),
-                 self.channels.orders_consumer(), PAYMENT_EVENTS]
+                 self.channels.orders_consumer(), PAYMENT_EVENTS, CONVERSIONS]
         return {spec.name: spec for spec in specs}
 
     def consumer(self, name: str) -> Consumer:
@@ -88,6 +95,7 @@ class Container:
                         validate=schemas.validate)
 
     async def close(self) -> None:
+        await self.experiments.close()
         await self.inventory.sold_out.close()
         await self.payments.provider.close()
         await self.bus.close()
@@ -124,9 +132,10 @@ def build(settings: Settings | None = None) -> Container:
                                      settings.connector_attempts),
         webhook_tolerance_seconds=settings.marketplace_webhook_tolerance_seconds,
         order_attempts=settings.channel_order_attempts, orders=orders)
+    experiments = ExperimentsService(db, models=RECOMMENDATION_MODELS)
     return Container(settings, db, tokens, catalog_service, inventory_service,
                      WaitlistService(db, catalog_service), connect(settings.bus_url), webhooks,
-                     channels, payments, orders)
+                     channels, payments, orders, experiments)
 
 
 async def run_sweeper(inventory_service: InventoryService, interval: float) -> None:
@@ -159,7 +168,8 @@ async def run_consumer(consumer: Consumer) -> None:
 def background_work(container: Container, hub: LiveHub) -> list[Coroutine[Any, Any, None]]:
     """What an API process runs beside serving requests, as settings ask."""
     settings = container.settings
-    work: list[Coroutine[Any, Any, None]] = [hub.run()]
+    work: list[Coroutine[Any, Any, None]] = [hub.run(),
+                                             container.experiments.run_exposure_writer()]
     if settings.run_sweeper:
         work.append(run_sweeper(container.inventory, settings.sweeper_interval_seconds))
     if settings.run_relay:
@@ -220,6 +230,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.payments = container.payments
     app.state.webhooks = container.webhooks
     app.state.channels = container.channels
+    app.state.experiments = container.experiments
     errors.install_handlers(app)
     app.add_middleware(IdempotencyMiddleware, db=container.db, tokens=container.tokens)
     telemetry.install(app)  # added last, so outermost: it times and logs everything
@@ -231,6 +242,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(instock.payments.api.router)
     app.include_router(instock.webhooks.api.router)
     app.include_router(instock.channels.api.router)
+    app.include_router(instock.experiments.api.router)
 
     @app.get("/livez", include_in_schema=False)
     async def livez() -> dict[str, str]:

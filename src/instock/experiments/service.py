@@ -230,9 +230,13 @@ class ExperimentsService:
                 del self._written[key]
 
     async def close(self) -> None:
+        """Write what is queued; a database already gone loses it (logged), not the shutdown."""
         if self._refreshing is not None:
             self._refreshing.cancel()
-        await self.flush()
+        try:
+            await self.flush()
+        except Exception:
+            log.warning("exposures_lost_on_close", count=len(self._pending), exc_info=True)
 
     # -- results ------------------------------------------------------------------------------
 
