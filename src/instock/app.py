@@ -21,6 +21,7 @@ import instock.inventory.api
 import instock.live.api
 import instock.orders.api
 import instock.payments.api
+import instock.recommendations.api
 import instock.waitlist.api
 import instock.webhooks.api
 from instock.catalog.service import CatalogService
@@ -42,21 +43,23 @@ from instock.platform.auth import TokenAuthority, load_or_create_secret
 from instock.platform.bus import Bus, connect, schemas
 from instock.platform.bus.consumer import Consumer, ConsumerSpec
 from instock.platform.bus.relay import Relay
+from instock.platform.cache import grouped_cache
 from instock.platform.db import Database
 from instock.platform.flags import versioned_flags
 from instock.platform.idempotency import IdempotencyMiddleware
 from instock.platform.retry import keep_running
 from instock.platform.runtime import tune_for_throughput
-from instock.recommendations.service import AVAILABILITY
+from instock.recommendations.engine import MODEL_NAMES
+from instock.recommendations.service import (
+    AVAILABILITY,
+    CATALOGUE,
+    RecommendationsService,
+    RecsSettings,
+)
 from instock.waitlist.service import NOTIFIER, WaitlistService
 from instock.webhooks.service import FANOUT, Policy, WebhookService
 
 log = structlog.get_logger(__name__)
-
-# The models the recommendation engine knows, which experiment variants may name.
-RECOMMENDATION_MODELS = frozenset({"hybrid", "trending", "popularity", "cooccurrence", "sequential",
-                                   "sknn", "content", "affinity"})
-
 
 @dataclass
 class Container:
@@ -74,6 +77,7 @@ class Container:
     payments: PaymentService
     orders: OrdersService
     experiments: ExperimentsService
+    recommendations: RecommendationsService
 
     def relay(self) -> Relay:
         # The relay checks events against the models the published schemas are generated
@@ -84,7 +88,7 @@ class Container:
 
     def consumer_specs(self) -> dict[str, ConsumerSpec]:
         """Every durable consumer of this code base, by name."""
-        specs = [AVAILABILITY, NOTIFIER, FANOUT, self.channels.stock_consumer(),
+        specs = [AVAILABILITY, CATALOGUE, NOTIFIER, FANOUT, self.channels.stock_consumer(),
                  self.channels.orders_consumer(), PAYMENT_EVENTS, CONVERSIONS]
         return {spec.name: spec for spec in specs}
 
@@ -96,6 +100,7 @@ class Container:
 
     async def close(self) -> None:
         await self.experiments.close()
+        await self.recommendations.cache.close()
         await self.inventory.sold_out.close()
         await self.payments.provider.close()
         await self.bus.close()
@@ -132,10 +137,15 @@ def build(settings: Settings | None = None) -> Container:
                                      settings.connector_attempts),
         webhook_tolerance_seconds=settings.marketplace_webhook_tolerance_seconds,
         order_attempts=settings.channel_order_attempts, orders=orders)
-    experiments = ExperimentsService(db, models=RECOMMENDATION_MODELS)
+    experiments = ExperimentsService(db, models=MODEL_NAMES)
+    recommendations = RecommendationsService(
+        db, grouped_cache(settings.redis_url, settings.recs_cache_ttl_seconds,
+                          f"recs:{db.url.database}"),
+        RecsSettings(settings.recs_cache_ttl_seconds, settings.recs_refit_seconds,
+                     settings.recs_history_limit), assign=experiments.assign)
     return Container(settings, db, tokens, catalog_service, inventory_service,
                      WaitlistService(db, catalog_service), connect(settings.bus_url), webhooks,
-                     channels, payments, orders, experiments)
+                     channels, payments, orders, experiments, recommendations)
 
 
 async def run_sweeper(inventory_service: InventoryService, interval: float) -> None:
@@ -170,6 +180,8 @@ def background_work(container: Container, hub: LiveHub) -> list[Coroutine[Any, A
     settings = container.settings
     work: list[Coroutine[Any, Any, None]] = [hub.run(),
                                              container.experiments.run_exposure_writer()]
+    if settings.run_recommender:
+        work.append(container.recommendations.run(container.bus))
     if settings.run_sweeper:
         work.append(run_sweeper(container.inventory, settings.sweeper_interval_seconds))
     if settings.run_relay:
@@ -231,6 +243,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.webhooks = container.webhooks
     app.state.channels = container.channels
     app.state.experiments = container.experiments
+    app.state.recommendations = container.recommendations
     errors.install_handlers(app)
     app.add_middleware(IdempotencyMiddleware, db=container.db, tokens=container.tokens)
     telemetry.install(app)  # added last, so outermost: it times and logs everything
@@ -243,6 +256,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(instock.webhooks.api.router)
     app.include_router(instock.channels.api.router)
     app.include_router(instock.experiments.api.router)
+    app.include_router(instock.recommendations.api.router)
 
     @app.get("/livez", include_in_schema=False)
     async def livez() -> dict[str, str]:

@@ -55,6 +55,14 @@ class Settings(BaseSettings):
     consumer_attempts: int = Field(default=5, ge=1)
     # A delivery not acked for this long is handed to another member of the consumer group.
     consumer_redeliver_seconds: float = Field(default=30.0, gt=0)
+    # Recommendations: every API process keeps a recommender fed by the bus (run_recommender);
+    # it refits (and re-tunes) on the latest `recs_history_limit` behaviour events this often.
+    # Lists are cached per shopper for `recs_cache_ttl_seconds` (in Redis when redis_url is
+    # set), dropped at once when the shopper acts, and checked against live stock on every read.
+    run_recommender: bool = True
+    recs_refit_seconds: float = Field(default=600.0, gt=0)
+    recs_history_limit: int = Field(default=500_000, ge=1)
+    recs_cache_ttl_seconds: float = Field(default=60.0, gt=0)
     # SSE and WebSocket clients get a heartbeat after this many quiet seconds.
     live_heartbeat_seconds: float = Field(default=15.0, gt=0)
     # Orders: a cart's holds run this long after the buyer's last touch; checkout holds the stock

@@ -15,16 +15,13 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
 from typing import cast
 
-import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import RedisError
 
+from instock.platform.cache import connect_redis
 from instock.platform.memo import Memo
 
 log = structlog.get_logger(__name__)
-
-# Seconds to wait for Redis before doing without it.
-REDIS_TIMEOUT = 0.5
 
 # A state: the aggregate's version and whether the flag is raised at that version.
 State = tuple[int, bool]
@@ -95,10 +92,7 @@ class RedisFlags(VersionedFlags):
         super().__init__(ttl_seconds)
         # A drop asks thousands of times at once: callers wait for a connection rather than
         # fail, and concurrent asks for the same keys share one round trip (`_reading`).
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url, max_connections=32, timeout=REDIS_TIMEOUT, socket_timeout=REDIS_TIMEOUT,
-            socket_connect_timeout=REDIS_TIMEOUT)
-        self._redis = aioredis.Redis(connection_pool=pool)
+        self._redis = connect_redis(url)
         self._prefix = f"instock:flags:{namespace}:"
         self._record = self._redis.register_script(_RECORD)
         self._reading = Memo(self._read, ttl_seconds=0)

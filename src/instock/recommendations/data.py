@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
+import scipy.sparse as sp
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
@@ -95,7 +96,8 @@ def sort_order(seq: npt.ArrayLike, time: npt.ArrayLike) -> IntArray:
 class EventLog:
     """Events as parallel arrays sorted by (seq, time); `attributes` maps a name to per-item codes.
 
-    Attribute code -1 means unknown. Items are 0..n_items-1.
+    Attribute code -1 means unknown. Items are 0..n_items-1. `features` (items x features, when
+    given) holds multi-valued content such as tags and title words.
     """
 
     seq: IntArray
@@ -104,6 +106,7 @@ class EventLog:
     kind: IntArray
     n_items: int
     attributes: dict[str, IntArray] = field(default_factory=dict)
+    features: sp.csr_matrix | None = None
 
     @classmethod
     def build(
@@ -136,6 +139,7 @@ class EventLog:
             self.kind[mask],
             self.n_items,
             self.attributes,
+            self.features,
         )
 
     def starts(self) -> IntArray:

@@ -346,8 +346,12 @@ class SessionKNN(_Model):
         context_size: int = 20,
         idf: float = 1.0,
         proximity: float = 0.8,
+        auto_flush: bool = True,
     ) -> None:
         self.k = k
+        # Folding events in rebuilds the matrices (O(history)): offline it happens before a
+        # score; a live server turns it off and refits off the request path instead.
+        self.auto_flush = auto_flush
         self.decay = decay
         self.context_size = context_size
         self.idf = idf
@@ -420,9 +424,11 @@ class SessionKNN(_Model):
         return rows, self.proximity ** np.abs(pos - meet[rows])
 
     def _score_all(self, ctx: Context) -> FloatArray:
-        self._flush()
+        if self.auto_flush:
+            self._flush()
         items, w = _context_tail(ctx, self.n_items, self.context_size, self.decay)
         q = np.bincount(items, weights=w, minlength=self.n_items).astype(np.float64)
+        q = q[: self.matrix.shape[1]]  # items newer than the last fold have no neighbours yet
         sims = self.matrix @ q
         if ctx.seq is not None and ctx.seq in self.row_of:
             sims[self.row_of[ctx.seq]] = 0.0  # a live session must not be its own neighbour
@@ -432,7 +438,7 @@ class SessionKNN(_Model):
         rows, prox = self._neighbour_weights(nb, q)
         cols = self.positions[nb].indices
         votes = np.bincount(cols, weights=sims[nb][rows] * prox, minlength=self.n_items)
-        return votes * self._item_weight
+        return votes * _grow(self._item_weight, self.n_items)
 
 
 class ContentSimilarity(_Model):
@@ -447,11 +453,13 @@ class ContentSimilarity(_Model):
         self.context_size = context_size
         self.attributes: dict[str, IntArray] = {}
         self._n_values: dict[str, int] = {}
+        self.features: sp.csr_matrix | None = None
         self.popularity: FloatArray = np.zeros(0)
 
     def fit(self, log: EventLog) -> None:
         self.n_items = log.n_items
-        self.set_attributes({k: v[: log.n_items] for k, v in log.attributes.items()})
+        self.set_attributes({k: v[: log.n_items] for k, v in log.attributes.items()},
+                            log.features)
         self.popularity = np.bincount(log.item, minlength=log.n_items).astype(float)
 
     def update(self, event: Event) -> None:
@@ -459,10 +467,32 @@ class ContentSimilarity(_Model):
         self.popularity = _grow(self.popularity, self.n_items)
         self.popularity[event.item] += 1.0
 
-    def set_attributes(self, attributes: Mapping[str, IntArray]) -> None:
-        """Catalogue changes (new items, re-categorisation) arrive here, not as events."""
+    def set_attributes(
+        self, attributes: Mapping[str, IntArray], features: sp.csr_matrix | None = None
+    ) -> None:
+        """Catalogue changes (new items, re-categorisation) arrive here, not as events.
+
+        `features` (items x features, 0/1) are multi-valued attributes such as tags and title
+        words; stated preferences name feature columns under the key "features".
+        """
         self.attributes = {k: np.asarray(v, np.int64) for k, v in attributes.items()}
         self._n_values = {k: int(v.max()) + 1 if len(v) else 0 for k, v in self.attributes.items()}
+        self.features = features
+        self.n_items = max(self.n_items, max((len(v) for v in self.attributes.values()), default=0))
+        self.popularity = _grow(self.popularity, self.n_items)
+
+    def _feature_votes(self, items: IntArray, w: FloatArray, stated: Sequence[int]) -> FloatArray:
+        """Shared features with the context, each context item's features summing to its weight."""
+        f = self.features
+        assert f is not None
+        known = items < f.shape[0]
+        rows = f[items[known]]
+        per_row = np.maximum(np.diff(rows.indptr), 1)
+        taste = np.asarray(rows.T @ (w[known] / per_row)).ravel()
+        answers = [v for v in stated if 0 <= v < f.shape[1]]
+        taste[answers] += 1.0
+        out = np.asarray(f @ taste).ravel()
+        return _grow(out, self.n_items)[: self.n_items]
 
     def _votes(
         self, name: str, items: IntArray, w: FloatArray, stated: Sequence[int]
@@ -486,6 +516,8 @@ class ContentSimilarity(_Model):
             votes = self._votes(name, items, w, ctx.preferences.get(name, ()))
             codes = codes[: self.n_items]
             out[: len(codes)] += np.where(codes >= 0, votes[np.maximum(codes, 0)], 0.0)
+        if self.features is not None and self.features.shape[1]:
+            out += self._feature_votes(items, w, ctx.preferences.get("features", ()))
         # log-popularity only orders items within a matching attribute value
         return out * (1.0 + np.log1p(self.popularity[: self.n_items]))
 
@@ -548,11 +580,17 @@ class Hybrid:
         """(n_components, n_items) normalised scores, in `components` order."""
         return np.vstack([normalise(m.score(ctx, candidates)) for m in self.components.values()])
 
-    def score(self, ctx: Context, candidates: IntArray | None = None) -> FloatArray:
+    def parts(self, ctx: Context, candidates: IntArray | None = None) -> dict[str, FloatArray]:
+        """Each weighted component's contribution to the blend (what explains a list)."""
         active = {n: w for n, w in self.weights.items() if w > 0 and n in self.components}
-        parts = [
-            w * normalise(self.components[n].score(ctx, candidates)) for n, w in active.items()
-        ]
+        parts = {n: w * normalise(self.components[n].score(ctx, candidates))
+                 for n, w in active.items()}
+        # a catalogue that grew reaches components at their next event: pad the laggards
+        size = max((len(p) for p in parts.values()), default=0)
+        return {n: _grow(p, size) for n, p in parts.items()}
+
+    def score(self, ctx: Context, candidates: IntArray | None = None) -> FloatArray:
+        parts = list(self.parts(ctx, candidates).values())
         if parts:
             return np.sum(parts, axis=0)
         size = self.n_items if candidates is None else len(candidates)

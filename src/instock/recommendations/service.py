@@ -1,13 +1,42 @@
-"""Recommendation use cases that run against the live system (offline evaluation: evaluate.py)."""
+"""Recommendation use cases against the live system (offline evaluation: evaluate.py).
+
+Behaviour events are stored and published in one transaction; every API process's engine hears
+them (and stock, product and order events) from the bus and learns within a second. Lists are
+cached per shopper and dropped when the shopper does something; a list read from the cache is
+checked against live stock, so a sold-out item is gone from every cached list at once.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from instock.platform.bus import Envelope
+from instock.experiments.service import Assignment
+from instock.platform.bus import Bus, Envelope
+from instock.platform.bus import outbox as events_out
 from instock.platform.bus.consumer import ConsumerSpec
-from instock.platform.db import utcnow
+from instock.platform.bus.outbox import DomainEvent
+from instock.platform.cache import GroupedCache
+from instock.platform.db import Database, utcnow
+from instock.platform.ids import new_id
+from instock.platform.memo import Memo
+from instock.platform.retry import keep_running
+from instock.recommendations import engine as eng
 from instock.recommendations import store
+from instock.recommendations.events import BehaviourRecorded, SessionMerged
+
+log = structlog.get_logger(__name__)
+
+PRODUCT_EVENTS = frozenset({"product.created.v1", "product.updated.v1"})
+# A cached list holds this many times the asked length: picks that sell out meanwhile are
+# skipped on read without a recompute.
+OVERFETCH = 2
 
 
 async def on_stock_changed(conn: AsyncConnection, envelope: Envelope) -> None:
@@ -17,5 +46,239 @@ async def on_stock_changed(conn: AsyncConnection, envelope: Envelope) -> None:
                                   int(data["totals"]["available"]), utcnow())
 
 
+async def on_product(conn: AsyncConnection, envelope: Envelope) -> None:
+    """Keep the catalogue projection (what the engine loads when a process starts)."""
+    await store.save_items(conn, [item_row(envelope["data"])])
+
+
+def item_row(data: Mapping[str, Any]) -> dict[str, Any]:
+    return {"product_id": data["id"], "version": int(data["version"]), "title": data["title"],
+            "brand": data["brand"], "category": data["category"], "tags": list(data["tags"]),
+            "attributes": dict(data["attributes"]), "price": float(data["price"]),
+            "replenishable": bool(data["replenishable"]),
+            "variants": list(data.get("variants") or [{"sku": s} for s in data["skus"]]),
+            "updated_at": utcnow()}
+
+
 AVAILABILITY = ConsumerSpec("recs-availability", frozenset({"inventory.stock_changed.v1"}),
                             on_stock_changed)
+CATALOGUE = ConsumerSpec("recs-catalogue", PRODUCT_EVENTS, on_product)
+
+
+@dataclass(frozen=True)
+class RecsSettings:
+    cache_ttl_seconds: float = 60.0
+    refit_seconds: float = 600.0
+    history_limit: int = 500_000
+
+
+Assign = Callable[[str], Awaitable[Assignment | None]]
+
+
+@dataclass
+class Served:
+    subject: str
+    items: list[dict[str, Any]]
+    assignment: Assignment | None
+    cached: bool
+
+
+class RecommendationsService:
+    def __init__(self, db: Database, cache: GroupedCache, settings: RecsSettings,
+                 assign: Assign | None = None) -> None:
+        self.db = db
+        self.cache = cache
+        self.settings = settings
+        self.assign = assign
+        self.engine = eng.Engine()
+        self.ready = asyncio.Event()
+        self._customers: Memo[str, str | None] = Memo(self._customer_of, ttl_seconds=1.0)
+        self._loading: Memo[str, eng.Shopper] = Memo(self._load_shopper, ttl_seconds=0)
+        self._versions: dict[str, int] = {}
+
+    # -- behaviour events ----------------------------------------------------------------
+
+    async def record(self, events: Sequence[Mapping[str, Any]],
+                     correlation_id: str | None = None) -> list[str]:
+        """Store and publish a batch; a session seen with its customer is merged into it."""
+        now = utcnow()
+        rows = []
+        for event in events:
+            row = {"id": new_id(), "kind": event["kind"], "session_id": event.get("session_id"),
+                   "customer_id": event.get("customer_id"), "product_id": event.get("product_id"),
+                   "sku": event.get("sku"), "query": event.get("query"),
+                   "attribute": event.get("attribute"), "value": event.get("value"),
+                   "occurred_at": event.get("occurred_at") or now, "received_at": now}
+            if row["session_id"] and not row["customer_id"]:
+                row["customer_id"] = await self._customers.get(row["session_id"])
+            rows.append(row)
+        logins = {(r["session_id"], r["customer_id"]) for r in rows
+                  if r["session_id"] and r["customer_id"]}
+        merged: list[tuple[str, str]] = []
+        async with self.db.write() as conn:
+            for session_id, customer_id in sorted(logins):
+                if await store.merge_session(conn, session_id, customer_id, now):
+                    merged.append((session_id, customer_id))
+            await store.add_behaviour(conn, rows)
+            published: list[DomainEvent] = [recorded(row) for row in rows]
+            published += [SessionMerged(session_id=s, customer_id=c) for s, c in merged]
+            await events_out.add(conn, published, correlation_id)
+        for session_id, customer_id in merged:
+            self._customers.forget(session_id)
+            await self.forget_shoppers(session_id, customer_id)
+        for row in rows:  # this process need not wait for the bus
+            await self.learn(row)
+        return [row["id"] for row in rows]
+
+    async def learn(self, row: Mapping[str, Any]) -> None:
+        subject = eng.subject_of(row.get("customer_id"), row.get("session_id"))
+        if self.engine.observe(subject, row):
+            await self.cache.drop([subject])
+
+    async def forget_shoppers(self, session_id: str, customer_id: str) -> None:
+        subjects = [eng.subject_of(None, session_id), eng.subject_of(customer_id, None)]
+        for subject in subjects:
+            self.engine.forget(subject)
+        await self.cache.drop(subjects)
+
+    async def _customer_of(self, session_id: str) -> str | None:
+        async with self.db.read() as conn:
+            return await store.customer_of(conn, session_id)
+
+    # -- what the bus tells every process ----------------------------------------------
+
+    async def follow(self, bus: Bus) -> None:
+        """Learn from the bus for the life of the process (every process hears everything)."""
+        await keep_running(lambda: self._follow(bus), "recs_listener")
+
+    async def _follow(self, bus: Bus) -> None:
+        async for envelope in bus.listen():
+            try:
+                await self.hear(envelope)
+            except Exception:  # one bad event must not deafen the recommender
+                log.exception("recs_event_failed", event_id=envelope.get("id"))
+
+    async def hear(self, envelope: Envelope) -> None:
+        kind, data = envelope.get("type"), envelope.get("data") or {}
+        if kind == BehaviourRecorded.type:
+            await self.learn({**data, "id": data["event_id"]})
+        elif kind == SessionMerged.type:
+            self._customers.forget(data["session_id"])
+            await self.forget_shoppers(data["session_id"], data["customer_id"])
+        elif kind == "inventory.stock_changed.v1":
+            self.set_stock(data["sku"], int(data["sku_version"]),
+                           int(data["totals"]["available"]))
+        elif kind in PRODUCT_EVENTS:
+            self.engine.add_items([eng.item_of(data)])
+        elif kind == "order.paid.v1" and data.get("customer_id"):
+            subject = eng.subject_of(data["customer_id"], None)
+            self.engine.bought(subject, [line["sku"] for line in data["lines"]])
+            await self.cache.drop([subject])
+
+    def set_stock(self, sku: str, version: int, available: int) -> None:
+        """Newer news only: events of one SKU may arrive out of order from several relays."""
+        if version < self._versions.get(sku, -1):
+            return
+        self._versions[sku] = version
+        self.engine.set_stock(sku, available)
+
+    # -- the model's life ----------------------------------------------------------------
+
+    async def run(self, bus: Bus) -> None:
+        """Listen, load what the projections hold, fit, and refit now and then."""
+        listener = asyncio.create_task(self.follow(bus))
+        try:
+            await self.load()
+            await self.refit()
+            self.ready.set()
+            last_fit = time.monotonic()
+            while True:
+                await asyncio.sleep(0.5)
+                self.engine.share_catalogue()
+                if time.monotonic() - last_fit >= self.settings.refit_seconds:
+                    await keep_trying(self.refit)
+                    last_fit = time.monotonic()
+        finally:
+            listener.cancel()
+
+    async def load(self) -> None:
+        async with self.db.read() as conn:
+            items = await store.items(conn)
+            stock = await store.availability(conn)
+        self.engine.add_items(eng.item_of(row) for row in items)
+        for sku, (version, available) in stock.items():
+            self.set_stock(sku, version, available)
+        self.engine.share_catalogue()
+
+    async def refit(self) -> eng.FitReport:
+        """Fit on stored history in a thread; the live model serves (and learns) meanwhile."""
+        snapshot = self.engine.start_fit()
+        async with self.db.read() as conn:
+            history = await store.recent_behaviour(conn, None, self.settings.history_limit)
+        hybrid, report = await asyncio.to_thread(eng.fit, snapshot, history)
+        self.engine.install(hybrid, report)
+        log.info("recs_fitted", events=report.events, seconds=report.seconds,
+                 tuned_on=report.tuned_on, weights=report.weights)
+        return report
+
+    # -- serving -------------------------------------------------------------------------
+
+    async def subject(self, customer_id: str | None, session_id: str | None) -> str:
+        if not customer_id and session_id:
+            customer_id = await self._customers.get(session_id)
+        return eng.subject_of(customer_id, session_id)
+
+    async def recommend(self, customer_id: str | None, session_id: str | None, where: str,
+                        limit: int) -> Served:
+        subject = await self.subject(customer_id, session_id)
+        assignment = await self.assign(subject) if self.assign else None
+        variant = f"{assignment.experiment_id}:{assignment.variant}" if assignment else "-"
+        key = f"{where}|{limit}|{variant}"
+        cached = await self.cache.get(subject, key)
+        if cached is not None:
+            sellable = [pick for pick in cached if self._sellable(pick)]
+            if len(sellable) >= min(limit, len(cached)):
+                return Served(subject, sellable[:limit], assignment, True)
+        shopper = self.engine.shopper(subject) or await self._loading.get(subject)
+        picks = self.engine.recommend(shopper, where, OVERFETCH * limit,
+                                      assignment.config if assignment else None)
+        items = [self._render(pick) for pick in picks]
+        await self.cache.put(subject, key, items)
+        return Served(subject, items[:limit], assignment, False)
+
+    def _sellable(self, pick: Mapping[str, Any]) -> bool:
+        sku = pick.get("sku")
+        return sku is not None and self.engine.catalogue.available.get(sku, 0) > 0
+
+    def _render(self, pick: eng.Pick) -> dict[str, Any]:
+        item = self.engine.catalogue.items[self.engine.catalogue.code[pick.product_id]]
+        return {"product_id": pick.product_id, "sku": pick.sku, "title": item.title,
+                "brand": item.brand, "category": item.category, "in_your_size": pick.in_size,
+                "score": pick.score, "reason": {"code": pick.reason, "text": pick.text}}
+
+    async def _load_shopper(self, subject: str) -> eng.Shopper:
+        kind, _, key = subject.partition(":")
+        self.engine.begin_loading(subject)  # events heard while we read are kept, not lost
+        ids = {"customer_id": key if kind == "c" else None,
+               "session_id": key if kind == "s" else None}
+        async with self.db.read() as conn:
+            history = await store.history(conn, **ids, limit=eng.HISTORY_PER_SHOPPER)
+            # what they told us may be older than their last clicks
+            history = await store.history(conn, **ids, limit=20, kinds=("preference",)) + history
+        return self.engine.remember(subject, history)
+
+
+def recorded(row: Mapping[str, Any]) -> BehaviourRecorded:
+    return BehaviourRecorded(
+        event_id=row["id"], kind=row["kind"], session_id=row["session_id"],
+        customer_id=row["customer_id"], product_id=row["product_id"], sku=row["sku"],
+        query=row["query"], attribute=row["attribute"], value=row["value"],
+        occurred_at=row["occurred_at"])
+
+
+async def keep_trying(operation: Callable[[], Awaitable[Any]]) -> None:
+    """A failed refit is logged; the current model keeps serving."""
+    try:
+        await operation()
+    except Exception:
+        log.exception("recs_refit_failed")

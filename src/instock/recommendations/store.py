@@ -105,12 +105,15 @@ async def add_behaviour(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -
 
 
 async def history(conn: AsyncConnection, *, customer_id: str | None = None,
-                  session_id: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
-    """The shopper's latest `limit` events, oldest first."""
+                  session_id: str | None = None, limit: int = 50,
+                  kinds: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """The shopper's latest `limit` events (of the given kinds), oldest first."""
     column = behaviour_events.c.customer_id if customer_id else behaviour_events.c.session_id
+    query = sa.select(behaviour_events).where(column == (customer_id or session_id))
+    if kinds is not None:
+        query = query.where(behaviour_events.c.kind.in_(kinds))
     rows = await conn.execute(
-        sa.select(behaviour_events).where(column == (customer_id or session_id))
-        .order_by(behaviour_events.c.occurred_at.desc(), behaviour_events.c.id.desc())
+        query.order_by(behaviour_events.c.occurred_at.desc(), behaviour_events.c.id.desc())
         .limit(limit))
     return [dict(row) for row in reversed(rows.mappings().all())]
 

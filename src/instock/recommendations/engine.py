@@ -1,0 +1,503 @@
+"""The recommender of one API process: catalogue, stock and shoppers in memory, the hybrid fitted
+from history off the request path and updated by every event; `recommend` serves a list.
+
+No I/O here: the service feeds it rows and events and asks it for lists. Every API process holds
+one, fed by the same bus, so any process answers within a second of any event.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from collections import OrderedDict, deque
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from instock.recommendations import rules
+from instock.recommendations.data import (
+    CART,
+    PURCHASE,
+    VIEW,
+    WISHLIST,
+    BoolArray,
+    Context,
+    Event,
+    EventLog,
+    IntArray,
+)
+from instock.recommendations.model import Hybrid, default_components
+from instock.recommendations.protocol import Split, price_bands, target_positions, time_split
+
+DAY = 86_400.0
+KINDS = {"view": VIEW, "click": VIEW, "add_to_cart": CART, "wishlist": WISHLIST,
+         "purchase": PURCHASE}
+ATTRIBUTES = ("brand", "category", "colour")
+PREFERENCES = (*ATTRIBUTES, "tag", "size")
+HISTORY_PER_SHOPPER = 50
+# Below this many validation targets a tuned blend is noise: the starting blend serves instead.
+MIN_TUNING_TARGETS = 200
+# The blend of a shop without enough history to tune on: every signal counts, content and
+# stated preferences most (they are all a new shop has).
+STARTING_WEIGHTS: Mapping[str, float] = {
+    "trending": 0.5, "popularity": 0.25, "cooccurrence": 1.0, "sequential": 1.0,
+    "sequential_ctx": 0.5, "sknn": 1.0, "content": 1.0, "affinity_view": 0.5,
+    "affinity_cart": 1.0, "affinity_wishlist": 1.0, "affinity_purchase": 0.5,
+}
+# What an experiment's variant may name as its model: the blend, or one of its parts alone.
+MODEL_NAMES = frozenset({"hybrid", *STARTING_WEIGHTS})
+_WORD = re.compile(r"[a-z0-9]{3,}")
+
+
+def words(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+@dataclass
+class Item:
+    product_id: str
+    title: str
+    brand: str
+    category: str
+    colour: str
+    tags: list[str]
+    price: float
+    replenishable: bool
+    variants: list[tuple[str, str | None]]  # (sku, size)
+
+
+def item_of(row: Mapping[str, Any]) -> Item:
+    """An item from a `rec_items` row (or a product event's data)."""
+    attributes = row.get("attributes") or {}
+    variants = row.get("variants") or [{"sku": sku} for sku in row.get("skus", [])]
+    return Item(
+        product_id=row.get("product_id") or row["id"], title=row["title"], brand=row["brand"],
+        category=row["category"],
+        colour=str(attributes.get("colour") or attributes.get("color") or ""),
+        tags=[str(t).lower() for t in row.get("tags") or []], price=float(row["price"]),
+        replenishable=bool(row["replenishable"]),
+        variants=[(v["sku"], (v.get("attributes") or {}).get("size")) for v in variants])
+
+
+class Catalogue:
+    """Products as dense codes, the attribute codes the models use, and what is in stock.
+
+    Attribute codes are kept per item as products arrive, so that handing the models fresh
+    arrays costs NumPy time, not a Python pass over a 100,000-item catalogue.
+    """
+
+    def __init__(self) -> None:
+        self.items: list[Item] = []
+        self.code: dict[str, int] = {}
+        self.sku_item: dict[str, int] = {}
+        self.available: dict[str, int] = {}
+        self.in_stock: BoolArray = np.zeros(0, bool)
+        self.vocab: dict[str, dict[str, int]] = {name: {} for name in ATTRIBUTES}
+        self.features: dict[str, int] = {}
+        self._codes: dict[str, list[int]] = {name: [] for name in ATTRIBUTES}
+        self._item_features: list[list[int]] = []
+        self._prices: list[float] = []
+        self.changed = False  # items arrived since the models last saw the arrays
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def upsert(self, item: Item) -> int:
+        code = self.code.get(item.product_id)
+        codes = {name: self.value_code(name, getattr(item, name)) for name in ATTRIBUTES}
+        names = {*(f"tag:{t}" for t in item.tags), *(f"word:{w}" for w in words(item.title))}
+        features = sorted(self.features.setdefault(f, len(self.features)) for f in names)
+        if code is None:
+            code = self.code[item.product_id] = len(self.items)
+            self.items.append(item)
+            self.in_stock = np.r_[self.in_stock, False]
+            for name in ATTRIBUTES:
+                self._codes[name].append(codes[name])
+            self._item_features.append(features)
+            self._prices.append(item.price)
+        else:
+            self.items[code] = item
+            for name in ATTRIBUTES:
+                self._codes[name][code] = codes[name]
+            self._item_features[code] = features
+            self._prices[code] = item.price
+        for sku, _ in item.variants:
+            self.sku_item[sku] = code
+        self._restock(code)
+        self.changed = True
+        return code
+
+    def set_stock(self, sku: str, available: int) -> int | None:
+        """Record a SKU's availability; the product's code when its in-stock state changed."""
+        self.available[sku] = available
+        code = self.sku_item.get(sku)
+        if code is None:
+            return None
+        was = bool(self.in_stock[code])
+        self._restock(code)
+        return code if bool(self.in_stock[code]) != was else None
+
+    def _restock(self, code: int) -> None:
+        self.in_stock[code] = any(self.available.get(sku, 0) > 0
+                                  for sku, _ in self.items[code].variants)
+
+    def variants(self, code: int) -> list[rules.Variant]:
+        return [rules.Variant(sku, size, self.available.get(sku, 0))
+                for sku, size in self.items[code].variants]
+
+    def value_code(self, attribute: str, value: str) -> int:
+        """Dense code of an attribute value, -1 for unknown or empty."""
+        if not value:
+            return -1
+        vocab = self.vocab[attribute]
+        return vocab.setdefault(value.lower(), len(vocab))
+
+    def feature(self, name: str) -> int | None:
+        return self.features.get(name)
+
+    def arrays(self) -> tuple[dict[str, IntArray], sp.csr_matrix]:
+        """Per-item attribute codes and the item x feature matrix (tags and title words)."""
+        attrs = {name: np.asarray(codes, np.int64) for name, codes in self._codes.items()}
+        attrs["price_band"] = price_bands(np.asarray(self._prices, float))
+        lengths = np.fromiter(map(len, self._item_features), np.int64, len(self.items))
+        indptr = np.r_[0, np.cumsum(lengths)]
+        indices = np.fromiter((f for fs in self._item_features for f in fs), np.int64,
+                              int(indptr[-1]))
+        matrix = sp.csr_matrix((np.ones(len(indices)), indices, indptr),
+                               shape=(len(self.items), len(self.features)))
+        return attrs, matrix
+
+
+@dataclass
+class Shopper:
+    """What one shopper did lately, what they told us, and what they bought."""
+
+    events: deque[tuple[int, int, float]] = field(
+        default_factory=lambda: deque(maxlen=HISTORY_PER_SHOPPER))
+    seen: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    preferences: dict[str, list[str]] = field(default_factory=dict)
+    searches: deque[str] = field(default_factory=lambda: deque(maxlen=5))
+    bought: set[int] = field(default_factory=set)
+
+    def first_time(self, event_id: str) -> bool:
+        """False for an event already applied (heard from the bus and loaded from the db)."""
+        if event_id in self.seen:
+            return False
+        self.seen[event_id] = None
+        if len(self.seen) > 4 * HISTORY_PER_SHOPPER:
+            self.seen.popitem(last=False)
+        return True
+
+    @property
+    def size(self) -> str | None:
+        stated = self.preferences.get("size")
+        return stated[-1] if stated else None
+
+
+@dataclass(frozen=True)
+class Pick:
+    product_id: str
+    sku: str | None
+    in_size: bool | None
+    score: float
+    reason: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What a refit needs from the live catalogue, copied on the event loop."""
+
+    code: dict[str, int]
+    attributes: dict[str, IntArray]
+    features: sp.csr_matrix
+
+    @property
+    def n_items(self) -> int:
+        return len(self.code)
+
+
+@dataclass
+class FitReport:
+    events: int
+    weights: dict[str, float]
+    tuned_on: int  # validation targets, 0 when the starting blend was kept
+    seconds: float
+
+
+class Engine:
+    def __init__(self, max_shoppers: int = 100_000) -> None:
+        self.catalogue = Catalogue()
+        self.hybrid = Hybrid(default_components(DAY), STARTING_WEIGHTS)
+        self.hybrid.fit(EventLog.build([], [], [], n_items=0))
+        self.shoppers: OrderedDict[str, Shopper] = OrderedDict()
+        self._loading: dict[str, Shopper] = {}
+        self.max_shoppers = max_shoppers
+        self.fitted: FitReport | None = None
+        self._since_fit: list[Event] | None = None
+
+    # -- catalogue and stock ---------------------------------------------------------------
+
+    def add_items(self, items: Iterable[Item]) -> None:
+        """Products created or changed; the models see them at the next `share_catalogue`."""
+        for item in items:
+            self.catalogue.upsert(item)
+
+    def share_catalogue(self) -> None:
+        """Hand content similarity the current attribute arrays (the service calls this at
+        most a few times a second: a product change must not cost every request O(catalogue))."""
+        if self.catalogue.changed:
+            self.catalogue.changed = False
+            self._content_sees(*self.catalogue.arrays())
+
+    def _content_sees(self, attrs: dict[str, IntArray], features: sp.csr_matrix) -> None:
+        content = self.hybrid.components.get("content")
+        if content is not None:
+            content.set_attributes(attrs, features)  # type: ignore[attr-defined]
+
+    def set_stock(self, sku: str, available: int) -> int | None:
+        return self.catalogue.set_stock(sku, available)
+
+    # -- shoppers ------------------------------------------------------------------------
+
+    def shopper(self, subject: str) -> Shopper | None:
+        found = self.shoppers.get(subject)
+        if found is not None:
+            self.shoppers.move_to_end(subject)
+        return found
+
+    def begin_loading(self, subject: str) -> None:
+        """A shopper's history is being read: events heard meanwhile are kept for them."""
+        self._loading.setdefault(subject, Shopper())
+
+    def remember(self, subject: str, history: Sequence[Mapping[str, Any]]) -> Shopper:
+        """A shopper loaded from stored events; events heard while loading still count."""
+        shopper = self._loading.pop(subject, None) or self.shoppers.get(subject) or Shopper()
+        for row in history:
+            self._apply(shopper, row)
+        shopper.events = deque(sorted(shopper.events, key=lambda e: e[2]),
+                               maxlen=HISTORY_PER_SHOPPER)
+        self.shoppers[subject] = shopper
+        if len(self.shoppers) > self.max_shoppers:
+            self.shoppers.popitem(last=False)
+        return shopper
+
+    def forget(self, subject: str) -> None:
+        self.shoppers.pop(subject, None)
+        self._loading.pop(subject, None)
+
+    def observe(self, subject: str, row: Mapping[str, Any]) -> bool:
+        """One behaviour event: teach the models, update the shopper if held; True if new."""
+        shopper = self.shoppers.get(subject) or self._loading.get(subject)
+        if shopper is not None and not self._apply(shopper, row):
+            return False
+        code = self.catalogue.code.get(row.get("product_id") or "")
+        kind = KINDS.get(row["kind"])
+        if code is not None and kind is not None:
+            event = Event(seq_of(subject), code, _epoch(row["occurred_at"]), kind)
+            self.hybrid.update(event)
+            if self._since_fit is not None:
+                self._since_fit.append(event)
+        return True
+
+    def bought(self, subject: str, skus: Iterable[str]) -> None:
+        """An order was paid: those products are bought (shown again only if replenished)."""
+        shopper = self.shoppers.get(subject)
+        if shopper is not None:
+            shopper.bought |= {self.catalogue.sku_item[s] for s in skus
+                               if s in self.catalogue.sku_item}
+
+    def _apply(self, shopper: Shopper, row: Mapping[str, Any]) -> bool:
+        if not shopper.first_time(str(row["id"])):
+            return False
+        kind = row["kind"]
+        if kind == "preference" and row.get("attribute") in PREFERENCES and row.get("value"):
+            answers = shopper.preferences.setdefault(row["attribute"], [])
+            answers.append(str(row["value"]).lower() if row["attribute"] != "size"
+                           else str(row["value"]))
+            del answers[:-5]
+        elif kind == "search" and row.get("query"):
+            shopper.searches.append(row["query"])
+        code = self.catalogue.code.get(row.get("product_id") or "")
+        if code is not None and kind in KINDS:
+            shopper.events.append((code, KINDS[kind], _epoch(row["occurred_at"])))
+            if kind == "purchase":
+                shopper.bought.add(code)
+        return True
+
+    # -- fitting -------------------------------------------------------------------------
+
+    def start_fit(self) -> Snapshot:
+        """Begin a refit: a snapshot for the fitting thread; events from now on are kept to
+        replay onto the new model."""
+        self._since_fit = []
+        self.catalogue.changed = False
+        attrs, features = self.catalogue.arrays()
+        return Snapshot(dict(self.catalogue.code), attrs, features)
+
+    def install(self, hybrid: Hybrid, report: FitReport) -> None:
+        """Swap in a model fitted off the loop, then teach it what happened meanwhile."""
+        for event in self._since_fit or ():
+            hybrid.update(event)
+        self._since_fit = None
+        self.hybrid, self.fitted = hybrid, report
+        self.catalogue.changed = True
+        self.share_catalogue()
+
+    # -- serving -------------------------------------------------------------------------
+
+    def model(self, config: Mapping[str, Any] | None) -> Hybrid:
+        """The hybrid, one of its components alone, or the hybrid with other weights."""
+        config = config or {}
+        name = config.get("model", "hybrid")
+        if name != "hybrid" and name in self.hybrid.components:
+            return Hybrid({name: self.hybrid.components[name]}, {name: 1.0})
+        if config.get("weights"):
+            return Hybrid(self.hybrid.components, {**self.hybrid.weights, **config["weights"]})
+        return self.hybrid
+
+    def context(self, shopper: Shopper, where: str) -> tuple[Context, set[int]]:
+        """The scoring context for a page, and the items that page must not recommend."""
+        events = list(shopper.events)
+        exclude = {code for code in shopper.bought
+                   if not self.catalogue.items[code].replenishable}
+        if where.startswith("product:"):
+            code = self.catalogue.code.get(where.removeprefix("product:"))
+            if code is not None:
+                events.append((code, VIEW, time.time()))
+                exclude.add(code)
+        elif where == "cart":
+            carted = [e for e in events if e[1] == CART]
+            events = carted or events
+            exclude |= {e[0] for e in carted}
+        items = [e[0] for e in events]
+        ctx = Context.of(items, [e[1] for e in events], [e[2] for e in events],
+                         preferences=self._stated(shopper))
+        return ctx, exclude
+
+    def _stated(self, shopper: Shopper) -> dict[str, list[int]]:
+        """Poll answers and search words as codes the content model understands."""
+        stated: dict[str, list[int]] = {}
+        for name in ATTRIBUTES:
+            vocab = self.catalogue.vocab[name]
+            codes = [vocab[v] for v in shopper.preferences.get(name, ()) if v in vocab]
+            if codes:
+                stated[name] = codes
+        names = [f"tag:{t}" for t in shopper.preferences.get("tag", ())]
+        names += [f"word:{w}" for q in shopper.searches for w in words(q)]
+        features = [f for f in map(self.catalogue.feature, names) if f is not None]
+        if features:
+            stated["features"] = features
+        return stated
+
+    def recommend(self, shopper: Shopper, where: str, limit: int,
+                  config: Mapping[str, Any] | None = None) -> list[Pick]:
+        ctx, exclude = self.context(shopper, where)
+        parts = self.model(config).parts(ctx)
+        n = len(self.catalogue)
+        scores = np.zeros(n)
+        for contribution in parts.values():
+            scores[: min(n, len(contribution))] += contribution[:n]
+        allowed = self.catalogue.in_stock.copy()
+        allowed[[c for c in exclude if c < n]] = False
+        depth = 5 * limit
+        ranked = rules.shortlist(scores, allowed, depth)
+        if not len(ranked):
+            ranked = rules.newest(allowed, exclude, depth)
+            parts = {}
+        choices = {int(c): rules.choose_variant(self.catalogue.variants(int(c)), shopper.size)
+                   for c in ranked}
+        adjusted = {c: (float(scores[c]) or 1e-9) * (rules.SIZE_MISS if ch.in_size is False
+                                                     else 1.0) for c, ch in choices.items()}
+        attrs = self.hybrid.components["content"].attributes  # type: ignore[attr-defined]
+        brand = attrs.get("brand", np.full(n, -1))
+        category = attrs.get("category", np.full(n, -1))
+        picked = rules.diversify(list(choices), adjusted, _pad(brand, n), _pad(category, n), limit)
+        top = max(adjusted.values(), default=1.0)
+        return [self._pick(c, choices[c], adjusted[c] / top, parts, ctx) for c in picked]
+
+    def _pick(self, code: int, choice: rules.Choice, score: float,
+              parts: Mapping[str, Any], ctx: Context) -> Pick:
+        reason = rules.main_reason(parts, code)
+        if reason == "content" and ctx.preferences and not len(ctx.items):
+            reason = "preference"
+        anchor = self.catalogue.items[int(ctx.items[-1])].title if len(ctx.items) else "this"
+        item = self.catalogue.items[code]
+        return Pick(item.product_id, choice.sku, choice.in_size, round(score, 4), reason,
+                    rules.REASONS[reason].format(anchor=anchor))
+
+
+def fit(snapshot: Snapshot, history: Sequence[Mapping[str, Any]],
+        k: int = 20) -> tuple[Hybrid, FitReport]:
+    """Fit (and, with enough history, tune) a new hybrid; CPU work for a thread.
+
+    Weights are tuned on a time split of the stored history (the last 20% of time as
+    validation), as the offline evaluation does; a shop with too little keeps the starting blend.
+    """
+    began = time.perf_counter()
+    log = history_log(snapshot, history)
+    span = max(float(np.ptp(log.time)) if len(log) else 0.0, DAY)
+    weights = dict(STARTING_WEIGHTS)
+    split = Split(log, time_split(log.time), snapshot.n_items)
+    positions = target_positions(split)
+    tuned = len(positions) >= MIN_TUNING_TARGETS
+    if tuned:
+        from instock.recommendations.evaluate import tune_hybrid  # loaders: not on every import
+
+        weights = tune_hybrid(split, positions, k)
+    hybrid = Hybrid(serving_components(span), weights)
+    hybrid.fit(log)
+    return hybrid, FitReport(len(log), weights, len(positions) if tuned else 0,
+                             round(time.perf_counter() - began, 2))
+
+
+def serving_components(span: float) -> dict[str, Any]:
+    components = default_components(span)
+    components["sknn"].auto_flush = False  # type: ignore[attr-defined]
+    return components
+
+
+def history_log(snapshot: Snapshot, history: Sequence[Mapping[str, Any]]) -> EventLog:
+    """Stored behaviour rows as the models' event log (items the catalogue lost are dropped)."""
+    seq, item, when, kind = [], [], [], []
+    for row in history:
+        code = snapshot.code.get(row.get("product_id") or "")
+        if code is None or row["kind"] not in KINDS:
+            continue
+        subject = subject_of(row.get("customer_id"), row.get("session_id"))
+        seq.append(seq_of(subject))
+        item.append(code)
+        when.append(_epoch(row["occurred_at"]))
+        kind.append(KINDS[row["kind"]])
+    log = EventLog.build(seq, item, when, kind, snapshot.n_items, snapshot.attributes)
+    log.features = snapshot.features
+    return log
+
+
+def seq_of(subject: str) -> int:
+    """A shopper's sequence number for the models: the same in every process and every refit."""
+    return int.from_bytes(hashlib.blake2b(subject.encode(), digest_size=7).digest(), "big")
+
+
+def subject_of(customer_id: str | None, session_id: str | None) -> str:
+    """The key a shopper is known by: the customer when known, else the session."""
+    return f"c:{customer_id}" if customer_id else f"s:{session_id}"
+
+
+def _epoch(value: datetime | str | float) -> float:
+    if isinstance(value, datetime):
+        return value.timestamp()
+    if isinstance(value, str):
+        return datetime.fromisoformat(value).timestamp()
+    return float(value)
+
+
+def _pad(codes: IntArray, n: int) -> IntArray:
+    return codes if len(codes) >= n else np.r_[codes, np.full(n - len(codes), -1)]
+
+

@@ -1,0 +1,202 @@
+"""Recommendations over real HTTP: a server process with its relay, bus and consumers.
+
+Stock and products reach the recommender as events (inventory -> outbox -> bus), behaviour
+through `POST /v1/events`; nothing here feeds the engine directly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from instock.platform.auth import Role
+from tests.e2e.harness import (
+    Database,
+    ServerFactory,
+    assert_problem,
+    client,
+    create_location,
+    eventually,
+    fields_named,
+    receive,
+)
+
+WH = "wh-1"
+
+
+async def product(api: httpx.AsyncClient, product_id: str, *, brand: str = "Acme",
+                  category: str = "hoodies", sizes: tuple[str, ...] = ("M",),
+                  replenishable: bool = False, tags: tuple[str, ...] = ()) -> list[str]:
+    """A product with one SKU per size; returns the SKUs."""
+    skus = [f"{product_id}-{size}" for size in sizes]
+    response = await api.post("/v1/products", json={
+        "id": product_id, "title": f"{brand} {category} {product_id}", "brand": brand,
+        "category": category, "tags": list(tags), "price": "40", "replenishable": replenishable,
+        "variants": [{"sku": sku, "attributes": {"size": size}}
+                     for sku, size in zip(skus, sizes, strict=True)]})
+    assert response.status_code == 201, response.text
+    return skus
+
+
+async def shop(base_url: str, stock: dict[str, int], **products: dict[str, Any]) -> None:
+    """Create products (name -> options) and put `stock` units of each SKU on hand."""
+    async with client(base_url, Role.ADMIN) as admin:
+        await create_location(admin, WH)
+        for product_id, options in products.items():
+            await product(admin, product_id, **options)
+        for sku, units in stock.items():
+            await receive(admin, sku, WH, units)
+
+
+async def events(api: httpx.AsyncClient, *batch: dict[str, Any]) -> httpx.Response:
+    return await api.post("/v1/events", json={"events": list(batch)})
+
+
+async def recs(api: httpx.AsyncClient, **params: Any) -> dict[str, Any]:
+    response = await api.get("/v1/recommendations", params=params)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def ids(body: dict[str, Any]) -> list[str]:
+    return [item["product_id"] for item in body["items"]]
+
+
+async def knows(api: httpx.AsyncClient, skus: list[str]) -> None:
+    """Wait until the recommender heard of the products and their stock (all in stock)."""
+    async def ready() -> bool | None:
+        body = await recs(api, session_id="probe", limit=50)
+        shown = {item["sku"].rsplit("-", 1)[0] for item in body["items"]}
+        return True if {s.rsplit("-", 1)[0] for s in skus} <= shown else None
+    await eventually(ready, "the recommender knows every product in stock", timeout=20)
+
+
+async def test_a_sold_out_item_leaves_every_cached_list_within_a_second(
+        servers: ServerFactory, database: Database) -> None:
+    server = await servers.start()
+    names = [f"p{i}" for i in range(6)]
+    await shop(server.base_url, {f"{n}-M": 1 if n == "p0" else 5 for n in names},
+               **{n: {} for n in names})
+    async with client(server.base_url, Role.SERVICE) as api, \
+            client(server.base_url, Role.ADMIN) as admin:
+        await knows(api, [f"{n}-M" for n in names])
+        shoppers = [f"s-{i}" for i in range(5)]
+        for shopper in shoppers:  # each shopper's list is cached with p0 on it
+            first = await recs(api, session_id=shopper, limit=6)
+            assert "p0" in ids(first)
+            assert (await recs(api, session_id=shopper, limit=6))["cached"] is True
+        response = await admin.post("/v1/inventory/adjustments", json={
+            "sku": "p0-M", "location": WH, "kind": "damage", "quantity": 1,
+            "reason": "last one damaged"})
+        assert response.status_code in (200, 201), response.text
+
+        async def gone() -> bool | None:
+            lists = [await recs(api, session_id=s, limit=6) for s in shoppers]
+            return True if all("p0" not in ids(body) for body in lists) else None
+        await eventually(gone, "p0 gone from every list", timeout=1.5)
+
+
+async def test_cold_start_from_preference_answers(servers: ServerFactory) -> None:
+    server = await servers.start()
+    catalogue = {f"a{i}": {"brand": "Acme"} for i in range(4)}
+    catalogue |= {f"n{i}": {"brand": "Nova", "category": "sneakers"} for i in range(4)}
+    await shop(server.base_url, {f"{p}-M": 3 for p in catalogue}, **catalogue)
+    async with client(server.base_url, Role.SERVICE) as api:
+        await knows(api, [f"{p}-M" for p in catalogue])
+        answer = {"type": "preference", "session_id": "new-visitor", "attribute": "brand",
+                  "value": "Nova"}
+        assert (await events(api, answer)).status_code == 202
+        body = await recs(api, session_id="new-visitor", limit=4)
+        assert ids(body)[:2] and all(p.startswith("n") for p in ids(body)[:2]), body
+        assert body["items"][0]["reason"]["code"] == "preference"
+        other = await recs(api, session_id="someone-else", limit=4)
+        assert ids(other) != ids(body)  # the answer, not the catalogue order, put Nova first
+
+
+async def test_a_session_merges_into_its_customer_on_login(
+        servers: ServerFactory, database: Database) -> None:
+    server = await servers.start()
+    catalogue = {f"h{i}": {"category": "hoodies"} for i in range(3)}
+    catalogue |= {f"k{i}": {"category": "caps", "brand": "Kappa"} for i in range(3)}
+    await shop(server.base_url, {f"{p}-M": 3 for p in catalogue}, **catalogue)
+    async with client(server.base_url, Role.SERVICE) as api:
+        await knows(api, [f"{p}-M" for p in catalogue])
+        views = [{"type": "view", "session_id": "anon-1", "product_id": p} for p in ("k0", "k1")]
+        assert (await events(api, *views)).status_code == 202
+        login = {"type": "view", "session_id": "anon-1", "customer_id": "cust-9",
+                 "product_id": "k1"}
+        assert (await events(api, login)).status_code == 202
+        stored = await database.column(
+            "SELECT customer_id FROM behaviour_events WHERE session_id = 'anon-1'")
+        assert stored == ["cust-9"] * 3
+        body = await recs(api, customer_id="cust-9", limit=3)
+        assert set(ids(body)[:3]) == {"k0", "k1", "k2"}, body  # the session's caps first
+        # later events of the session alone still reach the customer's history
+        assert (await events(api, {"type": "view", "session_id": "anon-1",
+                                   "product_id": "h0"})).status_code == 202
+        assert await database.scalar(
+            "SELECT customer_id FROM behaviour_events WHERE product_id = 'h0'") == "cust-9"
+
+
+async def test_size_preference_and_bought_items(servers: ServerFactory) -> None:
+    server = await servers.start()
+    catalogue: dict[str, dict[str, Any]] = {
+        "tee": {"sizes": ("S", "M", "L"), "category": "tees"},
+        "crew": {"sizes": ("S", "M"), "category": "tees"},
+        "balm": {"sizes": ("one",), "category": "cosmetics", "replenishable": True},
+        "lamp": {"sizes": ("one",), "category": "home"}}
+    stock = {"tee-S": 2, "tee-M": 2, "tee-L": 9, "crew-S": 9, "crew-M": 0, "balm-one": 9,
+             "lamp-one": 9}
+    await shop(server.base_url, {k: v for k, v in stock.items() if v}, **catalogue)
+    async with client(server.base_url, Role.SERVICE) as api:
+        await knows(api, ["tee-M", "crew-S", "balm-one", "lamp-one"])
+        assert (await events(
+            api, {"type": "preference", "customer_id": "c1", "attribute": "size", "value": "M"},
+            {"type": "purchase", "customer_id": "c1", "product_id": "balm", "sku": "balm-one"},
+            {"type": "purchase", "customer_id": "c1", "product_id": "lamp", "sku": "lamp-one"},
+        )).status_code == 202
+        body = await recs(api, customer_id="c1", limit=10)
+        by_id = {item["product_id"]: item for item in body["items"]}
+        assert by_id["tee"]["sku"] == "tee-M" and by_id["tee"]["in_your_size"] is True
+        assert by_id["crew"]["in_your_size"] is False  # M sold out: another size, ranked lower
+        assert ids(body).index("tee") < ids(body).index("crew")
+        assert "lamp" not in by_id  # bought, not replenished
+        assert "balm" in by_id  # cosmetics are bought again
+
+
+async def test_an_event_changes_the_list_at_once_and_bad_events_change_nothing(
+        servers: ServerFactory, database: Database) -> None:
+    server = await servers.start()
+    catalogue = {f"x{i}": {"category": f"cat{i % 3}", "brand": f"brand{i % 3}"}
+                 for i in range(9)}
+    await shop(server.base_url, {f"{p}-M": 3 for p in catalogue}, **catalogue)
+    async with client(server.base_url, Role.SERVICE) as api:
+        await knows(api, [f"{p}-M" for p in catalogue])
+        before = await recs(api, session_id="s1", limit=4)
+        assert (await recs(api, session_id="s1", limit=4))["cached"]
+        assert (await events(api, {"type": "add_to_cart", "session_id": "s1",
+                                   "product_id": "x5"})).status_code == 202
+        after = await recs(api, session_id="s1", limit=4)
+        assert after["cached"] is False and ids(after) != ids(before)
+        cart = await recs(api, session_id="s1", context="cart", limit=4)
+        assert "x5" not in ids(cart)
+        page = await recs(api, session_id="s1", context="product:x2", limit=4)
+        assert "x2" not in ids(page)
+        assert len({i["brand"] for i in page["items"]}) >= 2  # not one brand all the way down
+
+        count = await database.scalar("SELECT count(*) FROM behaviour_events")
+        for bad, field in (
+                ({"type": "view", "session_id": "s1"}, "events[0]"),
+                ({"type": "teleport", "session_id": "s1", "product_id": "x1"}, "events[0].type"),
+                ({"type": "preference", "session_id": "s1", "attribute": "mood",
+                  "value": "x"}, "events[0].attribute"),
+                ({"type": "view", "product_id": "x1"}, "events[0]")):
+            response = await events(api, bad, {"type": "view", "session_id": "s1",
+                                               "product_id": "x1"})
+            problem = assert_problem(response, 422, "validation-error")
+            assert any(f.startswith(field) for f in fields_named(problem)), problem
+        assert await database.scalar("SELECT count(*) FROM behaviour_events") == count
+        missing = await api.get("/v1/recommendations", params={"context": "home"})
+        assert_problem(missing, 422, "validation-error")
