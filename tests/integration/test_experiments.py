@@ -178,6 +178,21 @@ async def test_conversions_after_exposure_are_attributed_once_and_before_are_not
     assert len(await conversions(container, experiment_id)) == 3
 
 
+async def test_subjects_keyed_as_the_recommendation_engine_keys_shoppers_are_attributed(
+        container: Container) -> None:
+    experiment_id = await started(container)
+    for subject in ("c:dora", "s:sess-eve"):  # recommendations.engine.subject_of's keys
+        await container.experiments.assign(subject)
+    await container.experiments.flush()
+    consumer = container.consumer("experiment-conversions")
+    after = utcnow() + timedelta(seconds=1)
+    await consumer.handle(behaviour("click", after, customer="dora", session="sess-dora"))
+    await consumer.handle(behaviour("add_to_cart", after, session="sess-eve"))
+    await consumer.handle(paid("dora", after))
+    assert {(s, k) for s, k, _ in await conversions(container, experiment_id)} == {
+        ("c:dora", "click"), ("c:dora", "purchase"), ("s:sess-eve", "add_to_cart")}
+
+
 async def test_conversions_after_the_experiment_stopped_do_not_count(
         container: Container) -> None:
     experiment_id = await started(container)

@@ -270,8 +270,19 @@ def conversion_of(envelope: Envelope) -> tuple[Kind, list[str], datetime] | None
         if data.get("kind") not in CONVERSION_KINDS:
             return None  # a view (or search, ...) is no conversion
         kind, at = Kind(data["kind"]), _time(data["occurred_at"])
-    subjects = [s for s in (data.get("customer_id"), data.get("session_id")) if s]
+    subjects = subject_keys(data.get("customer_id"), data.get("session_id"))
     return (kind, subjects, at) if subjects else None
+
+
+def subject_keys(customer_id: str | None, session_id: str | None) -> list[str]:
+    """The subjects a shopper may have been assigned as: their customer or session id, bare
+    or as the recommendation engine keys shoppers (`c:<customer>`, `s:<session>`)."""
+    keys = []
+    if customer_id:
+        keys += [customer_id, f"c:{customer_id}"]
+    if session_id:
+        keys += [session_id, f"s:{session_id}"]
+    return keys
 
 
 async def attribute(conn: AsyncConnection, envelope: Envelope) -> None:
