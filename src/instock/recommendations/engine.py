@@ -407,9 +407,9 @@ class Engine:
         allowed[[c for c in exclude if c < n]] = False
         depth = 5 * limit
         ranked = rules.shortlist(scores, allowed, depth)
-        if not len(ranked):
-            ranked = rules.newest(allowed, exclude, depth)
-            parts = {}
+        if len(ranked) < limit:  # too little signal: fill up with what is new and in stock
+            fill = rules.newest(allowed, {*exclude, *ranked.tolist()}, limit - len(ranked))
+            ranked = np.r_[ranked, fill]
         choices = {int(c): rules.choose_variant(self.catalogue.variants(int(c)), shopper.size)
                    for c in ranked}
         adjusted = {c: (float(scores[c]) or 1e-9) * (rules.SIZE_MISS if ch.in_size is False
