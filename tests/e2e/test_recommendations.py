@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+import pytest
 
 from instock.platform.auth import Role
 from tests.e2e.harness import (
@@ -21,6 +22,8 @@ from tests.e2e.harness import (
     fields_named,
     receive,
 )
+from tests.e2e.test_event_backbone import BUSES, unique_bus
+from tests.support import REDIS_URL
 
 WH = "wh-1"
 
@@ -200,3 +203,37 @@ async def test_an_event_changes_the_list_at_once_and_bad_events_change_nothing(
         assert await database.scalar("SELECT count(*) FROM behaviour_events") == count
         missing = await api.get("/v1/recommendations", params={"context": "home"})
         assert_problem(missing, 422, "validation-error")
+
+
+@pytest.mark.parametrize("bus_url", BUSES)
+async def test_two_processes_share_the_lists_and_hear_every_change(
+        servers: ServerFactory, bus_url: str) -> None:
+    """Lists cached in Redis, events and stock heard over a real bus by both processes."""
+    env = {"INSTOCK_BUS_URL": unique_bus(bus_url), "INSTOCK_REDIS_URL": REDIS_URL or ""}
+    first, second = await servers.start(**env), await servers.start(**env)
+    names = [f"q{i}" for i in range(6)]
+    await shop(first.base_url, {f"{n}-M": 1 if n == "q0" else 5 for n in names},
+               **{n: {"category": f"c{i % 2}"} for i, n in enumerate(names)})
+    async with client(first.base_url, Role.SERVICE) as one, \
+            client(second.base_url, Role.SERVICE) as two, \
+            client(first.base_url, Role.ADMIN) as admin:
+        for api in (one, two):
+            await knows(api, [f"{n}-M" for n in names])
+        assert "q0" in ids(await recs(one, session_id="shared", limit=6))
+        assert (await recs(two, session_id="shared", limit=6))["cached"] is True  # via Redis
+        # an event sent to one process changes the list the other one serves
+        assert (await events(one, {"type": "add_to_cart", "session_id": "shared",
+                                   "product_id": "q3"})).status_code == 202
+
+        async def learnt() -> bool | None:
+            return True if "q3" not in ids(await recs(two, session_id="shared", context="cart",
+                                                      limit=6)) else None
+        await eventually(learnt, "the second process knows what is in the cart", timeout=1.5)
+        response = await admin.post("/v1/inventory/adjustments", json={
+            "sku": "q0-M", "location": WH, "kind": "damage", "quantity": 1, "reason": "e2e"})
+        assert response.status_code in (200, 201), response.text
+
+        async def gone() -> bool | None:
+            lists = [await recs(api, session_id="shared", limit=6) for api in (one, two)]
+            return True if all("q0" not in ids(body) for body in lists) else None
+        await eventually(gone, "q0 gone from both processes' lists", timeout=1.5)
