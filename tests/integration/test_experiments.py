@@ -24,7 +24,7 @@ from instock.experiments.service import ExperimentsService
 from instock.orders.events import OrderLineData, OrderPaid
 from instock.platform.auth import Role
 from instock.platform.bus.outbox import envelope, outbox
-from instock.platform.db import utcnow
+from instock.platform.db import Database, utcnow
 from instock.platform.errors import PROBLEM_JSON, Conflict, NotFound, ValidationFailed
 from instock.recommendations.events import BehaviourRecorded
 from tests.support import make_settings
@@ -109,6 +109,23 @@ async def test_a_started_experiment_assigns_stably_and_logs_first_exposures(
     await other.assign("c0")
     await other.flush()
     assert (await exposures(container, experiment_id))["c0"] == logged["c0"]
+
+
+async def test_a_batch_the_database_refused_is_written_with_the_next_one(
+        container: Container, tmp_path: Path) -> None:
+    experiment_id = await started(container)
+    await container.experiments.assign("c1")
+    experiments, working = container.experiments, container.experiments.db
+    experiments.db = Database(f"sqlite+aiosqlite:///{tmp_path / 'no-tables.db'}")
+    try:
+        with pytest.raises(sa.exc.OperationalError):
+            await experiments.flush()
+    finally:
+        await experiments.db.dispose()
+        experiments.db = working
+    await experiments.assign("c2")
+    await experiments.flush()
+    assert set(await exposures(container, experiment_id)) == {"c1", "c2"}
 
 
 async def test_another_process_sees_a_start_and_a_stop_within_its_refresh(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -88,7 +89,7 @@ class ExperimentsService:
         self._loaded_at: float | None = None  # time.monotonic() of the last refresh
         self._refreshing: asyncio.Task[None] | None = None
         self._pending: dict[tuple[str, str], Exposure] = {}
-        self._written: dict[tuple[str, str], None] = {}  # insertion-ordered: oldest first
+        self._written: OrderedDict[tuple[str, str], None] = OrderedDict()  # oldest first
         self._flush_lock = asyncio.Lock()
 
     # -- managing ---------------------------------------------------------------------------
@@ -217,17 +218,15 @@ class ExperimentsService:
                 async with self.db.write() as conn:
                     await store.expose(conn, list(batch.values()))
             except BaseException:
-                # Back in the queue, ahead of anything queued since (theirs came later).
-                self._pending = {**batch, **self._pending}
+                # Back in the queue; a subject queued again since keeps its earlier time.
+                self._pending = {**self._pending, **batch}
                 raise
             self._remember(batch)
 
     def _remember(self, batch: dict[tuple[str, str], Exposure]) -> None:
         self._written.update(dict.fromkeys(batch))
-        excess = len(self._written) - MAX_WRITTEN
-        if excess > 0:
-            for key in list(self._written)[:excess]:
-                del self._written[key]
+        while len(self._written) > MAX_WRITTEN:
+            self._written.popitem(last=False)
 
     async def close(self) -> None:
         """Write what is queued; a database already gone loses it (logged), not the shutdown."""
