@@ -237,3 +237,47 @@ async def test_two_processes_share_the_lists_and_hear_every_change(
             lists = [await recs(api, session_id="shared", limit=6) for api in (one, two)]
             return True if all("q0" not in ids(body) for body in lists) else None
         await eventually(gone, "q0 gone from both processes' lists", timeout=1.5)
+
+
+async def test_an_experiment_serves_stable_variants_and_attributes_conversions(
+        servers: ServerFactory) -> None:
+    server = await servers.start()
+    catalogue = {f"e{i}": {"category": f"c{i % 3}"} for i in range(6)}
+    await shop(server.base_url, {f"{p}-M": 5 for p in catalogue}, **catalogue)
+    async with client(server.base_url, Role.SERVICE) as api, \
+            client(server.base_url, Role.MERCHANDISER) as staff:
+        await knows(api, [f"{p}-M" for p in catalogue])
+        created = await staff.post("/v1/experiments", json={
+            "name": "hybrid vs popularity", "unit": "session", "variants": [
+                {"name": "control", "share": 0.5, "config": {"model": "hybrid"}},
+                {"name": "popular", "share": 0.5, "config": {"model": "popularity"}}]})
+        assert created.status_code == 201, created.text
+        experiment = created.json()["id"]
+        assert (await staff.post(f"/v1/experiments/{experiment}/start")).status_code == 200
+
+        async def assigned() -> dict[str, str] | None:
+            served = {s: (await recs(api, session_id=s, limit=3))["experiment"]
+                      for s in (f"v{i}" for i in range(40))}
+            if any(e is None for e in served.values()):
+                return None  # the running experiment reaches the engine within ~1 s
+            return {s: e["variant"] for s, e in served.items()}
+        variants = await eventually(assigned, "the experiment serves its variants", timeout=5)
+        assert set(variants.values()) == {"control", "popular"}
+        again = {s: (await recs(api, session_id=s, limit=3))["experiment"]["variant"]
+                 for s in variants}
+        assert again == variants  # the same subject always gets the same variant
+
+        clickers = [s for s in variants if variants[s] == "popular"][:3]
+        for s in clickers:
+            assert (await events(api, {"type": "click", "session_id": s,
+                                       "product_id": "e1"})).status_code == 202
+
+        async def attributed() -> dict[str, Any] | None:
+            body = (await staff.get(f"/v1/experiments/{experiment}/results")).json()
+            by_name = {v["name"]: v for v in body["variants"]}
+            return body if by_name["popular"]["click"]["converted"] == len(clickers) else None
+        results = await eventually(attributed, "clicks attributed to the variant", timeout=15)
+        by_name = {v["name"]: v for v in results["variants"]}
+        assert by_name["popular"]["exposed"] == sum(v == "popular" for v in variants.values())
+        assert by_name["control"]["click"]["converted"] == 0
+        assert by_name["popular"]["click"]["p_value"] is not None

@@ -223,15 +223,14 @@ class RecommendationsService:
 
     # -- serving -------------------------------------------------------------------------
 
-    async def subject(self, customer_id: str | None, session_id: str | None) -> str:
-        if not customer_id and session_id:
-            customer_id = await self._customers.get(session_id)
-        return eng.subject_of(customer_id, session_id)
-
     async def recommend(self, customer_id: str | None, session_id: str | None, where: str,
                         limit: int) -> Served:
-        subject = await self.subject(customer_id, session_id)
-        assignment = await self.assign(subject) if self.assign else None
+        if not customer_id and session_id:
+            customer_id = await self._customers.get(session_id)
+        subject = eng.subject_of(customer_id, session_id)
+        # experiments hash the shopper's own id (a merged session counts as its customer)
+        unit = customer_id or session_id or subject
+        assignment = await self.assign(unit) if self.assign else None
         variant = f"{assignment.experiment_id}:{assignment.variant}" if assignment else "-"
         key = f"{where}|{limit}|{variant}"
         cached = await self.cache.get(subject, key)
