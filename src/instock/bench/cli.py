@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
 from instock.bench import drop, events
-from instock.bench.plot import checkout_chart, drop_chart, events_chart
+from instock.bench.plot import checkout_chart, drop_chart, events_chart, recs_chart
 
 bench_app = typer.Typer(help="Measure; print JSON on stdout, progress on stderr.",
                         no_args_is_help=True)
@@ -102,6 +102,41 @@ def bench_checkout(
         checkout_chart(result.latencies_ms, f"instock bench checkout: {report['database']}, "
                        f"{orders} orders on {skus} SKUs, {concurrency} buyers, provider "
                        f"{provider_latency_ms:g} ms/call", plot)
+        report["plot"] = str(plot)
+    typer.echo(json.dumps(report, indent=2) if json_out else report)
+
+
+@bench_app.command("recs")
+def bench_recs(
+    items: int = typer.Option(100_000, "--items", min=10, help="catalogue items seeded"),
+    rate: float = typer.Option(200.0, "--rate", min=1, help="lists asked per second"),
+    seconds: float = typer.Option(30.0, "--seconds", min=1, help="how long to ask"),
+    shoppers: int = typer.Option(5000, "--shoppers", min=1, help="sessions the lists are for"),
+    event_rate: float = typer.Option(20.0, "--event-rate", min=0,
+                                     help="view events per second those shoppers send"),
+    probes: int = typer.Option(20, "--probes", min=1, help="freshness probes of each kind"),
+    database: str = typer.Option(
+        "sqlite+aiosqlite:///bench.db", "--database", envvar="INSTOCK_DATABASE_URL",
+        help="chooses the backend; the bench creates a fresh database there"),
+    redis: str | None = typer.Option(None, "--redis",
+                                     help="the server's INSTOCK_REDIS_URL (the list cache)"),
+    plot: Path | None = typer.Option(Path("bench-out/recs.png"), "--plot"),
+    json_out: bool = typer.Option(True, "--json/--no-json"),
+) -> None:
+    """Recommendation lists over HTTP at a steady rate on a seeded catalogue (latency, cache
+    hits), and how soon an event, and a sold-out, show in the lists (checked, not assumed)."""
+    from instock.bench import recs
+
+    with tempfile.TemporaryDirectory() as workdir, _progress() as bar:
+        plan = recs.Plan(items, rate, seconds, shoppers, event_rate, probes, database, redis,
+                         Path(workdir))
+        result = events.run_loop(recs.run(plan, _Reporter(bar)))
+    report = result.report
+    if plot is not None and plot != Path():  # --plot "" draws nothing
+        recs_chart(result.latencies_ms, result.freshness_ms,
+                   f"instock bench recs: {report['backend']}"
+                   f"{' + Redis' if report['redis'] else ''}, {items:,} items, {rate:g} lists/s, "
+                   f"{shoppers:,} shoppers", plot, recs.GOAL_P99_MS, recs.GOAL_FRESHNESS_MS)
         report["plot"] = str(plot)
     typer.echo(json.dumps(report, indent=2) if json_out else report)
 
