@@ -418,8 +418,9 @@ class Engine:
         brand = attrs.get("brand", np.full(n, -1))
         category = attrs.get("category", np.full(n, -1))
         picked = rules.diversify(list(choices), adjusted, _pad(brand, n), _pad(category, n), limit)
-        top = max(adjusted.values(), default=1.0)
-        return [self._pick(c, choices[c], adjusted[c] / top, parts, ctx) for c in picked]
+        top = max((float(scores[c]) for c in picked), default=0.0) or 1.0
+        # the shown score is the blend's, 0 for a filler with no signal behind it
+        return [self._pick(c, choices[c], float(scores[c]) / top, parts, ctx) for c in picked]
 
     def _pick(self, code: int, choice: rules.Choice, score: float,
               parts: Mapping[str, Any], ctx: Context) -> Pick:
