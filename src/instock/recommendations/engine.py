@@ -96,7 +96,7 @@ class Catalogue:
         self.code: dict[str, int] = {}
         self.sku_item: dict[str, int] = {}
         self.available: dict[str, int] = {}
-        self.in_stock: BoolArray = np.zeros(0, bool)
+        self._in_stock: BoolArray = np.zeros(1024, bool)  # grown by doubling, see `upsert`
         self.vocab: dict[str, dict[str, int]] = {name: {} for name in ATTRIBUTES}
         self.features: dict[str, int] = {}
         self._codes: dict[str, list[int]] = {name: [] for name in ATTRIBUTES}
@@ -107,6 +107,11 @@ class Catalogue:
     def __len__(self) -> int:
         return len(self.items)
 
+    @property
+    def in_stock(self) -> BoolArray:
+        """Per item: is any of its SKUs available (a view, so do not keep it across calls)."""
+        return self._in_stock[: len(self.items)]
+
     def upsert(self, item: Item) -> int:
         code = self.code.get(item.product_id)
         codes = {name: self.value_code(name, getattr(item, name)) for name in ATTRIBUTES}
@@ -115,7 +120,8 @@ class Catalogue:
         if code is None:
             code = self.code[item.product_id] = len(self.items)
             self.items.append(item)
-            self.in_stock = np.r_[self.in_stock, False]
+            if code >= len(self._in_stock):
+                self._in_stock = np.r_[self._in_stock, np.zeros(len(self._in_stock), bool)]
             for name in ATTRIBUTES:
                 self._codes[name].append(codes[name])
             self._item_features.append(features)
