@@ -90,7 +90,9 @@ async def test_patch_changes_product_fields_and_announces_the_new_state(api: Api
         "id": "hoodie", "version": 2, "title": "Heavy hoodie", "brand": "North",
         "category": "tops", "tags": ["drop"], "attributes": {"fabric": "loopback"},
         "price": "95.5", "currency": "EUR", "replenishable": False,
-        "skus": ["hoodie-m", "hoodie-kit"], "changed": ["attributes", "price", "title"]}
+        "skus": ["hoodie-m", "hoodie-kit"], "changed": ["attributes", "price", "title"],
+        "variants": [{"sku": "hoodie-m", "attributes": {}, "bundle": False},
+                     {"sku": "hoodie-kit", "attributes": {}, "bundle": True}]}
 
 
 async def test_if_match_makes_it_a_compare_and_swap(api: Api) -> None:
