@@ -58,6 +58,10 @@ VISIBLE_TIMEOUT = 60.0
 SHOPPERS_PER_SOLD_OUT = 3
 CHUNK = 5000  # rows per insert while seeding
 COLD_SECONDS = 5.0
+# After the schedule's last request: how long answers may still come. An overloaded server
+# would otherwise keep the bench waiting for its whole backlog; what is cut off is counted.
+DRAIN_SECONDS = 30.0
+UNLOADED_REQUESTS = 50
 STOCK_PER_REAL_ITEM = 5
 
 Samples = NDArray[np.float64]
@@ -364,8 +368,9 @@ class Load:
 
 async def open_loop(rate: float, seconds: float,
                     one: Callable[[int, float], Coroutine[Any, Any, None]],
-                    advance: Callable[[int], None], load: Load) -> None:
-    """Call `one(i, due)` at t0 + i/rate as its own task, however slow earlier ones are."""
+                    advance: Callable[[int], None], load: Load) -> int:
+    """Call `one(i, due)` at t0 + i/rate as its own task, however slow earlier ones are;
+    how many were still unanswered DRAIN_SECONDS after the last was sent (cancelled)."""
     count = max(1, round(rate * seconds))
     tasks: list[asyncio.Task[None]] = []
     load.started = time.perf_counter() + 0.05
@@ -379,9 +384,12 @@ async def open_loop(rate: float, seconds: float,
         tasks.append(asyncio.create_task(one(i, due)))
         if i % 50 == 49:
             advance(50)
-    await asyncio.gather(*tasks)
+    _, pending = await asyncio.wait(tasks, timeout=DRAIN_SECONDS)
+    for task in pending:
+        task.cancel()
     advance(count % 50)
     load.finished = time.perf_counter()
+    return len(pending)
 
 
 def contexts(shop: Shop, rng: np.random.Generator, n: int) -> list[str]:
@@ -413,7 +421,10 @@ async def serve_lists(client: Client, shop: Shop, plan: Plan, sessions: list[str
 
     sender = asyncio.create_task(_view_events(client, shop, plan, sessions, seconds, load)) \
         if events and plan.event_rate > 0 else None
-    await open_loop(plan.rate, seconds, one, advance, load)
+    unanswered = await open_loop(plan.rate, seconds, one, advance, load)
+    if unanswered:
+        client.errors[f"GET /v1/recommendations unanswered {DRAIN_SECONDS:g} s after the "
+                      "schedule ended"] += unanswered
     if sender is not None:
         await sender
     return load
@@ -431,7 +442,21 @@ async def _view_events(client: Client, shop: Shop, plan: Plan, sessions: list[st
                                  "product_id": shop.ids[items[i]]}]) is not None:
             load.event_post_ms.append((time.perf_counter() - due) * 1000)
 
-    await open_loop(plan.event_rate, seconds, one, lambda _: None, Load())
+    unanswered = await open_loop(plan.event_rate, seconds, one, lambda _: None, Load())
+    if unanswered:
+        client.errors[f"POST /v1/events unanswered {DRAIN_SECONDS:g} s after the schedule "
+                      "ended"] += unanswered
+
+
+async def one_at_a_time(client: Client, shop: Shop, plan: Plan, sessions: list[str]) -> Samples:
+    """Lists asked one after another (one in flight): the service time, without queueing."""
+    where = contexts(shop, np.random.default_rng(plan.seed + 6), len(sessions))
+    ms = []
+    for session, context in zip(sessions, where, strict=True):
+        started = time.perf_counter()
+        if await client.recommendations(session, context) is not None:
+            ms.append((time.perf_counter() - started) * 1000)
+    return np.array(ms)
 
 
 # -- freshness ---------------------------------------------------------------------------------
@@ -616,6 +641,7 @@ async def _measure(client: Client, shop: Shop, plan: Plan, real: list[str], repo
     population += [f"bench-shopper-{i}" for i in range(plan.shoppers - len(population))]
     await serve_lists(client, shop, plan, [f"bench-warm-{i}" for i in range(20)], 20 / plan.rate,
                       lambda _: None, events=False)  # first-request costs are not what we ask
+    unloaded = await one_at_a_time(client, shop, plan, _unloaded_sessions(shop, plan))
     server_before = await _server_histogram(client.http)
     steady = await serve_lists(client, shop, plan, population, plan.seconds,
                                report.task("steady lists", round(plan.rate * plan.seconds)),
@@ -638,8 +664,14 @@ async def _measure(client: Client, shop: Shop, plan: Plan, real: list[str], repo
     for i, pid in enumerate(real):
         sold_out.append(await sold_out_probe(client, pid, i))
         advance(1)
-    return _summarise(plan, steady, cold, event_probes, sold_out,
+    return _summarise(plan, steady, cold, unloaded, event_probes, sold_out,
                       _histogram_diff(server_before, server_after), client.errors)
+
+
+def _unloaded_sessions(shop: Shop, plan: Plan) -> list[str]:
+    """Shoppers with a history, outside the steady population, seen for the first time."""
+    spare = shop.sessions[plan.shoppers:][:UNLOADED_REQUESTS]
+    return spare + [f"bench-unloaded-{i}" for i in range(UNLOADED_REQUESTS - len(spare))]
 
 
 def _probe_session(shop: Shop, plan: Plan, i: int) -> str:
@@ -648,7 +680,8 @@ def _probe_session(shop: Shop, plan: Plan, i: int) -> str:
     return spare[-(i + 1)] if i < len(spare) else f"bench-event-{i}"
 
 
-def _summarise(plan: Plan, steady: Load, cold: Load, event_probes: list[EventProbe],
+def _summarise(plan: Plan, steady: Load, cold: Load, unloaded: Samples,
+               event_probes: list[EventProbe],
                sold_out: list[SoldOutProbe], server: dict[float, float],
                errors: Counter[str]) -> Measured:
     steady_ms = np.array(steady.latencies_ms)
@@ -663,6 +696,10 @@ def _summarise(plan: Plan, steady: Load, cold: Load, event_probes: list[EventPro
         "requests": steady.answered, "achieved_rate": round(steady.answered / elapsed, 1),
         "sender_late_ms": round(steady.late_ms, 1),
         "latency_ms": quantiles(steady_ms, (50, 90, 99)),
+        "latency_covers": "answered requests, from when each was due",
+        "unloaded_latency_ms": {**quantiles(unloaded, (50, 99)), "requests": len(unloaded),
+                                "note": "one list at a time before the steady phase: the "
+                                        "service time without queueing"},
         "server_side_ms": server_quantiles(server),
         "cache_hit_share": round(steady.cached / max(steady.answered, 1), 3),
         "event_post_ms": quantiles(np.array(steady.event_post_ms), (50, 99)),
@@ -682,7 +719,8 @@ def _summarise(plan: Plan, steady: Load, cold: Load, event_probes: list[EventPro
         "sold_out_probes": [vars(p) | {"ms": _round(p.ms)} for p in sold_out],
         "errors": sum(errors.values()), "error_kinds": dict(errors),
     }
-    return Measured(body, {"steady": steady_ms, "cold (never-seen shoppers)": cold_ms},
+    return Measured(body, {"steady": steady_ms, "cold (never-seen shoppers)": cold_ms,
+                           "one at a time": unloaded},
                     {"event": event_ms, "sold out": sold_ms})
 
 
