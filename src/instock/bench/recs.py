@@ -62,6 +62,10 @@ COLD_SECONDS = 5.0
 # would otherwise keep the bench waiting for its whole backlog; what is cut off is counted.
 DRAIN_SECONDS = 30.0
 UNLOADED_REQUESTS = 50
+# Keep-alive connections to the server, and requests in flight at once. The rest wait for a
+# slot here (their latency still counts from when they were due): httpx's pool hands out
+# connections in O(waiting requests), so a backlog queued there costs the bench a core.
+CONNECTIONS = 64
 STOCK_PER_REAL_ITEM = 5
 
 Samples = NDArray[np.float64]
@@ -304,6 +308,7 @@ class Client:
     service: dict[str, str]
     admin: dict[str, str]
     errors: Counter[str] = field(default_factory=Counter)
+    slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(CONNECTIONS))
 
     async def recommendations(self, session: str, context: str = "home",
                               limit: int = LIMIT) -> dict[str, Any] | None:
@@ -322,7 +327,8 @@ class Client:
     async def _call(self, method: str, path: str, headers: dict[str, str],
                     **kwargs: Any) -> dict[str, Any] | None:
         try:
-            response = await self.http.request(method, path, headers=headers, **kwargs)
+            async with self.slots:
+                response = await self.http.request(method, path, headers=headers, **kwargs)
         except httpx.HTTPError as exc:
             self.errors[f"{method} {path} {type(exc).__name__}"] += 1
             return None
@@ -605,7 +611,8 @@ async def run(plan: Plan, report: Reporter) -> Result:
         report.note("starting instock serve; waiting for the model to be fitted")
         async with _server(plan, url) as base, httpx.AsyncClient(
                 base_url=base, timeout=30,
-                limits=httpx.Limits(max_connections=100, max_keepalive_connections=100)) as http:
+                limits=httpx.Limits(max_connections=CONNECTIONS,
+                                    max_keepalive_connections=CONNECTIONS)) as http:
             client = Client(http, {"Authorization": f"Bearer {tokens.mint(Role.SERVICE, 'shop')}"},
                             {"Authorization": f"Bearer {tokens.mint(Role.ADMIN, 'bench')}"})
             fit_seconds = await wait_fitted(client)
