@@ -17,9 +17,11 @@ V = TypeVar("V")
 
 
 class Memo(Generic[K, V]):
-    def __init__(self, load: Callable[[K], Awaitable[V]], ttl_seconds: float) -> None:
+    def __init__(self, load: Callable[[K], Awaitable[V]], ttl_seconds: float,
+                 max_entries: int | None = None) -> None:
         self._load = load
         self._ttl = ttl_seconds
+        self._max = max_entries  # beyond it the oldest entry goes: a memo of shoppers is unbounded
         self._values: dict[K, tuple[V, float]] = {}
         self._loading: dict[K, asyncio.Future[V]] = {}
 
@@ -36,7 +38,10 @@ class Memo(Generic[K, V]):
         try:
             value = await self._load(key)
             if self._ttl > 0:  # with no ttl, a memo only shares loads that overlap
+                self._values.pop(key, None)  # re-inserted last: the dict's order is age
                 self._values[key] = (value, time.monotonic())
+                if self._max is not None and len(self._values) > self._max:
+                    del self._values[next(iter(self._values))]
             return value
         finally:
             del self._loading[key]

@@ -101,6 +101,7 @@ class Catalogue:
         self.features: dict[str, int] = {}
         self._codes: dict[str, list[int]] = {name: [] for name in ATTRIBUTES}
         self._item_features: list[list[int]] = []
+        self._arrays: dict[str, IntArray] = {}  # `codes`, rebuilt when items change
         self._prices: list[float] = []
         self.changed = False  # items arrived since the models last saw the arrays
 
@@ -132,6 +133,7 @@ class Catalogue:
                 self._codes[name][code] = codes[name]
             self._item_features[code] = features
             self._prices[code] = item.price
+            self._arrays.clear()
         for sku, _ in item.variants:
             self.sku_item[sku] = code
         self._restock(code)
@@ -162,6 +164,13 @@ class Catalogue:
             return -1
         vocab = self.vocab[attribute]
         return vocab.setdefault(value.lower(), len(vocab))
+
+    def codes(self, attribute: str) -> IntArray:
+        """Per item, the code of its value of `attribute` (brand, category, colour)."""
+        cached = self._arrays.get(attribute)
+        if cached is None or len(cached) != len(self.items):
+            cached = self._arrays[attribute] = np.asarray(self._codes[attribute], np.int64)
+        return cached
 
     def feature(self, name: str) -> int | None:
         return self.features.get(name)
@@ -404,14 +413,12 @@ class Engine:
     def recommend(self, shopper: Shopper, where: str, limit: int,
                   config: Mapping[str, Any] | None = None) -> list[Pick]:
         ctx, exclude = self.context(shopper, where)
-        parts = self.model(config).parts(ctx)
         n = len(self.catalogue)
-        scores = np.zeros(n)
-        for contribution in parts.values():
-            scores[: min(n, len(contribution))] += contribution[:n]
+        blended, parts = self.model(config).blend(ctx)
+        scores = blended[:n] if len(blended) >= n else np.r_[blended, np.zeros(n - len(blended))]
         allowed = self.catalogue.in_stock.copy()
         allowed[[c for c in exclude if c < n]] = False
-        depth = 5 * limit
+        depth = 3 * limit  # room to skip other sizes and repeat brands, no more
         ranked = rules.shortlist(scores, allowed, depth)
         if len(ranked) < limit:  # too little signal: fill up with what is new and in stock
             fill = rules.newest(allowed, {*exclude, *ranked.tolist()}, limit - len(ranked))
@@ -420,10 +427,9 @@ class Engine:
                    for c in ranked}
         adjusted = {c: (float(scores[c]) or 1e-9) * (rules.SIZE_MISS if ch.in_size is False
                                                      else 1.0) for c, ch in choices.items()}
-        attrs = self.hybrid.components["content"].attributes  # type: ignore[attr-defined]
-        brand = attrs.get("brand", np.full(n, -1))
-        category = attrs.get("category", np.full(n, -1))
-        picked = rules.diversify(list(choices), adjusted, _pad(brand, n), _pad(category, n), limit)
+        brand = self.catalogue.codes("brand")
+        category = self.catalogue.codes("category")
+        picked = rules.diversify(list(choices), adjusted, brand, category, limit)
         top = max((float(scores[c]) for c in picked), default=0.0) or 1.0
         # the shown score is the blend's, 0 for a filler with no signal behind it
         return [self._pick(c, choices[c], float(scores[c]) / top, parts, ctx) for c in picked]
@@ -504,7 +510,5 @@ def _epoch(value: datetime | str | float) -> float:
     return float(value)
 
 
-def _pad(codes: IntArray, n: int) -> IntArray:
-    return codes if len(codes) >= n else np.r_[codes, np.full(n - len(codes), -1)]
 
 

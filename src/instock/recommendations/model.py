@@ -54,8 +54,8 @@ def recency_weights(n: int, decay: float) -> FloatArray:
     return decay ** np.arange(n - 1, -1, -1, dtype=np.float64)
 
 
-def _grow(arr: FloatArray, n: int) -> FloatArray:
-    return arr if len(arr) >= n else np.concatenate([arr, np.zeros(n - len(arr))])
+def _grow(arr: FloatArray, n: int, fill: float = 0.0) -> FloatArray:
+    return arr if len(arr) >= n else np.concatenate([arr, np.full(n - len(arr), fill)])
 
 
 class _RecentItems:
@@ -454,18 +454,24 @@ class ContentSimilarity(_Model):
         self.attributes: dict[str, IntArray] = {}
         self._n_values: dict[str, int] = {}
         self.features: sp.csr_matrix | None = None
+        self._by_feature: sp.csc_matrix | None = None  # the same, by column: see _feature_votes
+        self._lookup: dict[str, IntArray] = {}  # per attribute: codes with -1 as n_values
         self.popularity: FloatArray = np.zeros(0)
+        self._boost: FloatArray = np.ones(0)  # 1 + log1p(popularity), kept per event
 
     def fit(self, log: EventLog) -> None:
         self.n_items = log.n_items
         self.set_attributes({k: v[: log.n_items] for k, v in log.attributes.items()},
                             log.features)
         self.popularity = np.bincount(log.item, minlength=log.n_items).astype(float)
+        self._boost = 1.0 + np.log1p(self.popularity)
 
     def update(self, event: Event) -> None:
         self.n_items = max(self.n_items, event.item + 1)
         self.popularity = _grow(self.popularity, self.n_items)
         self.popularity[event.item] += 1.0
+        self._boost = _grow(self._boost, self.n_items, fill=1.0)
+        self._boost[event.item] = 1.0 + math.log1p(self.popularity[event.item])
 
     def set_attributes(
         self, attributes: Mapping[str, IntArray], features: sp.csr_matrix | None = None
@@ -477,9 +483,14 @@ class ContentSimilarity(_Model):
         """
         self.attributes = {k: np.asarray(v, np.int64) for k, v in attributes.items()}
         self._n_values = {k: int(v.max()) + 1 if len(v) else 0 for k, v in self.attributes.items()}
+        # unknown (-1) looks up a trailing 0 vote: one gather per attribute when scoring
+        self._lookup = {k: np.where(v >= 0, v, self._n_values[k])
+                        for k, v in self.attributes.items()}
         self.features = features
+        self._by_feature = features.tocsc() if features is not None else None
         self.n_items = max(self.n_items, max((len(v) for v in self.attributes.values()), default=0))
         self.popularity = _grow(self.popularity, self.n_items)
+        self._boost = 1.0 + np.log1p(self.popularity)
 
     def _feature_votes(self, items: IntArray, w: FloatArray, stated: Sequence[int]) -> FloatArray:
         """Shared features with the context, each context item's features summing to its weight."""
@@ -491,7 +502,11 @@ class ContentSimilarity(_Model):
         taste = np.asarray(rows.T @ (w[known] / per_row)).ravel()
         answers = [v for v in stated if 0 <= v < f.shape[1]]
         taste[answers] += 1.0
-        out = np.asarray(f @ taste).ravel()
+        # only the few features the shopper has shown taste for: their columns, not all of F
+        wanted = np.flatnonzero(taste)
+        by_feature = self._by_feature
+        assert by_feature is not None
+        out = np.asarray(by_feature[:, wanted] @ taste[wanted]).ravel()
         return _grow(out, self.n_items)[: self.n_items]
 
     def _votes(
@@ -510,16 +525,18 @@ class ContentSimilarity(_Model):
     def _score_all(self, ctx: Context) -> FloatArray:
         items, w = _context_tail(ctx, self.n_items, self.context_size, self.decay)
         out = np.zeros(self.n_items)
-        for name, codes in self.attributes.items():
+        if not len(items) and not ctx.preferences:
+            return out  # nothing to be similar to
+        for name, lookup in self._lookup.items():
             if self._n_values[name] <= 0:
                 continue
             votes = self._votes(name, items, w, ctx.preferences.get(name, ()))
-            codes = codes[: self.n_items]
-            out[: len(codes)] += np.where(codes >= 0, votes[np.maximum(codes, 0)], 0.0)
+            if votes.any():
+                out[: len(lookup)] += np.r_[votes, 0.0][lookup[: self.n_items]]
         if self.features is not None and self.features.shape[1]:
             out += self._feature_votes(items, w, ctx.preferences.get("features", ()))
         # log-popularity only orders items within a matching attribute value
-        return out * (1.0 + np.log1p(self.popularity[: self.n_items]))
+        return out * _grow(self._boost, self.n_items, fill=1.0)[: self.n_items]
 
 
 DEFAULT_AFFINITY_KINDS: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0, 0.5)
@@ -580,21 +597,30 @@ class Hybrid:
         """(n_components, n_items) normalised scores, in `components` order."""
         return np.vstack([normalise(m.score(ctx, candidates)) for m in self.components.values()])
 
-    def parts(self, ctx: Context, candidates: IntArray | None = None) -> dict[str, FloatArray]:
-        """Each weighted component's contribution to the blend (what explains a list)."""
-        active = {n: w for n, w in self.weights.items() if w > 0 and n in self.components}
-        parts = {n: w * normalise(self.components[n].score(ctx, candidates))
-                 for n, w in active.items()}
-        # a catalogue that grew reaches components at their next event: pad the laggards
-        size = max((len(p) for p in parts.values()), default=0)
-        return {n: _grow(p, size) for n, p in parts.items()}
-
     def score(self, ctx: Context, candidates: IntArray | None = None) -> FloatArray:
-        parts = list(self.parts(ctx, candidates).values())
-        if parts:
-            return np.sum(parts, axis=0)
+        return self.blend(ctx, candidates)[0]
+
+    def blend(
+        self, ctx: Context, candidates: IntArray | None = None
+    ) -> tuple[FloatArray, dict[str, tuple[float, FloatArray]]]:
+        """The blended scores, and per component its scale and raw scores (for reasons).
+
+        Summed in place: at serving time this runs per request over the whole catalogue.
+        """
         size = self.n_items if candidates is None else len(candidates)
-        return np.zeros(size)
+        out = np.zeros(size)
+        raw: dict[str, tuple[float, FloatArray]] = {}
+        for name, w in self.weights.items():
+            model = self.components.get(name)
+            if w <= 0 or model is None:
+                continue
+            scores = model.score(ctx, candidates)
+            top = float(scores.max()) if len(scores) else 0.0
+            if top > 0:
+                scale = w / top
+                out[: len(scores)] += scale * scores[:size]
+                raw[name] = (scale, scores)
+        return out, raw
 
     @property
     def n_items(self) -> int:

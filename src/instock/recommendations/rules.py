@@ -3,7 +3,6 @@ already bought unless it is replenished, variety across brands and categories, a
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -86,27 +85,34 @@ def diversify(order: Sequence[int], scores: Mapping[int, float], brand: IntArray
 
     A shopper who loves one brand still sees it first, but not ten times in a row.
     """
-    left = list(order)
-    brands: Counter[int] = Counter()
-    categories: Counter[int] = Counter()
+    cands = np.asarray(order, np.int64)
+    base = np.array([scores[int(i)] for i in cands], float)
+    # dense codes of the candidates' brands and categories (-1, unknown, shares nothing)
+    brands = np.unique(brand[cands], return_inverse=True)[1].ravel()
+    cats = np.unique(category[cands], return_inverse=True)[1].ravel()
+    known_b, known_c = brand[cands] >= 0, category[cands] >= 0
+    brand_seen = np.zeros(len(cands), float)
+    cat_seen = np.zeros(len(cands), float)
+    left = np.ones(len(cands), bool)
     picked: list[int] = []
-    while left and len(picked) < limit:
-        best = max(left, key=lambda i: (scores[i] * SAME_BRAND ** brands[int(brand[i])]
-                                        * SAME_CATEGORY ** categories[int(category[i])], -i))
-        left.remove(best)
-        picked.append(best)
-        if brand[best] >= 0:
-            brands[int(brand[best])] += 1
-        if category[best] >= 0:
-            categories[int(category[best])] += 1
+    for _ in range(min(limit, len(cands))):
+        adjusted = np.where(left, base * SAME_BRAND ** brand_seen[brands]
+                            * SAME_CATEGORY ** cat_seen[cats], -np.inf)
+        best = int(np.argmax(adjusted))  # ties: the earlier in `order`
+        left[best] = False
+        picked.append(int(cands[best]))
+        if known_b[best]:
+            brand_seen[brands[best]] += 1
+        if known_c[best]:
+            cat_seen[cats[best]] += 1
     return picked
 
 
-def main_reason(parts: Mapping[str, FloatArray], item: int) -> str:
-    """The component that contributed most to the item's score."""
+def main_reason(parts: Mapping[str, tuple[float, FloatArray]], item: int) -> str:
+    """The component that contributed most to the item's score (parts: scale, raw scores)."""
     best, top = "new", 0.0
-    for name, contribution in parts.items():
-        value = float(contribution[item]) if item < len(contribution) else 0.0
+    for name, (scale, scores) in parts.items():
+        value = scale * float(scores[item]) if item < len(scores) else 0.0
         if value > top:
             best, top = name, value
     return best

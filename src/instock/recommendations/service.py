@@ -92,7 +92,10 @@ class RecommendationsService:
         self.assign = assign
         self.engine = eng.Engine()
         self.ready = asyncio.Event()
-        self._customers: Memo[str, str | None] = Memo(self._customer_of, ttl_seconds=1.0)
+        # Which customer a session merged into: asked on every list of an anonymous shopper, so
+        # kept for minutes; a merge (here or heard from the bus) forgets the session at once.
+        self._customers: Memo[str, str | None] = Memo(self._customer_of, ttl_seconds=300.0,
+                                                       max_entries=200_000)
         self._loading: Memo[str, eng.Shopper] = Memo(self._load_shopper, ttl_seconds=0)
         self._versions: dict[str, int] = {}
 
