@@ -252,6 +252,7 @@ class Engine:
         self.hybrid.fit(EventLog.build([], [], [], n_items=0))
         self.shoppers: OrderedDict[str, Shopper] = OrderedDict()
         self._loading: dict[str, Shopper] = {}
+        self._heard: OrderedDict[str, None] = OrderedDict()  # recent event ids, models learnt once
         self.max_shoppers = max_shoppers
         self.fitted: FitReport | None = None
         self._since_fit: list[Event] | None = None
@@ -308,6 +309,8 @@ class Engine:
 
     def observe(self, subject: str, row: Mapping[str, Any]) -> bool:
         """One behaviour event: teach the models, update the shopper if held; True if new."""
+        if not self._first_hearing(str(row["id"])):
+            return False  # this process applied it on the way in; the bus brings it back
         shopper = self.shoppers.get(subject) or self._loading.get(subject)
         if shopper is not None and not self._apply(shopper, row):
             return False
@@ -318,6 +321,14 @@ class Engine:
             self.hybrid.update(event)
             if self._since_fit is not None:
                 self._since_fit.append(event)
+        return True
+
+    def _first_hearing(self, event_id: str) -> bool:
+        if event_id in self._heard:
+            return False
+        self._heard[event_id] = None
+        if len(self._heard) > 100_000:
+            self._heard.popitem(last=False)
         return True
 
     def bought(self, subject: str, skus: Iterable[str]) -> None:

@@ -102,6 +102,10 @@ def test_an_event_heard_twice_counts_once() -> None:
     assert engine.observe("s:1", view) is True
     assert engine.observe("s:1", view) is False
     assert len(engine.shopper("s:1").events) == 1  # type: ignore[union-attr]
+    # a shopper this process does not hold: the models still learn the event only once
+    other = event("view", "b")
+    assert engine.observe("s:2", other) is True
+    assert engine.observe("s:2", other) is False
 
 
 def test_a_refit_tunes_the_blend_on_stored_history() -> None:
