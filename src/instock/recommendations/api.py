@@ -103,11 +103,6 @@ class RecommendationsOut(BaseModel):
     cached: bool
 
 
-def _acts_for(principal: Principal, customer_id: str | None) -> None:
-    if principal.is_customer:
-        principal.assert_acts_for(customer_id)
-
-
 @router.post("/events", status_code=202, response_model=EventsOut)
 async def record_events(body: EventsIn, request: Request,
                         principal: Principal = Depends(SHOPPERS),
@@ -116,7 +111,7 @@ async def record_events(body: EventsIn, request: Request,
     for i, event in enumerate(body.events):
         if event.occurred_at and event.occurred_at > datetime.now(UTC) + CLOCK_LEEWAY:
             raise ValidationFailed(f"events[{i}].occurred_at", "is in the future")
-        _acts_for(principal, event.customer_id)
+        principal.assert_acts_for(event.customer_id)
     rows: list[dict[str, Any]] = [
         {**event.model_dump(exclude={"type"}), "kind": event.type} for event in body.events]
     ids = await recs.record(rows, correlation_id(request))
@@ -138,7 +133,7 @@ async def recommendations(
         customer_id = customer_id or principal.subject
     if not (customer_id or session_id):
         raise ValidationFailed("customer_id", "customer_id or session_id is required")
-    _acts_for(principal, customer_id)
+    principal.assert_acts_for(customer_id)
     served = await recs.recommend(customer_id, session_id, context, limit)
     experiment = (ExperimentOut(id=served.assignment.experiment_id,
                                 variant=served.assignment.variant)

@@ -96,6 +96,7 @@ class Catalogue:
         self.code: dict[str, int] = {}
         self.sku_item: dict[str, int] = {}
         self.available: dict[str, int] = {}
+        self._versions: dict[str, int] = {}
         self._in_stock: BoolArray = np.zeros(1024, bool)  # grown by doubling, see `upsert`
         self.vocab: dict[str, dict[str, int]] = {name: {} for name in ATTRIBUTES}
         self.features: dict[str, int] = {}
@@ -140,8 +141,13 @@ class Catalogue:
         self.changed = True
         return code
 
-    def set_stock(self, sku: str, available: int) -> int | None:
-        """Record a SKU's availability; the product's code when its in-stock state changed."""
+    def set_stock(self, sku: str, version: int, available: int) -> int | None:
+        """Record a SKU's availability at its version; the product's code when its in-stock
+        state changed. Older news is ignored: events of one SKU may arrive out of order (from
+        several relays, or a stored projection loaded after a newer event was heard)."""
+        if version < self._versions.get(sku, -1):
+            return None
+        self._versions[sku] = version
         self.available[sku] = available
         code = self.sku_item.get(sku)
         if code is None:
@@ -188,25 +194,33 @@ class Catalogue:
         return attrs, matrix
 
 
+class RecentIds:
+    """The last `size` event ids seen: an event heard again (the bus echoing what this process
+    applied, or history loaded from the database) is recognised and applied once."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._ids: OrderedDict[str, None] = OrderedDict()
+
+    def first_time(self, event_id: str) -> bool:
+        if event_id in self._ids:
+            return False
+        self._ids[event_id] = None
+        if len(self._ids) > self.size:
+            self._ids.popitem(last=False)
+        return True
+
+
 @dataclass
 class Shopper:
     """What one shopper did lately, what they told us, and what they bought."""
 
     events: deque[tuple[int, int, float]] = field(
         default_factory=lambda: deque(maxlen=HISTORY_PER_SHOPPER))
-    seen: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    seen: RecentIds = field(default_factory=lambda: RecentIds(4 * HISTORY_PER_SHOPPER))
     preferences: dict[str, list[str]] = field(default_factory=dict)
     searches: deque[str] = field(default_factory=lambda: deque(maxlen=5))
     bought: set[int] = field(default_factory=set)
-
-    def first_time(self, event_id: str) -> bool:
-        """False for an event already applied (heard from the bus and loaded from the db)."""
-        if event_id in self.seen:
-            return False
-        self.seen[event_id] = None
-        if len(self.seen) > 4 * HISTORY_PER_SHOPPER:
-            self.seen.popitem(last=False)
-        return True
 
     @property
     def size(self) -> str | None:
@@ -252,9 +266,8 @@ class Engine:
         self.hybrid.fit(EventLog.build([], [], [], n_items=0))
         self.shoppers: OrderedDict[str, Shopper] = OrderedDict()
         self._loading: dict[str, Shopper] = {}
-        self._heard: OrderedDict[str, None] = OrderedDict()  # recent event ids, models learnt once
+        self._heard = RecentIds(100_000)  # the models learn each event once
         self.max_shoppers = max_shoppers
-        self.fitted: FitReport | None = None
         self._since_fit: list[Event] | None = None
 
     # -- catalogue and stock ---------------------------------------------------------------
@@ -267,17 +280,13 @@ class Engine:
     def share_catalogue(self) -> None:
         """Hand content similarity the current attribute arrays (the service calls this at
         most a few times a second: a product change must not cost every request O(catalogue))."""
-        if self.catalogue.changed:
-            self.catalogue.changed = False
-            self._content_sees(*self.catalogue.arrays())
-
-    def _content_sees(self, attrs: dict[str, IntArray], features: sp.csr_matrix) -> None:
         content = self.hybrid.components.get("content")
-        if content is not None:
-            content.set_attributes(attrs, features)  # type: ignore[attr-defined]
+        if self.catalogue.changed and content is not None:
+            self.catalogue.changed = False
+            content.set_attributes(*self.catalogue.arrays())  # type: ignore[attr-defined]
 
-    def set_stock(self, sku: str, available: int) -> int | None:
-        return self.catalogue.set_stock(sku, available)
+    def set_stock(self, sku: str, version: int, available: int) -> int | None:
+        return self.catalogue.set_stock(sku, version, available)
 
     # -- shoppers ------------------------------------------------------------------------
 
@@ -309,7 +318,7 @@ class Engine:
 
     def observe(self, subject: str, row: Mapping[str, Any]) -> bool:
         """One behaviour event: teach the models, update the shopper if held; True if new."""
-        if not self._first_hearing(str(row["id"])):
+        if not self._heard.first_time(str(row["id"])):
             return False  # this process applied it on the way in; the bus brings it back
         shopper = self.shoppers.get(subject) or self._loading.get(subject)
         if shopper is not None and not self._apply(shopper, row):
@@ -323,14 +332,6 @@ class Engine:
                 self._since_fit.append(event)
         return True
 
-    def _first_hearing(self, event_id: str) -> bool:
-        if event_id in self._heard:
-            return False
-        self._heard[event_id] = None
-        if len(self._heard) > 100_000:
-            self._heard.popitem(last=False)
-        return True
-
     def bought(self, subject: str, skus: Iterable[str]) -> None:
         """An order was paid: those products are bought (shown again only if replenished)."""
         shopper = self.shoppers.get(subject)
@@ -339,7 +340,7 @@ class Engine:
                                if s in self.catalogue.sku_item}
 
     def _apply(self, shopper: Shopper, row: Mapping[str, Any]) -> bool:
-        if not shopper.first_time(str(row["id"])):
+        if not shopper.seen.first_time(str(row["id"])):
             return False
         kind = row["kind"]
         if kind == "preference" and row.get("attribute") in PREFERENCES and row.get("value"):
@@ -366,12 +367,12 @@ class Engine:
         attrs, features = self.catalogue.arrays()
         return Snapshot(dict(self.catalogue.code), attrs, features)
 
-    def install(self, hybrid: Hybrid, report: FitReport) -> None:
+    def install(self, hybrid: Hybrid) -> None:
         """Swap in a model fitted off the loop, then teach it what happened meanwhile."""
         for event in self._since_fit or ():
             hybrid.update(event)
         self._since_fit = None
-        self.hybrid, self.fitted = hybrid, report
+        self.hybrid = hybrid
         self.catalogue.changed = True
         self.share_catalogue()
 

@@ -77,7 +77,6 @@ Assign = Callable[[str], Awaitable[Assignment | None]]
 
 @dataclass
 class Served:
-    subject: str
     items: list[dict[str, Any]]
     assignment: Assignment | None
     cached: bool
@@ -91,13 +90,11 @@ class RecommendationsService:
         self.settings = settings
         self.assign = assign
         self.engine = eng.Engine()
-        self.ready = asyncio.Event()
         # Which customer a session merged into: asked on every list of an anonymous shopper, so
         # kept for minutes; a merge (here or heard from the bus) forgets the session at once.
         self._customers: Memo[str, str | None] = Memo(self._customer_of, ttl_seconds=300.0,
                                                        max_entries=200_000)
         self._loading: Memo[str, eng.Shopper] = Memo(self._load_shopper, ttl_seconds=0)
-        self._versions: dict[str, int] = {}
 
     # -- behaviour events ----------------------------------------------------------------
 
@@ -169,21 +166,14 @@ class RecommendationsService:
             self._customers.forget(data["session_id"])
             await self.forget_shoppers(data["session_id"], data["customer_id"])
         elif kind == "inventory.stock_changed.v1":
-            self.set_stock(data["sku"], int(data["sku_version"]),
-                           int(data["totals"]["available"]))
+            self.engine.set_stock(data["sku"], int(data["sku_version"]),
+                                  int(data["totals"]["available"]))
         elif kind in PRODUCT_EVENTS:
             self.engine.add_items([eng.item_of(data)])
         elif kind == "order.paid.v1" and data.get("customer_id"):
             subject = eng.subject_of(data["customer_id"], None)
             self.engine.bought(subject, [line["sku"] for line in data["lines"]])
             await self.cache.drop([subject])
-
-    def set_stock(self, sku: str, version: int, available: int) -> None:
-        """Newer news only: events of one SKU may arrive out of order from several relays."""
-        if version < self._versions.get(sku, -1):
-            return
-        self._versions[sku] = version
-        self.engine.set_stock(sku, available)
 
     # -- the model's life ----------------------------------------------------------------
 
@@ -193,13 +183,15 @@ class RecommendationsService:
         try:
             await self.load()
             await self.refit()
-            self.ready.set()
             last_fit = time.monotonic()
             while True:
                 await asyncio.sleep(0.5)
                 self.engine.share_catalogue()
                 if time.monotonic() - last_fit >= self.settings.refit_seconds:
-                    await keep_trying(self.refit)
+                    try:
+                        await self.refit()
+                    except Exception:  # the current model keeps serving
+                        log.exception("recs_refit_failed")
                     last_fit = time.monotonic()
         finally:
             listener.cancel()
@@ -210,16 +202,16 @@ class RecommendationsService:
             stock = await store.availability(conn)
         self.engine.add_items(eng.item_of(row) for row in items)
         for sku, (version, available) in stock.items():
-            self.set_stock(sku, version, available)
+            self.engine.set_stock(sku, version, available)
         self.engine.share_catalogue()
 
     async def refit(self) -> eng.FitReport:
         """Fit on stored history in a thread; the live model serves (and learns) meanwhile."""
         snapshot = self.engine.start_fit()
         async with self.db.read() as conn:
-            history = await store.recent_behaviour(conn, None, self.settings.history_limit)
+            history = await store.recent_behaviour(conn, self.settings.history_limit)
         hybrid, report = await asyncio.to_thread(eng.fit, snapshot, history)
-        self.engine.install(hybrid, report)
+        self.engine.install(hybrid)
         log.info("recs_fitted", events=report.events, seconds=report.seconds,
                  tuned_on=report.tuned_on, weights=report.weights)
         return report
@@ -240,13 +232,13 @@ class RecommendationsService:
         if cached is not None:
             sellable = [pick for pick in cached if self._sellable(pick)]
             if len(sellable) >= min(limit, len(cached)):
-                return Served(subject, sellable[:limit], assignment, True)
+                return Served(sellable[:limit], assignment, True)
         shopper = self.engine.shopper(subject) or await self._loading.get(subject)
         picks = self.engine.recommend(shopper, where, OVERFETCH * limit,
                                       assignment.config if assignment else None)
         items = [self._render(pick) for pick in picks]
         await self.cache.put(subject, key, items)
-        return Served(subject, items[:limit], assignment, False)
+        return Served(items[:limit], assignment, False)
 
     def _sellable(self, pick: Mapping[str, Any]) -> bool:
         sku = pick.get("sku")
@@ -276,11 +268,3 @@ def recorded(row: Mapping[str, Any]) -> BehaviourRecorded:
         customer_id=row["customer_id"], product_id=row["product_id"], sku=row["sku"],
         query=row["query"], attribute=row["attribute"], value=row["value"],
         occurred_at=row["occurred_at"])
-
-
-async def keep_trying(operation: Callable[[], Awaitable[Any]]) -> None:
-    """A failed refit is logged; the current model keeps serving."""
-    try:
-        await operation()
-    except Exception:
-        log.exception("recs_refit_failed")

@@ -88,12 +88,6 @@ async def save_items(conn: AsyncConnection, items: Sequence[dict[str, Any]]) -> 
         await upsert(conn, rec_items, list(items), ["product_id"])
 
 
-async def item(conn: AsyncConnection, product_id: str) -> dict[str, Any] | None:
-    row = (await conn.execute(sa.select(rec_items).where(
-        rec_items.c.product_id == product_id))).mappings().first()
-    return dict(row) if row else None
-
-
 async def items(conn: AsyncConnection) -> list[dict[str, Any]]:
     rows = await conn.execute(sa.select(rec_items).order_by(rec_items.c.product_id))
     return [dict(row) for row in rows.mappings()]
@@ -118,13 +112,10 @@ async def history(conn: AsyncConnection, *, customer_id: str | None = None,
     return [dict(row) for row in reversed(rows.mappings().all())]
 
 
-async def recent_behaviour(conn: AsyncConnection, since: datetime | None,
-                           limit: int) -> list[dict[str, Any]]:
-    """Up to `limit` of the newest events (after `since`), oldest first: the fit's history."""
-    query = sa.select(behaviour_events)
-    if since is not None:
-        query = query.where(behaviour_events.c.occurred_at > since)
-    rows = await conn.execute(query.order_by(behaviour_events.c.occurred_at.desc()).limit(limit))
+async def recent_behaviour(conn: AsyncConnection, limit: int) -> list[dict[str, Any]]:
+    """Up to `limit` of the newest events, oldest first: the fit's history."""
+    rows = await conn.execute(sa.select(behaviour_events)
+                              .order_by(behaviour_events.c.occurred_at.desc()).limit(limit))
     return [dict(row) for row in reversed(rows.mappings().all())]
 
 

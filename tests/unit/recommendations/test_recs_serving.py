@@ -24,7 +24,7 @@ def engine_with(*items: Item, stock: int = 5) -> Engine:
     engine.add_items(items)
     for it in items:
         for sku, _ in it.variants:
-            engine.set_stock(sku, stock)
+            engine.set_stock(sku, 1, stock)
     engine.share_catalogue()
     return engine
 
@@ -65,9 +65,9 @@ def test_stock_events_decide_what_may_be_shown() -> None:
     engine = engine_with(item("a"), item("b"), item("c"))
     engine.observe("s:1", event("view", "a"))
     assert set(shown(engine, "s:1")) == {"a", "b", "c"}
-    assert engine.set_stock("b-M", 0) == engine.catalogue.code["b"]  # in-stock state flipped
+    assert engine.set_stock("b-M", 2, 0) == engine.catalogue.code["b"]  # in-stock state flipped
     assert "b" not in shown(engine, "s:1")
-    engine.set_stock("b-M", 2)
+    engine.set_stock("b-M", 3, 2)
     assert "b" in shown(engine, "s:1")
 
 
@@ -121,7 +121,7 @@ def test_a_refit_tunes_the_blend_on_stored_history() -> None:
             history.append({**event("view", f"i{c}-{k}", at=s * 10 + k),
                             "session_id": f"s{s}", "customer_id": None})
     hybrid, report = fit(engine.start_fit(), history)
-    engine.install(hybrid, report)
+    engine.install(hybrid)
     assert report.events == 1500 and report.tuned_on > 0
     assert report.weights != {}
     shopper = engine.remember(subject_of(None, "fresh"), [event("view", "i3-1")])
