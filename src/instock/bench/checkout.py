@@ -23,7 +23,12 @@ from typing import Any
 import httpx
 import numpy as np
 
-from instock.bench.local import free_port, instock_executable, scratch_database
+from instock.bench.local import (
+    free_port,
+    instock_executable,
+    scratch_database,
+    wait_answering,
+)
 from instock.platform.auth import Role, TokenAuthority
 
 SECRET = "bench-checkout-secret-0123456789abcdef"
@@ -60,17 +65,6 @@ def _process(args: list[str], env: dict[str, str], log: Path) -> Any:
                 process.kill()
 
 
-async def _answering(url: str, log: Path, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    async with httpx.AsyncClient(timeout=2) as http:
-        while time.monotonic() < deadline:
-            with contextlib.suppress(httpx.TransportError):
-                if (await http.get(url)).status_code == 200:
-                    return
-            await asyncio.sleep(0.1)
-    raise RuntimeError(f"{url} did not answer in {timeout:.0f} s; see {log}")
-
-
 @contextlib.asynccontextmanager
 async def _stack(plan: Plan, database_url: str) -> AsyncIterator[tuple[str, str]]:
     """The sandbox and an API process; yields their base URLs."""
@@ -81,11 +75,11 @@ async def _stack(plan: Plan, database_url: str) -> AsyncIterator[tuple[str, str]
                INSTOCK_PAYMENTS_URL=f"http://127.0.0.1:{sandbox_port}")
     sandbox_log, api_log = plan.workdir / "sandbox.log", plan.workdir / "api.log"
     with _process(["sandbox", "payments", "--port", str(sandbox_port), "--latency-ms",
-                   str(plan.provider_latency_ms)], env, sandbox_log), \
-            _process(["serve", "--port", str(api_port)], env, api_log):
+                   str(plan.provider_latency_ms)], env, sandbox_log) as provider, \
+            _process(["serve", "--port", str(api_port)], env, api_log) as server:
         sandbox, api = f"http://127.0.0.1:{sandbox_port}", f"http://127.0.0.1:{api_port}"
-        await _answering(f"{sandbox}/_sandbox/config", sandbox_log)
-        await _answering(f"{api}/readyz", api_log)
+        await wait_answering(f"{sandbox}/_sandbox/config", sandbox_log, 60, provider)
+        await wait_answering(f"{api}/readyz", api_log, 60, server)
         yield sandbox, api
 
 

@@ -88,7 +88,13 @@ import numpy as np
 import sqlalchemy as sa
 from numpy.typing import NDArray
 
-from instock.bench.local import free_port, instock_executable, scratch_database
+from instock.bench.local import (
+    free_port,
+    instock_executable,
+    open_loop,
+    scratch_database,
+    wait_answering,
+)
 from instock.bench.wire import Connection, read_body, read_chunk, read_head, request_head
 from instock.platform.auth import Role, TokenAuthority
 
@@ -301,7 +307,8 @@ async def serve(database_url: str, bus_url: str, workdir: Path, *,
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     server = Server(process, port, log_path, database_url, secret)
     try:
-        await _wait_ready(server)
+        await wait_answering(f"{server.base_url}/readyz", log_path, READY_TIMEOUT,
+                             server.process)
         yield server
     finally:
         await asyncio.to_thread(_stop, process)
@@ -317,18 +324,6 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
             process.wait(timeout=20)
 
 
-async def _wait_ready(server: Server) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT
-    async with httpx.AsyncClient(base_url=server.base_url, timeout=5) as client:
-        while time.monotonic() < deadline:
-            if server.process.poll() is not None:
-                raise RuntimeError(f"instock serve exited with {server.process.returncode}:\n"
-                                   f"{server.log_tail()}")
-            with contextlib.suppress(httpx.TransportError):
-                if (await client.get("/readyz")).status_code == 200:
-                    return
-            await asyncio.sleep(0.1)
-    raise RuntimeError(f"instock serve not ready in {READY_TIMEOUT:.0f} s:\n{server.log_tail()}")
 
 
 def admin_token(server: Server) -> str:
@@ -669,7 +664,6 @@ async def drive(write: Write, skus: list[str], rate: float, seconds: float,
     """Open loop: change i is started at t0 + i/rate, to SKU i mod N, however slow earlier
     ones are; every change runs as its own task."""
     result = Drive()
-    count = max(1, round(rate * seconds))
 
     async def one(i: int) -> None:
         try:
@@ -680,23 +674,11 @@ async def drive(write: Write, skus: list[str], rate: float, seconds: float,
             result.errors[type(exc).__name__] += 1
         advance(1)
 
-    tasks = []
-    result.started = time.monotonic() + 0.05
-    for i in range(count):
-        due = result.started + i / rate
-        delay = due - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        else:
-            result.late_ms = max(result.late_ms, -delay * 1000)
-        tasks.append(asyncio.create_task(one(i)))
-    result.last_sent = time.monotonic()
-    result.offered = count
-    _, pending = await asyncio.wait(tasks, timeout=DRAIN_TIMEOUT)
-    for task in pending:
-        task.cancel()
-    if pending:
-        result.errors["unfinished"] = len(pending)
+    schedule = await open_loop(rate, seconds, lambda i, _due: one(i), DRAIN_TIMEOUT)
+    result.started, result.last_sent = schedule.started, schedule.last_sent
+    result.late_ms, result.offered = schedule.late_ms, schedule.offered
+    if schedule.unfinished:
+        result.errors["unfinished"] = schedule.unfinished
     result.finished = max((c[3] for c in result.commits), default=result.started)
     return result
 

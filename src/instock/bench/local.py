@@ -3,14 +3,20 @@ throwaway databases (SQLite files, or databases created and dropped on a Postgre
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import secrets
 import shutil
 import socket
+import subprocess
 import sys
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import sqlalchemy as sa
 
 
@@ -52,3 +58,62 @@ async def scratch_database(url: str, workdir: Path,
         yield sa.make_url(url).set(database=name).render_as_string(hide_password=False)
     finally:
         await pg_admin(url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def wait_answering(url: str, log: Path, timeout: float,
+                         process: subprocess.Popen[bytes] | None = None) -> None:
+    """Poll `url` until it answers 200; fail with the log's tail if the process exits first
+    or time runs out."""
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient(timeout=2) as http:
+        while time.monotonic() < deadline:
+            if process is not None and process.poll() is not None:
+                raise RuntimeError(f"{url}: the process exited ({process.returncode}); "
+                                   f"{log}:\n{_tail(log)}")
+            with contextlib.suppress(httpx.TransportError):
+                if (await http.get(url)).status_code == 200:
+                    return
+            await asyncio.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer in {timeout:.0f} s; {log}:\n{_tail(log)}")
+
+
+def _tail(log: Path, chars: int = 2000) -> str:
+    with contextlib.suppress(OSError):
+        return log.read_text(errors="replace")[-chars:]
+    return ""
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How an open loop went: times are time.monotonic()."""
+
+    offered: int
+    started: float  # when request 0 was due
+    last_sent: float
+    late_ms: float  # the sender's worst delay behind its schedule
+    unfinished: int  # still running `drain` seconds after the last was sent (cancelled)
+
+
+async def open_loop(rate: float, seconds: float,
+                    one: Callable[[int, float], Awaitable[None]], drain: float,
+                    sent: Callable[[int], None] = lambda _: None) -> Schedule:
+    """Start `one(i, due)` at due = t0 + i/rate, each as its own task, however slow earlier
+    ones are: a slow server cannot slow the sender, so no latency hides (coordinated
+    omission). `sent(1)` is called as each is started."""
+    count = max(1, round(rate * seconds))
+    tasks: list[asyncio.Task[None]] = []
+    started, late_ms = time.monotonic() + 0.05, 0.0
+    for i in range(count):
+        due = started + i / rate
+        delay = due - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        else:
+            late_ms = max(late_ms, -delay * 1000)
+        tasks.append(asyncio.ensure_future(one(i, due)))
+        sent(1)
+    last_sent = time.monotonic()
+    _, pending = await asyncio.wait(tasks, timeout=drain)
+    for task in pending:
+        task.cancel()
+    return Schedule(count, started, last_sent, late_ms, len(pending))

@@ -29,7 +29,7 @@ import subprocess
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -41,7 +41,13 @@ import sqlalchemy as sa
 from numpy.typing import NDArray
 
 from instock.bench.events import Reporter, backend_of, logs_to_stderr
-from instock.bench.local import free_port, instock_executable, scratch_database
+from instock.bench.local import (
+    free_port,
+    instock_executable,
+    open_loop,
+    scratch_database,
+    wait_answering,
+)
 from instock.platform.auth import Role, TokenAuthority
 from instock.platform.db import Database, insert_rows
 from instock.recommendations.store import behaviour_events, item_availability, rec_items
@@ -61,6 +67,7 @@ COLD_SECONDS = 5.0
 # After the schedule's last request: how long answers may still come. An overloaded server
 # would otherwise keep the bench waiting for its whole backlog; what is cut off is counted.
 DRAIN_SECONDS = 30.0
+READY_TIMEOUT = 120.0  # for /readyz; the model's fit is waited for afterwards
 UNLOADED_REQUESTS = 50
 # Keep-alive connections to the server, and requests in flight at once. The rest wait for a
 # slot here (their latency still counts from when they were due): httpx's pool hands out
@@ -272,7 +279,7 @@ async def _server(plan: Plan, database_url: str) -> AsyncIterator[str]:
                                    stdout=out, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL)
     try:
-        await _answering(f"http://127.0.0.1:{port}/readyz", process, log)
+        await wait_answering(f"http://127.0.0.1:{port}/readyz", log, READY_TIMEOUT, process)
         yield f"http://127.0.0.1:{port}"
     finally:
         process.terminate()
@@ -280,21 +287,6 @@ async def _server(plan: Plan, database_url: str) -> AsyncIterator[str]:
             await asyncio.to_thread(process.wait, 10)
         except subprocess.TimeoutExpired:
             process.kill()
-
-
-async def _answering(url: str, process: subprocess.Popen[bytes], log: Path,
-                     timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    async with httpx.AsyncClient(timeout=2) as http:
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"instock serve exited ({process.returncode}); see {log}:\n"
-                                   f"{log.read_text(errors='replace')[-2000:]}")
-            with contextlib.suppress(httpx.TransportError):
-                if (await http.get(url)).status_code == 200:
-                    return
-            await asyncio.sleep(0.1)
-    raise RuntimeError(f"{url} did not answer in {timeout:.0f} s; see {log}")
 
 
 # -- talking to it -----------------------------------------------------------------------------
@@ -372,32 +364,6 @@ class Load:
     event_post_ms: list[float] = field(default_factory=list)
 
 
-async def open_loop(rate: float, seconds: float,
-                    one: Callable[[int, float], Coroutine[Any, Any, None]],
-                    advance: Callable[[int], None], load: Load) -> int:
-    """Call `one(i, due)` at t0 + i/rate as its own task, however slow earlier ones are;
-    how many were still unanswered DRAIN_SECONDS after the last was sent (cancelled)."""
-    count = max(1, round(rate * seconds))
-    tasks: list[asyncio.Task[None]] = []
-    load.started = time.perf_counter() + 0.05
-    for i in range(count):
-        due = load.started + i / rate
-        delay = due - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        else:
-            load.late_ms = max(load.late_ms, -delay * 1000)
-        tasks.append(asyncio.create_task(one(i, due)))
-        if i % 50 == 49:
-            advance(50)
-    _, pending = await asyncio.wait(tasks, timeout=DRAIN_SECONDS)
-    for task in pending:
-        task.cancel()
-    advance(count % 50)
-    load.finished = time.perf_counter()
-    return len(pending)
-
-
 def contexts(shop: Shop, rng: np.random.Generator, n: int) -> list[str]:
     """home 60%, product:{a popular item} 30%, cart 10%."""
     kinds = rng.choice(len(CONTEXT_MIX), n, p=[share for _, share in CONTEXT_MIX])
@@ -421,14 +387,16 @@ async def serve_lists(client: Client, shop: Shop, plan: Plan, sessions: list[str
     async def one(i: int, due: float) -> None:
         answer = await client.recommendations(sessions[who[i]], where[i])
         if answer is not None:
-            load.latencies_ms.append((time.perf_counter() - due) * 1000)
+            load.latencies_ms.append((time.monotonic() - due) * 1000)
             load.answered += 1
             load.cached += bool(answer["cached"])
 
     sender = asyncio.create_task(_view_events(client, shop, plan, sessions, seconds, load)) \
         if events and plan.event_rate > 0 else None
-    unanswered = await open_loop(plan.rate, seconds, one, advance, load)
-    if unanswered:
+    schedule = await open_loop(plan.rate, seconds, one, DRAIN_SECONDS, advance)
+    load.started, load.late_ms, load.finished = (schedule.started, schedule.late_ms,
+                                                 time.monotonic())
+    if unanswered := schedule.unfinished:
         client.errors[f"GET /v1/recommendations unanswered {DRAIN_SECONDS:g} s after the "
                       "schedule ended"] += unanswered
     if sender is not None:
@@ -446,10 +414,9 @@ async def _view_events(client: Client, shop: Shop, plan: Plan, sessions: list[st
     async def one(i: int, due: float) -> None:
         if await client.events([{"type": "view", "session_id": sessions[who[i]],
                                  "product_id": shop.ids[items[i]]}]) is not None:
-            load.event_post_ms.append((time.perf_counter() - due) * 1000)
+            load.event_post_ms.append((time.monotonic() - due) * 1000)
 
-    unanswered = await open_loop(plan.event_rate, seconds, one, lambda _: None, Load())
-    if unanswered:
+    if unanswered := (await open_loop(plan.event_rate, seconds, one, DRAIN_SECONDS)).unfinished:
         client.errors[f"POST /v1/events unanswered {DRAIN_SECONDS:g} s after the schedule "
                       "ended"] += unanswered
 
