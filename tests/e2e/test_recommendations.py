@@ -6,6 +6,7 @@ through `POST /v1/events`; nothing here feeds the engine directly.
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import httpx
@@ -68,12 +69,22 @@ def ids(body: dict[str, Any]) -> list[str]:
 
 
 async def knows(api: httpx.AsyncClient, skus: list[str]) -> None:
-    """Wait until the recommender heard of the products and their stock (all in stock)."""
+    """Wait until the recommender heard of the products and their stock (all in stock), and
+    content similarity has their attributes (shared a few times a second, not per event).
+
+    Each poll is a new shopper: a list, once served, is cached for that shopper."""
+    products = {s.rsplit("-", 1)[0] for s in skus}
+
     async def ready() -> bool | None:
-        body = await recs(api, session_id="probe", limit=50)
-        shown = {item["sku"].rsplit("-", 1)[0] for item in body["items"]}
-        return True if {s.rsplit("-", 1)[0] for s in skus} <= shown else None
+        body = await recs(api, session_id=f"probe-{uuid.uuid4()}", limit=50)
+        return True if products <= {item["product_id"] for item in body["items"]} else None
+
+    async def similar() -> bool | None:
+        body = await recs(api, session_id=f"probe-{uuid.uuid4()}", limit=50,
+                          context=f"product:{min(products)}")
+        return True if any(i["reason"]["code"] == "content" for i in body["items"]) else None
     await eventually(ready, "the recommender knows every product in stock", timeout=20)
+    await eventually(similar, "content similarity knows the products", timeout=20)
 
 
 async def test_a_sold_out_item_leaves_every_cached_list_within_a_second(
