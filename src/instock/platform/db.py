@@ -102,6 +102,14 @@ class Database:
         else:
             kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
+        # PostgreSQL reads run outside a transaction, on their own pool: under READ COMMITTED
+        # each statement sees its own snapshot either way, and a read then costs its query's
+        # round trip (and the checkout's ping) instead of BEGIN, the query and ROLLBACK, each
+        # also around the ping. Reads that need one snapshot across statements use `snapshot`.
+        self._reader: AsyncEngine = self.engine if self.is_sqlite else create_async_engine(
+            self.url, **{**kwargs, "pool_size": max(pool_size // 2, 1),
+                         "max_overflow": max(pool_size // 2, 1)},
+            isolation_level="AUTOCOMMIT")
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
         # In-process wake-ups for `signal`/`signals`: on SQLite the only kind there is; on
         # PostgreSQL LISTEN/NOTIFY reaches other processes as well.
@@ -201,7 +209,7 @@ class Database:
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
-        async with self.engine.connect() as conn:
+        async with self._reader.connect() as conn:
             yield conn
 
     @asynccontextmanager
@@ -219,6 +227,8 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+        if self._reader is not self.engine:
+            await self._reader.dispose()
 
 
 @asynccontextmanager

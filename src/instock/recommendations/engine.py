@@ -40,6 +40,7 @@ KINDS = {"view": VIEW, "click": VIEW, "add_to_cart": CART, "wishlist": WISHLIST,
 ATTRIBUTES = ("brand", "category", "colour")
 PREFERENCES = (*ATTRIBUTES, "tag", "size")
 HISTORY_PER_SHOPPER = 50
+ANSWERS_PER_SHOPPER = 20  # preference answers read with a shopper's history, however old
 # Below this many validation targets a tuned blend is noise: the starting blend serves instead.
 MIN_TUNING_TARGETS = 200
 # The blend of a shop without enough history to tune on: every signal counts, content and
@@ -159,6 +160,12 @@ class Catalogue:
     def _restock(self, code: int) -> None:
         self.in_stock[code] = any(self.available.get(sku, 0) > 0
                                   for sku, _ in self.items[code].variants)
+
+    def sellable(self, codes: IntArray) -> BoolArray:
+        """Per code: a product of this catalogue with a SKU in stock."""
+        in_stock = self.in_stock
+        known = codes < len(in_stock)
+        return known & in_stock[np.where(known, codes, 0)]
 
     def variants(self, code: int) -> list[rules.Variant]:
         return [rules.Variant(sku, size, self.available.get(sku, 0))
@@ -425,30 +432,36 @@ class Engine:
     def recommend(self, shopper: Shopper, where: str, limit: int,
                   config: Mapping[str, Any] | None = None) -> list[Pick]:
         ctx, exclude = self.context(shopper, where)
-        n = len(self.catalogue)
-        blended, parts = self.model(config).blend(ctx)
-        scores = blended[:n] if len(blended) >= n else np.r_[blended, np.zeros(n - len(blended))]
-        allowed = self.catalogue.in_stock.copy()
-        allowed[[c for c in exclude if c < n]] = False
-        depth = 3 * limit  # room to skip other sizes and repeat brands, no more
-        ranked = rules.shortlist(scores, allowed, depth)
-        if len(ranked) < limit:  # too little signal: fill up with what is new and in stock
-            fill = rules.newest(allowed, {*exclude, *ranked.tolist()}, limit - len(ranked))
-            ranked = np.r_[ranked, fill]
-        choices = {int(c): rules.choose_variant(self.catalogue.variants(int(c)), shopper.size)
-                   for c in ranked}
-        adjusted = {c: (float(scores[c]) or 1e-9) * (rules.SIZE_MISS if ch.in_size is False
-                                                     else 1.0) for c, ch in choices.items()}
+        blend = self.model(config).blend(ctx)
+        allowed = self.catalogue.sellable(blend.items)
+        allowed &= ~np.isin(blend.items, np.fromiter(exclude, np.int64, len(exclude)))
+        # room to skip other sizes and repeat brands, no more
+        ranked = rules.shortlist(blend.scores, allowed, 3 * limit)
+        position = {int(blend.items[i]): int(i) for i in ranked}
+        codes = list(position)
+        if len(codes) < limit:  # too little signal: fill up with what is new and in stock
+            codes += rules.newest(self.catalogue.in_stock, {*exclude, *codes},
+                                  limit - len(codes)).tolist()
+        score = {c: float(blend.scores[position[c]]) if c in position else 0.0 for c in codes}
+        # a variant is chosen before the re-rank only where the shopper's size can demote it
+        choices = {c: self.choose(c, shopper.size) for c in codes} if shopper.size else {}
+        adjusted = {c: (score[c] or 1e-9) * (rules.SIZE_MISS if c in choices
+                                             and choices[c].in_size is False else 1.0)
+                    for c in codes}
         brand = self.catalogue.codes("brand")
         category = self.catalogue.codes("category")
-        picked = rules.diversify(list(choices), adjusted, brand, category, limit)
-        top = max((float(scores[c]) for c in picked), default=0.0) or 1.0
+        picked = rules.diversify(codes, adjusted, brand, category, limit)
+        top = max((score[c] for c in picked), default=0.0) or 1.0
         # the shown score is the blend's, 0 for a filler with no signal behind it
-        return [self._pick(c, choices[c], float(scores[c]) / top, parts, ctx) for c in picked]
+        return [self._pick(c, choices.get(c) or self.choose(c, shopper.size), score[c] / top,
+                           rules.main_reason(blend.parts, position.get(c)), ctx)
+                for c in picked]
 
-    def _pick(self, code: int, choice: rules.Choice, score: float,
-              parts: Mapping[str, Any], ctx: Context) -> Pick:
-        reason = rules.main_reason(parts, code)
+    def choose(self, code: int, size: str | None) -> rules.Choice:
+        return rules.choose_variant(self.catalogue.variants(code), size)
+
+    def _pick(self, code: int, choice: rules.Choice, score: float, reason: str,
+              ctx: Context) -> Pick:
         if reason == "content" and ctx.preferences and not len(ctx.items):
             reason = "preference"
         anchor = self.catalogue.items[int(ctx.items[-1])].title if len(ctx.items) else "this"

@@ -1,8 +1,10 @@
 """Recommender models behind one interface: fit from history, update from one event, score.
 
-Pure NumPy/SciPy, no I/O. Every model scores the whole catalogue (items 0..n_items-1) from a
-`Context` (the shopper's earlier events); the hybrid blends their per-query normalised scores
-with weights tuned on a validation split (see `tuning.py`), never set by hand per data set.
+Pure NumPy/SciPy, no I/O. Every model gives its `Opinion` of a `Context` (the shopper's earlier
+events): its best items and its score of any item, computed where asked rather than over the
+whole catalogue. The hybrid blends the components' normalised scores over the union of their
+best items, with weights tuned on a validation split (see `tuning.py`), never set by hand per
+data set; offline evaluation and serving rank the same candidates.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -27,6 +30,11 @@ from instock.recommendations.data import (
     FloatArray,
     IntArray,
 )
+from instock.recommendations.scores import EMPTY_INTS, Dense, Opinion, Sparse, best, ragged
+
+# Each component's best items that a blend considers (tuning considers the same): a list shows
+# ten to twenty, and an item outside every component's top fifty hardly reaches their blend's.
+CANDIDATES = 50
 
 
 class Recommender(Protocol):
@@ -37,6 +45,12 @@ class Recommender(Protocol):
     def update(self, event: Event) -> None: ...
 
     def score(self, ctx: Context, candidates: IntArray | None = None) -> FloatArray: ...
+
+
+class Component(Recommender, Protocol):
+    """A model the hybrid blends: it also answers with an opinion, scored only where asked."""
+
+    def opinion(self, ctx: Context) -> Opinion: ...
 
 
 # ---------------------------------------------------------------------------------------------
@@ -129,18 +143,20 @@ class PairCounts:
             self.base = (self.base + sp.csr_matrix((v, (r, c)), shape=self.base.shape)).tocsr()
         self.delta, self._pending = {}, 0
 
-    def combine(self, rows: IntArray, weights: FloatArray) -> FloatArray:
-        """Sum of weights[j] * row rows[j], as a dense vector over all columns."""
-        out = np.zeros(self.n)
+    def combine(self, rows: IntArray, weights: FloatArray) -> Sparse:
+        """Sum of weights[j] * row rows[j]: only the columns those rows hold."""
         if not len(rows):
-            return out
+            return Sparse.summed(EMPTY_INTS, np.zeros(0))
         uniq, inv = np.unique(rows, return_inverse=True)
-        w = np.bincount(inv, weights=weights)
-        out += np.asarray(self.base[uniq].T @ w).ravel()
+        w = np.bincount(inv.ravel(), weights=weights)
+        owner, at = ragged(self.base.indptr, uniq)
+        cols, vals = [self.base.indices[at]], [w[owner] * self.base.data[at]]
         for r, wr in zip(uniq.tolist(), w.tolist(), strict=True):
-            for c, v in self.delta.get(r, {}).items():
-                out[c] += wr * v
-        return out
+            row = self.delta.get(r)
+            if row:
+                cols.append(np.fromiter(row.keys(), np.int64, len(row)))
+                vals.append(wr * np.fromiter(row.values(), float, len(row)))
+        return Sparse.summed(np.concatenate(cols), np.concatenate(vals))
 
 
 def _context_tail(
@@ -182,18 +198,17 @@ def _all_pairs(log: EventLog) -> sp.csr_matrix:
 
 
 class _Model:
-    """Base class: subclasses fill `_score_all`; candidates are a view on it."""
+    """Base class: subclasses give an `opinion`; `score` reads it densely or at candidates."""
 
     n_items: int = 0
 
     def score(self, ctx: Context, candidates: IntArray | None = None) -> FloatArray:
-        scores = self._score_all(ctx)
+        opinion = self.opinion(ctx)
         if candidates is None:
-            return scores
-        cand = np.asarray(candidates, np.int64)
-        return np.where(cand < len(scores), scores[np.minimum(cand, len(scores) - 1)], 0.0)
+            return opinion.dense(self.n_items)
+        return opinion.at(np.asarray(candidates, np.int64))
 
-    def _score_all(self, ctx: Context) -> FloatArray:
+    def opinion(self, ctx: Context) -> Opinion:
         raise NotImplementedError
 
 
@@ -205,8 +220,13 @@ class Trending(_Model):
     """Popularity with exponential time decay (half_life=inf gives plain popularity).
 
     Counts are stored relative to a moving anchor time so that one event is O(1): decaying
-    every count equally would not change the ranking, only the scale.
+    every count equally would not change the ranking, only the scale. The same opinion serves
+    every context; its top items come from a pool kept between events (see `top`).
     """
+
+    # Items kept as the pool of the best, and events after which the pool is rebuilt.
+    POOL = 512
+    REBUILD_AFTER = 2048
 
     def __init__(
         self, half_life: float = math.inf, kind_weights: tuple[float, ...] = (1.0,) * N_KINDS
@@ -215,6 +235,8 @@ class Trending(_Model):
         self.kind_weights = np.asarray(kind_weights, float)
         self.counts: FloatArray = np.zeros(0)
         self.anchor = 0.0
+        self._pool: IntArray | None = None
+        self._touched: set[int] = set()
 
     def _boost(self, t: FloatArray | float) -> FloatArray:
         if math.isinf(self.half_life):
@@ -226,6 +248,7 @@ class Trending(_Model):
         self.anchor = float(log.time.max()) if len(log) else 0.0
         w = self.kind_weights[log.kind] * self._boost(log.time)
         self.counts = np.bincount(log.item, weights=w, minlength=log.n_items).astype(float)
+        self._pool = None
 
     def update(self, event: Event) -> None:
         self.n_items = max(self.n_items, event.item + 1)
@@ -235,9 +258,25 @@ class Trending(_Model):
             self.counts *= float(np.exp2((self.anchor - event.time) / self.half_life))
             self.anchor = event.time
         self.counts[event.item] += self.kind_weights[event.kind] * float(self._boost(event.time))
+        self._touched.add(event.item)
 
-    def _score_all(self, ctx: Context) -> FloatArray:
-        return self.counts.copy()
+    def opinion(self, ctx: Context) -> Trending:
+        return self  # the same for every shopper
+
+    def top(self, n: int) -> IntArray:
+        """Exact: an item outside the pool that no event touched since the pool was taken
+        still ranks below the whole pool (re-anchoring scales every count alike)."""
+        if self._pool is None or n > self.POOL or len(self._touched) > self.REBUILD_AFTER:
+            self._pool = best(np.arange(len(self.counts)), self.counts, max(n, self.POOL))
+            self._touched = set()
+        pool = np.union1d(self._pool, np.fromiter(self._touched, np.int64, len(self._touched)))
+        return best(pool, self.counts[pool], n)
+
+    def at(self, items: IntArray) -> FloatArray:
+        return Dense(self.counts).at(items)
+
+    def dense(self, n_items: int) -> FloatArray:
+        return Dense(self.counts).dense(n_items)
 
 
 class CoOccurrence(_Model):
@@ -276,9 +315,9 @@ class CoOccurrence(_Model):
             self.pairs.add(other, event.item, 1.0)
             self.pairs.add(event.item, other, 1.0)
 
-    def _score_all(self, ctx: Context) -> FloatArray:
+    def opinion(self, ctx: Context) -> Sparse:
         items, w = _context_tail(ctx, self.n_items, self.context_size, self.decay)
-        return self.pairs.combine(items, w)[: self.n_items]
+        return self.pairs.combine(items, w)
 
 
 class SequentialRules(_Model):
@@ -315,9 +354,9 @@ class SequentialRules(_Model):
         for gap, other in enumerate(reversed(prev), start=1):
             self.pairs.add(other, event.item, 1.0 / gap)
 
-    def _score_all(self, ctx: Context) -> FloatArray:
+    def opinion(self, ctx: Context) -> Sparse:
         items, w = _context_tail(ctx, self.n_items, self.context_size, self.decay)
-        return self.pairs.combine(items, w)[: self.n_items]
+        return self.pairs.combine(items, w)
 
 
 def _last_positions(
@@ -358,6 +397,7 @@ class SessionKNN(_Model):
         self.proximity = proximity
         self.positions: sp.csr_matrix = sp.csr_matrix((0, 0))
         self.matrix: sp.csr_matrix = sp.csr_matrix((0, 0))
+        self._by_item: sp.csc_matrix = sp.csc_matrix((0, 0))  # the sequences holding each item
         self.row_of: dict[int, int] = {}
         self._length: list[int] = []
         self._pending: list[tuple[int, int]] = []
@@ -376,6 +416,7 @@ class SessionKNN(_Model):
         self.positions = positions
         self.matrix = positions.copy()
         self.matrix.data[:] = 1.0  # presence, not counts: a re-click is not more evidence
+        self._by_item = self.matrix.tocsc()
         df = np.bincount(self.matrix.indices, minlength=self.n_items).astype(float)
         n = max(self.matrix.shape[0], 1)
         self._item_weight = np.log1p(n / np.maximum(df, 1.0)) ** self.idf
@@ -409,36 +450,45 @@ class SessionKNN(_Model):
         )
         self._pending = []
 
-    def _neighbour_weights(self, nb: IntArray, q: FloatArray) -> tuple[IntArray, FloatArray]:
-        """Columns of the neighbours' items and each one's proximity weight."""
-        sub = self.positions[nb]
-        rows = np.repeat(np.arange(len(nb)), np.diff(sub.indptr))
-        cols, pos = sub.indices, sub.data
+    def _proximity(self, owner: IntArray, cols: IntArray, pos: IntArray,
+                   q: Sparse) -> FloatArray:
+        """Per neighbour item: proximity ** (steps from where its sequence meets the context,
+        i.e. its item that is most recent in the context)."""
         if self.proximity >= 1.0 or not len(cols):
-            return rows, np.ones(len(cols))
-        # where each neighbour meets the context: its item that is most recent in the context
-        order = np.lexsort((q[cols], rows))
-        last = order[np.r_[rows[order][1:] != rows[order][:-1], True]]
-        meet = np.zeros(len(nb))
-        meet[rows[last]] = pos[last]
-        return rows, self.proximity ** np.abs(pos - meet[rows])
+            return np.ones(len(cols))
+        order = np.lexsort((q.at(cols), owner))
+        last = order[np.r_[owner[order][1:] != owner[order][:-1], True]]
+        meet = np.zeros(int(owner.max()) + 1)
+        meet[owner[last]] = pos[last]
+        return self.proximity ** np.abs(pos - meet[owner])
 
-    def _score_all(self, ctx: Context) -> FloatArray:
+    def opinion(self, ctx: Context) -> Sparse:
         if self.auto_flush:
             self._flush()
         items, w = _context_tail(ctx, self.n_items, self.context_size, self.decay)
-        q = np.bincount(items, weights=w, minlength=self.n_items).astype(np.float64)
-        q = q[: self.matrix.shape[1]]  # items newer than the last fold have no neighbours yet
-        sims = self.matrix @ q
+        q = Sparse.summed(items, w)
+        folded = q.items < self._by_item.shape[1]  # newer items have no neighbours yet
+        # each sequence sharing context items, with the summed weight of what it shares
+        owner, at = ragged(self._by_item.indptr, q.items[folded])
+        sims = Sparse.summed(self._by_item.indices[at], q.scores[folded][owner])
+        keep = sims.scores > 0
         if ctx.seq is not None and ctx.seq in self.row_of:
-            sims[self.row_of[ctx.seq]] = 0.0  # a live session must not be its own neighbour
-        nb = np.flatnonzero(sims)
+            keep &= sims.items != self.row_of[ctx.seq]  # a live session is not its own neighbour
+        nb, sim = sims.items[keep], sims.scores[keep]
         if len(nb) > self.k:
-            nb = nb[np.argpartition(-sims[nb], self.k)[: self.k]]
-        rows, prox = self._neighbour_weights(nb, q)
-        cols = self.positions[nb].indices
-        votes = np.bincount(cols, weights=sims[nb][rows] * prox, minlength=self.n_items)
-        return votes * _grow(self._item_weight, self.n_items)
+            pick = np.argpartition(-sim, self.k)[: self.k]
+            nb, sim = nb[pick], sim[pick]
+        owner, at = ragged(self.positions.indptr, nb)
+        cols, pos = self.positions.indices[at], self.positions.data[at]
+        votes = Sparse.summed(cols, sim[owner] * self._proximity(owner, cols, pos, q))
+        votes.scores *= self._item_weight[votes.items]
+        return votes
+
+
+# Content's candidates come from this many of the values each attribute votes for most (and
+# from this many features): each value's most popular items, `n` of them.
+VOTED_VALUES = 5
+VOTED_FEATURES = 10
 
 
 class ContentSimilarity(_Model):
@@ -454,17 +504,19 @@ class ContentSimilarity(_Model):
         self.attributes: dict[str, IntArray] = {}
         self._n_values: dict[str, int] = {}
         self.features: sp.csr_matrix | None = None
-        self._by_feature: sp.csc_matrix | None = None  # the same, by column: see _feature_votes
         self._lookup: dict[str, IntArray] = {}  # per attribute: codes with -1 as n_values
         self.popularity: FloatArray = np.zeros(0)
         self._boost: FloatArray = np.ones(0)  # 1 + log1p(popularity), kept per event
+        # Per attribute: items ordered by value, most popular first within a value, and where
+        # each value starts; per feature the same (a CSC's row order). See `_ContentOpinion.top`.
+        self._by_value: dict[str, tuple[IntArray, IntArray]] = {}
+        self._by_feature: tuple[IntArray, IntArray] = (EMPTY_INTS, np.zeros(1, np.int64))
 
     def fit(self, log: EventLog) -> None:
         self.n_items = log.n_items
+        self.popularity = np.bincount(log.item, minlength=log.n_items).astype(float)
         self.set_attributes({k: v[: log.n_items] for k, v in log.attributes.items()},
                             log.features)
-        self.popularity = np.bincount(log.item, minlength=log.n_items).astype(float)
-        self._boost = 1.0 + np.log1p(self.popularity)
 
     def update(self, event: Event) -> None:
         self.n_items = max(self.n_items, event.item + 1)
@@ -479,7 +531,8 @@ class ContentSimilarity(_Model):
         """Catalogue changes (new items, re-categorisation) arrive here, not as events.
 
         `features` (items x features, 0/1) are multi-valued attributes such as tags and title
-        words; stated preferences name feature columns under the key "features".
+        words; stated preferences name feature columns under the key "features". The orders
+        by popularity that candidates are drawn from are taken here (and at a fit), not per event.
         """
         self.attributes = {k: np.asarray(v, np.int64) for k, v in attributes.items()}
         self._n_values = {k: int(v.max()) + 1 if len(v) else 0 for k, v in self.attributes.items()}
@@ -487,56 +540,107 @@ class ContentSimilarity(_Model):
         self._lookup = {k: np.where(v >= 0, v, self._n_values[k])
                         for k, v in self.attributes.items()}
         self.features = features
-        self._by_feature = features.tocsc() if features is not None else None
         self.n_items = max(self.n_items, max((len(v) for v in self.attributes.values()), default=0))
         self.popularity = _grow(self.popularity, self.n_items)
         self._boost = 1.0 + np.log1p(self.popularity)
+        self._by_value = {}
+        for name, lookup in self._lookup.items():
+            order = np.lexsort((-self._boost[: len(lookup)], lookup))
+            starts = np.searchsorted(lookup[order], np.arange(self._n_values[name] + 1))
+            self._by_value[name] = (order, starts)
+        self._by_feature = (EMPTY_INTS, np.zeros(1, np.int64))
+        if features is not None:
+            by_feature = features.tocsc()
+            column = np.repeat(np.arange(by_feature.shape[1]), np.diff(by_feature.indptr))
+            rows = by_feature.indices.astype(np.int64)
+            order = np.lexsort((-_grow(self._boost, by_feature.shape[0], 1.0)[rows], column))
+            self._by_feature = (rows[order], by_feature.indptr.astype(np.int64))
 
-    def _feature_votes(self, items: IntArray, w: FloatArray, stated: Sequence[int]) -> FloatArray:
-        """Shared features with the context, each context item's features summing to its weight."""
+    def _taste(self, items: IntArray, w: FloatArray, stated: Sequence[int]) -> FloatArray | None:
+        """Weight per feature: each context item's features share its weight; answers add 1."""
         f = self.features
-        assert f is not None
+        if f is None or not f.shape[1]:
+            return None
         known = items < f.shape[0]
-        rows = f[items[known]]
-        per_row = np.maximum(np.diff(rows.indptr), 1)
-        taste = np.asarray(rows.T @ (w[known] / per_row)).ravel()
-        answers = [v for v in stated if 0 <= v < f.shape[1]]
-        taste[answers] += 1.0
-        # only the few features the shopper has shown taste for: their columns, not all of F
-        wanted = np.flatnonzero(taste)
-        by_feature = self._by_feature
-        assert by_feature is not None
-        out = np.asarray(by_feature[:, wanted] @ taste[wanted]).ravel()
-        return _grow(out, self.n_items)[: self.n_items]
+        rows, weights = items[known], w[known]
+        owner, at = ragged(f.indptr, rows)
+        per_row = np.maximum(np.diff(f.indptr)[rows], 1)
+        taste = np.bincount(f.indices[at], weights=f.data[at] * (weights / per_row)[owner],
+                            minlength=f.shape[1]).astype(float)
+        taste[[v for v in stated if 0 <= v < f.shape[1]]] += 1.0
+        return taste if taste.any() else None
 
     def _votes(
         self, name: str, items: IntArray, w: FloatArray, stated: Sequence[int]
-    ) -> FloatArray:
+    ) -> FloatArray | None:
         """Weight of each value of one attribute among the context items and stated answers."""
         codes, n_values = self.attributes[name], self._n_values[name]
+        if n_values <= 0:
+            return None
         known = items < len(codes)
         ctx_codes, ctx_w = codes[items[known]], w[known]
         ok = ctx_codes >= 0
         votes = np.bincount(ctx_codes[ok], weights=ctx_w[ok], minlength=n_values).astype(float)
-        answers = [v for v in stated if 0 <= v < n_values]
-        votes[answers] += 1.0
-        return votes
+        votes[[v for v in stated if 0 <= v < n_values]] += 1.0
+        return votes if votes.any() else None
 
-    def _score_all(self, ctx: Context) -> FloatArray:
+    def opinion(self, ctx: Context) -> _ContentOpinion:
         items, w = _context_tail(ctx, self.n_items, self.context_size, self.decay)
-        out = np.zeros(self.n_items)
         if not len(items) and not ctx.preferences:
-            return out  # nothing to be similar to
-        for name, lookup in self._lookup.items():
-            if self._n_values[name] <= 0:
-                continue
-            votes = self._votes(name, items, w, ctx.preferences.get(name, ()))
-            if votes.any():
-                out[: len(lookup)] += np.r_[votes, 0.0][lookup[: self.n_items]]
-        if self.features is not None and self.features.shape[1]:
-            out += self._feature_votes(items, w, ctx.preferences.get("features", ()))
-        # log-popularity only orders items within a matching attribute value
-        return out * _grow(self._boost, self.n_items, fill=1.0)[: self.n_items]
+            return _ContentOpinion(self, {}, None)  # nothing to be similar to
+        votes = {name: v for name in self._lookup
+                 if (v := self._votes(name, items, w, ctx.preferences.get(name, ()))) is not None}
+        return _ContentOpinion(self, votes, self._taste(items, w, ctx.preferences.get(
+            "features", ())))
+
+
+class _ContentOpinion:
+    def __init__(self, model: ContentSimilarity, votes: dict[str, FloatArray],
+                 taste: FloatArray | None) -> None:
+        self.model, self.votes, self.taste = model, votes, taste
+        # a trailing 0 for the unknown value (-1, looked up as n_values)
+        self._gather = {name: np.r_[v, 0.0] for name, v in votes.items()}
+
+    def at(self, items: IntArray) -> FloatArray:
+        m = self.model
+        out = np.zeros(len(items))
+        for name, votes in self._gather.items():
+            lookup = m._lookup[name]
+            inside = items < len(lookup)
+            out += np.where(inside, votes[lookup[np.where(inside, items, 0)]], 0.0)
+        if self.taste is not None and m.features is not None:
+            rows = np.flatnonzero(items < m.features.shape[0])
+            owner, at = ragged(m.features.indptr, items[rows])
+            out[rows] += np.bincount(owner, minlength=len(rows),
+                                       weights=m.features.data[at]
+                                       * self.taste[m.features.indices[at]])
+        # log-popularity only orders items within a matching attribute value (1 if unknown)
+        boost = m._boost
+        known = items < len(boost)
+        return out * np.where(known, boost[np.where(known, items, 0)], 1.0) if len(boost) \
+            else out
+
+    def top(self, n: int) -> IntArray:
+        """The n most popular items of each of the few values (and features) with the most
+        votes, then the best n of those by their whole score. An approximation: an unpopular
+        item matching several values at once can be missed."""
+        m = self.model
+        picks = [EMPTY_INTS]
+        groups = [(votes, *m._by_value[name], VOTED_VALUES) for name, votes in self.votes.items()]
+        if self.taste is not None:
+            groups.append((self.taste, *m._by_feature, VOTED_FEATURES))
+        for weights, order, starts, most in groups:
+            voted = np.flatnonzero(weights > 0)
+            for value in best(voted, weights[voted], most).tolist():
+                first = int(starts[value])
+                picks.append(order[first: min(first + n, int(starts[value + 1]))])
+        candidates = np.unique(np.concatenate(picks))
+        return best(candidates, self.at(candidates), n)
+
+    def dense(self, n_items: int) -> FloatArray:
+        if not self.votes and self.taste is None:
+            return np.zeros(n_items)
+        return self.at(np.arange(n_items))
 
 
 DEFAULT_AFFINITY_KINDS: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0, 0.5)
@@ -561,10 +665,10 @@ class CustomerAffinity(_Model):
     def update(self, event: Event) -> None:
         self.n_items = max(self.n_items, event.item + 1)
 
-    def _score_all(self, ctx: Context) -> FloatArray:
+    def opinion(self, ctx: Context) -> Sparse:
         known = ctx.items < self.n_items
         w = recency_weights(len(ctx.items), self.decay) * self.kind_weights[ctx.kinds]
-        return np.bincount(ctx.items[known], weights=w[known], minlength=self.n_items).astype(float)
+        return Sparse.summed(ctx.items[known], w[known])
 
 
 def only(kind: int) -> tuple[float, ...]:
@@ -576,11 +680,24 @@ def only(kind: int) -> tuple[float, ...]:
 # Hybrid
 
 
+@dataclass(frozen=True)
+class Blend:
+    """A hybrid's scores of its candidates, and each component's part of them (for reasons)."""
+
+    items: IntArray
+    scores: FloatArray
+    parts: dict[str, FloatArray]
+
+
 class Hybrid:
-    """Weighted blend of normalised component scores; weights come from `tuning.tune_weights`."""
+    """Weighted blend of normalised component scores; weights come from `tuning.tune_weights`.
+
+    Only the union of each weighted component's best `CANDIDATES` items is blended: at serving
+    time this runs per request, and offline evaluation ranks exactly what serving would.
+    """
 
     def __init__(
-        self, components: Mapping[str, Recommender], weights: Mapping[str, float] | None = None
+        self, components: Mapping[str, Component], weights: Mapping[str, float] | None = None
     ) -> None:
         self.components = dict(components)
         self.weights = dict(weights or {name: 1.0 for name in self.components})
@@ -593,41 +710,49 @@ class Hybrid:
         for model in self.components.values():
             model.update(event)
 
-    def component_scores(self, ctx: Context, candidates: IntArray | None = None) -> FloatArray:
-        """(n_components, n_items) normalised scores, in `components` order."""
-        return np.vstack([normalise(m.score(ctx, candidates)) for m in self.components.values()])
+    def opinions(self, ctx: Context, weighted_only: bool = True) -> dict[str, Opinion]:
+        return {name: model.opinion(ctx) for name, model in self.components.items()
+                if not weighted_only or self.weights.get(name, 0.0) > 0}
+
+    @staticmethod
+    def candidates(opinions: Mapping[str, Opinion], depth: int = CANDIDATES) -> IntArray:
+        """The union of each opinion's best `depth` items."""
+        tops = [opinion.top(depth) for opinion in opinions.values()]
+        return np.unique(np.concatenate([EMPTY_INTS, *tops]).astype(np.int64))
+
+    @staticmethod
+    def component_scores(opinions: Mapping[str, Opinion], candidates: IntArray) -> FloatArray:
+        """(n_opinions, n_candidates) scores, each opinion scaled to a maximum of 1 (its best
+        item is among the candidates when they include its top: see `candidates`)."""
+        return np.vstack([normalise(op.at(candidates)) for op in opinions.values()])
 
     def score(self, ctx: Context, candidates: IntArray | None = None) -> FloatArray:
-        return self.blend(ctx, candidates)[0]
+        if candidates is not None:
+            return self.blend(ctx, candidates).scores
+        blend = self.blend(ctx)
+        out = np.zeros(max(self.n_items, int(blend.items.max(initial=-1)) + 1))
+        out[blend.items] = blend.scores
+        return out
 
-    def blend(
-        self, ctx: Context, candidates: IntArray | None = None
-    ) -> tuple[FloatArray, dict[str, tuple[float, FloatArray]]]:
-        """The blended scores, and per component its scale and raw scores (for reasons).
-
-        Summed in place: at serving time this runs per request over the whole catalogue.
-        """
-        size = self.n_items if candidates is None else len(candidates)
-        out = np.zeros(size)
-        raw: dict[str, tuple[float, FloatArray]] = {}
-        for name, w in self.weights.items():
-            model = self.components.get(name)
-            if w <= 0 or model is None:
-                continue
-            scores = model.score(ctx, candidates)
+    def blend(self, ctx: Context, candidates: IntArray | None = None) -> Blend:
+        opinions = self.opinions(ctx)
+        items = self.candidates(opinions) if candidates is None else candidates
+        out = np.zeros(len(items))
+        parts: dict[str, FloatArray] = {}
+        for name, opinion in opinions.items():
+            scores = opinion.at(items)
             top = float(scores.max()) if len(scores) else 0.0
             if top > 0:
-                scale = w / top
-                out[: len(scores)] += scale * scores[:size]
-                raw[name] = (scale, scores)
-        return out, raw
+                part = parts[name] = (self.weights[name] / top) * scores
+                out += part
+        return Blend(items, out, parts)
 
     @property
     def n_items(self) -> int:
         return max((getattr(m, "n_items", 0) for m in self.components.values()), default=0)
 
 
-def default_components(time_span: float) -> dict[str, Recommender]:
+def default_components(time_span: float) -> dict[str, Component]:
     """The hybrid's candidate components; the tuner decides which matter for a shop.
 
     Decays are relative (per event, or a share of the training time span), so nothing here

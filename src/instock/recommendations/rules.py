@@ -108,11 +108,14 @@ def diversify(order: Sequence[int], scores: Mapping[int, float], brand: IntArray
     return picked
 
 
-def main_reason(parts: Mapping[str, tuple[float, FloatArray]], item: int) -> str:
-    """The component that contributed most to the item's score (parts: scale, raw scores)."""
+def main_reason(parts: Mapping[str, FloatArray], index: int | None) -> str:
+    """The component that contributed most to a candidate's score (parts: each component's
+    weighted share per candidate); "new" for a filler that is no candidate (index None)."""
     best, top = "new", 0.0
-    for name, (scale, scores) in parts.items():
-        value = scale * float(scores[item]) if item < len(scores) else 0.0
+    if index is None:
+        return best
+    for name, shares in parts.items():
+        value = float(shares[index])
         if value > top:
             best, top = name, value
     return best

@@ -256,9 +256,9 @@ class RecommendationsService:
         ids = {"customer_id": key if kind == "c" else None,
                "session_id": key if kind == "s" else None}
         async with self.db.read() as conn:
-            history = await store.history(conn, **ids, limit=eng.HISTORY_PER_SHOPPER)
             # what they told us may be older than their last clicks
-            history = await store.history(conn, **ids, limit=20, kinds=("preference",)) + history
+            history = await store.history(conn, **ids, limit=eng.HISTORY_PER_SHOPPER,
+                                          answers=eng.ANSWERS_PER_SHOPPER)
         return self.engine.remember(subject, history)
 
 

@@ -100,16 +100,17 @@ async def add_behaviour(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -
 
 async def history(conn: AsyncConnection, *, customer_id: str | None = None,
                   session_id: str | None = None, limit: int = 50,
-                  kinds: Sequence[str] | None = None) -> list[dict[str, Any]]:
-    """The shopper's latest `limit` events (of the given kinds), oldest first."""
+                  answers: int = 20) -> list[dict[str, Any]]:
+    """The shopper's latest `limit` events and latest `answers` preference answers (which may
+    be older), each once, oldest first: one statement, as it is read on a list's first ask."""
     column = behaviour_events.c.customer_id if customer_id else behaviour_events.c.session_id
-    query = sa.select(behaviour_events).where(column == (customer_id or session_id))
-    if kinds is not None:
-        query = query.where(behaviour_events.c.kind.in_(kinds))
-    rows = await conn.execute(
-        query.order_by(behaviour_events.c.occurred_at.desc(), behaviour_events.c.id.desc())
-        .limit(limit))
-    return [dict(row) for row in reversed(rows.mappings().all())]
+    newest = (behaviour_events.c.occurred_at.desc(), behaviour_events.c.id.desc())
+    mine = sa.select(behaviour_events).where(column == (customer_id or session_id))
+    latest = mine.order_by(*newest).limit(limit).subquery()
+    told = mine.where(behaviour_events.c.kind == "preference").order_by(*newest).limit(answers)
+    rows = await conn.execute(sa.union_all(sa.select(latest), sa.select(told.subquery())))
+    unique = {row["id"]: dict(row) for row in rows.mappings()}
+    return sorted(unique.values(), key=lambda row: (row["occurred_at"], row["id"]))
 
 
 async def recent_behaviour(conn: AsyncConnection, limit: int) -> list[dict[str, Any]]:

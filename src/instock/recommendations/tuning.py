@@ -1,7 +1,7 @@
 """Tuning the hybrid's blend weights on a validation split (pure).
 
-Scoring every validation target with every component once, and keeping only the union of each
-component's top candidates, turns one evaluation of a weight vector into a few vector
+Scoring every validation target with every component once, on the union of each component's
+top candidates (as serving does), turns one evaluation of a weight vector into a few vector
 operations; a coordinate search over the weights then costs seconds, not a re-run per trial.
 """
 
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from instock.recommendations.data import FloatArray, IntArray
-from instock.recommendations.model import Hybrid
+from instock.recommendations.model import CANDIDATES, Hybrid
 from instock.recommendations.protocol import Progress, Split
 
 FACTORS = (0.0, 0.25, 0.5, 2.0, 4.0)
@@ -36,19 +36,11 @@ class Candidates:
         return len(self.target_col)
 
 
-def _top_nonzero(scores: FloatArray, depth: int) -> IntArray:
-    """Up to `depth` best items with a positive score (most components are sparse)."""
-    nz = np.flatnonzero(scores > 0)
-    if len(nz) > depth:
-        nz = nz[np.argpartition(-scores[nz], depth - 1)[:depth]]
-    return nz
-
-
 def collect(
     hybrid: Hybrid,
     split: Split,
     positions: IntArray,
-    depth: int = 50,
+    depth: int = CANDIDATES,
     progress: Progress | None = None,
 ) -> Candidates:
     """Score each target with every (fitted) component; keep each one's top `depth` items."""
@@ -56,10 +48,12 @@ def collect(
     blocks, segs, tcols = [], [], []
     offset = 0
     for t, pos in enumerate(positions):
-        comp = hybrid.component_scores(split.context_at(int(pos)))[:, :n_cat]
+        ctx = split.context_at(int(pos))
         target = int(split.log.item[pos])
-        cand = np.unique(np.concatenate([_top_nonzero(row, depth) for row in comp] + [[target]]))
-        blocks.append(comp[:, cand].astype(np.float32))
+        opinions = hybrid.opinions(ctx, weighted_only=False)
+        tops = hybrid.candidates(opinions, depth)
+        cand = np.union1d(tops[tops < n_cat], [target])
+        blocks.append(hybrid.component_scores(opinions, cand).astype(np.float32))
         segs.append(np.full(len(cand), t))
         tcols.append(offset + int(np.searchsorted(cand, target)))
         offset += len(cand)

@@ -9,6 +9,8 @@ from hypothesis import strategies as st
 
 from instock.recommendations.data import CART, PURCHASE, VIEW, Context, Event, EventLog
 from instock.recommendations.model import (
+    VOTED_VALUES,
+    Component,
     ContentSimilarity,
     CoOccurrence,
     CustomerAffinity,
@@ -141,11 +143,12 @@ def test_pair_counts_compaction_keeps_totals() -> None:
     for r, c in ((0, 1), (0, 1), (1, 2), (2, 0), (0, 4)):
         pairs.add(r, c, 1.0)
     assert pairs.n == 5
-    np.testing.assert_allclose(pairs.combine(np.array([0]), np.array([1.0])), [0, 2, 0, 0, 1])
+    np.testing.assert_allclose(pairs.combine(np.array([0]), np.array([1.0])).dense(5),
+                               [0, 2, 0, 0, 1])
     pairs.compact()
     assert pairs.delta == {}
     np.testing.assert_allclose(
-        pairs.combine(np.array([0, 0]), np.array([1.0, 1.0])), [0, 4, 0, 0, 2]
+        pairs.combine(np.array([0, 0]), np.array([1.0, 1.0])).dense(5), [0, 4, 0, 0, 2]
     )
 
 
@@ -219,7 +222,11 @@ def test_default_components_all_fit_and_score() -> None:
     hybrid.fit(log)
     scores = hybrid.score(Context.of([4, 5], kinds=[VIEW, CART]))
     assert scores.shape == (6,) and np.all(np.isfinite(scores))
-    assert hybrid.component_scores(Context.of([4])).shape == (len(hybrid.components), 6)
+    opinions = hybrid.opinions(Context.of([4]), weighted_only=False)
+    candidates = hybrid.candidates(opinions)
+    scaled = hybrid.component_scores(opinions, candidates)
+    assert scaled.shape == (len(hybrid.components), len(candidates))
+    assert np.all(scaled.max(axis=1) <= 1.0) and np.isclose(scaled.max(), 1.0)
 
 
 @pytest.mark.parametrize("decay", [0.5, 1.0])
@@ -228,3 +235,72 @@ def test_normalise_keeps_order(decay: float) -> None:
     assert normalise(x).max() == pytest.approx(1.0)
     assert list(np.argsort(normalise(x))) == list(np.argsort(x))
     assert not math.isnan(normalise(np.zeros(3)).sum())
+
+
+def _true_top(scores: np.ndarray, n: int) -> set[int]:
+    """The items an exact top-n must hold: every item scoring above the n-th best."""
+    positive = np.flatnonzero(scores > 0)
+    if len(positive) <= n:
+        return set(positive.tolist())
+    kth = np.sort(scores[positive])[-n]
+    return set(np.flatnonzero(scores > kth).tolist())
+
+
+random_sessions = st.lists(st.lists(st.integers(0, 29), min_size=1, max_size=8),
+                           min_size=1, max_size=25)
+
+
+@settings(max_examples=60, deadline=None)
+@given(sessions=random_sessions, context=st.lists(st.integers(0, 29), max_size=6),
+       later=st.lists(st.tuples(st.integers(0, 40), st.integers(0, 29)), max_size=20),
+       n=st.integers(1, 12))
+def test_opinions_agree_with_dense_scores_and_their_top_is_exact(
+        sessions: list[list[int]], context: list[int], later: list[tuple[int, int]],
+        n: int) -> None:
+    """What serving asks of each component (its best n, its scores at candidates) is exactly
+    what the dense scores say, also after online updates. Content's top is an approximation
+    (the most popular items of the values it votes for most), exact when it votes for no more
+    than VOTED_VALUES values of an attribute and is asked for as many items as a value has."""
+    log = log_of(sessions, n_items=30, category=[i % 4 for i in range(30)],
+                 brand=[i % VOTED_VALUES for i in range(30)])
+    hybrid = Hybrid(default_components(time_span=100.0))
+    hybrid.fit(log)
+    for t, (seq, item) in enumerate(later):
+        hybrid.update(Event(seq=100 + seq, item=item, time=1000.0 + t))
+    ctx = Context.of(context, seq=100 if later else None)
+    probe = np.array([0, 3, 17, 29, 31, 500])
+    for name, opinion in hybrid.opinions(ctx, weighted_only=False).items():
+        dense = hybrid.components[name].score(ctx)
+        depth = 8 if name == "content" else n
+        top = set(opinion.top(depth).tolist())
+        assert _true_top(dense, depth) <= top, name
+        assert len(top) == min(depth, int((dense > 0).sum())), name
+        assert all(dense[i] > 0 for i in top), name
+        expected = [dense[i] if i < len(dense) else 0.0 for i in probe]
+        np.testing.assert_allclose(opinion.at(probe), expected, err_msg=name)
+
+
+def test_trending_top_stays_exact_across_pool_rebuilds() -> None:
+    model = Trending(half_life=50.0)
+    model.POOL, model.REBUILD_AFTER = 4, 3
+    model.fit(log_of(SESSIONS, n_items=20))
+    rng = np.random.default_rng(1)
+    for t in range(200):
+        model.update(Event(seq=1, item=int(rng.integers(20)), time=10.0 + t))
+        assert _true_top(model.counts, 3) <= set(model.top(3).tolist())
+
+
+def test_hybrid_blends_only_its_candidates() -> None:
+    log = log_of(SESSIONS, n_items=6)
+    parts: dict[str, Component] = {"pop": Trending(), "co": CoOccurrence()}
+    hybrid = Hybrid(parts, {"pop": 1.0, "co": 2.0})
+    hybrid.fit(log)
+    ctx = Context.of([4])
+    blend = hybrid.blend(ctx)
+    expected = normalise(parts["pop"].score(ctx)) + 2 * normalise(parts["co"].score(ctx))
+    np.testing.assert_allclose(blend.scores, expected[blend.items])
+    np.testing.assert_allclose(blend.parts["pop"] + blend.parts["co"], blend.scores)
+    # with a candidate depth of one, only each component's best item is blended
+    narrow = hybrid.candidates(hybrid.opinions(ctx), depth=1)
+    assert set(narrow.tolist()) == {int(np.argmax(parts["pop"].score(ctx))),
+                                    int(np.argmax(parts["co"].score(ctx)))}
