@@ -152,6 +152,15 @@ async def test_a_session_merges_into_its_customer_on_login(
                                    "product_id": "h0"})).status_code == 202
         assert await database.scalar(
             "SELECT customer_id FROM behaviour_events WHERE product_id = 'h0'") == "cust-9"
+        mine = await recs(api, customer_id="cust-9", limit=3)
+        assert ids(await recs(api, session_id="anon-1", limit=3)) == ids(mine)
+    # a process started after the login knows the session as the customer's too
+    later = await servers.start()
+    async with client(later.base_url, Role.SERVICE) as api:
+        await knows(api, [f"{p}-M" for p in catalogue])
+        body = await recs(api, session_id="anon-1", limit=3)
+        assert set(ids(body)[:3]) & {"k0", "k1", "k2"} and ids(body) == ids(
+            await recs(api, customer_id="cust-9", limit=3)), body
 
 
 async def test_size_preference_and_bought_items(servers: ServerFactory) -> None:

@@ -35,7 +35,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
+import aiohttp
 import numpy as np
 import sqlalchemy as sa
 from numpy.typing import NDArray
@@ -70,8 +70,7 @@ DRAIN_SECONDS = 30.0
 READY_TIMEOUT = 120.0  # for /readyz; the model's fit is waited for afterwards
 UNLOADED_REQUESTS = 50
 # Keep-alive connections to the server, and requests in flight at once. The rest wait for a
-# slot here (their latency still counts from when they were due): httpx's pool hands out
-# connections in O(waiting requests), so a backlog queued there costs the bench a core.
+# slot here (their latency still counts from when they were due), not in the client's pool.
 CONNECTIONS = 64
 STOCK_PER_REAL_ITEM = 5
 
@@ -296,7 +295,8 @@ async def _server(plan: Plan, database_url: str) -> AsyncIterator[str]:
 class Client:
     """The storefront's view of the server: lists and events, every failure counted."""
 
-    http: httpx.AsyncClient
+    http: aiohttp.ClientSession  # a third of httpx's cost per request: the bench shares the
+    # server's cores, and a client's own time would count in every latency measured
     service: dict[str, str]
     admin: dict[str, str]
     errors: Counter[str] = field(default_factory=Counter)
@@ -319,16 +319,16 @@ class Client:
     async def _call(self, method: str, path: str, headers: dict[str, str],
                     **kwargs: Any) -> dict[str, Any] | None:
         try:
-            async with self.slots:
-                response = await self.http.request(method, path, headers=headers, **kwargs)
-        except httpx.HTTPError as exc:
+            async with self.slots, self.http.request(method, path, headers=headers,
+                                                     **kwargs) as response:
+                if response.status >= 300:
+                    self.errors[f"{method} {path} {response.status}"] += 1
+                    return None
+                answer: dict[str, Any] = await response.json()
+                return answer
+        except (aiohttp.ClientError, TimeoutError) as exc:
             self.errors[f"{method} {path} {type(exc).__name__}"] += 1
             return None
-        if response.status_code >= 300:
-            self.errors[f"{method} {path} {response.status_code}"] += 1
-            return None
-        answer: dict[str, Any] = response.json()
-        return answer
 
 
 def products_of(answer: dict[str, Any] | None) -> list[str]:
@@ -576,10 +576,9 @@ async def run(plan: Plan, report: Reporter) -> Result:
         history = await seed(url, shop, plan, report)
         seed_seconds = time.perf_counter() - began
         report.note("starting instock serve; waiting for the model to be fitted")
-        async with _server(plan, url) as base, httpx.AsyncClient(
-                base_url=base, timeout=30,
-                limits=httpx.Limits(max_connections=CONNECTIONS,
-                                    max_keepalive_connections=CONNECTIONS)) as http:
+        async with _server(plan, url) as base, aiohttp.ClientSession(
+                base, timeout=aiohttp.ClientTimeout(total=30),
+                connector=aiohttp.TCPConnector(limit=CONNECTIONS)) as http:
             client = Client(http, {"Authorization": f"Bearer {tokens.mint(Role.SERVICE, 'shop')}"},
                             {"Authorization": f"Bearer {tokens.mint(Role.ADMIN, 'bench')}"})
             fit_seconds = await wait_fitted(client)
@@ -726,11 +725,12 @@ _BUCKET = re.compile(r'^instock_http_request_duration_seconds_bucket\{(?P<labels
                      r'(?P<count>\S+)$')
 
 
-async def _server_histogram(http: httpx.AsyncClient) -> dict[float, float]:
+async def _server_histogram(http: aiohttp.ClientSession) -> dict[float, float]:
     """Cumulative counts per upper bound (s) of the server's own timing of 200-answered
     GET /v1/recommendations (from /metrics): what the server spent, without the client and
     the network."""
-    text = (await http.get("/metrics")).text
+    async with http.get("/metrics") as response:
+        text = await response.text()
     buckets: dict[float, float] = {}
     for line in text.splitlines():
         match = _BUCKET.match(line)

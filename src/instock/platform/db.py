@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import fcntl
 import operator
+import time
 import zlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -24,7 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from instock.platform.errors import VersionConflict
@@ -100,7 +101,7 @@ class Database:
         if self.is_sqlite:
             kwargs["connect_args"] = {"timeout": 30}
         else:
-            kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+            kwargs.update(pool_size=pool_size, max_overflow=pool_size)
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
         # PostgreSQL reads run outside a transaction, on their own pool: under READ COMMITTED
         # each statement sees its own snapshot either way, and a read then costs its query's
@@ -110,6 +111,9 @@ class Database:
             self.url, **{**kwargs, "pool_size": max(pool_size // 2, 1),
                          "max_overflow": max(pool_size // 2, 1)},
             isolation_level="AUTOCOMMIT")
+        if not self.is_sqlite:
+            _ping_when_idle(self.engine)
+            _ping_when_idle(self._reader)
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
         # In-process wake-ups for `signal`/`signals`: on SQLite the only kind there is; on
         # PostgreSQL LISTEN/NOTIFY reaches other processes as well.
@@ -256,6 +260,31 @@ def _as_conflict(exc: DBAPIError) -> Exception:
     if code in _RETRYABLE_SQLSTATES:
         return VersionConflict("the database aborted a concurrent transaction")
     return exc
+
+
+# A pooled connection idle this long is pinged before it is handed out again: a database
+# restart or a firewall may have dropped it meanwhile.
+PING_IDLE_SECONDS = 5.0
+
+
+def _ping_when_idle(engine: AsyncEngine) -> None:
+    """SQLAlchemy's pre-ping, for idle connections only: pinging every checkout would add a
+    round trip (three, around a transaction) to each short read and write of a busy process.
+    A failed ping discards the connection and the pool hands out a fresh one."""
+
+    @event.listens_for(engine.sync_engine, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.get("idle_since")
+        if idle_since is None or time.monotonic() - idle_since < PING_IDLE_SECONDS:
+            return
+        try:
+            dbapi_connection.ping()
+        except Exception as exc:  # the pool retries the checkout with a new connection
+            raise DisconnectionError("a pooled connection was dropped while idle") from exc
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:

@@ -13,7 +13,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -41,6 +41,10 @@ ATTRIBUTES = ("brand", "category", "colour")
 PREFERENCES = (*ATTRIBUTES, "tag", "size")
 HISTORY_PER_SHOPPER = 50
 ANSWERS_PER_SHOPPER = 20  # preference answers read with a shopper's history, however old
+# A session is its customer's for this long after the login that merged them: storefront
+# sessions expire long before, so an older session id does not come back.
+SESSION_MEMORY = timedelta(days=30)
+MAX_MERGED_SESSIONS = 1_000_000
 # Below this many validation targets a tuned blend is noise: the starting blend serves instead.
 MIN_TUNING_TARGETS = 200
 # The blend of a shop without enough history to tune on: every signal counts, content and
@@ -276,6 +280,8 @@ class Engine:
         self._heard = RecentIds(100_000)  # the models learn each event once
         self.max_shoppers = max_shoppers
         self._since_fit: list[Event] | None = None
+        # session -> the customer it merged into (on login), oldest merge first
+        self._merged: OrderedDict[str, str] = OrderedDict()
 
     # -- catalogue and stock ---------------------------------------------------------------
 
@@ -318,6 +324,17 @@ class Engine:
         if len(self.shoppers) > self.max_shoppers:
             self.shoppers.popitem(last=False)
         return shopper
+
+    def merge(self, session_id: str, customer_id: str) -> None:
+        """From now on the session is the customer (asked by every anonymous list, so held
+        here rather than read per list; every process hears every merge from the bus)."""
+        self._merged[session_id] = customer_id
+        self._merged.move_to_end(session_id)
+        if len(self._merged) > MAX_MERGED_SESSIONS:
+            self._merged.popitem(last=False)
+
+    def customer_of(self, session_id: str) -> str | None:
+        return self._merged.get(session_id)
 
     def forget(self, subject: str) -> None:
         self.shoppers.pop(subject, None)

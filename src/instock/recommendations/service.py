@@ -90,10 +90,6 @@ class RecommendationsService:
         self.settings = settings
         self.assign = assign
         self.engine = eng.Engine()
-        # Which customer a session merged into: asked on every list of an anonymous shopper, so
-        # kept for minutes; a merge (here or heard from the bus) forgets the session at once.
-        self._customers: Memo[str, str | None] = Memo(self._customer_of, ttl_seconds=300.0,
-                                                       max_entries=200_000)
         self._loading: Memo[str, eng.Shopper] = Memo(self._load_shopper, ttl_seconds=0)
 
     # -- behaviour events ----------------------------------------------------------------
@@ -110,10 +106,11 @@ class RecommendationsService:
                    "attribute": event.get("attribute"), "value": event.get("value"),
                    "occurred_at": event.get("occurred_at") or now, "received_at": now}
             if row["session_id"] and not row["customer_id"]:
-                row["customer_id"] = await self._customers.get(row["session_id"])
+                row["customer_id"] = self.engine.customer_of(row["session_id"])
             rows.append(row)
         logins = {(r["session_id"], r["customer_id"]) for r in rows
-                  if r["session_id"] and r["customer_id"]}
+                  if r["session_id"] and r["customer_id"]
+                  and self.engine.customer_of(r["session_id"]) != r["customer_id"]}
         merged: list[tuple[str, str]] = []
         async with self.db.write() as conn:
             for session_id, customer_id in sorted(logins):
@@ -124,8 +121,7 @@ class RecommendationsService:
             published += [SessionMerged(session_id=s, customer_id=c) for s, c in merged]
             await events_out.add(conn, published, correlation_id)
         for session_id, customer_id in merged:
-            self._customers.forget(session_id)
-            await self.forget_shoppers(session_id, customer_id)
+            await self.merged(session_id, customer_id)
         for row in rows:  # this process need not wait for the bus
             await self.learn(row)
         return [row["id"] for row in rows]
@@ -135,15 +131,13 @@ class RecommendationsService:
         if self.engine.observe(subject, row):
             await self.cache.drop([subject])
 
-    async def forget_shoppers(self, session_id: str, customer_id: str) -> None:
+    async def merged(self, session_id: str, customer_id: str) -> None:
+        """A session now belongs to its customer: both shoppers' memories and lists go."""
+        self.engine.merge(session_id, customer_id)
         subjects = [eng.subject_of(None, session_id), eng.subject_of(customer_id, None)]
         for subject in subjects:
             self.engine.forget(subject)
         await self.cache.drop(subjects)
-
-    async def _customer_of(self, session_id: str) -> str | None:
-        async with self.db.read() as conn:
-            return await store.customer_of(conn, session_id)
 
     # -- what the bus tells every process ----------------------------------------------
 
@@ -163,8 +157,7 @@ class RecommendationsService:
         if kind == BehaviourRecorded.type:
             await self.learn({**data, "id": data["event_id"]})
         elif kind == SessionMerged.type:
-            self._customers.forget(data["session_id"])
-            await self.forget_shoppers(data["session_id"], data["customer_id"])
+            await self.merged(data["session_id"], data["customer_id"])
         elif kind == "inventory.stock_changed.v1":
             self.engine.set_stock(data["sku"], int(data["sku_version"]),
                                   int(data["totals"]["available"]))
@@ -200,6 +193,9 @@ class RecommendationsService:
         async with self.db.read() as conn:
             items = await store.items(conn)
             stock = await store.availability(conn)
+            merges = await store.merges_since(conn, utcnow() - eng.SESSION_MEMORY)
+        for session_id, customer_id in merges:
+            self.engine.merge(session_id, customer_id)
         self.engine.add_items(eng.item_of(row) for row in items)
         for sku, (version, available) in stock.items():
             self.engine.set_stock(sku, version, available)
@@ -221,7 +217,7 @@ class RecommendationsService:
     async def recommend(self, customer_id: str | None, session_id: str | None, where: str,
                         limit: int) -> Served:
         if not customer_id and session_id:
-            customer_id = await self._customers.get(session_id)
+            customer_id = self.engine.customer_of(session_id)
         subject = eng.subject_of(customer_id, session_id)
         # experiments hash the shopper's own id (a merged session counts as its customer)
         unit = customer_id or session_id or subject

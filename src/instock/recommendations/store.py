@@ -98,17 +98,32 @@ async def add_behaviour(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -
         await insert_rows(conn, behaviour_events, list(rows))
 
 
+def _history_query(column: sa.Column[Any]) -> sa.CompoundSelect[Any]:
+    """A shopper's latest `limit` events, and latest `answers` preference answers (which may be
+    older), in one statement; built once, as it runs on a list's first ask (building and
+    keying a union per call costs more than running it)."""
+    events = behaviour_events.c
+    newest = (events.occurred_at.desc(), events.id.desc())
+    # what a shopper's memory keeps: no column more than needed
+    mine = sa.select(events.id, events.kind, events.product_id, events.query, events.attribute,
+                     events.value, events.occurred_at).where(column == sa.bindparam("shopper"))
+    latest = mine.order_by(*newest).limit(sa.bindparam("limit")).subquery()
+    told = mine.where(events.kind == "preference").order_by(*newest).limit(
+        sa.bindparam("answers")).subquery()
+    return sa.union_all(sa.select(latest), sa.select(told))
+
+
+_HISTORY = {"customer": _history_query(behaviour_events.c.customer_id),
+            "session": _history_query(behaviour_events.c.session_id)}
+
+
 async def history(conn: AsyncConnection, *, customer_id: str | None = None,
                   session_id: str | None = None, limit: int = 50,
                   answers: int = 20) -> list[dict[str, Any]]:
-    """The shopper's latest `limit` events and latest `answers` preference answers (which may
-    be older), each once, oldest first: one statement, as it is read on a list's first ask."""
-    column = behaviour_events.c.customer_id if customer_id else behaviour_events.c.session_id
-    newest = (behaviour_events.c.occurred_at.desc(), behaviour_events.c.id.desc())
-    mine = sa.select(behaviour_events).where(column == (customer_id or session_id))
-    latest = mine.order_by(*newest).limit(limit).subquery()
-    told = mine.where(behaviour_events.c.kind == "preference").order_by(*newest).limit(answers)
-    rows = await conn.execute(sa.union_all(sa.select(latest), sa.select(told.subquery())))
+    """The shopper's latest events and preference answers, each once, oldest first."""
+    query = _HISTORY["customer" if customer_id else "session"]
+    rows = await conn.execute(query, {"shopper": customer_id or session_id, "limit": limit,
+                                      "answers": answers})
     unique = {row["id"]: dict(row) for row in rows.mappings()}
     return sorted(unique.values(), key=lambda row: (row["occurred_at"], row["id"]))
 
@@ -135,3 +150,11 @@ async def merge_session(conn: AsyncConnection, session_id: str, customer_id: str
 async def customer_of(conn: AsyncConnection, session_id: str) -> str | None:
     return (await conn.execute(sa.select(rec_sessions.c.customer_id).where(
         rec_sessions.c.session_id == session_id))).scalar_one_or_none()
+
+
+async def merges_since(conn: AsyncConnection, since: datetime) -> list[tuple[str, str]]:
+    """(session, customer) of the logins since `since`, oldest first."""
+    rows = await conn.execute(sa.select(rec_sessions.c.session_id, rec_sessions.c.customer_id)
+                              .where(rec_sessions.c.merged_at >= since)
+                              .order_by(rec_sessions.c.merged_at))
+    return [(row.session_id, row.customer_id) for row in rows]

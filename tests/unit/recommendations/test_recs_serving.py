@@ -127,3 +127,16 @@ def test_a_refit_tunes_the_blend_on_stored_history() -> None:
     shopper = engine.remember(subject_of(None, "fresh"), [event("view", "i3-1")])
     top = [p.product_id for p in engine.recommend(shopper, "home", 3)]
     assert "i3-2" in top  # what follows i3-1 in every stored session
+
+
+def test_merged_sessions_are_remembered_newest_kept(monkeypatch: Any) -> None:
+    from instock.recommendations import engine as engine_module
+
+    monkeypatch.setattr(engine_module, "MAX_MERGED_SESSIONS", 2)
+    engine = Engine()
+    assert engine.customer_of("s1") is None
+    engine.merge("s1", "alice")
+    engine.merge("s2", "bob")
+    engine.merge("s1", "alice")  # heard again (the bus echoes this process's own merge)
+    engine.merge("s3", "carol")  # over the bound: the oldest merge (s2) is forgotten
+    assert [engine.customer_of(s) for s in ("s1", "s2", "s3")] == ["alice", None, "carol"]
