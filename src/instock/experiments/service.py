@@ -306,4 +306,5 @@ ORDER_PAID = "order.paid.v1"
 CONVERSION_KINDS = frozenset(k.value for k in Kind)
 # Unordered: one shopper's events carry no sequence, and each counts once anyway.
 CONVERSIONS = ConsumerSpec("experiment-conversions", frozenset({BEHAVIOUR, ORDER_PAID}),
-                           attribute, ordered=False)
+                           attribute, ordered=False,
+                           wants=lambda envelope: conversion_of(envelope) is not None)

@@ -237,6 +237,7 @@ class Trending(_Model):
         self.anchor = 0.0
         self._pool: IntArray | None = None
         self._touched: set[int] = set()
+        self._top: tuple[int, IntArray] | None = None  # (n, top n) until the next event
 
     def _boost(self, t: FloatArray | float) -> FloatArray:
         if math.isinf(self.half_life):
@@ -248,7 +249,7 @@ class Trending(_Model):
         self.anchor = float(log.time.max()) if len(log) else 0.0
         w = self.kind_weights[log.kind] * self._boost(log.time)
         self.counts = np.bincount(log.item, weights=w, minlength=log.n_items).astype(float)
-        self._pool = None
+        self._pool, self._top = None, None
 
     def update(self, event: Event) -> None:
         self.n_items = max(self.n_items, event.item + 1)
@@ -259,6 +260,7 @@ class Trending(_Model):
             self.anchor = event.time
         self.counts[event.item] += self.kind_weights[event.kind] * float(self._boost(event.time))
         self._touched.add(event.item)
+        self._top = None
 
     def opinion(self, ctx: Context) -> Trending:
         return self  # the same for every shopper
@@ -266,11 +268,15 @@ class Trending(_Model):
     def top(self, n: int) -> IntArray:
         """Exact: an item outside the pool that no event touched since the pool was taken
         still ranks below the whole pool (re-anchoring scales every count alike)."""
+        if self._top is not None and self._top[0] == n:
+            return self._top[1]  # the same for every shopper between two events
         if self._pool is None or n > self.POOL or len(self._touched) > self.REBUILD_AFTER:
             self._pool = best(np.arange(len(self.counts)), self.counts, max(n, self.POOL))
             self._touched = set()
         pool = np.union1d(self._pool, np.fromiter(self._touched, np.int64, len(self._touched)))
-        return best(pool, self.counts[pool], n)
+        top = best(pool, self.counts[pool], n)
+        self._top = (n, top)
+        return top
 
     def at(self, items: IntArray) -> FloatArray:
         return Dense(self.counts).at(items)

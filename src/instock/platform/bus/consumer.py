@@ -41,6 +41,9 @@ class ConsumerSpec:
     # that must see every event (a webhook fan-out: another location's change of the same SKU
     # is news to a subscriber) says False.
     ordered: bool = True
+    # Which events of those types can have an effect at all (pure, from the event alone): the
+    # others are counted as ignored without a transaction (a view is no conversion).
+    wants: Callable[[Envelope], bool] | None = None
 
 
 class Consumer:
@@ -66,7 +69,8 @@ class Consumer:
 
     async def handle(self, envelope: Envelope) -> str:
         """Process one event; returns the outcome (applied, duplicate, stale, ignored, dead)."""
-        if envelope.get("type") not in self.spec.types:
+        if envelope.get("type") not in self.spec.types or (
+                self.spec.wants is not None and not self.spec.wants(envelope)):
             return self._count("ignored")
         try:
             if self.validate is not None:
