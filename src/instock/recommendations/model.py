@@ -476,11 +476,13 @@ class SessionKNN(_Model):
         folded = q.items < self._by_item.shape[1]  # newer items have no neighbours yet
         # each sequence sharing context items, with the summed weight of what it shares
         owner, at = ragged(self._by_item.indptr, q.items[folded])
-        sims = Sparse.summed(self._by_item.indices[at], q.scores[folded][owner])
-        keep = sims.scores > 0
+        # a count per sequence: cheaper than sorting the (many) sequences of popular items
+        sims = np.bincount(self._by_item.indices[at], weights=q.scores[folded][owner],
+                           minlength=self._by_item.shape[0])
         if ctx.seq is not None and ctx.seq in self.row_of:
-            keep &= sims.items != self.row_of[ctx.seq]  # a live session is not its own neighbour
-        nb, sim = sims.items[keep], sims.scores[keep]
+            sims[self.row_of[ctx.seq]] = 0.0  # a live session is not its own neighbour
+        nb = np.flatnonzero(sims > 0)
+        sim = sims[nb]
         if len(nb) > self.k:
             pick = np.argpartition(-sim, self.k)[: self.k]
             nb, sim = nb[pick], sim[pick]
@@ -492,9 +494,11 @@ class SessionKNN(_Model):
 
 
 # Content's candidates come from this many of the values each attribute votes for most (and
-# from this many features): each value's most popular items, `n` of them.
+# from this many features): each value's most popular items, `n` of them split by vote, at
+# least MIN_SLOTS each.
 VOTED_VALUES = 5
 VOTED_FEATURES = 10
+MIN_SLOTS = 5
 
 
 class ContentSimilarity(_Model):
@@ -627,9 +631,9 @@ class _ContentOpinion:
             else out
 
     def top(self, n: int) -> IntArray:
-        """The n most popular items of each of the few values (and features) with the most
-        votes, then the best n of those by their whole score. An approximation: an unpopular
-        item matching several values at once can be missed."""
+        """The most popular items of the few values (and features) with the most votes, n per
+        attribute split by vote, then the best n of those by their whole score. An
+        approximation: an unpopular item matching several values at once can be missed."""
         m = self.model
         picks = [EMPTY_INTS]
         groups = [(votes, *m._by_value[name], VOTED_VALUES) for name, votes in self.votes.items()]
@@ -637,9 +641,11 @@ class _ContentOpinion:
             groups.append((self.taste, *m._by_feature, VOTED_FEATURES))
         for weights, order, starts, most in groups:
             voted = np.flatnonzero(weights > 0)
-            for value in best(voted, weights[voted], most).tolist():
+            values = best(voted, weights[voted], most)
+            slots = np.maximum(np.ceil(n * weights[values] / weights[values].sum()), MIN_SLOTS)
+            for value, k in zip(values.tolist(), slots.astype(np.int64).tolist(), strict=True):
                 first = int(starts[value])
-                picks.append(order[first: min(first + n, int(starts[value + 1]))])
+                picks.append(order[first: min(first + k, int(starts[value + 1]))])
         candidates = np.unique(np.concatenate(picks))
         return best(candidates, self.at(candidates), n)
 

@@ -1,12 +1,14 @@
 """Each model on tiny hand-made logs: the obviously right item comes first, updates count."""
 
 import math
+from unittest import mock
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from instock.recommendations import model as model_module
 from instock.recommendations.data import CART, PURCHASE, VIEW, Context, Event, EventLog
 from instock.recommendations.model import (
     VOTED_VALUES,
@@ -260,7 +262,8 @@ def test_opinions_agree_with_dense_scores_and_their_top_is_exact(
     """What serving asks of each component (its best n, its scores at candidates) is exactly
     what the dense scores say, also after online updates. Content's top is an approximation
     (the most popular items of the values it votes for most), exact when it votes for no more
-    than VOTED_VALUES values of an attribute and is asked for as many items as a value has."""
+    than VOTED_VALUES values of an attribute and every value's items fit in its slots: here
+    MIN_SLOTS is raised to the most items a value has (8)."""
     log = log_of(sessions, n_items=30, category=[i % 4 for i in range(30)],
                  brand=[i % VOTED_VALUES for i in range(30)])
     hybrid = Hybrid(default_components(time_span=100.0))
@@ -271,8 +274,9 @@ def test_opinions_agree_with_dense_scores_and_their_top_is_exact(
     probe = np.array([0, 3, 17, 29, 31, 500])
     for name, opinion in hybrid.opinions(ctx, weighted_only=False).items():
         dense = hybrid.components[name].score(ctx)
-        depth = 8 if name == "content" else n
-        top = set(opinion.top(depth).tolist())
+        depth = 8 * VOTED_VALUES if name == "content" else n
+        with mock.patch.object(model_module, "MIN_SLOTS", 8):
+            top = set(opinion.top(depth).tolist())
         assert _true_top(dense, depth) <= top, name
         assert len(top) == min(depth, int((dense > 0).sum())), name
         assert all(dense[i] > 0 for i in top), name
