@@ -469,10 +469,10 @@ class Engine:
         category = self.catalogue.codes("category")
         picked = rules.diversify(codes, adjusted, brand, category, limit)
         top = max((score[c] for c in picked), default=0.0) or 1.0
+        reasons = rules.main_reasons(blend.parts, [position.get(c) for c in picked])
         # the shown score is the blend's, 0 for a filler with no signal behind it
         return [self._pick(c, choices.get(c) or self.choose(c, shopper.size), score[c] / top,
-                           rules.main_reason(blend.parts, position.get(c)), ctx)
-                for c in picked]
+                           reason, ctx) for c, reason in zip(picked, reasons, strict=True)]
 
     def choose(self, code: int, size: str | None) -> rules.Choice:
         return rules.choose_variant(self.catalogue.variants(code), size)

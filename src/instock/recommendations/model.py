@@ -597,17 +597,17 @@ class ContentSimilarity(_Model):
     def opinion(self, ctx: Context) -> _ContentOpinion:
         items, w = _context_tail(ctx, self.n_items, self.context_size, self.decay)
         if not len(items) and not ctx.preferences:
-            return _ContentOpinion(self, {}, None)  # nothing to be similar to
+            return _ContentOpinion(self, {}, None, items)  # nothing to be similar to
         votes = {name: v for name in self._lookup
                  if (v := self._votes(name, items, w, ctx.preferences.get(name, ()))) is not None}
         return _ContentOpinion(self, votes, self._taste(items, w, ctx.preferences.get(
-            "features", ())))
+            "features", ())), items)
 
 
 class _ContentOpinion:
     def __init__(self, model: ContentSimilarity, votes: dict[str, FloatArray],
-                 taste: FloatArray | None) -> None:
-        self.model, self.votes, self.taste = model, votes, taste
+                 taste: FloatArray | None, context: IntArray) -> None:
+        self.model, self.votes, self.taste, self.context = model, votes, taste, context
         # a trailing 0 for the unknown value (-1, looked up as n_values)
         self._gather = {name: np.r_[v, 0.0] for name, v in votes.items()}
 
@@ -633,9 +633,10 @@ class _ContentOpinion:
     def top(self, n: int) -> IntArray:
         """The most popular items of the few values (and features) with the most votes, n per
         attribute split by vote, then the best n of those by their whole score. An
-        approximation: an unpopular item matching several values at once can be missed."""
+        approximation: an unpopular item matching several values at once can be missed, except
+        the context's own items (each matches every value of its own)."""
         m = self.model
-        picks = [EMPTY_INTS]
+        picks = [self.context]
         groups = [(votes, *m._by_value[name], VOTED_VALUES) for name, votes in self.votes.items()]
         if self.taste is not None:
             groups.append((self.taste, *m._by_feature, VOTED_FEATURES))

@@ -83,39 +83,44 @@ def diversify(order: Sequence[int], scores: Mapping[int, float], brand: IntArray
               category: IntArray, limit: int) -> list[int]:
     """Greedy re-rank: each pick lowers the scores of its brand and category.
 
-    A shopper who loves one brand still sees it first, but not ten times in a row.
+    A shopper who loves one brand still sees it first, but not ten times in a row. Plain Python:
+    a list's few dozen candidates cost less so than in NumPy calls.
     """
-    cands = np.asarray(order, np.int64)
-    base = np.array([scores[int(i)] for i in cands], float)
-    # dense codes of the candidates' brands and categories (-1, unknown, shares nothing)
-    brands = np.unique(brand[cands], return_inverse=True)[1].ravel()
-    cats = np.unique(category[cands], return_inverse=True)[1].ravel()
-    known_b, known_c = brand[cands] >= 0, category[cands] >= 0
-    brand_seen = np.zeros(len(cands), float)
-    cat_seen = np.zeros(len(cands), float)
-    left = np.ones(len(cands), bool)
+    codes = [int(c) for c in order]
+    at = np.asarray(codes, np.int64)
+    brands, categories = brand[at].tolist(), category[at].tolist()
+    adjusted = [scores[c] for c in codes]
+    left = list(range(len(codes)))
     picked: list[int] = []
-    for _ in range(min(limit, len(cands))):
-        adjusted = np.where(left, base * SAME_BRAND ** brand_seen[brands]
-                            * SAME_CATEGORY ** cat_seen[cats], -np.inf)
-        best = int(np.argmax(adjusted))  # ties: the earlier in `order`
-        left[best] = False
-        picked.append(int(cands[best]))
-        if known_b[best]:
-            brand_seen[brands[best]] += 1
-        if known_c[best]:
-            cat_seen[cats[best]] += 1
+    for _ in range(min(limit, len(codes))):
+        best = max(left, key=adjusted.__getitem__)  # ties: the earlier in `order`
+        left.remove(best)
+        picked.append(codes[best])
+        b, c = brands[best], categories[best]  # -1 (unknown) shares nothing
+        for i in left:
+            if b >= 0 and brands[i] == b:
+                adjusted[i] *= SAME_BRAND
+            if c >= 0 and categories[i] == c:
+                adjusted[i] *= SAME_CATEGORY
     return picked
 
 
-def main_reason(parts: Mapping[str, FloatArray], index: int | None) -> str:
-    """The component that contributed most to a candidate's score (parts: each component's
-    weighted share per candidate); "new" for a filler that is no candidate (index None)."""
-    best, top = "new", 0.0
-    if index is None:
-        return best
-    for name, shares in parts.items():
-        value = float(shares[index])
-        if value > top:
-            best, top = name, value
-    return best
+def main_reasons(parts: Mapping[str, FloatArray], indexes: Sequence[int | None]) -> list[str]:
+    """Per candidate index, the component that contributed most to its score (parts: each
+    component's weighted share per candidate); "new" for a filler (index None) or no share."""
+    names = list(parts)
+    known = [i for i in indexes if i is not None]
+    if not names or not known:
+        return ["new"] * len(indexes)
+    shares = np.vstack([parts[name][known] for name in names])
+    best = shares.argmax(axis=0).tolist()  # ties: the earlier component
+    positive = (shares.max(axis=0) > 0).tolist()
+    found = iter(zip(best, positive, strict=True))
+    reasons = []
+    for i in indexes:
+        if i is None:
+            reasons.append("new")
+            continue
+        top, has_share = next(found)
+        reasons.append(names[top] if has_share else "new")
+    return reasons

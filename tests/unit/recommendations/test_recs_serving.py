@@ -140,3 +140,10 @@ def test_merged_sessions_are_remembered_newest_kept(monkeypatch: Any) -> None:
     engine.merge("s1", "alice")  # heard again (the bus echoes this process's own merge)
     engine.merge("s3", "carol")  # over the bound: the oldest merge (s2) is forgotten
     assert [engine.customer_of(s) for s in ("s1", "s2", "s3")] == ["alice", None, "carol"]
+
+
+def test_main_reasons_name_the_largest_share() -> None:
+    parts = {"trending": np.array([0.5, 0.0, 0.2]), "content": np.array([0.1, 0.0, 0.2])}
+    # index 2 ties: the earlier component; index 1 has no share; None is a filler
+    assert rules.main_reasons(parts, [0, 1, None, 2]) == ["trending", "new", "new", "trending"]
+    assert rules.main_reasons({}, [0, None]) == ["new", "new"]
