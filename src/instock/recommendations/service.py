@@ -27,6 +27,7 @@ from instock.platform.db import Database, utcnow
 from instock.platform.ids import new_id
 from instock.platform.memo import Memo
 from instock.platform.retry import keep_running
+from instock.platform.runtime import keep_out_of_collections
 from instock.recommendations import engine as eng
 from instock.recommendations import store
 from instock.recommendations.events import BehaviourRecorded, SessionMerged
@@ -200,6 +201,7 @@ class RecommendationsService:
         for sku, (version, available) in stock.items():
             self.engine.set_stock(sku, version, available)
         self.engine.share_catalogue()
+        keep_out_of_collections()
 
     async def refit(self) -> eng.FitReport:
         """Fit on stored history in a thread; the live model serves (and learns) meanwhile."""
@@ -208,6 +210,7 @@ class RecommendationsService:
             history = await store.recent_behaviour(conn, self.settings.history_limit)
         hybrid, report = await asyncio.to_thread(eng.fit, snapshot, history)
         self.engine.install(hybrid)
+        keep_out_of_collections()
         log.info("recs_fitted", events=report.events, seconds=report.seconds,
                  tuned_on=report.tuned_on, weights=report.weights)
         return report
