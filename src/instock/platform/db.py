@@ -98,18 +98,19 @@ class Database:
         self.url = sa.make_url(url)
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
         kwargs: dict[str, Any] = {"echo": echo}
+        # PostgreSQL reads run outside a transaction, on their own pool: under READ COMMITTED
+        # each statement sees its own snapshot either way, and a read then costs its query's
+        # round trip instead of BEGIN, the query and ROLLBACK. Reads that need one snapshot
+        # across statements use `snapshot`. The two pools share one budget of connections
+        # (2 x pool_size a process, as one pool had): the server's are not unlimited.
+        readers = max(pool_size // 2, 1)
         if self.is_sqlite:
             kwargs["connect_args"] = {"timeout": 30}
         else:
-            kwargs.update(pool_size=pool_size, max_overflow=pool_size)
+            kwargs.update(pool_size=pool_size, max_overflow=max(pool_size - readers, 0))
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
-        # PostgreSQL reads run outside a transaction, on their own pool: under READ COMMITTED
-        # each statement sees its own snapshot either way, and a read then costs its query's
-        # round trip (and the checkout's ping) instead of BEGIN, the query and ROLLBACK, each
-        # also around the ping. Reads that need one snapshot across statements use `snapshot`.
         self._reader: AsyncEngine = self.engine if self.is_sqlite else create_async_engine(
-            self.url, **{**kwargs, "pool_size": max(pool_size // 2, 1),
-                         "max_overflow": max(pool_size // 2, 1)},
+            self.url, **{**kwargs, "pool_size": readers, "max_overflow": 0},
             isolation_level="AUTOCOMMIT")
         if not self.is_sqlite:
             _ping_when_idle(self.engine)
