@@ -177,11 +177,18 @@ async def run_consumer(consumer: Consumer) -> None:
 
 def background_work(container: Container, hub: LiveHub) -> list[Coroutine[Any, Any, None]]:
     """What an API process runs beside serving requests, as settings ask."""
-    settings = container.settings
     work: list[Coroutine[Any, Any, None]] = [hub.run(),
                                              container.experiments.run_exposure_writer()]
-    if settings.run_recommender:
+    if container.settings.run_recommender:
         work.append(container.recommendations.run(container.bus))
+    return work + worker_duties(container)
+
+
+def worker_duties(container: Container) -> list[Coroutine[Any, Any, None]]:
+    """The work behind the API, as settings ask: an API process of the embedded default does
+    it all itself; a fleet's API processes turn it off and run `instock worker all` beside."""
+    settings = container.settings
+    work: list[Coroutine[Any, Any, None]] = []
     if settings.run_sweeper:
         work.append(run_sweeper(container.inventory, settings.sweeper_interval_seconds))
     if settings.run_relay:

@@ -135,6 +135,23 @@ def audit_verify() -> None:
     sys.exit(1)
 
 
+@worker_app.command("all")
+def worker_all() -> None:
+    """Everything an API process does behind the API (relay, consumers, sweeper, sagas,
+    webhook delivery, channels; INSTOCK_RUN_* turn parts off), forever: for a fleet whose API
+    processes run with those off and serve requests only."""
+    from instock.app import worker_duties
+
+    async def work(container: Container) -> None:
+        duties = worker_duties(container)
+        if not duties:
+            err.print("[yellow]nothing to do: every INSTOCK_RUN_* duty is off[/yellow]")
+            return
+        await asyncio.gather(*duties)
+
+    with_container(work)
+
+
 @worker_app.command("sweeper")
 def worker_sweeper(interval: float = typer.Option(1.0, "--interval")) -> None:
     """Expire overdue reservations and lots, forever (several may run)."""

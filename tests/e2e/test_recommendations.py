@@ -225,12 +225,21 @@ async def test_an_event_changes_the_list_at_once_and_bad_events_change_nothing(
         assert_problem(missing, 422, "validation-error")
 
 
+# A fleet's layout: API processes that only serve, and `instock worker all` doing the rest.
+API_ONLY = dict.fromkeys(("INSTOCK_RUN_RELAY", "INSTOCK_RUN_CONSUMERS", "INSTOCK_RUN_SWEEPER",
+                          "INSTOCK_RUN_SAGAS", "INSTOCK_RUN_WEBHOOK_DELIVERY"), "false")
+
+
 @pytest.mark.parametrize("bus_url", BUSES)
+@pytest.mark.parametrize("layout", ["each-api-does-all", "worker-beside"])
 async def test_two_processes_share_the_lists_and_hear_every_change(
-        servers: ServerFactory, bus_url: str) -> None:
-    """Lists cached in Redis, events and stock heard over a real bus by both processes."""
+        servers: ServerFactory, database: Database, bus_url: str, layout: str) -> None:
+    """Lists cached in Redis, events and stock heard over a real bus by both processes; with
+    a worker beside, its relay and consumers carry every change the API processes make."""
     env = {"INSTOCK_BUS_URL": unique_bus(bus_url), "INSTOCK_REDIS_URL": REDIS_URL or ""}
-    first, second = await servers.start(**env), await servers.start(**env)
+    api_env = {**env, **API_ONLY} if layout == "worker-beside" else env
+    first, second = await servers.start(**api_env), await servers.start(**api_env)
+    worker = servers.worker("worker", "all", **env) if layout == "worker-beside" else None
     names = [f"q{i}" for i in range(6)]
     await shop(first.base_url, {f"{n}-M": 1 if n == "q0" else 5 for n in names},
                **{n: {"category": f"c{i % 2}"} for i, n in enumerate(names)})
@@ -257,6 +266,18 @@ async def test_two_processes_share_the_lists_and_hear_every_change(
             lists = [await recs(api, session_id="shared", limit=6) for api in (one, two)]
             return True if all("q0" not in ids(body) for body in lists) else None
         await eventually(gone, "q0 gone from both processes' lists", timeout=1.5)
+
+    async def projected() -> bool | None:  # the recs-availability consumer ran somewhere
+        return True if await database.scalar(
+            "SELECT available FROM item_availability WHERE sku = 'q0-M'") == 0 else None
+    await eventually(projected, "the stock projection shows q0 sold out", timeout=10)
+    if worker is not None:
+        assert worker.alive(), worker.log_tail()
+
+        async def relayed() -> bool | None:  # the API processes run no relay
+            return True if await database.scalar(
+                "SELECT count(*) FROM outbox WHERE published_at IS NULL") == 0 else None
+        await eventually(relayed, "the worker's relay published every event", timeout=10)
 
 
 async def test_an_experiment_serves_stable_variants_and_attributes_conversions(

@@ -5,9 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from instock.bench import recs
 from instock.bench.events import run_loop
 from instock.bench.plot import recs_chart
+from tests.support import NATS_URL, PG_URL, REDIS_URL
 
 QUANTILES = {"p50", "p90", "p99", "max"}
 
@@ -46,3 +49,26 @@ def test_a_small_run_reports_its_shape_and_every_sold_out_is_gone(tmp_path: Path
     plot = tmp_path / "recs.png"
     recs_chart(result.latencies_ms, result.freshness_ms, "test", plot)
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+FLEET_BUS = NATS_URL or REDIS_URL
+
+
+@pytest.mark.skipif(not (PG_URL and FLEET_BUS), reason="a fleet needs PostgreSQL and a shared bus")
+def test_a_fleet_run_spreads_shoppers_over_its_servers_and_its_worker_relays(
+        tmp_path: Path) -> None:
+    """Two API processes that only serve and `instock worker all` beside them: every shopper's
+    requests go to one server, both serve, and the sold-outs (relayed by the worker, heard by
+    both servers over the bus) still leave every list."""
+    assert PG_URL is not None and FLEET_BUS is not None
+    plan = recs.Plan(items=2000, rate=50, seconds=3, shoppers=200, event_rate=10, probes=3,
+                     database=PG_URL, redis=None, workdir=tmp_path, servers=2, bus=FLEET_BUS,
+                     worker=True)
+    report = run_loop(recs.run(plan, Silent())).report
+    assert (report["servers"], report["worker"], report["backend"]) == (2, True, "postgresql")
+    assert report["errors"] == 0, report["error_kinds"]
+    assert report["requests"] == 150 and sum(report["requests_per_server"]) == 150
+    assert min(report["requests_per_server"]) > 0, report["requests_per_server"]
+    assert report["freshness_ms"]["event"]["changed"] == 3
+    for probe in report["sold_out_probes"]:
+        assert probe["listed_before"] and probe["gone"] and probe["ms"] is not None, probe

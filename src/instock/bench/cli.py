@@ -119,7 +119,16 @@ def bench_recs(
         "sqlite+aiosqlite:///bench.db", "--database", envvar="INSTOCK_DATABASE_URL",
         help="chooses the backend; the bench creates a fresh database there"),
     redis: str | None = typer.Option(None, "--redis",
-                                     help="the server's INSTOCK_REDIS_URL (the list cache)"),
+                                     help="the servers' INSTOCK_REDIS_URL (the list cache)"),
+    servers: int = typer.Option(1, "--servers", min=1, help="API processes (`instock serve`); "
+                                "each shopper's requests go to one, by a hash of the session"),
+    bus: str = typer.Option("memory://", "--bus", help="the servers' INSTOCK_BUS_URL; several "
+                            "servers need a shared one (nats://… or redis://…). Each run gets "
+                            "its own ?stream=, deleted afterwards"),
+    worker: bool = typer.Option(False, "--worker/--no-worker", help="run the outbox relay, "
+                                "consumers, sweeper and sagas in their own `instock worker all` "
+                                "process, not in the API processes (a fleet's layout; needs a "
+                                "shared --bus)"),
     plot: Path | None = typer.Option(Path("bench-out/recs.png"), "--plot"),
     json_out: bool = typer.Option(True, "--json/--no-json"),
 ) -> None:
@@ -127,15 +136,20 @@ def bench_recs(
     hits), and how soon an event, and a sold-out, show in the lists (checked, not assumed)."""
     from instock.bench import recs
 
+    if (servers > 1 or worker) and bus.startswith("memory:"):
+        raise typer.BadParameter("several processes hear each other only over a shared bus: "
+                                 "give --bus nats://127.0.0.1:4222 or redis://…",
+                                 param_hint="--bus")
     with tempfile.TemporaryDirectory() as workdir, _progress() as bar:
         plan = recs.Plan(items, rate, seconds, shoppers, event_rate, probes, database, redis,
-                         Path(workdir))
+                         Path(workdir), servers=servers, bus=bus, worker=worker)
         result = events.run_loop(recs.run(plan, _Reporter(bar)))
     report = result.report
     if plot is not None and plot != Path():  # --plot "" draws nothing
         recs_chart(result.latencies_ms, result.freshness_ms,
                    f"instock bench recs: {report['backend']}"
-                   f"{' + Redis' if report['redis'] else ''}, {items:,} items, {rate:g} lists/s, "
+                   f"{' + Redis' if report['redis'] else ''}, {servers} server"
+                   f"{'s' if servers > 1 else ''}, {items:,} items, {rate:g} lists/s, "
                    f"{shoppers:,} shoppers", plot, recs.GOAL_P99_MS, recs.GOAL_FRESHNESS_MS)
         report["plot"] = str(plot)
     typer.echo(json.dumps(report, indent=2) if json_out else report)

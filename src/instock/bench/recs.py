@@ -4,8 +4,10 @@ The catalogue (100,000 items by default), its stock and a synthetic behaviour hi
 seeded into the recommender's projections directly (`rec_items`, `item_availability`,
 `behaviour_events`), as its consumers would have built them: creating 100,000 products through
 the API would take many minutes and measure the catalogue, not the recommender. One API process
-(`instock serve`) then starts on that database, loads them and fits its model; the bench waits
-for the fitted model to answer, then measures over HTTP:
+(`instock serve`), or several sharing a bus, then start on that database, load them and fit their
+models; the bench waits for every fitted model to answer, then measures over HTTP. With several,
+each shopper's requests go to one of them (by a hash of the session id, as a load balancer's
+consistent hashing would), and each hears the others' events over the bus:
 
 1. steady serving: GET /v1/recommendations at a fixed rate (open loop: request i is due at
    t0 + i/rate and its latency counts from then, so a slow answer never slows the sender), for
@@ -28,6 +30,7 @@ import re
 import subprocess
 import time
 import uuid
+import zlib
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -40,7 +43,14 @@ import numpy as np
 import sqlalchemy as sa
 from numpy.typing import NDArray
 
-from instock.bench.events import Reporter, backend_of, logs_to_stderr
+from instock.bench.events import (
+    Reporter,
+    backend_of,
+    bus_label,
+    drop_stream,
+    logs_to_stderr,
+    with_stream,
+)
 from instock.bench.local import (
     free_port,
     instock_executable,
@@ -62,6 +72,9 @@ GIVE_UP_SECONDS = 10.0  # a probe whose list has not changed by then counts as n
 FIT_TIMEOUT = 900.0
 VISIBLE_TIMEOUT = 60.0
 SHOPPERS_PER_SOLD_OUT = 3
+# With a separate worker, the API processes do none of this (INSTOCK_RUN_<duty>=false).
+WORKER_DUTIES = ("INSTOCK_RUN_SWEEPER", "INSTOCK_RUN_RELAY", "INSTOCK_RUN_CONSUMERS",
+                 "INSTOCK_RUN_SAGAS", "INSTOCK_RUN_WEBHOOK_DELIVERY")
 CHUNK = 5000  # rows per insert while seeding
 COLD_SECONDS = 5.0
 # After the schedule's last request: how long answers may still come. An overloaded server
@@ -102,6 +115,9 @@ class Plan:
     redis: str | None
     workdir: Path
     seed: int = 7
+    servers: int = 1
+    bus: str = "memory://"  # several servers need a shared one (nats:// or redis://)
+    worker: bool = False  # the relay, consumers, sweeper... in `instock worker all`, not the API
 
     @property
     def history_events(self) -> int:
@@ -264,26 +280,53 @@ async def _insert(db: Database, batches: list[tuple[sa.Table, list[dict[str, Any
 
 
 @contextlib.asynccontextmanager
-async def _server(plan: Plan, database_url: str) -> AsyncIterator[str]:
-    """One `instock serve` on the seeded database; yields its base URL once /readyz answers."""
-    port = free_port()
+async def _servers(plan: Plan, database_url: str) -> AsyncIterator[list[str]]:
+    """`plan.servers` processes of `instock serve` on the seeded database, sharing the run's own
+    stream of the bus; yields their base URLs once each /readyz answers."""
+    bus = with_stream(plan.bus, f"instock_bench_recs_{uuid.uuid4().hex[:10]}")
     env = {k: v for k, v in os.environ.items() if not k.startswith("INSTOCK_")}
     env.update(INSTOCK_DATABASE_URL=database_url, INSTOCK_JWT_SECRET=SECRET,
-               INSTOCK_STATE_DIR=str(plan.workdir / "state"), INSTOCK_LOG_LEVEL="warning")
+               INSTOCK_STATE_DIR=str(plan.workdir / "state"), INSTOCK_LOG_LEVEL="warning",
+               INSTOCK_BUS_URL=bus)
     if plan.redis:
         env["INSTOCK_REDIS_URL"] = plan.redis
-    log = plan.workdir / "api.log"
+    api_env = {**env, **dict.fromkeys(WORKER_DUTIES, "false")} if plan.worker else env
+    with contextlib.ExitStack() as running:
+        started = []
+        for i in range(plan.servers):
+            port = free_port()
+            log = plan.workdir / f"api-{i}.log"
+            process = running.enter_context(_run(["serve", "--port", str(port)], api_env, log))
+            started.append((f"http://127.0.0.1:{port}", log, process))
+        worker = running.enter_context(_run(["worker", "all"], env, plan.workdir / "worker.log")
+                                       ) if plan.worker else None
+        try:
+            await asyncio.gather(*(wait_answering(f"{base}/readyz", log, READY_TIMEOUT, process)
+                                   for base, log, process in started))
+            if worker is not None and worker.poll() is not None:
+                raise RuntimeError(f"instock worker all exited: {_tail(plan.workdir)}")
+            yield [base for base, _, _ in started]
+        finally:
+            running.close()
+            await drop_stream(bus)
+
+
+def _tail(workdir: Path) -> str:
+    return (workdir / "worker.log").read_text(errors="replace")[-2000:]
+
+
+@contextlib.contextmanager
+def _run(command: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """`instock COMMAND` in its own process for the length of the block."""
     with log.open("wb") as out:
-        process = subprocess.Popen([instock_executable(), "serve", "--port", str(port)], env=env,
-                                   stdout=out, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL)
+        process = subprocess.Popen([instock_executable(), *command], env=env, stdout=out,
+                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     try:
-        await wait_answering(f"http://127.0.0.1:{port}/readyz", log, READY_TIMEOUT, process)
-        yield f"http://127.0.0.1:{port}"
+        yield process
     finally:
         process.terminate()
         try:
-            await asyncio.to_thread(process.wait, 10)
+            process.wait(10)
         except subprocess.TimeoutExpired:
             process.kill()
 
@@ -293,34 +336,50 @@ async def _server(plan: Plan, database_url: str) -> AsyncIterator[str]:
 
 @dataclass
 class Client:
-    """The storefront's view of the server: lists and events, every failure counted."""
+    """The storefront's view of the servers: lists and events, every failure counted.
 
-    http: aiohttp.ClientSession  # a third of httpx's cost per request: the bench shares the
-    # server's cores, and a client's own time would count in every latency measured
+    A shopper's requests all go to one server, chosen by a hash of the session id (a load
+    balancer's consistent hashing); staff's go to the first."""
+
+    http: list[aiohttp.ClientSession]  # one per server; aiohttp costs a third of what httpx
+    # does per request: the bench shares the server's cores, and a client's own time would
+    # count in every latency measured
     service: dict[str, str]
     admin: dict[str, str]
     errors: Counter[str] = field(default_factory=Counter)
     slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(CONNECTIONS))
 
+    def server_of(self, session: str) -> int:
+        return zlib.crc32(session.encode()) % len(self.http)
+
+    def session_on(self, server: int, name: str) -> str:
+        """A session id, starting with `name`, whose requests go to `server`."""
+        return next(f"{name}-{k}" for k in range(10**6)
+                    if self.server_of(f"{name}-{k}") == server)
+
     async def recommendations(self, session: str, context: str = "home",
                               limit: int = LIMIT) -> dict[str, Any] | None:
-        return await self._call("GET", "/v1/recommendations", self.service, params={
-            "session_id": session, "context": context, "limit": limit})
+        return await self._call(self.server_of(session), "GET", "/v1/recommendations",
+                                self.service, params={"session_id": session,
+                                                      "context": context, "limit": limit})
 
     async def events(self, events: list[dict[str, Any]]) -> dict[str, Any] | None:
-        return await self._call("POST", "/v1/events", self.service, json={"events": events})
+        """A batch of events, to the server of its first event's shopper (the others hear of
+        them over the bus)."""
+        return await self._call(self.server_of(events[0]["session_id"]), "POST", "/v1/events",
+                                self.service, json={"events": events})
 
     async def admin_post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        answer = await self._call("POST", path, self.admin, json=body)
+        answer = await self._call(0, "POST", path, self.admin, json=body)
         if answer is None:
             raise RuntimeError(f"POST {path} failed: {dict(self.errors)}")
         return answer
 
-    async def _call(self, method: str, path: str, headers: dict[str, str],
+    async def _call(self, server: int, method: str, path: str, headers: dict[str, str],
                     **kwargs: Any) -> dict[str, Any] | None:
         try:
-            async with self.slots, self.http.request(method, path, headers=headers,
-                                                     **kwargs) as response:
+            async with self.slots, self.http[server].request(method, path, headers=headers,
+                                                             **kwargs) as response:
                 if response.status >= 300:
                     self.errors[f"{method} {path} {response.status}"] += 1
                     return None
@@ -336,18 +395,21 @@ def products_of(answer: dict[str, Any] | None) -> list[str]:
 
 
 async def wait_fitted(client: Client, timeout: float = FIT_TIMEOUT) -> float:
-    """Seconds until the fitted model answers: until then lists come from the starting model,
-    whose every reason is "new" (the newest items). A new shopper each time: no cached list."""
+    """Seconds until every server's fitted model answers: until then lists come from the
+    starting model, whose every reason is "new" (the newest items). A new shopper each time:
+    no cached list."""
     started = time.perf_counter()
-    for attempt in range(10**9):
-        answer = await client.recommendations(f"bench-fit-{attempt}")
-        reasons = {item["reason"]["code"] for item in (answer or {}).get("items", [])}
-        if reasons - {"new"}:
-            return time.perf_counter() - started
-        if time.perf_counter() - started > timeout:
-            break
-        await asyncio.sleep(0.5)
-    raise RuntimeError(f"the model was not fitted in {timeout:.0f} s")
+    for server in range(len(client.http)):
+        for attempt in range(10**9):
+            answer = await client.recommendations(client.session_on(server,
+                                                                    f"bench-fit-{attempt}"))
+            reasons = {item["reason"]["code"] for item in (answer or {}).get("items", [])}
+            if reasons - {"new"}:
+                break
+            if time.perf_counter() - started > timeout:
+                raise RuntimeError(f"the model was not fitted in {timeout:.0f} s")
+            await asyncio.sleep(0.5)
+    return time.perf_counter() - started
 
 
 # -- steady and cold serving -------------------------------------------------------------------
@@ -508,12 +570,12 @@ async def create_real_products(client: Client, count: int) -> list[str]:
 
 
 async def wait_visible(client: Client, product_ids: list[str]) -> None:
-    """Until the engine lists every real product (it heard of it and of its stock): a new
-    shopper carts it each time, and a list must then hold it."""
-    for pid in product_ids:
+    """Until every server's engine lists every real product (it heard of it and of its stock):
+    a new shopper carts it each time, and a list must then hold it."""
+    for pid, server in ((p, s) for p in product_ids for s in range(len(client.http))):
         deadline = time.perf_counter() + VISIBLE_TIMEOUT
         for attempt in range(10**9):
-            session = f"bench-visible-{pid}-{attempt}"
+            session = client.session_on(server, f"bench-visible-{pid}-{attempt}")
             await client.events([{"type": "add_to_cart", "session_id": session,
                                   "product_id": pid}])
             if pid in products_of(await client.recommendations(session, limit=50)):
@@ -575,16 +637,18 @@ async def run(plan: Plan, report: Reporter) -> Result:
         began = time.perf_counter()
         history = await seed(url, shop, plan, report)
         seed_seconds = time.perf_counter() - began
-        report.note("starting instock serve; waiting for the model to be fitted")
-        async with _server(plan, url) as base, aiohttp.ClientSession(
+        report.note(f"starting {plan.servers} instock serve; waiting for the models to be "
+                    "fitted")
+        async with _servers(plan, url) as bases, contextlib.AsyncExitStack() as sessions:
+            http = [await sessions.enter_async_context(aiohttp.ClientSession(
                 base, timeout=aiohttp.ClientTimeout(total=30),
-                connector=aiohttp.TCPConnector(limit=CONNECTIONS)) as http:
+                connector=aiohttp.TCPConnector(limit=CONNECTIONS))) for base in bases]
             client = Client(http, {"Authorization": f"Bearer {tokens.mint(Role.SERVICE, 'shop')}"},
                             {"Authorization": f"Bearer {tokens.mint(Role.ADMIN, 'bench')}"})
             fit_seconds = await wait_fitted(client)
             real = await create_real_products(client, plan.probes)
             await wait_visible(client, real)
-            measured = await _measure(client, shop, plan, real, report, base)
+            measured = await _measure(client, shop, plan, real, report)
     body = {
         "catalogue_items": plan.items, "history_events": history,
         "history_sessions": plan.history_sessions,
@@ -592,7 +656,9 @@ async def run(plan: Plan, report: Reporter) -> Result:
                   "(rec_items, item_availability, behaviour_events) directly, as its "
                   "consumers would have built them; the sold-out probes' products go through "
                   "the API",
-        "backend": backend_of(plan.database), "redis": plan.redis is not None, "servers": 1,
+        "backend": backend_of(plan.database), "redis": plan.redis is not None,
+        "servers": plan.servers, "bus": bus_label(plan.bus), "worker": plan.worker,
+        "routing": "one server per shopper, by a hash of the session id",
         "seed_seconds": round(seed_seconds, 1), "fit_seconds": round(fit_seconds, 1),
         **measured.report,
         "goals": {"p99_ms": GOAL_P99_MS, "freshness_ms": GOAL_FRESHNESS_MS},
@@ -608,18 +674,18 @@ class Measured:
     freshness_ms: dict[str, Samples]
 
 
-async def _measure(client: Client, shop: Shop, plan: Plan, real: list[str], report: Reporter,
-                   base: str) -> Measured:
+async def _measure(client: Client, shop: Shop, plan: Plan, real: list[str],
+                   report: Reporter) -> Measured:
     population = shop.sessions[: plan.shoppers]
     population += [f"bench-shopper-{i}" for i in range(plan.shoppers - len(population))]
     await serve_lists(client, shop, plan, [f"bench-warm-{i}" for i in range(20)], 20 / plan.rate,
                       lambda _: None, events=False)  # first-request costs are not what we ask
     unloaded = await one_at_a_time(client, shop, plan, _unloaded_sessions(shop, plan))
-    server_before = await _server_histogram(client.http)
+    server_before = await _server_histograms(client.http)
     steady = await serve_lists(client, shop, plan, population, plan.seconds,
                                report.task("steady lists", round(plan.rate * plan.seconds)),
                                events=True)
-    server_after = await _server_histogram(client.http)
+    server_after = await _server_histograms(client.http)
     cold_seconds = min(COLD_SECONDS, plan.seconds)
     cold_count = round(plan.rate * cold_seconds)
     cold = await serve_lists(client, shop, plan, [f"bench-cold-{i}" for i in range(cold_count)],
@@ -638,7 +704,7 @@ async def _measure(client: Client, shop: Shop, plan: Plan, real: list[str], repo
         sold_out.append(await sold_out_probe(client, pid, i))
         advance(1)
     return _summarise(plan, steady, cold, unloaded, event_probes, sold_out,
-                      _histogram_diff(server_before, server_after), client.errors)
+                      _histogram_diffs(server_before, server_after), client.errors)
 
 
 def _unloaded_sessions(shop: Shop, plan: Plan) -> list[str]:
@@ -655,7 +721,7 @@ def _probe_session(shop: Shop, plan: Plan, i: int) -> str:
 
 def _summarise(plan: Plan, steady: Load, cold: Load, unloaded: Samples,
                event_probes: list[EventProbe],
-               sold_out: list[SoldOutProbe], server: dict[float, float],
+               sold_out: list[SoldOutProbe], servers: list[Histogram],
                errors: Counter[str]) -> Measured:
     steady_ms = np.array(steady.latencies_ms)
     cold_ms = np.array(cold.latencies_ms)
@@ -673,7 +739,8 @@ def _summarise(plan: Plan, steady: Load, cold: Load, unloaded: Samples,
         "unloaded_latency_ms": {**quantiles(unloaded, (50, 99)), "requests": len(unloaded),
                                 "note": "one list at a time before the steady phase: the "
                                         "service time without queueing"},
-        "server_side_ms": server_quantiles(server),
+        "server_side_ms": server_quantiles(_summed(servers)),
+        "requests_per_server": [int(h.get(float("inf"), 0.0)) for h in servers],
         "cache_hit_share": round(steady.cached / max(steady.answered, 1), 3),
         "event_post_ms": quantiles(np.array(steady.event_post_ms), (50, 99)),
         "cold_latency_ms": {**quantiles(cold_ms, (50, 99)), "requests": cold.answered,
@@ -725,13 +792,21 @@ _BUCKET = re.compile(r'^instock_http_request_duration_seconds_bucket\{(?P<labels
                      r'(?P<count>\S+)$')
 
 
-async def _server_histogram(http: aiohttp.ClientSession) -> dict[float, float]:
-    """Cumulative counts per upper bound (s) of the server's own timing of 200-answered
-    GET /v1/recommendations (from /metrics): what the server spent, without the client and
-    the network."""
-    async with http.get("/metrics") as response:
-        text = await response.text()
-    buckets: dict[float, float] = {}
+Histogram = dict[float, float]  # cumulative count per upper bound (s)
+
+
+async def _server_histograms(servers: list[aiohttp.ClientSession]) -> list[Histogram]:
+    """Per server, its own timing of 200-answered GET /v1/recommendations (from its /metrics):
+    what the server spent, without the client and the network."""
+    histograms = []
+    for http in servers:
+        async with http.get("/metrics") as response:
+            histograms.append(_buckets(await response.text()))
+    return histograms
+
+
+def _buckets(text: str) -> Histogram:
+    buckets: Histogram = {}
     for line in text.splitlines():
         match = _BUCKET.match(line)
         if match is None:
@@ -744,11 +819,20 @@ async def _server_histogram(http: aiohttp.ClientSession) -> dict[float, float]:
     return buckets
 
 
-def _histogram_diff(before: dict[float, float], after: dict[float, float]) -> dict[float, float]:
-    return {bound: count - before.get(bound, 0.0) for bound, count in after.items()}
+def _histogram_diffs(before: list[Histogram], after: list[Histogram]) -> list[Histogram]:
+    return [{bound: count - old.get(bound, 0.0) for bound, count in new.items()}
+            for old, new in zip(before, after, strict=True)]
 
 
-def server_quantiles(buckets: dict[float, float]) -> dict[str, Any]:
+def _summed(histograms: list[Histogram]) -> Histogram:
+    total: Histogram = {}
+    for histogram in histograms:
+        for bound, count in histogram.items():
+            total[bound] = total.get(bound, 0.0) + count
+    return total
+
+
+def server_quantiles(buckets: Histogram) -> dict[str, Any]:
     """p50/p99 interpolated within the histogram's buckets (coarse: 1, 2.5, 5, 10, 25 ms...),
     and the share answered within the 10 ms goal."""
     bounds = sorted(buckets)
