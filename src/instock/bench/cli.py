@@ -149,7 +149,8 @@ def bench_recs(
         recs_chart(result.latencies_ms, result.freshness_ms,
                    f"instock bench recs: {report['backend']}"
                    f"{' + Redis' if report['redis'] else ''}, {servers} server"
-                   f"{'s' if servers > 1 else ''}, {items:,} items, {rate:g} lists/s, "
+                   f"{'s' if servers > 1 else ''}{' + worker' if worker else ''} on "
+                   f"{report['bus']}, {items:,} items, {rate:g} lists/s, "
                    f"{shoppers:,} shoppers", plot, recs.GOAL_P99_MS, recs.GOAL_FRESHNESS_MS)
         report["plot"] = str(plot)
     typer.echo(json.dumps(report, indent=2) if json_out else report)
