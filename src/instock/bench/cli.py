@@ -142,7 +142,8 @@ def bench_recs(
                                  param_hint="--bus")
     with tempfile.TemporaryDirectory() as workdir, _progress() as bar:
         plan = recs.Plan(items, rate, seconds, shoppers, event_rate, probes, database, redis,
-                         Path(workdir), servers=servers, bus=bus, worker=worker)
+                         Path(workdir), servers=servers, bus=bus, worker=worker,
+                         tune_gc=True)
         result = events.run_loop(recs.run(plan, _Reporter(bar)))
     report = result.report
     if plot is not None and plot != Path():  # --plot "" draws nothing
