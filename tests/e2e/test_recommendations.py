@@ -313,12 +313,19 @@ async def test_an_experiment_serves_stable_variants_and_attributes_conversions(
             assert (await events(api, {"type": "click", "session_id": s,
                                        "product_id": "e1"})).status_code == 202
 
+        shown_popular = sum(v == "popular" for v in variants.values())
+
         async def attributed() -> dict[str, Any] | None:
+            # exposures are written in batches (every FLUSH_EVERY), not with the list
             body = (await staff.get(f"/v1/experiments/{experiment}/results")).json()
             by_name = {v["name"]: v for v in body["variants"]}
-            return body if by_name["popular"]["click"]["converted"] == len(clickers) else None
-        results = await eventually(attributed, "clicks attributed to the variant", timeout=15)
+            popular = by_name["popular"]
+            done = (popular["click"]["converted"] == len(clickers)
+                    and popular["exposed"] >= shown_popular)
+            return body if done else None
+        results = await eventually(attributed, "exposures logged, clicks attributed",
+                                   timeout=15)
         by_name = {v["name"]: v for v in results["variants"]}
-        assert by_name["popular"]["exposed"] == sum(v == "popular" for v in variants.values())
+        assert by_name["popular"]["exposed"] == shown_popular  # each subject once
         assert by_name["control"]["click"]["converted"] == 0
         assert by_name["popular"]["click"]["p_value"] is not None

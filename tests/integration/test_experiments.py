@@ -196,6 +196,32 @@ async def test_conversions_after_exposure_are_attributed_once_and_before_are_not
     assert len(await conversions(container, experiment_id)) == 3
 
 
+async def test_an_action_handled_before_its_exposure_was_written_is_attributed_by_the_flush(
+        container: Container) -> None:
+    """Exposures are written in batches; a click right after the list can reach the consumer
+    first. The flush then attributes it from the stored behaviour, once; a click before the
+    exposure, and one of a shopper never exposed, still count for nothing."""
+    experiment_id = await started(container)
+    early = utcnow() - timedelta(minutes=5)
+    await container.recommendations.record([
+        {"kind": "click", "session_id": "sess-dan", "product_id": "p1", "occurred_at": early}])
+    dan = await container.experiments.assign("s:sess-dan")  # as the engine keys a session
+    assert dan is not None
+    await container.recommendations.record([
+        {"kind": "click", "session_id": "sess-dan", "product_id": "p1"},
+        {"kind": "add_to_cart", "customer_id": "erin", "product_id": "p1"}])  # never exposed
+    consumer = container.consumer("experiment-conversions")
+    clicked = behaviour("click", utcnow(), session="sess-dan")
+    assert await consumer.handle(clicked) == "applied"  # nothing to attribute to yet
+    assert await conversions(container, experiment_id) == set()
+
+    await container.experiments.flush()
+    assert await conversions(container, experiment_id) == {("s:sess-dan", "click", dan.variant)}
+    await consumer.handle(clicked)  # heard again after the flush: still once
+    await container.experiments.flush()
+    assert len(await conversions(container, experiment_id)) == 1
+
+
 async def test_subjects_keyed_as_the_recommendation_engine_keys_shoppers_are_attributed(
         container: Container) -> None:
     experiment_id = await started(container)

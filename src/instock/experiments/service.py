@@ -39,6 +39,7 @@ from instock.platform.db import Database, utcnow
 from instock.platform.errors import Conflict, NotFound, ValidationFailed
 from instock.platform.ids import new_id
 from instock.platform.retry import keep_running
+from instock.recommendations import store as recs_store
 
 log = structlog.get_logger(__name__)
 
@@ -222,6 +223,11 @@ class ExperimentsService:
                 self._pending = {**self._pending, **batch}
                 raise
             self._remember(batch)
+            # Once the exposures are committed, the conversions consumer attributes every later
+            # action; those it handled before (a click within FLUSH_EVERY of the list) are
+            # attributed here, from the stored behaviour. Both record each conversion once.
+            async with self.db.write() as conn:
+                await attribute_stored(conn, list(batch.values()))
 
     def _remember(self, batch: dict[tuple[str, str], Exposure]) -> None:
         self._written.update(dict.fromkeys(batch))
@@ -299,6 +305,17 @@ async def attribute(conn: AsyncConnection, envelope: Envelope) -> None:
     counted = [e for e in exposed
                if e.experiment_id in experiments and experiments[e.experiment_id].counts(at)]
     await store.convert(conn, counted, kind, at)
+
+
+async def attribute_stored(conn: AsyncConnection, exposed: Sequence[Exposure]) -> None:
+    """Attribute the stored actions of newly exposed shoppers that came after their exposure."""
+    shoppers = sorted({e.subject.partition(":")[2] if e.subject[:2] in ("s:", "c:")
+                       else e.subject for e in exposed})
+    since = min((e.exposed_at for e in exposed), default=utcnow())
+    for row in await recs_store.actions_of(conn, shoppers, sorted(CONVERSION_KINDS), since):
+        await attribute(conn, {"type": BEHAVIOUR, "data": {
+            "kind": row["kind"], "customer_id": row["customer_id"],
+            "session_id": row["session_id"], "occurred_at": row["occurred_at"].isoformat()}})
 
 
 BEHAVIOUR = "behaviour.recorded.v1"

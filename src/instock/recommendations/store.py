@@ -128,6 +128,19 @@ async def history(conn: AsyncConnection, *, customer_id: str | None = None,
     return sorted(unique.values(), key=lambda row: (row["occurred_at"], row["id"]))
 
 
+async def actions_of(conn: AsyncConnection, shoppers: Sequence[str], kinds: Sequence[str],
+                     since: datetime) -> list[dict[str, Any]]:
+    """Events of those kinds by shoppers with those session or customer ids, at or after
+    `since`, oldest first."""
+    if not shoppers:
+        return []
+    e = behaviour_events
+    rows = await conn.execute(sa.select(e).where(
+        sa.or_(e.c.session_id.in_(shoppers), e.c.customer_id.in_(shoppers)),
+        e.c.kind.in_(kinds), e.c.occurred_at >= since).order_by(e.c.occurred_at))
+    return [dict(row) for row in rows.mappings()]
+
+
 async def recent_behaviour(conn: AsyncConnection, limit: int) -> list[dict[str, Any]]:
     """Up to `limit` of the newest events, oldest first: the fit's history."""
     rows = await conn.execute(sa.select(behaviour_events)
