@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import subprocess
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ import numpy as np
 
 from instock.bench.local import (
     free_port,
-    instock_executable,
+    instock_process,
     scratch_database,
     wait_answering,
 )
@@ -50,21 +49,6 @@ class Result:
     latencies_ms: np.ndarray[Any, np.dtype[np.float64]]
 
 
-@contextlib.contextmanager
-def _process(args: list[str], env: dict[str, str], log: Path) -> Any:
-    with log.open("wb") as out:
-        process = subprocess.Popen([instock_executable(), *args], env=env, stdout=out,
-                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        try:
-            yield process
-        finally:
-            process.terminate()
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-
-
 @contextlib.asynccontextmanager
 async def _stack(plan: Plan, database_url: str) -> AsyncIterator[tuple[str, str]]:
     """The sandbox and an API process; yields their base URLs."""
@@ -74,9 +58,9 @@ async def _stack(plan: Plan, database_url: str) -> AsyncIterator[tuple[str, str]
                INSTOCK_STATE_DIR=str(plan.workdir / "state"), INSTOCK_LOG_LEVEL="warning",
                INSTOCK_PAYMENTS_URL=f"http://127.0.0.1:{sandbox_port}")
     sandbox_log, api_log = plan.workdir / "sandbox.log", plan.workdir / "api.log"
-    with _process(["sandbox", "payments", "--port", str(sandbox_port), "--latency-ms",
+    with instock_process(["sandbox", "payments", "--port", str(sandbox_port), "--latency-ms",
                    str(plan.provider_latency_ms)], env, sandbox_log) as provider, \
-            _process(["serve", "--port", str(api_port)], env, api_log) as server:
+            instock_process(["serve", "--port", str(api_port)], env, api_log) as server:
         sandbox, api = f"http://127.0.0.1:{sandbox_port}", f"http://127.0.0.1:{api_port}"
         await wait_answering(f"{sandbox}/_sandbox/config", sandbox_log, 60, provider)
         await wait_answering(f"{api}/readyz", api_log, 60, server)

@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,15 +69,32 @@ async def wait_answering(url: str, log: Path, timeout: float,
         while time.monotonic() < deadline:
             if process is not None and process.poll() is not None:
                 raise RuntimeError(f"{url}: the process exited ({process.returncode}); "
-                                   f"{log}:\n{_tail(log)}")
+                                   f"{log}:\n{log_tail(log)}")
             with contextlib.suppress(httpx.TransportError):
                 if (await http.get(url)).status_code == 200:
                     return
             await asyncio.sleep(0.1)
-    raise RuntimeError(f"{url} did not answer in {timeout:.0f} s; {log}:\n{_tail(log)}")
+    raise RuntimeError(f"{url} did not answer in {timeout:.0f} s; {log}:\n{log_tail(log)}")
 
 
-def _tail(log: Path, chars: int = 2000) -> str:
+@contextlib.contextmanager
+def instock_process(args: list[str], env: dict[str, str], log: Path
+                    ) -> Iterator[subprocess.Popen[bytes]]:
+    """`instock ARGS` in its own process (output to `log`) for the length of the block."""
+    with log.open("wb") as out:
+        process = subprocess.Popen([instock_executable(), *args], env=env, stdout=out,
+                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def log_tail(log: Path, chars: int = 2000) -> str:
     with contextlib.suppress(OSError):
         return log.read_text(errors="replace")[-chars:]
     return ""

@@ -27,7 +27,6 @@ import asyncio
 import contextlib
 import os
 import re
-import subprocess
 import time
 import uuid
 import zlib
@@ -53,7 +52,8 @@ from instock.bench.events import (
 )
 from instock.bench.local import (
     free_port,
-    instock_executable,
+    instock_process,
+    log_tail,
     open_loop,
     scratch_database,
     wait_answering,
@@ -298,39 +298,23 @@ async def _servers(plan: Plan, database_url: str) -> AsyncIterator[list[str]]:
         for i in range(plan.servers):
             port = free_port()
             log = plan.workdir / f"api-{i}.log"
-            process = running.enter_context(_run(["serve", "--port", str(port)], api_env, log))
+            process = running.enter_context(instock_process(["serve", "--port", str(port)],
+                                                            api_env, log))
             started.append((f"http://127.0.0.1:{port}", log, process))
-        worker = running.enter_context(_run(["worker", "all"], env, plan.workdir / "worker.log")
+        worker_log = plan.workdir / "worker.log"
+        worker = running.enter_context(instock_process(["worker", "all"], env, worker_log)
                                        ) if plan.worker else None
         try:
             await asyncio.gather(*(wait_answering(f"{base}/readyz", log, READY_TIMEOUT, process)
                                    for base, log, process in started))
             if worker is not None and worker.poll() is not None:
-                raise RuntimeError(f"instock worker all exited: {_tail(plan.workdir)}")
+                raise RuntimeError(f"instock worker all exited: {log_tail(worker_log)}")
             yield [base for base, _, _ in started]
         finally:
             running.close()
             await drop_stream(bus)
 
 
-def _tail(workdir: Path) -> str:
-    return (workdir / "worker.log").read_text(errors="replace")[-2000:]
-
-
-@contextlib.contextmanager
-def _run(command: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """`instock COMMAND` in its own process for the length of the block."""
-    with log.open("wb") as out:
-        process = subprocess.Popen([instock_executable(), *command], env=env, stdout=out,
-                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    try:
-        yield process
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 # -- talking to it -----------------------------------------------------------------------------
