@@ -184,6 +184,16 @@ def background_work(container: Container, hub: LiveHub) -> list[Coroutine[Any, A
     return work + worker_duties(container)
 
 
+# The settings that switch `worker_duties` on, one each (keep the two together).
+WORKER_DUTY_SETTINGS = ("run_sweeper", "run_relay", "run_consumers", "run_sagas",
+                        "run_webhook_delivery")
+
+
+def api_only_env() -> dict[str, str]:
+    """The environment that turns every worker duty off: a fleet's API processes."""
+    return {f"INSTOCK_{name.upper()}": "false" for name in WORKER_DUTY_SETTINGS}
+
+
 def worker_duties(container: Container) -> list[Coroutine[Any, Any, None]]:
     """The work behind the API, as settings ask: an API process of the embedded default does
     it all itself; a fleet's API processes turn it off and run `instock worker all` beside."""

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from instock.app import api_only_env
 from instock.platform.auth import Role
 from tests.e2e.harness import (
     Database,
@@ -225,11 +226,6 @@ async def test_an_event_changes_the_list_at_once_and_bad_events_change_nothing(
         assert_problem(missing, 422, "validation-error")
 
 
-# A fleet's layout: API processes that only serve, and `instock worker all` doing the rest.
-API_ONLY = dict.fromkeys(("INSTOCK_RUN_RELAY", "INSTOCK_RUN_CONSUMERS", "INSTOCK_RUN_SWEEPER",
-                          "INSTOCK_RUN_SAGAS", "INSTOCK_RUN_WEBHOOK_DELIVERY"), "false")
-
-
 @pytest.mark.parametrize("bus_url", BUSES)
 @pytest.mark.parametrize("layout", ["each-api-does-all", "worker-beside"])
 async def test_two_processes_share_the_lists_and_hear_every_change(
@@ -237,7 +233,8 @@ async def test_two_processes_share_the_lists_and_hear_every_change(
     """Lists cached in Redis, events and stock heard over a real bus by both processes; with
     a worker beside, its relay and consumers carry every change the API processes make."""
     env = {"INSTOCK_BUS_URL": unique_bus(bus_url), "INSTOCK_REDIS_URL": REDIS_URL or ""}
-    api_env = {**env, **API_ONLY} if layout == "worker-beside" else env
+    # a fleet's layout: API processes that only serve, `instock worker all` doing the rest
+    api_env = {**env, **api_only_env()} if layout == "worker-beside" else env
     first, second = await servers.start(**api_env), await servers.start(**api_env)
     worker = servers.worker("worker", "all", **env) if layout == "worker-beside" else None
     names = [f"q{i}" for i in range(6)]

@@ -42,6 +42,7 @@ import numpy as np
 import sqlalchemy as sa
 from numpy.typing import NDArray
 
+from instock.app import api_only_env
 from instock.bench.events import (
     Reporter,
     backend_of,
@@ -73,9 +74,6 @@ GIVE_UP_SECONDS = 10.0  # a probe whose list has not changed by then counts as n
 FIT_TIMEOUT = 900.0
 VISIBLE_TIMEOUT = 60.0
 SHOPPERS_PER_SOLD_OUT = 3
-# With a separate worker, the API processes do none of this (INSTOCK_RUN_<duty>=false).
-WORKER_DUTIES = ("INSTOCK_RUN_SWEEPER", "INSTOCK_RUN_RELAY", "INSTOCK_RUN_CONSUMERS",
-                 "INSTOCK_RUN_SAGAS", "INSTOCK_RUN_WEBHOOK_DELIVERY")
 CHUNK = 5000  # rows per insert while seeding
 COLD_SECONDS = 5.0
 # After the schedule's last request: how long answers may still come. An overloaded server
@@ -292,7 +290,7 @@ async def _servers(plan: Plan, database_url: str) -> AsyncIterator[list[str]]:
                INSTOCK_BUS_URL=bus)
     if plan.redis:
         env["INSTOCK_REDIS_URL"] = plan.redis
-    api_env = {**env, **dict.fromkeys(WORKER_DUTIES, "false")} if plan.worker else env
+    api_env = {**env, **api_only_env()} if plan.worker else env
     with contextlib.ExitStack() as running:
         started = []
         for i in range(plan.servers):
