@@ -49,6 +49,7 @@ from instock.platform.flags import versioned_flags
 from instock.platform.idempotency import IdempotencyMiddleware
 from instock.platform.retry import keep_running
 from instock.platform.runtime import tune_for_throughput
+from instock.recommendations import store as recs_store
 from instock.recommendations.engine import MODEL_NAMES
 from instock.recommendations.service import (
     AVAILABILITY,
@@ -137,7 +138,8 @@ def build(settings: Settings | None = None) -> Container:
                                      settings.connector_attempts),
         webhook_tolerance_seconds=settings.marketplace_webhook_tolerance_seconds,
         order_attempts=settings.channel_order_attempts, orders=orders)
-    experiments = ExperimentsService(db, models=MODEL_NAMES)
+    experiments = ExperimentsService(db, models=MODEL_NAMES,
+                                     stored_actions=recs_store.actions_of)
     recommendations = RecommendationsService(
         db, grouped_cache(settings.redis_url, settings.recs_cache_ttl_seconds,
                           f"recs:{db.url.database}"),

@@ -105,7 +105,8 @@ async def test_a_started_experiment_assigns_stably_and_logs_first_exposures(
         s: a.variant for s, a in first.items() if a is not None}
 
     # A later exposure (another process, a restart) keeps the first one's time.
-    other = ExperimentsService(container.db, container.experiments.models)
+    other = ExperimentsService(container.db, container.experiments.models,
+                               container.experiments.stored_actions)
     await other.assign("c0")
     await other.flush()
     assert (await exposures(container, experiment_id))["c0"] == logged["c0"]
@@ -130,7 +131,8 @@ async def test_a_batch_the_database_refused_is_written_with_the_next_one(
 
 async def test_another_process_sees_a_start_and_a_stop_within_its_refresh(
         container: Container) -> None:
-    other = ExperimentsService(container.db, container.experiments.models, refresh_seconds=0.1)
+    other = ExperimentsService(container.db, container.experiments.models,
+                               container.experiments.stored_actions, refresh_seconds=0.1)
     assert await other.assign("c1") is None
     experiment_id = await started(container)
 

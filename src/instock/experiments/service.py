@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -39,7 +39,6 @@ from instock.platform.db import Database, utcnow
 from instock.platform.errors import Conflict, NotFound, ValidationFailed
 from instock.platform.ids import new_id
 from instock.platform.retry import keep_running
-from instock.recommendations import store as recs_store
 
 log = structlog.get_logger(__name__)
 
@@ -80,11 +79,19 @@ def _invalid(exc: ExperimentError) -> ValidationFailed:
     return ValidationFailed(exc.field, exc.reason)
 
 
+# Stored behaviour: (conn, shopper ids, kinds, since) -> events of those kinds by shoppers with
+# those session or customer ids at or after `since` (rows with kind, session_id, customer_id,
+# occurred_at). The recommendations context keeps it; the composition root hands it over.
+StoredActions = Callable[[AsyncConnection, Sequence[str], Sequence[str], datetime],
+                         Awaitable[list[dict[str, Any]]]]
+
+
 class ExperimentsService:
-    def __init__(self, db: Database, models: frozenset[str],
+    def __init__(self, db: Database, models: frozenset[str], stored_actions: StoredActions,
                  refresh_seconds: float = 1.0) -> None:
         self.db = db
         self.models = models
+        self.stored_actions = stored_actions
         self.refresh_seconds = refresh_seconds
         self._live: _Live | None = None
         self._loaded_at: float | None = None  # time.monotonic() of the last refresh
@@ -223,11 +230,25 @@ class ExperimentsService:
                 self._pending = {**self._pending, **batch}
                 raise
             self._remember(batch)
-            # Once the exposures are committed, the conversions consumer attributes every later
-            # action; those it handled before (a click within FLUSH_EVERY of the list) are
-            # attributed here, from the stored behaviour. Both record each conversion once.
-            async with self.db.write() as conn:
-                await attribute_stored(conn, list(batch.values()))
+            await self._attribute_stored(list(batch.values()))
+
+    async def _attribute_stored(self, exposed: Sequence[Exposure]) -> None:
+        """Once exposures are committed, the conversions consumer attributes every later
+        action; those it handled before (a click within FLUSH_EVERY of the list) are attributed
+        here, from the stored behaviour. Both record each conversion once."""
+        shoppers = sorted({e.subject.partition(":")[2] if e.subject[:2] in ("s:", "c:")
+                           else e.subject for e in exposed})
+        since = min(e.exposed_at for e in exposed)
+        async with self.db.read() as conn:
+            actions = await self.stored_actions(conn, shoppers, sorted(CONVERSION_KINDS), since)
+        if not actions:
+            return  # the usual case: no write transaction
+        async with self.db.write() as conn:
+            for row in actions:
+                await attribute(conn, {"type": BEHAVIOUR, "data": {
+                    "kind": row["kind"], "customer_id": row["customer_id"],
+                    "session_id": row["session_id"],
+                    "occurred_at": row["occurred_at"].isoformat()}})
 
     def _remember(self, batch: dict[tuple[str, str], Exposure]) -> None:
         self._written.update(dict.fromkeys(batch))
@@ -305,17 +326,6 @@ async def attribute(conn: AsyncConnection, envelope: Envelope) -> None:
     counted = [e for e in exposed
                if e.experiment_id in experiments and experiments[e.experiment_id].counts(at)]
     await store.convert(conn, counted, kind, at)
-
-
-async def attribute_stored(conn: AsyncConnection, exposed: Sequence[Exposure]) -> None:
-    """Attribute the stored actions of newly exposed shoppers that came after their exposure."""
-    shoppers = sorted({e.subject.partition(":")[2] if e.subject[:2] in ("s:", "c:")
-                       else e.subject for e in exposed})
-    since = min((e.exposed_at for e in exposed), default=utcnow())
-    for row in await recs_store.actions_of(conn, shoppers, sorted(CONVERSION_KINDS), since):
-        await attribute(conn, {"type": BEHAVIOUR, "data": {
-            "kind": row["kind"], "customer_id": row["customer_id"],
-            "session_id": row["session_id"], "occurred_at": row["occurred_at"].isoformat()}})
 
 
 BEHAVIOUR = "behaviour.recorded.v1"
