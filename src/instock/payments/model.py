@@ -97,7 +97,10 @@ def observe(payment: Payment, news: Observation, at: datetime) -> Payment:
         status = captured_status(captured, refunded)
     reason = None
     if status is S.DECLINED:  # a payment declined twice (never seen) keeps one reason either way
-        reason = min((r for r in (payment.decline_reason, news.decline_reason) if r), default=None)
+        # Only news of the decline itself carries its reason: a reason on other news would be
+        # dropped or kept depending on whether the decline came first.
+        said = news.decline_reason if news.status is S.DECLINED else None
+        reason = min((r for r in (payment.decline_reason, said) if r), default=None)
     after = replace(payment, status=status, amount_captured=captured, amount_refunded=refunded,
                     provider_ref=payment.provider_ref or news.provider_ref,
                     decline_reason=reason)
