@@ -37,7 +37,7 @@ from instock.live.service import LiveHub
 from instock.orders.saga import SagaRunner, SagaSettings
 from instock.orders.service import OrderSettings, OrdersService
 from instock.payments.providers import make_provider
-from instock.payments.service import PAYMENT_EVENTS, PaymentService
+from instock.payments.service import PAYMENT_EVENTS, PaymentsService
 from instock.platform import errors, telemetry
 from instock.platform.auth import TokenAuthority, load_or_create_secret
 from instock.platform.bus import Bus, connect, schemas
@@ -58,7 +58,7 @@ from instock.recommendations.service import (
     RecsSettings,
 )
 from instock.waitlist.service import NOTIFIER, WaitlistService
-from instock.webhooks.service import FANOUT, Policy, WebhookService
+from instock.webhooks.service import FANOUT, Policy, WebhooksService
 
 log = structlog.get_logger(__name__)
 
@@ -73,9 +73,9 @@ class Container:
     inventory: InventoryService
     waitlist: WaitlistService
     bus: Bus
-    webhooks: WebhookService
+    webhooks: WebhooksService
     channels: ChannelsService
-    payments: PaymentService
+    payments: PaymentsService
     orders: OrdersService
     experiments: ExperimentsService
     recommendations: RecommendationsService
@@ -122,11 +122,11 @@ def build(settings: Settings | None = None) -> Container:
         # serve several deployments (or test databases).
         sold_out=versioned_flags(settings.redis_url, settings.sold_out_ttl_seconds,
                                  f"sold_out:{db.url.database}"))
-    webhooks = WebhookService(db, Policy(
+    webhooks = WebhooksService(db, Policy(
         attempts=settings.webhook_attempts, backoff_base=settings.webhook_backoff_base_seconds,
         backoff_max=settings.webhook_backoff_max_seconds,
         timeout=settings.webhook_timeout_seconds))
-    payments = PaymentService(db, make_provider(settings))
+    payments = PaymentsService(db, make_provider(settings))
     runner = SagaRunner(db, inventory_service, payments, SagaSettings(
         settings.saga_lease_seconds, settings.saga_max_attempts, settings.saga_kill_after))
     orders = OrdersService(db, catalog_service, inventory_service, runner, OrderSettings(
@@ -155,7 +155,7 @@ async def run_sweeper(inventory_service: InventoryService, interval: float) -> N
     await keep_running(inventory_service.sweep, "sweeper", pause=interval)
 
 
-async def run_webhook_delivery(webhooks: WebhookService) -> None:
+async def run_webhook_delivery(webhooks: WebhooksService) -> None:
     """Deliver outbound webhooks forever; a failed round is logged and the worker goes on."""
     await keep_running(webhooks.run, "webhook_delivery")
 

@@ -7,8 +7,7 @@ from decimal import Decimal
 
 from instock.app import Container
 from instock.catalog.model import Product, Variant
-from instock.inventory.model import Adjustment, AdjustmentKind, EntryContext
-from instock.inventory.store import Channel
+from instock.inventory.model import Adjustment, AdjustmentKind, Channel, EntryContext
 from instock.platform.db import utcnow
 from instock.platform.errors import AlreadyExists
 

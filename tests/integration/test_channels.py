@@ -18,7 +18,7 @@ from instock.channels.events import (
     MarketplaceOrderLine,
 )
 from instock.channels.model import Connection
-from instock.inventory import store as inventory_store
+from instock.inventory import model as inventory_model
 from instock.inventory.model import Line
 from instock.inventory.service import InsufficientStock, ReserveRequest
 from instock.platform.bus.outbox import outbox
@@ -31,7 +31,7 @@ async def marketplace_channel(c: Container, *, buffer: int = 0, cap: int | None 
                               locations: tuple[str, ...] = ("wh-a",)) -> None:
     for location in locations:
         await add_location(c, location)
-    await c.inventory.save_channel(inventory_store.Channel(
+    await c.inventory.save_channel(inventory_model.Channel(
         "mkt", "Marketplace", 0, list(locations), buffer, cap))
 
 
@@ -92,7 +92,7 @@ async def test_channel_rules_are_validated_and_announced(container: Container) -
     c = container
     await add_location(c, "wh-a")
     with pytest.raises(ValidationFailed, match="buffer"):
-        await c.inventory.save_channel(inventory_store.Channel("mkt", "m", 0, ["wh-a"], -1))
+        await c.inventory.save_channel(inventory_model.Channel("mkt", "m", 0, ["wh-a"], -1))
     await marketplace_channel(c, buffer=1, cap=3)
     saved = await c.inventory.channel("mkt")
     assert (saved.buffer, saved.cap) == (1, 3)

@@ -23,7 +23,8 @@ from instock.experiments.model import Kind, Status, Unit, Variant
 from instock.experiments.service import ExperimentsService
 from instock.orders.events import OrderLineData, OrderPaid
 from instock.platform.auth import Role
-from instock.platform.bus.outbox import envelope, outbox
+from instock.platform.bus.envelope import envelope
+from instock.platform.bus.outbox import outbox
 from instock.platform.db import Database, utcnow
 from instock.platform.errors import PROBLEM_JSON, Conflict, NotFound, ValidationFailed
 from instock.recommendations.events import BehaviourRecorded

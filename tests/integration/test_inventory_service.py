@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from instock.app import Container
-from instock.inventory import store
+from instock.inventory import model, store
 from instock.inventory.model import Adjustment, AdjustmentKind, Line, ReservationStatus
 from instock.inventory.service import (
     CustomerLimitExceeded,
@@ -76,8 +76,8 @@ async def test_channel_priority_and_fefo_with_minimum_shelf_life(c: Container) -
     await receive(c, "SERUM", "wh-a", 5, "LATE", today + timedelta(days=300))
     await receive(c, "SERUM", "wh-a", 5, "SOON", today + timedelta(days=20))
     await receive(c, "SERUM", "wh-b", 5, "B1", today + timedelta(days=100))
-    await c.inventory.save_channel(store.Channel("app", "app", 60, ["wh-b", "wh-a"]))
-    await c.inventory.save_channel(store.Channel("outlet", "outlet", 0, ["wh-b"]))
+    await c.inventory.save_channel(model.Channel("app", "app", 60, ["wh-b", "wh-a"]))
+    await c.inventory.save_channel(model.Channel("outlet", "outlet", 0, ["wh-b"]))
     assert (await c.inventory.stock("SERUM")).available == 15
     assert (await c.inventory.stock("SERUM", "app")).available == 10  # SOON is too short-lived
     assert (await c.inventory.stock("SERUM", "outlet")).available == 5  # wh-b only

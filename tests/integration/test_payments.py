@@ -1,4 +1,4 @@
-"""PaymentService against the sandbox running as its own process, through both providers (plain
+"""PaymentsService against the sandbox running as its own process, through both providers (plain
 httpx, and the official Stripe SDK pointed at the sandbox): the payment life cycle, declines,
 an idempotent retry after an ambiguous timeout charging once, and the circuit breaker."""
 
@@ -21,7 +21,7 @@ from instock.payments.errors import (
 )
 from instock.payments.model import PaymentStatus
 from instock.payments.providers import Resilient, make_provider
-from instock.payments.service import PaymentService
+from instock.payments.service import PaymentsService
 from instock.platform.db import Database
 from instock.platform.errors import IdempotencyKeyReused, ValidationFailed
 from instock.platform.ids import new_id
@@ -34,7 +34,7 @@ COOLDOWN = 0.3
 
 @dataclass
 class Rig:
-    service: PaymentService
+    service: PaymentsService
     provider: Resilient
     sandbox: Sandbox
     db: Database
@@ -62,7 +62,7 @@ async def rig(database_url: str, tmp_path: Path, sandbox: Sandbox, provider: str
         **overrides})
     db = Database(database_url)
     resilient = make_provider(settings)
-    return Rig(PaymentService(db, resilient), resilient, sandbox, db)
+    return Rig(PaymentsService(db, resilient), resilient, sandbox, db)
 
 
 @pytest.fixture(params=["sandbox", "stripe"])

@@ -25,7 +25,7 @@ from instock.platform.errors import PROBLEM_JSON, Conflict
 from instock.platform.ids import new_id
 from instock.webhooks import store
 from instock.webhooks.model import Attempt, Delivery, Next, Status
-from instock.webhooks.service import Policy, WebhookService
+from instock.webhooks.service import Policy, WebhooksService
 from tests.integration.helpers import stocked
 from tests.support import make_settings
 from tests.webhook_receiver import Receiver
@@ -54,8 +54,8 @@ async def receiver() -> AsyncIterator[Receiver]:
 
 
 def service(c: Container, clock: Clock | None = None, db: Database | None = None,
-            **policy: Any) -> WebhookService:
-    return WebhookService(db or c.db, Policy(**{"timeout": 5.0, **policy}),
+            **policy: Any) -> WebhooksService:
+    return WebhooksService(db or c.db, Policy(**{"timeout": 5.0, **policy}),
                           clock=clock or utcnow, jitter=lambda: 0.0)
 
 
@@ -121,7 +121,7 @@ async def test_concurrent_workers_send_each_delivery_once(container: Container,
     databases = [Database(container.settings.database_url) for _ in range(4)]
     workers = [service(container, db=db) for db in databases]
 
-    async def drain(worker: WebhookService) -> int:
+    async def drain(worker: WebhooksService) -> int:
         sent = 0
         while n := await worker.deliver_due(limit=3):
             sent += n

@@ -8,7 +8,7 @@ import pytest
 
 from instock.catalog.events import ProductCreated, ProductUpdated
 from instock.catalog.model import CatalogError, Product, ProductPatch, Variant
-from instock.platform.bus.outbox import envelope
+from instock.platform.bus.envelope import envelope
 
 
 def created() -> Product:

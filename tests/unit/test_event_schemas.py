@@ -16,7 +16,7 @@ from instock.catalog.model import Product, ProductPatch, Variant
 from instock.inventory import model
 from instock.inventory.model import Allocation, Line, Reservation, StockLevel, delta
 from instock.platform.bus import schemas
-from instock.platform.bus.outbox import envelope
+from instock.platform.bus.envelope import envelope
 from instock.platform.bus.schemas import InvalidEvent, check_schemas, validate, write_schemas
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "events"

@@ -9,7 +9,7 @@ import pytest
 from instock.inventory import model
 from instock.inventory.events import BackInStock, LowStock, SoldOut
 from instock.inventory.model import StockLevel, delta
-from instock.platform.bus.outbox import envelope
+from instock.platform.bus.envelope import envelope
 
 TODAY = date(2026, 11, 21)
 

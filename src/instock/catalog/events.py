@@ -10,7 +10,7 @@ from typing import Annotated, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
-from instock.platform.bus.outbox import DomainEvent
+from instock.platform.bus.envelope import DomainEvent
 
 # Fixed-point text ("100", "89.90"), never "1E+2": the exact amount, readable by any consumer.
 Amount = Annotated[Decimal, PlainSerializer(lambda d: format(d, "f"), return_type=str),

@@ -32,7 +32,7 @@ from instock.orders.model import OrderLine
 from instock.platform import inbound, signatures
 from instock.platform.bus import Envelope
 from instock.platform.bus.consumer import ConsumerSpec
-from instock.platform.bus.outbox import DomainEvent
+from instock.platform.bus.envelope import DomainEvent
 from instock.platform.db import Database, signal, utcnow
 from instock.platform.errors import Conflict, InstockError, NotFound, ValidationFailed
 

@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from pydantic import BaseModel, Field, StringConstraints
 
-from instock.inventory import model, store
+from instock.inventory import model
 from instock.inventory.model import Adjustment, AdjustmentKind, EntryContext, Line, Reservation
 from instock.inventory.service import InventoryService, ReserveRequest, StockView
 from instock.platform.auth import STAFF, Principal, Role, requires
@@ -83,7 +83,7 @@ async def list_locations(principal: Principal = Depends(STOCK_READERS),
 async def save_channel(channel_id: CallerId, body: ChannelIn,
                        principal: Principal = Depends(requires(Role.MERCHANDISER)),
                        inventory: InventoryService = Depends(service)) -> ChannelOut:
-    channel = await inventory.save_channel(store.Channel(channel_id, body.name,
+    channel = await inventory.save_channel(model.Channel(channel_id, body.name,
                                                          body.min_shelf_life_days,
                                                          body.locations, body.buffer, body.cap))
     return ChannelOut(id=channel.id, **body.model_dump())

@@ -12,7 +12,7 @@ from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from instock.platform.bus.outbox import DomainEvent as Event
+from instock.platform.bus.envelope import DomainEvent as Event
 
 
 class StockTotals(BaseModel):

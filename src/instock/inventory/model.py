@@ -470,6 +470,23 @@ class ChannelRules:
 NO_RULES = ChannelRules()
 
 
+@dataclass(frozen=True)
+class Channel:
+    """A sales channel (web, app, a marketplace): the locations that serve it, in order, and
+    its allocation rules."""
+
+    id: str
+    name: str
+    min_shelf_life_days: int
+    locations: list[str]
+    buffer: int = 0
+    cap: int | None = None
+
+    @property
+    def rules(self) -> ChannelRules:
+        return ChannelRules(self.buffer, self.cap)
+
+
 def channel_ats(available: int, buffer: int = 0, cap: int | None = None) -> int:
     """Available-to-sell on a channel: max(0, min(cap, available in its locations - buffer))."""
     after_buffer = available - buffer
@@ -533,6 +550,17 @@ def _shortages(lines: list[Line], recipes: Recipes, levels: Mapping[str, list[St
     return [Shortage(line.sku, line.quantity,
                      available_to_sell(line.sku, recipes, levels, today, min_shelf_life_days))
             for line in lines if short & components(line.sku, recipes).keys()]
+
+
+@dataclass(frozen=True)
+class Item:
+    """A SKU's own row: its version (the ETag, one per change of any of its levels) and its
+    policy (per-customer limit, low-stock threshold)."""
+
+    sku: str
+    version: int
+    per_customer_limit: int | None
+    low_stock_threshold: int | None
 
 
 def check_customer_limit(sku: str, limit: int | None, held: int, requested: int) -> None:

@@ -30,7 +30,7 @@ from instock.inventory.model import (
 )
 from instock.platform.batching import GroupCommit
 from instock.platform.bus import outbox
-from instock.platform.bus.outbox import DomainEvent
+from instock.platform.bus.envelope import DomainEvent
 from instock.platform.db import Database, utcnow
 from instock.platform.errors import (
     AlreadyExists,
@@ -105,7 +105,7 @@ class StockTx:
     """The unit of work of one stock command: locked items, their levels, what changed."""
 
     conn: AsyncConnection
-    items: dict[str, store.Item]
+    items: dict[str, model.Item]
     levels: dict[tuple[str, str], StockLevel]
     now: datetime
     versions_before: dict[tuple[str, str], int] = field(default_factory=dict)
@@ -214,7 +214,7 @@ class _Hold:
     request: ReserveRequest
     lines: list[Line]
     recipes: model.Recipes
-    channel: store.Channel
+    channel: model.Channel
     ttl: timedelta
     ctx: EntryContext
 
@@ -222,7 +222,7 @@ class _Hold:
     def scope(self) -> str | None:
         return self.ctx.idempotency_scope()
 
-    def limited(self, items: dict[str, store.Item]) -> list[Line]:
+    def limited(self, items: dict[str, model.Item]) -> list[Line]:
         """The lines a per-customer limit applies to (none for an anonymous buyer)."""
         if self.request.customer_id is None:
             return []
@@ -324,7 +324,7 @@ class StockView:
 
 
 def stock_view(sku: str, version: int, available: int, own: list[StockLevel],
-               components: dict[str, int], item: store.Item | None) -> StockView:
+               components: dict[str, int], item: model.Item | None) -> StockView:
     return StockView(sku, version, available, model.total_buckets(own), own, components,
                      item.per_customer_limit if item else None,
                      item.low_stock_threshold if item else None)
@@ -402,7 +402,7 @@ class InventoryService:
         async with self.db.read() as conn:
             return await store.list_locations(conn)
 
-    async def save_channel(self, channel: store.Channel) -> store.Channel:
+    async def save_channel(self, channel: model.Channel) -> model.Channel:
         async with self.db.write() as conn:
             unknown = set(channel.locations) - await store.existing_locations(
                 conn, channel.locations)
@@ -445,12 +445,12 @@ class InventoryService:
         async with self.db.read() as conn:
             return await store.skus_at(conn, locations)
 
-    async def channel(self, channel_id: str) -> store.Channel:
+    async def channel(self, channel_id: str) -> model.Channel:
         """The channel, from a cache at most CHANNEL_CACHE_SECONDS old (changes made through
         this process are seen at once; other processes see them within that window)."""
         return await self._channels.get(channel_id)
 
-    async def _load_channel(self, channel_id: str) -> store.Channel:
+    async def _load_channel(self, channel_id: str) -> model.Channel:
         async with self.db.read() as conn:
             found = await store.get_channel(conn, channel_id)
         if found is None:

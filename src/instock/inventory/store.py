@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Sequence
-from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
@@ -13,7 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from instock.inventory.model import (
     Allocation,
     Buckets,
-    ChannelRules,
+    Channel,
+    Item,
     LedgerEntry,
     Line,
     Lot,
@@ -143,20 +143,6 @@ def _buckets(row: Any) -> Buckets:
 # Locations and channels
 
 
-@dataclass(frozen=True)
-class Channel:
-    id: str
-    name: str
-    min_shelf_life_days: int
-    locations: list[str]
-    buffer: int = 0
-    cap: int | None = None
-
-    @property
-    def rules(self) -> ChannelRules:
-        return ChannelRules(self.buffer, self.cap)
-
-
 async def insert_location(conn: AsyncConnection, id: str, name: str, kind: str,
                           now: datetime) -> bool:
     """Insert a location and append it to the `web` channel; False when the id exists."""
@@ -216,14 +202,6 @@ async def list_channels(conn: AsyncConnection) -> list[str]:
 
 # ---------------------------------------------------------------------------------------------
 # Items: the per-SKU lock and policy
-
-
-@dataclass(frozen=True)
-class Item:
-    sku: str
-    version: int
-    per_customer_limit: int | None
-    low_stock_threshold: int | None
 
 
 async def lock_items(conn: AsyncConnection, skus: Iterable[str]) -> dict[str, Item]:

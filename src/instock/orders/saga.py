@@ -34,7 +34,7 @@ from instock.orders import store
 from instock.orders.model import Order, OrderStatus, Saga, Step
 from instock.payments.errors import CircuitOpen, PaymentDeclined, PaymentUnavailable
 from instock.payments.model import PaymentStatus
-from instock.payments.service import PaymentService
+from instock.payments.service import PaymentsService
 from instock.platform.bus import outbox
 from instock.platform.db import Database, utcnow
 from instock.platform.errors import Conflict, NotFound
@@ -67,7 +67,7 @@ def process_owner() -> str:
 
 
 class SagaRunner:
-    def __init__(self, db: Database, inventory: InventoryService, payments: PaymentService,
+    def __init__(self, db: Database, inventory: InventoryService, payments: PaymentsService,
                  settings: SagaSettings, clock: Callable[[], datetime] = utcnow) -> None:
         self.db = db
         self.inventory = inventory

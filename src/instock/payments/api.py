@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from instock.config import Settings
 from instock.payments import wire
 from instock.payments.events import PaymentProviderEvent
-from instock.payments.service import PaymentService
+from instock.payments.service import PaymentsService
 from instock.platform import inbound
 from instock.platform.errors import NotFound, ValidationFailed, problem_responses
 from instock.platform.telemetry import correlation_id
@@ -18,8 +18,8 @@ from instock.platform.telemetry import correlation_id
 router = APIRouter(tags=["payments"], responses=problem_responses(400, 404, 422))
 
 
-async def service(request: Request) -> PaymentService:
-    svc: PaymentService = request.app.state.payments
+async def service(request: Request) -> PaymentsService:
+    svc: PaymentsService = request.app.state.payments
     return svc
 
 
@@ -31,7 +31,7 @@ class Received(BaseModel):
 
 @router.post("/v1/webhooks/payments/{provider}", response_model=Received)
 async def provider_webhook(provider: str, request: Request,
-                           payments: PaymentService = Depends(service)) -> Received:
+                           payments: PaymentsService = Depends(service)) -> Received:
     """A payment provider's event (Stripe's format and `Stripe-Signature` scheme), verified,
     recorded once and answered at once; the `payment-events` consumer applies it."""
     if provider != payments.provider.name:

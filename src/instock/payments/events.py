@@ -7,7 +7,7 @@ from decimal import Decimal
 from typing import ClassVar
 
 from instock.payments.model import PaymentStatus
-from instock.platform.bus.outbox import DomainEvent
+from instock.platform.bus.envelope import DomainEvent
 
 
 class PaymentProviderEvent(DomainEvent):

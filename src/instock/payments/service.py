@@ -36,7 +36,7 @@ log = structlog.get_logger(__name__)
 CURRENCY = re.compile(r"^[A-Z]{3}$")
 
 
-class PaymentService:
+class PaymentsService:
     def __init__(self, db: Database, provider: PaymentProvider) -> None:
         self.db = db
         self.provider = provider

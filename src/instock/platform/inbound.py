@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from instock.platform.bus import outbox
-from instock.platform.bus.outbox import DomainEvent
+from instock.platform.bus.envelope import DomainEvent
 from instock.platform.db import Database, UTCDateTime, dialect_insert, metadata, utcnow
 
 webhook_receipts = sa.Table(

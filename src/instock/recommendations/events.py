@@ -12,7 +12,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from instock.platform.bus.outbox import DomainEvent
+from instock.platform.bus.envelope import DomainEvent
 
 BehaviourType = Literal["view", "click", "add_to_cart", "purchase", "wishlist", "search",
                         "preference"]

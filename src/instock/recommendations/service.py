@@ -21,7 +21,7 @@ from instock.experiments.service import Assignment
 from instock.platform.bus import Bus, Envelope
 from instock.platform.bus import outbox as events_out
 from instock.platform.bus.consumer import ConsumerSpec
-from instock.platform.bus.outbox import DomainEvent
+from instock.platform.bus.envelope import DomainEvent
 from instock.platform.cache import GroupedCache
 from instock.platform.db import Database, utcnow
 from instock.platform.ids import new_id

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from instock.platform.auth import Principal, requires
 from instock.platform.errors import problem_responses
 from instock.webhooks.model import Attempt, Delivery, Status, Subscription
-from instock.webhooks.service import WebhookService
+from instock.webhooks.service import WebhooksService
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"],
                    responses=problem_responses(400, 401, 403, 404, 409, 422))
@@ -29,8 +29,8 @@ DeliveryId = Annotated[str, Path(pattern=ID_PATTERN)]
 
 
 # async: FastAPI runs a plain `def` dependency in a worker thread, on every request.
-async def service(request: Request) -> WebhookService:
-    svc: WebhookService = request.app.state.webhooks
+async def service(request: Request) -> WebhooksService:
+    svc: WebhooksService = request.app.state.webhooks
     return svc
 
 
@@ -127,7 +127,7 @@ def _delivery(d: Delivery) -> DeliveryOut:
 
 @router.post("/subscriptions", status_code=201, response_model=SubscriptionCreated)
 async def subscribe(body: SubscriptionIn, principal: Principal = Depends(ADMIN),
-                    webhooks: WebhookService = Depends(service)) -> SubscriptionCreated:
+                    webhooks: WebhooksService = Depends(service)) -> SubscriptionCreated:
     """Subscribe a URL to event types. Each delivery is a POST of the CloudEvents envelope,
     signed in `Instock-Signature: t=…,v1=…` (HMAC-SHA256 of `<t>.<body>` with the secret)."""
     s = await webhooks.subscribe(body.url, body.event_types, body.secret, body.description)
@@ -136,27 +136,27 @@ async def subscribe(body: SubscriptionIn, principal: Principal = Depends(ADMIN),
 
 @router.get("/subscriptions", response_model=list[SubscriptionOut])
 async def subscriptions(principal: Principal = Depends(ADMIN),
-                        webhooks: WebhookService = Depends(service)) -> list[SubscriptionOut]:
+                        webhooks: WebhooksService = Depends(service)) -> list[SubscriptionOut]:
     return [SubscriptionOut(**_subscription(s)) for s in await webhooks.subscriptions()]
 
 
 @router.get("/subscriptions/{subscription_id}", response_model=SubscriptionOut)
 async def subscription(subscription_id: SubscriptionId, principal: Principal = Depends(ADMIN),
-                       webhooks: WebhookService = Depends(service)) -> SubscriptionOut:
+                       webhooks: WebhooksService = Depends(service)) -> SubscriptionOut:
     return SubscriptionOut(**_subscription(await webhooks.subscription(subscription_id)))
 
 
 @router.patch("/subscriptions/{subscription_id}", response_model=SubscriptionOut)
 async def update(subscription_id: SubscriptionId, body: SubscriptionPatchIn,
                  principal: Principal = Depends(ADMIN),
-                 webhooks: WebhookService = Depends(service)) -> SubscriptionOut:
+                 webhooks: WebhooksService = Depends(service)) -> SubscriptionOut:
     changes = body.model_dump(exclude_unset=True)
     return SubscriptionOut(**_subscription(await webhooks.update(subscription_id, changes)))
 
 
 @router.delete("/subscriptions/{subscription_id}", status_code=204)
 async def unsubscribe(subscription_id: SubscriptionId, principal: Principal = Depends(ADMIN),
-                      webhooks: WebhookService = Depends(service)) -> Response:
+                      webhooks: WebhooksService = Depends(service)) -> Response:
     """Remove the subscription, its queue and its delivery log."""
     await webhooks.unsubscribe(subscription_id)
     return Response(status_code=204)
@@ -168,7 +168,7 @@ async def deliveries(subscription_id: SubscriptionId, status: Status | None = No
                      before: str | None = Query(default=None, pattern=ID_PATTERN,
                                                 description="a delivery id: older ones"),
                      principal: Principal = Depends(ADMIN),
-                     webhooks: WebhookService = Depends(service)) -> list[DeliveryOut]:
+                     webhooks: WebhooksService = Depends(service)) -> list[DeliveryOut]:
     """The delivery log, newest first, each delivery with its attempts."""
     return [_delivery(d) for d in await webhooks.deliveries(subscription_id, status, limit,
                                                             before)]
@@ -176,13 +176,13 @@ async def deliveries(subscription_id: SubscriptionId, status: Status | None = No
 
 @router.get("/deliveries/{delivery_id}", response_model=DeliveryOut)
 async def delivery(delivery_id: DeliveryId, principal: Principal = Depends(ADMIN),
-                   webhooks: WebhookService = Depends(service)) -> DeliveryOut:
+                   webhooks: WebhooksService = Depends(service)) -> DeliveryOut:
     return _delivery(await webhooks.delivery(delivery_id))
 
 
 @router.post("/deliveries/{delivery_id}/redeliver", status_code=202, response_model=DeliveryOut)
 async def redeliver(delivery_id: DeliveryId, principal: Principal = Depends(ADMIN),
-                    webhooks: WebhookService = Depends(service)) -> DeliveryOut:
+                    webhooks: WebhooksService = Depends(service)) -> DeliveryOut:
     """Send a delivered or dead-lettered delivery again: back in the queue, due now, with its
     attempts reset. A pending one is already queued (409)."""
     return _delivery(await webhooks.redeliver(delivery_id))
@@ -190,7 +190,7 @@ async def redeliver(delivery_id: DeliveryId, principal: Principal = Depends(ADMI
 
 @router.post("/subscriptions/{subscription_id}/test", response_model=DeliveryOut)
 async def ping(subscription_id: SubscriptionId, principal: Principal = Depends(ADMIN),
-               webhooks: WebhookService = Depends(service)) -> DeliveryOut:
+               webhooks: WebhooksService = Depends(service)) -> DeliveryOut:
     """Send a `webhook.ping.v1` to this subscription now; the answer has the first attempt's
     outcome (a failed ping is retried like any delivery)."""
     return _delivery(await webhooks.ping(subscription_id))

@@ -6,7 +6,7 @@ from typing import ClassVar
 
 from pydantic import Field
 
-from instock.platform.bus.outbox import DomainEvent
+from instock.platform.bus.envelope import DomainEvent
 
 
 class SubscriptionEvent(DomainEvent):

@@ -87,7 +87,7 @@ def _invalid(exc: WebhookError) -> ValidationFailed:
     return ValidationFailed(exc.field, exc.reason)
 
 
-class WebhookService:
+class WebhooksService:
     def __init__(self, db: Database, policy: Policy | None = None, *,
                  clock: Callable[[], datetime] = utcnow,
                  known_types: Callable[[], Collection[str]] | None = None,

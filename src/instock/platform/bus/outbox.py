@@ -7,16 +7,13 @@ until then they wait here, so no event is lost and none exists for a rolled-back
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, ClassVar
 
 import sqlalchemy as sa
-from pydantic import BaseModel, ConfigDict
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from instock.platform.bus.envelope import DomainEvent, envelope
 from instock.platform.db import UTCDateTime, insert_rows, metadata, signal, utcnow
-from instock.platform.ids import new_id
 
-SOURCE = "/instock"
 OUTBOX_SIGNAL = "instock_outbox"
 
 outbox = sa.Table(
@@ -33,45 +30,6 @@ outbox = sa.Table(
 sa.Index("ix_outbox_unpublished", outbox.c.created_at, outbox.c.id,
          postgresql_where=outbox.c.published_at.is_(None),
          sqlite_where=outbox.c.published_at.is_(None))
-
-
-class DomainEvent(BaseModel):
-    """Base of every event type: `type` is the dotted, versioned CloudEvents type.
-
-    The fields are the envelope's `data`; a field the schema does not declare is an error, so
-    the published JSON Schemas (instock.platform.bus.schemas) describe every byte of `data`.
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    type: ClassVar[str]
-
-    @property
-    def subject(self) -> str:
-        """The aggregate the event is about (a SKU, a reservation id, a product id)."""
-        raise NotImplementedError
-
-    @property
-    def sequence(self) -> int | None:
-        """The aggregate's version after the change, if it has one: consumers ignore an event
-        whose sequence is older than the one they applied for the same subject."""
-        return None
-
-
-def envelope(event: DomainEvent, correlation_id: str | None,
-             traceparent: str | None = None, time: str | None = None) -> dict[str, Any]:
-    data = event.model_dump(mode="json")
-    doc: dict[str, Any] = {
-        "specversion": "1.0", "id": new_id(), "source": SOURCE, "type": event.type,
-        "subject": event.subject, "time": time or utcnow().isoformat(),
-        "datacontenttype": "application/json", "data": data,
-    }
-    if event.sequence is not None:
-        doc["sequence"] = event.sequence
-    if correlation_id:
-        doc["correlationid"] = correlation_id
-    if traceparent:
-        doc["traceparent"] = traceparent
-    return doc
 
 
 async def add(conn: AsyncConnection, events: Iterable[DomainEvent],

@@ -24,7 +24,7 @@ from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema.exceptions import best_match
 from pydantic import ValidationError
 
-from instock.platform.bus.outbox import DomainEvent
+from instock.platform.bus.envelope import DomainEvent
 
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 ID_BASE = "https://instock.dev/events/"

@@ -1,0 +1,1 @@
+"""Recommendations: behaviour events, the hybrid engine, per-shopper lists, evaluation."""
