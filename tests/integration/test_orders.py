@@ -11,8 +11,8 @@ import pytest
 from instock.app import Container
 from instock.inventory.model import ReservationStatus
 from instock.inventory.service import InsufficientStock
-from instock.orders.model import OrderLine, OrderStatus, SagaStatus
-from instock.orders.service import CartClosed, OrderRuleBroken, ReturnLine
+from instock.orders.model import OrderLine, OrderStatus, ReturnLine, SagaStatus
+from instock.orders.service import CartClosed, OrderRuleBroken
 from instock.platform.errors import NotFound, ValidationFailed
 from tests.integration.helpers import CTX, stocked
 

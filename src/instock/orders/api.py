@@ -12,8 +12,8 @@ from pydantic import BaseModel, Field, StringConstraints
 from instock.inventory.api import CallerId, LineIn, entry_context
 from instock.inventory.model import Line
 from instock.inventory.service import InsufficientStock
-from instock.orders.model import Order, OrderStatus, Saga, SagaStatus
-from instock.orders.service import OrdersService, ReturnLine
+from instock.orders.model import Order, OrderStatus, ReturnLine, Saga, SagaStatus
+from instock.orders.service import OrdersService
 from instock.payments.errors import CircuitOpen, PaymentDeclined, PaymentUnavailable
 from instock.platform.auth import STAFF, Principal, Role, requires
 from instock.platform.errors import Conflict, InstockError, problem_responses
@@ -59,7 +59,7 @@ class CartOut(BaseModel):
     id: str
     channel: str
     customer_id: str | None
-    status: str
+    status: CartStatus
     order_id: str | None
     expires_at: datetime | None
     items: list[CartItemOut]

@@ -351,3 +351,50 @@ class Saga:
     def _require_running(self) -> None:
         if self.finished:
             raise SagaError(f"saga {self.id} is {self.status.value}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Carts and returns
+
+
+class CartStatus(StrEnum):
+    OPEN = "open"  # items may be added, removed and touched
+    CHECKED_OUT = "checked_out"  # it became an order (order_id); it changes no more
+
+
+@dataclass(frozen=True)
+class CartItem:
+    """One hold of the cart: every added item is a reservation of its own."""
+
+    reservation_id: str
+    sku: str
+    quantity: int
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class Cart:
+    id: str
+    channel: str
+    customer_id: str | None
+    status: CartStatus
+    order_id: str | None
+    items: list[CartItem]
+
+    @property
+    def is_open(self) -> bool:
+        return self.status is CartStatus.OPEN
+
+    @property
+    def expires_at(self) -> datetime | None:
+        return min((item.expires_at for item in self.items), default=None)
+
+
+@dataclass(frozen=True)
+class ReturnLine:
+    """Units of an order coming back to a location: resold, or counted unsellable."""
+
+    sku: str
+    quantity: int
+    location: str
+    resellable: bool

@@ -19,7 +19,16 @@ from instock.catalog.service import CatalogService
 from instock.inventory.model import EntryContext, Line, ReservationStatus, merge_lines
 from instock.inventory.service import InsufficientStock, InventoryService, ReserveRequest
 from instock.orders import store
-from instock.orders.model import Order, OrderError, OrderLine, OrderStatus, Saga, SagaKind
+from instock.orders.model import (
+    Cart,
+    Order,
+    OrderError,
+    OrderLine,
+    OrderStatus,
+    ReturnLine,
+    Saga,
+    SagaKind,
+)
 from instock.orders.saga import SagaRunner
 from instock.platform.bus import outbox
 from instock.platform.db import Database, utcnow
@@ -33,36 +42,6 @@ class OrderRuleBroken(Conflict):
 
 class CartClosed(Conflict):
     slug, title = "cart-closed", "The cart was checked out already"
-
-
-@dataclass(frozen=True)
-class CartItem:
-    reservation_id: str
-    sku: str
-    quantity: int
-    expires_at: datetime
-
-
-@dataclass(frozen=True)
-class Cart:
-    id: str
-    channel: str
-    customer_id: str | None
-    status: str
-    order_id: str | None
-    items: list[CartItem]
-
-    @property
-    def expires_at(self) -> datetime | None:
-        return min((item.expires_at for item in self.items), default=None)
-
-
-@dataclass(frozen=True)
-class ReturnLine:
-    sku: str
-    quantity: int
-    location: str
-    resellable: bool
 
 
 @dataclass(frozen=True)
@@ -98,12 +77,10 @@ class OrdersService:
             return await self._cart(conn, cart_id)
 
     async def _cart(self, conn: AsyncConnection, cart_id: str) -> Cart:
-        row = await store.get_cart(conn, cart_id)
-        if row is None:
+        cart = await store.get_cart(conn, cart_id)
+        if cart is None:
             raise NotFound(f"cart {cart_id} does not exist")
-        items = [CartItem(i.reservation_id, i.sku, i.quantity, i.expires_at)
-                 for i in await store.cart_items_of(conn, cart_id)]
-        return Cart(row.id, row.channel, row.customer_id, row.status, row.order_id, items)
+        return cart
 
     async def add_to_cart(self, cart_id: str, sku: str, quantity: int,
                           ctx: EntryContext) -> Cart:
@@ -149,7 +126,7 @@ class OrdersService:
 
     async def _open_cart(self, cart_id: str) -> Cart:
         cart = await self.cart(cart_id)
-        if cart.status != "open":
+        if not cart.is_open:
             raise CartClosed(f"cart {cart_id} was checked out (order {cart.order_id})")
         return cart
 

@@ -16,6 +16,9 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from instock.orders.model import (
+    Cart,
+    CartItem,
+    CartStatus,
     Order,
     OrderLine,
     OrderStatus,
@@ -172,17 +175,18 @@ async def list_orders(conn: AsyncConnection, customer_id: str | None, status: st
 async def insert_cart(conn: AsyncConnection, cart_id: str, channel: str,
                       customer_id: str | None, now: datetime) -> None:
     await conn.execute(carts.insert().values(id=cart_id, channel=channel,
-                                             customer_id=customer_id, status="open",
+                                             customer_id=customer_id, status=CartStatus.OPEN,
                                              order_id=None, created_at=now, touched_at=now))
 
 
-async def get_cart(conn: AsyncConnection, cart_id: str) -> Any | None:
-    return (await conn.execute(sa.select(carts).where(carts.c.id == cart_id))).first()
-
-
-async def cart_items_of(conn: AsyncConnection, cart_id: str) -> Sequence[Any]:
-    return (await conn.execute(sa.select(cart_items).where(cart_items.c.cart_id == cart_id)
-                               .order_by(cart_items.c.reservation_id))).all()
+async def get_cart(conn: AsyncConnection, cart_id: str) -> Cart | None:
+    row = (await conn.execute(sa.select(carts).where(carts.c.id == cart_id))).first()
+    if row is None:
+        return None
+    items = (await conn.execute(sa.select(cart_items).where(cart_items.c.cart_id == cart_id)
+                                .order_by(cart_items.c.reservation_id))).all()
+    return Cart(row.id, row.channel, row.customer_id, CartStatus(row.status), row.order_id,
+                [CartItem(i.reservation_id, i.sku, i.quantity, i.expires_at) for i in items])
 
 
 async def add_cart_item(conn: AsyncConnection, cart_id: str, reservation_id: str, sku: str,
@@ -210,8 +214,8 @@ async def touch_cart(conn: AsyncConnection, cart_id: str, now: datetime,
 async def check_out_cart(conn: AsyncConnection, cart_id: str, order_id: str) -> bool:
     """Close an open cart for this order; False when it was not open (checked out already)."""
     result = await conn.execute(carts.update().where(
-        carts.c.id == cart_id, carts.c.status == "open").values(status="checked_out",
-                                                              order_id=order_id))
+        carts.c.id == cart_id, carts.c.status == CartStatus.OPEN).values(
+            status=CartStatus.CHECKED_OUT, order_id=order_id))
     return result.rowcount == 1
 
 
