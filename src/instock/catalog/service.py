@@ -45,7 +45,7 @@ class CatalogService:
         """Change product-level fields; `expected_version` (If-Match) makes it a
         compare-and-swap. The product.updated event is written in the same transaction."""
         async with self.db.write() as conn:
-            product = await store.get_product(conn, product_id, for_update=True)
+            product = await store.get_product(conn, product_id, lock=True)
             if product is None:
                 raise NotFound(f"product {product_id} does not exist")
             if expected_version is not None and product.version != expected_version:

@@ -102,12 +102,12 @@ async def update_product(conn: AsyncConnection, product: Product, version_before
         raise VersionConflict(f"product {product.id} changed concurrently")
 
 
-async def get_product(conn: AsyncConnection, product_id: str,
-                      for_update: bool = False) -> Product | None:
-    """The product; `for_update` locks its row until the transaction ends (PostgreSQL; a
-    SQLite write transaction already excludes every other writer)."""
+async def get_product(conn: AsyncConnection, product_id: str, *,
+                      lock: bool = False) -> Product | None:
+    """The product; `lock` locks its row until the transaction ends (SQLAlchemy leaves the
+    `FOR UPDATE` out on SQLite, whose write transaction already excludes every other writer)."""
     query = sa.select(products).where(products.c.id == product_id)
-    if for_update and conn.dialect.name == "postgresql":
+    if lock:
         query = query.with_for_update()
     row = (await conn.execute(query)).first()
     if row is None:
