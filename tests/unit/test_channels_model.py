@@ -83,11 +83,6 @@ def test_pacing_spaces_pushes_and_banks_no_credit() -> None:
     assert model.next_slot(100.0, 500.0, 10) == 500.0
 
 
-def test_retry_delay_doubles_and_is_capped() -> None:
-    assert [model.retry_delay(n) for n in (1, 2, 3)] == [1.0, 2.0, 4.0]
-    assert model.retry_delay(100) == 300.0
-
-
 def test_drift_names_each_difference_and_ignores_unlisted_skus_we_do_not_sell() -> None:
     ours = {"A": 5, "B": 0, "C": 2, "D": 0}
     theirs = {"A": 5, "B": 3, "E": 1}

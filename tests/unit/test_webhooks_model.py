@@ -7,13 +7,11 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 from instock.platform.signatures import SignatureError, verify
 from instock.webhooks import model
 from instock.webhooks.model import Delivery, Status, Subscription, WebhookError
-from instock.webhooks.service import request_headers, wire_body
+from instock.webhooks.service import Policy, request_headers, wire_body
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 KNOWN = {"inventory.stock_changed.v1", "inventory.sold_out.v1", "order.paid.v1",
@@ -116,25 +114,8 @@ def test_a_patch_changes_what_it_names_and_checks_it() -> None:
 # -- retries ---------------------------------------------------------------------------------
 
 
-def test_the_retry_schedule_doubles_from_the_base_up_to_the_cap() -> None:
-    assert model.schedule(6, base=30, cap=300) == [
-        (15, 30), (30, 60), (60, 120), (120, 240), (150, 300)]
-    assert model.schedule(1, base=30, cap=300) == []
-
-
-@given(attempt=st.integers(1, 2000), base=st.floats(0.01, 1000), cap=st.floats(0.01, 1e6),
-       jitter=st.floats(0, 1, exclude_max=True))
-def test_a_retry_waits_in_the_upper_half_of_its_bound_never_past_the_cap(
-        attempt: int, base: float, cap: float, jitter: float) -> None:
-    bound = min(cap, base * 2 ** min(attempt - 1, 60))
-    delay = model.retry_delay(attempt, base, cap, jitter)
-    assert bound / 2 <= delay <= bound <= cap
-    assert model.retry_delay(attempt + 1, base, cap, 0.0) >= model.retry_delay(
-        attempt, base, cap, 0.0)  # the shortest wait never shrinks
-
-
 def test_after_an_attempt_a_delivery_is_delivered_retried_or_dead() -> None:
-    kwargs = {"max_attempts": 3, "now": NOW, "base": 10.0, "cap": 100.0, "jitter": 0.5}
+    kwargs = {"max_attempts": 3, "now": NOW, "wait": timedelta(seconds=15)}
     assert model.after_attempt(1, True, **kwargs).status is Status.DELIVERED
     retry = model.after_attempt(2, False, **kwargs)
     assert retry.status is Status.PENDING and retry.due_at == NOW + timedelta(seconds=15)
@@ -170,3 +151,10 @@ def test_the_signature_header_verifies_over_the_exact_bytes_sent() -> None:
                now=1_800_000_010)
     with pytest.raises(SignatureError):
         verify(body, signature, "another-secret", now=1_800_000_010)
+
+
+def test_the_policy_waits_in_the_upper_half_of_a_bound_that_doubles_up_to_the_cap() -> None:
+    policy = Policy(backoff_base=30, backoff_max=300)
+    schedule = [(policy.wait_after(n, 0.0), policy.wait_after(n, 1.0)) for n in range(1, 6)]
+    assert [(low.total_seconds(), high.total_seconds()) for low, high in schedule] == [
+        (15, 30), (30, 60), (60, 120), (120, 240), (150, 300)]

@@ -17,15 +17,9 @@ from typing import Any, Protocol
 
 import httpx
 import structlog
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception,
-    stop_after_attempt,
-    wait_exponential_jitter,
-)
 
 from instock.channels.model import Connection
+from instock.platform.retry import retry
 
 log = structlog.get_logger(__name__)
 
@@ -83,7 +77,6 @@ class HttpMarketplace:
         self._http = httpx.AsyncClient(
             base_url=base_url.rstrip("/"), timeout=httpx.Timeout(timeout),
             headers={"Authorization": f"Bearer {api_key}"}, transport=transport)
-        self._backoff = wait_exponential_jitter(multiplier=0.1, max=max_wait, jitter=0.2)
 
     async def push_quantity(self, sku: str, quantity: int) -> None:
         await self._call("PUT", f"/v1/listings/{sku}", json={"quantity": quantity})
@@ -108,18 +101,16 @@ class HttpMarketplace:
         await self._http.aclose()
 
     async def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.attempts), wait=self._wait, reraise=True,
-            retry=retry_if_exception(lambda exc: isinstance(exc, ConnectorError)
-                                     and exc.retryable),
-            before_sleep=lambda state: log.warning(
-                "marketplace_call_retry", method=method, path=path,
-                attempt=state.attempt_number,
-                error=str(state.outcome.exception()) if state.outcome else None))
-        async for attempt in retrying:
-            with attempt:
-                return await self._once(method, path, **kwargs)
-        raise AssertionError("unreachable")
+        """One call, tried again while its error says that may help (a 429 after the wait its
+        Retry-After asks for, capped at `max_wait`)."""
+        def retrying(exc: Exception) -> None:
+            log.warning("marketplace_call_retry", method=method, path=path, error=str(exc))
+
+        return await retry(
+            lambda: self._once(method, path, **kwargs), retry_on=(ConnectorError,),
+            retry_if=lambda exc: exc.retryable, attempts=self.attempts, base_delay=0.1,
+            max_delay=self.max_wait, on_retry=retrying,
+            wait_asked=lambda exc: exc.retry_after if isinstance(exc, RateLimited) else None)
 
     async def _once(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         try:
@@ -144,14 +135,6 @@ class HttpMarketplace:
             return {}
         body: dict[str, Any] = response.json()
         return body
-
-    def _wait(self, state: RetryCallState) -> float:
-        """What a 429 asks for (capped), else exponential backoff with jitter."""
-        exc = state.outcome.exception() if state.outcome else None
-        if isinstance(exc, RateLimited) and exc.retry_after is not None:
-            return min(exc.retry_after, self.max_wait)
-        return float(self._backoff(state))
-
 
 ConnectorFactory = Callable[[Connection], MarketplaceConnector]
 

@@ -87,11 +87,6 @@ def next_slot(previous: float | None, now: float, rate_per_second: float) -> flo
     return max(now, previous + 1.0 / rate_per_second)
 
 
-def retry_delay(attempts: int, base: float = 1.0, ceiling: float = 300.0) -> float:
-    """Seconds before a failed push or order is tried again: doubling, capped."""
-    return min(ceiling, base * 2 ** min(max(attempts - 1, 0), 30))
-
-
 # ---------------------------------------------------------------------------------------------
 # Reconcile
 

@@ -35,6 +35,7 @@ from instock.platform.bus.consumer import ConsumerSpec
 from instock.platform.bus.envelope import DomainEvent
 from instock.platform.db import Database, signal, utcnow
 from instock.platform.errors import Conflict, InstockError, NotFound, ValidationFailed
+from instock.platform.retry import backoff
 
 log = structlog.get_logger(__name__)
 
@@ -45,6 +46,11 @@ ORDERS_SIGNAL = "instock_channel_orders"
 LEASE_SECONDS = 120.0
 # How long one attempt at an order holds it before another worker may try.
 ORDER_CLAIM_SECONDS = 120.0
+
+
+def retry_pause(failures: int) -> timedelta:
+    """How long a failed push or marketplace order waits before its next try."""
+    return timedelta(seconds=backoff(failures, base=1.0, cap=300.0))
 
 
 class WebhookSignatureRejected(InstockError):
@@ -269,7 +275,7 @@ class ChannelsService:
         async with self.db.write() as conn:
             failures = await store.record_failure(conn, channel_id, sku, str(exc))
             await store.retry_listing_at(
-                conn, channel_id, sku, now + timedelta(seconds=model.retry_delay(failures)))
+                conn, channel_id, sku, now + retry_pause(failures))
         log.warning("channel_push_failed", channel=channel_id, sku=sku, error=str(exc),
                     failures=failures)
 
@@ -334,7 +340,7 @@ class ChannelsService:
         attempts = row.attempts + 1
         now = self.clock()
         retry_at = (None if attempts >= self.order_attempts
-                    else now + timedelta(seconds=model.retry_delay(attempts)))
+                    else now + retry_pause(attempts))
         log.warning("marketplace_order_failed", channel=row.channel_id,
                     external_id=row.external_id, work=row.work, attempts=attempts,
                     gave_up=retry_at is None, error=repr(exc))

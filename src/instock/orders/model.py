@@ -336,12 +336,12 @@ class Saga:
         self.status, self.failure, self.plan = SagaStatus.COMPENSATED, reason, []
         self.attempts, self.next_attempt_at = 0, now
 
-    def retry_later(self, now: datetime, max_delay: timedelta = timedelta(seconds=60)) -> None:
-        """A transient failure: try the same step again after an exponential pause."""
+    def retry_later(self, now: datetime, pause: timedelta) -> None:
+        """A transient failure: try the same step again after `pause` (the runner's backoff
+        for `attempts + 1` failures in a row)."""
         self._require_running()
         self.attempts += 1
-        self.next_attempt_at = now + min(max_delay, timedelta(seconds=0.2 * 2 ** min(
-            self.attempts, 20)))
+        self.next_attempt_at = now + pause
 
     def may_give_up(self, max_attempts: int) -> bool:
         """Whether a failing step has been tried enough to be undone instead."""

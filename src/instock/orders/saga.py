@@ -39,6 +39,7 @@ from instock.platform.bus import outbox
 from instock.platform.db import Database, utcnow
 from instock.platform.errors import Conflict, NotFound
 from instock.platform.ids import new_id
+from instock.platform.retry import backoff
 
 log = structlog.get_logger(__name__)
 _STEPS = Counter("instock_saga_steps_total", "Saga steps run, by step and outcome",
@@ -52,6 +53,11 @@ class StepFailed(Exception):
         super().__init__(reason)
         self.kind = kind
         self.stop = stop  # nothing to undo either: the saga just ends
+
+
+def pause_after(failures: int) -> timedelta:
+    """How long a step that failed `failures` times in a row waits before its next try."""
+    return timedelta(seconds=backoff(failures, base=0.4, cap=60.0))
 
 
 @dataclass(frozen=True)
@@ -148,7 +154,7 @@ class SagaRunner:
             _STEPS.labels(step.value, "error").inc()
             log.exception("saga_step_error", saga=saga.id, step=step.value)
             saga.data["last_error"] = f"{type(exc).__name__}: {exc}"[:300]
-            saga.retry_later(now)
+            saga.retry_later(now, pause_after(saga.attempts + 1))
         else:
             _STEPS.labels(step.value, "ok").inc()
             saga.succeeded(now)
@@ -160,7 +166,7 @@ class SagaRunner:
             saga.failed(reason, now)
         else:
             saga.data["last_error"] = reason[:300]
-            saga.retry_later(now)
+            saga.retry_later(now, pause_after(saga.attempts + 1))
 
     async def run_due(self, limit: int = 50) -> int:
         """Take over and drive every saga that is due and not leased (the worker's round)."""

@@ -170,23 +170,6 @@ def patched(s: Subscription, changes: dict[str, Any], known: Collection[str],
 # Retries
 
 
-def retry_delay(attempt: int, base: float, cap: float, jitter: float) -> float:
-    """Seconds to wait after failed attempt number `attempt` (1-based).
-
-    The bound doubles per attempt from `base` up to `cap`; the wait is drawn from its upper
-    half (`jitter` in [0, 1) picks where): still growing attempt by attempt, but receivers
-    that come back after an outage are not hit by every queued delivery in the same second.
-    """
-    bound = min(cap, base * 2 ** min(attempt - 1, 60))  # 2**1100 would overflow a float
-    return bound * (0.5 + 0.5 * jitter)
-
-
-def schedule(attempts: int, base: float, cap: float) -> list[tuple[float, float]]:
-    """The (shortest, longest) wait before each retry of `attempts` attempts in all."""
-    return [(retry_delay(n, base, cap, 0.0), retry_delay(n, base, cap, 1.0))
-            for n in range(1, attempts)]
-
-
 @dataclass(frozen=True)
 class Next:
     """What becomes of a delivery after an attempt."""
@@ -199,12 +182,12 @@ class Next:
         return self.status is Status.DEAD
 
 
-def after_attempt(attempt: int, ok: bool, *, max_attempts: int, now: datetime, base: float,
-                  cap: float, jitter: float) -> Next:
-    """Delivered on a 2xx; else tried again after a backoff, until `max_attempts` are spent."""
+def after_attempt(attempt: int, ok: bool, *, max_attempts: int, now: datetime,
+                  wait: timedelta) -> Next:
+    """Delivered on a 2xx; else tried again after `wait` (the policy's backoff), until
+    `max_attempts` are spent."""
     if ok:
         return Next(Status.DELIVERED, None)
     if attempt >= max_attempts:
         return Next(Status.DEAD, None)
-    return Next(Status.PENDING,
-                now + timedelta(seconds=retry_delay(attempt, base, cap, jitter)))
+    return Next(Status.PENDING, now + wait)

@@ -28,6 +28,7 @@ from instock.platform.bus.consumer import ConsumerSpec
 from instock.platform.db import Database, signal, utcnow
 from instock.platform.errors import Conflict, NotFound, ValidationFailed
 from instock.platform.ids import new_id
+from instock.platform.retry import backoff
 from instock.platform.signatures import sign
 from instock.webhooks import model, store
 from instock.webhooks.events import DeliveryDeadLettered, Ping
@@ -64,6 +65,13 @@ class Policy:
         """How often an idle worker looks for retries that came due (new deliveries wake it);
         no retry is due sooner than `backoff_base / 2`, so polling faster than that is waste."""
         return max(0.05, min(1.0, self.backoff_base / 2))
+
+    def wait_after(self, failures: int, draw: float) -> timedelta:
+        """The wait before the next try, in the upper half of the doubling bound (`draw` in
+        [0, 1] picks where): receivers back from an outage are not hit by every queued
+        delivery in the same second."""
+        return timedelta(seconds=backoff(failures, base=self.backoff_base, cap=self.backoff_max,
+                                         jitter=0.5, draw=draw))
 
 
 def new_secret() -> str:
@@ -237,7 +245,7 @@ class WebhooksService:
                           round((time.perf_counter() - started) * 1000))
         after = model.after_attempt(
             delivery.attempts, attempt.ok, max_attempts=self.policy.attempts, now=self.clock(),
-            base=self.policy.backoff_base, cap=self.policy.backoff_max, jitter=self.jitter())
+            wait=self.policy.wait_after(delivery.attempts, self.jitter()))
         async with self.db.write() as conn:
             held = await store.finish(conn, delivery.id, claim.lease, after, attempt)
             if held and after.dead:
