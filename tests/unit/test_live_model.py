@@ -60,3 +60,11 @@ def test_stock_update_reads_a_stock_changed_envelope() -> None:
     update = model.stock_update(envelope)
     assert update == stock("A", 9, 0)
     assert model.stock_update({"data": {"sku": "A"}}) is None
+
+
+def test_staff_updates_key_reservations_by_id_and_ledger_changes_by_stock_level() -> None:
+    held = {"type": "reservation.created.v1", "subject": "r-1", "data": {}}
+    assert model.reservation_update(held) == Update("reservations", "r-1", None, held)
+    moved = {"type": "inventory.stock_changed.v1",
+             "data": {"sku": "A", "location": "wh", "version": 4}}
+    assert model.ledger_update(moved) == Update("ledger", "A@wh", 4, moved)

@@ -33,12 +33,14 @@ from instock.experiments.model import (
     VariantResult,
 )
 from instock.experiments.store import Exposure
+from instock.orders.events import OrderPaid
 from instock.platform.bus import Envelope, outbox
 from instock.platform.bus.consumer import ConsumerSpec
 from instock.platform.db import Database, utcnow
 from instock.platform.errors import Conflict, NotFound, ValidationFailed
 from instock.platform.ids import new_id
 from instock.platform.retry import keep_running
+from instock.recommendations.events import BehaviourRecorded
 
 log = structlog.get_logger(__name__)
 
@@ -328,8 +330,8 @@ async def attribute(conn: AsyncConnection, envelope: Envelope) -> None:
     await store.convert(conn, counted, kind, at)
 
 
-BEHAVIOUR = "behaviour.recorded.v1"
-ORDER_PAID = "order.paid.v1"
+BEHAVIOUR = BehaviourRecorded.type
+ORDER_PAID = OrderPaid.type
 CONVERSION_KINDS = frozenset(k.value for k in Kind)
 # Unordered: one shopper's events carry no sequence, and each counts once anyway.
 CONVERSIONS = ConsumerSpec("experiment-conversions", frozenset({BEHAVIOUR, ORDER_PAID}),

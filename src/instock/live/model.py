@@ -89,14 +89,17 @@ def stock_state(sku: str, version: int, available: int) -> Update:
                    "sold_out": available == 0})
 
 
-def staff_update(envelope: dict[str, Any]) -> Update | None:
-    """Staff streams get whole envelopes: reservations keyed by id, ledger by stock level."""
-    kind = str(envelope.get("type", ""))
+# Staff streams get whole envelopes (which event is which is the service's to know).
+
+
+def reservation_update(envelope: dict[str, Any]) -> Update:
+    """A reservation event on the reservations stream, keyed by the reservation."""
+    return Update("reservations", str(envelope.get("subject")), None, envelope)
+
+
+def ledger_update(envelope: dict[str, Any]) -> Update:
+    """A stock change on the ledger stream, keyed by its stock level (sku@location)."""
     data = envelope.get("data") or {}
-    if kind.startswith("reservation."):
-        return Update("reservations", str(envelope.get("subject")), None, envelope)
-    if kind == "inventory.stock_changed.v1":
-        return Update("ledger", f"{data.get('sku')}@{data.get('location')}",
-                      data.get("version"), envelope)
-    return None
+    return Update("ledger", f"{data.get('sku')}@{data.get('location')}", data.get("version"),
+                  envelope)
 

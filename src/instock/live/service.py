@@ -8,12 +8,15 @@ from collections.abc import Awaitable, Callable, Iterable
 
 import structlog
 
+from instock.inventory.events import ReservationEvent, StockChanged
 from instock.live import model
 from instock.live.events import Update
 from instock.platform.bus import Bus, Envelope
 from instock.platform.retry import keep_running
 
 log = structlog.get_logger(__name__)
+# Every reservation event goes to the staff's reservations stream, also one added later.
+RESERVATION_EVENTS = frozenset(event.type for event in ReservationEvent.__subclasses__())
 
 Snapshot = Callable[[str], Awaitable[Update]]
 Validator = Callable[[Envelope], None]
@@ -70,17 +73,21 @@ class LiveHub:
             except ValueError as exc:  # never push what breaks the published schema
                 log.error("live_invalid_event", event_id=envelope.get("id"), error=str(exc))
                 return
-        public = model.stock_update(envelope) if envelope.get("type") == \
-            "inventory.stock_changed.v1" else None
-        if public is not None:
-            if self.on_stock is not None:
-                self.on_stock(public)
-            for connection in self._by_sku.get(public.key, ()):
-                connection.offer(public)
-        staff = model.staff_update(envelope)
-        if staff is not None:
-            for connection in self._by_topic.get(staff.topic, ()):
-                connection.offer(staff)
+        kind = envelope.get("type")
+        if kind == StockChanged.type:
+            public = model.stock_update(envelope)
+            if public is not None:
+                if self.on_stock is not None:
+                    self.on_stock(public)
+                for connection in self._by_sku.get(public.key, ()):
+                    connection.offer(public)
+            self._offer_staff(model.ledger_update(envelope))
+        elif kind in RESERVATION_EVENTS:
+            self._offer_staff(model.reservation_update(envelope))
+
+    def _offer_staff(self, update: Update) -> None:
+        for connection in self._by_topic.get(update.topic, ()):
+            connection.offer(update)
 
     async def watch(self, connection: Connection, skus: Iterable[str],
                     cursor: dict[str, int] | None = None) -> None:

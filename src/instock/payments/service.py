@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from instock.payments import model, store
 from instock.payments.errors import PaymentDeclined, PaymentStateConflict
+from instock.payments.events import PaymentProviderEvent
 from instock.payments.model import Observation, Payment, PaymentStatus
 from instock.payments.providers import PaymentProvider
 from instock.platform.bus import Envelope
@@ -192,5 +193,5 @@ def _decimal(value: object) -> Decimal | None:
     return None if value is None else Decimal(str(value))
 
 
-PAYMENT_EVENTS = ConsumerSpec("payment-events", frozenset({"payment.provider_event.v1"}),
+PAYMENT_EVENTS = ConsumerSpec("payment-events", frozenset({PaymentProviderEvent.type}),
                               on_provider_event)

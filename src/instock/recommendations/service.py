@@ -17,7 +17,10 @@ from typing import Any
 import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from instock.catalog.events import ProductCreated, ProductUpdated
 from instock.experiments.service import Assignment
+from instock.inventory.events import StockChanged
+from instock.orders.events import OrderPaid
 from instock.platform.bus import Bus, Envelope
 from instock.platform.bus import outbox as events_out
 from instock.platform.bus.consumer import ConsumerSpec
@@ -34,7 +37,7 @@ from instock.recommendations.events import BehaviourRecorded, SessionMerged
 
 log = structlog.get_logger(__name__)
 
-PRODUCT_EVENTS = frozenset({"product.created.v1", "product.updated.v1"})
+PRODUCT_EVENTS = frozenset({ProductCreated.type, ProductUpdated.type})
 # A cached list holds this many times the asked length: picks that sell out meanwhile are
 # skipped on read without a recompute.
 OVERFETCH = 2
@@ -61,7 +64,7 @@ def item_row(data: Mapping[str, Any]) -> dict[str, Any]:
             "updated_at": utcnow()}
 
 
-AVAILABILITY = ConsumerSpec("recs-availability", frozenset({"inventory.stock_changed.v1"}),
+AVAILABILITY = ConsumerSpec("recs-availability", frozenset({StockChanged.type}),
                             on_stock_changed)
 CATALOGUE = ConsumerSpec("recs-catalogue", PRODUCT_EVENTS, on_product)
 
@@ -159,12 +162,12 @@ class RecommendationsService:
             await self.learn({**data, "id": data["event_id"]})
         elif kind == SessionMerged.type:
             await self.merged(data["session_id"], data["customer_id"])
-        elif kind == "inventory.stock_changed.v1":
+        elif kind == StockChanged.type:
             self.engine.set_stock(data["sku"], int(data["sku_version"]),
                                   int(data["totals"]["available"]))
         elif kind in PRODUCT_EVENTS:
             self.engine.add_items([eng.item_of(data)])
-        elif kind == "order.paid.v1" and data.get("customer_id"):
+        elif kind == OrderPaid.type and data.get("customer_id"):
             subject = eng.subject_of(data["customer_id"], None)
             self.engine.bought(subject, [line["sku"] for line in data["lines"]])
             await self.cache.drop([subject])

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from instock.catalog.service import CatalogService
+from instock.inventory.events import BackInStock
 from instock.platform.bus import Envelope, outbox
 from instock.platform.bus.consumer import ConsumerSpec
 from instock.platform.db import Database, utcnow
@@ -44,5 +45,5 @@ async def on_back_in_stock(conn: AsyncConnection, envelope: Envelope) -> None:
                      envelope.get("correlationid"))
 
 
-NOTIFIER = ConsumerSpec("waitlist-notifier", frozenset({"inventory.back_in_stock.v1"}),
+NOTIFIER = ConsumerSpec("waitlist-notifier", frozenset({BackInStock.type}),
                         on_back_in_stock)
