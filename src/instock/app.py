@@ -49,7 +49,6 @@ from instock.platform.flags import versioned_flags
 from instock.platform.idempotency import IdempotencyMiddleware
 from instock.platform.retry import keep_running
 from instock.platform.runtime import tune_for_throughput
-from instock.recommendations import store as recs_store
 from instock.recommendations.engine import MODEL_NAMES
 from instock.recommendations.service import (
     AVAILABILITY,
@@ -138,13 +137,15 @@ def build(settings: Settings | None = None) -> Container:
                                      settings.connector_attempts),
         webhook_tolerance_seconds=settings.marketplace_webhook_tolerance_seconds,
         order_attempts=settings.channel_order_attempts, orders=orders)
-    experiments = ExperimentsService(db, models=MODEL_NAMES,
-                                     stored_actions=recs_store.actions_of)
     recommendations = RecommendationsService(
         db, grouped_cache(settings.redis_url, settings.recs_cache_ttl_seconds,
                           f"recs:{db.url.database}"),
         RecsSettings(settings.recs_cache_ttl_seconds, settings.recs_refit_seconds,
-                     settings.recs_history_limit), assign=experiments.assign)
+                     settings.recs_history_limit))
+    experiments = ExperimentsService(db, models=MODEL_NAMES,
+                                     stored_actions=recommendations.actions_of)
+    # Each list names the experiment variant its shopper is in (set here: each needs the other).
+    recommendations.assign = experiments.assign
     return Container(settings, db, tokens, catalog_service, inventory_service,
                      WaitlistService(db, catalog_service), connect(settings.bus_url), webhooks,
                      channels, payments, orders, experiments, recommendations)

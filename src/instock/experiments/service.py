@@ -81,10 +81,10 @@ def _invalid(exc: ExperimentError) -> ValidationFailed:
     return ValidationFailed(exc.field, exc.reason)
 
 
-# Stored behaviour: (conn, shopper ids, kinds, since) -> events of those kinds by shoppers with
-# those session or customer ids at or after `since` (rows with kind, session_id, customer_id,
-# occurred_at). The recommendations context keeps it; the composition root hands it over.
-StoredActions = Callable[[AsyncConnection, Sequence[str], Sequence[str], datetime],
+# Stored behaviour: (shopper ids, kinds, since) -> events of those kinds by shoppers with those
+# session or customer ids at or after `since` (rows with kind, session_id, customer_id,
+# occurred_at). The recommendations service answers it; the composition root hands it over.
+StoredActions = Callable[[Sequence[str], Sequence[str], datetime],
                          Awaitable[list[dict[str, Any]]]]
 
 
@@ -241,8 +241,7 @@ class ExperimentsService:
         shoppers = sorted({e.subject.partition(":")[2] if e.subject[:2] in ("s:", "c:")
                            else e.subject for e in exposed})
         since = min(e.exposed_at for e in exposed)
-        async with self.db.read() as conn:
-            actions = await self.stored_actions(conn, shoppers, sorted(CONVERSION_KINDS), since)
+        actions = await self.stored_actions(shoppers, sorted(CONVERSION_KINDS), since)
         if not actions:
             return  # the usual case: no write transaction
         async with self.db.write() as conn:

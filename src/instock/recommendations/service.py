@@ -12,6 +12,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import structlog
@@ -134,6 +135,13 @@ class RecommendationsService:
         subject = eng.subject_of(row.get("customer_id"), row.get("session_id"))
         if self.engine.observe(subject, row):
             await self.cache.drop([subject])
+
+    async def actions_of(self, shoppers: Sequence[str], kinds: Sequence[str],
+                         since: datetime) -> list[dict[str, Any]]:
+        """Stored behaviour events of those kinds by shoppers with those session or customer
+        ids, at or after `since`, oldest first (kind, session_id, customer_id, occurred_at…)."""
+        async with self.db.read() as conn:
+            return await store.actions_of(conn, shoppers, kinds, since)
 
     async def merged(self, session_id: str, customer_id: str) -> None:
         """A session now belongs to its customer: both shoppers' memories and lists go."""
