@@ -15,12 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from instock.app import Container, build
+from instock.inventory.errors import CustomerLimitExceeded, InsufficientStock
 from instock.inventory.model import EntryContext, Line, Reservation
-from instock.inventory.service import (
-    CustomerLimitExceeded,
-    InsufficientStock,
-    ReserveRequest,
-)
+from instock.inventory.service import ReserveRequest
 from instock.platform.errors import InstockError
 from tests.integration.helpers import CTX, add_location, add_product, receive, stocked
 from tests.support import REDIS_URL, make_settings

@@ -11,14 +11,14 @@ import sqlalchemy as sa
 
 from instock.app import Container
 from instock.inventory import model, store
-from instock.inventory.model import Adjustment, AdjustmentKind, Line, ReservationStatus
-from instock.inventory.service import (
+from instock.inventory.errors import (
     CustomerLimitExceeded,
     InsufficientStock,
     InvalidTransition,
-    ReserveRequest,
     StockRuleViolated,
 )
+from instock.inventory.model import Adjustment, AdjustmentKind, Line, ReservationStatus
+from instock.inventory.service import ReserveRequest
 from instock.platform.db import utcnow
 from instock.platform.errors import PreconditionFailed, ValidationFailed
 from tests.integration.helpers import CTX, add_location, add_product, receive, stocked

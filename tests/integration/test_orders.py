@@ -9,8 +9,8 @@ from decimal import Decimal
 import pytest
 
 from instock.app import Container
+from instock.inventory.errors import InsufficientStock
 from instock.inventory.model import ReservationStatus
-from instock.inventory.service import InsufficientStock
 from instock.orders.model import OrderLine, OrderStatus, ReturnLine, SagaStatus
 from instock.orders.service import CartClosed, OrderRuleBroken
 from instock.platform.errors import NotFound, ValidationFailed

@@ -7,8 +7,7 @@ outbox events together. Lost races are retried with jittered backoff, then answe
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from typing import TypeVar
@@ -17,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from instock.catalog.service import CatalogService
 from instock.inventory import model, store
+from instock.inventory.errors import InvalidTransition, domain_errors, translated
 from instock.inventory.events import ChannelChanged
 from instock.inventory.model import (
     Adjustment,
@@ -34,7 +34,6 @@ from instock.platform.bus.envelope import DomainEvent
 from instock.platform.db import Database, utcnow
 from instock.platform.errors import (
     AlreadyExists,
-    Conflict,
     NotFound,
     PreconditionFailed,
     ValidationFailed,
@@ -51,53 +50,9 @@ T = TypeVar("T")
 
 LOCATION_KINDS = ("warehouse", "store", "marketplace")
 # Resolved once: `labels()` takes a lock and a lookup, on every reservation of a drop.
-_CONFIRMED, _INSUFFICIENT, _LIMITED = (RESERVATIONS.labels(outcome)
-                                       for outcome in ("confirmed", "insufficient", "limit"))
+_CONFIRMED = RESERVATIONS.labels("confirmed")
 # How stale a channel's locations may be in a process that did not change them.
 CHANNEL_CACHE_SECONDS = 1.0
-
-
-class InsufficientStock(Conflict):
-    slug, title = "insufficient-stock", "Not enough stock for some lines"
-
-
-class CustomerLimitExceeded(Conflict):
-    slug, title = "customer-limit-exceeded", "Per-customer limit reached"
-
-
-class StockRuleViolated(Conflict):
-    slug, title = "stock-rule-violated", "The change would break a stock rule"
-
-
-class InvalidTransition(Conflict):
-    slug, title = "invalid-transition", "Not allowed in the reservation's current state"
-
-
-def translated(exc: model.StockError) -> Conflict:
-    """The house's problem type for an error of the pure model."""
-    match exc:
-        case model.InsufficientStock():
-            _INSUFFICIENT.inc()
-            return InsufficientStock(str(exc), short=[
-                {"sku": s.sku, "requested": s.requested, "available": s.available}
-                for s in exc.shortages])
-        case model.LimitExceeded():
-            _LIMITED.inc()
-            return CustomerLimitExceeded(str(exc), sku=exc.sku, limit=exc.limit, held=exc.held)
-        case model.NegativeBucket():
-            return StockRuleViolated(str(exc), problems=exc.problems)
-        case model.IllegalTransition():
-            return InvalidTransition(str(exc))
-    return StockRuleViolated(str(exc))
-
-
-@contextmanager
-def domain_errors() -> Iterator[None]:
-    """Translate the pure model's errors into the house's problem types."""
-    try:
-        yield
-    except model.StockError as exc:
-        raise translated(exc) from exc
 
 
 @dataclass

@@ -10,8 +10,8 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, Field, StringConstraints
 
 from instock.inventory.api import CallerId, LineIn, entry_context
+from instock.inventory.errors import InsufficientStock
 from instock.inventory.model import Line
-from instock.inventory.service import InsufficientStock
 from instock.orders.model import CartStatus, Order, OrderStatus, ReturnLine, Saga, SagaStatus
 from instock.orders.service import OrdersService
 from instock.payments.errors import CircuitOpen, PaymentDeclined, PaymentUnavailable

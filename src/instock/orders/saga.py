@@ -22,14 +22,10 @@ import structlog
 from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from instock.inventory.errors import InsufficientStock, InvalidTransition
 from instock.inventory.model import Adjustment as StockAdjustment
 from instock.inventory.model import AdjustmentKind, EntryContext, Line, ReservationStatus
-from instock.inventory.service import (
-    InsufficientStock,
-    InvalidTransition,
-    InventoryService,
-    ReserveRequest,
-)
+from instock.inventory.service import InventoryService, ReserveRequest
 from instock.orders import store
 from instock.orders.model import Order, OrderStatus, Saga, Step
 from instock.payments.errors import CircuitOpen, PaymentDeclined, PaymentUnavailable

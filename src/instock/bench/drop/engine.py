@@ -22,8 +22,9 @@ from instock.bench.drop.sql import LOCATION, ConditionalUpdate, ForUpdate, OccRe
 from instock.bench.local import scratch_database
 from instock.catalog.model import Product, Variant
 from instock.config import Settings, get_settings
+from instock.inventory.errors import InsufficientStock
 from instock.inventory.model import Adjustment, AdjustmentKind, EntryContext, Line
-from instock.inventory.service import InsufficientStock, InventoryService, ReserveRequest
+from instock.inventory.service import InventoryService, ReserveRequest
 from instock.migrate import upgrade
 from instock.platform.db import Database
 
