@@ -21,7 +21,7 @@ from instock.channels.model import Connection
 from instock.inventory import model as inventory_model
 from instock.inventory.errors import InsufficientStock
 from instock.inventory.model import Line
-from instock.inventory.service import ReserveRequest
+from instock.inventory.reservation_batch import ReserveRequest
 from instock.platform.bus.outbox import outbox
 from instock.platform.errors import NotFound, ValidationFailed
 from tests.integration.helpers import CTX, add_location, add_product, receive

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from instock.app import Container, build
 from instock.inventory.errors import CustomerLimitExceeded, InsufficientStock
 from instock.inventory.model import EntryContext, Line, Reservation
-from instock.inventory.service import ReserveRequest
+from instock.inventory.reservation_batch import ReserveRequest
 from instock.platform.errors import InstockError
 from tests.integration.helpers import CTX, add_location, add_product, receive, stocked
 from tests.support import REDIS_URL, make_settings

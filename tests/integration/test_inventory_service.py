@@ -18,7 +18,7 @@ from instock.inventory.errors import (
     StockRuleViolated,
 )
 from instock.inventory.model import Adjustment, AdjustmentKind, Line, ReservationStatus
-from instock.inventory.service import ReserveRequest
+from instock.inventory.reservation_batch import ReserveRequest
 from instock.platform.db import utcnow
 from instock.platform.errors import PreconditionFailed, ValidationFailed
 from tests.integration.helpers import CTX, add_location, add_product, receive, stocked

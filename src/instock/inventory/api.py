@@ -11,7 +11,8 @@ from pydantic import BaseModel, Field, StringConstraints
 
 from instock.inventory import model
 from instock.inventory.model import Adjustment, AdjustmentKind, EntryContext, Line, Reservation
-from instock.inventory.service import InventoryService, ReserveRequest
+from instock.inventory.reservation_batch import ReserveRequest
+from instock.inventory.service import InventoryService
 from instock.inventory.unit_of_work import StockView
 from instock.platform.auth import STAFF, Principal, Role, requires
 from instock.platform.errors import problem_responses

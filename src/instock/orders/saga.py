@@ -25,7 +25,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from instock.inventory.errors import InsufficientStock, InvalidTransition
 from instock.inventory.model import Adjustment as StockAdjustment
 from instock.inventory.model import AdjustmentKind, EntryContext, Line, ReservationStatus
-from instock.inventory.service import InventoryService, ReserveRequest
+from instock.inventory.reservation_batch import ReserveRequest
+from instock.inventory.service import InventoryService
 from instock.orders import store
 from instock.orders.model import Order, OrderStatus, Saga, Step
 from instock.payments.errors import CircuitOpen, PaymentDeclined, PaymentUnavailable

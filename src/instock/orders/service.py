@@ -18,7 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from instock.catalog.service import CatalogService
 from instock.inventory.errors import InsufficientStock
 from instock.inventory.model import EntryContext, Line, ReservationStatus, merge_lines
-from instock.inventory.service import InventoryService, ReserveRequest
+from instock.inventory.reservation_batch import ReserveRequest
+from instock.inventory.service import InventoryService
 from instock.orders import store
 from instock.orders.model import (
     Cart,

@@ -24,7 +24,8 @@ from instock.catalog.model import Product, Variant
 from instock.config import Settings, get_settings
 from instock.inventory.errors import InsufficientStock
 from instock.inventory.model import Adjustment, AdjustmentKind, EntryContext, Line
-from instock.inventory.service import InventoryService, ReserveRequest
+from instock.inventory.reservation_batch import ReserveRequest
+from instock.inventory.service import InventoryService
 from instock.migrate import upgrade
 from instock.platform.db import Database
 
