@@ -15,7 +15,9 @@ from instock.platform.telemetry import RESERVATIONS
 _INSUFFICIENT, _LIMITED = (RESERVATIONS.labels(outcome) for outcome in ("insufficient", "limit"))
 
 
-class InsufficientStock(Conflict):
+class InsufficientStockConflict(Conflict):
+    """The API's answer (409) to the model's `StockShortfall`, each short line listed."""
+
     slug, title = "insufficient-stock", "Not enough stock for some lines"
 
 
@@ -34,9 +36,9 @@ class InvalidTransition(Conflict):
 def translated(exc: model.StockError) -> Conflict:
     """The house's problem type for an error of the pure model."""
     match exc:
-        case model.InsufficientStock():
+        case model.StockShortfall():
             _INSUFFICIENT.inc()
-            return InsufficientStock(str(exc), short=[
+            return InsufficientStockConflict(str(exc), short=[
                 {"sku": s.sku, "requested": s.requested, "available": s.available}
                 for s in exc.shortages])
         case model.LimitExceeded():

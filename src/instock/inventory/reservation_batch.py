@@ -89,7 +89,7 @@ class ReserveBatch:
             return self.by_scope[scope]  # the same request again: its first outcome, nothing new
         try:
             reservation = self._reserve(hold)
-        except (model.InsufficientStock, model.LimitExceeded) as exc:
+        except (model.StockShortfall, model.LimitExceeded) as exc:
             return translated(exc)  # this caller's answer; the batch goes on
         self.created.append((reservation, scope))
         if scope is not None:
@@ -102,7 +102,7 @@ class ReserveBatch:
         tx, customer = self.tx, hold.request.customer_id
         signature = (hold.channel.id, tuple(hold.lines))
         if (short := self.refused.get(signature)) is not None:
-            raise model.InsufficientStock(short)
+            raise model.StockShortfall(short)
         levels = {sku: tx.levels_in(sku, hold.channel.locations)
                   for sku in {*(line.sku for line in hold.lines),
                               *model.explode(hold.lines, hold.recipes)}}
@@ -113,7 +113,7 @@ class ReserveBatch:
                                       hold.channel.min_shelf_life_days, hold.channel.rules)
             allocations = model.allocate(hold.lines, hold.recipes, levels, tx.today,
                                          hold.channel.min_shelf_life_days)
-        except model.InsufficientStock as exc:
+        except model.StockShortfall as exc:
             self.refused[signature] = exc.shortages
             raise
         limited = hold.limited(tx.items)
@@ -147,7 +147,7 @@ async def refused_by_flags(sold_out: VersionedFlags, db: Database, skus: frozens
     for hold in holds:
         short = [model.Shortage(line.sku, line.quantity, 0) for line in hold.lines
                  if gone & model.components(line.sku, hold.recipes).keys()]
-        outcomes.append(translated(model.InsufficientStock(short)) if short else None)
+        outcomes.append(translated(model.StockShortfall(short)) if short else None)
     retried: dict[str, list[int]] = {}  # one key may come several times in a batch
     for i, hold in enumerate(holds):
         if outcomes[i] is not None and (scope := hold.scope) is not None:
