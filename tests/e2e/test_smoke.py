@@ -112,6 +112,14 @@ async def test_catalogue_stock_reserve_commit_release(servers: ServerFactory) ->
             assert after["prev_hash"] == before["hash"]
         assert entries[2]["reference"] == reservation["id"]
 
+        # Quarantined units are unsellable, and the totals say how many of those may come back.
+        quarantined = await inv.post("/v1/inventory/adjustments", json={
+            "sku": "hoodie-m", "location": "wh-1", "kind": "quarantine", "quantity": 2})
+        assert quarantined.status_code == 200, quarantined.text
+        level = await stock(inv, "hoodie-m")
+        assert (level["unsellable"], level["quarantined"], level["available"]) == (3, 2, 4)
+        assert [lv["quarantined"] for lv in level["locations"]] == [2]
+
     code, report = await audit_verify(servers.db)
     assert code == 0, report
 

@@ -19,8 +19,9 @@ from instock.channels.events import (
 )
 from instock.channels.model import Connection
 from instock.inventory import model as inventory_model
+from instock.inventory.errors import InsufficientStockConflict
 from instock.inventory.model import Line
-from instock.inventory.service import InsufficientStock, ReserveRequest
+from instock.inventory.reservation_batch import ReserveRequest
 from instock.platform.bus.outbox import outbox
 from instock.platform.errors import NotFound, ValidationFailed
 from tests.integration.helpers import CTX, add_location, add_product, receive
@@ -76,14 +77,14 @@ async def test_a_channel_is_sold_at_most_its_ats_and_shown_exactly_that(
     await receive(c, "A", "wh-a", 10)
     assert (await c.inventory.stock("A", "mkt")).available == 5  # min(5, 10 - 2)
     assert (await c.inventory.stock("A")).available == 10
-    with pytest.raises(InsufficientStock) as refused:
+    with pytest.raises(InsufficientStockConflict) as refused:
         await c.inventory.reserve(ReserveRequest([Line("A", 6)], "mkt"), CTX)
     assert refused.value.extensions["short"] == [{"sku": "A", "requested": 6, "available": 5}]
     await c.inventory.reserve(ReserveRequest([Line("A", 5)], "mkt"), CTX)
     # 5 left, the buffer holds 2 back: the marketplace may sell 3 more, the web all 5
     assert (await c.inventory.stock("A", "mkt")).available == 3
     await c.inventory.reserve(ReserveRequest([Line("A", 3)], "mkt"), CTX)
-    with pytest.raises(InsufficientStock):
+    with pytest.raises(InsufficientStockConflict):
         await c.inventory.reserve(ReserveRequest([Line("A", 1)], "mkt"), CTX)
     await c.inventory.reserve(ReserveRequest([Line("A", 2)], "web"), CTX)
 

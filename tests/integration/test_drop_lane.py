@@ -15,12 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from instock.app import Container, build
+from instock.inventory.errors import CustomerLimitExceeded, InsufficientStockConflict
 from instock.inventory.model import EntryContext, Line, Reservation
-from instock.inventory.service import (
-    CustomerLimitExceeded,
-    InsufficientStock,
-    ReserveRequest,
-)
+from instock.inventory.reservation_batch import ReserveRequest
 from instock.platform.errors import InstockError
 from tests.integration.helpers import CTX, add_location, add_product, receive, stocked
 from tests.support import REDIS_URL, make_settings
@@ -72,7 +69,7 @@ async def burst(c: Container, sku: str, asks: list[Ask]) -> list[Reservation | I
     results = await asyncio.gather(*(c.inventory.reserve(*ask.request(sku)) for ask in asks),
                                    return_exceptions=True)
     for result in results:
-        if not isinstance(result, Reservation | InsufficientStock | CustomerLimitExceeded):
+        if not isinstance(result, Reservation | InsufficientStockConflict | CustomerLimitExceeded):
             raise AssertionError(f"unexpected outcome {result!r}")
     return results  # type: ignore[return-value]
 
@@ -160,7 +157,7 @@ async def test_sold_out_is_refused_from_the_flag_until_stock_returns(c: Containe
                                   for _ in range(3)))
     assert await c.inventory.sold_out.raised(["HOT"]) == {"HOT"}
     transactions = c.inventory.stock_transactions
-    with pytest.raises(InsufficientStock) as refused:
+    with pytest.raises(InsufficientStockConflict) as refused:
         await c.inventory.reserve(ReserveRequest([Line("HOT", 1)]), CTX)
     assert refused.value.extensions["short"] == [{"sku": "HOT", "requested": 1, "available": 0}]
     assert c.inventory.stock_transactions == transactions  # the database was never asked
@@ -190,7 +187,7 @@ async def test_processes_sharing_redis_see_each_others_sell_out_and_restock(
         sku = f"SHARED-{next(_skus)}"
         await stocked(one, sku, 1)
         await one.inventory.reserve(ReserveRequest([Line(sku, 1)]), CTX)
-        with pytest.raises(InsufficientStock):
+        with pytest.raises(InsufficientStockConflict):
             await other.inventory.reserve(ReserveRequest([Line(sku, 1)]), CTX)
         assert other.inventory.stock_transactions == 0  # refused from Redis alone
         await receive(other, sku, "wh", 1)  # the other process restocks
@@ -208,7 +205,7 @@ async def test_a_bundle_is_refused_by_its_sold_out_component(c: Container) -> No
     await receive(c, "HAT", "wh", 5)
     await c.inventory.reserve(ReserveRequest([Line("TOP", 1)]), CTX)  # TOP sells out
     transactions = c.inventory.stock_transactions
-    with pytest.raises(InsufficientStock) as refused:
+    with pytest.raises(InsufficientStockConflict) as refused:
         await c.inventory.reserve(ReserveRequest([Line("SET", 1), Line("HAT", 1)]), CTX)
     assert refused.value.extensions["short"] == [{"sku": "SET", "requested": 1, "available": 0}]
     assert c.inventory.stock_transactions == transactions

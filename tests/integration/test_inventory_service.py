@@ -11,14 +11,14 @@ import sqlalchemy as sa
 
 from instock.app import Container
 from instock.inventory import model, store
-from instock.inventory.model import Adjustment, AdjustmentKind, Line, ReservationStatus
-from instock.inventory.service import (
+from instock.inventory.errors import (
     CustomerLimitExceeded,
-    InsufficientStock,
+    InsufficientStockConflict,
     InvalidTransition,
-    ReserveRequest,
     StockRuleViolated,
 )
+from instock.inventory.model import Adjustment, AdjustmentKind, Line, ReservationStatus
+from instock.inventory.reservation_batch import ReserveRequest
 from instock.platform.db import utcnow
 from instock.platform.errors import PreconditionFailed, ValidationFailed
 from tests.integration.helpers import CTX, add_location, add_product, receive, stocked
@@ -50,7 +50,7 @@ async def test_a_rejected_change_changes_nothing(c: Container) -> None:
     before = await c.inventory.stock("SKU-1")
     with pytest.raises(StockRuleViolated):
         await c.inventory.adjust(Adjustment("SKU-1", "wh", AdjustmentKind.DAMAGE, 6), CTX)
-    with pytest.raises(InsufficientStock):
+    with pytest.raises(InsufficientStockConflict):
         await c.inventory.reserve(ReserveRequest([Line("SKU-1", 6)]), CTX)
     with pytest.raises(ValidationFailed):
         await c.inventory.adjust(Adjustment("SKU-1", "nowhere", AdjustmentKind.RECEIVE, 1), CTX)
@@ -140,7 +140,7 @@ async def test_concurrent_reservations_never_oversell(c: Container) -> None:
         try:
             await c.inventory.reserve(ReserveRequest([Line("HOT", 1)]), CTX)
             return True
-        except InsufficientStock:
+        except InsufficientStockConflict:
             return False
 
     outcomes = await asyncio.gather(*(buy() for _ in range(150)))
@@ -160,7 +160,7 @@ async def test_concurrent_bundles_sharing_a_component_never_oversell(c: Containe
     async def buy(line: Line) -> int:
         try:
             r = await c.inventory.reserve(ReserveRequest([line]), CTX)
-        except InsufficientStock:
+        except InsufficientStockConflict:
             return 0
         return sum(a.quantity for a in r.allocations if a.sku == "C")
 

@@ -27,7 +27,7 @@ from hypothesis.stateful import (
 from instock.app import Container, build
 from instock.inventory import store
 from instock.inventory.model import Adjustment, AdjustmentKind, Line, ReservationStatus
-from instock.inventory.service import ReserveRequest
+from instock.inventory.reservation_batch import ReserveRequest
 from instock.migrate import upgrade
 from instock.platform.db import utcnow
 from instock.platform.errors import InstockError

@@ -9,8 +9,8 @@ from decimal import Decimal
 import pytest
 
 from instock.app import Container
+from instock.inventory.errors import InsufficientStockConflict
 from instock.inventory.model import ReservationStatus
-from instock.inventory.service import InsufficientStock
 from instock.orders.model import OrderLine, OrderStatus, ReturnLine, SagaStatus
 from instock.orders.service import CartClosed, OrderRuleBroken
 from instock.platform.errors import NotFound, ValidationFailed
@@ -28,7 +28,7 @@ async def test_a_cart_holds_each_item_and_gives_it_back(container: Container) ->
     cart = await c.orders.add_to_cart(cart.id, "TEE", 2, CTX)
     cart = await c.orders.add_to_cart(cart.id, "TEE", 1, CTX)
     assert [i.quantity for i in cart.items] == [2, 1] and await available(c, "TEE") == 0
-    with pytest.raises(InsufficientStock):
+    with pytest.raises(InsufficientStockConflict):
         await c.orders.add_to_cart(cart.id, "TEE", 1, CTX)
     before = cart.expires_at
     await asyncio.sleep(0.01)

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from instock.app import Container
 from instock.catalog.model import ProductPatch
 from instock.inventory.model import Adjustment, AdjustmentKind, Line
-from instock.inventory.service import ReserveRequest
+from instock.inventory.reservation_batch import ReserveRequest
 from instock.platform.bus.outbox import outbox
 from instock.platform.bus.schemas import validate
 from instock.platform.db import utcnow

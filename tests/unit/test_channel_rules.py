@@ -62,7 +62,7 @@ def test_a_channel_is_refused_beyond_its_ats_naming_the_line_and_its_ats() -> No
     levels = {"A": stocked("A", 4, 6)}
     rules = ChannelRules(buffer=3, cap=None)
     model.check_channel_rules([Line("A", 7)], {}, levels, TODAY, 0, rules)  # 10 - 3 = 7
-    with pytest.raises(model.InsufficientStock) as refused:
+    with pytest.raises(model.StockShortfall) as refused:
         model.check_channel_rules([Line("A", 8)], {}, levels, TODAY, 0, rules)
     assert [(s.sku, s.requested, s.available) for s in refused.value.shortages] == [("A", 8, 7)]
 
@@ -83,7 +83,7 @@ def test_reservations_one_after_the_other_never_take_more_than_the_channel_ats(
         try:
             model.check_channel_rules([Line("A", want)], {}, levels, TODAY, 0, rules)
             allocations = model.allocate([Line("A", want)], {}, levels, TODAY)
-        except model.InsufficientStock:
+        except model.StockShortfall:
             assert want > ats
             continue
         assert want <= ats and (cap is None or want <= cap)

@@ -94,7 +94,7 @@ def test_safety_stock_is_never_sold() -> None:
     level = level_with(on_hand=10)
     level.apply(model.Movement("A", "wh", delta(safety_stock=4), "safety_stock"))
     assert level.sellable(TODAY) == 6
-    with pytest.raises(model.InsufficientStock):
+    with pytest.raises(model.StockShortfall):
         model.allocate([Line("A", 7)], {}, {"A": [level]}, TODAY)
 
 
@@ -108,7 +108,7 @@ def test_allocation_follows_channel_priority_then_fefo() -> None:
 
 def test_allocation_is_all_or_nothing_and_names_short_lines() -> None:
     levels = {"A": [level_with("A", on_hand=3)], "B": [level_with("B", on_hand=1)]}
-    with pytest.raises(model.InsufficientStock) as info:
+    with pytest.raises(model.StockShortfall) as info:
         model.allocate([Line("A", 2), Line("B", 2)], {}, levels, TODAY)
     assert info.value.shortages == [model.Shortage("B", 2, 1)]
 
@@ -121,7 +121,7 @@ def test_two_lines_sharing_a_component_both_count_against_it() -> None:
     recipes = {"KIT1": {"C": 2}, "KIT2": {"C": 3}}
     levels = {"C": [level_with("C", on_hand=4)]}
     assert model.explode([Line("KIT1", 1), Line("KIT2", 1)], recipes) == {"C": 5}
-    with pytest.raises(model.InsufficientStock) as info:
+    with pytest.raises(model.StockShortfall) as info:
         model.allocate([Line("KIT1", 1), Line("KIT2", 1)], recipes, levels, TODAY)
     assert {s.sku for s in info.value.shortages} == {"KIT1", "KIT2"}
 

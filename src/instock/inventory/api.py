@@ -10,8 +10,11 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from pydantic import BaseModel, Field, StringConstraints
 
 from instock.inventory import model
+from instock.inventory.events import StockBuckets
 from instock.inventory.model import Adjustment, AdjustmentKind, EntryContext, Line, Reservation
-from instock.inventory.service import InventoryService, ReserveRequest, StockView
+from instock.inventory.reservation_batch import ReserveRequest
+from instock.inventory.service import InventoryService
+from instock.inventory.unit_of_work import StockView
 from instock.platform.auth import STAFF, Principal, Role, requires
 from instock.platform.errors import problem_responses
 from instock.platform.etags import etag, parse_if_match
@@ -110,29 +113,14 @@ class LotOut(BaseModel):
     free: int
 
 
-class LevelOut(BaseModel):
+class LevelOut(StockBuckets):
     location: str
-    available: int
-    on_hand: int
-    reserved: int
-    committed: int
-    safety_stock: int
-    unsellable: int
-    quarantined: int
-    incoming: int
     version: int
     lots: list[LotOut]
 
 
-class StockOut(BaseModel):
+class StockOut(StockBuckets):
     sku: str
-    available: int
-    on_hand: int
-    reserved: int
-    committed: int
-    safety_stock: int
-    unsellable: int
-    incoming: int
     version: int
     per_customer_limit: int | None
     low_stock_threshold: int | None
@@ -141,11 +129,9 @@ class StockOut(BaseModel):
 
 
 def render_stock(view: StockView, today: date) -> StockOut:
-    t = view.totals
     return StockOut(
-        sku=view.sku, available=view.available, on_hand=t.on_hand, reserved=t.reserved,
-        committed=t.committed, safety_stock=t.safety_stock, unsellable=t.unsellable,
-        incoming=t.incoming, version=view.version, per_customer_limit=view.per_customer_limit,
+        sku=view.sku, available=view.available, **view.totals.as_dict(), version=view.version,
+        per_customer_limit=view.per_customer_limit,
         low_stock_threshold=view.low_stock_threshold, components=view.components,
         locations=[LevelOut(location=lv.location, available=lv.sellable(today),
                             version=lv.version, **lv.buckets.as_dict(),

@@ -15,10 +15,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from instock.platform.bus.envelope import DomainEvent as Event
 
 
-class StockTotals(BaseModel):
-    """The SKU's buckets summed over all its locations, after the change."""
+class StockBuckets(BaseModel):
+    """Quantities by bucket (DESIGN.md §2) and what they leave to sell: the one list of these
+    fields, shared by the stock events here and the stock API's documents (inventory/api.py).
+    A subclass may describe `available` for what it counts; the field keeps its place."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
     on_hand: int
     reserved: int
     committed: int
@@ -26,6 +27,13 @@ class StockTotals(BaseModel):
     unsellable: int
     quarantined: int
     incoming: int
+    available: int
+
+
+class StockTotals(StockBuckets):
+    """The SKU's buckets summed over all its locations, after the change."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
     available: int = Field(description="what any location can still sell (expired lots do not "
                                        "count); GET /v1/inventory/{sku} without a channel")
 
@@ -47,19 +55,20 @@ class SkuEvent(Event):
         return self.sku_version
 
 
-class StockChanged(SkuEvent):
+class LevelEvent(SkuEvent):
+    """An event about one stock level (sku, location) of the SKU."""
+
+    location: str
+    version: int = Field(description="the stock level's own version (one per ledger entry)")
+
+
+# StockBuckets comes first among the bases so that its fields follow LevelEvent's: pydantic
+# orders fields base by base from the last, and the published order (sku, sku_version, location,
+# version, the buckets) is what consumers and docs/events already have.
+class StockChanged(StockBuckets, LevelEvent):
     """One stock level (sku, location) changed; carries its new state and the SKU's totals."""
 
     type: ClassVar[str] = "inventory.stock_changed.v1"
-    location: str
-    version: int = Field(description="the stock level's own version (one per ledger entry)")
-    on_hand: int
-    reserved: int
-    committed: int
-    safety_stock: int
-    unsellable: int
-    quarantined: int
-    incoming: int
     available: int = Field(description="what this level may sell by its buckets")
     reason: str = Field(description="the kind of the last ledger entry at this level, e.g. "
                                     "receive, reserve, commit, release, expire")

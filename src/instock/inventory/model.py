@@ -60,7 +60,10 @@ class Shortage:
     available: int
 
 
-class InsufficientStock(StockError):
+class StockShortfall(StockError):
+    """The domain rule: the lines need more of some SKU than can be sold to them (the API
+    answers it with `errors.InsufficientStockConflict`)."""
+
     def __init__(self, shortages: list[Shortage]) -> None:
         names = ", ".join(f"{s.sku} (requested {s.requested}, available {s.available})"
                           for s in shortages)
@@ -507,14 +510,14 @@ def channel_available_to_sell(sku: str, recipes: Recipes, levels: Mapping[str, l
 def check_channel_rules(lines: list[Line], recipes: Recipes,
                         levels: Mapping[str, list[StockLevel]], today: date,
                         min_shelf_life_days: int, rules: ChannelRules) -> None:
-    """Raise InsufficientStock when the lines need more of a SKU than the channel's ATS, so a
+    """Raise StockShortfall when the lines need more of a SKU than the channel's ATS, so a
     channel is never sold more than it is shown (a buffer or a cap below its stock)."""
     if not rules.restricts:
         return
     short = {sku for sku, need in explode(lines, recipes).items()
              if need > rules.ats(sku_sellable(levels.get(sku, []), today, min_shelf_life_days))}
     if short:
-        raise InsufficientStock([
+        raise StockShortfall([
             Shortage(line.sku, line.quantity,
                      channel_available_to_sell(line.sku, recipes, levels, today,
                                                min_shelf_life_days, rules))
@@ -526,7 +529,7 @@ def allocate(lines: list[Line], recipes: Recipes, levels: Mapping[str, list[Stoc
     """All lines or none: levels in channel priority order, lots first-expiry-first-out.
 
     `levels[sku]` lists the channel's stock levels for that SKU in priority order.
-    Raises InsufficientStock naming every requested line that cannot be served.
+    Raises StockShortfall naming every requested line that cannot be served.
     """
     allocations: list[Allocation] = []
     short_components: set[str] = set()
@@ -540,7 +543,7 @@ def allocate(lines: list[Line], recipes: Recipes, levels: Mapping[str, list[Stoc
         if remaining > 0:
             short_components.add(sku)
     if short_components:
-        raise InsufficientStock(_shortages(lines, recipes, levels, today, min_shelf_life_days,
+        raise StockShortfall(_shortages(lines, recipes, levels, today, min_shelf_life_days,
                                            short_components))
     return allocations
 

@@ -7,41 +7,36 @@ outbox events together. Lost races are retried with jittered backoff, then answe
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
-from datetime import date, datetime, timedelta
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from typing import TypeVar
-
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from instock.catalog.service import CatalogService
 from instock.inventory import model, store
+from instock.inventory.errors import InvalidTransition, domain_errors
 from instock.inventory.events import ChannelChanged
 from instock.inventory.model import (
     Adjustment,
     AdjustmentKind,
     EntryContext,
     LedgerEntry,
-    Line,
     Movement,
     Reservation,
-    StockLevel,
 )
+from instock.inventory.reservation_batch import Hold, ReserveBatch, ReserveRequest, refused_by_flags
+from instock.inventory.unit_of_work import StockTx, StockView, stock_view
 from instock.platform.batching import GroupCommit
 from instock.platform.bus import outbox
-from instock.platform.bus.envelope import DomainEvent
 from instock.platform.db import Database, utcnow
 from instock.platform.errors import (
     AlreadyExists,
-    Conflict,
     NotFound,
     PreconditionFailed,
     ValidationFailed,
     VersionConflict,
 )
 from instock.platform.flags import LocalFlags, VersionedFlags
-from instock.platform.ids import new_id
 from instock.platform.keyed_locks import KeyedLocks
 from instock.platform.memo import Memo
 from instock.platform.retry import retry
@@ -51,283 +46,9 @@ T = TypeVar("T")
 
 LOCATION_KINDS = ("warehouse", "store", "marketplace")
 # Resolved once: `labels()` takes a lock and a lookup, on every reservation of a drop.
-_CONFIRMED, _INSUFFICIENT, _LIMITED = (RESERVATIONS.labels(outcome)
-                                       for outcome in ("confirmed", "insufficient", "limit"))
+_CONFIRMED = RESERVATIONS.labels("confirmed")
 # How stale a channel's locations may be in a process that did not change them.
 CHANNEL_CACHE_SECONDS = 1.0
-
-
-class InsufficientStock(Conflict):
-    slug, title = "insufficient-stock", "Not enough stock for some lines"
-
-
-class CustomerLimitExceeded(Conflict):
-    slug, title = "customer-limit-exceeded", "Per-customer limit reached"
-
-
-class StockRuleViolated(Conflict):
-    slug, title = "stock-rule-violated", "The change would break a stock rule"
-
-
-class InvalidTransition(Conflict):
-    slug, title = "invalid-transition", "Not allowed in the reservation's current state"
-
-
-def translated(exc: model.StockError) -> Conflict:
-    """The house's problem type for an error of the pure model."""
-    match exc:
-        case model.InsufficientStock():
-            _INSUFFICIENT.inc()
-            return InsufficientStock(str(exc), short=[
-                {"sku": s.sku, "requested": s.requested, "available": s.available}
-                for s in exc.shortages])
-        case model.LimitExceeded():
-            _LIMITED.inc()
-            return CustomerLimitExceeded(str(exc), sku=exc.sku, limit=exc.limit, held=exc.held)
-        case model.NegativeBucket():
-            return StockRuleViolated(str(exc), problems=exc.problems)
-        case model.IllegalTransition():
-            return InvalidTransition(str(exc))
-    return StockRuleViolated(str(exc))
-
-
-@contextmanager
-def domain_errors() -> Iterator[None]:
-    """Translate the pure model's errors into the house's problem types."""
-    try:
-        yield
-    except model.StockError as exc:
-        raise translated(exc) from exc
-
-
-@dataclass
-class StockTx:
-    """The unit of work of one stock command: locked items, their levels, what changed."""
-
-    conn: AsyncConnection
-    items: dict[str, model.Item]
-    levels: dict[tuple[str, str], StockLevel]
-    now: datetime
-    versions_before: dict[tuple[str, str], int] = field(default_factory=dict)
-    # Each SKU's total availability as read, before any movement: alerts compare against it.
-    available_before: dict[str, int] = field(default_factory=dict)
-    touched: dict[tuple[str, str], StockLevel] = field(default_factory=dict)
-    entries: list[LedgerEntry] = field(default_factory=list)
-    # Each event with the correlation id of the request that caused it (a batch has many).
-    events: list[tuple[DomainEvent, str | None]] = field(default_factory=list)
-    sku_versions: dict[str, int] = field(default_factory=dict)  # after flush
-
-    def __post_init__(self) -> None:
-        self.versions_before = {key: level.version for key, level in self.levels.items()}
-        self.available_before = {sku: model.sku_sellable(self.sku_levels(sku), self.today)
-                                 for sku in {sku for sku, _ in self.levels}}
-
-    @property
-    def today(self) -> date:
-        return self.now.date()
-
-    def level(self, sku: str, location: str) -> StockLevel:
-        key = (sku, location)
-        if key not in self.levels:
-            self.levels[key] = StockLevel(sku, location)
-            self.versions_before[key] = 0
-        return self.levels[key]
-
-    def levels_in(self, sku: str, locations: list[str]) -> list[StockLevel]:
-        return [self.levels[(sku, loc)] for loc in locations if (sku, loc) in self.levels]
-
-    def sku_levels(self, sku: str) -> list[StockLevel]:
-        """Every level of the SKU: the transaction loaded all of them under the SKU's lock."""
-        return [level for (s, _), level in sorted(self.levels.items()) if s == sku]
-
-    def move(self, movements: list[Movement], ctx: EntryContext) -> None:
-        for movement in movements:
-            level = self.level(movement.sku, movement.location)
-            level.apply(movement)
-            self.entries.append(LedgerEntry.record(level, movement, ctx, self.now))
-            self.touched[(level.sku, level.location)] = level
-
-    async def flush(self, correlation_id: str | None) -> None:
-        levels = list(self.touched.values())
-        await store.save_levels(self.conn, levels, self.versions_before)
-        await store.insert_entries(self.conn, self.entries)
-        sku_versions = await store.bump_items(self.conn, {level.sku for level in levels})
-        self.sku_versions = sku_versions
-        await outbox.add_each(self.conn, [
-            *((event, correlation_id) for event in self._stock_events(sku_versions)),
-            *self.events])
-
-    def sold_out_states(self) -> dict[str, tuple[int, bool]]:
-        """Each stocked SKU's version and whether nothing of it is left to sell, as committed."""
-        states = {}
-        for sku, item in self.items.items():
-            own = self.sku_levels(sku)
-            if own:  # a bundle has no levels of its own: its components speak for it
-                states[sku] = (self.sku_versions.get(sku, item.version),
-                               model.sku_sellable(own, self.today) == 0)
-        return states
-
-    def emit(self, events: list[model.Event], correlation_id: str | None) -> None:
-        self.events.extend((event, correlation_id) for event in events)
-
-    def view(self, sku: str) -> StockView:
-        """The SKU as this transaction left it (no re-read: the answer is the state it wrote,
-        even if another write has already followed)."""
-        own = self.sku_levels(sku)
-        item = self.items[sku]
-        available = model.available_to_sell(sku, {}, {sku: own}, self.today)
-        return stock_view(sku, self.sku_versions.get(sku, item.version), available, own, {},
-                          item)
-
-    def _stock_events(self, sku_versions: dict[str, int]) -> list[DomainEvent]:
-        """Per touched SKU: one stock_changed per touched level, then the SKU's alerts.
-
-        The totals come from the levels this transaction holds (all of the SKU's levels,
-        loaded under its lock), so they cost no extra query.
-        """
-        events: list[DomainEvent] = []
-        for sku, version in sorted(sku_versions.items()):
-            totals = model.stock_totals(self.sku_levels(sku), self.today)
-            events += [model.stock_changed(level, self._reason(level), version, totals)
-                       for level in self.touched.values() if level.sku == sku]
-            events += model.sku_alerts(sku, version, self.available_before.get(sku, 0),
-                                       totals.available, self.items[sku].low_stock_threshold)
-        return events
-
-    def _reason(self, level: StockLevel) -> str:
-        kinds = [e.kind for e in self.entries if (e.sku, e.location) == (level.sku, level.location)]
-        return kinds[-1] if kinds else "change"
-
-
-@dataclass(frozen=True)
-class ReserveRequest:
-    lines: list[Line]
-    channel: str = "web"
-    customer_id: str | None = None
-    ttl_seconds: int | None = None
-
-
-@dataclass(frozen=True)
-class _Hold:
-    """One reservation request, validated, waiting for its batch."""
-
-    request: ReserveRequest
-    lines: list[Line]
-    recipes: model.Recipes
-    channel: model.Channel
-    ttl: timedelta
-    ctx: EntryContext
-
-    @property
-    def scope(self) -> str | None:
-        return self.ctx.idempotency_scope()
-
-    def limited(self, items: dict[str, model.Item]) -> list[Line]:
-        """The lines a per-customer limit applies to (none for an anonymous buyer)."""
-        if self.request.customer_id is None:
-            return []
-        return [line for line in self.lines if items[line.sku].per_customer_limit is not None]
-
-
-class _ReserveBatch:
-    """Decides a batch of holds in arrival order inside one stock transaction.
-
-    Each decision sees the stock, the customer holdings and the idempotency keys left by every
-    earlier one, exactly as if the requests had run one after the other.
-    """
-
-    def __init__(self, tx: StockTx, holds: Sequence[_Hold]) -> None:
-        self.tx = tx
-        self.holds = holds
-        self.created: list[tuple[Reservation, str | None]] = []
-        self.by_scope: dict[str, Reservation] = {}
-        self.held: dict[tuple[str, str], int] = {}
-        # Shortages found per (channel, lines), valid until the next hold is made (holds only
-        # take stock): once a drop is sold out, the rest of its batch is refused at a glance.
-        self.refused: dict[tuple[str, tuple[Line, ...]], list[model.Shortage]] = {}
-
-    async def load(self) -> None:
-        """What earlier transactions decided: keys already used, units customers hold."""
-        conn, now = self.tx.conn, self.tx.now
-        scopes = {scope for hold in self.holds if (scope := hold.scope) is not None}
-        for scope, reservation_id in (await store.reservation_ids_for(conn, scopes)).items():
-            found = await store.get_reservation(conn, reservation_id)
-            assert found is not None
-            self.by_scope[scope] = found
-        limited = {(customer, line.sku) for hold in self.holds
-                   if (customer := hold.request.customer_id) is not None
-                   for line in hold.limited(self.tx.items)}
-        if limited:
-            self.held = await store.held_by_customers(conn, limited, now)
-
-    def decide(self, hold: _Hold) -> Reservation | Exception:
-        scope = hold.scope
-        if scope is not None and scope in self.by_scope:
-            return self.by_scope[scope]  # the same request again: its first outcome, nothing new
-        try:
-            reservation = self._reserve(hold)
-        except (model.InsufficientStock, model.LimitExceeded) as exc:
-            return translated(exc)  # this caller's answer; the batch goes on
-        self.created.append((reservation, scope))
-        if scope is not None:
-            self.by_scope[scope] = reservation
-        return reservation
-
-    def _reserve(self, hold: _Hold) -> Reservation:
-        """Stock first, then the customer's limit: a request that fails both is told the SKU
-        is short, the answer the sold-out flags give without the database."""
-        tx, customer = self.tx, hold.request.customer_id
-        signature = (hold.channel.id, tuple(hold.lines))
-        if (short := self.refused.get(signature)) is not None:
-            raise model.InsufficientStock(short)
-        levels = {sku: tx.levels_in(sku, hold.channel.locations)
-                  for sku in {*(line.sku for line in hold.lines),
-                              *model.explode(hold.lines, hold.recipes)}}
-        try:
-            # The channel's buffer and cap first: a marketplace is never sold more than its
-            # ATS, decided under the same SKU locks as the stock itself.
-            model.check_channel_rules(hold.lines, hold.recipes, levels, tx.today,
-                                      hold.channel.min_shelf_life_days, hold.channel.rules)
-            allocations = model.allocate(hold.lines, hold.recipes, levels, tx.today,
-                                         hold.channel.min_shelf_life_days)
-        except model.InsufficientStock as exc:
-            self.refused[signature] = exc.shortages
-            raise
-        limited = hold.limited(tx.items)
-        for line in limited:
-            model.check_customer_limit(line.sku, tx.items[line.sku].per_customer_limit,
-                                       self.held.get((customer or "", line.sku), 0),
-                                       line.quantity)
-        self.refused.clear()
-        reservation = Reservation.open(new_id(), hold.channel.id, customer, hold.lines,
-                                       allocations, tx.now, hold.ttl)
-        tx.move(reservation.movements(model.delta(reserved=1)),
-                replace(hold.ctx, reference=reservation.id))
-        tx.emit(reservation.events, hold.ctx.correlation_id)
-        for line in limited:
-            key = (customer or "", line.sku)
-            self.held[key] = self.held.get(key, 0) + line.quantity
-        return reservation
-
-
-
-@dataclass(frozen=True)
-class StockView:
-    sku: str
-    version: int
-    available: int
-    totals: model.Buckets
-    levels: list[StockLevel]
-    components: dict[str, int]
-    per_customer_limit: int | None
-    low_stock_threshold: int | None
-
-
-def stock_view(sku: str, version: int, available: int, own: list[StockLevel],
-               components: dict[str, int], item: model.Item | None) -> StockView:
-    return StockView(sku, version, available, model.total_buckets(own), own, components,
-                     item.per_customer_limit if item else None,
-                     item.low_stock_threshold if item else None)
 
 
 @dataclass(frozen=True)
@@ -359,7 +80,7 @@ class InventoryService:
         self._sku_locks = KeyedLocks()
         self._known_locations: set[str] = set()
         self.stock_transactions = 0  # reservation batches that reached the database
-        self._lanes = GroupCommit[frozenset[str], _Hold, Reservation](self._reserve_batch,
+        self._lanes = GroupCommit[frozenset[str], Hold, Reservation](self._reserve_batch,
                                                                       batch_max)
 
     # -- the write path shared by every stock command ---------------------------------------------
@@ -565,21 +286,21 @@ class InventoryService:
         recipes = await self._require_stocked_skus(line_skus, "lines.sku")
         components = model.explode(lines, recipes)
         skus = frozenset(line_skus | set(components))
-        hold = _Hold(request, lines, recipes, await self.channel(request.channel), ttl, ctx)
+        hold = Hold(request, lines, recipes, await self.channel(request.channel), ttl, ctx)
         reservation = await self._lanes.submit(skus, hold)
         _CONFIRMED.inc()
         return reservation
 
     async def _reserve_batch(self, skus: frozenset[str],
-                             holds: Sequence[_Hold]) -> list[Reservation | Exception]:
+                             holds: Sequence[Hold]) -> list[Reservation | Exception]:
         """Decide a batch: first against the sold-out flags (one look for the whole batch),
         then what they do not settle in one stock transaction."""
         outcomes: list[Reservation | Exception | None] = list(
-            await self._refused_from_flags(skus, holds))
+            await refused_by_flags(self.sold_out, self.db, skus, holds))
         pending = [hold for hold, outcome in zip(holds, outcomes, strict=True) if outcome is None]
         if pending:
             async def work(tx: StockTx) -> list[Reservation | Exception]:
-                batch = _ReserveBatch(tx, pending)
+                batch = ReserveBatch(tx, pending)
                 await batch.load()
                 decided = [batch.decide(hold) for hold in pending]
                 await store.insert_reservations(tx.conn, batch.created)
@@ -589,34 +310,6 @@ class InventoryService:
             decided = iter(await self._write(set(skus), work, None))
             outcomes = [next(decided) if outcome is None else outcome for outcome in outcomes]
         return [outcome for outcome in outcomes if outcome is not None]
-
-    async def _refused_from_flags(self, skus: frozenset[str],
-                                  holds: Sequence[_Hold]) -> list[Reservation | Exception | None]:
-        """Per hold: refused without the database when a line needs a SKU flagged as having
-        nothing left anywhere (see `sold_out_ttl_seconds` for how fresh flags are), else None.
-
-        A retried request (same idempotency key) still gets the reservation it made before.
-        """
-        gone = await self.sold_out.raised(skus)
-        if not gone:
-            return [None] * len(holds)
-        outcomes: list[Reservation | Exception | None] = []
-        for hold in holds:
-            short = [model.Shortage(line.sku, line.quantity, 0) for line in hold.lines
-                     if gone & model.components(line.sku, hold.recipes).keys()]
-            outcomes.append(translated(model.InsufficientStock(short)) if short else None)
-        retried: dict[str, list[int]] = {}  # one key may come several times in a batch
-        for i, hold in enumerate(holds):
-            if outcomes[i] is not None and (scope := hold.scope) is not None:
-                retried.setdefault(scope, []).append(i)
-        if retried:
-            async with self.db.read() as conn:
-                for scope, reservation_id in (
-                        await store.reservation_ids_for(conn, retried)).items():
-                    earlier = await store.get_reservation(conn, reservation_id)
-                    for i in retried[scope]:
-                        outcomes[i] = earlier
-        return outcomes
 
     async def get_reservation(self, reservation_id: str) -> Reservation:
         async with self.db.read() as conn:

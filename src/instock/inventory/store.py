@@ -207,9 +207,7 @@ async def list_channels(conn: AsyncConnection) -> list[str]:
 async def lock_items(conn: AsyncConnection, skus: Iterable[str]) -> dict[str, Item]:
     """Create missing item rows and lock all of them, always in sku order (no deadlocks)."""
     ordered = sorted(set(skus))
-    query = sa.select(items).where(items.c.sku.in_(ordered)).order_by(items.c.sku)
-    if conn.dialect.name == "postgresql":
-        query = query.with_for_update()
+    query = sa.select(items).where(items.c.sku.in_(ordered)).order_by(items.c.sku).with_for_update()
     found = {row.sku: _item(row) for row in await conn.execute(query)}
     if len(found) < len(ordered):  # first change of a SKU: create its row, then lock them all
         await insert_missing(conn, items, [{"sku": sku, "version": 0} for sku in ordered])

@@ -10,8 +10,8 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, Field, StringConstraints
 
 from instock.inventory.api import CallerId, LineIn, entry_context
+from instock.inventory.errors import InsufficientStockConflict
 from instock.inventory.model import Line
-from instock.inventory.service import InsufficientStock
 from instock.orders.model import CartStatus, Order, OrderStatus, ReturnLine, Saga, SagaStatus
 from instock.orders.service import OrdersService
 from instock.payments.errors import CircuitOpen, PaymentDeclined, PaymentUnavailable
@@ -203,7 +203,7 @@ def checkout_failure(order: Order, saga: Saga) -> InstockError:
     if kind == "payment_declined":
         return PaymentDeclined(reason, order.payment_id, **extra)
     if kind == "insufficient_stock":
-        return InsufficientStock(reason, **extra)
+        return InsufficientStockConflict(reason, **extra)
     if kind == "hold_expired":
         return HoldExpired(reason, **extra)
     if kind == "circuit_open":

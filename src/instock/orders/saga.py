@@ -22,14 +22,11 @@ import structlog
 from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from instock.inventory.errors import InsufficientStockConflict, InvalidTransition
 from instock.inventory.model import Adjustment as StockAdjustment
 from instock.inventory.model import AdjustmentKind, EntryContext, Line, ReservationStatus
-from instock.inventory.service import (
-    InsufficientStock,
-    InvalidTransition,
-    InventoryService,
-    ReserveRequest,
-)
+from instock.inventory.reservation_batch import ReserveRequest
+from instock.inventory.service import InventoryService
 from instock.orders import store
 from instock.orders.model import Order, OrderStatus, Saga, Step
 from instock.payments.errors import CircuitOpen, PaymentDeclined, PaymentUnavailable
@@ -219,7 +216,7 @@ class SagaRunner:
                 reservation = await self.inventory.reserve(ReserveRequest(
                     [Line(line.sku, line.quantity) for line in order.lines], order.channel,
                     order.customer_id, hold), ctx)
-            except InsufficientStock as exc:
+            except InsufficientStockConflict as exc:
                 raise StepFailed("insufficient_stock", str(exc)) from exc
             held = [reservation.id]
             saga.data["reservation_ids"] = held

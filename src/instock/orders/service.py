@@ -16,8 +16,10 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from instock.catalog.service import CatalogService
+from instock.inventory.errors import InsufficientStockConflict
 from instock.inventory.model import EntryContext, Line, ReservationStatus, merge_lines
-from instock.inventory.service import InsufficientStock, InventoryService, ReserveRequest
+from instock.inventory.reservation_batch import ReserveRequest
+from instock.inventory.service import InventoryService
 from instock.orders import store
 from instock.orders.model import (
     Cart,
@@ -290,7 +292,7 @@ class OrdersService:
             reservation = await self.inventory.reserve(
                 ReserveRequest([Line(line.sku, line.quantity) for line in lines], channel,
                                ttl_seconds=self.settings.checkout_hold_seconds), ctx)
-        except InsufficientStock as exc:
+        except InsufficientStockConflict as exc:
             order.cancel(f"insufficient stock: {exc}", now)
         else:
             if reservation.status is ReservationStatus.ACTIVE:

@@ -22,8 +22,10 @@ from instock.bench.drop.sql import LOCATION, ConditionalUpdate, ForUpdate, OccRe
 from instock.bench.local import scratch_database
 from instock.catalog.model import Product, Variant
 from instock.config import Settings, get_settings
+from instock.inventory.errors import InsufficientStockConflict
 from instock.inventory.model import Adjustment, AdjustmentKind, EntryContext, Line
-from instock.inventory.service import InsufficientStock, InventoryService, ReserveRequest
+from instock.inventory.reservation_batch import ReserveRequest
+from instock.inventory.service import InventoryService
 from instock.migrate import upgrade
 from instock.platform.db import Database
 
@@ -120,7 +122,7 @@ def version_conflicts() -> float:
 
 class Lane:
     """(e) instock's drop lane: every buyer calls `InventoryService.reserve` at once; how
-    requests are combined is the service's business. A refusal is `InsufficientStock`.
+    requests are combined is the service's business. A refusal is `InsufficientStockConflict`.
     Its conflicts are the lane's batch retries if it counts them, else the version conflicts
     the service's metrics counted meanwhile."""
 
@@ -137,7 +139,7 @@ class Lane:
             held = await self.inventory.reserve(
                 ReserveRequest([Line(self.sku, 1)], channel="web", customer_id=f"buyer-{buyer}"),
                 CTX)
-        except InsufficientStock:
+        except InsufficientStockConflict:
             return None
         return held.id
 

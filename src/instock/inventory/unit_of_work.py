@@ -1,0 +1,136 @@
+"""The unit of work of one stock command (`StockTx`) and what it answers (`StockView`).
+
+The service opens a write transaction, locks the SKUs and loads their levels into a `StockTx`;
+the command moves stock through it; `flush` then writes levels (compare-and-swap on the version
+they were read at), ledger entries and outbox events in that same transaction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from instock.inventory import model, store
+from instock.inventory.model import EntryContext, LedgerEntry, Movement, StockLevel
+from instock.platform.bus import outbox
+from instock.platform.bus.envelope import DomainEvent
+
+
+@dataclass
+class StockTx:
+    """The unit of work of one stock command: locked items, their levels, what changed."""
+
+    conn: AsyncConnection
+    items: dict[str, model.Item]
+    levels: dict[tuple[str, str], StockLevel]
+    now: datetime
+    versions_before: dict[tuple[str, str], int] = field(default_factory=dict)
+    # Each SKU's total availability as read, before any movement: alerts compare against it.
+    available_before: dict[str, int] = field(default_factory=dict)
+    touched: dict[tuple[str, str], StockLevel] = field(default_factory=dict)
+    entries: list[LedgerEntry] = field(default_factory=list)
+    # Each event with the correlation id of the request that caused it (a batch has many).
+    events: list[tuple[DomainEvent, str | None]] = field(default_factory=list)
+    sku_versions: dict[str, int] = field(default_factory=dict)  # after flush
+
+    def __post_init__(self) -> None:
+        self.versions_before = {key: level.version for key, level in self.levels.items()}
+        self.available_before = {sku: model.sku_sellable(self.sku_levels(sku), self.today)
+                                 for sku in {sku for sku, _ in self.levels}}
+
+    @property
+    def today(self) -> date:
+        return self.now.date()
+
+    def level(self, sku: str, location: str) -> StockLevel:
+        key = (sku, location)
+        if key not in self.levels:
+            self.levels[key] = StockLevel(sku, location)
+            self.versions_before[key] = 0
+        return self.levels[key]
+
+    def levels_in(self, sku: str, locations: list[str]) -> list[StockLevel]:
+        return [self.levels[(sku, loc)] for loc in locations if (sku, loc) in self.levels]
+
+    def sku_levels(self, sku: str) -> list[StockLevel]:
+        """Every level of the SKU: the transaction loaded all of them under the SKU's lock."""
+        return [level for (s, _), level in sorted(self.levels.items()) if s == sku]
+
+    def move(self, movements: list[Movement], ctx: EntryContext) -> None:
+        for movement in movements:
+            level = self.level(movement.sku, movement.location)
+            level.apply(movement)
+            self.entries.append(LedgerEntry.record(level, movement, ctx, self.now))
+            self.touched[(level.sku, level.location)] = level
+
+    async def flush(self, correlation_id: str | None) -> None:
+        levels = list(self.touched.values())
+        await store.save_levels(self.conn, levels, self.versions_before)
+        await store.insert_entries(self.conn, self.entries)
+        sku_versions = await store.bump_items(self.conn, {level.sku for level in levels})
+        self.sku_versions = sku_versions
+        await outbox.add_each(self.conn, [
+            *((event, correlation_id) for event in self._stock_events(sku_versions)),
+            *self.events])
+
+    def sold_out_states(self) -> dict[str, tuple[int, bool]]:
+        """Each stocked SKU's version and whether nothing of it is left to sell, as committed."""
+        states = {}
+        for sku, item in self.items.items():
+            own = self.sku_levels(sku)
+            if own:  # a bundle has no levels of its own: its components speak for it
+                states[sku] = (self.sku_versions.get(sku, item.version),
+                               model.sku_sellable(own, self.today) == 0)
+        return states
+
+    def emit(self, events: list[model.Event], correlation_id: str | None) -> None:
+        self.events.extend((event, correlation_id) for event in events)
+
+    def view(self, sku: str) -> StockView:
+        """The SKU as this transaction left it (no re-read: the answer is the state it wrote,
+        even if another write has already followed)."""
+        own = self.sku_levels(sku)
+        item = self.items[sku]
+        available = model.available_to_sell(sku, {}, {sku: own}, self.today)
+        return stock_view(sku, self.sku_versions.get(sku, item.version), available, own, {},
+                          item)
+
+    def _stock_events(self, sku_versions: dict[str, int]) -> list[DomainEvent]:
+        """Per touched SKU: one stock_changed per touched level, then the SKU's alerts.
+
+        The totals come from the levels this transaction holds (all of the SKU's levels,
+        loaded under its lock), so they cost no extra query.
+        """
+        events: list[DomainEvent] = []
+        for sku, version in sorted(sku_versions.items()):
+            totals = model.stock_totals(self.sku_levels(sku), self.today)
+            events += [model.stock_changed(level, self._reason(level), version, totals)
+                       for level in self.touched.values() if level.sku == sku]
+            events += model.sku_alerts(sku, version, self.available_before.get(sku, 0),
+                                       totals.available, self.items[sku].low_stock_threshold)
+        return events
+
+    def _reason(self, level: StockLevel) -> str:
+        kinds = [e.kind for e in self.entries if (e.sku, e.location) == (level.sku, level.location)]
+        return kinds[-1] if kinds else "change"
+
+
+@dataclass(frozen=True)
+class StockView:
+    sku: str
+    version: int
+    available: int
+    totals: model.Buckets
+    levels: list[StockLevel]
+    components: dict[str, int]
+    per_customer_limit: int | None
+    low_stock_threshold: int | None
+
+
+def stock_view(sku: str, version: int, available: int, own: list[StockLevel],
+               components: dict[str, int], item: model.Item | None) -> StockView:
+    return StockView(sku, version, available, model.total_buckets(own), own, components,
+                     item.per_customer_limit if item else None,
+                     item.low_stock_threshold if item else None)
