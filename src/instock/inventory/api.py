@@ -338,6 +338,7 @@ async def get_ledger(sku: str | None = None, location: str | None = None,
     entries = await inventory.ledger(sku, limit, after_version, location)
     return LedgerOut(entries=[EntryOut(
         sku=e.sku, location=e.location, version=e.version, kind=e.kind,
-        delta={k: v for k, v in e.delta.as_dict().items() if v}, lot=e.lot, actor=e.actor,
-        reason=e.reason, correlation_id=e.correlation_id, idempotency_key=e.idempotency_key,
-        reference=e.reference, at=e.at, prev_hash=e.prev_hash, hash=e.hash) for e in entries])
+        delta={k: v for k, v in e.delta.as_dict().items() if v}, lot=e.lot,
+        actor=e.context.actor, reason=e.context.reason, correlation_id=e.context.correlation_id,
+        idempotency_key=e.context.idempotency_key, reference=e.context.reference, at=e.at,
+        prev_hash=e.prev_hash, hash=e.hash) for e in entries])

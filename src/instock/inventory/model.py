@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -697,6 +697,8 @@ class EntryContext:
 
 @dataclass(frozen=True)
 class LedgerEntry:
+    """One movement of one stock level, chained to the level's previous entry by its hash."""
+
     sku: str
     location: str
     version: int
@@ -704,11 +706,7 @@ class LedgerEntry:
     delta: Buckets
     lot: str | None
     lot_expires_on: date | None
-    actor: str
-    reason: str
-    correlation_id: str | None
-    idempotency_key: str | None
-    reference: str | None
+    context: EntryContext  # who and why: the command's context, kept whole with each entry
     at: datetime
     prev_hash: str
     hash: str
@@ -720,12 +718,9 @@ class LedgerEntry:
         lot_expires_on = movement.lot_expires_on
         if movement.lot is not None and lot_expires_on is None:
             lot_expires_on = level.lots[movement.lot].expires_on
-        body = dict(sku=level.sku, location=level.location, version=level.version,
-                    kind=movement.kind, delta=movement.delta, lot=movement.lot,
-                    lot_expires_on=lot_expires_on, actor=ctx.actor, reason=ctx.reason,
-                    correlation_id=ctx.correlation_id, idempotency_key=ctx.idempotency_key,
-                    reference=ctx.reference, at=at, prev_hash=level.last_hash)
-        entry = cls(**body, hash=chain_hash(body))  # type: ignore[arg-type]
+        fields_ = (level.sku, level.location, level.version, movement.kind, movement.delta,
+                   movement.lot, lot_expires_on, ctx, at, level.last_hash)
+        entry = cls(*fields_, hash=chain_hash(_hashed_body(*fields_)))
         level.last_hash = entry.hash
         return entry
 
@@ -734,7 +729,20 @@ class LedgerEntry:
                         self.lot_expires_on)
 
     def body(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "hash"}
+        """What the hash covers."""
+        return _hashed_body(self.sku, self.location, self.version, self.kind, self.delta,
+                            self.lot, self.lot_expires_on, self.context, self.at, self.prev_hash)
+
+
+def _hashed_body(sku: str, location: str, version: int, kind: str, delta: Buckets,
+                 lot: str | None, lot_expires_on: date | None, ctx: EntryContext, at: datetime,
+                 prev_hash: str) -> dict[str, Any]:
+    """Every field of an entry but its hash, the context's fields at the top level: the form
+    every chain was hashed in, so stored chains still verify."""
+    return dict(sku=sku, location=location, version=version, kind=kind, delta=delta, lot=lot,
+                lot_expires_on=lot_expires_on, actor=ctx.actor, reason=ctx.reason,
+                correlation_id=ctx.correlation_id, idempotency_key=ctx.idempotency_key,
+                reference=ctx.reference, at=at, prev_hash=prev_hash)
 
 
 def chain_hash(body: Mapping[str, Any]) -> str:

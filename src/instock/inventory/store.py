@@ -13,6 +13,7 @@ from instock.inventory.model import (
     Allocation,
     Buckets,
     Channel,
+    EntryContext,
     Item,
     LedgerEntry,
     Line,
@@ -300,18 +301,22 @@ async def insert_entries(conn: AsyncConnection, entries: Sequence[LedgerEntry]) 
         await insert_rows(conn, ledger, [
             {"sku": e.sku, "location": e.location, "version": e.version, "kind": e.kind,
              **e.delta.as_dict(), "lot": e.lot, "lot_expires_on": e.lot_expires_on,
-             "actor": e.actor, "reason": e.reason, "correlation_id": e.correlation_id,
-             "idempotency_key": e.idempotency_key, "reference": e.reference, "at": e.at,
-             "prev_hash": e.prev_hash, "hash": e.hash} for e in entries])
+             **_context_columns(e.context), "at": e.at, "prev_hash": e.prev_hash,
+             "hash": e.hash} for e in entries])
+
+
+def _context_columns(ctx: EntryContext) -> dict[str, str | None]:
+    return {"actor": ctx.actor, "reason": ctx.reason, "correlation_id": ctx.correlation_id,
+            "idempotency_key": ctx.idempotency_key, "reference": ctx.reference}
 
 
 def _entry(row: Any) -> LedgerEntry:
     return LedgerEntry(
         sku=row.sku, location=row.location, version=row.version, kind=row.kind,
-        delta=_buckets(row), lot=row.lot, lot_expires_on=row.lot_expires_on, actor=row.actor,
-        reason=row.reason, correlation_id=row.correlation_id,
-        idempotency_key=row.idempotency_key, reference=row.reference, at=row.at,
-        prev_hash=row.prev_hash, hash=row.hash)
+        delta=_buckets(row), lot=row.lot, lot_expires_on=row.lot_expires_on,
+        context=EntryContext(row.actor, row.reason, row.correlation_id, row.idempotency_key,
+                             row.reference),
+        at=row.at, prev_hash=row.prev_hash, hash=row.hash)
 
 
 async def ledger_entries(conn: AsyncConnection, sku: str | None = None, limit: int | None = None,
