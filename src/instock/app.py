@@ -125,7 +125,9 @@ def build(settings: Settings | None = None) -> Container:
         attempts=settings.webhook_attempts, backoff_base=settings.webhook_backoff_base_seconds,
         backoff_max=settings.webhook_backoff_max_seconds,
         timeout=settings.webhook_timeout_seconds))
-    payments = PaymentsService(db, make_provider(settings))
+    payments = PaymentsService(
+        db, make_provider(settings),
+        webhook_tolerance_seconds=settings.payments_webhook_tolerance_seconds)
     runner = SagaRunner(db, inventory_service, payments, SagaSettings(
         settings.saga_lease_seconds, settings.saga_max_attempts, settings.saga_kill_after))
     orders = OrdersService(db, catalog_service, inventory_service, runner, OrderSettings(

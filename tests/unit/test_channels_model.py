@@ -1,13 +1,24 @@
 """The channels model, pure: when a listing is pushed (coalesced, never older after newer),
-pacing, drift."""
+pacing, drift, and what a marketplace's feed event asks for."""
 
 from __future__ import annotations
 
+from decimal import Decimal
+
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from instock.channels import model
-from instock.channels.model import Decision, Drift, ListingState
+from instock.channels.model import (
+    Decision,
+    Drift,
+    FeedDelivery,
+    FeedError,
+    FeedLine,
+    ListingState,
+    OrderWork,
+)
 
 
 def state(changes: int = 1, pushed_changes: int = 0, version: int | None = None,
@@ -88,3 +99,37 @@ def test_drift_names_each_difference_and_ignores_unlisted_skus_we_do_not_sell() 
     theirs = {"A": 5, "B": 3, "E": 1}
     assert model.drift(ours, theirs) == [Drift("B", 0, 3), Drift("C", 2, None),
                                          Drift("E", 0, 1)]
+
+
+# -- the order feed: which feed event becomes which work ------------------------------------
+
+LINE = FeedLine("SKU-1", 2, Decimal("19.90"))
+
+
+def test_an_order_created_becomes_created_work_with_its_lines_and_currency() -> None:
+    delivery = model.feed_event("evt-1", "order.created", "ord-1", [LINE], "USD", None)
+    assert delivery == FeedDelivery("evt-1", OrderWork.CREATED, "ord-1", (LINE,), currency="USD")
+
+
+def test_an_order_cancelled_becomes_cancelled_work_with_its_reason() -> None:
+    delivery = model.feed_event("evt-2", "order.cancelled", "ord-1", [], "EUR", "fraud")
+    assert delivery == FeedDelivery("evt-2", OrderWork.CANCELLED, "ord-1", reason="fraud")
+
+
+@pytest.mark.parametrize("reason", [None, ""])
+def test_a_cancellation_without_a_reason_is_the_buyers(reason: str | None) -> None:
+    delivery = model.feed_event("evt-2", "order.cancelled", "ord-1", [LINE], "EUR", reason)
+    assert delivery is not None and delivery.reason == "cancelled by the buyer"
+    assert delivery.lines == ()  # a cancellation carries no lines even when sent some
+
+
+@pytest.mark.parametrize("kind", ["order.shipped", "order.updated", "ORDER.CREATED", ""])
+def test_a_kind_instock_does_not_act_on_is_ignored(kind: str) -> None:
+    assert model.feed_event("evt-3", kind, "ord-1", [LINE], "EUR", None) is None
+
+
+def test_an_order_created_without_lines_is_refused() -> None:
+    with pytest.raises(FeedError) as refused:
+        model.feed_event("evt-4", "order.created", "ord-1", [], "EUR", None)
+    assert (refused.value.field, refused.value.reason) == (
+        "data.order.lines", "an order needs at least one line")

@@ -4,21 +4,15 @@ order webhook."""
 from __future__ import annotations
 
 from datetime import datetime
-from decimal import Decimal
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Header, Request
-from pydantic import BaseModel, Field, StringConstraints, ValidationError
+from pydantic import BaseModel, Field, StringConstraints
 
-from instock.channels.events import (
-    ChannelOrderCancelled,
-    ChannelOrderReceived,
-    MarketplaceOrderLine,
-)
 from instock.channels.model import Connection
 from instock.channels.service import ChannelsService
 from instock.platform.auth import STAFF, Principal, Role, requires
-from instock.platform.errors import ValidationFailed, problem_responses
+from instock.platform.errors import problem_responses
 from instock.platform.ids import CALLER_ID_PATTERN
 from instock.platform.telemetry import correlation_id
 from instock.platform.text import Printable
@@ -27,7 +21,6 @@ router = APIRouter(tags=["channels"], responses=problem_responses(400, 401, 403,
 
 CallerId = Annotated[str, StringConstraints(pattern=CALLER_ID_PATTERN)]
 Secret = Annotated[Printable, StringConstraints(min_length=16, max_length=500)]
-ExternalId = Annotated[Printable, StringConstraints(min_length=1, max_length=128)]
 
 
 async def service(request: Request) -> ChannelsService:
@@ -116,44 +109,10 @@ async def get_order_work(channel_id: str, principal: Principal = Depends(require
 # -- the marketplace's webhook ---------------------------------------------------------------
 
 
-class FeedLineIn(BaseModel):
-    sku: CallerId
-    quantity: int = Field(ge=1, le=10_000)
-    price: Decimal = Field(ge=0, max_digits=18, decimal_places=4)
-
-
-class FeedOrderIn(BaseModel):
-    id: ExternalId
-    lines: list[FeedLineIn] = Field(default_factory=list, max_length=100)
-    currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")] = "EUR"
-    reason: Annotated[str, StringConstraints(max_length=500)] | None = None
-
-
-class FeedDataIn(BaseModel):
-    order: FeedOrderIn
-
-
-class FeedEventIn(BaseModel):
-    """A marketplace webhook delivery (StockX/GOAT style): an id, a type, the order."""
-
-    id: ExternalId
-    type: Annotated[str, StringConstraints(max_length=64)]
-    data: FeedDataIn
-
-
 class WebhookAck(BaseModel):
     received: bool = True
     duplicate: bool = Field(default=False, description="this delivery was received before")
     ignored: bool = Field(default=False, description="an event type instock does not act on")
-
-
-def parse_feed(body: bytes) -> FeedEventIn:
-    try:
-        return FeedEventIn.model_validate_json(body)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(part) for part in first.get("loc", ())) or "body"
-        raise ValidationFailed(field, first.get("msg", "invalid")) from exc
 
 
 @router.post("/v1/webhooks/marketplaces/{channel_id}", response_model=WebhookAck)
@@ -167,24 +126,6 @@ async def marketplace_webhook(channel_id: str, request: Request,
     The body (read raw: the signature is over its bytes, checked before it is parsed) is
     `{"id": event id, "type": "order.created" | "order.cancelled", "data": {"order": {"id",
     "lines": [{"sku", "quantity", "price"}], "currency", "reason"}}}`."""
-    body = await request.body()
-    await channels.verify_webhook(channel_id, body, marketplace_signature)
-    feed = parse_feed(body)
-    order = feed.data.order
-    event: ChannelOrderReceived | ChannelOrderCancelled
-    if feed.type == "order.created":
-        if not order.lines:
-            raise ValidationFailed("data.order.lines", "an order needs at least one line")
-        event = ChannelOrderReceived(
-            channel=channel_id, external_id=order.id, marketplace_event_id=feed.id,
-            currency=order.currency,
-            lines=[MarketplaceOrderLine(sku=line.sku, quantity=line.quantity,
-                                        unit_price=line.price) for line in order.lines])
-    elif feed.type == "order.cancelled":
-        event = ChannelOrderCancelled(channel=channel_id, external_id=order.id,
-                                      marketplace_event_id=feed.id,
-                                      reason=order.reason or "cancelled by the buyer")
-    else:
-        return WebhookAck(ignored=True)  # acknowledged, so the marketplace stops resending
-    new = await channels.receive(channel_id, feed.id, event, correlation_id(request))
-    return WebhookAck(duplicate=not new)
+    receipt = await channels.receive_webhook(channel_id, await request.body(),
+                                             marketplace_signature, correlation_id(request))
+    return WebhookAck(duplicate=receipt.duplicate, ignored=receipt.ignored)

@@ -11,6 +11,7 @@ state after the previous push, a marketplace is never sent an older value after 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
@@ -133,3 +134,47 @@ class WorkState(StrEnum):
     PENDING = "pending"
     DONE = "done"
     FAILED = "failed"  # gave up after the attempts allowed; visible in channel_orders
+
+
+class FeedError(ValueError):
+    """A marketplace feed event instock cannot act on as sent: `field` says where."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+# Which feed event kinds become which work; any other kind is acknowledged and ignored, so the
+# marketplace stops resending an event instock has no use for.
+FEED_KINDS = {"order.created": OrderWork.CREATED, "order.cancelled": OrderWork.CANCELLED}
+DEFAULT_CANCEL_REASON = "cancelled by the buyer"
+
+
+@dataclass(frozen=True)
+class FeedDelivery:
+    """One marketplace feed event, understood: what it asks of one of its orders."""
+
+    event_id: str  # the marketplace's id of the delivery: a repeat carries the same one
+    work: OrderWork
+    external_id: str  # the marketplace's order id
+    lines: tuple[FeedLine, ...] = ()  # created: what was bought
+    currency: str = ""  # created: the currency of the prices
+    reason: str = ""  # cancelled: why
+
+
+def feed_event(event_id: str, kind: str, external_id: str, lines: Sequence[FeedLine],
+               currency: str, reason: str | None) -> FeedDelivery | None:
+    """The work a feed event asks for; None for a kind instock does not act on.
+
+    Raises FeedError for an order created without lines (there is nothing to fill). A
+    cancellation without a reason is the buyer's."""
+    work = FEED_KINDS.get(kind)
+    if work is OrderWork.CREATED:
+        if not lines:
+            raise FeedError("data.order.lines", "an order needs at least one line")
+        return FeedDelivery(event_id, work, external_id, tuple(lines), currency=currency)
+    if work is OrderWork.CANCELLED:
+        return FeedDelivery(event_id, work, external_id,
+                            reason=reason or DEFAULT_CANCEL_REASON)
+    return None

@@ -22,19 +22,20 @@ import httpx
 import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from instock.channels import model, store
+from instock.channels import model, store, wire
 from instock.channels.connector import ConnectorError, ConnectorFactory
 from instock.channels.events import ChannelOrderCancelled, ChannelOrderReceived
 from instock.channels.model import Connection, Decision, OrderWork
 from instock.inventory.events import ChannelChanged, StockChanged
 from instock.inventory.service import InventoryService
 from instock.orders.model import OrderLine
-from instock.platform import inbound, signatures
+from instock.platform import inbound
 from instock.platform.bus import Envelope
 from instock.platform.bus.consumer import ConsumerSpec
 from instock.platform.bus.envelope import DomainEvent
 from instock.platform.db import Database, signal, utcnow
-from instock.platform.errors import Conflict, InstockError, NotFound, ValidationFailed
+from instock.platform.errors import Conflict, NotFound, ValidationFailed
+from instock.platform.receipts import Receipt
 from instock.platform.retry import backoff
 
 log = structlog.get_logger(__name__)
@@ -51,13 +52,6 @@ ORDER_CLAIM_SECONDS = 120.0
 def retry_pause(failures: int) -> timedelta:
     """How long a failed push or marketplace order waits before its next try."""
     return timedelta(seconds=backoff(failures, base=1.0, cap=300.0))
-
-
-class WebhookSignatureRejected(InstockError):
-    status, slug, title = 400, "webhook-signature", "The webhook signature was not accepted"
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason, errors=[{"field": "Marketplace-Signature", "reason": reason}])
 
 
 class MarketplaceOrders(Protocol):
@@ -141,15 +135,21 @@ class ChannelsService:
 
     # -- the webhook feed -------------------------------------------------------------------------
 
-    async def verify_webhook(self, channel_id: str, body: bytes, header: str | None) -> None:
-        """The signature with the channel's secret is the webhook's only credential; a
-        timestamp outside the tolerance is a replay."""
+    async def receive_webhook(self, channel_id: str, body: bytes, signature: str | None,
+                              correlation_id: str | None = None) -> Receipt:
+        """Take one delivery of the channel's marketplace: verified before it is read, then
+        recorded once for the `marketplace-orders` consumer. An event kind instock does not
+        act on is acknowledged and dropped. Raises NotFound (no connection),
+        WebhookSignatureRejected, ValidationFailed."""
+        # The signature with the channel's secret is the webhook's only credential.
         connection = await self.connection(channel_id)
-        try:
-            signatures.verify(body, header, connection.webhook_secret,
-                              tolerance_seconds=self.webhook_tolerance)
-        except signatures.SignatureError as exc:
-            raise WebhookSignatureRejected(str(exc)) from exc
+        wire.verify(body, signature, connection.webhook_secret, self.webhook_tolerance)
+        delivery = wire.read_feed(body)
+        if delivery is None:
+            return Receipt(ignored=True)
+        new = await self.receive(channel_id, delivery.event_id,
+                                 wire.order_event(channel_id, delivery), correlation_id)
+        return Receipt(duplicate=not new)
 
     async def receive(self, channel_id: str, event_id: str, event: DomainEvent,
                       correlation_id: str | None = None) -> bool:

@@ -1,5 +1,5 @@
-"""Payment use cases (authorise, capture, void, refund) for the checkout saga, and the consumer
-that applies the provider's webhooks to the payments.
+"""Payment use cases (authorise, capture, void, refund) for the checkout saga, taking the
+provider's webhooks, and the consumer that applies them to the payments.
 
 No database transaction is open while the provider is called: each command reads or records
 the payment in a short transaction, calls the provider (through `providers.Resilient`), then
@@ -16,21 +16,24 @@ payment it already made instead of charging twice.
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from instock.payments import model, store
+from instock.payments import model, store, wire
 from instock.payments.errors import PaymentDeclined, PaymentStateConflict
 from instock.payments.events import PaymentProviderEvent
 from instock.payments.model import Observation, Payment, PaymentStatus
 from instock.payments.providers import PaymentProvider
+from instock.platform import inbound
 from instock.platform.bus import Envelope
 from instock.platform.bus.consumer import ConsumerSpec
 from instock.platform.db import Database, utcnow
 from instock.platform.errors import IdempotencyKeyReused, NotFound, ValidationFailed
 from instock.platform.ids import new_id
+from instock.platform.receipts import Receipt
 
 S = PaymentStatus
 log = structlog.get_logger(__name__)
@@ -38,9 +41,12 @@ CURRENCY = re.compile(r"^[A-Z]{3}$")
 
 
 class PaymentsService:
-    def __init__(self, db: Database, provider: PaymentProvider) -> None:
+    def __init__(self, db: Database, provider: PaymentProvider, *,
+                 webhook_tolerance_seconds: float = 300) -> None:
         self.db = db
         self.provider = provider
+        # How old a webhook's signature may be before it counts as a replay.
+        self.webhook_tolerance = webhook_tolerance_seconds
 
     async def authorise(self, *, order_id: str, amount: Decimal, currency: str,
                         idempotency_key: str) -> Payment:
@@ -104,6 +110,33 @@ class PaymentsService:
         # less left, and the provider recognises the key; it refuses a real over-refund.
         return await self._apply(payment.id, await self.provider.refund(
             payment.provider_ref, minor, idempotency_key=idempotency_key))
+
+    async def receive_webhook(self, provider: str, body: bytes, signature: str | None,
+                              correlation_id: str | None = None) -> Receipt:
+        """Take one of the provider's webhook deliveries: verify its signature (its only
+        credential) and age, read it, and record it once; the `payment-events` consumer
+        applies it. An event that says nothing about a payment is acknowledged and dropped.
+        Raises NotFound (no such provider here), WebhookSignatureInvalid, ValidationFailed."""
+        if provider != self.provider.name:
+            raise NotFound(f"no payment provider {provider!r} is configured here")
+        event = self.provider.read_webhook(body, signature, self.webhook_tolerance)
+        try:
+            read = wire.read_event(event)
+        except (KeyError, TypeError, ValueError) as exc:  # signed by the provider, yet malformed
+            raise ValidationFailed("body", f"not a payment event the provider sends: {exc!r}") \
+                from None
+        if read is None:
+            return Receipt(ignored=True)
+        news = read.news
+        fresh = await inbound.receive(
+            self.db, f"payments:{provider}", read.id, PaymentProviderEvent(
+                provider=provider, event_id=read.id, event_type=read.type,
+                created=datetime.fromtimestamp(read.created, UTC), payment_id=read.payment_id,
+                provider_ref=read.provider_ref, status=news.status,
+                amount_captured=news.amount_captured, amount_refunded=news.amount_refunded,
+                decline_reason=news.decline_reason),
+            correlation_id)
+        return Receipt(duplicate=not fresh)
 
     async def get(self, payment_id: str) -> Payment:
         async with self.db.read() as conn:

@@ -4,7 +4,7 @@ A sender (a payment provider, a marketplace) retries until it gets a 2xx, so it 
 fast, and it delivers some events twice. `receive` records the sender's event id and writes the
 context's event to the outbox in one transaction: a duplicate finds the receipt and adds
 nothing, and the relay publishes the event for a consumer to act on, with the bus's retries and
-dead letters behind it. Checking the signature happens before, in the context's route.
+dead letters behind it. Checking the signature happens before, in the context's service.
 """
 
 from __future__ import annotations
