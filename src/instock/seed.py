@@ -7,8 +7,9 @@ from decimal import Decimal
 
 from instock.app import Container
 from instock.catalog.model import Product, Variant
-from instock.inventory.model import Adjustment, AdjustmentKind, Channel, EntryContext
+from instock.inventory.model import Adjustment, AdjustmentKind, Channel
 from instock.platform.db import utcnow
+from instock.platform.entry_context import EntryContext
 from instock.platform.errors import AlreadyExists
 
 SEED = EntryContext(actor="seed:demo", reason="demo data")

@@ -8,7 +8,8 @@ from decimal import Decimal
 
 from instock.app import Container
 from instock.catalog.model import Product, Variant
-from instock.inventory.model import Adjustment, AdjustmentKind, EntryContext
+from instock.inventory.model import Adjustment, AdjustmentKind
+from instock.platform.entry_context import EntryContext
 from instock.platform.errors import AlreadyExists
 
 CTX = EntryContext(actor="test", reason="test")

@@ -16,8 +16,9 @@ from hypothesis import strategies as st
 
 from instock.app import Container, build
 from instock.inventory.errors import CustomerLimitExceeded, InsufficientStockConflict
-from instock.inventory.model import EntryContext, Line, Reservation
+from instock.inventory.model import Line, Reservation
 from instock.inventory.reservation_batch import ReserveRequest
+from instock.platform.entry_context import EntryContext
 from instock.platform.errors import InstockError
 from tests.integration.helpers import CTX, add_location, add_product, receive, stocked
 from tests.support import REDIS_URL, make_settings

@@ -12,7 +12,6 @@ from instock.inventory.model import (
     Adjustment,
     AdjustmentKind,
     Buckets,
-    EntryContext,
     LedgerEntry,
     Line,
     Reservation,
@@ -20,6 +19,7 @@ from instock.inventory.model import (
     StockLevel,
     delta,
 )
+from instock.platform.entry_context import EntryContext
 
 TODAY = date(2026, 11, 21)
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)

@@ -583,7 +583,8 @@ async def service_driver(server: Server) -> AsyncIterator[Write]:
     """Adjust stock through InventoryService in this process, on the server's database."""
     from instock.app import build
     from instock.config import Settings
-    from instock.inventory.model import Adjustment, AdjustmentKind, EntryContext
+    from instock.inventory.model import Adjustment, AdjustmentKind
+    from instock.platform.entry_context import EntryContext
 
     settings = Settings(database_url=server.database_url, jwt_secret=server.secret,
                         bus_url="memory://", run_relay=False, run_sweeper=False,

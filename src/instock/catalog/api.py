@@ -13,12 +13,11 @@ from instock.catalog.service import CatalogService
 from instock.platform.auth import STAFF, Principal, Role, requires
 from instock.platform.errors import ValidationFailed, problem_responses
 from instock.platform.etags import etag, parse_if_match
-from instock.platform.ids import CALLER_ID_PATTERN
+from instock.platform.http import CallerId
 
 router = APIRouter(prefix="/v1/products", tags=["catalog"],
                    responses=problem_responses(400, 401, 403, 404, 409, 422))
 
-CallerId = Annotated[str, StringConstraints(pattern=CALLER_ID_PATTERN)]
 Text = Annotated[str, StringConstraints(min_length=1, max_length=300, strip_whitespace=True)]
 ShortText = Annotated[str, StringConstraints(min_length=1, max_length=120, strip_whitespace=True)]
 Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]

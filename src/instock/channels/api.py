@@ -13,13 +13,12 @@ from instock.channels.model import Connection
 from instock.channels.service import ChannelsService
 from instock.platform.auth import STAFF, Principal, Role, requires
 from instock.platform.errors import problem_responses
-from instock.platform.ids import CALLER_ID_PATTERN
+from instock.platform.http import CallerId
 from instock.platform.telemetry import correlation_id
 from instock.platform.text import Printable
 
 router = APIRouter(tags=["channels"], responses=problem_responses(400, 401, 403, 404, 409, 422))
 
-CallerId = Annotated[str, StringConstraints(pattern=CALLER_ID_PATTERN)]
 Secret = Annotated[Printable, StringConstraints(min_length=16, max_length=500)]
 
 

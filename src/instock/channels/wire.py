@@ -19,10 +19,9 @@ from instock.channels.events import (
 from instock.channels.model import FeedDelivery, FeedLine, OrderWork
 from instock.platform import signatures
 from instock.platform.errors import InstockError, ValidationFailed
-from instock.platform.ids import CALLER_ID_PATTERN
+from instock.platform.http import CallerId
 from instock.platform.text import Printable
 
-CallerId = Annotated[str, StringConstraints(pattern=CALLER_ID_PATTERN)]
 ExternalId = Annotated[Printable, StringConstraints(min_length=1, max_length=128)]
 
 

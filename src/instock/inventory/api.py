@@ -11,20 +11,18 @@ from pydantic import BaseModel, Field, StringConstraints
 
 from instock.inventory import model
 from instock.inventory.events import StockBuckets
-from instock.inventory.model import Adjustment, AdjustmentKind, EntryContext, Line, Reservation
+from instock.inventory.model import Adjustment, AdjustmentKind, Line, Reservation
 from instock.inventory.reservation_batch import ReserveRequest
 from instock.inventory.service import InventoryService
 from instock.inventory.unit_of_work import StockView
 from instock.platform.auth import STAFF, Principal, Role, requires
 from instock.platform.errors import problem_responses
 from instock.platform.etags import etag, parse_if_match
-from instock.platform.ids import CALLER_ID_PATTERN
-from instock.platform.telemetry import correlation_id
+from instock.platform.http import CallerId, LineIn, entry_context
 
 router = APIRouter(tags=["inventory"],
                    responses=problem_responses(400, 401, 403, 404, 409, 412, 422))
 
-CallerId = Annotated[str, StringConstraints(pattern=CALLER_ID_PATTERN)]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
 Quantity = Annotated[int, Field(ge=0, le=1_000_000_000)]
 
@@ -37,12 +35,6 @@ RESERVERS = requires(Role.CUSTOMER, Role.SERVICE, Role.SUPPORT)
 async def service(request: Request) -> InventoryService:
     svc: InventoryService = request.app.state.inventory
     return svc
-
-
-def entry_context(request: Request, principal: Principal, reason: str = "") -> EntryContext:
-    return EntryContext(actor=f"{principal.role.value}:{principal.subject}", reason=reason,
-                        correlation_id=correlation_id(request),
-                        idempotency_key=getattr(request.state, "idempotency_key", None))
 
 
 # -- locations and channels ------------------------------------------------------------------
@@ -202,11 +194,6 @@ async def set_policy(sku: str, body: PolicyIn, response: Response,
 
 
 # -- reservations ----------------------------------------------------------------------------
-
-
-class LineIn(BaseModel):
-    sku: CallerId
-    quantity: int = Field(ge=1, le=10_000)
 
 
 class ReservationIn(BaseModel):

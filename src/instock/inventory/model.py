@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -678,21 +678,20 @@ class Reservation:
 # The ledger
 
 
-@dataclass(frozen=True)
-class EntryContext:
-    """Who and why, shared by every entry of one command."""
+class Provenance(Protocol):
+    """Who and why a movement was made (platform's EntryContext is one): recorded, and hashed,
+    with each ledger entry."""
 
-    actor: str
-    reason: str = ""
-    correlation_id: str | None = None
-    idempotency_key: str | None = None
-    reference: str | None = None
-
-    def idempotency_scope(self) -> str | None:
-        """The caller's key made unique across callers, or None without a key."""
-        if self.idempotency_key is None:
-            return None
-        return hashlib.sha256(f"{self.actor}\0{self.idempotency_key}".encode()).hexdigest()
+    @property
+    def actor(self) -> str: ...
+    @property
+    def reason(self) -> str: ...
+    @property
+    def correlation_id(self) -> str | None: ...
+    @property
+    def idempotency_key(self) -> str | None: ...
+    @property
+    def reference(self) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -706,13 +705,13 @@ class LedgerEntry:
     delta: Buckets
     lot: str | None
     lot_expires_on: date | None
-    context: EntryContext  # who and why: the command's context, kept whole with each entry
+    context: Provenance  # who and why: the command's context, kept whole with each entry
     at: datetime
     prev_hash: str
     hash: str
 
     @classmethod
-    def record(cls, level: StockLevel, movement: Movement, ctx: EntryContext,
+    def record(cls, level: StockLevel, movement: Movement, ctx: Provenance,
                at: datetime) -> LedgerEntry:
         """Chain an already-applied movement onto its level's history."""
         lot_expires_on = movement.lot_expires_on
@@ -735,7 +734,7 @@ class LedgerEntry:
 
 
 def _hashed_body(sku: str, location: str, version: int, kind: str, delta: Buckets,
-                 lot: str | None, lot_expires_on: date | None, ctx: EntryContext, at: datetime,
+                 lot: str | None, lot_expires_on: date | None, ctx: Provenance, at: datetime,
                  prev_hash: str) -> dict[str, Any]:
     """Every field of an entry but its hash, the context's fields at the top level: the form
     every chain was hashed in, so stored chains still verify."""

@@ -15,9 +15,10 @@ from datetime import timedelta
 
 from instock.inventory import model, store
 from instock.inventory.errors import translated
-from instock.inventory.model import EntryContext, Line, Reservation
+from instock.inventory.model import Line, Reservation
 from instock.inventory.unit_of_work import StockTx
 from instock.platform.db import Database
+from instock.platform.entry_context import EntryContext
 from instock.platform.flags import VersionedFlags
 from instock.platform.ids import new_id
 

@@ -16,19 +16,13 @@ from instock.catalog.service import CatalogService
 from instock.inventory import model, store
 from instock.inventory.errors import InvalidTransition, domain_errors
 from instock.inventory.events import ChannelChanged
-from instock.inventory.model import (
-    Adjustment,
-    AdjustmentKind,
-    EntryContext,
-    LedgerEntry,
-    Movement,
-    Reservation,
-)
+from instock.inventory.model import Adjustment, AdjustmentKind, LedgerEntry, Movement, Reservation
 from instock.inventory.reservation_batch import Hold, ReserveBatch, ReserveRequest, refused_by_flags
 from instock.inventory.unit_of_work import StockTx, StockView, stock_view
 from instock.platform.batching import GroupCommit
 from instock.platform.bus import outbox
 from instock.platform.db import Database, utcnow
+from instock.platform.entry_context import EntryContext
 from instock.platform.errors import (
     AlreadyExists,
     NotFound,

@@ -13,16 +13,17 @@ from instock.inventory.model import (
     Allocation,
     Buckets,
     Channel,
-    EntryContext,
     Item,
     LedgerEntry,
     Line,
     Lot,
+    Provenance,
     Reservation,
     ReservationStatus,
     StockLevel,
 )
 from instock.platform.db import UTCDateTime, insert_missing, insert_rows, metadata, upsert
+from instock.platform.entry_context import EntryContext
 from instock.platform.errors import VersionConflict
 
 BUCKET_COLUMNS = [sa.Column(name, sa.BigInteger, nullable=False, server_default="0")
@@ -305,7 +306,7 @@ async def insert_entries(conn: AsyncConnection, entries: Sequence[LedgerEntry]) 
              "hash": e.hash} for e in entries])
 
 
-def _context_columns(ctx: EntryContext) -> dict[str, str | None]:
+def _context_columns(ctx: Provenance) -> dict[str, str | None]:
     return {"actor": ctx.actor, "reason": ctx.reason, "correlation_id": ctx.correlation_id,
             "idempotency_key": ctx.idempotency_key, "reference": ctx.reference}
 

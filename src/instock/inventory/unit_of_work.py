@@ -13,9 +13,10 @@ from datetime import date, datetime
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from instock.inventory import model, store
-from instock.inventory.model import EntryContext, LedgerEntry, Movement, StockLevel
+from instock.inventory.model import LedgerEntry, Movement, StockLevel
 from instock.platform.bus import outbox
 from instock.platform.bus.envelope import DomainEvent
+from instock.platform.entry_context import EntryContext
 
 
 @dataclass

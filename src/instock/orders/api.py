@@ -9,7 +9,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, Field, StringConstraints
 
-from instock.inventory.api import CallerId, LineIn, entry_context
 from instock.inventory.errors import InsufficientStockConflict
 from instock.inventory.model import Line
 from instock.orders.model import CartStatus, Order, OrderStatus, ReturnLine, Saga, SagaStatus
@@ -17,6 +16,7 @@ from instock.orders.service import OrdersService
 from instock.payments.errors import CircuitOpen, PaymentDeclined, PaymentUnavailable
 from instock.platform.auth import STAFF, Principal, Role, requires
 from instock.platform.errors import Conflict, InstockError, problem_responses
+from instock.platform.http import CallerId, LineIn, entry_context
 from instock.platform.telemetry import correlation_id
 from instock.platform.text import Printable
 

@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from instock.inventory.errors import InsufficientStockConflict, InvalidTransition
 from instock.inventory.model import Adjustment as StockAdjustment
-from instock.inventory.model import AdjustmentKind, EntryContext, Line, ReservationStatus
+from instock.inventory.model import AdjustmentKind, Line, ReservationStatus
 from instock.inventory.reservation_batch import ReserveRequest
 from instock.inventory.service import InventoryService
 from instock.orders import store
@@ -34,6 +34,7 @@ from instock.payments.model import PaymentStatus
 from instock.payments.service import PaymentsService
 from instock.platform.bus import outbox
 from instock.platform.db import Database, utcnow
+from instock.platform.entry_context import EntryContext
 from instock.platform.errors import Conflict, NotFound
 from instock.platform.ids import new_id
 from instock.platform.retry import backoff

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from instock.catalog.service import CatalogService
 from instock.inventory.errors import InsufficientStockConflict
-from instock.inventory.model import EntryContext, Line, ReservationStatus, merge_lines
+from instock.inventory.model import Line, ReservationStatus, merge_lines
 from instock.inventory.reservation_batch import ReserveRequest
 from instock.inventory.service import InventoryService
 from instock.orders import store
@@ -34,6 +34,7 @@ from instock.orders.model import (
 from instock.orders.saga import SagaRunner
 from instock.platform.bus import outbox
 from instock.platform.db import Database, utcnow
+from instock.platform.entry_context import EntryContext
 from instock.platform.errors import Conflict, NotFound, ValidationFailed
 from instock.platform.ids import new_id
 

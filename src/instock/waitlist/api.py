@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
-from pydantic import BaseModel, StringConstraints
+from pydantic import BaseModel
 
 from instock.platform.auth import Principal, Role, requires
 from instock.platform.errors import ValidationFailed, problem_responses
-from instock.platform.ids import CALLER_ID_PATTERN
+from instock.platform.http import CallerId
 from instock.waitlist.model import Entry
 from instock.waitlist.service import WaitlistService
 
 router = APIRouter(tags=["waitlist"], responses=problem_responses(400, 401, 403, 404, 422))
-CallerId = Annotated[str, StringConstraints(pattern=CALLER_ID_PATTERN)]
 MEMBERS = requires(Role.CUSTOMER, Role.SUPPORT, Role.SERVICE)
 
 

@@ -23,11 +23,12 @@ from instock.bench.local import scratch_database
 from instock.catalog.model import Product, Variant
 from instock.config import Settings, get_settings
 from instock.inventory.errors import InsufficientStockConflict
-from instock.inventory.model import Adjustment, AdjustmentKind, EntryContext, Line
+from instock.inventory.model import Adjustment, AdjustmentKind, Line
 from instock.inventory.reservation_batch import ReserveRequest
 from instock.inventory.service import InventoryService
 from instock.migrate import upgrade
 from instock.platform.db import Database
+from instock.platform.entry_context import EntryContext
 
 CTX = EntryContext(actor="bench:drop", reason="bench")
 PER_REQUEST = {s.name: s for s in (ForUpdate, OccRetry, ConditionalUpdate)}

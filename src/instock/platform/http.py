@@ -1,0 +1,29 @@
+"""Request types and helpers that several contexts' routes share."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Request
+from pydantic import BaseModel, Field, StringConstraints
+
+from instock.platform.auth import Principal
+from instock.platform.entry_context import EntryContext
+from instock.platform.ids import CALLER_ID_PATTERN
+from instock.platform.telemetry import correlation_id
+
+# An id the caller chose (a SKU, a location, a channel): see CALLER_ID_PATTERN.
+CallerId = Annotated[str, StringConstraints(pattern=CALLER_ID_PATTERN)]
+
+
+class LineIn(BaseModel):
+    sku: CallerId
+    quantity: int = Field(ge=1, le=10_000)
+
+
+def entry_context(request: Request, principal: Principal, reason: str = "") -> EntryContext:
+    """The command's who and why: the caller, the reason, and the request's correlation id
+    and idempotency key."""
+    return EntryContext(actor=f"{principal.role.value}:{principal.subject}", reason=reason,
+                        correlation_id=correlation_id(request),
+                        idempotency_key=getattr(request.state, "idempotency_key", None))
