@@ -11,8 +11,9 @@ import pytest
 from instock.app import Container
 from instock.inventory.errors import InsufficientStockConflict
 from instock.inventory.model import ReservationStatus
-from instock.orders.model import OrderLine, OrderStatus, ReturnLine, SagaStatus
+from instock.orders.model import FailureKind, OrderLine, OrderStatus, ReturnLine, SagaStatus
 from instock.orders.service import CartClosed, OrderRuleBroken
+from instock.payments.errors import PaymentUnavailable
 from instock.platform.errors import NotFound, ValidationFailed
 from tests.integration.helpers import CTX, stocked
 
@@ -131,9 +132,12 @@ async def test_a_checked_out_cart_is_closed(container: Container) -> None:
     # No payment provider runs here: the checkout fails at authorisation and gives the stock
     # back at once (the void of the unanswered authorisation is retried later); the cart
     # cannot be checked out again.
-    order, saga = await c.orders.checkout(channel="web", customer_id=None, cart_id=cart.id)
+    with pytest.raises(PaymentUnavailable) as failed:
+        await c.orders.checkout(channel="web", customer_id=None, cart_id=cart.id)
+    order, saga = await c.orders.get_with_saga(failed.value.extensions["order_id"])
+    assert saga is not None and saga.failure_kind is FailureKind.PAYMENT_UNAVAILABLE
     assert order.status is OrderStatus.CANCELLED and saga.status is SagaStatus.COMPENSATING
-    assert saga.data["failure_kind"] == "payment_unavailable" and await available(c, "TEE") == 1
+    assert await available(c, "TEE") == 1
     with pytest.raises(CartClosed):
         await c.orders.checkout(channel="web", customer_id=None, cart_id=cart.id)
     with pytest.raises(CartClosed):

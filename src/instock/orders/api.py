@@ -9,13 +9,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, Field, StringConstraints
 
-from instock.inventory.errors import InsufficientStockConflict
 from instock.inventory.model import Line
 from instock.orders.model import CartStatus, Order, OrderStatus, ReturnLine, Saga, SagaStatus
 from instock.orders.service import OrdersService
-from instock.payments.errors import CircuitOpen, PaymentDeclined, PaymentUnavailable
 from instock.platform.auth import STAFF, Principal, Role, requires
-from instock.platform.errors import Conflict, InstockError, problem_responses
+from instock.platform.errors import problem_responses
 from instock.platform.http import CallerId, LineIn, entry_context
 from instock.platform.telemetry import correlation_id
 from instock.platform.text import Printable
@@ -34,10 +32,6 @@ CustomerId = Annotated[Printable, StringConstraints(min_length=1, max_length=128
 async def service(request: Request) -> OrdersService:
     svc: OrdersService = request.app.state.orders
     return svc
-
-
-class HoldExpired(Conflict):
-    slug, title = "hold-expired", "The stock hold ran out before the payment completed"
 
 
 # -- carts ----------------------------------------------------------------------------------------
@@ -170,10 +164,9 @@ class OrderOut(BaseModel):
 
 
 def render_saga(saga: Saga) -> SagaOut:
-    kind = saga.data.get("failure_kind")
     return SagaOut(id=saga.id, kind=saga.kind.value, status=saga.status,
                    next_step=saga.step.value if saga.step else None, failure=saga.failure,
-                   failure_kind=None if kind is None else str(kind))
+                   failure_kind=saga.failure_kind)
 
 
 def render_order(order: Order, saga: Saga | None = None) -> OrderOut:
@@ -196,21 +189,6 @@ class CheckoutIn(BaseModel):
     customer_id: CustomerId | None = None
 
 
-def checkout_failure(order: Order, saga: Saga) -> InstockError:
-    """The problem a failed checkout answers with; the order (cancelled) is named in it."""
-    kind, reason = str(saga.data.get("failure_kind")), saga.failure or "checkout failed"
-    extra = {"order_id": order.id}
-    if kind == "payment_declined":
-        return PaymentDeclined(reason, order.payment_id, **extra)
-    if kind == "insufficient_stock":
-        return InsufficientStockConflict(reason, **extra)
-    if kind == "hold_expired":
-        return HoldExpired(reason, **extra)
-    if kind == "circuit_open":
-        return CircuitOpen(reason, **extra)
-    return PaymentUnavailable(reason, **extra)
-
-
 @router.post("/v1/checkout", status_code=201, response_model=OrderOut,
              responses=problem_responses(402, 404, 409, 422, 503))
 async def checkout(body: CheckoutIn, request: Request, response: Response,
@@ -225,8 +203,6 @@ async def checkout(body: CheckoutIn, request: Request, response: Response,
         channel=body.channel, customer_id=_customer(principal, body.customer_id),
         cart_id=body.cart_id, lines=[Line(line.sku, line.quantity) for line in body.lines],
         correlation_id=correlation_id(request))
-    if saga.status in (SagaStatus.COMPENSATING, SagaStatus.COMPENSATED):
-        raise checkout_failure(order, saga)
     if saga.status is SagaStatus.RUNNING:
         response.status_code = 202
     return render_order(order, saga)
@@ -235,10 +211,9 @@ async def checkout(body: CheckoutIn, request: Request, response: Response,
 @router.get("/v1/orders/{order_id}", response_model=OrderOut)
 async def get_order(order_id: str, principal: Principal = Depends(ORDER_READERS),
                     orders: OrdersService = Depends(service)) -> OrderOut:
-    order = await orders.get(order_id)
+    order, saga = await orders.get_with_saga(order_id)
     principal.assert_acts_for(order.customer_id)
-    sagas = await orders.sagas(order_id)
-    return render_order(order, sagas[-1] if sagas else None)
+    return render_order(order, saga)
 
 
 @router.get("/v1/orders", response_model=list[OrderOut])

@@ -278,6 +278,18 @@ COMPENSATIONS: dict[Step, tuple[Step, ...]] = {
 }
 
 
+class FailureKind(StrEnum):
+    """Why a saga gave up; kept in its data as this string, so stored sagas read the same."""
+
+    PAYMENT_DECLINED = "payment_declined"
+    PAYMENT_UNAVAILABLE = "payment_unavailable"
+    CIRCUIT_OPEN = "circuit_open"  # the provider's breaker was open: failed fast
+    INSUFFICIENT_STOCK = "insufficient_stock"
+    HOLD_EXPIRED = "hold_expired"
+    CONFLICT = "conflict"  # a conflict that kept coming back until the attempts ran out
+    ORDER_MOVED_ON = "order_moved_on"  # the order moved on before the saga could act on it
+
+
 class SagaError(Exception):
     """A saga was driven against its rules (a bug, not a business outcome)."""
 
@@ -305,6 +317,15 @@ class Saga:
     @property
     def step(self) -> Step | None:
         return self.plan[0] if self.plan else None
+
+    @property
+    def failure_kind(self) -> FailureKind | None:
+        kind = self.data.get("failure_kind")
+        return None if kind is None else FailureKind(str(kind))
+
+    @failure_kind.setter
+    def failure_kind(self, kind: FailureKind) -> None:
+        self.data["failure_kind"] = kind.value
 
     @property
     def finished(self) -> bool:

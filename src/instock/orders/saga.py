@@ -28,7 +28,7 @@ from instock.inventory.model import AdjustmentKind, Line, ReservationStatus
 from instock.inventory.reservation_batch import ReserveRequest
 from instock.inventory.service import InventoryService
 from instock.orders import store
-from instock.orders.model import Order, OrderStatus, Saga, Step
+from instock.orders.model import FailureKind, Order, OrderStatus, Saga, Step
 from instock.payments.errors import CircuitOpen, PaymentDeclined, PaymentUnavailable
 from instock.payments.model import PaymentStatus
 from instock.payments.service import PaymentsService
@@ -47,7 +47,7 @@ _STEPS = Counter("instock_saga_steps_total", "Saga steps run, by step and outcom
 class StepFailed(Exception):
     """A step failed for good (declined, out of stock, hold expired): undo, don't retry."""
 
-    def __init__(self, kind: str, reason: str, *, stop: bool = False) -> None:
+    def __init__(self, kind: FailureKind, reason: str, *, stop: bool = False) -> None:
         super().__init__(reason)
         self.kind = kind
         self.stop = stop  # nothing to undo either: the saga just ends
@@ -130,7 +130,7 @@ class SagaRunner:
             await self._steps[step](saga)
         except StepFailed as exc:
             _STEPS.labels(step.value, "failed").inc()
-            saga.data["failure_kind"] = exc.kind
+            saga.failure_kind = exc.kind
             if exc.stop:
                 saga.stop(str(exc), now)
             else:
@@ -138,16 +138,16 @@ class SagaRunner:
         except CircuitOpen as exc:
             # Fail fast: the buyer learns now and the stock goes back now.
             _STEPS.labels(step.value, "circuit_open").inc()
-            self._give_up_or_wait(saga, "circuit_open", str(exc), now, at_once=True)
+            self._give_up_or_wait(saga, FailureKind.CIRCUIT_OPEN, str(exc), now, at_once=True)
         except PaymentUnavailable as exc:
             # The provider call was retried already. A buyer waiting at checkout gets an answer
             # and the stock back now; later steps (money is authorised) keep trying a while.
             _STEPS.labels(step.value, "unavailable").inc()
-            self._give_up_or_wait(saga, "payment_unavailable", str(exc), now,
+            self._give_up_or_wait(saga, FailureKind.PAYMENT_UNAVAILABLE, str(exc), now,
                                   at_once=step is Step.AUTHORISE)
         except Conflict as exc:
             _STEPS.labels(step.value, "retry").inc()
-            self._give_up_or_wait(saga, "conflict", str(exc), now)
+            self._give_up_or_wait(saga, FailureKind.CONFLICT, str(exc), now)
         except Exception as exc:  # an outage or a bug: keep the saga, try again later
             _STEPS.labels(step.value, "error").inc()
             log.exception("saga_step_error", saga=saga.id, step=step.value)
@@ -157,10 +157,10 @@ class SagaRunner:
             _STEPS.labels(step.value, "ok").inc()
             saga.succeeded(now)
 
-    def _give_up_or_wait(self, saga: Saga, kind: str, reason: str, now: datetime,
+    def _give_up_or_wait(self, saga: Saga, kind: FailureKind, reason: str, now: datetime,
                          at_once: bool = False) -> None:
         if saga.may_give_up(1 if at_once else self.settings.max_attempts):
-            saga.data["failure_kind"] = kind
+            saga.failure_kind = kind
             saga.failed(reason, now)
         else:
             saga.data["last_error"] = reason[:300]
@@ -211,14 +211,14 @@ class SagaRunner:
                 try:
                     await self.inventory.extend(reservation_id, hold, ctx)
                 except InvalidTransition as exc:
-                    raise StepFailed("hold_expired", str(exc)) from exc
+                    raise StepFailed(FailureKind.HOLD_EXPIRED, str(exc)) from exc
         else:
             try:
                 reservation = await self.inventory.reserve(ReserveRequest(
                     [Line(line.sku, line.quantity) for line in order.lines], order.channel,
                     order.customer_id, hold), ctx)
             except InsufficientStockConflict as exc:
-                raise StepFailed("insufficient_stock", str(exc)) from exc
+                raise StepFailed(FailureKind.INSUFFICIENT_STOCK, str(exc)) from exc
             held = [reservation.id]
             saga.data["reservation_ids"] = held
 
@@ -234,7 +234,7 @@ class SagaRunner:
                 order_id=order.id, amount=order.total, currency=order.currency,
                 idempotency_key=f"saga:{saga.id}:authorise")
         except PaymentDeclined as exc:
-            raise StepFailed("payment_declined", str(exc)) from exc
+            raise StepFailed(FailureKind.PAYMENT_DECLINED, str(exc)) from exc
         saga.data["payment_id"] = payment.id
 
     async def _commit(self, saga: Saga) -> None:
@@ -246,14 +246,14 @@ class SagaRunner:
             try:
                 await self.inventory.commit(reservation_id, ctx)
             except InvalidTransition as exc:
-                raise StepFailed("hold_expired", str(exc)) from exc
+                raise StepFailed(FailureKind.HOLD_EXPIRED, str(exc)) from exc
 
     async def _capture(self, saga: Saga) -> None:
         try:
             await self.payments.capture(str(saga.data["payment_id"]),
                                         idempotency_key=f"saga:{saga.id}:capture")
         except PaymentDeclined as exc:
-            raise StepFailed("payment_declined", str(exc)) from exc
+            raise StepFailed(FailureKind.PAYMENT_DECLINED, str(exc)) from exc
 
     async def _fulfil(self, saga: Saga) -> None:
         payment_id = str(saga.data["payment_id"])
@@ -283,7 +283,7 @@ class SagaRunner:
                 await self.inventory.cancel(reservation_id, ctx)
 
     async def _abandon(self, saga: Saga) -> None:
-        reason = f"{saga.data.get('failure_kind', 'failed')}: {saga.failure or ''}"[:300]
+        reason = f"{saga.failure_kind or 'failed'}: {saga.failure or ''}"[:300]
 
         def cancel(o: Order, now: datetime) -> None:
             if o.status is OrderStatus.PENDING_PAYMENT:
@@ -310,8 +310,9 @@ class SagaRunner:
             if o.status is OrderStatus.PAID:
                 o.cancel(reason, now)
             elif o.status is not OrderStatus.CANCELLED:  # fulfilled meanwhile: too late
-                raise StepFailed("order_moved_on", f"order {o.id} is {o.status.value}; too "
-                                 "late to cancel", stop=True)
+                raise StepFailed(FailureKind.ORDER_MOVED_ON,
+                                 f"order {o.id} is {o.status.value}; too late to cancel",
+                                 stop=True)
 
         await self.change_order(saga.order_id, cancel, _correlation(saga))
 

@@ -23,6 +23,7 @@ from instock.inventory.service import InventoryService
 from instock.orders import store
 from instock.orders.model import (
     Cart,
+    FailureKind,
     Order,
     OrderError,
     OrderLine,
@@ -30,12 +31,14 @@ from instock.orders.model import (
     ReturnLine,
     Saga,
     SagaKind,
+    SagaStatus,
 )
 from instock.orders.saga import SagaRunner
+from instock.payments.errors import CircuitOpen, PaymentDeclined, PaymentUnavailable
 from instock.platform.bus import outbox
 from instock.platform.db import Database, utcnow
 from instock.platform.entry_context import EntryContext
-from instock.platform.errors import Conflict, NotFound, ValidationFailed
+from instock.platform.errors import Conflict, InstockError, NotFound, ValidationFailed
 from instock.platform.ids import new_id
 
 
@@ -45,6 +48,26 @@ class OrderRuleBroken(Conflict):
 
 class CartClosed(Conflict):
     slug, title = "cart-closed", "The cart was checked out already"
+
+
+class HoldExpired(Conflict):
+    slug, title = "hold-expired", "The stock hold ran out before the payment completed"
+
+
+def checkout_failure(order: Order, saga: Saga) -> InstockError:
+    """The problem a failed checkout answers with; the order (cancelled) is named in it."""
+    reason, extra = saga.failure or "checkout failed", {"order_id": order.id}
+    match saga.failure_kind:
+        case FailureKind.PAYMENT_DECLINED:
+            return PaymentDeclined(reason, order.payment_id, **extra)
+        case FailureKind.INSUFFICIENT_STOCK:
+            return InsufficientStockConflict(reason, **extra)
+        case FailureKind.HOLD_EXPIRED:
+            return HoldExpired(reason, **extra)
+        case FailureKind.CIRCUIT_OPEN:
+            return CircuitOpen(reason, **extra)
+        case _:
+            return PaymentUnavailable(reason, **extra)
 
 
 @dataclass(frozen=True)
@@ -143,7 +166,10 @@ class OrdersService:
     async def checkout(self, *, channel: str, customer_id: str | None,
                        cart_id: str | None = None, lines: Sequence[Line] = (),
                        correlation_id: str | None = None) -> tuple[Order, Saga]:
-        """Place an order and run its checkout saga as far as it goes now.
+        """Place an order and run its checkout saga as far as it goes now: the order with its
+        saga, completed or still running (waiting for a provider). A checkout that failed
+        raises its problem (declined, out of stock, hold expired, provider down), naming the
+        cancelled order.
 
         From a cart, the cart's holds become the order's; otherwise the saga reserves the lines.
         The saga is stored with the order, so if this process dies a worker finishes it.
@@ -172,7 +198,10 @@ class OrdersService:
             await self.runner.insert(conn, saga, leased=self.settings.inline)
         if self.settings.inline:
             saga = await self.runner.drive(saga.id, leased=saga)
-        return await self.get(order.id), saga
+        order = await self.get(order.id)
+        if saga.status in (SagaStatus.COMPENSATING, SagaStatus.COMPENSATED):
+            raise checkout_failure(order, saga)
+        return order, saga
 
     async def _priced(self, lines: Sequence[Line], field: str) -> list[OrderLine]:
         merged = merge_lines(lines)
@@ -204,6 +233,12 @@ class OrdersService:
     async def sagas(self, order_id: str) -> list[Saga]:
         async with self.db.read() as conn:
             return await store.sagas_of(conn, order_id)
+
+    async def get_with_saga(self, order_id: str) -> tuple[Order, Saga | None]:
+        """The order and its latest saga (None for an order that never had one)."""
+        order = await self.get(order_id)
+        sagas = await self.sagas(order_id)
+        return order, sagas[-1] if sagas else None
 
     async def fulfil(self, order_id: str, ctx: EntryContext) -> Order:
         """The warehouse picked every unit: the order is fulfilled."""
