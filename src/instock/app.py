@@ -112,7 +112,7 @@ def build(settings: Settings | None = None) -> Container:
     db = Database(settings.database_url, pool_size=settings.db_pool_size)
     tokens = TokenAuthority(load_or_create_secret(settings.jwt_secret, settings.state_dir),
                             settings.jwt_issuer, settings.jwt_ttl_seconds)
-    catalog_service = CatalogService(db)
+    catalog_service = CatalogService(db, settings.currency)
     inventory_service = InventoryService(
         db, catalog_service, default_ttl_seconds=settings.reservation_ttl_seconds,
         max_ttl_seconds=settings.reservation_max_ttl_seconds,

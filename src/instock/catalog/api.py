@@ -122,7 +122,7 @@ async def create_product(
 ) -> ProductOut:
     product = Product(
         id=body.id, title=body.title, brand=body.brand, category=body.category,
-        price=body.price, currency=body.currency or request.app.state.settings.currency,
+        price=body.price, currency=body.currency or catalog.currency,
         tags=body.tags, attributes=body.attributes, replenishable=body.replenishable,
         variants=[Variant(v.sku, v.attributes, {c.sku: c.quantity for c in v.components})
                   for v in body.variants])

@@ -13,8 +13,9 @@ from instock.platform.errors import AlreadyExists, NotFound, PreconditionFailed,
 
 
 class CatalogService:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, currency: str = "EUR") -> None:
         self.db = db
+        self.currency = currency  # a new product's, when its merchandiser names none
         self._recipes: dict[str, dict[str, int]] = {}  # known SKU -> components ({} if none)
 
     async def create_product(self, product: Product, correlation_id: str | None = None) -> Product:

@@ -12,7 +12,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -28,6 +28,7 @@ from instock.platform.bus.consumer import ConsumerSpec
 from instock.platform.bus.envelope import DomainEvent
 from instock.platform.cache import GroupedCache
 from instock.platform.db import Database, utcnow
+from instock.platform.errors import ValidationFailed
 from instock.platform.ids import new_id
 from instock.platform.memo import Memo
 from instock.platform.retry import keep_running
@@ -42,6 +43,8 @@ PRODUCT_EVENTS = frozenset({ProductCreated.type, ProductUpdated.type})
 # A cached list holds this many times the asked length: picks that sell out meanwhile are
 # skipped on read without a recompute.
 OVERFETCH = 2
+# Shops' clocks drift: an event a little ahead of ours is fine, one from next week is a bug.
+CLOCK_LEEWAY = timedelta(minutes=5)
 
 
 async def on_stock_changed(conn: AsyncConnection, envelope: Envelope) -> None:
@@ -89,8 +92,10 @@ class Served:
 
 class RecommendationsService:
     def __init__(self, db: Database, cache: GroupedCache, settings: RecsSettings,
-                 assign: Assign | None = None) -> None:
+                 assign: Assign | None = None,
+                 clock: Callable[[], datetime] = utcnow) -> None:
         self.db = db
+        self.clock = clock
         self.cache = cache
         self.settings = settings
         self.assign = assign
@@ -101,8 +106,13 @@ class RecommendationsService:
 
     async def record(self, events: Sequence[Mapping[str, Any]],
                      correlation_id: str | None = None) -> list[str]:
-        """Store and publish a batch; a session seen with its customer is merged into it."""
-        now = utcnow()
+        """Store and publish a batch; a session seen with its customer is merged into it.
+        An event from the future (beyond our clock's leeway) refuses the whole batch."""
+        now = self.clock()
+        for i, event in enumerate(events):
+            occurred_at = event.get("occurred_at")
+            if occurred_at is not None and occurred_at > now + CLOCK_LEEWAY:
+                raise ValidationFailed(f"events[{i}].occurred_at", "is in the future")
         rows = []
         for event in events:
             row = {"id": new_id(), "kind": event["kind"], "session_id": event.get("session_id"),
