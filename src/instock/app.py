@@ -227,7 +227,9 @@ def live_hub(container: Container) -> LiveHub:
         available = update.body["available"]
         container.inventory.sold_out.observe(update.key, (update.version or 0, available == 0))
 
-    return LiveHub(container.bus, snapshot, schemas.validate_model, on_stock=heard)
+    return LiveHub(container.bus, snapshot, schemas.validate_model, on_stock=heard,
+                   unknown_skus=container.catalog.unknown_skus,
+                   heartbeat_seconds=container.settings.live_heartbeat_seconds)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -33,16 +33,15 @@ def hub(request: Request) -> LiveHub:
     return live
 
 
-async def _known_skus(request: Request, skus: list[str], field: str) -> list[str]:
-    if not skus or len(skus) > MAX_SKUS:
+def _sku_list(skus: str, field: str) -> list[str]:
+    """The comma-separated SKUs of a query parameter, checked for form (not existence)."""
+    wanted = [s.strip() for s in skus.split(",") if s.strip()]
+    if not wanted or len(wanted) > MAX_SKUS:
         raise ValidationFailed(field, f"give between 1 and {MAX_SKUS} SKUs")
-    bad = [s for s in skus if not is_caller_id(s)]
+    bad = [s for s in wanted if not is_caller_id(s)]
     if bad:
         raise ValidationFailed(field, f"not a valid SKU: {bad[0]!r}")
-    unknown = await request.app.state.catalog.unknown_skus(skus)
-    if unknown:
-        raise NotFound(f"unknown SKUs: {', '.join(sorted(unknown))}")
-    return skus
+    return wanted
 
 
 @router.get("/v1/stream/inventory", response_class=StreamingResponse,
@@ -56,10 +55,9 @@ async def stream_inventory(
 
     The event id is a cursor of every SKU's version: reconnecting with `Last-Event-ID` sends
     only the SKUs that changed since. A comment line every few seconds keeps proxies open."""
-    wanted = await _known_skus(request, [s.strip() for s in skus.split(",") if s.strip()],
-                               "skus")
     connection = Connection()
-    await hub(request).watch(connection, wanted, model.decode_cursor(last_event_id))
+    await hub(request).watch(connection, _sku_list(skus, "skus"),
+                             model.decode_cursor(last_event_id))
     return _sse(request, connection)
 
 
@@ -84,7 +82,7 @@ def _sse_topic(request: Request, topic: str) -> StreamingResponse:
 
 def _sse(request: Request, connection: Connection) -> StreamingResponse:
     live = hub(request)
-    heartbeat = request.app.state.settings.live_heartbeat_seconds
+    heartbeat = live.heartbeat_seconds
 
     async def frames() -> AsyncIterator[str]:
         LIVE_CONNECTIONS.labels("sse").inc()
@@ -135,8 +133,7 @@ async def websocket(socket: WebSocket, token: str | None = None) -> None:
     live: LiveHub = socket.app.state.live
     connection = Connection()
     LIVE_CONNECTIONS.labels("ws").inc()
-    writer = asyncio.create_task(_ws_writer(socket, connection,
-                                            socket.app.state.settings.live_heartbeat_seconds))
+    writer = asyncio.create_task(_ws_writer(socket, connection, live.heartbeat_seconds))
     try:
         while True:
             await _ws_command(socket, live, connection, principal, await socket.receive_text())
@@ -181,12 +178,10 @@ async def _ws_command(socket: WebSocket, live: LiveHub, connection: Connection,
     if command.op == "unsubscribe":
         live.unwatch(connection, command.skus)
         return
-    unknown = await socket.app.state.catalog.unknown_skus(command.skus)
-    if unknown:
-        await socket.send_json({"error": "not-found", "field": "skus",
-                                "reason": f"unknown SKUs: {', '.join(sorted(unknown))}"})
-        return
-    await live.watch(connection, command.skus)
+    try:
+        await live.watch(connection, command.skus)
+    except NotFound as exc:
+        await socket.send_json({"error": "not-found", "field": "skus", "reason": exc.detail})
 
 
 async def _ws_writer(socket: WebSocket, connection: Connection, heartbeat: float) -> None:

@@ -12,6 +12,7 @@ from instock.inventory.events import ReservationEvent, StockChanged
 from instock.live import model
 from instock.live.events import Update
 from instock.platform.bus import Bus, Envelope
+from instock.platform.errors import NotFound
 from instock.platform.retry import keep_running
 
 log = structlog.get_logger(__name__)
@@ -20,6 +21,7 @@ RESERVATION_EVENTS = frozenset(event.type for event in ReservationEvent.__subcla
 
 Snapshot = Callable[[str], Awaitable[Update]]
 Validator = Callable[[Envelope], None]
+UnknownSkus = Callable[[list[str]], Awaitable[set[str]]]  # which of these SKUs do not exist
 
 
 class Connection:
@@ -49,9 +51,13 @@ class Connection:
 
 class LiveHub:
     def __init__(self, bus: Bus, snapshot: Snapshot, validate: Validator | None = None,
-                 on_stock: Callable[[Update], None] | None = None) -> None:
+                 on_stock: Callable[[Update], None] | None = None, *,
+                 unknown_skus: UnknownSkus | None = None,
+                 heartbeat_seconds: float = 15.0) -> None:
         self.bus = bus
         self.snapshot = snapshot
+        self.unknown_skus = unknown_skus  # None: every SKU asked for is taken as known
+        self.heartbeat_seconds = heartbeat_seconds  # a quiet connection is pinged this often
         self.validate = validate
         self.on_stock = on_stock  # told every SKU's new state, watched or not
         self._by_sku: dict[str, set[Connection]] = {}
@@ -92,7 +98,12 @@ class LiveHub:
     async def watch(self, connection: Connection, skus: Iterable[str],
                     cursor: dict[str, int] | None = None) -> None:
         """Subscribe to SKUs, then seed each with its current state unless the client already
-        has it (resuming): subscribing first means no change falls between snapshot and push."""
+        has it (resuming): subscribing first means no change falls between snapshot and push.
+        SKUs the catalogue does not know refuse the whole subscription (NotFound)."""
+        skus = list(skus)
+        unknown = await self.unknown_skus(skus) if self.unknown_skus and skus else set()
+        if unknown:
+            raise NotFound(f"unknown SKUs: {', '.join(sorted(unknown))}")
         wanted = [sku for sku in dict.fromkeys(skus) if sku not in connection.skus]
         for sku in wanted:
             connection.skus.add(sku)
