@@ -26,7 +26,7 @@ from decimal import Decimal
 from typing import Annotated, Any
 
 import httpx
-from fastapi import Depends, FastAPI, Header, HTTPException
+from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, StringConstraints
 
@@ -91,6 +91,16 @@ class Marketplace:
             if delivery["event_id"] == event_id:
                 return delivery
         raise HTTPException(404, f"no delivery of event {event_id}")
+
+    def cancel(self, order_id: str, by: str, reason: str) -> dict[str, Any] | None:
+        """Cancel and refund an order once, however often asked (None: no such order)."""
+        order = self.orders.get(order_id)
+        if order is not None and order["status"] != "cancelled":
+            order["status"] = "cancelled"
+            order["refunded"] = order["total"]
+            self.cancellations.append({"order_id": order_id, "by": by, "reason": reason,
+                                       "refunded": order["total"], "at": time.time()})
+        return order
 
     def state(self) -> dict[str, Any]:
         return {"listings": {sku: {"quantity": li.quantity, "pushes": li.pushes}
@@ -164,136 +174,150 @@ class ConfigIn(BaseModel):
     webhook_url: str | None = None
 
 
+router = APIRouter()
+
+
 def create_app(webhook_url: str, webhook_secret: str, api_key: str | None = None) -> FastAPI:
-    sim = Marketplace(webhook_url, webhook_secret, api_key)
     app = FastAPI(title="instock marketplace simulator")
-    app.state.sim = sim
-
-    async def seller(authorization: str | None = Header(default=None)) -> Marketplace:
-        """The seller API needs the API key (when the simulator was given one) and answers
-        after the configured latency."""
-        if sim.api_key is not None and authorization != f"Bearer {sim.api_key}":
-            raise HTTPException(401, "bad API key")
-        if sim.config.latency_ms:
-            await asyncio.sleep(sim.config.latency_ms / 1000)
-        return sim
-
-    # -- the seller API ------------------------------------------------------------------------
-
-    @app.put("/v1/listings/{sku}")
-    async def put_listing(sku: Sku, body: QuantityIn,
-                          m: Marketplace = Depends(seller)) -> JSONResponse:
-        push = {"n": len(m.pushes) + 1, "sku": sku, "quantity": body.quantity, "at": time.time()}
-        if m.config.rate_limit_pushes > 0:
-            m.config.rate_limit_pushes -= 1
-            m.pushes.append({**push, "outcome": 429})
-            return JSONResponse({"error": "rate limited"}, status_code=429,
-                                headers={"Retry-After": str(m.config.retry_after_seconds)})
-        if m.config.fail_pushes > 0:
-            m.config.fail_pushes -= 1
-            m.pushes.append({**push, "outcome": 503})
-            return JSONResponse({"error": "unavailable"}, status_code=503)
-        listing = m.listings.setdefault(sku, Listing(sku, 0))
-        listing.quantity = body.quantity
-        listing.pushes += 1
-        listing.updated_at = time.time()
-        m.pushes.append({**push, "outcome": 200})
-        return JSONResponse({"sku": sku, "quantity": listing.quantity, "pushes": listing.pushes})
-
-    @app.get("/v1/listings")
-    async def get_listings(m: Marketplace = Depends(seller)) -> dict[str, Any]:
-        return {"listings": [{"sku": li.sku, "quantity": li.quantity}
-                             for li in sorted(m.listings.values(), key=lambda li: li.sku)],
-                "next_cursor": None}
-
-    @app.post("/v1/orders/{order_id}/cancel")
-    async def seller_cancel(order_id: str, body: CancelIn,
-                            m: Marketplace = Depends(seller)) -> dict[str, Any]:
-        """The seller cannot fill the order: the buyer is refunded (once, however often
-        this is called)."""
-        order = m.orders.get(order_id)
-        if order is None:
-            raise HTTPException(404, f"no order {order_id}")
-        if order["status"] != "cancelled":
-            order["status"] = "cancelled"
-            order["refunded"] = order["total"]
-            m.cancellations.append({"order_id": order_id, "by": "seller", "reason": body.reason,
-                                    "refunded": order["total"], "at": time.time()})
-        return order
-
-    # -- the buyers (control) ------------------------------------------------------------------
-
-    @app.post("/_sim/orders")
-    async def buy(body: SimOrderIn) -> dict[str, Any]:
-        lines = body.lines or ([SimLineIn(sku=body.sku, quantity=body.quantity,
-                                          price=body.price)] if body.sku else [])
-        if not lines:
-            raise HTTPException(422, "an order needs a sku or lines")
-        async with sim.lock:  # the listing check and its decrement are one step
-            short = [line.sku for line in lines
-                     if sim.listings.get(line.sku, Listing(line.sku, 0)).quantity < line.quantity]
-            if short and not body.ignore_listing:
-                raise HTTPException(409, f"not listed in that quantity: {', '.join(short)}")
-            for line in lines:
-                listing = sim.listings.setdefault(line.sku, Listing(line.sku, 0))
-                listing.quantity = max(0, listing.quantity - line.quantity)
-            order_id = body.id or f"mo_{secrets.token_hex(6)}"
-            total = sum((line.price * line.quantity for line in lines), Decimal(0))
-            order = {"id": order_id, "currency": body.currency, "status": "created",
-                     "total": str(total), "refunded": "0",
-                     "lines": [{"sku": line.sku, "quantity": line.quantity,
-                                "price": str(line.price)} for line in lines]}
-            sim.orders[order_id] = order
-        event = sim.event("order.created", order)
-        first = await sim.deliver(event, age_seconds=body.age_seconds)
-        deliveries = [first]
-        if body.send_twice:
-            deliveries.append(await sim.deliver(event, age_seconds=body.age_seconds))
-        return {"order": order, "event_id": event["id"], "deliveries": deliveries}
-
-    @app.post("/_sim/orders/{order_id}/cancel")
-    async def buyer_cancel(order_id: str, body: BuyerCancelIn) -> dict[str, Any]:
-        order = sim.orders.get(order_id)
-        if order is None:
-            raise HTTPException(404, f"no order {order_id}")
-        if order["status"] != "cancelled":
-            order["status"] = "cancelled"
-            order["refunded"] = order["total"]
-            sim.cancellations.append({"order_id": order_id, "by": "buyer",
-                                      "reason": body.reason, "refunded": order["total"],
-                                      "at": time.time()})
-        event = sim.event("order.cancelled", {**order, "reason": body.reason})
-        deliveries = [await sim.deliver(event)]
-        if body.send_twice:
-            deliveries.append(await sim.deliver(event))
-        return {"order": order, "event_id": event["id"], "deliveries": deliveries}
-
-    @app.post("/_sim/deliveries/{event_id}/resend")
-    async def resend(event_id: str, body: ResendIn) -> dict[str, Any]:
-        """Send a delivery again, exactly as before but signed `age_seconds` ago: a replay."""
-        return await sim.deliver(sim.find_delivery(event_id)["event"],
-                                 age_seconds=body.age_seconds)
-
-    @app.post("/_sim/config")
-    async def configure(body: ConfigIn) -> dict[str, Any]:
-        for name in ("latency_ms", "fail_pushes", "rate_limit_pushes", "retry_after_seconds"):
-            if (value := getattr(body, name)) is not None:
-                setattr(sim.config, name, value)
-        for sku, quantity in (body.drift or {}).items():  # the marketplace's own mistake
-            sim.listings.setdefault(sku, Listing(sku, 0)).quantity = quantity
-        if body.webhook_url is not None:
-            sim.webhook_url = body.webhook_url
-        return sim.state()
-
-    @app.get("/_sim/state")
-    async def state() -> dict[str, Any]:
-        return sim.state()
-
-    @app.get("/livez")
-    async def livez() -> dict[str, str]:
-        return {"status": "ok"}
-
+    app.state.sim = Marketplace(webhook_url, webhook_secret, api_key)
+    app.include_router(router)
     return app
+
+
+def simulator(request: Request) -> Marketplace:
+    sim: Marketplace = request.app.state.sim
+    return sim
+
+
+async def seller(authorization: str | None = Header(default=None),
+                 sim: Marketplace = Depends(simulator)) -> Marketplace:
+    """The seller API needs the API key (when the simulator was given one) and answers
+    after the configured latency."""
+    if sim.api_key is not None and authorization != f"Bearer {sim.api_key}":
+        raise HTTPException(401, "bad API key")
+    if sim.config.latency_ms:
+        await asyncio.sleep(sim.config.latency_ms / 1000)
+    return sim
+
+
+def _cancelled(sim: Marketplace, order_id: str, by: str, reason: str) -> dict[str, Any]:
+    order = sim.cancel(order_id, by, reason)
+    if order is None:
+        raise HTTPException(404, f"no order {order_id}")
+    return order
+
+
+# -- the seller API ----------------------------------------------------------------------------
+
+
+@router.put("/v1/listings/{sku}")
+async def put_listing(sku: Sku, body: QuantityIn,
+                      m: Marketplace = Depends(seller)) -> JSONResponse:
+    push = {"n": len(m.pushes) + 1, "sku": sku, "quantity": body.quantity, "at": time.time()}
+    if m.config.rate_limit_pushes > 0:
+        m.config.rate_limit_pushes -= 1
+        m.pushes.append({**push, "outcome": 429})
+        return JSONResponse({"error": "rate limited"}, status_code=429,
+                            headers={"Retry-After": str(m.config.retry_after_seconds)})
+    if m.config.fail_pushes > 0:
+        m.config.fail_pushes -= 1
+        m.pushes.append({**push, "outcome": 503})
+        return JSONResponse({"error": "unavailable"}, status_code=503)
+    listing = m.listings.setdefault(sku, Listing(sku, 0))
+    listing.quantity = body.quantity
+    listing.pushes += 1
+    listing.updated_at = time.time()
+    m.pushes.append({**push, "outcome": 200})
+    return JSONResponse({"sku": sku, "quantity": listing.quantity, "pushes": listing.pushes})
+
+
+@router.get("/v1/listings")
+async def get_listings(m: Marketplace = Depends(seller)) -> dict[str, Any]:
+    return {"listings": [{"sku": li.sku, "quantity": li.quantity}
+                         for li in sorted(m.listings.values(), key=lambda li: li.sku)],
+            "next_cursor": None}
+
+
+@router.post("/v1/orders/{order_id}/cancel")
+async def seller_cancel(order_id: str, body: CancelIn,
+                        m: Marketplace = Depends(seller)) -> dict[str, Any]:
+    """The seller cannot fill the order: the buyer is refunded (once, however often
+    this is called)."""
+    return _cancelled(m, order_id, "seller", body.reason)
+
+
+# -- the buyers (control) ----------------------------------------------------------------------
+
+
+@router.post("/_sim/orders")
+async def buy(body: SimOrderIn, sim: Marketplace = Depends(simulator)) -> dict[str, Any]:
+    lines = body.lines or ([SimLineIn(sku=body.sku, quantity=body.quantity,
+                                      price=body.price)] if body.sku else [])
+    if not lines:
+        raise HTTPException(422, "an order needs a sku or lines")
+    async with sim.lock:  # the listing check and its decrement are one step
+        short = [line.sku for line in lines
+                 if sim.listings.get(line.sku, Listing(line.sku, 0)).quantity < line.quantity]
+        if short and not body.ignore_listing:
+            raise HTTPException(409, f"not listed in that quantity: {', '.join(short)}")
+        for line in lines:
+            listing = sim.listings.setdefault(line.sku, Listing(line.sku, 0))
+            listing.quantity = max(0, listing.quantity - line.quantity)
+        order_id = body.id or f"mo_{secrets.token_hex(6)}"
+        total = sum((line.price * line.quantity for line in lines), Decimal(0))
+        order = {"id": order_id, "currency": body.currency, "status": "created",
+                 "total": str(total), "refunded": "0",
+                 "lines": [{"sku": line.sku, "quantity": line.quantity,
+                            "price": str(line.price)} for line in lines]}
+        sim.orders[order_id] = order
+    event = sim.event("order.created", order)
+    return await _delivered(sim, order, event, body.send_twice, body.age_seconds)
+
+
+@router.post("/_sim/orders/{order_id}/cancel")
+async def buyer_cancel(order_id: str, body: BuyerCancelIn,
+                       sim: Marketplace = Depends(simulator)) -> dict[str, Any]:
+    order = _cancelled(sim, order_id, "buyer", body.reason)
+    event = sim.event("order.cancelled", {**order, "reason": body.reason})
+    return await _delivered(sim, order, event, body.send_twice)
+
+
+async def _delivered(sim: Marketplace, order: dict[str, Any], event: dict[str, Any],
+                     twice: bool, age_seconds: int = 0) -> dict[str, Any]:
+    """Send a buyer's event (twice when asked: a duplicate delivery) and say how it went."""
+    deliveries = [await sim.deliver(event, age_seconds=age_seconds)]
+    if twice:
+        deliveries.append(await sim.deliver(event, age_seconds=age_seconds))
+    return {"order": order, "event_id": event["id"], "deliveries": deliveries}
+
+
+@router.post("/_sim/deliveries/{event_id}/resend")
+async def resend(event_id: str, body: ResendIn,
+                 sim: Marketplace = Depends(simulator)) -> dict[str, Any]:
+    """Send a delivery again, exactly as before but signed `age_seconds` ago: a replay."""
+    return await sim.deliver(sim.find_delivery(event_id)["event"], age_seconds=body.age_seconds)
+
+
+@router.post("/_sim/config")
+async def configure(body: ConfigIn, sim: Marketplace = Depends(simulator)) -> dict[str, Any]:
+    for name in ("latency_ms", "fail_pushes", "rate_limit_pushes", "retry_after_seconds"):
+        if (value := getattr(body, name)) is not None:
+            setattr(sim.config, name, value)
+    for sku, quantity in (body.drift or {}).items():  # the marketplace's own mistake
+        sim.listings.setdefault(sku, Listing(sku, 0)).quantity = quantity
+    if body.webhook_url is not None:
+        sim.webhook_url = body.webhook_url
+    return sim.state()
+
+
+@router.get("/_sim/state")
+async def state(sim: Marketplace = Depends(simulator)) -> dict[str, Any]:
+    return sim.state()
+
+
+@router.get("/livez")
+async def livez() -> dict[str, str]:
+    return {"status": "ok"}
 
 
 def serve(host: str, port: int, webhook_url: str, webhook_secret: str,
