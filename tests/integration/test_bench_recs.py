@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from instock.bench import recs
-from instock.bench.events import run_loop
+from instock.bench.local import run_loop
 from instock.bench.plot import recs_chart
 from tests.support import NATS_URL, PG_URL, REDIS_URL
 

@@ -23,6 +23,7 @@ import httpx
 import numpy as np
 
 from instock.bench.local import (
+    backend_of,
     free_port,
     instock_process,
     scratch_database,
@@ -104,7 +105,7 @@ async def run(plan: Plan, progress: Callable[[int], None]) -> Result:
             check = await _check(http, admin, sandbox, plan)
     ms = np.array(latencies, dtype=np.float64)
     report = {
-        "database": sa_backend(plan.database), "orders": plan.orders, "skus": plan.skus,
+        "database": backend_of(plan.database), "orders": plan.orders, "skus": plan.skus,
         "concurrency": plan.concurrency, "provider_latency_ms": plan.provider_latency_ms,
         "provider_calls_per_checkout": 2,
         "statuses": statuses, "orders_per_second": round(plan.orders / elapsed, 1),
@@ -159,9 +160,3 @@ async def _check(http: httpx.AsyncClient, admin: dict[str, str], sandbox: str,
     return {"committed_units": committed, "provider_captures": stats.get("captures", 0),
             "consistent": committed == stats.get("captures", 0) == plan.orders
             and reserved == 0}
-
-
-def sa_backend(url: str) -> str:
-    import sqlalchemy as sa
-
-    return sa.make_url(url).get_backend_name()

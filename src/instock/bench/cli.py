@@ -12,6 +12,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
 from instock.bench import drop, events
+from instock.bench.buses import default_buses
+from instock.bench.local import run_loop
 from instock.bench.plot import checkout_chart, drop_chart, events_chart, recs_chart
 
 bench_app = typer.Typer(help="Measure; print JSON on stdout, progress on stderr.",
@@ -65,7 +67,7 @@ def bench_drop(
     plan = drop.Plan(units, buyers, chosen, mode, seconds, pool, database, redis, http,
                      connections, gate_crash_after)
     with _progress() as bar:
-        result = events.run_loop(drop.run(plan, _Reporter(bar)))
+        result = run_loop(drop.run(plan, _Reporter(bar)))
     report = result.report
     if plot is not None and plot != Path():  # --plot "" draws nothing
         drop_chart(report["strategies"], result.latencies_ms,
@@ -96,7 +98,7 @@ def bench_checkout(
         plan = checkout.Plan(orders, skus, concurrency, provider_latency_ms, database,
                              Path(workdir))
         advance = _Reporter(bar).task("checkouts", orders - 1)
-        result = events.run_loop(checkout.run(plan, advance))
+        result = run_loop(checkout.run(plan, advance))
     report = result.report
     if plot is not None and plot != Path():  # --plot "" draws nothing
         checkout_chart(result.latencies_ms, f"instock bench checkout: {report['database']}, "
@@ -144,7 +146,7 @@ def bench_recs(
         plan = recs.Plan(items, rate, seconds, shoppers, event_rate, probes, database, redis,
                          Path(workdir), servers=servers, bus=bus, worker=worker,
                          tune_gc=True)
-        result = events.run_loop(recs.run(plan, _Reporter(bar)))
+        result = run_loop(recs.run(plan, _Reporter(bar)))
     report = result.report
     if plot is not None and plot != Path():  # --plot "" draws nothing
         recs_chart(result.latencies_ms, result.freshness_ms,
@@ -187,10 +189,10 @@ def bench_events(
     if driver not in events.DRIVERS:
         raise typer.BadParameter(f"use one of {', '.join(events.DRIVERS)}",
                                  param_hint="--driver")
-    plan = events.Plan(bus or events.default_buses(), rate, seconds, skus, clients, database,
+    plan = events.Plan(bus or default_buses(), rate, seconds, skus, clients, database,
                        driver, consumers)
     with _progress() as bar:
-        result = events.run_loop(events.run(plan, _Reporter(bar)))
+        result = run_loop(events.run(plan, _Reporter(bar)))
     report = result.report
     if plot is not None and plot != Path():  # --plot "" draws nothing
         events_chart(result.latencies_ms, result.memory,

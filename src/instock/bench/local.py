@@ -5,19 +5,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import resource
 import secrets
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol, TypeVar
 
 import httpx
 import sqlalchemy as sa
+
+from instock.platform.auth import Role, TokenAuthority
+
+T = TypeVar("T")
+HOST = "127.0.0.1"
+READY_TIMEOUT = 60.0  # how long a process started for a bench may take to answer
 
 
 def instock_executable() -> str:
@@ -138,3 +148,130 @@ async def open_loop(rate: float, seconds: float,
     for task in pending:
         task.cancel()
     return Schedule(count, started, last_sent, late_ms, len(pending))
+
+
+# -- running benches --------------------------------------------------------------------------
+
+class Reporter(Protocol):
+    def task(self, description: str, total: int) -> Callable[[int], None]:
+        """Start a progress bar; the callable advances it."""
+
+    def note(self, text: str) -> None:
+        """A line of progress text (stderr)."""
+
+def run_loop(main: Coroutine[Any, Any, T]) -> T:
+    """Run on uvloop when it is there (uvicorn's standard extra brings it): the load generator
+    and the clients then take less of the CPU the server needs."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)
+
+def logs_to_stderr() -> None:
+    """Benches that run project code in their own process (here the service and outbox
+    drivers) get its structlog output on stderr (stdout by default): stdout holds the JSON."""
+    import logging
+
+    import structlog
+
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+                        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+
+@contextlib.contextmanager
+def workdir(prefix: str) -> Iterator[Path]:
+    """A temporary directory for a run's logs and files, removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        yield Path(tmp)
+
+def backend_of(url: str) -> str:
+    """The name a report gives a database: sqlite or postgresql."""
+    return "sqlite" if sa.make_url(url).get_backend_name() == "sqlite" else "postgresql"
+
+# -- an API server and what it costs -------------------------------------------------------
+
+def raise_fd_limit() -> int:
+    """Soft RLIMIT_NOFILE up to the hard limit (every SSE connection is a descriptor)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+@dataclass
+class Server:
+    process: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+    database_url: str
+    secret: str
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    def rss_kb(self) -> int:
+        """Resident memory of the server and any children it forked (uvicorn workers)."""
+        return sum(_vmrss_kb(pid) for pid in _process_tree(self.process.pid))
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) the server and its children have used so far."""
+        return sum(_cpu_seconds(pid) for pid in _process_tree(self.process.pid))
+
+    def log_tail(self, chars: int = 3000) -> str:
+        return log_tail(self.log_path, chars)
+
+
+def _process_tree(pid: int) -> list[int]:
+    pids = [pid]
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        with contextlib.suppress(OSError):
+            for child in task.read_text().split():
+                pids.extend(_process_tree(int(child)))
+    return pids
+
+
+def _cpu_seconds(pid: int) -> float:
+    with contextlib.suppress(OSError):
+        # Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return 0.0
+
+
+def own_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _vmrss_kb(pid: int) -> int:
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+@asynccontextmanager
+async def serve(database_url: str, bus_url: str, workdir: Path, *,
+                consumers: bool = False) -> AsyncIterator[Server]:
+    """`instock serve` on its own port, with a secret of its own; stopped on the way out.
+
+    It inherits this process's file descriptor limit, which the caller raised first if it
+    needs to (preexec_fn could do it in the child, but is unsafe once this process has
+    threads)."""
+    secret = secrets.token_urlsafe(32)
+    port = free_port(HOST)
+    log_path = workdir / f"serve-{port}.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INSTOCK_")}
+    env.update(INSTOCK_DATABASE_URL=database_url, INSTOCK_BUS_URL=bus_url,
+               INSTOCK_JWT_SECRET=secret, INSTOCK_STATE_DIR=str(workdir / "state"),
+               INSTOCK_LOG_LEVEL="warning", INSTOCK_RUN_SWEEPER="false",
+               INSTOCK_RUN_CONSUMERS=str(consumers).lower())
+    with instock_process(["serve", "--host", HOST, "--port", str(port)], env,
+                         log_path) as process:
+        server = Server(process, port, log_path, database_url, secret)
+        await wait_answering(f"{server.base_url}/readyz", log_path, READY_TIMEOUT, process)
+        yield server
+
+def admin_token(server: Server) -> str:
+    return TokenAuthority(server.secret, "instock", 3600 * 4).mint(Role.ADMIN, "bench")

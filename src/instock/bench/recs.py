@@ -43,18 +43,14 @@ import sqlalchemy as sa
 from numpy.typing import NDArray
 
 from instock.app import api_only_env
-from instock.bench.events import (
+from instock.bench.buses import bus_label, drop_stream, with_stream
+from instock.bench.local import (
     Reporter,
     backend_of,
-    bus_label,
-    drop_stream,
-    logs_to_stderr,
-    with_stream,
-)
-from instock.bench.local import (
     free_port,
     instock_process,
     log_tail,
+    logs_to_stderr,
     open_loop,
     scratch_database,
     wait_answering,

@@ -15,7 +15,7 @@ from numpy.typing import NDArray
 from instock.bench.drop.engine import open_engine
 from instock.bench.drop.http import connect, http_lane, livez, stock
 from instock.bench.drop.measure import Strategy, measure, ticks
-from instock.bench.events import Reporter, backend_of, logs_to_stderr
+from instock.bench.local import Reporter, backend_of, logs_to_stderr
 
 STRATEGIES = ("for_update", "occ_retry", "conditional_update", "redis_gate", "drop_lane")
 MODES = ("drop", "sustained")
