@@ -38,7 +38,6 @@ from instock.platform.telemetry import RESERVATIONS, VERSION_CONFLICTS
 
 T = TypeVar("T")
 
-LOCATION_KINDS = ("warehouse", "store", "marketplace")
 # Resolved once: `labels()` takes a lock and a lookup, on every reservation of a drop.
 _CONFIRMED = RESERVATIONS.labels("confirmed")
 # How stale a channel's locations may be in a process that did not change them.
