@@ -207,26 +207,38 @@ async def test_a_pending_payment_is_settled_before_it_is_voided(payments: Rig) -
     assert voided.status is S.VOIDED and voided.provider_ref is not None
 
 
-async def test_the_breaker_opens_fails_fast_and_closes_when_the_provider_recovers(
-        payments: Rig) -> None:
-    await payments.sandbox.configure(fail_all=True, fail_status=503)
-    # Threshold 3, three attempts per call: one call's retries open it.
-    with pytest.raises(PaymentUnavailable) as first:
-        await authorise(payments, order_id="order-breaker")
-    assert not isinstance(first.value, CircuitOpen)
-    assert payments.provider.breaker.state == "open"
-    before = (await payments.sandbox.stats())["requests"]
-    for _ in range(5):
-        with pytest.raises(CircuitOpen) as info:
-            await authorise(payments, order_id="order-breaker")
-        assert info.value.status == 503 and info.value.slug == "payment-circuit-open"
-    assert (await payments.sandbox.stats())["requests"] == before  # no call was made
+# The fail-fast part must fit in one cooldown: five refused calls each write to the database,
+# and with the 0.3 s the other tests use a loaded machine let the breaker half-open midway.
+BREAKER_COOLDOWN = 1.5
 
-    await payments.sandbox.configure(fail_all=False)
-    await asyncio.sleep(COOLDOWN * 1.5)
-    payment = await authorise(payments, order_id="order-breaker")  # the trial call
-    assert payment.status is S.AUTHORISED
-    assert payments.provider.breaker.state == "closed"
+
+@pytest.mark.parametrize("provider", ["sandbox", "stripe"])
+async def test_the_breaker_opens_fails_fast_and_closes_when_the_provider_recovers(
+        provider: str, database_url: str, tmp_path: Path, sandbox: Sandbox) -> None:
+    payments = await rig(database_url, tmp_path, sandbox, provider,
+                         payments_breaker_cooldown_seconds=BREAKER_COOLDOWN)
+    try:
+        await payments.sandbox.configure(fail_all=True, fail_status=503)
+        # Threshold 3, three attempts per call: one call's retries open it.
+        with pytest.raises(PaymentUnavailable) as first:
+            await authorise(payments, order_id="order-breaker")
+        assert not isinstance(first.value, CircuitOpen)
+        assert payments.provider.breaker.state == "open"
+        before = (await payments.sandbox.stats())["requests"]
+        for _ in range(5):
+            with pytest.raises(CircuitOpen) as info:
+                await authorise(payments, order_id="order-breaker")
+            assert info.value.status == 503 and info.value.slug == "payment-circuit-open"
+        assert (await payments.sandbox.stats())["requests"] == before  # no call was made
+
+        await payments.sandbox.configure(fail_all=False)
+        await asyncio.sleep(BREAKER_COOLDOWN * 1.5)
+        payment = await authorise(payments, order_id="order-breaker")  # the trial call
+        assert payment.status is S.AUTHORISED
+        assert payments.provider.breaker.state == "closed"
+    finally:
+        await payments.provider.close()
+        await payments.db.dispose()
 
 
 async def test_declines_and_5xx_are_not_retried_alike(payments: Rig) -> None:
