@@ -189,8 +189,12 @@ class CheckoutIn(BaseModel):
     customer_id: CustomerId | None = None
 
 
+CHECKOUT_WAITING = "Placed; a step waits for the payment provider (poll the order)"
+
+
 @router.post("/v1/checkout", status_code=201, response_model=OrderOut,
-             responses=problem_responses(402, 404, 409, 422, 503))
+             responses={202: {"model": OrderOut, "description": CHECKOUT_WAITING},
+                        **problem_responses(402, 404, 409, 422, 503)})
 async def checkout(body: CheckoutIn, request: Request, response: Response,
                    principal: Principal = Depends(BUYERS),
                    orders: OrdersService = Depends(service)) -> OrderOut:
