@@ -10,9 +10,12 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+import strawberry
 import structlog
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
+from strawberry.extensions import DisableIntrospection, SchemaExtension
+from strawberry.tools import merge_types
 
 import instock.catalog.api
 import instock.channels.api
@@ -24,15 +27,18 @@ import instock.payments.api
 import instock.recommendations.api
 import instock.waitlist.api
 import instock.webhooks.api
+from instock.catalog.graphql import CatalogQuery
 from instock.catalog.service import CatalogService
 from instock.channels.connector import connector_factory
 from instock.channels.service import ChannelsService
 from instock.channels.worker import ChannelWorker
 from instock.config import Settings, get_settings
 from instock.experiments.service import CONVERSIONS, ExperimentsService
+from instock.inventory.graphql import InventoryMutation, InventoryQuery
 from instock.inventory.service import InventoryService
 from instock.live import model as live_model
 from instock.live.events import Update
+from instock.live.graphql import LiveSubscription, channel_stock
 from instock.live.service import LiveHub
 from instock.orders.saga import SagaRunner, SagaSettings
 from instock.orders.service import OrderSettings, OrdersService
@@ -46,6 +52,14 @@ from instock.platform.bus.relay import Relay
 from instock.platform.cache import grouped_cache
 from instock.platform.db import Database
 from instock.platform.flags import versioned_flags
+from instock.platform.graphql import (
+    InstockGraphQLRouter,
+    Limits,
+    ProblemErrors,
+    allowlist,
+    persisted_only,
+    query_limits,
+)
 from instock.platform.idempotency import IdempotencyMiddleware
 from instock.platform.retry import keep_running
 from instock.platform.runtime import tune_for_throughput
@@ -57,6 +71,7 @@ from instock.recommendations.service import (
     RecsSettings,
 )
 from instock.waitlist.service import NOTIFIER, WaitlistService
+from instock.web import OPERATIONS
 from instock.webhooks.service import FANOUT, Policy, WebhooksService
 
 log = structlog.get_logger(__name__)
@@ -232,6 +247,20 @@ def live_hub(container: Container) -> LiveHub:
                    heartbeat_seconds=container.settings.live_heartbeat_seconds)
 
 
+def graphql_schema(settings: Settings) -> strawberry.Schema:
+    """One schema from each context's types (DESIGN.md §8)."""
+    extensions: list[type[SchemaExtension]] = [ProblemErrors, query_limits(Limits(
+        max_depth=settings.graphql_max_depth, max_aliases=settings.graphql_max_aliases,
+        max_cost=settings.graphql_max_cost))]
+    if settings.graphql_persisted_only:
+        extensions += [persisted_only(allowlist(OPERATIONS)), DisableIntrospection]
+    return strawberry.Schema(
+        query=merge_types("Query", (CatalogQuery, InventoryQuery)),
+        mutation=merge_types("Mutation", (InventoryMutation,)),
+        subscription=merge_types("Subscription", (LiveSubscription,)),
+        extensions=extensions)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     container = build(settings)
     settings = container.settings
@@ -268,6 +297,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.channels = container.channels
     app.state.experiments = container.experiments
     app.state.recommendations = container.recommendations
+    app.state.channel_stock = channel_stock(container.inventory)
     errors.install_handlers(app)
     app.add_middleware(IdempotencyMiddleware, db=container.db, tokens=container.tokens)
     telemetry.install(app)  # added last, so outermost: it times and logs everything
@@ -283,6 +313,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(instock.webhooks.api.router)
     app.include_router(instock.channels.api.router)
     app.include_router(instock.experiments.api.router)
+    app.include_router(InstockGraphQLRouter(graphql_schema(settings)), prefix="/graphql",
+                       include_in_schema=False)
 
     @app.get("/livez", include_in_schema=False)
     async def livez() -> dict[str, str]:

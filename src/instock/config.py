@@ -65,6 +65,11 @@ class Settings(BaseSettings):
     recs_cache_ttl_seconds: float = Field(default=60.0, gt=0)
     # SSE and WebSocket clients get a heartbeat after this many quiet seconds.
     live_heartbeat_seconds: float = Field(default=15.0, gt=0)
+    # GraphQL: only the pages' own operations may run (and no introspection) when true.
+    graphql_persisted_only: bool = False
+    graphql_max_depth: int = Field(default=12, ge=1)
+    graphql_max_aliases: int = Field(default=20, ge=0)
+    graphql_max_cost: int = Field(default=25_000, ge=1)
     # Orders: a cart's holds run this long after the buyer's last touch; checkout holds the stock
     # this long for the payment to finish (a hold that runs out makes the checkout fail).
     cart_hold_seconds: int = Field(default=900, ge=1)

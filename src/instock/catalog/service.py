@@ -69,9 +69,17 @@ class CatalogService:
             raise NotFound(f"product {product_id} does not exist")
         return product
 
-    async def list_product_ids(self, limit: int = 100, after: str | None = None) -> list[str]:
+    async def get_products(self, product_ids: Iterable[str]) -> dict[str, Product]:
+        """The products that exist among `product_ids`, read together."""
         async with self.db.read() as conn:
-            return await store.list_products(conn, limit, after)
+            return await store.get_products(conn, product_ids)
+
+    async def list_product_ids(self, limit: int = 100, after: str | None = None, *,
+                               brand: str | None = None,
+                               category: str | None = None) -> list[str]:
+        """Product ids in id order after `after`, optionally of one brand or category."""
+        async with self.db.read() as conn:
+            return await store.list_products(conn, limit, after, brand, category)
 
     async def unknown_skus(self, skus: Iterable[str]) -> set[str]:
         return (await self.lookup(skus))[0]

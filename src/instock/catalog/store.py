@@ -122,8 +122,32 @@ async def get_product(conn: AsyncConnection, product_id: str, *,
         variants=[Variant(v.sku, dict(v.attributes), kits.get(v.sku, {})) for v in variant_rows])
 
 
-async def list_products(conn: AsyncConnection, limit: int, after: str | None) -> list[str]:
+async def get_products(conn: AsyncConnection, product_ids: Iterable[str]) -> dict[str, Product]:
+    """Many products in three statements however many there are (a page of a storefront)."""
+    wanted = list(product_ids)
+    rows = (await conn.execute(sa.select(products).where(products.c.id.in_(wanted)))).all()
+    variant_rows = (await conn.execute(sa.select(variants).where(
+        variants.c.product_id.in_(wanted)).order_by(variants.c.product_id,
+                                                    variants.c.position))).all()
+    kits = await recipes(conn, [v.sku for v in variant_rows])
+    by_product: dict[str, list[Variant]] = {}
+    for v in variant_rows:
+        by_product.setdefault(v.product_id, []).append(
+            Variant(v.sku, dict(v.attributes), kits.get(v.sku, {})))
+    return {row.id: Product(
+        id=row.id, title=row.title, brand=row.brand, category=row.category, price=row.price,
+        currency=row.currency, tags=list(row.tags), attributes=dict(row.attributes),
+        replenishable=row.replenishable, version=row.version,
+        variants=by_product.get(row.id, [])) for row in rows}
+
+
+async def list_products(conn: AsyncConnection, limit: int, after: str | None,
+                        brand: str | None = None, category: str | None = None) -> list[str]:
     query = sa.select(products.c.id).order_by(products.c.id).limit(limit)
     if after:
         query = query.where(products.c.id > after)
+    if brand:
+        query = query.where(products.c.brand == brand)
+    if category:
+        query = query.where(products.c.category == category)
     return [row.id for row in await conn.execute(query)]

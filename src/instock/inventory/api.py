@@ -27,8 +27,11 @@ Name = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whit
 Quantity = Annotated[int, Field(ge=0, le=1_000_000_000)]
 
 STOCK_READERS = requires(*STAFF)
-STOCK_WRITERS = requires(Role.INVENTORY, Role.FULFILMENT)
-RESERVERS = requires(Role.CUSTOMER, Role.SERVICE, Role.SUPPORT)
+STOCK_WRITER_ROLES = (Role.INVENTORY, Role.FULFILMENT)
+STOCK_WRITERS = requires(*STOCK_WRITER_ROLES)
+RESERVER_ROLES = (Role.CUSTOMER, Role.SERVICE, Role.SUPPORT)
+RESERVERS = requires(*RESERVER_ROLES)
+OwnerCheck = Callable[[Reservation], None]
 
 
 # async: FastAPI runs a plain `def` dependency in a worker thread, on every request.
@@ -239,17 +242,21 @@ def render_reservation(r: Reservation) -> ReservationOut:
                                    quantity=a.quantity) for a in r.allocations])
 
 
+def reserving_customer(principal: Principal, customer_id: str | None) -> str | None:
+    """Whom a hold is for: a customer holds for itself; staff name the customer (or none)."""
+    if principal.is_customer:
+        customer_id = customer_id or principal.subject
+        principal.assert_acts_for(customer_id)
+    return customer_id
+
+
 @router.post("/v1/reservations", status_code=201, response_model=ReservationOut)
 async def reserve(body: ReservationIn, request: Request,
                   principal: Principal = Depends(RESERVERS),
                   inventory: InventoryService = Depends(service)) -> ReservationOut:
-    customer_id = body.customer_id
-    if principal.is_customer:
-        customer_id = customer_id or principal.subject
-        principal.assert_acts_for(customer_id)
     reservation = await inventory.reserve(
         ReserveRequest([Line(line.sku, line.quantity) for line in body.lines], body.channel,
-                       customer_id, body.ttl_seconds),
+                       reserving_customer(principal, body.customer_id), body.ttl_seconds),
         entry_context(request, principal, "reservation"))
     return render_reservation(reservation)
 
@@ -262,7 +269,7 @@ async def get_reservation(reservation_id: str, principal: Principal = Depends(RE
     return render_reservation(reservation)
 
 
-def owner_check(principal: Principal) -> Callable[[Reservation], None]:
+def owner_check(principal: Principal) -> OwnerCheck:
     """Checked under the reservation's locks: a customer touches only its own holds."""
     return lambda r: principal.assert_acts_for(r.customer_id)
 
@@ -314,6 +321,10 @@ class EntryOut(BaseModel):
 
 class LedgerOut(BaseModel):
     entries: list[EntryOut]
+
+
+class LedgerPage(BaseModel):
+    limit: int = Field(default=100, ge=1, le=1000)
 
 
 @router.get("/v1/ledger", response_model=LedgerOut)

@@ -7,7 +7,7 @@ outbox events together. Lost races are retried with jittered backoff, then answe
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TypeVar
@@ -16,7 +16,14 @@ from instock.catalog.service import CatalogService
 from instock.inventory import model, store
 from instock.inventory.errors import InvalidTransition, domain_errors
 from instock.inventory.events import ChannelChanged
-from instock.inventory.model import Adjustment, AdjustmentKind, LedgerEntry, Movement, Reservation
+from instock.inventory.model import (
+    Adjustment,
+    AdjustmentKind,
+    LedgerEntry,
+    Movement,
+    Reservation,
+    StockLevel,
+)
 from instock.inventory.reservation_batch import Hold, ReserveBatch, ReserveRequest, refused_by_flags
 from instock.inventory.unit_of_work import StockTx, StockView, stock_view
 from instock.platform.batching import GroupCommit
@@ -240,24 +247,43 @@ class InventoryService:
     async def stock(self, sku: str, channel_id: str | None = None) -> StockView:
         """The SKU's buckets everywhere; `available` is what the channel (or, without one,
         any location) can still sell."""
-        recipes = await self.catalog.recipes([sku])
-        if await self.catalog.unknown_skus({sku}):
+        found = await self.stocks([sku], channel_id)
+        if sku not in found:
             raise NotFound(f"SKU {sku} does not exist")
+        return found[sku]
+
+    async def stocks(self, skus: Iterable[str],
+                     channel_id: str | None = None) -> dict[str, StockView]:
+        """`stock` of many SKUs in two reads however many there are (a storefront's page);
+        SKUs that do not exist are left out."""
+        asked = set(skus)
+        unknown, recipes = await self.catalog.lookup(asked)
+        wanted = asked - unknown
+        if not wanted:
+            return {}
         channel = await self.channel(channel_id) if channel_id else None
-        components = recipes.get(sku, {})
-        skus = {sku, *components}
+        every = wanted.union(*recipes.values())
         async with self.db.read() as conn:
-            levels = await store.load_levels(conn, skus)
-            items = await store.get_items(conn, skus)
-        item = items.get(sku)
-        own = sorted((lvl for lvl in levels.values() if lvl.sku == sku), key=lambda lv: lv.location)
-        sellable_from = {s: [lv for lv in levels.values() if lv.sku == s and (
-            channel is None or lv.location in channel.locations)] for s in skus}
-        available = model.channel_available_to_sell(
-            sku, recipes, sellable_from, self.clock().date(),
-            channel.min_shelf_life_days if channel else 0,
-            channel.rules if channel else model.NO_RULES)
-        return stock_view(sku, item.version if item else 0, available, own, components, item)
+            levels = await store.load_levels(conn, every)
+            items = await store.get_items(conn, every)
+        by_sku: dict[str, list[StockLevel]] = {}
+        for level in levels.values():
+            by_sku.setdefault(level.sku, []).append(level)
+        today = self.clock().date()
+        views: dict[str, StockView] = {}
+        for sku in wanted:
+            components = recipes.get(sku, {})
+            sellable_from = {s: [lv for lv in by_sku.get(s, ()) if (
+                channel is None or lv.location in channel.locations)] for s in {sku, *components}}
+            available = model.channel_available_to_sell(
+                sku, recipes, sellable_from, today,
+                channel.min_shelf_life_days if channel else 0,
+                channel.rules if channel else model.NO_RULES)
+            item = items.get(sku)
+            own = sorted(by_sku.get(sku, ()), key=lambda lv: lv.location)
+            views[sku] = stock_view(sku, item.version if item else 0, available, own,
+                                    components, item)
+        return views
 
     # -- reservations -----------------------------------------------------------------------------
 

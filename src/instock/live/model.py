@@ -19,6 +19,8 @@ from instock.live.events import Update
 # Public streams carry stock counts; staff streams carry reservations and ledger movements.
 PUBLIC_TOPIC = "stock"
 STAFF_TOPICS = frozenset({"reservations", "ledger"})
+# Orders are followed one at a time, by their owner (GraphQL's orderChanged).
+ORDERS_TOPIC = "orders"
 # A staff stream a client cannot keep up with keeps only this many distinct keys pending,
 # then drops the oldest and tells the client it missed some (it should re-read by REST).
 MAX_PENDING = 10_000
@@ -103,3 +105,10 @@ def ledger_update(envelope: dict[str, Any]) -> Update:
     return Update("ledger", f"{data.get('sku')}@{data.get('location')}", data.get("version"),
                   envelope)
 
+
+
+def order_update(envelope: dict[str, Any]) -> Update:
+    """An order event, keyed by the order; its sequence is the order's version."""
+    sequence = envelope.get("sequence")
+    return Update(ORDERS_TOPIC, str(envelope.get("subject")),
+                  int(sequence) if sequence is not None else None, envelope)

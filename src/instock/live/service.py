@@ -11,6 +11,7 @@ import structlog
 from instock.inventory.events import ReservationEvent, StockChanged
 from instock.live import model
 from instock.live.events import Update
+from instock.orders.events import OrderEvent
 from instock.platform.bus import Bus, Envelope
 from instock.platform.errors import NotFound
 from instock.platform.retry import keep_running
@@ -18,6 +19,7 @@ from instock.platform.retry import keep_running
 log = structlog.get_logger(__name__)
 # Every reservation event goes to the staff's reservations stream, also one added later.
 RESERVATION_EVENTS = frozenset(event.type for event in ReservationEvent.__subclasses__())
+ORDER_EVENTS = frozenset(event.type for event in OrderEvent.__subclasses__())
 
 Snapshot = Callable[[str], Awaitable[Update]]
 Validator = Callable[[Envelope], None]
@@ -90,6 +92,8 @@ class LiveHub:
             self._offer_staff(model.ledger_update(envelope))
         elif kind in RESERVATION_EVENTS:
             self._offer_staff(model.reservation_update(envelope))
+        elif kind in ORDER_EVENTS:
+            self._offer_staff(model.order_update(envelope))
 
     def _offer_staff(self, update: Update) -> None:
         for connection in self._by_topic.get(update.topic, ()):

@@ -6,6 +6,7 @@ unexpected) into problem documents. No stack trace or SQL ever reaches a client.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import structlog
@@ -41,8 +42,20 @@ class InstockError(Exception):
 class ValidationFailed(InstockError):
     status, slug, title = 422, "validation-error", "The request is not valid"
 
-    def __init__(self, field: str, reason: str) -> None:
-        super().__init__(f"{field}: {reason}", errors=[{"field": field, "reason": reason}])
+    def __init__(self, field: str, reason: str, *more: tuple[str, str]) -> None:
+        pairs = [(field, reason), *more]
+        super().__init__("; ".join(f"{f}: {r}" for f, r in pairs),
+                         errors=[{"field": f, "reason": r} for f, r in pairs])
+
+
+def validation_problem(errors: Sequence[Mapping[str, Any]], *,
+                       located: bool = True) -> ValidationFailed:
+    """Pydantic's errors as one ValidationFailed naming each field (`lines[0].sku`).
+    `located`: the first part of each error's location is where the value came from (FastAPI's
+    "body", "query"…), not a field; a model validated directly has no such part."""
+    pairs = [(_field_of(tuple(e.get("loc", ())), located), str(e.get("msg", "invalid")))
+             for e in errors] or [("body", "invalid")]
+    return ValidationFailed(*pairs[0], *pairs[1:])
 
 
 class NotFound(InstockError):
@@ -126,9 +139,10 @@ def problem_response(doc: dict[str, Any], headers: dict[str, str] | None = None)
     return JSONResponse(doc, status_code=doc["status"], media_type=PROBLEM_JSON, headers=headers)
 
 
-def _field_of(loc: tuple[Any, ...]) -> str:
+def _field_of(loc: tuple[Any, ...], located: bool = True) -> str:
     # ("body", "lines", 0, "sku") -> "lines[0].sku"; the location kind is not part of the field.
-    parts = list(loc[1:]) if loc and loc[0] in ("body", "query", "path", "header") else list(loc)
+    parts = (list(loc[1:]) if located and loc and loc[0] in ("body", "query", "path", "header")
+             else list(loc))
     out = ""
     for part in parts:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
@@ -142,12 +156,7 @@ def install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [{"field": _field_of(tuple(e.get("loc", ()))), "reason": e.get("msg", "invalid")}
-                  for e in exc.errors()]
-        detail = "; ".join(f"{e['field']}: {e['reason']}" for e in errors)
-        return problem_response(problem_document(
-            422, "validation-error", "The request is not valid", detail, request.url.path,
-            errors=errors))
+        return problem_response(validation_problem(exc.errors()).problem(request.url.path))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

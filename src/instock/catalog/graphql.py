@@ -1,0 +1,130 @@
+"""The catalogue in GraphQL: products with their variants, each variant's live stock.
+
+Products are public here (a storefront shows them to anyone); a page of them costs a fixed
+number of reads: one for the page's ids, one batch of products, one batch of stock per channel."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from decimal import Decimal
+
+import strawberry
+from strawberry.scalars import JSON
+
+from instock.catalog.model import Product as ProductModel
+from instock.catalog.model import Variant as VariantModel
+from instock.catalog.service import CatalogService
+from instock.inventory.graphql import Stock, render_stock, stock_of
+from instock.platform.errors import NotFound, ValidationFailed
+from instock.platform.graphql import Info, PageInfo, decode_cursor, encode_cursor
+
+MAX_PAGE = 100
+
+
+def service(info: Info) -> CatalogService:
+    svc: CatalogService = info.context.state.catalog
+    return svc
+
+
+async def product_of(info: Info, product_id: str) -> ProductModel | None:
+    catalog = service(info)
+
+    async def load(ids: Sequence[str]) -> list[ProductModel | None]:
+        found = await catalog.get_products(ids)
+        return [found.get(i) for i in ids]
+
+    return await info.context.loader("product", load).load(product_id)
+
+
+@strawberry.type
+class Component:
+    sku: str
+    quantity: int
+
+
+@strawberry.type
+class Variant:
+    sku: str
+    size: str | None = strawberry.field(description="the `size` attribute, when it has one")
+    attributes: JSON
+    components: list[Component] = strawberry.field(description="a bundle's parts")
+
+    @strawberry.field(description="what is left to sell, live (subscribe to `stockChanged`)")
+    async def stock(self, info: Info, channel: str | None = "web") -> Stock | None:
+        view = await stock_of(info, self.sku, channel)
+        return None if view is None else render_stock(view)
+
+
+def render_variant(variant: VariantModel) -> Variant:
+    return Variant(sku=variant.sku, size=variant.attributes.get("size"),
+                   attributes=JSON(dict(variant.attributes)),
+                   components=[Component(sku=s, quantity=q)
+                               for s, q in sorted(variant.components.items())])
+
+
+@strawberry.type
+class Product:
+    id: strawberry.ID
+    title: str
+    brand: str
+    category: str
+    tags: list[str]
+    attributes: JSON
+    price: Decimal
+    currency: str
+    replenishable: bool
+    version: int
+    variants: list[Variant]
+
+
+def render_product(product: ProductModel) -> Product:
+    return Product(id=strawberry.ID(product.id), title=product.title, brand=product.brand,
+                   category=product.category, tags=list(product.tags),
+                   attributes=JSON(dict(product.attributes)), price=product.price,
+                   currency=product.currency, replenishable=product.replenishable,
+                   version=product.version,
+                   variants=[render_variant(v) for v in product.variants])
+
+
+@strawberry.type
+class ProductEdge:
+    cursor: str
+    node: Product
+
+
+@strawberry.type
+class ProductConnection:
+    edges: list[ProductEdge]
+    page_info: PageInfo
+
+
+@strawberry.input
+class ProductFilter:
+    brand: str | None = None
+    category: str | None = None
+
+
+@strawberry.type
+class CatalogQuery:
+    @strawberry.field
+    async def product(self, info: Info, id: strawberry.ID) -> Product:
+        found = await product_of(info, str(id))
+        if found is None:
+            raise NotFound(f"product {id} does not exist")
+        return render_product(found)
+
+    @strawberry.field(description=f"products in id order, {MAX_PAGE} at most a page")
+    async def products(self, info: Info, first: int = 20, after: str | None = None,
+                       filter: ProductFilter | None = None) -> ProductConnection:
+        if not 1 <= first <= MAX_PAGE:
+            raise ValidationFailed("first", f"must be between 1 and {MAX_PAGE}")
+        catalog = service(info)
+        ids = await catalog.list_product_ids(
+            first + 1, decode_cursor("p", after), brand=filter.brand if filter else None,
+            category=filter.category if filter else None)
+        page = ids[:first]
+        found = await catalog.get_products(page)
+        edges = [ProductEdge(cursor=encode_cursor("p", i), node=render_product(found[i]))
+                 for i in page if i in found]
+        return ProductConnection(edges=edges, page_info=PageInfo(
+            has_next_page=len(ids) > first, end_cursor=edges[-1].cursor if edges else None))
