@@ -33,6 +33,7 @@ from instock.channels.connector import connector_factory
 from instock.channels.service import ChannelsService
 from instock.channels.worker import ChannelWorker
 from instock.config import Settings, get_settings
+from instock.experiments.graphql import ExperimentsQuery
 from instock.experiments.service import CONVERSIONS, ExperimentsService
 from instock.inventory.graphql import InventoryMutation, InventoryQuery
 from instock.inventory.service import InventoryService
@@ -40,6 +41,7 @@ from instock.live import model as live_model
 from instock.live.events import Update
 from instock.live.graphql import LiveSubscription, channel_stock
 from instock.live.service import LiveHub
+from instock.orders.graphql import OrdersMutation, OrdersQuery
 from instock.orders.saga import SagaRunner, SagaSettings
 from instock.orders.service import OrderSettings, OrdersService
 from instock.payments.providers import make_provider
@@ -64,14 +66,21 @@ from instock.platform.idempotency import IdempotencyMiddleware
 from instock.platform.retry import keep_running
 from instock.platform.runtime import tune_for_throughput
 from instock.recommendations.engine import MODEL_NAMES
+from instock.recommendations.graphql import (
+    RecommendationsMutation,
+    RecommendationsQuery,
+    RecommendationsSubscription,
+)
 from instock.recommendations.service import (
     AVAILABILITY,
     CATALOGUE,
     RecommendationsService,
     RecsSettings,
 )
+from instock.waitlist.graphql import WaitlistMutation
 from instock.waitlist.service import NOTIFIER, WaitlistService
 from instock.web import OPERATIONS
+from instock.webhooks.graphql import WebhooksQuery
 from instock.webhooks.service import FANOUT, Policy, WebhooksService
 
 log = structlog.get_logger(__name__)
@@ -255,9 +264,12 @@ def graphql_schema(settings: Settings) -> strawberry.Schema:
     if settings.graphql_persisted_only:
         extensions += [persisted_only(allowlist(OPERATIONS)), DisableIntrospection]
     return strawberry.Schema(
-        query=merge_types("Query", (CatalogQuery, InventoryQuery)),
-        mutation=merge_types("Mutation", (InventoryMutation,)),
-        subscription=merge_types("Subscription", (LiveSubscription,)),
+        query=merge_types("Query", (CatalogQuery, InventoryQuery, OrdersQuery,
+                                    RecommendationsQuery, ExperimentsQuery, WebhooksQuery)),
+        mutation=merge_types("Mutation", (InventoryMutation, OrdersMutation,
+                                          RecommendationsMutation, WaitlistMutation)),
+        subscription=merge_types("Subscription", (LiveSubscription,
+                                                  RecommendationsSubscription)),
         extensions=extensions)
 
 

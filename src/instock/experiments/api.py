@@ -119,7 +119,7 @@ class ResultsOut(BaseModel):
     variants: list[VariantResultOut]
 
 
-def _experiment(e: Experiment) -> ExperimentOut:
+def render_experiment(e: Experiment) -> ExperimentOut:
     control = e.control.name
     return ExperimentOut(
         id=e.id, name=e.name, status=e.status, unit=e.unit, created_at=e.created_at,
@@ -144,8 +144,8 @@ def _variant_result(r: VariantResult) -> VariantResultOut:
                             purchase=kinds[Kind.PURCHASE])
 
 
-def _results(r: Results) -> ResultsOut:
-    return ResultsOut(experiment=_experiment(r.experiment), alpha=r.alpha,
+def render_results(r: Results) -> ResultsOut:
+    return ResultsOut(experiment=render_experiment(r.experiment), alpha=r.alpha,
                       variants=[_variant_result(v) for v in r.variants])
 
 
@@ -157,7 +157,7 @@ async def create(body: ExperimentIn, principal: Principal = Depends(MANAGE),
     their variant)."""
     variants = [Variant(v.name, v.share, v.config.model_dump(exclude_none=True))
                 for v in body.variants]
-    return _experiment(await experiments.create(body.name, body.unit, variants))
+    return render_experiment(await experiments.create(body.name, body.unit, variants))
 
 
 @router.get("", response_model=list[ExperimentOut])
@@ -165,13 +165,13 @@ async def experiments_(status: Status | None = Query(default=None),
                        principal: Principal = Depends(MANAGE),
                        experiments: ExperimentsService = Depends(service)) -> list[ExperimentOut]:
     """Every experiment, newest first."""
-    return [_experiment(e) for e in await experiments.list(status)]
+    return [render_experiment(e) for e in await experiments.list(status)]
 
 
 @router.get("/{experiment_id}", response_model=ExperimentOut)
 async def experiment(experiment_id: ExperimentId, principal: Principal = Depends(MANAGE),
                      experiments: ExperimentsService = Depends(service)) -> ExperimentOut:
-    return _experiment(await experiments.get(experiment_id))
+    return render_experiment(await experiments.get(experiment_id))
 
 
 @router.post("/{experiment_id}/start", response_model=ExperimentOut)
@@ -180,7 +180,7 @@ async def start(experiment_id: ExperimentId, request: Request,
                 experiments: ExperimentsService = Depends(service)) -> ExperimentOut:
     """Start a draft: recommendations are served by its variants from now on (within about a
     second in every API process). If several run, the one started first applies."""
-    return _experiment(await experiments.start(experiment_id, correlation_id(request)))
+    return render_experiment(await experiments.start(experiment_id, correlation_id(request)))
 
 
 @router.post("/{experiment_id}/stop", response_model=ExperimentOut)
@@ -188,7 +188,7 @@ async def stop(experiment_id: ExperimentId, request: Request,
                principal: Principal = Depends(MANAGE),
                experiments: ExperimentsService = Depends(service)) -> ExperimentOut:
     """Stop a running experiment; its results stay readable."""
-    return _experiment(await experiments.stop(experiment_id, correlation_id(request)))
+    return render_experiment(await experiments.stop(experiment_id, correlation_id(request)))
 
 
 @router.get("/{experiment_id}/results", response_model=ResultsOut)
@@ -197,4 +197,4 @@ async def results(experiment_id: ExperimentId, principal: Principal = Depends(MA
     """Per variant: subjects exposed, and for clicks, add-to-carts and purchases after
     exposure the conversion rate, the uplift over the control and a two-sided pooled
     two-proportion z-test with a 95% confidence interval of the difference."""
-    return _results(await experiments.results(experiment_id))
+    return render_results(await experiments.results(experiment_id))

@@ -20,8 +20,10 @@ from instock.platform.text import Printable
 
 router = APIRouter(tags=["orders"], responses=problem_responses(400, 401, 403, 404, 409, 422))
 
-BUYERS = requires(Role.CUSTOMER, Role.SERVICE, Role.SUPPORT)
-ORDER_READERS = requires(Role.CUSTOMER, *STAFF)
+BUYER_ROLES = (Role.CUSTOMER, Role.SERVICE, Role.SUPPORT)
+BUYERS = requires(*BUYER_ROLES)
+ORDER_READER_ROLES = (Role.CUSTOMER, *STAFF)
+ORDER_READERS = requires(*ORDER_READER_ROLES)
 FULFILLERS = requires(Role.FULFILMENT)
 SUPPORTERS = requires(Role.SUPPORT, Role.SERVICE)
 Reason = Annotated[Printable, StringConstraints(min_length=1, max_length=300,
@@ -67,13 +69,14 @@ def render_cart(cart: Any) -> CartOut:
                           for i in cart.items])
 
 
-def _customer(principal: Principal, wanted: str | None) -> str | None:
+def customer_for(principal: Principal, wanted: str | None) -> str | None:
+    """Whom an order or cart is for: a customer is itself; staff name one (or none)."""
     customer_id = (wanted or principal.subject) if principal.is_customer else wanted
     principal.assert_acts_for(customer_id)
     return customer_id
 
 
-async def _own_cart(orders: OrdersService, cart_id: str, principal: Principal) -> None:
+async def own_cart(orders: OrdersService, cart_id: str, principal: Principal) -> None:
     principal.assert_acts_for((await orders.cart(cart_id)).customer_id)
 
 
@@ -81,7 +84,7 @@ async def _own_cart(orders: OrdersService, cart_id: str, principal: Principal) -
 async def create_cart(body: CartIn, principal: Principal = Depends(BUYERS),
                       orders: OrdersService = Depends(service)) -> CartOut:
     return render_cart(await orders.create_cart(body.channel,
-                                                _customer(principal, body.customer_id)))
+                                                customer_for(principal, body.customer_id)))
 
 
 @router.get("/v1/carts/{cart_id}", response_model=CartOut)
@@ -98,7 +101,7 @@ async def add_item(cart_id: str, body: LineIn, request: Request,
                    principal: Principal = Depends(BUYERS),
                    orders: OrdersService = Depends(service)) -> CartOut:
     """Hold more of a SKU; the cart's holds run `cart_hold_seconds` past the last touch."""
-    await _own_cart(orders, cart_id, principal)
+    await own_cart(orders, cart_id, principal)
     return render_cart(await orders.add_to_cart(cart_id, body.sku, body.quantity,
                                                 entry_context(request, principal, "cart")))
 
@@ -107,7 +110,7 @@ async def add_item(cart_id: str, body: LineIn, request: Request,
 async def remove_item(cart_id: str, sku: str, request: Request,
                       principal: Principal = Depends(BUYERS),
                       orders: OrdersService = Depends(service)) -> CartOut:
-    await _own_cart(orders, cart_id, principal)
+    await own_cart(orders, cart_id, principal)
     return render_cart(await orders.remove_from_cart(cart_id, sku,
                                                      entry_context(request, principal, "cart")))
 
@@ -116,7 +119,7 @@ async def remove_item(cart_id: str, sku: str, request: Request,
 async def touch_cart(cart_id: str, request: Request, principal: Principal = Depends(BUYERS),
                      orders: OrdersService = Depends(service)) -> CartOut:
     """The buyer is active: extend every hold of the cart."""
-    await _own_cart(orders, cart_id, principal)
+    await own_cart(orders, cart_id, principal)
     return render_cart(await orders.touch_cart(cart_id,
                                                entry_context(request, principal, "cart")))
 
@@ -202,9 +205,9 @@ async def checkout(body: CheckoutIn, request: Request, response: Response,
     hand to fulfilment. 201 when paid; 202 while a step waits for a provider (the saga goes
     on in the background: poll the order); 402/409/503 when it failed, stock released."""
     if body.cart_id is not None:
-        await _own_cart(orders, body.cart_id, principal)
+        await own_cart(orders, body.cart_id, principal)
     order, saga = await orders.checkout(
-        channel=body.channel, customer_id=_customer(principal, body.customer_id),
+        channel=body.channel, customer_id=customer_for(principal, body.customer_id),
         cart_id=body.cart_id, lines=[Line(line.sku, line.quantity) for line in body.lines],
         correlation_id=correlation_id(request))
     if saga.status is SagaStatus.RUNNING:
@@ -220,12 +223,16 @@ async def get_order(order_id: str, principal: Principal = Depends(ORDER_READERS)
     return render_order(order, saga)
 
 
+class OrdersPage(BaseModel):
+    limit: int = Field(default=50, ge=1, le=500)
+
+
 @router.get("/v1/orders", response_model=list[OrderOut])
 async def list_orders(customer_id: str | None = None, status: OrderStatus | None = None,
                       limit: int = Query(50, ge=1, le=500),
                       principal: Principal = Depends(ORDER_READERS),
                       orders: OrdersService = Depends(service)) -> list[OrderOut]:
-    customer_id = _customer(principal, customer_id)
+    customer_id = customer_for(principal, customer_id)
     found = await orders.find(customer_id, status.value if status else None, limit)
     return [render_order(order) for order in found]
 

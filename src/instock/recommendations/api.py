@@ -19,7 +19,8 @@ router = APIRouter(prefix="/v1", tags=["recommendations"],
                    responses=problem_responses(400, 401, 403, 422))
 # Storefronts send events and ask for lists for their shoppers (service), shoppers for
 # themselves (customer); staff may look at any shopper's list.
-SHOPPERS = requires(Role.CUSTOMER, Role.SERVICE, Role.MERCHANDISER, Role.SUPPORT)
+SHOPPER_ROLES = (Role.CUSTOMER, Role.SERVICE, Role.MERCHANDISER, Role.SUPPORT)
+SHOPPERS = requires(*SHOPPER_ROLES)
 
 ShopperId = Annotated[Printable, StringConstraints(min_length=1, max_length=128)]
 ProductId = Annotated[str, StringConstraints(pattern=CALLER_ID_PATTERN)]
@@ -98,6 +99,15 @@ class RecommendationsOut(BaseModel):
     items: list[RecommendedItem]
     experiment: ExperimentOut | None
     cached: bool
+
+
+class RecommendationsIn(BaseModel):
+    """What `GET /recommendations` takes, as one model (GraphQL checks its arguments with it)."""
+
+    customer_id: ShopperId | None = None
+    session_id: ShopperId | None = None
+    context: Annotated[str, StringConstraints(pattern=CONTEXT_PATTERN)] = "home"
+    limit: int = Field(default=10, ge=1, le=50)
 
 
 @router.post("/events", status_code=202, response_model=EventsOut)

@@ -14,7 +14,8 @@ from instock.waitlist.model import Entry
 from instock.waitlist.service import WaitlistService
 
 router = APIRouter(tags=["waitlist"], responses=problem_responses(400, 401, 403, 404, 422))
-MEMBERS = requires(Role.CUSTOMER, Role.SUPPORT, Role.SERVICE)
+MEMBER_ROLES = (Role.CUSTOMER, Role.SUPPORT, Role.SERVICE)
+MEMBERS = requires(*MEMBER_ROLES)
 
 
 # async: FastAPI runs a plain `def` dependency in a worker thread, on every request.
@@ -35,7 +36,7 @@ class EntryOut(BaseModel):
     notified_at: datetime | None
 
 
-def _customer(principal: Principal, customer_id: str | None) -> str:
+def customer_of(principal: Principal, customer_id: str | None) -> str:
     customer = customer_id or (principal.subject if principal.is_customer else None)
     if customer is None:
         raise ValidationFailed("customer_id", "staff must name the customer")
@@ -43,7 +44,7 @@ def _customer(principal: Principal, customer_id: str | None) -> str:
     return customer
 
 
-def _out(entry: Entry) -> EntryOut:
+def render_entry(entry: Entry) -> EntryOut:
     return EntryOut(sku=entry.sku, customer_id=entry.customer_id, created_at=entry.created_at,
                     notified_at=entry.notified_at)
 
@@ -52,18 +53,19 @@ def _out(entry: Entry) -> EntryOut:
 async def join(body: JoinIn, principal: Principal = Depends(MEMBERS),
                waitlist: WaitlistService = Depends(service)) -> EntryOut:
     """Wait for a SKU: one `waitlist.notified.v1` event is produced when it is back in stock."""
-    return _out(await waitlist.join(body.sku, _customer(principal, body.customer_id)))
+    return render_entry(await waitlist.join(body.sku, customer_of(principal, body.customer_id)))
 
 
 @router.get("/v1/waitlist", response_model=list[EntryOut])
 async def entries(customer_id: CallerId | None = None, principal: Principal = Depends(MEMBERS),
                   waitlist: WaitlistService = Depends(service)) -> list[EntryOut]:
-    return [_out(e) for e in await waitlist.of_customer(_customer(principal, customer_id))]
+    customer = customer_of(principal, customer_id)
+    return [render_entry(e) for e in await waitlist.of_customer(customer)]
 
 
 @router.delete("/v1/waitlist/{sku}", status_code=204)
 async def leave(sku: CallerId, customer_id: CallerId | None = None,
                 principal: Principal = Depends(MEMBERS),
                 waitlist: WaitlistService = Depends(service)) -> Response:
-    await waitlist.leave(sku, _customer(principal, customer_id))
+    await waitlist.leave(sku, customer_of(principal, customer_id))
     return Response(status_code=204)

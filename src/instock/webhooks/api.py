@@ -115,7 +115,7 @@ def _attempt(a: Attempt) -> AttemptOut:
                       duration_ms=a.duration_ms)
 
 
-def _delivery(d: Delivery) -> DeliveryOut:
+def render_delivery(d: Delivery) -> DeliveryOut:
     return DeliveryOut(
         id=d.id, subscription_id=d.subscription_id, event_id=d.event_id,
         event_type=d.event_type, status=d.status, attempts=d.attempts,
@@ -162,6 +162,10 @@ async def unsubscribe(subscription_id: SubscriptionId, principal: Principal = De
     return Response(status_code=204)
 
 
+class DeliveriesPage(BaseModel):
+    limit: int = Field(default=50, ge=1, le=500)
+
+
 @router.get("/subscriptions/{subscription_id}/deliveries", response_model=list[DeliveryOut])
 async def deliveries(subscription_id: SubscriptionId, status: Status | None = None,
                      limit: int = Query(default=50, ge=1, le=500),
@@ -170,14 +174,14 @@ async def deliveries(subscription_id: SubscriptionId, status: Status | None = No
                      principal: Principal = Depends(ADMIN),
                      webhooks: WebhooksService = Depends(service)) -> list[DeliveryOut]:
     """The delivery log, newest first, each delivery with its attempts."""
-    return [_delivery(d) for d in await webhooks.deliveries(subscription_id, status, limit,
-                                                            before)]
+    return [render_delivery(d)
+            for d in await webhooks.deliveries(subscription_id, status, limit, before)]
 
 
 @router.get("/deliveries/{delivery_id}", response_model=DeliveryOut)
 async def delivery(delivery_id: DeliveryId, principal: Principal = Depends(ADMIN),
                    webhooks: WebhooksService = Depends(service)) -> DeliveryOut:
-    return _delivery(await webhooks.delivery(delivery_id))
+    return render_delivery(await webhooks.delivery(delivery_id))
 
 
 @router.post("/deliveries/{delivery_id}/redeliver", status_code=202, response_model=DeliveryOut)
@@ -185,7 +189,7 @@ async def redeliver(delivery_id: DeliveryId, principal: Principal = Depends(ADMI
                     webhooks: WebhooksService = Depends(service)) -> DeliveryOut:
     """Send a delivered or dead-lettered delivery again: back in the queue, due now, with its
     attempts reset. A pending one is already queued (409)."""
-    return _delivery(await webhooks.redeliver(delivery_id))
+    return render_delivery(await webhooks.redeliver(delivery_id))
 
 
 @router.post("/subscriptions/{subscription_id}/test", response_model=DeliveryOut)
@@ -193,4 +197,4 @@ async def ping(subscription_id: SubscriptionId, principal: Principal = Depends(A
                webhooks: WebhooksService = Depends(service)) -> DeliveryOut:
     """Send a `webhook.ping.v1` to this subscription now; the answer has the first attempt's
     outcome (a failed ping is retried like any delivery)."""
-    return _delivery(await webhooks.ping(subscription_id))
+    return render_delivery(await webhooks.ping(subscription_id))

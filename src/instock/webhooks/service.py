@@ -158,10 +158,12 @@ class WebhooksService:
 
     # -- the log ----------------------------------------------------------------------------
 
-    async def deliveries(self, subscription_id: str, status: Status | None = None,
+    async def deliveries(self, subscription_id: str | None, status: Status | None = None,
                          limit: int = 50, before: str | None = None) -> list[Delivery]:
+        """A subscription's deliveries (every subscription's with None), newest first."""
         async with self.db.read() as conn:
-            await self._subscription(conn, subscription_id)
+            if subscription_id is not None:
+                await self._subscription(conn, subscription_id)
             return await store.deliveries_of(conn, subscription_id, status, limit, before)
 
     async def delivery(self, delivery_id: str) -> Delivery:

@@ -229,11 +229,14 @@ async def delivery(conn: AsyncConnection, delivery_id: str) -> Delivery | None:
     return _delivery(row, tuple((await _attempts(conn, [delivery_id])).get(delivery_id, [])))
 
 
-async def deliveries_of(conn: AsyncConnection, subscription_id: str, status: Status | None,
-                        limit: int, before: str | None = None) -> list[Delivery]:
-    """Newest first, each with its attempts; `before` (a delivery id) pages on."""
-    query = (sa.select(deliveries).where(deliveries.c.subscription_id == subscription_id)
-             .order_by(deliveries.c.id.desc()).limit(limit))  # ids are UUIDv7: time order
+async def deliveries_of(conn: AsyncConnection, subscription_id: str | None,
+                        status: Status | None, limit: int,
+                        before: str | None = None) -> list[Delivery]:
+    """Newest first, each with its attempts; `before` (a delivery id) pages on; every
+    subscription's when `subscription_id` is None."""
+    query = sa.select(deliveries).order_by(deliveries.c.id.desc()).limit(limit)  # UUIDv7: time
+    if subscription_id is not None:
+        query = query.where(deliveries.c.subscription_id == subscription_id)
     if status is not None:
         query = query.where(deliveries.c.status == status.value)
     if before is not None:
