@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-import strawberry
 import structlog
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
@@ -58,6 +57,7 @@ from instock.platform.graphql import (
     InstockGraphQLRouter,
     Limits,
     ProblemErrors,
+    Schema,
     allowlist,
     persisted_only,
     query_limits,
@@ -256,14 +256,14 @@ def live_hub(container: Container) -> LiveHub:
                    heartbeat_seconds=container.settings.live_heartbeat_seconds)
 
 
-def graphql_schema(settings: Settings) -> strawberry.Schema:
+def graphql_schema(settings: Settings) -> Schema:
     """One schema from each context's types (DESIGN.md §8)."""
     extensions: list[type[SchemaExtension]] = [ProblemErrors, query_limits(Limits(
         max_depth=settings.graphql_max_depth, max_aliases=settings.graphql_max_aliases,
         max_cost=settings.graphql_max_cost))]
     if settings.graphql_persisted_only:
         extensions += [persisted_only(allowlist(OPERATIONS)), DisableIntrospection]
-    return strawberry.Schema(
+    return Schema(
         query=merge_types("Query", (CatalogQuery, InventoryQuery, OrdersQuery,
                                     RecommendationsQuery, ExperimentsQuery, WebhooksQuery)),
         mutation=merge_types("Mutation", (InventoryMutation, OrdersMutation,

@@ -67,7 +67,7 @@ class Settings(BaseSettings):
     live_heartbeat_seconds: float = Field(default=15.0, gt=0)
     # GraphQL: only the pages' own operations may run (and no introspection) when true.
     graphql_persisted_only: bool = False
-    graphql_max_depth: int = Field(default=12, ge=1)
+    graphql_max_depth: int = Field(default=10, ge=1)
     graphql_max_aliases: int = Field(default=20, ge=0)
     graphql_max_cost: int = Field(default=25_000, ge=1)
     # Orders: a cart's holds run this long after the buyer's last touch; checkout holds the stock

@@ -48,6 +48,14 @@ class Variant:
     size: str | None = strawberry.field(description="the `size` attribute, when it has one")
     attributes: JSON
     components: list[Component] = strawberry.field(description="a bundle's parts")
+    product_id: strawberry.Private[str]
+
+    @strawberry.field(description="the product it is a variant of")
+    async def product(self, info: Info) -> Product:
+        found = await product_of(info, self.product_id)
+        if found is None:
+            raise NotFound(f"product {self.product_id} does not exist")
+        return render_product(found)
 
     @strawberry.field(description="what is left to sell, live (subscribe to `stockChanged`)")
     async def stock(self, info: Info, channel: str | None = "web") -> Stock | None:
@@ -55,8 +63,8 @@ class Variant:
         return None if view is None else render_stock(view)
 
 
-def render_variant(variant: VariantModel) -> Variant:
-    return Variant(sku=variant.sku, size=variant.attributes.get("size"),
+def render_variant(variant: VariantModel, product_id: str) -> Variant:
+    return Variant(sku=variant.sku, product_id=product_id, size=variant.attributes.get("size"),
                    attributes=JSON(dict(variant.attributes)),
                    components=[Component(sku=s, quantity=q)
                                for s, q in sorted(variant.components.items())])
@@ -83,7 +91,7 @@ def render_product(product: ProductModel) -> Product:
                    attributes=JSON(dict(product.attributes)), price=product.price,
                    currency=product.currency, replenishable=product.replenishable,
                    version=product.version,
-                   variants=[render_variant(v) for v in product.variants])
+                   variants=[render_variant(v, product.id) for v in product.variants])
 
 
 @strawberry.type

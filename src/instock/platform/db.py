@@ -123,6 +123,12 @@ class Database:
             _configure_sqlite(self.engine)
 
     @property
+    def engines(self) -> tuple[AsyncEngine, ...]:
+        """Every engine this adapter talks through (the writer, and the reader if separate):
+        what a test counting statements listens to."""
+        return (self.engine,) if self._reader is self.engine else (self.engine, self._reader)
+
+    @property
     def backend(self) -> str:
         return "sqlite" if self.is_sqlite else "postgresql"
 

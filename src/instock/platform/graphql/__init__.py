@@ -5,14 +5,14 @@ The schema itself is composed in the composition root (`instock.app`) from each 
 `graphql.py`; nothing here knows a business context."""
 
 from instock.platform.graphql.context import GraphContext, Info, entry_context, parse, require
-from instock.platform.graphql.errors import ProblemErrors
+from instock.platform.graphql.errors import ProblemErrors, Schema
 from instock.platform.graphql.limits import Limits, query_limits
 from instock.platform.graphql.paging import PageInfo, decode_cursor, encode_cursor
 from instock.platform.graphql.persisted import allowlist, persisted_only
 from instock.platform.graphql.router import InstockGraphQLRouter
 
 __all__ = [
-    "GraphContext", "Info", "InstockGraphQLRouter", "Limits", "PageInfo", "ProblemErrors",
+    "GraphContext", "Info", "InstockGraphQLRouter", "Limits", "PageInfo", "ProblemErrors", "Schema",
     "allowlist", "decode_cursor", "encode_cursor", "entry_context", "parse", "persisted_only",
     "query_limits", "require",
 ]

@@ -10,11 +10,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import strawberry
 import structlog
 from graphql import ExecutionResult as GraphQLExecutionResult
 from graphql.error import GraphQLError
 from strawberry.extensions import SchemaExtension
-from strawberry.types.execution import ExecutionResult
+from strawberry.types.execution import ExecutionContext, ExecutionResult
 
 from instock.platform.errors import InstockError
 
@@ -54,3 +55,12 @@ class ProblemErrors(SchemaExtension):
         result = self.execution_context.result
         if isinstance(result, (GraphQLExecutionResult, ExecutionResult)) and result.errors:
             result.errors = [typed(error) for error in result.errors]
+
+
+class Schema(strawberry.Schema):
+    """A schema that leaves logging errors to `typed`: a refused reservation or a bad query
+    is the client's answer, not a server error with a stack trace in the log."""
+
+    def process_errors(self, errors: list[GraphQLError],
+                       execution_context: ExecutionContext | None = None) -> None:
+        return None

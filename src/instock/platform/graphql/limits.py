@@ -46,7 +46,7 @@ SIZE_ARGUMENTS = ("first", "limit")
 
 @dataclass(frozen=True)
 class Limits:
-    max_depth: int = 12
+    max_depth: int = 10
     max_aliases: int = 20
     max_cost: int = 25_000
     default_list_size: int = 20
