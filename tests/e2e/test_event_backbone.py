@@ -3,7 +3,8 @@
 Two API processes, a relay and a consumer; random stock changes under load, some of them refused
 (rolled back); the relay SIGKILLed and restarted mid-run. Afterwards: every committed change
 reached the consumer exactly once in effect and in sequence order per SKU, no event exists for
-a rolled-back change, and SSE clients on each API process hold the true final stock.
+a rolled-back change, and SSE clients and GraphQL subscribers on each API process hold the true
+final stock, never having seen a version go back.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from typing import Any
 
 import httpx
 import pytest
+from gql import Client, GraphQLRequest
+from gql.transport.websockets import WebsocketsTransport
 
 from instock.platform.auth import Role
 from tests.e2e.harness import (
@@ -68,6 +71,24 @@ class Watcher:
                 self.latest[event.data["sku"]] = event.data
 
 
+class GraphQLWatcher(Watcher):
+    """A GraphQL `stockChanged` subscriber (graphql-transport-ws) on one API process."""
+
+    async def run(self) -> None:
+        url = self.base_url.replace("http://", "ws://") + "/graphql"
+        transport = WebsocketsTransport(url=url, subprotocols=["graphql-transport-ws"])
+        request = GraphQLRequest(
+            "subscription($skus: [String!]!) { stockChanged(skus: $skus) { sku version "
+            "available } }", variable_values={"skus": SKUS})
+        async with Client(transport=transport) as session:
+            async for message in session.subscribe(request):
+                data = message["stockChanged"]
+                old = self.latest.get(data["sku"])
+                if old is not None and old["version"] >= data["version"]:
+                    self.out_of_order += 1
+                self.latest[data["sku"]] = data
+
+
 async def one_operation(api: httpx.AsyncClient, rng: random.Random, held: list[str]) -> None:
     sku = rng.choice(SKUS)
     roll = rng.random()
@@ -111,7 +132,7 @@ async def test_every_committed_change_arrives_once_in_order_despite_a_killed_rel
         await create_location(admin, "wh-1")
         for sku in SKUS:
             await receive(admin, sku, "wh-1", 10)
-    watchers = [Watcher(api.base_url) for api in apis for _ in range(2)]
+    watchers = [kind(api.base_url) for api in apis for kind in (Watcher, Watcher, GraphQLWatcher)]
     for watcher in watchers:
         watcher.task = asyncio.create_task(watcher.run())
 
@@ -134,8 +155,8 @@ async def test_every_committed_change_arrives_once_in_order_despite_a_killed_rel
         truth = {sku: await stock(admins[0], sku) for sku in SKUS}
         await wait_for(lambda: _unpublished(database), "the relay to drain the outbox")
         await wait_for(lambda: _caught_up(database, truth), "the consumer to catch up")
-        await wait_for(lambda: _watchers_caught_up(watchers, truth), "SSE clients to catch up",
-                       timeout=30)
+        await wait_for(lambda: _watchers_caught_up(watchers, truth),
+                       "SSE and GraphQL clients to catch up", timeout=30)
     finally:
         for api in admins:
             await api.aclose()

@@ -15,7 +15,11 @@ import structlog
 from graphql import ExecutionResult as GraphQLExecutionResult
 from graphql.error import GraphQLError
 from strawberry.extensions import SchemaExtension
-from strawberry.types.execution import ExecutionContext, ExecutionResult
+from strawberry.types.execution import (
+    ExecutionContext,
+    ExecutionResult,
+    StreamExecutionResult,
+)
 
 from instock.platform.errors import InstockError
 
@@ -48,13 +52,21 @@ def typed(error: GraphQLError) -> GraphQLError:
 
 
 class ProblemErrors(SchemaExtension):
-    """Rewrites every error of a result with `typed`."""
+    """Rewrites every error of a result with `typed`: a query's or mutation's result, and
+    each result a subscription streams."""
 
     def on_operation(self) -> Iterator[None]:
         yield
-        result = self.execution_context.result
-        if isinstance(result, (GraphQLExecutionResult, ExecutionResult)) and result.errors:
-            result.errors = [typed(error) for error in result.errors]
+        _rewrite(self.execution_context.result)
+
+    def on_stream_result(self, result: StreamExecutionResult) -> Iterator[None]:
+        _rewrite(result)
+        yield None
+
+
+def _rewrite(result: object) -> None:
+    if isinstance(result, (GraphQLExecutionResult, ExecutionResult)) and result.errors:
+        result.errors = [typed(error) for error in result.errors]
 
 
 class Schema(strawberry.Schema):
