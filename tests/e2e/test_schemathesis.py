@@ -29,7 +29,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from instock.app import create_app
+from instock.app import create_app, graphql_schema
 from instock.migrate import upgrade
 from instock.platform.auth import Role
 from tests.e2e.harness import (
@@ -50,6 +50,7 @@ pytestmark = pytest.mark.slow
 
 MAX_EXAMPLES = int(os.environ.get("INSTOCK_E2E_FUZZ_EXAMPLES", "25"))
 SEED = int(os.environ.get("INSTOCK_E2E_FUZZ_SEED", "20260421"))
+GRAPHQL_EXAMPLES = int(os.environ.get("INSTOCK_E2E_GRAPHQL_FUZZ_EXAMPLES", "15"))
 
 SKUS = ["fz-tee-s", "fz-tee-m", "fz-kit"]
 LOCATIONS = ["fz-wh", "fz-store"]
@@ -170,3 +171,28 @@ def test_every_operation_no_5xx_and_conforms(case: Any, fuzz_target: tuple[Serve
                            headers=bearer(Role.ADMIN, "fuzzer"),
                            checks=[not_a_server_error, response_schema_conformance,
                                    status_code_conformance, content_type_conformance])
+
+
+# -- GraphQL ---------------------------------------------------------------------------------
+
+GRAPHQL = schemathesis.graphql.from_file(
+    graphql_schema(make_settings("sqlite+aiosqlite:///:memory:",
+                                 Path(tempfile.gettempdir()))).as_str(),
+    config=schemathesis.Config.from_dict({"seed": SEED}))
+
+
+@GRAPHQL.parametrize()
+@settings(max_examples=GRAPHQL_EXAMPLES, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
+                                 HealthCheck.function_scoped_fixture])
+def test_every_graphql_field_no_5xx(case: Any, fuzz_target: tuple[Server, list[str]],
+                                    session: requests.Session) -> None:
+    """Generated queries and mutations for every root field: never a server error, nor an
+    error the server did not type (`INTERNAL_ERROR`)."""
+    server, _ = fuzz_target
+    response = case.call(base_url=f"{server.base_url}/graphql", session=session,
+                         headers=bearer(Role.ADMIN, "fuzzer"))
+    assert response.status_code < 500, response.text
+    body = response.json()
+    codes = [e.get("extensions", {}).get("code") for e in body.get("errors") or []]
+    assert "INTERNAL_ERROR" not in codes, body
