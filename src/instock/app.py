@@ -79,7 +79,7 @@ from instock.recommendations.service import (
 )
 from instock.waitlist.graphql import WaitlistMutation
 from instock.waitlist.service import NOTIFIER, WaitlistService
-from instock.web import OPERATIONS
+from instock.web import OPERATIONS, pages
 from instock.webhooks.graphql import WebhooksQuery
 from instock.webhooks.service import FANOUT, Policy, WebhooksService
 
@@ -327,6 +327,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(instock.experiments.api.router)
     app.include_router(InstockGraphQLRouter(graphql_schema(settings)), prefix="/graphql",
                        include_in_schema=False)
+    app.include_router(pages.router)
+    app.mount("/static", pages.static_files, name="static")
 
     @app.get("/livez", include_in_schema=False)
     async def livez() -> dict[str, str]:

@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import AwareDatetime, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -65,6 +65,10 @@ class Settings(BaseSettings):
     recs_cache_ttl_seconds: float = Field(default=60.0, gt=0)
     # SSE and WebSocket clients get a heartbeat after this many quiet seconds.
     live_heartbeat_seconds: float = Field(default=15.0, gt=0)
+    # The storefront page (`/`): the drop it shows, and when the drop opens (none: open now).
+    storefront_product: str = "hoodie-drop-01"
+    storefront_channel: str = "web"
+    drop_starts_at: AwareDatetime | None = None
     # GraphQL: only the pages' own operations may run (and no introspection) when true.
     graphql_persisted_only: bool = False
     graphql_max_depth: int = Field(default=10, ge=1)

@@ -87,6 +87,11 @@ class Stock:
         require(info, *STAFF)
         return _lots(self.view)
 
+    @strawberry.field(description="staff only: buckets per location, as `inventory(sku)`")
+    def detail(self, info: Info) -> InventoryItem:
+        require(info, *STAFF)
+        return render_item(self.view, service(info).clock().date())
+
 
 def render_stock(view: StockView) -> Stock:
     threshold = view.low_stock_threshold
@@ -175,6 +180,14 @@ class LedgerConnection:
 
 
 @strawberry.type
+class Audit:
+    ok: bool
+    entries: int
+    levels: int
+    problems: list[str]
+
+
+@strawberry.type
 class AllocationOut:
     sku: str
     location: str
@@ -258,6 +271,14 @@ class InventoryQuery:
         return LedgerConnection(edges=edges, page_info=PageInfo(
             has_next_page=len(entries) > page.limit,
             end_cursor=edges[-1].cursor if edges else None))
+
+    @strawberry.field(description="staff: re-fold the whole ledger; it must equal the stock "
+                                  "levels, every hash chain unbroken (`instock audit verify`)")
+    async def audit(self, info: Info) -> Audit:
+        require(info, *STAFF)
+        report = await service(info).audit()
+        return Audit(ok=report.ok, entries=report.entries, levels=report.levels,
+                     problems=report.problems[:100])
 
     @strawberry.field
     async def reservation(self, info: Info, id: strawberry.ID) -> ReservationOut:

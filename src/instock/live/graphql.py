@@ -7,7 +7,6 @@ long as the client stays; `afterVersion` resumes like SSE's Last-Event-ID."""
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Awaitable, Callable
-from typing import Any
 
 import strawberry
 from strawberry.scalars import JSON
@@ -16,6 +15,7 @@ from instock.inventory.service import InventoryService
 from instock.live import model
 from instock.live.events import Update
 from instock.live.service import Connection, LiveHub
+from instock.orders.service import OrdersService
 from instock.platform.auth import STAFF, Role
 from instock.platform.errors import ValidationFailed
 from instock.platform.graphql import Info, require
@@ -127,6 +127,18 @@ class LiveSubscription:
         async for event in _follow(info, "ledger", keep):
             yield event
 
+    @strawberry.subscription(description="staff: every reservation's changes as they happen")
+    async def reservations(self, info: Info) -> AsyncGenerator[StreamEvent, None]:
+        require(info, *STAFF)
+        async for event in _follow(info, "reservations"):
+            yield event
+
+    @strawberry.subscription(description="staff: every order's changes as they happen")
+    async def orders(self, info: Info) -> AsyncGenerator[StreamEvent, None]:
+        require(info, *STAFF)
+        async for event in _follow(info, model.ORDERS_TOPIC):
+            yield event
+
     @strawberry.subscription(description="one reservation's changes (its owner, or staff)")
     async def reservation_changed(self, info: Info, id: strawberry.ID,
                                   ) -> AsyncGenerator[StreamEvent, None]:
@@ -144,7 +156,7 @@ class LiveSubscription:
     async def order_changed(self, info: Info, id: strawberry.ID,
                             ) -> AsyncGenerator[StreamEvent, None]:
         principal = require(info, Role.CUSTOMER, *STAFF)
-        orders: Any = info.context.state.orders
+        orders: OrdersService = info.context.state.orders
         principal.assert_acts_for((await orders.get(str(id))).customer_id)
 
         async def mine(update: Update) -> bool:
