@@ -171,6 +171,14 @@ class ServerFactory:
                 server.stop()
         raise AssertionError(f"could not start a server: {last_error}")
 
+    async def restart(self, server: Server, **env: str) -> Server:
+        """Stop `server` and start another on its port (a deploy, or a crash and a restart):
+        clients that reconnect to the same address find it again."""
+        server.stop()
+        again = self._spawn(server.port, env)
+        await self._wait_ready(again)
+        return again
+
     async def start_many(self, count: int, **env: str) -> list[Server]:
         """Start several servers at once (their start-up costs overlap) on the one database."""
         return list(await asyncio.gather(*(self.start(**env) for _ in range(count))))

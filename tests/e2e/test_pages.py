@@ -1,0 +1,226 @@
+"""The storefront and the operations console in a real browser (Debian's Chromium, driven by
+Playwright), against a server process with the payment sandbox beside it.
+
+One server and one browser for the module (the scenario is long: a browser, a server, a
+provider); each test works on SKUs of its own. The restart test runs last. Screenshots of both
+pages are written under the session's pytest folder (`<basetemp>/screenshots/`)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+from collections.abc import Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from instock.migrate import upgrade
+from instock.platform.auth import Role
+from tests.e2e.harness import (
+    Database,
+    Server,
+    ServerFactory,
+    bearer,
+    create_location,
+    create_product,
+    receive,
+    token,
+)
+from tests.e2e.sandboxes import payments_env, start_payments
+from tests.support import backends, fresh_database
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = os.environ.get("INSTOCK_CHROMIUM", "/usr/bin/chromium")
+PRODUCT = "pw-tee"
+SIZES = {"S": 5, "M": 5, "L": 2, "XL": 5}
+OTHERS = ["pw-cap", "pw-bag", "pw-socks", "pw-scarf"]
+T = TypeVar("T")
+
+
+@dataclass
+class Shop:
+    servers: ServerFactory
+    server: Server
+    env: dict[str, str]
+    screenshots: Path
+
+    @property
+    def url(self) -> str:
+        return self.server.base_url
+
+    def rest(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        return httpx.request(method, self.url + path, headers=bearer(Role.ADMIN), timeout=30,
+                             **kwargs)
+
+    def adjust(self, sku: str, kind: str, quantity: int) -> None:
+        done = self.rest("POST", "/v1/inventory/adjustments", json={
+            "sku": sku, "location": "pw-wh", "kind": kind, "quantity": quantity})
+        assert done.status_code == 200, done.text
+
+    def available(self, sku: str) -> int:
+        return int(self.rest("GET", f"/v1/inventory/{sku}").json()["available"])
+
+
+def run(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run async harness code from these sync tests: in a thread of its own, since the sync
+    Playwright API keeps an event loop running in the test's thread."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
+def sku(size: str) -> str:
+    return f"{PRODUCT}-{size}"
+
+
+async def _seed(server: Server) -> None:
+    async with httpx.AsyncClient(base_url=server.base_url, headers=bearer(Role.ADMIN),
+                                 timeout=30) as admin:
+        await create_location(admin, "pw-wh")
+        response = await admin.post("/v1/products", json={
+            "id": PRODUCT, "title": "Playwright Tee", "brand": "Drop", "category": "tees",
+            "price": "39.00", "variants": [{"sku": sku(s), "attributes": {"size": s}}
+                                           for s in SIZES]})
+        assert response.status_code == 201, response.text
+        for size, units in SIZES.items():
+            await receive(admin, sku(size), "pw-wh", units)
+        for other in OTHERS:
+            await create_product(admin, other, [f"{other}-1"])
+            await receive(admin, f"{other}-1", "pw-wh", 3)
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
+    tmp_path = tmp_path_factory.mktemp("pages")
+    backend = backends()[-1]  # PostgreSQL when CI has it: one backend bounds the browser time
+    with fresh_database(backend, tmp_path) as url:
+        upgrade(url)
+        servers = ServerFactory(Database(backend, url, tmp_path), tmp_path)
+        try:
+            sandbox = run(start_payments(servers))
+            env = payments_env(sandbox, INSTOCK_STOREFRONT_PRODUCT=PRODUCT,
+                               INSTOCK_LIVE_HEARTBEAT_SECONDS="2")
+            server = run(servers.start(**env))
+            run(_seed(server))
+            shots = tmp_path_factory.getbasetemp() / "screenshots"
+            shots.mkdir(exist_ok=True)
+            yield Shop(servers, server, env, shots)
+        finally:
+            servers.stop_all()
+
+
+@pytest.fixture(scope="module")
+def browser(shop: Shop) -> Iterator[Browser]:
+    """After the shop: its set-up runs event loops, which the sync API's own loop forbids."""
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"no Chromium at {CHROMIUM}: `make test` installs Debian's chromium")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM,
+                                              args=["--no-sandbox"])
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1200, "height": 900})
+    opened = context.new_page()
+    errors: list[str] = []
+    opened.on("pageerror", lambda error: errors.append(str(error)))
+    yield opened
+    context.close()
+    assert not errors, errors
+
+
+def storefront(page: Page, shop: Shop, subject: str = "pw-shopper") -> None:
+    page.goto(f"{shop.url}/#token={token(Role.CUSTOMER, subject)}")
+    expect(page.locator("body")).to_have_attribute("data-ready", "true", timeout=15_000)
+    expect(page.locator("[data-live-status]")).to_have_text("live", timeout=10_000)
+
+
+def size(page: Page, name: str) -> Any:
+    return page.locator(f'.size[data-sku="{sku(name)}"]')
+
+
+def test_the_storefront_shows_a_rest_stock_change_within_a_second(page: Page,
+                                                                   shop: Shop) -> None:
+    storefront(page, shop)
+    expect(size(page, "S")).to_have_attribute("data-available", "5")
+    expect(size(page, "S")).to_contain_text("only 5 left")
+    page.screenshot(path=shop.screenshots / "storefront.png", full_page=True)
+    shop.adjust(sku("S"), "receive", 4)
+    expect(size(page, "S")).to_have_attribute("data-available", "9", timeout=1_000)
+    expect(size(page, "S")).to_contain_text("in stock")
+
+
+def test_a_size_flips_to_sold_out_and_offers_the_waitlist(page: Page, shop: Shop) -> None:
+    storefront(page, shop, "pw-waiter")
+    page.get_by_label("L", exact=True).check()
+    waitlist = page.get_by_role("button", name="Notify me when it is back")
+    expect(waitlist).to_be_hidden()
+    shop.adjust(sku("L"), "damage", SIZES["L"])
+    expect(size(page, "L")).to_have_attribute("data-available", "0", timeout=1_000)
+    expect(size(page, "L")).to_contain_text("sold out")
+    expect(page.get_by_role("button", name="Reserve")).to_be_disabled()
+    expect(waitlist).to_be_visible()
+    waitlist.press("Enter")  # keyboard, not only the mouse
+    expect(page.locator("#toast")).to_contain_text("We will tell you")
+    joined = httpx.get(f"{shop.url}/v1/waitlist", headers=bearer(Role.CUSTOMER, "pw-waiter"))
+    assert [e["sku"] for e in joined.json()] == [sku("L")]
+
+
+def test_reserve_and_checkout_ends_paid(page: Page, shop: Shop) -> None:
+    storefront(page, shop, "pw-buyer")
+    before = shop.available(sku("M"))
+    page.get_by_label("M", exact=True).check()
+    page.get_by_role("button", name="Reserve").click()
+    expect(page.locator(f'[data-cart-sku="{sku("M")}"]')).to_be_visible()
+    expect(size(page, "M")).to_have_attribute("data-available", str(before - 1))
+    page.get_by_role("button", name="Checkout").click()
+    expect(page.locator("#order")).to_have_attribute("data-status", "PAID", timeout=20_000)
+    order_id = re.search(r"Order (\S+):", page.locator("#order").inner_text())
+    assert order_id is not None
+    order = shop.rest("GET", f"/v1/orders/{order_id.group(1)}").json()
+    assert (order["status"], order["customer_id"]) == ("paid", "pw-buyer")
+    assert [line["sku"] for line in order["lines"]] == [sku("M")]
+
+
+def test_the_recommendations_strip_drops_an_item_that_sold_out(page: Page, shop: Shop) -> None:
+    storefront(page, shop, "pw-browser")
+    cards = page.locator("#recs [data-rec-sku]")
+    expect(cards.first).to_be_visible(timeout=15_000)
+    gone = cards.first.get_attribute("data-rec-sku")
+    assert gone is not None
+    shop.adjust(gone, "damage", shop.available(gone))
+    expect(page.locator(f'#recs [data-rec-sku="{gone}"]')).to_have_count(0, timeout=5_000)
+
+
+def test_the_ops_console_shows_a_new_ledger_entry_live(page: Page, shop: Shop) -> None:
+    page.goto(f"{shop.url}/ops#token={token(Role.ADMIN, 'pw-ops')}")
+    expect(page.locator("body")).to_have_attribute("data-ready", "true", timeout=15_000)
+    expect(page.locator(f'#stock tr[data-sku="{sku("XL")}"]')).to_be_visible()
+    expect(page.locator("#audit")).to_have_attribute("data-ok", "true", timeout=15_000)
+    shop.adjust(sku("XL"), "receive", 2)
+    entry = page.locator(f'#ledger li[data-key="{sku("XL")}@pw-wh"]')
+    expect(entry.first).to_be_visible(timeout=2_000)
+    expect(page.locator(f'#stock tr[data-sku="{sku("XL")}"] .available')).to_have_text(
+        str(SIZES["XL"] + 2), timeout=2_000)
+    page.screenshot(path=shop.screenshots / "ops.png", full_page=True)
+
+
+def test_the_storefront_resumes_after_the_server_restarts(page: Page, shop: Shop) -> None:
+    """Last: it replaces the module's server (on the same port)."""
+    storefront(page, shop, "pw-patient")
+    before = shop.available(sku("XL"))
+    expect(size(page, "XL")).to_have_attribute("data-available", str(before))
+    shop.server = run(shop.servers.restart(shop.server, **shop.env))
+    expect(page.locator("[data-live-status]")).to_have_text("live", timeout=15_000)
+    shop.adjust(sku("XL"), "receive", 1)
+    expect(size(page, "XL")).to_have_attribute("data-available", str(before + 1),
+                                                timeout=2_000)
