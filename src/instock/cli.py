@@ -109,6 +109,12 @@ def serve(host: str | None = typer.Option(None, "--host"),
               soft_wrap=True)
     err.print(f"admin token (valid {settings.jwt_ttl_seconds // 3600} h):")
     typer.echo(admin, err=True)  # unwrapped, so it can be copied whole
+    shopper = container.tokens.mint(Role.CUSTOMER, "demo-shopper")
+    err.print("the drop storefront, signed in as a shopper, and the operations console:")
+    typer.echo(f"http://{host}:{port}/#token={shopper}", err=True)
+    typer.echo(f"http://{host}:{port}/ops#token={admin}", err=True)
+    err.print(f"GraphQL (GraphiQL in a browser): [bold]http://{host}:{port}/graphql[/bold]",
+              soft_wrap=True)
     with contextlib.ExitStack() as beside:
         if demo and settings.payment_provider == "sandbox":
             from instock.sandbox.payments import beside_the_demo

@@ -228,3 +228,17 @@ async def test_persisted_only_mode_runs_only_the_pages_queries(database_url: str
         assert schema.json()["errors"][0]["extensions"]["code"] in (
             "PERSISTED_QUERY_NOT_FOUND", "GRAPHQL_VALIDATION_FAILED")
     await app.state.catalog.db.dispose()
+
+
+def test_every_page_operation_is_valid_against_the_schema() -> None:
+    """The pages' operations file is also the persisted-query allowlist: each must run."""
+    from graphql import parse, validate
+
+    from instock.app import graphql_schema
+    from instock.config import Settings
+
+    schema = graphql_schema(Settings())._schema
+    found = operations(OPERATIONS.read_text())
+    assert len(found) >= 10
+    for operation in found:
+        assert validate(schema, parse(operation)) == [], operation
