@@ -45,10 +45,10 @@ def http_client(base_url: str, role: Role | None = None, subject: str | None = N
                   fetch_schema_from_transport=False)
 
 
-def ws_client(base_url: str, protocol: str = TRANSPORT_WS,
-              role: Role | None = None) -> Client:
+def ws_client(base_url: str, protocol: str = TRANSPORT_WS, role: Role | None = None,
+              subject: str | None = None) -> Client:
     url = base_url.replace("http://", "ws://") + "/graphql"
-    payload = {"Authorization": f"Bearer {token(role)}"} if role else {}
+    payload = {"Authorization": f"Bearer {token(role, subject)}"} if role else {}
     return Client(transport=WebsocketsTransport(url=url, subprotocols=[protocol],
                                                 init_payload=payload))
 
@@ -126,5 +126,31 @@ async def test_staff_subscriptions_need_a_staff_token_in_connection_init(
             await until(lambda: bool(seen), "a ledger entry")
             event = seen[0]["ledger"]
             assert event["type"] == "inventory.stock_changed.v1" and event["key"] == "GQ-S@wh"
+        finally:
+            task.cancel()
+
+
+async def test_a_shopper_follows_its_own_reservation(servers: ServerFactory) -> None:
+    base_url = await prepared(servers)
+    async with http_client(base_url, Role.CUSTOMER, "frank") as frank:
+        held = (await frank.execute(gql("""mutation { reserve(lines: [{sku: "GQ-M",
+            quantity: 1}]) { id } }""")))["reserve"]["id"]
+    follow = "subscription($id: ID!) { reservationChanged(id: $id) { key type } }"
+    async with ws_client(base_url, role=Role.CUSTOMER, subject="grace") as grace:
+        with pytest.raises(TransportQueryError) as refused:
+            async for _ in grace.subscribe(GraphQLRequest(follow, variable_values={"id": held})):
+                break
+        assert refused.value.errors[0]["extensions"]["code"] == "FORBIDDEN"
+    seen: list[dict[str, Any]] = []
+    async with ws_client(base_url, role=Role.CUSTOMER, subject="frank") as session:
+        task = asyncio.create_task(collect(session, follow, {"id": held}, seen))
+        try:
+            await asyncio.sleep(0.5)
+            async with client(base_url, Role.CUSTOMER, "frank") as rest:
+                released = await rest.post(f"/v1/reservations/{held}/release")
+                assert released.status_code == 200, released.text
+            await until(lambda: bool(seen), "the release")
+            assert seen[-1]["reservationChanged"] == {
+                "key": held, "type": "reservation.released.v1"}
         finally:
             task.cancel()

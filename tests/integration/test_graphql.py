@@ -242,3 +242,52 @@ def test_every_page_operation_is_valid_against_the_schema() -> None:
     assert len(found) >= 10
     for operation in found:
         assert validate(schema, parse(operation)) == [], operation
+
+
+async def test_carts_waitlist_and_events_through_graphql(graph: Graph) -> None:
+    await graph.product("tee", 2)
+    add = """mutation($cart: ID) { addToCart(sku: "tee-0", quantity: 2, cartId: $cart) {
+        id customerId items { sku quantity } } }"""
+    cart = (await graph.post(add, Role.CUSTOMER, "dana", cart=None))["data"]["addToCart"]
+    assert cart["customerId"] == "dana" and cart["items"] == [{"sku": "tee-0", "quantity": 2}]
+    assert error(await graph.post(add, Role.CUSTOMER, "eve", cart=cart["id"]))["code"] == \
+        "FORBIDDEN"
+    seen = await graph.post('query($id: ID!) { cart(id: $id) { items { sku } } }',
+                            Role.CUSTOMER, "dana", id=cart["id"])
+    assert seen["data"]["cart"]["items"] == [{"sku": "tee-0"}]
+    removed = await graph.post('mutation($id: ID!) { removeFromCart(cartId: $id, sku: "tee-0") '
+                               "{ items { sku } } }", Role.CUSTOMER, "dana", id=cart["id"])
+    assert removed["data"]["removeFromCart"]["items"] == []
+    assert (await graph.rest("GET", "/v1/inventory/tee-0")).json()["reserved"] == 0
+
+    joined = await graph.post('mutation { joinWaitlist(sku: "tee-1") { sku customerId } }',
+                              Role.CUSTOMER, "dana")
+    assert joined["data"]["joinWaitlist"] == {"sku": "tee-1", "customerId": "dana"}
+    staff = error(await graph.post('mutation { joinWaitlist(sku: "tee-1") { sku } }',
+                                   Role.SUPPORT))
+    assert staff["errors"] == [{"field": "customer_id", "reason": "staff must name the customer"}]
+
+    record = """mutation($events: [BehaviourInput!]!) { recordEvents(events: $events) {
+        accepted } }"""
+    events = [{"type": "view", "sessionId": "s-9", "productId": "tee"}]
+    assert error(await graph.post(record, events=events))["code"] == "UNAUTHORIZED"
+    done = await graph.post(record, Role.SERVICE, events=events)
+    assert done["data"]["recordEvents"]["accepted"] == 1
+    bad = error(await graph.post(record, Role.SERVICE, events=[{"type": "view",
+                                                                "sessionId": "s-9"}]))
+    assert bad["code"] == "VALIDATION_ERROR"
+    listed = await graph.post('{ recommendations(sessionId: "s-9", limit: 5) { items { sku } } }')
+    assert "errors" not in listed
+    private = error(await graph.post('{ recommendations(customerId: "dana") { items { sku } } }'))
+    assert private["code"] == "UNAUTHORIZED"
+
+
+async def test_staff_lists_need_their_roles(graph: Graph) -> None:
+    experiments = "{ experiments { id name results { name exposed } } }"
+    assert error(await graph.post(experiments, Role.INVENTORY))["code"] == "FORBIDDEN"
+    assert (await graph.post(experiments, Role.MERCHANDISER))["data"] == {"experiments": []}
+    deliveries = "{ webhookDeliveries(status: DEAD) { id status } }"
+    assert error(await graph.post(deliveries, Role.MERCHANDISER))["code"] == "FORBIDDEN"
+    assert (await graph.post(deliveries, Role.ADMIN))["data"] == {"webhookDeliveries": []}
+    audit = await graph.post("{ audit { ok entries } }", Role.SUPPORT)
+    assert audit["data"]["audit"] == {"ok": True, "entries": 0}
