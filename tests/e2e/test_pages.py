@@ -13,6 +13,7 @@ import re
 from collections.abc import Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -212,6 +213,19 @@ def test_the_ops_console_shows_a_new_ledger_entry_live(page: Page, shop: Shop) -
     expect(page.locator(f'#stock tr[data-sku="{sku("XL")}"] .available')).to_have_text(
         str(SIZES["XL"] + 2), timeout=2_000)
     page.screenshot(path=shop.screenshots / "ops.png", full_page=True)
+
+
+def test_before_the_drop_a_countdown_and_no_reserving(page: Page, shop: Shop) -> None:
+    starts = datetime.now(UTC) + timedelta(hours=2)
+    early = run(shop.servers.start(**shop.env, INSTOCK_DROP_STARTS_AT=starts.isoformat()))
+    try:
+        page.goto(f"{early.base_url}/#token={token(Role.CUSTOMER, 'pw-early')}")
+        expect(page.locator("body")).to_have_attribute("data-ready", "true", timeout=15_000)
+        expect(page.locator("#countdown")).to_contain_text(re.compile(r"Drops in 0d 1h 59m"))
+        page.get_by_label("S", exact=True).check()
+        expect(page.get_by_role("button", name="Reserve")).to_be_disabled()
+    finally:
+        early.stop()
 
 
 def test_the_storefront_resumes_after_the_server_restarts(page: Page, shop: Shop) -> None:

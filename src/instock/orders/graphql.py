@@ -10,8 +10,7 @@ from instock.inventory.model import Line
 from instock.orders import api
 from instock.orders.model import CartStatus, OrderStatus, SagaStatus
 from instock.orders.service import OrdersService
-from instock.platform.graphql import Info, entry_context, parse, require
-from instock.platform.telemetry import correlation_id
+from instock.platform.graphql import Info, correlation_id, entry_context, parse, require
 
 strawberry.enum(OrderStatus, name="OrderStatus")
 strawberry.enum(SagaStatus, name="SagaStatus")
@@ -57,11 +56,6 @@ class Order:
 class CheckoutLine:
     sku: str
     quantity: int
-
-
-def _cid(info: Info) -> str | None:
-    request = info.context.request
-    return correlation_id(request) if request is not None else None  # type: ignore[arg-type]
 
 
 @strawberry.type
@@ -132,7 +126,7 @@ class OrdersMutation:
         order, saga = await orders.checkout(
             channel=body.channel, customer_id=api.customer_for(principal, body.customer_id),
             cart_id=body.cart_id, lines=[Line(line.sku, line.quantity) for line in body.lines],
-            correlation_id=_cid(info))
+            correlation_id=correlation_id(info))
         return Order.from_pydantic(api.render_order(order, saga))
 
 

@@ -10,7 +10,7 @@ import strawberry
 
 from instock.live.service import Connection, LiveHub
 from instock.platform.errors import ValidationFailed
-from instock.platform.graphql import Info, parse, require
+from instock.platform.graphql import Info, correlation_id, parse, require
 from instock.recommendations import api
 from instock.recommendations.service import RecommendationsService
 
@@ -122,7 +122,7 @@ class RecommendationsMutation:
             principal.assert_acts_for(event.customer_id)
         rows: list[dict[str, Any]] = [{**event.model_dump(exclude={"type"}), "kind": event.type}
                                       for event in body.events]
-        ids = await service(info).record(rows, None)
+        ids = await service(info).record(rows, correlation_id(info))
         return EventsAccepted(accepted=len(ids), ids=ids)
 
 

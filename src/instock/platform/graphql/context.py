@@ -12,7 +12,7 @@ from strawberry.dataloader import DataLoader
 from strawberry.fastapi import BaseContext
 from strawberry.types import Info as StrawberryInfo
 
-from instock.platform import http
+from instock.platform import http, telemetry
 from instock.platform.auth import Principal, Role, TokenAuthority
 from instock.platform.entry_context import EntryContext
 from instock.platform.errors import Forbidden, Unauthorized, validation_problem
@@ -74,6 +74,12 @@ def entry_context(info: Info, principal: Principal, reason: str = "") -> EntryCo
     if not isinstance(request, Request) or isinstance(request, WebSocket):
         return EntryContext(actor=f"{principal.role.value}:{principal.subject}", reason=reason)
     return http.entry_context(request, principal, reason)
+
+
+def correlation_id(info: Info) -> str | None:
+    """The HTTP request's correlation id (none over a WebSocket)."""
+    request = info.context.request
+    return telemetry.correlation_id(request) if isinstance(request, Request) else None
 
 
 def parse(model: type[M], data: dict[str, Any]) -> M:
