@@ -105,14 +105,20 @@ class LiveSubscription:
         cursor = None if after_version is None else dict.fromkeys(wanted, after_version)
         await hub(info).watch(connection, wanted, cursor)
         views: ChannelStock | None = info.context.state.channel_stock if channel else None
+        sent: dict[str, int] = {}
         async for batch in updates_of(info, connection):
             for update in batch:
                 if update.topic != model.PUBLIC_TOPIC or update.version is None:
                     continue
-                available = int(update.body["available"])
+                version, available = update.version, int(update.body["available"])
                 if views is not None and channel is not None:
-                    _, available = await views.get((update.key, channel, update.version))
-                yield StockChange(sku=update.key, version=update.version, available=available,
+                    # The channel's view is read (once per process and version); a read may
+                    # find a newer version, whose own update is then not sent again.
+                    version, available = await views.get((update.key, channel, version))
+                if version <= sent.get(update.key, -1):
+                    continue
+                sent[update.key] = version
+                yield StockChange(sku=update.key, version=version, available=available,
                                   sold_out=available == 0)
 
     @strawberry.subscription(description="staff: every stock movement of these SKUs (or all)")
