@@ -77,8 +77,10 @@ async def test_alerts_follow_availability_across_transactions(c: Container) -> N
     await c.inventory.release(first.id, CTX)  # 0 -> 3: back in stock
     rows = await outbox_rows(c)
     alerts = [(e["type"], e["data"]["available"], e["sequence"])
-              for e in of_type(rows, "inventory.") if e["type"] != "inventory.stock_changed.v1"]
-    # set_policy bumps the SKU's version too (it is the ETag), hence 1, 3, 5, 6.
+              for e in of_type(rows, "inventory.")
+              if e["type"] not in ("inventory.stock_changed.v1", "inventory.policy_changed.v1")]
+    # set_policy bumps the SKU's version too (it is the ETag; its policy_changed event has
+    # sequence 2), hence 1, 3, 5, 6.
     assert alerts == [("inventory.back_in_stock.v1", 5, 1), ("inventory.low_stock.v1", 2, 3),
                       ("inventory.sold_out.v1", 0, 5), ("inventory.back_in_stock.v1", 3, 6)]
     low = next(e for e in of_type(rows, "inventory.low_stock"))
@@ -129,6 +131,6 @@ async def test_every_envelope_the_services_write_matches_its_schema(c: Container
             row.envelope["subject"], row.envelope["type"], row.envelope.get("sequence"))
     assert {row.type for row in rows} == {
         "inventory.stock_changed.v1", "inventory.low_stock.v1", "inventory.sold_out.v1",
-        "inventory.back_in_stock.v1", "reservation.created.v1", "reservation.committed.v1",
-        "reservation.released.v1", "reservation.expired.v1", "product.created.v1",
-        "product.updated.v1"}
+        "inventory.back_in_stock.v1", "inventory.policy_changed.v1", "reservation.created.v1",
+        "reservation.committed.v1", "reservation.released.v1", "reservation.expired.v1",
+        "product.created.v1", "product.updated.v1"}

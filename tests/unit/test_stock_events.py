@@ -72,3 +72,60 @@ def test_low_stock_names_the_threshold() -> None:
     assert isinstance(alert, LowStock)
     assert alert.model_dump(mode="json") == {"sku": "A", "sku_version": 2, "available": 2,
                                              "threshold": 5}
+
+
+# -- kits: their count moves with their components ------------------------------------------------
+
+KITS = {"KIT": {"A": 1, "B": 2}, "PAIR": {"B": 2}}
+
+
+def test_a_kit_moves_only_when_a_changed_component_moves_its_count() -> None:
+    before = {"A": 5, "B": 6}  # KIT: min(5, 3) = 3, PAIR: 3
+    # A is the spare component of KIT (B decides): A from 5 to 4 leaves KIT at 3.
+    assert model.bundles_moved(KITS, before, {"A": 4, "B": 6}, {"A"}) == {}
+    # B from 6 to 5 takes one kit of each; A from 5 to 2 as well takes KIT lower still.
+    assert model.bundles_moved(KITS, before, {"A": 2, "B": 5}, {"A", "B"}) == {
+        "KIT": (3, 2), "PAIR": (3, 2)}
+    # Only kits made of a changed SKU are counted at all.
+    assert model.bundles_moved(KITS, before, {"A": 0, "B": 6}, {"C"}) == {}
+
+
+def test_a_kit_sold_out_by_a_component_reports_zero_from_its_count() -> None:
+    moved = model.bundles_moved(KITS, {"A": 1, "B": 2}, {"A": 0, "B": 2}, {"A"})
+    assert moved == {"KIT": (1, 0)}
+    assert model.sku_alerts("KIT", 4, *moved["KIT"], None) == [
+        SoldOut(sku="KIT", sku_version=4, available=0)]
+
+
+def test_a_kits_stock_changed_has_no_location_of_its_own_and_its_count_as_available() -> None:
+    event = model.bundle_changed("KIT", 9, 2, "reserve")
+    assert (event.sku, event.sku_version, event.version, event.location) == ("KIT", 9, 9, "*")
+    assert (event.available, event.totals.available, event.reason) == (2, 2, "reserve")
+    assert event.on_hand == event.totals.on_hand == 0
+    assert envelope(event, None)["sequence"] == 9
+
+
+# -- lot expiry: what the SKU offered while its lots were in date ---------------------------------
+
+def lotted(*lots: tuple[str, int, int], on_hand: int = 0) -> StockLevel:
+    """A level with unlotted units and lots (code, quantity, days from TODAY to expiry)."""
+    lvl = level("wh", on_hand=on_hand)
+    for code, quantity, days in lots:
+        lvl.apply(model.Movement("A", "wh", delta(on_hand=quantity), "receive", code,
+                                 TODAY + timedelta(days=days)))
+    return lvl
+
+
+def test_before_expiry_counts_the_lots_that_expired_and_still_hold_free_units() -> None:
+    lvl = lotted(("OLD", 4, 0), ("OLDER", 2, -3), ("NEW", 3, 10), on_hand=1)
+    assert model.sku_sellable([lvl], TODAY) == 1 + 3
+    # OLD expires today and OLDER three days ago: the day before the earliest, both were in date.
+    assert model.sellable_before_expiry([lvl], TODAY) == 1 + 3 + 4 + 2
+
+
+def test_before_expiry_leaves_out_expired_lots_with_nothing_free_left() -> None:
+    lvl = lotted(("OLD", 4, 0), ("SWEPT", 2, -3), on_hand=1)
+    lvl.apply(model.Movement("A", "wh", delta(unsellable=2), "lot_expired", "SWEPT"))
+    assert model.sellable_before_expiry([lvl], TODAY) == 1 + 4
+    # With nothing expiring it is today's count.
+    assert model.sellable_before_expiry([lotted(("NEW", 3, 5))], TODAY) == 3

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from decimal import Decimal
 
@@ -11,12 +12,19 @@ from instock.platform.bus import outbox
 from instock.platform.db import Database, utcnow
 from instock.platform.errors import AlreadyExists, NotFound, PreconditionFailed, ValidationFailed
 
+# How long a process trusts what it knows of which bundles a SKU is part of. A recipe never
+# changes, but a new bundle may take an existing SKU as a component, in another process: until
+# this has passed there, that process's changes of the SKU do not move the new kit.
+KITS_CACHE_SECONDS = 5.0
+
 
 class CatalogService:
     def __init__(self, db: Database, currency: str = "EUR") -> None:
         self.db = db
         self.currency = currency  # a new product's, when its merchandiser names none
         self._recipes: dict[str, dict[str, int]] = {}  # known SKU -> components ({} if none)
+        # SKU -> the bundles it is a component of, and when that was read (see KITS_CACHE_SECONDS)
+        self._kits: dict[str, tuple[frozenset[str], float]] = {}
 
     async def create_product(self, product: Product, correlation_id: str | None = None) -> Product:
         async with self.db.write() as conn:
@@ -38,6 +46,8 @@ class CatalogService:
                 raise ValidationFailed(exc.field, exc.reason) from exc
             await store.insert_product(conn, product, utcnow())
             await outbox.add(conn, product.events, correlation_id)
+        for component in components:  # this process sees its new kits at once
+            self._kits.pop(component, None)
         return product
 
     async def update_product(self, product_id: str, patch: ProductPatch,
@@ -100,6 +110,24 @@ class CatalogService:
     async def recipes(self, skus: Iterable[str]) -> dict[str, dict[str, int]]:
         """Bundle compositions of those SKUs that are bundles."""
         return (await self.lookup(skus))[1]
+
+    async def kits_containing(self, skus: Iterable[str]) -> dict[str, dict[str, int]]:
+        """The bundles any of these SKUs is a component of, with their recipes.
+
+        Asked on every stock write (a kit's count moves with its components), so it is answered
+        from memory: a query only for SKUs not looked at in the last KITS_CACHE_SECONDS.
+        """
+        wanted = set(skus)
+        now = time.monotonic()
+        stale = {sku for sku in wanted
+                 if (known := self._kits.get(sku)) is None or now - known[1] >= KITS_CACHE_SECONDS}
+        if stale:
+            async with self.db.read() as conn:
+                found = await store.bundles_of(conn, stale)
+            for sku in stale:
+                self._kits[sku] = (frozenset(found.get(sku, ())), now)
+        kits = {kit for sku in wanted for kit in self._kits[sku][0]}
+        return await self.recipes(kits) if kits else {}
 
     async def _learn(self, skus: set[str]) -> None:
         """Remember which SKUs exist and what bundles are made of.

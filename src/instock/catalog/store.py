@@ -76,6 +76,17 @@ async def recipes(conn: AsyncConnection, skus: Iterable[str]) -> dict[str, dict[
     return out
 
 
+async def bundles_of(conn: AsyncConnection, skus: Iterable[str]) -> dict[str, set[str]]:
+    """Component sku -> the bundles it is part of, for those of `skus` that are in any."""
+    rows = await conn.execute(sa.select(bundle_components.c.component_sku,
+                                        bundle_components.c.bundle_sku).where(
+        bundle_components.c.component_sku.in_(list(skus))))
+    out: dict[str, set[str]] = {}
+    for row in rows:
+        out.setdefault(row.component_sku, set()).add(row.bundle_sku)
+    return out
+
+
 async def insert_product(conn: AsyncConnection, product: Product, now: datetime) -> None:
     await conn.execute(products.insert().values(
         id=product.id, title=product.title, brand=product.brand, category=product.category,

@@ -2,7 +2,10 @@
 
 Stock events are about a SKU: their subject is the SKU and their sequence is the SKU's version
 after the transaction (`inventory_items.version`, the ETag), shared by every event that
-transaction emits for that SKU. Reservation events are about a reservation and carry no sequence.
+transaction emits for that SKU. Every transaction that bumps a SKU's version emits at least one of
+them, so a SKU's sequence has no gaps. A bundle (kit) has a version of its own, bumped when a
+change of a component moves how many kits can be sold. Reservation events are about a
+reservation and carry no sequence.
 """
 
 from __future__ import annotations
@@ -13,6 +16,10 @@ from typing import ClassVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from instock.platform.bus.envelope import DomainEvent as Event
+
+# A bundle has no stock level of its own: its stock_changed events name this location, which no
+# caller-chosen location id can be (see platform.ids.CALLER_ID_PATTERN).
+BUNDLE_LOCATION = "*"
 
 
 class StockBuckets(BaseModel):
@@ -66,7 +73,12 @@ class LevelEvent(SkuEvent):
 # orders fields base by base from the last, and the published order (sku, sku_version, location,
 # version, the buckets) is what consumers and docs/events already have.
 class StockChanged(StockBuckets, LevelEvent):
-    """One stock level (sku, location) changed; carries its new state and the SKU's totals."""
+    """One stock level (sku, location) changed; carries its new state and the SKU's totals.
+
+    A bundle (kit) has no stock levels: when a change of its components moves how many kits
+    can be sold, it gets one of these with location `*` (no location id can be `*`), its own
+    version as both `version` and `sku_version`, zero buckets, and the kits that can be sold
+    as `available` and `totals.available`, as `GET /v1/inventory/{sku}` answers for it."""
 
     type: ClassVar[str] = "inventory.stock_changed.v1"
     available: int = Field(description="what this level may sell by its buckets")
@@ -96,6 +108,15 @@ class LowStock(SkuEvent):
     type: ClassVar[str] = "inventory.low_stock.v1"
     available: int
     threshold: int = Field(description="the SKU's low_stock_threshold policy")
+
+
+class PolicyChanged(SkuEvent):
+    """The SKU's policy (per-customer limit, low-stock threshold) was set. It bumps the SKU's
+    version (its ETag), so it is published like any other change of the SKU."""
+
+    type: ClassVar[str] = "inventory.policy_changed.v1"
+    per_customer_limit: int | None
+    low_stock_threshold: int | None
 
 
 class ReservationLine(BaseModel):

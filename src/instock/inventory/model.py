@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import orjson
 
 from instock.inventory.events import (
+    BUNDLE_LOCATION,
     BackInStock,
     Event,
     LowStock,
@@ -437,6 +438,24 @@ def sku_sellable(levels: Iterable[StockLevel], today: date, min_shelf_life_days:
     return sum(level.sellable(today, min_shelf_life_days) for level in levels)
 
 
+def sellable_before_expiry(levels: Iterable[StockLevel], today: date) -> int:
+    """What the SKU could sell on the last day its expired lots (those still holding free
+    units) were in date.
+
+    A lot leaves sellable stock at the start of its expiry date without any write, so the
+    availability last announced for the SKU is this one, not today's; the sweeper's write
+    compares against it to raise the alerts (sold out, low stock) the expiry implies.
+    """
+    levels = list(levels)
+    expiring = [lot.expires_on for level in levels for lot in level.lots.values()
+                if lot.is_expired(today) and lot.buckets.free > 0]
+    if not expiring:
+        return sku_sellable(levels, today)
+    # Lots that expired before that day hold no free units (else they would be the earliest),
+    # so judging the day before the earliest one brings back exactly the expiring lots.
+    return sku_sellable(levels, min(expiring) - timedelta(days=1))
+
+
 def bundle_available(recipe: Mapping[str, int], component_available: Mapping[str, int]) -> int:
     """How many whole bundles the components make: the scarcest component decides."""
     if not recipe:
@@ -847,6 +866,34 @@ def stock_totals(levels: Iterable[StockLevel], today: date) -> StockTotals:
     `available_to_sell` counts it (expired lots excluded)."""
     levels = list(levels)
     return StockTotals(**total_buckets(levels).as_dict(), available=sku_sellable(levels, today))
+
+
+def bundles_moved(kits: Recipes, before: Mapping[str, int], after: Mapping[str, int],
+                  changed: Iterable[str]) -> dict[str, tuple[int, int]]:
+    """The kits whose sellable count a change moved, with (before, after).
+
+    `before`/`after` are each component's sellable units around the change; only kits made of
+    a `changed` SKU are counted (the rest cannot have moved), and a kit whose count stayed the
+    same is left out: its version moves only when what it tells buyers does.
+    """
+    changed = set(changed)
+    moved: dict[str, tuple[int, int]] = {}
+    for kit, recipe in kits.items():
+        if changed.isdisjoint(recipe):
+            continue
+        was = bundle_available(recipe, before)
+        now = bundle_available(recipe, after)
+        if was != now:
+            moved[kit] = (was, now)
+    return moved
+
+
+def bundle_changed(sku: str, sku_version: int, available: int, reason: str) -> StockChanged:
+    """A kit's stock_changed: zero buckets (it holds no units), the kits that can be sold."""
+    return StockChanged(sku=sku, sku_version=sku_version, location=BUNDLE_LOCATION,
+                        version=sku_version, available=available, reason=reason,
+                        totals=StockTotals(**ZERO.as_dict(), available=available),
+                        **ZERO.as_dict())
 
 
 def stock_changed(level: StockLevel, reason: str, sku_version: int,

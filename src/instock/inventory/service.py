@@ -10,12 +10,13 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from functools import partial
 from typing import TypeVar
 
 from instock.catalog.service import CatalogService
 from instock.inventory import model, store
 from instock.inventory.errors import InvalidTransition, domain_errors
-from instock.inventory.events import ChannelChanged
+from instock.inventory.events import ChannelChanged, PolicyChanged
 from instock.inventory.model import (
     Adjustment,
     AdjustmentKind,
@@ -87,10 +88,20 @@ class InventoryService:
 
     async def _write(self, skus: set[str], work: Callable[[StockTx], Awaitable[T]],
                      correlation_id: str | None) -> T:
+        # The kits made of these SKUs move with them: their rows are locked too (in the same
+        # sorted order, so no deadlock), which makes every writer of any component of a kit
+        # wait for the others. That is what lets the transaction read the kit's other
+        # components without locking them (no one can change them while it holds the kit),
+        # and keeps the kit's version, bumped here when its count moves, in commit order.
+        kits = await self.catalog.kits_containing(skus)
+        locked = skus | kits.keys()
+        read = locked | {c for recipe in kits.values() for c in recipe}
+
         async def attempt() -> tuple[T, StockTx]:
-            async with self._sku_locks.hold(skus), self.db.write() as conn:
-                items = await store.lock_items(conn, skus)
-                tx = StockTx(conn, items, await store.load_levels(conn, skus), self.clock())
+            async with self._sku_locks.hold(locked), self.db.write() as conn:
+                items = await store.lock_items(conn, locked)
+                tx = StockTx(conn, items, await store.load_levels(conn, read), self.clock(),
+                             kits=kits)
                 with domain_errors():
                     result = await work(tx)
                 await tx.flush(correlation_id)
@@ -241,7 +252,12 @@ class InventoryService:
         await self._require_stocked_skus({sku}, "sku")
         async with self.db.write() as conn:
             await store.lock_items(conn, {sku})
-            await store.set_policy(conn, sku, per_customer_limit, low_stock_threshold)
+            version = await store.set_policy(conn, sku, per_customer_limit, low_stock_threshold)
+            # The policy is part of the SKU's state (its ETag moves): published like any other
+            # change, so the SKU's sequence has no gap a consumer could wait on.
+            await outbox.add(conn, [PolicyChanged(
+                sku=sku, sku_version=version, per_customer_limit=per_customer_limit,
+                low_stock_threshold=low_stock_threshold)])
         return await self.stock(sku)
 
     async def stock(self, sku: str, channel_id: str | None = None) -> StockView:
@@ -264,8 +280,12 @@ class InventoryService:
         channel = await self.channel(channel_id) if channel_id else None
         every = wanted.union(*recipes.values())
         async with self.db.read() as conn:
-            levels = await store.load_levels(conn, every)
+            # The versions first: each read sees what is committed when it runs, so a write
+            # between the two makes a version older than the levels, never newer. A live
+            # client seeded from this view then takes that write's event (a newer version)
+            # instead of dropping it as already seen.
             items = await store.get_items(conn, every)
+            levels = await store.load_levels(conn, every)
         by_sku: dict[str, list[StockLevel]] = {}
         for level in levels.values():
             by_sku.setdefault(level.sku, []).append(level)
@@ -403,12 +423,17 @@ class InventoryService:
         async with self.db.read() as conn:
             lot_skus = await store.skus_with_expired_lots(conn, self.clock().date())
         for sku in lot_skus:
-            await self._write({sku}, self._expire_lots, None)
+            await self._write({sku}, partial(self._expire_lots, sku), None)
         return {"reservations_expired": expired, "skus_with_expired_lots": len(lot_skus)}
 
-    async def _expire_lots(self, tx: StockTx) -> None:
+    async def _expire_lots(self, sku: str, tx: StockTx) -> None:
         ctx = EntryContext(actor="sweeper", reason="lot expired")
-        for _, level in sorted(tx.levels.items()):
+        levels = tx.sku_levels(sku)
+        # The lots left sellable stock at midnight, with no write to say so: compare with what
+        # the SKU (and its kits) offered while they were in date, so this write raises the
+        # sold-out or low-stock alert the expiry implies, not only the stock_changed.
+        tx.available_before[sku] = model.sellable_before_expiry(levels, tx.today)
+        for level in levels:
             tx.move(model.expire_lots(level, tx.today), ctx)
 
     # -- the ledger -------------------------------------------------------------------------------

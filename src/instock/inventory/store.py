@@ -238,10 +238,13 @@ async def bump_items(conn: AsyncConnection, skus: Iterable[str]) -> dict[str, in
 
 
 async def set_policy(conn: AsyncConnection, sku: str, per_customer_limit: int | None,
-                     low_stock_threshold: int | None) -> None:
-    await conn.execute(items.update().where(items.c.sku == sku).values(
+                     low_stock_threshold: int | None) -> int:
+    """Set the policy and bump the SKU's version; returns the new version."""
+    version = await conn.scalar(items.update().where(items.c.sku == sku).values(
         per_customer_limit=per_customer_limit, low_stock_threshold=low_stock_threshold,
-        version=items.c.version + 1))
+        version=items.c.version + 1).returning(items.c.version))
+    assert version is not None  # the caller locked (so created) the row
+    return int(version)
 
 
 # ---------------------------------------------------------------------------------------------

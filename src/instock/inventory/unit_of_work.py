@@ -35,6 +35,10 @@ class StockTx:
     # Each event with the correlation id of the request that caused it (a batch has many).
     events: list[tuple[DomainEvent, str | None]] = field(default_factory=list)
     sku_versions: dict[str, int] = field(default_factory=dict)  # after flush
+    # The bundles made of the SKUs this transaction changes (their item rows are locked with
+    # them; their other components' levels are loaded too, protected by those locks): a kit
+    # whose count moves gets its version bumped and its events here, in the same commit.
+    kits: model.Recipes = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.versions_before = {key: level.version for key, level in self.levels.items()}
@@ -70,10 +74,14 @@ class StockTx:
         levels = list(self.touched.values())
         await store.save_levels(self.conn, levels, self.versions_before)
         await store.insert_entries(self.conn, self.entries)
-        sku_versions = await store.bump_items(self.conn, {level.sku for level in levels})
-        self.sku_versions = sku_versions
+        changed = {level.sku for level in levels}
+        kits = self._kits_moved(changed)
+        # One statement bumps both: every SKU whose levels changed, every kit whose count moved.
+        self.sku_versions = await store.bump_items(self.conn, changed | kits.keys())
+        physical = {sku: self.sku_versions[sku] for sku in changed}
         await outbox.add_each(self.conn, [
-            *((event, correlation_id) for event in self._stock_events(sku_versions)),
+            *((event, correlation_id) for event in self._stock_events(physical)),
+            *((event, correlation_id) for event in self._kit_events(kits)),
             *self.events])
 
     def sold_out_states(self) -> dict[str, tuple[int, bool]]:
@@ -111,6 +119,26 @@ class StockTx:
                        for level in self.touched.values() if level.sku == sku]
             events += model.sku_alerts(sku, version, self.available_before.get(sku, 0),
                                        totals.available, self.items[sku].low_stock_threshold)
+        return events
+
+    def _kits_moved(self, changed: set[str]) -> dict[str, tuple[int, int]]:
+        if not self.kits or not changed:
+            return {}
+        components = {c for recipe in self.kits.values() for c in recipe}
+        after = {c: model.sku_sellable(self.sku_levels(c), self.today) for c in components}
+        return model.bundles_moved(self.kits, self.available_before, after, changed)
+
+    def _kit_events(self, kits: dict[str, tuple[int, int]]) -> list[DomainEvent]:
+        """Per kit whose count moved: its stock_changed, then its alerts, at its new version."""
+        events: list[DomainEvent] = []
+        for kit, (before, after) in sorted(kits.items()):
+            version = self.sku_versions[kit]
+            kinds = [e.kind for e in self.entries if e.sku in self.kits[kit]]
+            events.append(model.bundle_changed(kit, version, after,
+                                               kinds[-1] if kinds else "change"))
+            item = self.items.get(kit)
+            events += model.sku_alerts(kit, version, before, after,
+                                       item.low_stock_threshold if item else None)
         return events
 
     def _reason(self, level: StockLevel) -> str:

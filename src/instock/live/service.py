@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable, Iterable
 
 import structlog
 
-from instock.inventory.events import ReservationEvent, StockChanged
+from instock.inventory.events import BUNDLE_LOCATION, ReservationEvent, StockChanged
 from instock.live import model
 from instock.live.events import Update
 from instock.orders.events import OrderEvent
@@ -89,7 +89,9 @@ class LiveHub:
                     self.on_stock(public)
                 for connection in self._by_sku.get(public.key, ()):
                     connection.offer(public)
-            self._offer_staff(model.ledger_update(envelope))
+            # A kit's count moving is no ledger movement: its components' entries are.
+            if (envelope.get("data") or {}).get("location") != BUNDLE_LOCATION:
+                self._offer_staff(model.ledger_update(envelope))
         elif kind in RESERVATION_EVENTS:
             self._offer_staff(model.reservation_update(envelope))
         elif kind in ORDER_EVENTS:
