@@ -112,7 +112,8 @@ async def test_the_sweeper_expires_holds_and_lots(c: Container) -> None:
     later = utcnow() + timedelta(days=3)
     c.inventory.clock = lambda: later
     result = await c.inventory.sweep()
-    assert result == {"reservations_expired": 1, "skus_with_expired_lots": 1}
+    assert result == {"reservations_expired": 1, "skus_with_expired_lots": 1,
+                      "shelf_life_notices": 0}
     assert (await c.inventory.get_reservation(r.id)).status is ReservationStatus.EXPIRED
     view = await c.inventory.stock("SKU-1")
     assert (view.totals.reserved, view.totals.unsellable, view.available) == (0, 2, 5)

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from instock.app import Container, live_hub
-from instock.inventory.model import Adjustment, AdjustmentKind, Line
+from instock.inventory.model import Adjustment, AdjustmentKind, Channel, Line
 from instock.inventory.reservation_batch import ReserveRequest
 from instock.live.events import Update
 from instock.live.service import Connection
@@ -176,3 +176,31 @@ async def test_every_version_bump_is_published_so_sequences_have_no_gaps(c: Cont
             for e in policy] == [(1, 2, None), (4, 3, 1)]  # receive 2, reserve 3
     for row in rows:
         validate(row.envelope)
+
+
+async def test_a_lot_too_short_dated_for_a_channel_publishes_once_that_day(c: Container) -> None:
+    today = utcnow().date()
+    await add_location(c, "wh")
+    await add_product(c, "cream", ["H"])
+    await c.inventory.save_channel(Channel("pharmacy", "Pharmacy", 7, ["wh"]))
+    await receive(c, "H", "wh", 5, "L1", today + timedelta(days=10))
+    assert (await c.inventory.sweep())["shelf_life_notices"] == 0  # 10 days left: it qualifies
+    version = (await c.inventory.stock("H")).version
+    assert (await c.inventory.stock("H", "pharmacy")).available == 5
+    later = utcnow() + timedelta(days=4)  # 6 days left: under the pharmacy's 7
+    c.inventory.clock = lambda: later
+    assert (await c.inventory.stock("H", "pharmacy")).available == 0
+    assert (await c.inventory.sweep())["shelf_life_notices"] == 1
+    rows = await outbox_rows(c)
+    [changed] = [e for e in of_type(rows, "inventory.stock_changed") if e["sequence"] > version]
+    assert (changed["subject"], changed["sequence"]) == ("H", version + 1)
+    assert changed["data"]["reason"] == "shelf_life"
+    assert changed["data"]["totals"]["available"] == 5  # any channel: still in date
+    # Told once: not by this sweeper again, nor by another process's (which knows nothing).
+    assert (await c.inventory.sweep())["shelf_life_notices"] == 0
+    c.inventory._noticed.clear()
+    assert (await c.inventory.sweep())["shelf_life_notices"] == 0
+    assert len(await outbox_rows(c)) == len(rows)
+    [entry] = [e for e in await c.inventory.ledger("H", 10) if e.kind == "shelf_life"]
+    assert entry.delta.is_zero and entry.lot == "L1" and "pharmacy" in entry.context.reason
+    assert (await c.inventory.audit()).ok

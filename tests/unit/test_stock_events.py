@@ -129,3 +129,30 @@ def test_before_expiry_leaves_out_expired_lots_with_nothing_free_left() -> None:
     assert model.sellable_before_expiry([lvl], TODAY) == 1 + 4
     # With nothing expiring it is today's count.
     assert model.sellable_before_expiry([lotted(("NEW", 3, 5))], TODAY) == 3
+
+
+# -- a channel's minimum remaining shelf life -----------------------------------------------------
+
+PHARMACY = model.Channel("pharmacy", "Pharmacy", 7, ["wh"])
+
+
+def test_a_lot_too_short_dated_for_a_channel_is_noticed_for_that_channel_only() -> None:
+    lvl = lotted(("SOON", 3, 5), ("LATER", 3, 30), ("GONE", 2, 0), on_hand=4)
+    lax = model.Channel("web", "Web", 3, ["wh"])
+    elsewhere = model.Channel("store", "Store", 30, ["shop"])
+    notices = model.shelf_life_notices([lvl], [PHARMACY, lax, elsewhere], TODAY)
+    # SOON has 5 days left (< 7, >= 3); LATER qualifies; GONE has expired (the sweeper's
+    # expiry reports it); the store does not sell from `wh`.
+    assert notices == [model.ShelfLifeNotice("A", "wh", "SOON", "pharmacy", 7)]
+    [notice] = notices
+    assert notice.movement() == model.Movement("A", "wh", model.ZERO, "shelf_life", "SOON")
+    assert len(notice.reference) <= 64 and notice.reference.startswith("shelf-life:")
+    # The same crossing is the same reference; another threshold is another crossing.
+    assert notice.reference == model.ShelfLifeNotice("A", "wh", "SOON", "pharmacy", 7).reference
+    assert notice.reference != model.ShelfLifeNotice("A", "wh", "SOON", "pharmacy", 8).reference
+
+
+def test_a_short_dated_lot_with_nothing_free_changes_no_channel_and_is_not_noticed() -> None:
+    lvl = lotted(("SOON", 3, 5))
+    lvl.apply(model.Movement("A", "wh", delta(reserved=3), "reserve", "SOON"))
+    assert model.shelf_life_notices([lvl], [PHARMACY], TODAY) == []

@@ -387,6 +387,47 @@ def expire_lots(level: StockLevel, today: date) -> list[Movement]:
             if lot.is_expired(today) and lot.buckets.free > 0]
 
 
+@dataclass(frozen=True)
+class ShelfLifeNotice:
+    """A lot still in date became too short-dated for a channel: from today that channel no
+    longer sells it, though no unit moved. Recorded as a ledger entry of no quantity (the
+    durable proof it was told, once), whose stock_changed makes listeners re-read."""
+
+    sku: str
+    location: str
+    lot: str
+    channel: str
+    min_shelf_life_days: int
+
+    @property
+    def reference(self) -> str:
+        """The entry's reference (at most 64 characters whatever the ids' lengths)."""
+        key = f"{self.location}\0{self.lot}\0{self.channel}\0{self.min_shelf_life_days}"
+        return "shelf-life:" + hashlib.sha256(key.encode()).hexdigest()[:40]
+
+    @property
+    def reason(self) -> str:
+        return (f"lot {self.lot} has under {self.min_shelf_life_days} days of shelf life left "
+                f"for channel {self.channel}")
+
+    def movement(self) -> Movement:
+        return Movement(self.sku, self.location, ZERO, "shelf_life", self.lot)
+
+
+def shelf_life_notices(levels: Iterable[StockLevel], channels: Iterable[Channel],
+                       today: date) -> list[ShelfLifeNotice]:
+    """Per lot with free units, in date, and channel with a minimum remaining shelf life that
+    sells from the lot's location: a notice when the lot no longer qualifies for it (already
+    expired lots are the sweeper's expiry's to report)."""
+    channels = [ch for ch in channels if ch.min_shelf_life_days > 0]
+    return [ShelfLifeNotice(level.sku, level.location, lot.code, ch.id, ch.min_shelf_life_days)
+            for level in levels
+            for lot in sorted(level.lots.values(), key=lambda lot: lot.code)
+            if not lot.is_expired(today) and lot.buckets.free > 0
+            for ch in channels
+            if level.location in ch.locations and not lot.qualifies(today, ch.min_shelf_life_days)]
+
+
 # ---------------------------------------------------------------------------------------------
 # Allocation: which levels and lots a reservation draws from
 

@@ -80,6 +80,8 @@ class InventoryService:
         self._channels = Memo(self._load_channel, CHANNEL_CACHE_SECONDS)
         self._sku_locks = KeyedLocks()
         self._known_locations: set[str] = set()
+        # References of shelf-life notices this process saw recorded: not looked up again.
+        self._noticed: set[str] = set()
         self.stock_transactions = 0  # reservation batches that reached the database
         self._lanes = GroupCommit[frozenset[str], Hold, Reservation](self._reserve_batch,
                                                                       batch_max)
@@ -424,7 +426,8 @@ class InventoryService:
             lot_skus = await store.skus_with_expired_lots(conn, self.clock().date())
         for sku in lot_skus:
             await self._write({sku}, partial(self._expire_lots, sku), None)
-        return {"reservations_expired": expired, "skus_with_expired_lots": len(lot_skus)}
+        return {"reservations_expired": expired, "skus_with_expired_lots": len(lot_skus),
+                "shelf_life_notices": await self._notice_shelf_life()}
 
     async def _expire_lots(self, sku: str, tx: StockTx) -> None:
         ctx = EntryContext(actor="sweeper", reason="lot expired")
@@ -435,6 +438,51 @@ class InventoryService:
         tx.available_before[sku] = model.sellable_before_expiry(levels, tx.today)
         for level in levels:
             tx.move(model.expire_lots(level, tx.today), ctx)
+
+    async def _notice_shelf_life(self) -> int:
+        """Record each lot that became too short-dated for a channel today, once.
+
+        Nothing moves when that happens, yet what the channel may sell drops: an entry of no
+        quantity tells it (its stock_changed makes live clients re-read and channel connectors
+        re-push). Reads first, and remembers what it found recorded, so a sweep that has
+        nothing new to say (nearly all of them) writes nothing and scans no ledger again.
+        """
+        today = self.clock().date()
+        async with self.db.read() as conn:
+            channels = await store.shelf_life_channels(conn)
+            if not channels:
+                return 0
+            longest = max(channel.min_shelf_life_days for channel in channels)
+            skus = await store.skus_with_lots_expiring(
+                conn, today, today + timedelta(days=longest),
+                {location for channel in channels for location in channel.locations})
+            levels = await store.load_levels(conn, skus) if skus else {}
+        noticed = 0
+        for sku in skus:
+            new = [notice for notice in model.shelf_life_notices(
+                       [lvl for (s, _), lvl in sorted(levels.items()) if s == sku], channels, today)
+                   if notice.reference not in self._noticed]
+            if new:
+                noticed += await self._write(
+                    {sku}, partial(self._record_notices, sku, new, channels), None)
+                # Committed (or found recorded, or no longer due): no second look.
+                self._noticed.update(notice.reference for notice in new)
+        return noticed
+
+    async def _record_notices(self, sku: str, notices: list[model.ShelfLifeNotice],
+                              channels: list[model.Channel], tx: StockTx) -> int:
+        recorded = await store.references_of(tx.conn, sku, [n.reference for n in notices])
+        # Decided again under the SKU's lock: another sweeper may have recorded them, or a
+        # reservation taken the lot's last free units.
+        due = {n.reference for n in model.shelf_life_notices(tx.sku_levels(sku), channels,
+                                                             tx.today)}
+        count = 0
+        for notice in notices:
+            if notice.reference in due and notice.reference not in recorded:
+                tx.move([notice.movement()], EntryContext(actor="sweeper", reason=notice.reason,
+                                                          reference=notice.reference))
+                count += 1
+        return count
 
     # -- the ledger -------------------------------------------------------------------------------
 

@@ -289,11 +289,32 @@ async def save_levels(conn: AsyncConnection, levels: Sequence[StockLevel],
     await upsert(conn, lots, lot_rows, ["sku", "location", "code"])
 
 
+_LOT_FREE = lots.c.on_hand - lots.c.reserved - lots.c.committed - lots.c.unsellable
+
+
 async def skus_with_expired_lots(conn: AsyncConnection, today: date) -> list[str]:
-    free = lots.c.on_hand - lots.c.reserved - lots.c.committed - lots.c.unsellable
-    rows = await conn.execute(sa.select(lots.c.sku).where(lots.c.expires_on <= today, free > 0)
+    rows = await conn.execute(sa.select(lots.c.sku).where(lots.c.expires_on <= today,
+                                                          _LOT_FREE > 0)
                               .distinct().order_by(lots.c.sku))
     return [row.sku for row in rows]
+
+
+async def skus_with_lots_expiring(conn: AsyncConnection, after: date, before: date,
+                                  at: Iterable[str]) -> list[str]:
+    """SKUs with a lot holding free units at one of the locations `at`, expiring after
+    `after` and before `before`."""
+    rows = await conn.execute(sa.select(lots.c.sku).where(
+        lots.c.expires_on > after, lots.c.expires_on < before, _LOT_FREE > 0,
+        lots.c.location.in_(list(at))).distinct().order_by(lots.c.sku))
+    return [row.sku for row in rows]
+
+
+async def shelf_life_channels(conn: AsyncConnection) -> list[Channel]:
+    """The channels that ask for a minimum remaining shelf life."""
+    ids = await conn.execute(sa.select(channels.c.id).where(channels.c.min_shelf_life_days > 0)
+                             .order_by(channels.c.id))
+    found = [await get_channel(conn, row.id) for row in ids]
+    return [channel for channel in found if channel is not None]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -348,6 +369,16 @@ async def stream_ledger(conn: AsyncConnection) -> AsyncIterator[LedgerEntry]:
 
 # ---------------------------------------------------------------------------------------------
 # Reservations
+
+
+async def references_of(conn: AsyncConnection, sku: str, references: Iterable[str]) -> set[str]:
+    """Which of these references the SKU's ledger holds an entry for."""
+    wanted = list(references)
+    if not wanted:
+        return set()
+    rows = await conn.execute(sa.select(ledger.c.reference).distinct().where(
+        ledger.c.sku == sku, ledger.c.reference.in_(wanted)))
+    return {row.reference for row in rows}
 
 
 async def has_reference(conn: AsyncConnection, sku: str, reference: str) -> bool:
