@@ -197,3 +197,31 @@ async def test_waitlist_notifies_each_subscriber_once(servers: ServerFactory,
         async with client(server.base_url, Role.CUSTOMER, "bob") as bob:
             entries = (await bob.get("/v1/waitlist")).json()
         assert entries[0]["sku"] == "WL-1" and entries[0]["notified_at"] is not None
+
+
+async def test_sse_subscriber_of_a_kit_sees_its_components_move_it(
+        servers: ServerFactory) -> None:
+    """A kit has no stock of its own: a reservation of one of its components moves it, and
+    its subscriber sees that at once, in version order, ending on the kit's true state."""
+    server = await servers.start(**FAST)
+    async with client(server.base_url, Role.ADMIN) as admin:
+        await create_product(admin, "kit-live", ["K-C", "K-D"], bundles={"K-KIT": {
+            "K-C": 1, "K-D": 2}})
+        await create_location(admin, "wh-1")
+        await receive(admin, "K-C", "wh-1", 5)
+        await receive(admin, "K-D", "wh-1", 6)  # 3 kits
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as anon, \
+            client(server.base_url, Role.SERVICE) as svc, \
+            client(server.base_url, Role.INVENTORY) as inv:
+        stream = sse_events(anon, "/v1/stream/inventory?skus=K-KIT")
+        first = await read_until(stream, lambda s: bool(latest(s)))
+        assert latest(first)["K-KIT"]["available"] == 3
+        held = await svc.post("/v1/reservations", json={"lines": [{"sku": "K-D", "quantity": 5}]})
+        assert held.status_code == 201, held.text
+        seen = await read_until(stream, lambda s: latest(s)["K-KIT"]["available"] == 0)
+        assert latest(seen)["K-KIT"]["sold_out"] is True
+        truth = await stock(inv, "K-KIT")
+        assert (truth["available"], latest(seen)["K-KIT"]["version"]) == (0, truth["version"])
+        await stream.aclose()
+    versions = [e.data["version"] for e in first + seen if e.event == "stock"]
+    assert versions == sorted(versions) and len(set(versions)) == len(versions)

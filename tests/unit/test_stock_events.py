@@ -140,7 +140,7 @@ def test_a_lot_too_short_dated_for_a_channel_is_noticed_for_that_channel_only() 
     lvl = lotted(("SOON", 3, 5), ("LATER", 3, 30), ("GONE", 2, 0), on_hand=4)
     lax = model.Channel("web", "Web", 3, ["wh"])
     elsewhere = model.Channel("store", "Store", 30, ["shop"])
-    notices = model.shelf_life_notices([lvl], [PHARMACY, lax, elsewhere], TODAY)
+    notices = model.shelf_life_notices(model.lots_of([lvl]), [PHARMACY, lax, elsewhere], TODAY)
     # SOON has 5 days left (< 7, >= 3); LATER qualifies; GONE has expired (the sweeper's
     # expiry reports it); the store does not sell from `wh`.
     assert notices == [model.ShelfLifeNotice("A", "wh", "SOON", "pharmacy", 7)]
@@ -155,4 +155,4 @@ def test_a_lot_too_short_dated_for_a_channel_is_noticed_for_that_channel_only() 
 def test_a_short_dated_lot_with_nothing_free_changes_no_channel_and_is_not_noticed() -> None:
     lvl = lotted(("SOON", 3, 5))
     lvl.apply(model.Movement("A", "wh", delta(reserved=3), "reserve", "SOON"))
-    assert model.shelf_life_notices([lvl], [PHARMACY], TODAY) == []
+    assert model.shelf_life_notices(model.lots_of([lvl]), [PHARMACY], TODAY) == []

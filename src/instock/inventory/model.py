@@ -414,18 +414,23 @@ class ShelfLifeNotice:
         return Movement(self.sku, self.location, ZERO, "shelf_life", self.lot)
 
 
-def shelf_life_notices(levels: Iterable[StockLevel], channels: Iterable[Channel],
+def lots_of(levels: Iterable[StockLevel]) -> list[tuple[str, str, Lot]]:
+    """Every lot of these levels as (sku, location, lot), in code order per level."""
+    return [(level.sku, level.location, lot) for level in levels
+            for lot in sorted(level.lots.values(), key=lambda lot: lot.code)]
+
+
+def shelf_life_notices(lots: Iterable[tuple[str, str, Lot]], channels: Iterable[Channel],
                        today: date) -> list[ShelfLifeNotice]:
-    """Per lot with free units, in date, and channel with a minimum remaining shelf life that
-    sells from the lot's location: a notice when the lot no longer qualifies for it (already
-    expired lots are the sweeper's expiry's to report)."""
+    """Per lot (sku, location, lot) with free units, in date, and channel with a minimum
+    remaining shelf life that sells from the lot's location: a notice when the lot no longer
+    qualifies for it (already expired lots are the sweeper's expiry's to report)."""
     channels = [ch for ch in channels if ch.min_shelf_life_days > 0]
-    return [ShelfLifeNotice(level.sku, level.location, lot.code, ch.id, ch.min_shelf_life_days)
-            for level in levels
-            for lot in sorted(level.lots.values(), key=lambda lot: lot.code)
+    return [ShelfLifeNotice(sku, location, lot.code, ch.id, ch.min_shelf_life_days)
+            for sku, location, lot in lots
             if not lot.is_expired(today) and lot.buckets.free > 0
             for ch in channels
-            if level.location in ch.locations and not lot.qualifies(today, ch.min_shelf_life_days)]
+            if location in ch.locations and not lot.qualifies(today, ch.min_shelf_life_days)]
 
 
 # ---------------------------------------------------------------------------------------------

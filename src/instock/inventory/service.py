@@ -453,20 +453,19 @@ class InventoryService:
             if not channels:
                 return 0
             longest = max(channel.min_shelf_life_days for channel in channels)
-            skus = await store.skus_with_lots_expiring(
+            lots = await store.lots_expiring(
                 conn, today, today + timedelta(days=longest),
                 {location for channel in channels for location in channel.locations})
-            levels = await store.load_levels(conn, skus) if skus else {}
+        by_sku: dict[str, list[model.ShelfLifeNotice]] = {}
+        for notice in model.shelf_life_notices(lots, channels, today):
+            if notice.reference not in self._noticed:
+                by_sku.setdefault(notice.sku, []).append(notice)
         noticed = 0
-        for sku in skus:
-            new = [notice for notice in model.shelf_life_notices(
-                       [lvl for (s, _), lvl in sorted(levels.items()) if s == sku], channels, today)
-                   if notice.reference not in self._noticed]
-            if new:
-                noticed += await self._write(
-                    {sku}, partial(self._record_notices, sku, new, channels), None)
-                # Committed (or found recorded, or no longer due): no second look.
-                self._noticed.update(notice.reference for notice in new)
+        for sku, new in by_sku.items():
+            noticed += await self._write(
+                {sku}, partial(self._record_notices, sku, new, channels), None)
+            # Committed (or found recorded, or no longer due): no second look.
+            self._noticed.update(notice.reference for notice in new)
         return noticed
 
     async def _record_notices(self, sku: str, notices: list[model.ShelfLifeNotice],
@@ -474,8 +473,8 @@ class InventoryService:
         recorded = await store.references_of(tx.conn, sku, [n.reference for n in notices])
         # Decided again under the SKU's lock: another sweeper may have recorded them, or a
         # reservation taken the lot's last free units.
-        due = {n.reference for n in model.shelf_life_notices(tx.sku_levels(sku), channels,
-                                                             tx.today)}
+        due = {n.reference for n in model.shelf_life_notices(
+            model.lots_of(tx.sku_levels(sku)), channels, tx.today)}
         count = 0
         for notice in notices:
             if notice.reference in due and notice.reference not in recorded:

@@ -299,14 +299,14 @@ async def skus_with_expired_lots(conn: AsyncConnection, today: date) -> list[str
     return [row.sku for row in rows]
 
 
-async def skus_with_lots_expiring(conn: AsyncConnection, after: date, before: date,
-                                  at: Iterable[str]) -> list[str]:
-    """SKUs with a lot holding free units at one of the locations `at`, expiring after
-    `after` and before `before`."""
-    rows = await conn.execute(sa.select(lots.c.sku).where(
+async def lots_expiring(conn: AsyncConnection, after: date, before: date,
+                        at: Iterable[str]) -> list[tuple[str, str, Lot]]:
+    """(sku, location, lot) of the lots holding free units at one of the locations `at`,
+    expiring after `after` and before `before`."""
+    rows = await conn.execute(sa.select(lots).where(
         lots.c.expires_on > after, lots.c.expires_on < before, _LOT_FREE > 0,
-        lots.c.location.in_(list(at))).distinct().order_by(lots.c.sku))
-    return [row.sku for row in rows]
+        lots.c.location.in_(list(at))).order_by(lots.c.sku, lots.c.location, lots.c.code))
+    return [(r.sku, r.location, Lot(r.code, r.expires_on, _buckets(r))) for r in rows]
 
 
 async def shelf_life_channels(conn: AsyncConnection) -> list[Channel]:
