@@ -7,11 +7,12 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from instock.app import Container, live_hub
+from instock.app import Container, build, live_hub
 from instock.inventory.model import Adjustment, AdjustmentKind, Channel, Line
 from instock.inventory.reservation_batch import ReserveRequest
 from instock.live.events import Update
@@ -21,6 +22,7 @@ from instock.platform.db import utcnow
 from tests.integration.helpers import CTX, add_location, add_product, receive
 from tests.integration.test_relay import running
 from tests.integration.test_stock_events import of_type, outbox_rows
+from tests.support import make_settings
 
 
 @pytest.fixture
@@ -204,3 +206,34 @@ async def test_a_lot_too_short_dated_for_a_channel_publishes_once_that_day(c: Co
     [entry] = [e for e in await c.inventory.ledger("H", 10) if e.kind == "shelf_life"]
     assert entry.delta.is_zero and entry.lot == "L1" and "pharmacy" in entry.context.reason
     assert (await c.inventory.audit()).ok
+
+
+async def test_two_processes_changing_different_components_keep_the_kit_in_order(
+        c: Container, database_url: str, tmp_path: Path) -> None:
+    """Two services (as two processes would) reserve different components of one kit at once:
+    the kit's row lock orders them, so its events run 1..n and, as only holds are taken, its
+    count never goes up between them, ending on the truth (no transaction counted the other
+    component from before a change it did not wait for)."""
+    await add_location(c, "wh")
+    await add_product(c, "kit", ["C", "D"], bundles={"KIT": {"C": 1, "D": 1}})
+    await receive(c, "C", "wh", 400)
+    await receive(c, "D", "wh", 400)
+    other = build(make_settings(database_url, tmp_path / "other"))
+
+    async def buyer(i: int) -> None:  # one after the other, alternating components
+        service = (c if i % 2 else other).inventory
+        for n in range(10):
+            await service.reserve(ReserveRequest([Line("C" if (i + n) % 2 else "D", 1)]), CTX)
+
+    try:
+        await asyncio.gather(*(buyer(i) for i in range(8)))
+    finally:
+        await other.close()
+    changed = [e for e in of_type(await outbox_rows(c), "inventory.stock_changed")
+               if e["subject"] == "KIT"]
+    sequences = [e["sequence"] for e in changed]
+    assert sorted(sequences) == list(range(1, len(sequences) + 1))
+    counts = [e["data"]["available"] for e in sorted(changed, key=lambda e: e["sequence"])]
+    assert counts[0] == 400 and counts == sorted(counts, reverse=True)
+    truth = await c.inventory.stock("KIT")
+    assert (truth.version, truth.available) == (max(sequences), counts[-1])
