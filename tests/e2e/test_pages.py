@@ -203,10 +203,18 @@ def test_the_recommendations_strip_drops_an_item_that_sold_out(page: Page, shop:
 
 
 def test_the_ops_console_shows_a_new_ledger_entry_live(page: Page, shop: Shop) -> None:
+    made = shop.rest("POST", "/v1/experiments", json={
+        "name": "pw hybrid vs trending", "unit": "session", "variants": [
+            {"name": "control", "share": 0.5, "config": {"model": "trending"}},
+            {"name": "hybrid", "share": 0.5, "config": {}}]})
+    assert made.status_code == 201, made.text
     page.goto(f"{shop.url}/ops#token={token(Role.ADMIN, 'pw-ops')}")
     expect(page.locator("body")).to_have_attribute("data-ready", "true", timeout=15_000)
     expect(page.locator(f'#stock tr[data-sku="{sku("XL")}"]')).to_be_visible()
     expect(page.locator("#audit")).to_have_attribute("data-ok", "true", timeout=15_000)
+    chart = page.locator(f'[data-experiment="{made.json()["id"]}"] svg[role="img"]')
+    expect(chart).to_have_attribute("aria-label", re.compile("pw hybrid vs trending"))
+    expect(chart.locator("rect")).to_have_count(6)  # 2 variants x click, cart, purchase
     shop.adjust(sku("XL"), "receive", 2)
     entry = page.locator(f'#ledger li[data-key="{sku("XL")}@pw-wh"]')
     expect(entry.first).to_be_visible(timeout=2_000)
