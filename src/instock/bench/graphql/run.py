@@ -3,6 +3,7 @@ then capacity on a fresh one."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +36,7 @@ class Result:
 async def run(plan: Plan, report: Reporter) -> Result:
     raise_fd_limit()
     logs_to_stderr()
+    load = os.getloadavg()[0]
     with workdir("instock-bench-graphql-") as tmp:
         report.note(f"starting a server on a fresh {backend_of(plan.database)} database")
         async with scratch_database(plan.database, tmp, "instock_bench") as db_url:
@@ -52,6 +54,10 @@ async def run(plan: Plan, report: Reporter) -> Result:
             "server": {"processes": 1, "relay": "in-process", "consumers": False,
                        "sweeper": False},
             "seconds": plan.seconds,
+            # The machine's 1-minute load average at the start and the end, beside its cores:
+            # other work on the machine takes CPU the one server process would have had.
+            "machine": {"cpus": os.cpu_count(), "load_start": round(load, 2),
+                        "load_end": round(os.getloadavg()[0], 2)},
             "page": {"product": 1, "variants": VARIANTS, "other_products": OTHERS,
                      "recommendations": 10},
             "query": pages["query"], "rest": pages["rest"],
