@@ -14,7 +14,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedCo
 from instock.bench import drop, events
 from instock.bench.buses import default_buses
 from instock.bench.local import run_loop
-from instock.bench.plot import checkout_chart, drop_chart, events_chart, recs_chart
+from instock.bench.plot import (
+    checkout_chart,
+    drop_chart,
+    events_chart,
+    graphql_chart,
+    recs_chart,
+)
 
 bench_app = typer.Typer(help="Measure; print JSON on stdout, progress on stderr.",
                         no_args_is_help=True)
@@ -198,6 +204,47 @@ def bench_events(
         events_chart(result.latencies_ms, result.memory,
                      f"instock bench events: {report['database']}, {rate:g} changes/s, "
                      f"{clients} clients", plot)
+        report["plot"] = str(plot)
+    typer.echo(json.dumps(report, indent=2) if json_out else report)
+
+
+@bench_app.command("graphql")
+def bench_graphql(
+    rate: float = typer.Option(200.0, "--rate", min=0.1,
+                               help="product pages per second, each way (query, REST)"),
+    seconds: float = typer.Option(10.0, "--seconds", min=0.1,
+                                  help="how long each way is asked, and changes are made"),
+    changes_per_s: float = typer.Option(100.0, "--changes-per-s", min=0.1,
+                                        help="stock changes per second for the subscribers"),
+    listeners: int = typer.Option(4, "--listeners", min=1,
+                                  help="subscribers of the latency part, each on all 20 SKUs"),
+    subscribers: int = typer.Option(10_000, "--subscribers", min=0,
+                                    help="subscriptions for the capacity part (0 skips it)"),
+    quick: bool = typer.Option(False, "--quick", help="a smoke run: rate 20, 1 s, 20 "
+                               "changes/s, 50 subscribers (overrides those options)"),
+    database: str = typer.Option(
+        "sqlite+aiosqlite:///bench.db", "--database", envvar="INSTOCK_DATABASE_URL",
+        help="chooses the backend (and PostgreSQL server and login); the bench creates a "
+        "fresh database there and never writes into the one named"),
+    plot: Path | None = typer.Option(Path("bench-out/graphql.png"), "--plot",
+                                     help="where to draw the latency CDFs and memory"),
+    json_out: bool = typer.Option(True, "--json/--no-json"),
+) -> None:
+    """The product page as one GraphQL query against the REST calls it replaces (same run,
+    same rate), commit-to-subscriber latency, and subscribers one process holds."""
+    from instock.bench import graphql
+
+    if quick:
+        rate, seconds, changes_per_s, subscribers = 20.0, 1.0, 20.0, 50
+    plan = graphql.Plan(rate, seconds, changes_per_s, listeners, subscribers, database)
+    with _progress() as bar:
+        result = run_loop(graphql.run(plan, _Reporter(bar)))
+    report = result.report
+    if plot is not None and plot != Path():  # --plot "" draws nothing
+        graphql_chart(result.pages_ms, result.subscription_ms, result.memory,
+                      f"instock bench graphql: {report['database']}, {rate:g} pages/s, "
+                      f"{changes_per_s:g} changes/s, {report['capacity']['subscribers']:,} "
+                      "subscribers", plot)
         report["plot"] = str(plot)
     typer.echo(json.dumps(report, indent=2) if json_out else report)
 

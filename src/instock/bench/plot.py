@@ -134,3 +134,30 @@ def recs_chart(latencies_ms: dict[str, NDArray[np.float64]],
     right.legend(fontsize=8)
     fig.suptitle(title)
     _save(fig, path)
+
+
+def graphql_chart(pages_ms: dict[str, NDArray[np.float64]], subscription_ms: NDArray[np.float64],
+                  memory: list[tuple[int, float]], title: str, path: Path,
+                  goal_page_p99_ms: float = 15) -> None:
+    """Left: the product page's latency CDF, one GraphQL query against the REST calls it
+    replaces. Middle: commit-to-subscriber latency CDF. Right (with a capacity run): server
+    memory against subscriptions held."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 3 if memory else 2, figsize=(18 if memory else 13, 4.8),
+                             squeeze=False)
+    _latency_cdfs(axes[0][0], pages_ms, "product page, due -> last answer (ms)",
+                  "fraction of pages", legend_size=8, goal_ms=goal_page_p99_ms)
+    axes[0][0].set_title("product page: one query against the REST calls")
+    _latency_cdfs(axes[0][1], {"stockChanged": subscription_ms},
+                  "commit -> GraphQL subscriber (ms, from the commit stamp)",
+                  "fraction of changes received", legend_size=8)
+    axes[0][1].set_title("subscription")
+    if memory:
+        right = axes[0][2]
+        held, rss = zip(*memory, strict=True)
+        right.plot(held, rss, marker="o", markersize=3, color="#3b6ea5")
+        right.set_xlabel("GraphQL subscriptions held")
+        right.set_ylabel("server RSS (MB)")
+        right.set_title("memory (memory bus)")
+    fig.suptitle(title)
+    _save(fig, path)
