@@ -200,7 +200,7 @@ def newest_versions(commits: list[Commit]) -> dict[str, int]:
     return newest
 
 
-def _quantiles(ms: NDArray[np.float64]) -> dict[str, float | None]:
+def quantiles(ms: NDArray[np.float64]) -> dict[str, float | None]:
     if not len(ms):
         return {"p50_ms": None, "p95_ms": None, "p99_ms": None, "max_ms": None}
     p50, p95, p99 = np.percentile(ms, [50, 95, 99])
@@ -298,9 +298,9 @@ async def latency(plan: Plan, bus_url: str, workdir: Path, report: Reporter
                                  / max(result.last_sent - result.started, 1e-9), 1),
            "achieved_rate": round(len(result.commits) / elapsed, 1),
            "changes": len(result.commits), "errors": sum(result.errors.values()),
-           "error_kinds": dict(result.errors), **counts, **_quantiles(from_answer),
-           "from_send": _quantiles(from_send), "from_commit": _quantiles(from_commit),
-           "write_ms": _quantiles(np.array([(c[3] - c[2]) * 1000 for c in result.commits])),
+           "error_kinds": dict(result.errors), **counts, **quantiles(from_answer),
+           "from_send": quantiles(from_send), "from_commit": quantiles(from_commit),
+           "write_ms": quantiles(np.array([(c[3] - c[2]) * 1000 for c in result.commits])),
            "schedule_late_max_ms": round(result.late_ms, 1),
            # Near 100 (one core: the GIL) means the server process itself is the limit.
            "server_cpu_percent": round(100 * cpu / elapsed, 1)}

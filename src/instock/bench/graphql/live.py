@@ -20,9 +20,7 @@ from instock.bench.events.latency import (
     http_driver,
     match,
     newest_versions,
-)
-from instock.bench.events.latency import (
-    _quantiles as quantiles,
+    quantiles,
 )
 from instock.bench.events.plan import ADJUST_PATH, LOCATION
 from instock.bench.graphql import clients

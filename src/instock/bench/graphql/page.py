@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from instock.bench.events.latency import _quantiles as quantiles
+from instock.bench.events.latency import quantiles
 from instock.bench.graphql.plan import (
     CHANNEL,
     CONNECTIONS,
