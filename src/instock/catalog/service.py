@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from dataclasses import replace
 from decimal import Decimal
 
 from instock.catalog import store
@@ -82,7 +83,12 @@ class CatalogService:
     async def get_products(self, product_ids: Iterable[str]) -> dict[str, Product]:
         """The products that exist among `product_ids`, read together."""
         async with self.db.read() as conn:
-            return await store.get_products(conn, product_ids)
+            found = await store.get_products(conn, product_ids)
+        recipes = await self.recipes(sku for _, skus in found.values() for sku in skus)
+        for product, _ in found.values():
+            product.variants = [replace(v, components=recipes.get(v.sku, {}))
+                                for v in product.variants]
+        return {product_id: product for product_id, (product, _) in found.items()}
 
     async def list_product_ids(self, limit: int = 100, after: str | None = None, *,
                                brand: str | None = None,

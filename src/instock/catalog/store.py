@@ -133,23 +133,28 @@ async def get_product(conn: AsyncConnection, product_id: str, *,
         variants=[Variant(v.sku, dict(v.attributes), kits.get(v.sku, {})) for v in variant_rows])
 
 
-async def get_products(conn: AsyncConnection, product_ids: Iterable[str]) -> dict[str, Product]:
-    """Many products in three statements however many there are (a page of a storefront)."""
-    wanted = list(product_ids)
-    rows = (await conn.execute(sa.select(products).where(products.c.id.in_(wanted)))).all()
-    variant_rows = (await conn.execute(sa.select(variants).where(
-        variants.c.product_id.in_(wanted)).order_by(variants.c.product_id,
-                                                    variants.c.position))).all()
-    kits = await recipes(conn, [v.sku for v in variant_rows])
-    by_product: dict[str, list[Variant]] = {}
-    for v in variant_rows:
-        by_product.setdefault(v.product_id, []).append(
-            Variant(v.sku, dict(v.attributes), kits.get(v.sku, {})))
-    return {row.id: Product(
-        id=row.id, title=row.title, brand=row.brand, category=row.category, price=row.price,
-        currency=row.currency, tags=list(row.tags), attributes=dict(row.attributes),
-        replenishable=row.replenishable, version=row.version,
-        variants=by_product.get(row.id, [])) for row in rows}
+async def get_products(conn: AsyncConnection, product_ids: Iterable[str]
+                       ) -> dict[str, tuple[Product, list[str]]]:
+    """Many products in one statement however many there are (a page of a storefront), each
+    with its variants' SKUs in order; the variants' bundle recipes are the caller's to add
+    (the service keeps them: they never change)."""
+    rows = (await conn.execute(
+        sa.select(products, variants.c.sku, variants.c.attributes.label("variant_attributes"))
+        .join(variants, variants.c.product_id == products.c.id, isouter=True)
+        .where(products.c.id.in_(list(product_ids)))
+        .order_by(products.c.id, variants.c.position))).all()
+    found: dict[str, tuple[Product, list[str]]] = {}
+    for row in rows:
+        if row.id not in found:
+            found[row.id] = (Product(
+                id=row.id, title=row.title, brand=row.brand, category=row.category,
+                price=row.price, currency=row.currency, tags=list(row.tags),
+                attributes=dict(row.attributes), replenishable=row.replenishable,
+                version=row.version), [])
+        if row.sku is not None:
+            found[row.id][0].variants.append(Variant(row.sku, dict(row.variant_attributes)))
+            found[row.id][1].append(row.sku)
+    return found
 
 
 async def list_products(conn: AsyncConnection, limit: int, after: str | None,
