@@ -7,18 +7,52 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from decimal import Decimal
+from typing import Any
 
 import strawberry
 from strawberry.scalars import JSON
+from strawberry.types.nodes import SelectedField
 
 from instock.catalog.model import Product as ProductModel
 from instock.catalog.model import Variant as VariantModel
 from instock.catalog.service import CatalogService
-from instock.inventory.graphql import Stock, render_stock, stock_of
+from instock.inventory.graphql import (
+    Stock,
+    prefetch_stock,
+    render_stock,
+    stock_of,
+    stock_ready,
+)
 from instock.platform.errors import NotFound, ValidationFailed
 from instock.platform.graphql import Info, PageInfo, decode_cursor, encode_cursor
 
 MAX_PAGE = 100
+DEFAULT_CHANNEL = "web"
+
+
+def stock_channels(info: Info) -> set[str | None]:
+    """The channels this query asks its variants' stock for (fragments included)."""
+    channels: set[str | None] = set()
+
+    def walk(selections: Sequence[Any], in_variants: bool) -> None:
+        for selection in selections:
+            if isinstance(selection, SelectedField):
+                if in_variants and selection.name == "stock":
+                    channels.add(selection.arguments.get("channel", DEFAULT_CHANNEL))
+                else:
+                    walk(selection.selections, selection.name == "variants")
+            else:  # a fragment spread or an inline fragment
+                walk(selection.selections, in_variants)
+
+    walk(info.selected_fields, False)
+    return channels
+
+
+async def with_stock(info: Info, products: Sequence[ProductModel]) -> None:
+    """Read the stock the query asks for of every variant of these products, in one go."""
+    channels = stock_channels(info)
+    if channels:
+        await prefetch_stock(info, [v.sku for p in products for v in p.variants], channels)
 
 
 def service(info: Info) -> CatalogService:
@@ -57,8 +91,17 @@ class Variant:
             raise NotFound(f"product {self.product_id} does not exist")
         return render_product(found)
 
-    @strawberry.field(description="what is left to sell, live (subscribe to `stockChanged`)")
-    async def stock(self, info: Info, channel: str | None = "web") -> Stock | None:
+    @strawberry.field(graphql_type=Stock | None,
+                      description="what is left to sell, live (subscribe to `stockChanged`)")
+    def stock(self, info: Info, channel: str | None = DEFAULT_CHANNEL) -> Any:
+        # Resolved at once when the product's resolver read its variants' stock (the usual
+        # case), else later through the loader.
+        ready, view = stock_ready(info, self.sku, channel)
+        if ready:
+            return None if view is None else render_stock(view)
+        return self._stock_later(info, channel)
+
+    async def _stock_later(self, info: Info, channel: str | None) -> Stock | None:
         view = await stock_of(info, self.sku, channel)
         return None if view is None else render_stock(view)
 
@@ -119,6 +162,7 @@ class CatalogQuery:
         found = await product_of(info, str(id))
         if found is None:
             raise NotFound(f"product {id} does not exist")
+        await with_stock(info, [found])
         return render_product(found)
 
     @strawberry.field(description=f"products in id order, {MAX_PAGE} at most a page")
@@ -132,6 +176,7 @@ class CatalogQuery:
             category=filter.category if filter else None)
         page = ids[:first]
         found = await catalog.get_products(page)
+        await with_stock(info, list(found.values()))
         edges = [ProductEdge(cursor=encode_cursor("p", i), node=render_product(found[i]))
                  for i in page if i in found]
         return ProductConnection(edges=edges, page_info=PageInfo(

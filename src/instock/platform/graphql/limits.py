@@ -42,6 +42,7 @@ from graphql import (
 from strawberry.extensions import SchemaExtension
 
 SIZE_ARGUMENTS = ("first", "limit")
+MEASURED_DOCUMENTS = 1000  # measures kept; beyond, documents are measured every time
 
 
 @dataclass(frozen=True)
@@ -167,14 +168,25 @@ def _is_list(kind: GraphQLOutputType) -> bool:
 def query_limits(limits: Limits) -> type[SchemaExtension]:
     """A schema extension enforcing `limits` (a class: Strawberry makes one per operation)."""
 
+    # The same few documents come again and again: each measured once per set of the values
+    # that can change its measure (integer variables: page sizes).
+    measured: dict[tuple[str, str | None, tuple[tuple[str, int], ...]], Measure] = {}
+
     class QueryLimits(SchemaExtension):
         cost = 0
 
         def on_validate(self) -> Iterator[None]:
             context = self.execution_context
             if context.graphql_document is not None:
-                found = measure(context.graphql_document, context.schema._schema, limits,
-                                context.variables, context.operation_name)
+                sizes = tuple(sorted((k, v) for k, v in (context.variables or {}).items()
+                                     if isinstance(v, int)))
+                key = (context.query or "", context.operation_name, sizes)
+                found = measured.get(key)
+                if found is None:
+                    found = measure(context.graphql_document, context.schema._schema, limits,
+                                    context.variables, context.operation_name)
+                    if context.query and len(measured) < MEASURED_DOCUMENTS:
+                        measured[key] = found
                 self.cost = found.cost
                 limits.check(found)
             yield
