@@ -62,6 +62,7 @@ from instock.platform.flags import versioned_flags
 from instock.platform.graphql import (
     InstockGraphQLRouter,
     Limits,
+    PrintableInputs,
     ProblemErrors,
     Schema,
     allowlist,
@@ -272,7 +273,7 @@ def graphql_schema(settings: Settings) -> Schema:
         # once (validation alone cost ~4 ms a request).
         partial(ParserCache, maxsize=GRAPHQL_DOCUMENTS),
         partial(ValidationCache, maxsize=GRAPHQL_DOCUMENTS),
-        ProblemErrors, query_limits(Limits(
+        ProblemErrors, PrintableInputs, query_limits(Limits(
             max_depth=settings.graphql_max_depth, max_aliases=settings.graphql_max_aliases,
             max_cost=settings.graphql_max_cost))]
     if settings.graphql_persisted_only:

@@ -291,3 +291,16 @@ async def test_staff_lists_need_their_roles(graph: Graph) -> None:
     assert (await graph.post(deliveries, Role.ADMIN))["data"] == {"webhookDeliveries": []}
     audit = await graph.post("{ audit { ok entries } }", Role.SUPPORT)
     assert audit["data"]["audit"] == {"ok": True, "entries": 0}
+
+
+async def test_control_characters_are_refused_before_anything_runs(graph: Graph) -> None:
+    literal = error(await graph.post('{ cart(id: "\\u0000") { id } }', Role.CUSTOMER))
+    assert (literal["code"], literal["errors"]) == (
+        "VALIDATION_ERROR", [{"field": "id", "reason": "control characters are not allowed"}])
+    variable = error(await graph.post("query($id: ID!) { order(id: $id) { id } }",
+                                      Role.CUSTOMER, id="a\x00b"))
+    assert variable["errors"][0]["field"] == "id"
+    nested = error(await graph.post(
+        "mutation($l: [LineInput!]!) { reserve(lines: $l) { id } }", Role.CUSTOMER,
+        l=[{"sku": "x\x01", "quantity": 1}]))
+    assert nested["errors"][0]["field"] == "l[0].sku"

@@ -30,6 +30,12 @@ def code_of(slug: str) -> str:
     return slug.upper().replace("-", "_")
 
 
+def problem_error(error: InstockError) -> GraphQLError:
+    """A house error raised before execution (where no result's errors are rewritten)."""
+    return GraphQLError(error.detail, original_error=error,
+                        extensions={"code": code_of(error.slug), **error.problem()})
+
+
 def typed(error: GraphQLError) -> GraphQLError:
     """The client's view of one error."""
     original = error.original_error
