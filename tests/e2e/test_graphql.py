@@ -154,3 +154,18 @@ async def test_a_shopper_follows_its_own_reservation(servers: ServerFactory) -> 
                 "key": held, "type": "reservation.released.v1"}
         finally:
             task.cancel()
+
+
+async def test_queries_over_one_websocket_see_each_change(servers: ServerFactory) -> None:
+    """A WebSocket keeps one context while it stays open: its loaders must not remember."""
+    base_url = await prepared(servers)
+    page = GraphQLRequest('query { product(id: "gq") { variants { sku stock { available } } } }')
+
+    def available(result: dict[str, Any]) -> dict[str, int]:
+        return {v["sku"]: v["stock"]["available"] for v in result["product"]["variants"]}
+
+    async with ws_client(base_url) as session:
+        assert available(await session.execute(page)) == {"GQ-S": 3, "GQ-M": 3}
+        async with client(base_url) as admin:
+            await receive(admin, "GQ-S", "wh", 2)
+        assert available(await session.execute(page)) == {"GQ-S": 5, "GQ-M": 3}

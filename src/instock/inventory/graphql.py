@@ -56,7 +56,10 @@ async def stock_of(info: Info, sku: str, channel: str | None) -> StockView | Non
 
 async def prefetch_stock(info: Info, skus: Sequence[str], channels: set[str | None]) -> None:
     """Read these SKUs' stock now, so each variant's `stock` field resolves at once instead of
-    awaiting the loader (twenty awaits on a product page cost more than the read)."""
+    awaiting the loader (twenty awaits on a product page cost more than the read). Not where
+    loaders remember nothing (a WebSocket): there the loader batches them."""
+    if not info.context.remember:
+        return
     for channel in channels:
         found = await service(info).stocks(skus, channel)
         stock_loader(info, channel).prime_many({sku: found.get(sku) for sku in skus})
@@ -64,6 +67,8 @@ async def prefetch_stock(info: Info, skus: Sequence[str], channels: set[str | No
 
 def stock_ready(info: Info, sku: str, channel: str | None) -> tuple[bool, StockView | None]:
     """(True, the stock) when this request has already read it; (False, None) if not."""
+    if not info.context.remember:
+        return False, None
     future = stock_loader(info, channel).cache_map.get(sku)
     if future is None or not future.done() or future.exception() is not None:
         return False, None

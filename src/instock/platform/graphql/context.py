@@ -25,10 +25,14 @@ M = TypeVar("M", bound=BaseModel)
 class GraphContext(BaseContext):
     """Built once per HTTP request or WebSocket connection."""
 
-    def __init__(self, state: Any, principal: Principal | None) -> None:
+    def __init__(self, state: Any, principal: Principal | None, *,
+                 remember: bool = True) -> None:
         super().__init__()
         self.state = state  # the app's state: its services, as REST routes see them
         self.principal = principal
+        # A WebSocket keeps one context for every operation it runs, for as long as it stays
+        # open: there loaders only batch what is asked together, and remember nothing.
+        self.remember = remember
         self._loaders: dict[str, DataLoader[Any, Any]] = {}
 
     def loader(self, name: str,
@@ -37,7 +41,7 @@ class GraphContext(BaseContext):
         request shares it, so a page of 50 products costs one batch, not 50 reads."""
         found = self._loaders.get(name)
         if found is None:
-            found = self._loaders[name] = DataLoader(load_fn=load)
+            found = self._loaders[name] = DataLoader(load_fn=load, cache=self.remember)
         return found
 
     def authenticate(self, authorization: str | None, tokens: TokenAuthority) -> None:

@@ -24,8 +24,9 @@ async def context_of(connection: HTTPConnection) -> GraphContext:
     token on HTTP is a 401 problem+json, as on REST."""
     tokens: TokenAuthority = connection.app.state.tokens
     header = connection.headers.get("authorization")
-    principal = principal_from(header, tokens) if connection.scope["type"] == "http" else None
-    return GraphContext(connection.app.state, principal)
+    http = connection.scope["type"] == "http"
+    return GraphContext(connection.app.state, principal_from(header, tokens) if http else None,
+                        remember=http)
 
 
 class InstockGraphQLRouter(GraphQLRouter[GraphContext, None]):
