@@ -11,9 +11,11 @@ from typing import cast
 
 import strawberry
 from strawberry.dataloader import DataLoader
+from strawberry.experimental.pydantic import type as from_model
 from strawberry.scalars import JSON
 
 from instock.inventory import api
+from instock.inventory.events import StockBuckets
 from instock.inventory.model import Adjustment, Line, Lot, Reservation, ReservationStatus
 from instock.inventory.reservation_batch import ReserveRequest
 from instock.inventory.service import InventoryService
@@ -30,7 +32,7 @@ from instock.platform.graphql import (
     require,
 )
 
-Status = strawberry.enum(ReservationStatus, name="ReservationStatus")
+strawberry.enum(ReservationStatus, name="ReservationStatus")
 
 
 def service(info: Info) -> InventoryService:
@@ -126,16 +128,9 @@ def render_stock(view: StockView) -> Stock:
                  version=view.version, view=view)
 
 
-@strawberry.type
+@from_model(model=StockBuckets, all_fields=True)
 class Buckets:
-    on_hand: int
-    reserved: int
-    committed: int
-    safety_stock: int
-    unsellable: int
-    quarantined: int
-    incoming: int
-    available: int
+    pass
 
 
 @strawberry.type
@@ -213,39 +208,23 @@ class Audit:
     problems: list[str]
 
 
-@strawberry.type
+@from_model(model=api.AllocationOut, all_fields=True)
 class AllocationOut:
-    sku: str
-    location: str
-    lot: str | None
-    quantity: int
+    pass
 
 
-@strawberry.type
+@from_model(model=api.ReservationLineOut, all_fields=True)
 class ReservationLine:
-    sku: str
-    quantity: int
+    pass
 
 
-@strawberry.type(name="Reservation")
+@from_model(model=api.ReservationOut, all_fields=True, name="Reservation")
 class ReservationOut:
-    id: str
-    status: Status  # type: ignore[valid-type]
-    channel: str
-    customer_id: str | None
-    created_at: datetime
-    expires_at: datetime
-    lines: list[ReservationLine]
-    allocations: list[AllocationOut]
+    pass
 
 
 def render_reservation(r: Reservation) -> ReservationOut:
-    return ReservationOut(
-        id=r.id, status=r.status, channel=r.channel, customer_id=r.customer_id,
-        created_at=r.created_at, expires_at=r.expires_at,
-        lines=[ReservationLine(sku=line.sku, quantity=line.quantity) for line in r.lines],
-        allocations=[AllocationOut(sku=a.sku, location=a.location, lot=a.lot,
-                                   quantity=a.quantity) for a in r.allocations])
+    return ReservationOut.from_pydantic(api.render_reservation(r))
 
 
 @strawberry.input
