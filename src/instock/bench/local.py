@@ -275,3 +275,21 @@ async def serve(database_url: str, bus_url: str, workdir: Path, *,
 
 def admin_token(server: Server) -> str:
     return TokenAuthority(server.secret, "instock", 3600 * 4).mint(Role.ADMIN, "bench")
+
+
+async def first_of(awaitable: Awaitable[Any], tasks: list[asyncio.Task[None]],
+                   timeout: float | None, ended: str, not_ready: str) -> None:
+    """Wait for `awaitable`, but fail at once if one of `tasks` (a client's connection) ends
+    first: it broke. `ended` and `not_ready` say what failed, for the bench's report."""
+    waiter = asyncio.ensure_future(awaitable)
+    try:
+        done, _ = await asyncio.wait([waiter, *tasks], timeout=timeout,
+                                     return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+    if waiter not in done:
+        for task in done:
+            task.result()  # raises what broke the connection
+        if done:
+            raise RuntimeError(ended)
+        raise TimeoutError(not_ready)

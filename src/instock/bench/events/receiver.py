@@ -12,11 +12,13 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 from instock.bench.events.plan import PUSH_GRACE_SECONDS, SKUS_PER_STREAM
-from instock.bench.local import READY_TIMEOUT, run_loop
+from instock.bench.local import READY_TIMEOUT, first_of, run_loop
 from instock.bench.sse import SseStream
+
+# What `first_of` says failed: a connection ended, or they were not ready in time.
+FAILURES = ("SSE connection ended", "SSE clients not ready in time")
 
 
 def stream_groups(skus: list[str]) -> list[list[str]]:
@@ -54,14 +56,14 @@ async def receive(port: int, groups: list[list[str]], ready: Callable[[], None],
 
     tasks = [asyncio.create_task(follow(group)) for group in groups]
     try:
-        await _first(all_seen.wait(), tasks, READY_TIMEOUT)
+        await first_of(all_seen.wait(), tasks, READY_TIMEOUT, *FAILURES)
         ready()
         waiter = asyncio.ensure_future(stop)
-        await _first(waiter, tasks, None)
+        await first_of(waiter, tasks, None, *FAILURES)
         expected.update(json.loads(waiter.result() or "{}"))
         if not _caught_up(seen, expected):
             with contextlib.suppress(TimeoutError):
-                await _first(caught_up.wait(), tasks, PUSH_GRACE_SECONDS)
+                await first_of(caught_up.wait(), tasks, PUSH_GRACE_SECONDS, *FAILURES)
     finally:
         for task in tasks:
             task.cancel()
@@ -73,21 +75,6 @@ def _caught_up(seen: dict[str, int], expected: dict[str, int]) -> bool:
     return all(seen.get(sku, 0) >= version for sku, version in expected.items())
 
 
-async def _first(awaitable: Awaitable[Any], tasks: list[asyncio.Task[None]],
-                 timeout: float | None) -> None:
-    """Wait for `awaitable`, but fail at once if a connection task ends first (it broke)."""
-    waiter = asyncio.ensure_future(awaitable)
-    try:
-        done, _ = await asyncio.wait([waiter, *tasks], timeout=timeout,
-                                     return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        waiter.cancel()
-    if waiter not in done:
-        for task in done:
-            task.result()  # raises what broke the connection
-        if done:
-            raise RuntimeError("SSE connection ended")
-        raise TimeoutError("SSE clients not ready in time")
 
 
 def _receiver_main(port: int, skus: list[str], out: Path) -> None:

@@ -33,10 +33,13 @@ from instock.bench.graphql.plan import (
     PUSH_GRACE_SECONDS,
     STOCK_CHANGED,
 )
-from instock.bench.local import HOST, READY_TIMEOUT, raise_fd_limit, run_loop
+from instock.bench.local import HOST, READY_TIMEOUT, first_of, raise_fd_limit, run_loop
 
 PROTOCOL = "graphql-transport-ws"
 Change = tuple[str, int, float]  # sku, version, arrival (monotonic)
+
+# What `first_of` says failed: a connection ended, or they were not ready in time.
+FAILURES = ("a subscriber's WebSocket ended", "subscribers not ready in time")
 
 
 class Subscriber:
@@ -131,12 +134,12 @@ async def receive(port: int, token: str, skus: list[str], listeners: int, out: P
 
     tasks = [asyncio.create_task(follow(n)) for n in range(listeners)]
     try:
-        await _first(ready.wait(), tasks, READY_TIMEOUT)
+        await first_of(ready.wait(), tasks, READY_TIMEOUT, *FAILURES)
         _say({"ready": True})
         expected.update(await _line(stdin))
         check()
         with contextlib.suppress(TimeoutError):
-            await _first(caught_up.wait(), tasks, PUSH_GRACE_SECONDS)
+            await first_of(caught_up.wait(), tasks, PUSH_GRACE_SECONDS, *FAILURES)
     finally:
         for task in tasks:
             task.cancel()
@@ -145,20 +148,6 @@ async def receive(port: int, token: str, skus: list[str], listeners: int, out: P
     _say({"done": True})
 
 
-async def _first(awaitable: Any, tasks: list[asyncio.Task[None]], timeout: float) -> None:
-    """Wait for `awaitable`, failing at once if a subscriber's task ends first (it broke)."""
-    waiter = asyncio.ensure_future(awaitable)
-    try:
-        done, _ = await asyncio.wait([waiter, *tasks], timeout=timeout,
-                                     return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        waiter.cancel()
-    if waiter not in done:
-        for task in done:
-            task.result()  # raises what broke the subscriber
-        if done:
-            raise RuntimeError("a subscriber's WebSocket ended")
-        raise TimeoutError("subscribers not ready in time")
 
 
 # -- crowd -------------------------------------------------------------------------------------
