@@ -53,7 +53,7 @@ from instock.payments.providers import make_provider
 from instock.payments.service import PAYMENT_EVENTS, PaymentsService
 from instock.platform import errors, telemetry
 from instock.platform.auth import TokenAuthority, load_or_create_secret
-from instock.platform.bus import Bus, connect, schemas
+from instock.platform.bus import Bus, Envelope, connect, schemas
 from instock.platform.bus.consumer import Consumer, ConsumerSpec
 from instock.platform.bus.relay import Relay
 from instock.platform.cache import grouped_cache
@@ -64,6 +64,8 @@ from instock.platform.graphql import (
     Limits,
     PrintableInputs,
     ProblemErrors,
+    Results,
+    ReusingExecution,
     Schema,
     allowlist,
     persisted_only,
@@ -143,11 +145,12 @@ def build(settings: Settings | None = None) -> Container:
     db = Database(settings.database_url, pool_size=settings.db_pool_size)
     tokens = TokenAuthority(load_or_create_secret(settings.jwt_secret, settings.state_dir),
                             settings.jwt_issuer, settings.jwt_ttl_seconds)
-    catalog_service = CatalogService(db, settings.currency)
+    catalog_service = CatalogService(db, settings.currency, settings.read_cache_seconds)
     inventory_service = InventoryService(
         db, catalog_service, default_ttl_seconds=settings.reservation_ttl_seconds,
         max_ttl_seconds=settings.reservation_max_ttl_seconds,
         conflict_retries=settings.conflict_retries, batch_max=settings.reserve_batch_max,
+        read_cache_seconds=settings.read_cache_seconds,
         # Namespaced by database: flags carry that database's versions, and one Redis may
         # serve several deployments (or test databases).
         sold_out=versioned_flags(settings.redis_url, settings.sold_out_ttl_seconds,
@@ -179,9 +182,18 @@ def build(settings: Settings | None = None) -> Container:
                                      stored_actions=recommendations.actions_of)
     # Each list names the experiment variant its shopper is in (set here: each needs the other).
     recommendations.assign = experiments.assign
+    db.on_commit(partial(keep_copies_fresh, catalog_service, inventory_service))
     return Container(settings, db, tokens, catalog_service, inventory_service,
                      WaitlistService(db, catalog_service), connect(settings.bus_url), webhooks,
                      channels, payments, orders, experiments, recommendations)
+
+
+def keep_copies_fresh(catalog: CatalogService, inventory: InventoryService,
+                      envelopes: list[Envelope]) -> None:
+    """Events committed by this process (at commit) or heard from the bus: the read copies
+    they made old are dropped."""
+    catalog.heard(envelopes)
+    inventory.heard(envelopes)
 
 
 async def run_sweeper(inventory_service: InventoryService, interval: float) -> None:
@@ -258,7 +270,11 @@ def live_hub(container: Container) -> LiveHub:
         available = update.body["available"]
         container.inventory.sold_out.observe(update.key, (update.version or 0, available == 0))
 
+    def copies(envelope: Envelope) -> None:  # other processes' changes age our copies
+        keep_copies_fresh(container.catalog, container.inventory, [envelope])
+
     return LiveHub(container.bus, snapshot, schemas.validate_model, on_stock=heard,
+                   on_event=copies,
                    unknown_skus=container.catalog.unknown_skus,
                    heartbeat_seconds=container.settings.live_heartbeat_seconds)
 
@@ -285,7 +301,7 @@ def graphql_schema(settings: Settings) -> Schema:
                                           RecommendationsMutation, WaitlistMutation)),
         subscription=merge_types("Subscription", (LiveSubscription,
                                                   RecommendationsSubscription)),
-        extensions=extensions)
+        extensions=extensions, execution_context_class=ReusingExecution)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -325,11 +341,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.experiments = container.experiments
     app.state.recommendations = container.recommendations
     app.state.channel_stock = channel_stock(container.inventory)
+    app.state.graphql_results = Results()
     errors.install_handlers(app)
     app.add_middleware(IdempotencyMiddleware, db=container.db, tokens=container.tokens)
     telemetry.install(app)  # added last, so outermost: it times and logs everything
     # A request is matched against the routes in this order, one pattern at a time (about a
-    # third of a millisecond through all of them): the storefront's hottest routes come first.
+    # third of a millisecond through all of them): the storefront's hottest routes come first,
+    # its product page (GraphQL) before all.
+    app.include_router(InstockGraphQLRouter(graphql_schema(settings)), prefix="/graphql",
+                       include_in_schema=False)
     app.include_router(instock.recommendations.api.router)
     app.include_router(instock.inventory.api.router)
     app.include_router(instock.live.api.router)
@@ -340,8 +360,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(instock.webhooks.api.router)
     app.include_router(instock.channels.api.router)
     app.include_router(instock.experiments.api.router)
-    app.include_router(InstockGraphQLRouter(graphql_schema(settings)), prefix="/graphql",
-                       include_in_schema=False)
     app.include_router(pages.router)
     app.mount("/static", pages.static_files, name="static")
 

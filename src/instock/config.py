@@ -44,6 +44,10 @@ class Settings(BaseSettings):
     # Collect garbage less often once serving (instock.platform.runtime); off in test processes
     # that build many apps, where freezing would keep each one's garbage for good.
     tune_gc: bool = True
+    # Pages shoppers look at (GraphQL products and their stock, recommendations) may read a
+    # copy kept in memory: events drop it the moment it is old (this process's at commit,
+    # others' from the bus); this bounds a copy's life should an event never come. 0: no copies.
+    read_cache_seconds: float = Field(default=1.0, ge=0)
     # The most reservations one group commit decides in one transaction.
     reserve_batch_max: int = Field(default=2000, ge=1)
     # Each API process may run the outbox relay (one leads at a time, the others stand by) and

@@ -4,7 +4,9 @@ Two API processes, a relay and a consumer; random stock changes under load, some
 (rolled back); the relay SIGKILLed and restarted mid-run. Afterwards: every committed change
 reached the consumer exactly once in effect and in sequence order per SKU, no event exists for
 a rolled-back change, and SSE clients and GraphQL subscribers on each API process hold the true
-final stock, never having seen a version go back.
+final stock, never having seen a version go back. So do shoppers reloading the product page
+(a GraphQL query answered from each process's read copies): with copies that would live an
+hour, only the events from the bus can have kept them true.
 """
 
 from __future__ import annotations
@@ -89,6 +91,28 @@ class GraphQLWatcher(Watcher):
                 self.latest[data["sku"]] = data
 
 
+class PageReader(Watcher):
+    """A shopper reloading the product page (a GraphQL query) on one API process."""
+
+    async def run(self) -> None:
+        query = """query($id: ID!) { product(id: $id) {
+            variants { sku stock(channel: "web") { version available } } } }"""
+        async with httpx.AsyncClient(base_url=self.base_url, timeout=30) as http:
+            while True:
+                await self.read(http, query)
+                await asyncio.sleep(0.02)
+
+    async def read(self, http: httpx.AsyncClient, query: str) -> None:
+        answer = (await http.post("/graphql", json={"query": query,
+                                                     "variables": {"id": "eb"}})).json()
+        for variant in answer["data"]["product"]["variants"]:
+            state = {"sku": variant["sku"], **variant["stock"]}
+            old = self.latest.get(state["sku"])
+            if old is not None and old["version"] > state["version"]:
+                self.out_of_order += 1
+            self.latest[state["sku"]] = state
+
+
 async def one_operation(api: httpx.AsyncClient, rng: random.Random, held: list[str]) -> None:
     sku = rng.choice(SKUS)
     roll = rng.random()
@@ -123,7 +147,8 @@ async def wait_for(check: Any, what: str, timeout: float = 90.0) -> None:
 async def test_every_committed_change_arrives_once_in_order_despite_a_killed_relay(
         servers: ServerFactory, database: Database, bus_url: str) -> None:
     env = {"INSTOCK_BUS_URL": unique_bus(bus_url), "INSTOCK_RUN_RELAY": "false",
-           "INSTOCK_RUN_CONSUMERS": "false", "INSTOCK_LIVE_HEARTBEAT_SECONDS": "1"}
+           "INSTOCK_RUN_CONSUMERS": "false", "INSTOCK_LIVE_HEARTBEAT_SECONDS": "1",
+           "INSTOCK_READ_CACHE_SECONDS": "3600"}
     apis = [await servers.start(**env), await servers.start(**env)]
     relay = servers.worker("worker", "relay", **env)
     consumer = servers.worker("worker", "consume", CONSUMER, **env)
@@ -132,7 +157,8 @@ async def test_every_committed_change_arrives_once_in_order_despite_a_killed_rel
         await create_location(admin, "wh-1")
         for sku in SKUS:
             await receive(admin, sku, "wh-1", 10)
-    watchers = [kind(api.base_url) for api in apis for kind in (Watcher, Watcher, GraphQLWatcher)]
+    watchers = [kind(api.base_url) for api in apis
+                for kind in (Watcher, Watcher, GraphQLWatcher, PageReader)]
     for watcher in watchers:
         watcher.task = asyncio.create_task(watcher.run())
 

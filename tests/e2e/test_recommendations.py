@@ -88,6 +88,24 @@ async def knows(api: httpx.AsyncClient, skus: list[str]) -> None:
     await eventually(similar, "content similarity knows the products", timeout=20)
 
 
+async def test_shoppers_we_know_nothing_of_share_one_list_until_they_act(
+        servers: ServerFactory, database: Database) -> None:
+    server = await servers.start()
+    names = [f"b{i}" for i in range(6)]
+    await shop(server.base_url, {f"{n}-M": 5 for n in names},
+               **{n: {"category": f"c{i % 2}"} for i, n in enumerate(names)})
+    async with client(server.base_url, Role.SERVICE) as api:
+        await knows(api, [f"{n}-M" for n in names])
+        first = await recs(api, session_id="new-1", limit=4)
+        second = await recs(api, session_id="new-2", limit=4)  # made once, for both of them
+        assert first["cached"] is False and second["cached"] is True
+        assert ids(second) == ids(first)
+        assert (await events(api, {"type": "add_to_cart", "session_id": "new-2",
+                                   "product_id": "b3"})).status_code == 202
+        own = await recs(api, session_id="new-2", limit=4)
+        assert own["cached"] is False  # known now: a list of their own
+
+
 async def test_a_sold_out_item_leaves_every_cached_list_within_a_second(
         servers: ServerFactory, database: Database) -> None:
     server = await servers.start()

@@ -36,7 +36,8 @@ def test_a_small_run_reports_its_shape_and_every_sold_out_is_gone(tmp_path: Path
     assert 0 < report["latency_ms"]["p50"] <= report["latency_ms"]["p99"]
     assert 0 <= report["cache_hit_share"] <= 1
     assert report["cold_latency_ms"]["requests"] == 150
-    assert report["cold_latency_ms"]["cached"] == 0  # every cold shopper is new
+    # Every cold shopper is new, and blank: the first per context computes the list they share.
+    assert 0 < report["cold_latency_ms"]["cached"] < 150
     assert report["unloaded_latency_ms"]["requests"] == recs.UNLOADED_REQUESTS
     assert report["goals"] == {"p99_ms": 10, "freshness_ms": 1000}
     event, sold_out = report["freshness_ms"]["event"], report["freshness_ms"]["sold_out"]

@@ -76,7 +76,9 @@ class Graph:
 
 @pytest.fixture
 async def graph(database_url: str, tmp_path: Path) -> AsyncIterator[Graph]:
-    app = create_app(make_settings(database_url, tmp_path))
+    # Every answer read from the database: what a query costs in statements is what these tests
+    # count (read copies and reused answers have tests of their own: test_read_copies.py).
+    app = create_app(make_settings(database_url, tmp_path, read_cache_seconds=0))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
                                  base_url="http://t") as http:
         g = Graph(app, http)

@@ -12,7 +12,9 @@ consistent hashing would), and each hears the others' events over the bus:
 1. steady serving: GET /v1/recommendations at a fixed rate (open loop: request i is due at
    t0 + i/rate and its latency counts from then, so a slow answer never slows the sender), for
    a population of shoppers who also send view events (each drops that shopper's cached lists);
-2. cold serving: the same, every request from a shopper never seen (always a cache miss);
+2. cold serving: the same, every request from a shopper never seen: a read of their (empty)
+   history, then the list every shopper we know nothing of shares for that context, computed
+   by the first of them (so `cached` counts all but the first per context);
 3. freshness of an event: a shopper's list, one add_to_cart of an item from another category,
    then the list polled until it changes;
 4. freshness of a sold-out: real products (created, stocked and sold out through the API, so

@@ -10,7 +10,7 @@ from typing import Annotated, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
-from instock.platform.bus.envelope import DomainEvent
+from instock.platform.bus.envelope import DomainEvent, event_types
 
 # Fixed-point text ("100", "89.90"), never "1E+2": the exact amount, readable by any consumer.
 Amount = Annotated[Decimal, PlainSerializer(lambda d: format(d, "f"), return_type=str),
@@ -66,3 +66,7 @@ class ProductUpdated(ProductEvent):
 
     type: ClassVar[str] = "product.updated.v1"
     changed: list[str] = Field(description="names of the fields this change altered, sorted")
+
+
+# Events whose subject is a product and whose sequence is its version after the change.
+PRODUCT_EVENTS = event_types(ProductEvent)

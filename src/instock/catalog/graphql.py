@@ -24,7 +24,7 @@ from instock.inventory.graphql import (
     stock_ready,
 )
 from instock.platform.errors import NotFound, ValidationFailed
-from instock.platform.graphql import Info, PageInfo, decode_cursor, encode_cursor
+from instock.platform.graphql import Info, PageInfo, decode_cursor, encode_cursor, reusable
 
 MAX_PAGE = 100
 DEFAULT_CHANNEL = "web"
@@ -48,11 +48,14 @@ def stock_channels(info: Info) -> set[str | None]:
     return channels
 
 
-async def with_stock(info: Info, products: Sequence[ProductModel]) -> None:
-    """Read the stock the query asks for of every variant of these products, in one go."""
+async def with_stock(info: Info, products: Sequence[ProductModel]) -> list[object]:
+    """Read the stock the query asks for of every variant of these products, in one go;
+    returns what was read (see `prefetch_stock`)."""
     channels = stock_channels(info)
-    if channels:
-        await prefetch_stock(info, [v.sku for p in products for v in p.variants], channels)
+    if not channels:
+        return []
+    return list(await prefetch_stock(info, [v.sku for p in products for v in p.variants],
+                                     channels))
 
 
 def service(info: Info) -> CatalogService:
@@ -64,7 +67,7 @@ async def product_of(info: Info, product_id: str) -> ProductModel | None:
     catalog = service(info)
 
     async def load(ids: Sequence[str]) -> list[ProductModel | None]:
-        found = await catalog.get_products(ids)
+        found = await catalog.get_products(ids, cached=True)
         return [found.get(i) for i in ids]
 
     return await info.context.loader("product", load).load(product_id)
@@ -162,8 +165,9 @@ class CatalogQuery:
         found = await product_of(info, str(id))
         if found is None:
             raise NotFound(f"product {id} does not exist")
-        await with_stock(info, [found])
-        return render_product(found)
+        stock = await with_stock(info, [found])
+        # The same product and stock copies as last time: last time's completed answer.
+        return reusable(info, (found, *stock), lambda: render_product(found))
 
     @strawberry.field(description=f"products in id order, {MAX_PAGE} at most a page")
     async def products(self, info: Info, first: int = 20, after: str | None = None,
@@ -175,7 +179,7 @@ class CatalogQuery:
             first + 1, decode_cursor("p", after), brand=filter.brand if filter else None,
             category=filter.category if filter else None)
         page = ids[:first]
-        found = await catalog.get_products(page)
+        found = await catalog.get_products(page, cached=True)
         await with_stock(info, list(found.values()))
         edges = [ProductEdge(cursor=encode_cursor("p", i), node=render_product(found[i]))
                  for i in page if i in found]

@@ -8,10 +8,12 @@ from dataclasses import replace
 from decimal import Decimal
 
 from instock.catalog import store
+from instock.catalog.events import PRODUCT_EVENTS
 from instock.catalog.model import CatalogError, Product, ProductPatch
-from instock.platform.bus import outbox
+from instock.platform.bus import Envelope, outbox
 from instock.platform.db import Database, utcnow
 from instock.platform.errors import AlreadyExists, NotFound, PreconditionFailed, ValidationFailed
+from instock.platform.readcache import VersionedCache
 
 # How long a process trusts what it knows of which bundles a SKU is part of. A recipe never
 # changes, but a new bundle may take an existing SKU as a component, in another process: until
@@ -20,12 +22,15 @@ KITS_CACHE_SECONDS = 5.0
 
 
 class CatalogService:
-    def __init__(self, db: Database, currency: str = "EUR") -> None:
+    def __init__(self, db: Database, currency: str = "EUR",
+                 read_cache_seconds: float = 0.0) -> None:
         self.db = db
         self.currency = currency  # a new product's, when its merchandiser names none
         self._recipes: dict[str, dict[str, int]] = {}  # known SKU -> components ({} if none)
         # SKU -> the bundles it is a component of, and when that was read (see KITS_CACHE_SECONDS)
         self._kits: dict[str, tuple[frozenset[str], float]] = {}
+        # Products for pages that may read a copy (`get_products(cached=)`); never mutated.
+        self._copies: VersionedCache[Product] = VersionedCache(read_cache_seconds)
 
     async def create_product(self, product: Product, correlation_id: str | None = None) -> Product:
         async with self.db.write() as conn:
@@ -80,8 +85,35 @@ class CatalogService:
             raise NotFound(f"product {product_id} does not exist")
         return product
 
-    async def get_products(self, product_ids: Iterable[str]) -> dict[str, Product]:
-        """The products that exist among `product_ids`, read together."""
+    async def get_products(self, product_ids: Iterable[str], *,
+                           cached: bool = False) -> dict[str, Product]:
+        """The products that exist among `product_ids`, read together. `cached`: a copy kept
+        fresh by the event stream will do (see `platform.readcache`); the caller must not
+        change it."""
+        if not cached:
+            return await self._read_products(product_ids)
+        found: dict[str, Product] = {}
+        missing = []
+        for product_id in product_ids:
+            copy = self._copies.get(product_id)
+            if copy is None:
+                missing.append(product_id)
+            else:
+                found[product_id] = copy
+        if missing:
+            read = await self._read_products(missing)
+            for product in read.values():
+                self._copies.put(product.id, product, product.version)
+            found.update(read)
+        return found
+
+    def heard(self, envelopes: Iterable[Envelope]) -> None:
+        """Events committed here or heard from the bus: product copies they made old go."""
+        for envelope in envelopes:
+            if envelope.get("type") in PRODUCT_EVENTS and envelope.get("sequence") is not None:
+                self._copies.heard(str(envelope.get("subject")), int(envelope["sequence"]))
+
+    async def _read_products(self, product_ids: Iterable[str]) -> dict[str, Product]:
         async with self.db.read() as conn:
             found = await store.get_products(conn, product_ids)
         recipes = await self.recipes(sku for _, skus in found.values() for sku in skus)

@@ -16,6 +16,7 @@ from typing import ClassVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from instock.platform.bus.envelope import DomainEvent as Event
+from instock.platform.bus.envelope import event_types
 
 # A bundle has no stock level of its own: its stock_changed events name this location, which no
 # caller-chosen location id can be (see platform.ids.CALLER_ID_PATTERN).
@@ -192,3 +193,8 @@ class ChannelChanged(Event):
     def subject(self) -> str:
         """The channel id."""
         return self.channel
+
+
+
+# Events whose subject is a SKU and whose sequence is the SKU's version after the change.
+SKU_EVENTS = event_types(SkuEvent)

@@ -56,15 +56,21 @@ async def stock_of(info: Info, sku: str, channel: str | None) -> StockView | Non
     return await stock_loader(info, channel).load(sku)
 
 
-async def prefetch_stock(info: Info, skus: Sequence[str], channels: set[str | None]) -> None:
+async def prefetch_stock(info: Info, skus: Sequence[str],
+                         channels: set[str | None]) -> list[StockView | None]:
     """Read these SKUs' stock now, so each variant's `stock` field resolves at once instead of
-    awaiting the loader (twenty awaits on a product page cost more than the read). Not where
-    loaders remember nothing (a WebSocket): there the loader batches them."""
+    awaiting the loader (twenty awaits on a product page cost more than the read); returns
+    what was read, channel by channel in name order. Not where loaders remember nothing (a
+    WebSocket): there the loader batches them, and nothing is returned."""
+    read: list[StockView | None] = []
     if not info.context.remember:
-        return
-    for channel in channels:
-        found = await service(info).stocks(skus, channel)
+        return read
+    for channel in sorted(channels, key=lambda name: name or ""):
+        # A page may take a copy kept fresh by the event stream (platform.readcache).
+        found = await service(info).stocks(skus, channel, cached=True)
         stock_loader(info, channel).prime_many({sku: found.get(sku) for sku in skus})
+        read += [found.get(sku) for sku in skus]
+    return read
 
 
 def stock_ready(info: Info, sku: str, channel: str | None) -> tuple[bool, StockView | None]:

@@ -16,7 +16,7 @@ from typing import TypeVar
 from instock.catalog.service import CatalogService
 from instock.inventory import model, store
 from instock.inventory.errors import InvalidTransition, domain_errors
-from instock.inventory.events import ChannelChanged, PolicyChanged
+from instock.inventory.events import SKU_EVENTS, ChannelChanged, PolicyChanged
 from instock.inventory.model import (
     Adjustment,
     AdjustmentKind,
@@ -28,7 +28,7 @@ from instock.inventory.model import (
 from instock.inventory.reservation_batch import Hold, ReserveBatch, ReserveRequest, refused_by_flags
 from instock.inventory.unit_of_work import StockTx, StockView, stock_view
 from instock.platform.batching import GroupCommit
-from instock.platform.bus import outbox
+from instock.platform.bus import Envelope, outbox
 from instock.platform.db import Database, utcnow
 from instock.platform.entry_context import EntryContext
 from instock.platform.errors import (
@@ -41,6 +41,7 @@ from instock.platform.errors import (
 from instock.platform.flags import LocalFlags, VersionedFlags
 from instock.platform.keyed_locks import KeyedLocks
 from instock.platform.memo import Memo
+from instock.platform.readcache import VersionedCache
 from instock.platform.retry import retry
 from instock.platform.telemetry import RESERVATIONS, VERSION_CONFLICTS
 
@@ -67,6 +68,7 @@ class InventoryService:
     def __init__(self, db: Database, catalog: CatalogService, *, default_ttl_seconds: int,
                  max_ttl_seconds: int, conflict_retries: int,
                  batch_max: int = 2000, sold_out: VersionedFlags | None = None,
+                 read_cache_seconds: float = 0.0,
                  clock: Callable[[], datetime] = utcnow) -> None:
         self.db = db
         self.catalog = catalog
@@ -78,6 +80,8 @@ class InventoryService:
         # the database; written after every stock transaction commits.
         self.sold_out = sold_out or LocalFlags(ttl_seconds=1.0)
         self._channels = Memo(self._load_channel, CHANNEL_CACHE_SECONDS)
+        # Stock views per SKU and channel for pages that may read a copy (`stocks(cached=)`).
+        self._views: VersionedCache[StockView] = VersionedCache(read_cache_seconds)
         self._sku_locks = KeyedLocks()
         self._known_locations: set[str] = set()
         # References of shelf-life notices this process saw recorded: not looked up again.
@@ -270,10 +274,39 @@ class InventoryService:
             raise NotFound(f"SKU {sku} does not exist")
         return found[sku]
 
-    async def stocks(self, skus: Iterable[str],
-                     channel_id: str | None = None) -> dict[str, StockView]:
+    async def stocks(self, skus: Iterable[str], channel_id: str | None = None, *,
+                     cached: bool = False) -> dict[str, StockView]:
         """`stock` of many SKUs in two reads however many there are (a storefront's page);
-        SKUs that do not exist are left out."""
+        SKUs that do not exist are left out. `cached`: a copy kept fresh by the event stream
+        will do (see `platform.readcache`), as for a page a shopper looks at."""
+        if not cached:
+            return await self._read_stocks(skus, channel_id)
+        views: dict[str, StockView] = {}
+        missing = []
+        for sku in skus:
+            view = self._views.get(sku, channel_id)
+            if view is None:
+                missing.append(sku)
+            else:
+                views[sku] = view
+        if missing:
+            read = await self._read_stocks(missing, channel_id)
+            for sku, view in read.items():
+                self._views.put(sku, view, view.version, channel_id)
+            views.update(read)
+        return views
+
+    def heard(self, envelopes: Iterable[Envelope]) -> None:
+        """Events committed here or heard from the bus: stock copies they made old go."""
+        for envelope in envelopes:
+            kind = envelope.get("type")
+            if kind in SKU_EVENTS and envelope.get("sequence") is not None:
+                self._views.heard(str(envelope.get("subject")), int(envelope["sequence"]))
+            elif kind == ChannelChanged.type:
+                self._views.clear()
+
+    async def _read_stocks(self, skus: Iterable[str],
+                           channel_id: str | None) -> dict[str, StockView]:
         asked = set(skus)
         unknown, recipes = await self.catalog.lookup(asked)
         wanted = asked - unknown

@@ -54,6 +54,7 @@ class Connection:
 class LiveHub:
     def __init__(self, bus: Bus, snapshot: Snapshot, validate: Validator | None = None,
                  on_stock: Callable[[Update], None] | None = None, *,
+                 on_event: Callable[[Envelope], None] | None = None,
                  unknown_skus: UnknownSkus | None = None,
                  heartbeat_seconds: float = 15.0) -> None:
         self.bus = bus
@@ -62,6 +63,7 @@ class LiveHub:
         self.heartbeat_seconds = heartbeat_seconds  # a quiet connection is pinged this often
         self.validate = validate
         self.on_stock = on_stock  # told every SKU's new state, watched or not
+        self.on_event = on_event  # told every valid event heard
         self._by_sku: dict[str, set[Connection]] = {}
         self._by_topic: dict[str, set[Connection]] = {}
 
@@ -81,6 +83,8 @@ class LiveHub:
             except ValueError as exc:  # never push what breaks the published schema
                 log.error("live_invalid_event", event_id=envelope.get("id"), error=str(exc))
                 return
+        if self.on_event is not None:
+            self.on_event(envelope)
         kind = envelope.get("type")
         if kind == StockChanged.type:
             public = model.stock_update(envelope)

@@ -13,7 +13,7 @@ import fcntl
 import operator
 import time
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 import sqlalchemy as sa
+import structlog
 from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
@@ -29,6 +30,8 @@ from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from instock.platform.errors import VersionConflict
+
+log = structlog.get_logger(__name__)
 
 metadata = sa.MetaData(
     naming_convention={
@@ -87,6 +90,12 @@ def signal(conn: AsyncConnection, channel: str) -> None:
     conn.info.setdefault("signals", set()).add(channel)
 
 
+def after_commit(conn: AsyncConnection, items: Iterable[Any]) -> None:
+    """Hand `items` (a transaction's event envelopes) to `Database.on_commit` listeners of this
+    process once this write transaction commits, never if it rolls back."""
+    conn.info.setdefault("committed", []).extend(items)
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -119,6 +128,7 @@ class Database:
         # In-process wake-ups for `signal`/`signals`: on SQLite the only kind there is; on
         # PostgreSQL LISTEN/NOTIFY reaches other processes as well.
         self._signals: dict[str, set[asyncio.Event]] = {}
+        self._on_commit: list[Callable[[list[Any]], None]] = []
         if self.is_sqlite:
             _configure_sqlite(self.engine)
 
@@ -138,17 +148,37 @@ class Database:
         if self._write_lock is None:
             try:
                 async with self.engine.begin() as conn:
+                    # `info` lives with the pooled connection: nothing a rolled-back
+                    # transaction left there may be taken for this one's.
+                    conn.info.pop("committed", None)
                     yield conn
                     for channel in conn.info.pop("signals", ()):  # NOTIFY is sent on commit
                         await conn.execute(sa.text("SELECT pg_notify(:c, '')"), {"c": channel})
+                    committed = conn.info.pop("committed", None)
             except DBAPIError as exc:
                 raise _as_conflict(exc) from exc
+            self._tell(committed)
             return
         async with self._write_lock, self.engine.connect() as conn:
             await conn.execution_options(sqlite_begin="IMMEDIATE")
+            conn.info.pop("committed", None)
             async with conn.begin():
                 yield conn
             self._wake(conn.info.pop("signals", ()))
+            self._tell(conn.info.pop("committed", None))
+
+    def on_commit(self, listener: Callable[[list[Any]], None]) -> None:
+        """Call `listener` with what each committed write transaction passed to `after_commit`
+        (in this process: other processes hear of their commits from the bus)."""
+        self._on_commit.append(listener)
+
+    def _tell(self, committed: list[Any] | None) -> None:
+        if committed:
+            for listener in self._on_commit:
+                try:
+                    listener(committed)
+                except Exception:  # the transaction is committed: its writer must hear so
+                    log.exception("on_commit_listener_failed")
 
     def _wake(self, channels: set[str] | tuple[()]) -> None:
         for channel in channels:

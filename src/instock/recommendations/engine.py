@@ -234,6 +234,11 @@ class Shopper:
     bought: set[int] = field(default_factory=set)
 
     @property
+    def blank(self) -> bool:
+        """Nothing is known of them yet: every blank shopper gets the same list."""
+        return not (self.events or self.preferences or self.searches or self.bought)
+
+    @property
     def size(self) -> str | None:
         stated = self.preferences.get("size")
         return stated[-1] if stated else None

@@ -18,7 +18,7 @@ from typing import Any
 import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from instock.catalog.events import ProductCreated, ProductUpdated
+from instock.catalog.events import PRODUCT_EVENTS
 from instock.experiments.service import Assignment
 from instock.inventory.events import StockChanged
 from instock.orders.events import OrderPaid
@@ -39,7 +39,11 @@ from instock.recommendations.events import BehaviourRecorded, SessionMerged
 
 log = structlog.get_logger(__name__)
 
-PRODUCT_EVENTS = frozenset({ProductCreated.type, ProductUpdated.type})
+# Every shopper we know nothing of shares one cached list per context (their own group holds
+# none); it is made again this often, so that new products, refits and restocks reach them
+# at once, as they reach a new shopper.
+BLANK_SHOPPERS = "blank"
+BLANK_LIST_SECONDS = 1.0
 # A cached list holds this many times the asked length: picks that sell out meanwhile are
 # skipped on read without a recompute.
 OVERFETCH = 2
@@ -248,17 +252,32 @@ class RecommendationsService:
         assignment = await self.assign(unit) if self.assign else None
         variant = f"{assignment.experiment_id}:{assignment.variant}" if assignment else "-"
         key = f"{where}|{limit}|{variant}"
-        cached = await self.cache.get(subject, key)
+        cached = self._still_sellable(await self.cache.get(subject, key), limit)
         if cached is not None:
-            sellable = [pick for pick in cached if self._sellable(pick)]
-            if len(sellable) >= min(limit, len(cached)):
-                return Served(sellable[:limit], assignment, True)
+            return Served(cached, assignment, True)
         shopper = self.engine.shopper(subject) or await self._loading.get(subject)
+        if shopper.blank:  # a drop brings thousands we know nothing of: they share one list
+            shared = await self.cache.get(BLANK_SHOPPERS, key)
+            if shared is not None and time.time() - shared["at"] < BLANK_LIST_SECONDS:
+                cached = self._still_sellable(shared["items"], limit)
+                if cached is not None:
+                    return Served(cached, assignment, True)
         picks = self.engine.recommend(shopper, where, OVERFETCH * limit,
                                       assignment.config if assignment else None)
         items = [self._render(pick) for pick in picks]
-        await self.cache.put(subject, key, items)
+        if shopper.blank:
+            await self.cache.put(BLANK_SHOPPERS, key, {"at": time.time(), "items": items})
+        else:
+            await self.cache.put(subject, key, items)
         return Served(items[:limit], assignment, False)
+
+    def _still_sellable(self, cached: list[dict[str, Any]] | None,
+                        limit: int) -> list[dict[str, Any]] | None:
+        """A cached list without what sold out since; None if too few are left."""
+        if cached is None:
+            return None
+        sellable = [pick for pick in cached if self._sellable(pick)]
+        return sellable[:limit] if len(sellable) >= min(limit, len(cached)) else None
 
     def _sellable(self, pick: Mapping[str, Any]) -> bool:
         sku = pick.get("sku")

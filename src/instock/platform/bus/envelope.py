@@ -39,6 +39,16 @@ class DomainEvent(BaseModel):
         return None
 
 
+def event_types(base: type[DomainEvent]) -> frozenset[str]:
+    """The `type` of every event class below `base`, however deep."""
+    found: set[str] = set()
+    for kind in base.__subclasses__():
+        if "type" in vars(kind):
+            found.add(kind.type)
+        found |= event_types(kind)
+    return frozenset(found)
+
+
 def envelope(event: DomainEvent, correlation_id: str | None,
              traceparent: str | None = None, time: str | None = None) -> dict[str, Any]:
     data = event.model_dump(mode="json")

@@ -12,7 +12,14 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from instock.platform.bus.envelope import DomainEvent, envelope
-from instock.platform.db import UTCDateTime, insert_rows, metadata, signal, utcnow
+from instock.platform.db import (
+    UTCDateTime,
+    after_commit,
+    insert_rows,
+    metadata,
+    signal,
+    utcnow,
+)
 
 OUTBOX_SIGNAL = "instock_outbox"
 
@@ -50,3 +57,5 @@ async def add_each(conn: AsyncConnection,
     if rows:
         await insert_rows(conn, outbox, rows)
         signal(conn, OUTBOX_SIGNAL)  # the relay wakes on commit instead of polling
+        # This process's read caches hear of the change at commit, before the bus carries it.
+        after_commit(conn, (row["envelope"] for row in rows))

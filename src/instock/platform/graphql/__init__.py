@@ -17,10 +17,12 @@ from instock.platform.graphql.inputs import PrintableInputs
 from instock.platform.graphql.limits import Limits, query_limits
 from instock.platform.graphql.paging import PageInfo, decode_cursor, encode_cursor
 from instock.platform.graphql.persisted import allowlist, persisted_only
+from instock.platform.graphql.results import Results, ReusingExecution, reusable
 from instock.platform.graphql.router import InstockGraphQLRouter
 
 __all__ = [
     "GraphContext", "Info", "InstockGraphQLRouter", "Limits", "PageInfo", "PrintableInputs",
-    "ProblemErrors", "Schema", "allowlist", "correlation_id", "decode_cursor", "encode_cursor",
-    "entry_context", "parse", "persisted_only", "query_limits", "require",
+    "ProblemErrors", "Results", "ReusingExecution", "Schema", "allowlist", "correlation_id",
+    "decode_cursor", "encode_cursor", "entry_context", "parse", "persisted_only",
+    "query_limits", "require", "reusable",
 ]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Hashable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
@@ -17,6 +17,9 @@ from instock.platform.auth import Principal, Role, TokenAuthority
 from instock.platform.entry_context import EntryContext
 from instock.platform.errors import Forbidden, Unauthorized, validation_problem
 
+if TYPE_CHECKING:
+    from instock.platform.graphql.results import Results
+
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 M = TypeVar("M", bound=BaseModel)
@@ -26,13 +29,14 @@ class GraphContext(BaseContext):
     """Built once per HTTP request or WebSocket connection."""
 
     def __init__(self, state: Any, principal: Principal | None, *,
-                 remember: bool = True) -> None:
+                 remember: bool = True, results: Results | None = None) -> None:
         super().__init__()
         self.state = state  # the app's state: its services, as REST routes see them
         self.principal = principal
         # A WebSocket keeps one context for every operation it runs, for as long as it stays
         # open: there loaders only batch what is asked together, and remember nothing.
         self.remember = remember
+        self.results = results  # completed results reused across requests (None: none)
         self._loaders: dict[str, DataLoader[Any, Any]] = {}
 
     def loader(self, name: str,

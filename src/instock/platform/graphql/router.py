@@ -25,8 +25,10 @@ async def context_of(connection: HTTPConnection) -> GraphContext:
     tokens: TokenAuthority = connection.app.state.tokens
     header = connection.headers.get("authorization")
     http = connection.scope["type"] == "http"
+    # Results are reused on HTTP only: a WebSocket's context outlives its operations.
     return GraphContext(connection.app.state, principal_from(header, tokens) if http else None,
-                        remember=http)
+                        remember=http,
+                        results=connection.app.state.graphql_results if http else None)
 
 
 class InstockGraphQLRouter(GraphQLRouter[GraphContext, None]):
