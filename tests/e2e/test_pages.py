@@ -154,7 +154,6 @@ def test_the_storefront_shows_a_rest_stock_change_within_a_second(page: Page,
     storefront(page, shop)
     expect(size(page, "S")).to_have_attribute("data-available", "5")
     expect(size(page, "S")).to_contain_text("only 5 left")
-    page.screenshot(path=shop.screenshots / "storefront.png", full_page=True)
     shop.adjust(sku("S"), "receive", 4)
     expect(size(page, "S")).to_have_attribute("data-available", "9", timeout=1_000)
     expect(size(page, "S")).to_contain_text("in stock")
@@ -196,6 +195,7 @@ def test_the_recommendations_strip_drops_an_item_that_sold_out(page: Page, shop:
     storefront(page, shop, "pw-browser")
     cards = page.locator("#recs [data-rec-sku]")
     expect(cards.first).to_be_visible(timeout=15_000)
+    page.screenshot(path=shop.screenshots / "storefront.png", full_page=True)
     gone = cards.first.get_attribute("data-rec-sku")
     assert gone is not None
     shop.adjust(gone, "damage", shop.available(gone))
