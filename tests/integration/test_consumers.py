@@ -142,3 +142,51 @@ async def test_sequences_of_different_aggregates_with_one_name_do_not_mix(
     product_event = {**envelope("SAME-ID", 1), "type": "product.thing.v1"}
     assert [await worker.handle(sku_event), await worker.handle(product_event)] == \
         ["applied", "applied"]
+
+
+def counting_transactions(c: Container) -> list[int]:
+    """A list that grows by one per transaction committed through the container's database."""
+    commits: list[int] = []
+    for engine in c.db.engines:
+        sa.event.listen(engine.sync_engine, "commit", lambda *_: commits.append(1))
+    return commits
+
+
+async def test_events_that_arrive_together_share_one_transaction_in_order(
+        container: Container) -> None:
+    spec, seen = recording()
+    worker = consumer(container, spec)
+    await worker.handle(envelope("A", 5))
+    twice = envelope("B", 1)
+    burst = [envelope("A", 6), twice, envelope("A", 4), twice, envelope("C", 1),
+             envelope("A", 7)]
+    commits = counting_transactions(container)
+    outcomes = await worker.handle_batch(burst)
+    assert outcomes == ["applied", "applied", "stale", "duplicate", "applied", "applied"]
+    assert seen == [("A", 5), ("A", 6), ("B", 1), ("C", 1), ("A", 7)]
+    assert len(commits) == 1
+    # Positions advanced as if one by one: what is older than what the batch applied is stale.
+    assert await worker.handle_batch([envelope("A", 6), envelope("B", 1)]) == [
+        "stale", "applied"]
+    assert await worker.handle(twice) == "duplicate"
+
+
+async def test_one_bad_event_in_a_batch_never_takes_its_neighbours_down(
+        container: Container) -> None:
+    async with container.db.write() as conn:
+        await conn.execute(sa.text("CREATE TABLE test_effects (subject VARCHAR(16))"))
+
+    async def handler(conn: AsyncConnection, env: Envelope) -> None:
+        await conn.execute(sa.text("INSERT INTO test_effects VALUES (:s)"), {"s": env["subject"]})
+        if env["subject"] == "poison":
+            raise RuntimeError("cannot handle this one")
+
+    worker = consumer(container, ConsumerSpec("picky", frozenset({"test.thing.v1"}), handler),
+                      attempts=2)
+    burst = [envelope("A", 1), envelope("poison", 1), envelope("B", 1)]
+    assert await worker.handle_batch(burst) == ["applied", "dead", "applied"]
+    async with container.db.read() as conn:
+        effects = (await conn.execute(sa.text("SELECT subject FROM test_effects"))).scalars()
+        assert sorted(effects) == ["A", "B"]  # once each: the failed batch left nothing
+        buried = (await conn.execute(sa.select(inbox.dead_letters.c.event_id))).scalars().all()
+    assert buried == [burst[1]["id"]]

@@ -2,7 +2,12 @@
 
 Each event is handled in one write transaction together with its inbox row, so a redelivered
 event (the bus may deliver twice) is recognised and skipped, and a crash mid-handling leaves no
-half-done effect. Per subject (the SKU for inventory events) an event whose `sequence` is older
+half-done effect. Events that arrive together (the relay publishes in bursts) share one
+transaction, as PostgreSQL's own group commit shares a flush: a busy consumer then costs a
+transaction per burst, not per event. A batch that fails is rolled back whole and handled again
+event by event, so one bad event never takes its neighbours down.
+
+Per subject (the SKU for inventory events) an event whose `sequence` is older
 than the one already applied is ignored: it describes a state that has been superseded. A handler
 that keeps failing is retried with backoff, then its event goes to the dead-letter store
 (`instock events dlq list|replay`) so that one poisoned event does not stop the others.
@@ -11,7 +16,8 @@ that keeps failing is retried with backoff, then its event goes to the dead-lett
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -19,7 +25,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from instock.platform.bus import inbox
-from instock.platform.bus.base import Bus, Envelope
+from instock.platform.bus.base import Bus, Delivery, Envelope
 from instock.platform.db import Database
 from instock.platform.retry import retry
 from instock.platform.telemetry import EVENTS_CONSUMED
@@ -28,6 +34,8 @@ log = structlog.get_logger(__name__)
 
 Handler = Callable[[AsyncConnection, Envelope], Awaitable[None]]
 Validator = Callable[[Envelope], None]
+# The most deliveries handled in one transaction.
+BATCH_MAX = 100
 
 
 @dataclass(frozen=True)
@@ -61,16 +69,70 @@ class Consumer:
         return self.spec.name
 
     async def run(self, since: datetime | None = None) -> None:
-        """Consume forever; ack each delivery only after its outcome is stored."""
+        """Consume forever, a burst at a time; ack each delivery only after its outcome is
+        stored."""
+        ready: asyncio.Queue[Delivery] = asyncio.Queue(BATCH_MAX)
+        reader = asyncio.create_task(self._receive(ready, since))
+        try:
+            while True:
+                batch = await _burst(ready, reader)
+                await self.handle_batch([delivery.envelope for delivery in batch])
+                for delivery in batch:
+                    await delivery.ack()
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+
+    async def _receive(self, ready: asyncio.Queue[Delivery], since: datetime | None) -> None:
         async for delivery in self.bus.consume(self.name, since=since,
                                                redeliver_after=self.redeliver_after):
-            await self.handle(delivery.envelope)
-            await delivery.ack()
+            await ready.put(delivery)
+        raise RuntimeError(f"the bus stopped delivering to {self.name}")
+
+    async def handle_batch(self, envelopes: Sequence[Envelope]) -> list[str]:
+        """`handle` each event, in one transaction for all; the outcomes in order."""
+        if len(envelopes) == 1:
+            return [await self.handle(envelopes[0])]
+        outcomes: dict[int, str] = {}
+        together: list[int] = []
+        for i, envelope in enumerate(envelopes):
+            if not self._wanted(envelope):
+                outcomes[i] = self._count("ignored")
+            elif self._valid(envelope):
+                together.append(i)
+            else:  # on its own: dead-lettered, and the others go on
+                outcomes[i] = await self.handle(envelope)
+        try:
+            applied = await self._apply_batch([envelopes[i] for i in together])
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("consumer_batch_failed", consumer=self.name, events=len(together),
+                        error=repr(exc))
+            for i in together:  # rolled back whole: each again, with retries of its own
+                outcomes[i] = await self.handle(envelopes[i])
+        else:
+            for i, outcome in zip(together, applied, strict=True):
+                outcomes[i] = self._count(outcome)
+        return [outcomes[i] for i in range(len(envelopes))]
+
+    def _wanted(self, envelope: Envelope) -> bool:
+        return envelope.get("type") in self.spec.types and (
+            self.spec.wants is None or self.spec.wants(envelope))
+
+    def _valid(self, envelope: Envelope) -> bool:
+        if self.validate is None:
+            return True
+        try:
+            self.validate(envelope)
+        except Exception:
+            return False
+        return True
 
     async def handle(self, envelope: Envelope) -> str:
         """Process one event; returns the outcome (applied, duplicate, stale, ignored, dead)."""
-        if envelope.get("type") not in self.spec.types or (
-                self.spec.wants is not None and not self.spec.wants(envelope)):
+        if not self._wanted(envelope):
             return self._count("ignored")
         try:
             if self.validate is not None:
@@ -105,6 +167,36 @@ class Consumer:
                 await inbox.advance(conn, self.name, envelope)
             return "applied"
 
+    async def _apply_batch(self, envelopes: Sequence[Envelope]) -> list[str]:
+        """`_apply` of each event in one transaction, in order."""
+        async with self.db.write() as conn:
+            claimed = await inbox.claim_many(conn, self.name, envelopes)
+            newest = await inbox.positions_of(conn, self.name, (
+                inbox.ordering_key(e) for e in envelopes
+                if self.spec.ordered and e.get("sequence") is not None and e["id"] in claimed))
+            advanced: dict[str, int] = {}
+            stale: list[str] = []
+            outcomes: list[str] = []
+            for envelope in envelopes:
+                if envelope["id"] not in claimed:
+                    outcomes.append("duplicate")
+                    continue
+                claimed.discard(envelope["id"])  # delivered twice in this batch: once
+                sequence = envelope.get("sequence") if self.spec.ordered else None
+                key = inbox.ordering_key(envelope) if sequence is not None else ""
+                current = advanced.get(key, newest.get(key))
+                if sequence is not None and current is not None and sequence < current:
+                    stale.append(envelope["id"])
+                    outcomes.append("stale")
+                    continue
+                await self.spec.handler(conn, envelope)
+                if sequence is not None:
+                    advanced[key] = sequence
+                outcomes.append("applied")
+            await inbox.mark_stale_many(conn, self.name, stale)
+            await inbox.advance_many(conn, self.name, advanced)
+        return outcomes
+
     async def replay_dead(self, letter: inbox.DeadLetter) -> str:
         """Run a dead-lettered event through the handler again (once, no retries); if it fails
         again it stays in the dead-letter store."""
@@ -131,3 +223,20 @@ class Consumer:
     def _count(self, outcome: str) -> str:
         EVENTS_CONSUMED.labels(self.name, outcome).inc()
         return outcome
+
+
+async def _burst(ready: asyncio.Queue[Delivery], reader: asyncio.Task[None]) -> list[Delivery]:
+    """The next delivery, waited for, and every one already behind it (up to BATCH_MAX); the
+    reader's failure if it stops first."""
+    if ready.empty():
+        first = asyncio.ensure_future(ready.get())
+        done, _ = await asyncio.wait([first, reader], return_when=asyncio.FIRST_COMPLETED)
+        if first not in done:
+            first.cancel()
+            reader.result()  # raises why the bus stopped
+        batch = [await first]
+    else:
+        batch = [ready.get_nowait()]
+    while len(batch) < BATCH_MAX and not ready.empty():
+        batch.append(ready.get_nowait())
+    return batch

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -68,6 +69,23 @@ async def claim(conn: AsyncConnection, consumer: str, envelope: Envelope) -> boo
     return bool(result.rowcount)
 
 
+async def claim_many(conn: AsyncConnection, consumer: str,
+                     envelopes: Sequence[Envelope]) -> set[str]:
+    """`claim` for a batch in one statement: the ids of the events this call claimed."""
+    now = utcnow()
+    rows: dict[str, dict[str, Any]] = {}
+    for envelope in envelopes:  # an event delivered twice in one batch is one row
+        rows.setdefault(str(envelope["id"]), {
+            "consumer": consumer, "event_id": envelope["id"], "type": envelope["type"],
+            "subject": envelope.get("subject", ""), "sequence": envelope.get("sequence"),
+            "outcome": "applied", "processed_at": now})
+    if not rows:
+        return set()
+    result = await conn.execute(dialect_insert(conn, inbox).on_conflict_do_nothing()
+                                .returning(inbox.c.event_id), list(rows.values()))
+    return {str(row.event_id) for row in result}
+
+
 def ordering_key(envelope: Envelope) -> str:
     """What sequences are compared within: the aggregate, named by its event family and
     subject (`inventory:HOOD-M`), since a product id may equal a SKU."""
@@ -81,6 +99,33 @@ async def position(conn: AsyncConnection, consumer: str, envelope: Envelope) -> 
         positions.c.consumer == consumer,
         positions.c.subject == ordering_key(envelope)).with_for_update()
     return (await conn.execute(query)).scalar_one_or_none()
+
+
+async def positions_of(conn: AsyncConnection, consumer: str,
+                       keys: Iterable[str]) -> dict[str, int]:
+    """`position` of many aggregates (by `ordering_key`), locked in key order (no deadlock
+    with another member of the group locking some of the same)."""
+    wanted = sorted(set(keys))
+    if not wanted:
+        return {}
+    query = (sa.select(positions.c.subject, positions.c.sequence)
+             .where(positions.c.consumer == consumer, positions.c.subject.in_(wanted))
+             .order_by(positions.c.subject).with_for_update())
+    return {row.subject: row.sequence for row in await conn.execute(query)}
+
+
+async def advance_many(conn: AsyncConnection, consumer: str, newest: dict[str, int]) -> None:
+    """Set the newest applied sequence of each aggregate (by `ordering_key`)."""
+    await upsert(conn, positions, [{"consumer": consumer, "subject": key, "sequence": sequence}
+                                   for key, sequence in sorted(newest.items())],
+                 ["consumer", "subject"])
+
+
+async def mark_stale_many(conn: AsyncConnection, consumer: str, event_ids: list[str]) -> None:
+    if event_ids:
+        await conn.execute(inbox.update().where(inbox.c.consumer == consumer,
+                                                inbox.c.event_id.in_(event_ids))
+                           .values(outcome="stale"))
 
 
 async def advance(conn: AsyncConnection, consumer: str, envelope: Envelope) -> None:
