@@ -255,7 +255,7 @@ def bench_writes(
     http: str | None = typer.Option(
         None, "--http", help="a running server's base URL (it must share this "
         "configuration's signing key); default: a server of our own on a scratch database"),
-    seconds: float = typer.Option(8.0, "--seconds", min=0.5, help="each timed phase: the "
+    seconds: float = typer.Option(5.0, "--seconds", min=0.5, help="each timed phase: the "
                                   "/livez ceiling, and each case at saturation and at a rate"),
     rate: float | None = typer.Option(
         None, "--rate", min=0.1, help="requests/s offered in every case's fixed-rate phase; "

@@ -189,13 +189,17 @@ def writes_chart(rows: list[dict[str, Any]], livez_rps: float,
     left.set_yscale("log")
     left.set_ylabel("HTTP requests/s at saturation")
     left.set_title("throughput against the same server's /livez")
+    colors = {name: f"C{n}" for n, name in enumerate(names)}  # a case's two curves alike
     for name, ms in offered_ms.items():
         if len(ms):
-            _cdf(right, ms, f"{name} (offered rate)")
+            xs = np.sort(np.maximum(ms, 0.01))  # log scale: nothing at or below zero
+            right.plot(xs, np.arange(1, len(xs) + 1) / len(xs), color=colors.get(name),
+                       label=f"{name} (offered rate)")
     for name, ms in saturated_ms.items():
         if len(ms):
             xs = np.sort(np.maximum(ms, 0.01))
             right.plot(xs, np.arange(1, len(xs) + 1) / len(xs), linestyle="--",
+                       color=colors.get(name),
                        label=f"{name} ({'all at once' if name == 'drop' else 'saturation'})")
     right.axhline(0.99, color="#999999", linestyle=":", linewidth=0.8)
     right.set_xscale("log")

@@ -76,10 +76,12 @@ async def saturate(operation: Operation, clients: int, seconds: float,
         while (now := time.monotonic()) < deadline:
             await operation(next(counter), now, phase)
 
-    ticker = asyncio.create_task(_tick(deadline, advance))
+    ticked = [0]
+    ticker = asyncio.create_task(_tick(deadline, advance, ticked))
     await asyncio.gather(*(client() for _ in range(clients)))
     phase.finished = time.monotonic()  # the operations in flight at the deadline finished
     ticker.cancel()
+    advance(max(0, ticks(seconds) - ticked[0]))  # the bar ends full, and stops its clock
     return phase
 
 
@@ -103,10 +105,11 @@ async def offer(operation: Operation, rate: float, seconds: float,
     return phase
 
 
-async def _tick(deadline: float, advance: Callable[[int], None]) -> None:
+async def _tick(deadline: float, advance: Callable[[int], None], ticked: list[int]) -> None:
     while time.monotonic() < deadline:
         await asyncio.sleep(TICK)
         advance(1)
+        ticked[0] += 1
 
 
 def ticks(seconds: float) -> int:
