@@ -38,6 +38,10 @@ class Case(Protocol):
     async def operation(self, i: int, due: float, phase: Phase) -> None:
         """One operation; its requests recorded into `phase`, failures too."""
 
+    async def prepare(self, advance: Callable[[int], None]) -> None:
+        """Before the first operation: what the record holds already (a server given with
+        --http may have served an earlier run on the same SKUs)."""
+
     async def check(self, advance: Callable[[int], None]) -> dict[str, Any]:
         """What the server holds afterwards: `oversold`, `lost` and the counts behind them."""
 
@@ -53,6 +57,11 @@ class Levels:
     reserved: int = 0
     committed: int = 0
     excess: int = 0  # units held (reserved or committed) beyond on_hand, over every SKU
+
+    def since(self, before: Levels) -> Levels:
+        """What changed since `before` (the excess stays absolute: none is ever right)."""
+        return Levels(self.on_hand - before.on_hand, self.reserved - before.reserved,
+                      self.committed - before.committed, self.excess)
 
 
 async def read_levels(client: Client, skus: list[str], advance: Callable[[int], None]) -> Levels:
@@ -112,6 +121,9 @@ class Adjustments:
         version = next(lv["version"] for lv in stock["locations"] if lv["location"] == LOCATION)
         self.versions.setdefault(stock["sku"], []).append(int(version))
 
+    async def prepare(self, advance: Callable[[int], None]) -> None:
+        """Nothing: each answered version is looked for in the ledger, whatever came before."""
+
     def checks(self) -> int:
         return 2 * len(self.versions)
 
@@ -165,6 +177,13 @@ class Reservations:
         self.heads = [client.pool.head("POST", "/v1/reservations", token, json_body=True)
                       for token in self.tokens]
         self.tally = Tally()
+        self.before = Levels()
+
+    def sku_names(self) -> list[str]:
+        return [reservation_sku(n) for n in range(self.skus)]
+
+    async def prepare(self, advance: Callable[[int], None]) -> None:
+        self.before = await read_levels(self.client, self.sku_names(), advance)
 
     async def operation(self, i: int, due: float, phase: Phase) -> None:
         buyer = i % CUSTOMERS
@@ -190,8 +209,7 @@ class Reservations:
         return self.skus
 
     async def check(self, advance: Callable[[int], None]) -> dict[str, Any]:
-        levels = await read_levels(self.client, [reservation_sku(n) for n in range(self.skus)],
-                                   advance)
+        levels = (await read_levels(self.client, self.sku_names(), advance)).since(self.before)
         return _held_check(self.tally, levels) | {
             "reservations": self.tally.held, "commits": self.tally.done}
 
@@ -222,6 +240,13 @@ class Checkouts:
         self.heads = [client.pool.head("POST", "/v1/checkout", token, json_body=True)
                       for token in _customer_tokens(client)]
         self.tally = Tally()
+        self.before = Levels()
+
+    def sku_names(self) -> list[str]:
+        return [checkout_sku(n) for n in range(self.skus)]
+
+    async def prepare(self, advance: Callable[[int], None]) -> None:
+        self.before = await read_levels(self.client, self.sku_names(), advance)
 
     async def operation(self, i: int, due: float, phase: Phase) -> None:
         body = json.dumps({"lines": [{"sku": checkout_sku(i % self.skus), "quantity": 1}]})
@@ -246,12 +271,12 @@ class Checkouts:
         return self.skus
 
     async def check(self, advance: Callable[[int], None]) -> dict[str, Any]:
-        skus = [checkout_sku(n) for n in range(self.skus)]
-        levels = await read_levels(self.client, skus, advance)
+        skus = self.sku_names()
+        levels = (await read_levels(self.client, skus, advance)).since(self.before)
         settle = asyncio.get_running_loop().time() + SETTLE_SECONDS
-        while levels.reserved and asyncio.get_running_loop().time() < settle:
+        while levels.reserved > 0 and asyncio.get_running_loop().time() < settle:
             await asyncio.sleep(0.5)  # a saga answered 202 is still on its way
-            levels = await read_levels(self.client, skus, lambda _: None)
+            levels = (await read_levels(self.client, skus, lambda _: None)).since(self.before)
         found = _held_check(self.tally, levels) | {
             "paid": self.tally.done, "answered_202": self.tally.waiting,
             "refused": dict(self.tally.refused)}

@@ -158,6 +158,7 @@ async def livez(client: Client, plan: Plan, report: Reporter) -> Phase:
 
 async def measure_case(client: Client, case: Case, plan: Plan, livez_rps: float,
                        report: Reporter, result: Result) -> dict[str, Any]:
+    await case.prepare(report.task(f"{case.name}: reading the record", case.checks()))
     for i in range(WARMUP):  # untimed: the first request of a kind costs more
         await case.operation(i, 0.0, Phase())
     before, _ = await settled(client)
@@ -237,8 +238,11 @@ def findings(body: dict[str, Any]) -> list[str]:
                 found.append(f"{name}: {row[key]} {key}")
         errors = row["errors"] + row.get("offered", {}).get("errors", 0)
         if errors:
-            found.append(f"{name}: {errors} requests failed ({row['first_error'] or ''}"
-                         f"{row.get('offered', {}).get('first_error') or ''})")
+            first = row["first_error"] or row.get("offered", {}).get("first_error")
+            found.append(f"{name}: {errors} requests failed, the first: {first}")
+        if "provider_captures" in row and row["provider_captures"] != row["db_committed"]:
+            found.append(f"{name}: {row['provider_captures']} captures at the provider for "
+                         f"{row['db_committed']} units committed")
         if not row.get("requests", row.get("confirmed")):
             found.append(f"{name}: no request was answered")
     return found
