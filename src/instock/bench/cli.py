@@ -20,6 +20,7 @@ from instock.bench.plot import (
     events_chart,
     graphql_chart,
     recs_chart,
+    writes_chart,
 )
 
 bench_app = typer.Typer(help="Measure; print JSON on stdout, progress on stderr.",
@@ -245,6 +246,61 @@ def bench_graphql(
                       f"instock bench graphql: {report['database']}, {rate:g} pages/s, "
                       f"{changes_per_s:g} changes/s, {report['capacity']['subscribers']:,} "
                       "subscribers", plot)
+        report["plot"] = str(plot)
+    typer.echo(json.dumps(report, indent=2) if json_out else report)
+
+
+@bench_app.command("writes")
+def bench_writes(
+    http: str | None = typer.Option(
+        None, "--http", help="a running server's base URL (it must share this "
+        "configuration's signing key); default: a server of our own on a scratch database"),
+    seconds: float = typer.Option(5.0, "--seconds", min=0.5, help="each timed phase: the "
+                                  "/livez ceiling, and each case at saturation and at a rate"),
+    rate: float | None = typer.Option(
+        None, "--rate", min=0.1, help="requests/s offered in every case's fixed-rate phase; "
+        "default: half of that case's saturated rate"),
+    concurrency: int = typer.Option(32, "--concurrency", min=1,
+                                    help="closed-loop clients at saturation and for /livez"),
+    skus: int = typer.Option(1000, "--skus", min=1,
+                             help="SKUs the adjustments and the reservations spread over"),
+    checkout_skus: int = typer.Option(100, "--checkout-skus", min=1,
+                                      help="SKUs the checkouts spread over"),
+    drop_units: int = typer.Option(1000, "--drop-units", min=1, help="units of the drop's SKU"),
+    drop_buyers: int = typer.Option(10_000, "--drop-buyers", min=1,
+                                    help="the drop's buyers, released at once"),
+    drop_connections: int = typer.Option(500, "--drop-connections", min=1,
+                                         help="the drop's keep-alive connections"),
+    case: list[str] | None = typer.Option(None, "--case", help="repeatable: adjustment, "
+                                          "reservation, checkout, drop. Default: all"),
+    database: str = typer.Option(
+        "sqlite+aiosqlite:///bench.db", "--database", envvar="INSTOCK_DATABASE_URL",
+        help="chooses the backend (and PostgreSQL server and login); the bench creates a "
+        "fresh database there and never writes into the one named"),
+    plot: Path | None = typer.Option(Path("bench-out/writes.png"), "--plot",
+                                     help="where to draw throughput against /livez and the "
+                                     "latency CDFs"),
+    json_out: bool = typer.Option(True, "--json/--no-json"),
+) -> None:
+    """Adjustments, reservations + commits, checkouts and the drop over HTTP, each at
+    saturation and at a fixed rate, against the same server's /livez: requests/s, latency,
+    and the server's own SQL statements, transactions and CPU per request; checked for
+    oversold and lost writes, the ledger re-folded."""
+    from instock.bench import writes
+
+    unknown = [c for c in case or () if c not in writes.CASES]
+    if unknown:
+        raise typer.BadParameter(f"use {', '.join(writes.CASES)}", param_hint="--case")
+    plan = writes.Plan(seconds, rate, concurrency, skus, checkout_skus, drop_units,
+                       drop_buyers, drop_connections,
+                       tuple(dict.fromkeys(case)) if case else writes.CASES, database, http)
+    with _progress() as bar:
+        result = run_loop(writes.run(plan, _Reporter(bar)))
+    report = result.report
+    if plot is not None and plot != Path():  # --plot "" draws nothing
+        writes_chart(report["cases"], report["livez_rps"], result.saturated_ms,
+                     result.offered_ms, f"instock bench writes: {report['database']}, "
+                     f"{concurrency} clients, {seconds:g} s a phase", plot)
         report["plot"] = str(plot)
     typer.echo(json.dumps(report, indent=2) if json_out else report)
 

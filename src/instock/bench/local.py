@@ -253,7 +253,8 @@ def _vmrss_kb(pid: int) -> int:
 
 @asynccontextmanager
 async def serve(database_url: str, bus_url: str, workdir: Path, *,
-                consumers: bool = False) -> AsyncIterator[Server]:
+                consumers: bool = False, env: dict[str, str] | None = None
+                ) -> AsyncIterator[Server]:
     """`instock serve` on its own port, with a secret of its own; stopped on the way out.
 
     It inherits this process's file descriptor limit, which the caller raised first if it
@@ -262,12 +263,13 @@ async def serve(database_url: str, bus_url: str, workdir: Path, *,
     secret = secrets.token_urlsafe(32)
     port = free_port(HOST)
     log_path = workdir / f"serve-{port}.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("INSTOCK_")}
-    env.update(INSTOCK_DATABASE_URL=database_url, INSTOCK_BUS_URL=bus_url,
-               INSTOCK_JWT_SECRET=secret, INSTOCK_STATE_DIR=str(workdir / "state"),
-               INSTOCK_LOG_LEVEL="warning", INSTOCK_RUN_SWEEPER="false",
-               INSTOCK_RUN_CONSUMERS=str(consumers).lower())
-    with instock_process(["serve", "--host", HOST, "--port", str(port)], env,
+    settings = {k: v for k, v in os.environ.items() if not k.startswith("INSTOCK_")}
+    settings.update(INSTOCK_DATABASE_URL=database_url, INSTOCK_BUS_URL=bus_url,
+                    INSTOCK_JWT_SECRET=secret, INSTOCK_STATE_DIR=str(workdir / "state"),
+                    INSTOCK_LOG_LEVEL="warning", INSTOCK_RUN_SWEEPER="false",
+                    INSTOCK_RUN_CONSUMERS=str(consumers).lower())
+    settings.update(env or {})  # the caller's own settings (e.g. INSTOCK_PAYMENTS_URL)
+    with instock_process(["serve", "--host", HOST, "--port", str(port)], settings,
                          log_path) as process:
         server = Server(process, port, log_path, database_url, secret)
         await wait_answering(f"{server.base_url}/readyz", log_path, READY_TIMEOUT, process)

@@ -161,3 +161,51 @@ def graphql_chart(pages_ms: dict[str, NDArray[np.float64]], subscription_ms: NDA
         right.set_title("memory (memory bus)")
     fig.suptitle(title)
     _save(fig, path)
+
+
+def writes_chart(rows: list[dict[str, Any]], livez_rps: float,
+                 saturated_ms: dict[str, NDArray[np.float64]],
+                 offered_ms: dict[str, NDArray[np.float64]], title: str, path: Path) -> None:
+    """Left: each case's requests/s at saturation (log scale) under the /livez ceiling, its
+    ratio and any bad result written on its bar. Right: latency CDFs, solid at the offered
+    rate, dashed at saturation (the drop: everyone at once)."""
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.8))
+    names = [row["name"] for row in rows]
+    # The drop's ratio is of every answer per second, as `bench drop --http` has it.
+    rates = [max(float(row.get("requests_per_s", row["throughput_rps"]) or 0), 0.1)
+             for row in rows]
+    bars = left.bar(names, rates, color="#3b6ea5")
+    for bar, row in zip(bars, rows, strict=True):
+        bad = [f"{row[k]} {k}" for k in ("oversold", "lost", "errors") if row.get(k)]
+        left.annotate("\n".join([f"{bar.get_height():,.0f}/s",
+                                  f"{row['ratio_to_livez']:.3f} x /livez", *bad]),
+                      (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                      ha="center", va="bottom", fontsize=8,
+                      color="#c0392b" if bad else "#333333")
+    left.axhline(livez_rps, color="#999999", linestyle=":",
+                 label=f"/livez {livez_rps:,.0f} requests/s")
+    left.legend()
+    left.set_yscale("log")
+    left.set_ylabel("HTTP requests/s at saturation")
+    left.set_title("throughput against the same server's /livez")
+    colors = {name: f"C{n}" for n, name in enumerate(names)}  # a case's two curves alike
+    for name, ms in offered_ms.items():
+        if len(ms):
+            xs = np.sort(np.maximum(ms, 0.01))  # log scale: nothing at or below zero
+            right.plot(xs, np.arange(1, len(xs) + 1) / len(xs), color=colors.get(name),
+                       label=f"{name} (offered rate)")
+    for name, ms in saturated_ms.items():
+        if len(ms):
+            xs = np.sort(np.maximum(ms, 0.01))
+            right.plot(xs, np.arange(1, len(xs) + 1) / len(xs), linestyle="--",
+                       color=colors.get(name),
+                       label=f"{name} ({'all at once' if name == 'drop' else 'saturation'})")
+    right.axhline(0.99, color="#999999", linestyle=":", linewidth=0.8)
+    right.set_xscale("log")
+    right.set_xlabel("request start (offered: due time) -> answer (ms)")
+    right.set_ylabel("fraction of requests answered")
+    right.set_title("latency CDF")
+    right.legend(fontsize=7)
+    fig.suptitle(title)
+    _save(fig, path)

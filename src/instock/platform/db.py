@@ -30,6 +30,7 @@ from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from instock.platform.errors import VersionConflict
+from instock.platform.telemetry import DB_STATEMENTS, DB_TRANSACTIONS
 
 log = structlog.get_logger(__name__)
 
@@ -124,6 +125,11 @@ class Database:
         if not self.is_sqlite:
             _ping_when_idle(self.engine)
             _ping_when_idle(self._reader)
+        _count_work(self.engine, transactions=True)
+        if self._reader is not self.engine:
+            # The reader runs in AUTOCOMMIT: its connections end with a no-op "rollback" that
+            # is no transaction on the server, so only its statements count.
+            _count_work(self._reader, transactions=False)
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
         # In-process wake-ups for `signal`/`signals`: on SQLite the only kind there is; on
         # PostgreSQL LISTEN/NOTIFY reaches other processes as well.
@@ -322,6 +328,34 @@ def _ping_when_idle(engine: AsyncEngine) -> None:
             dbapi_connection.ping()
         except Exception as exc:  # the pool retries the checkout with a new connection
             raise DisconnectionError("a pooled connection was dropped while idle") from exc
+
+
+def _count_work(engine: AsyncEngine, *, transactions: bool) -> None:
+    """The process's SQL statements and transactions on its /metrics (instock_db_*): what the
+    benches divide by the requests they made. One counter increment per event, so cheap
+    enough for every statement. Counted: what SQLAlchemy sends through a cursor (SQLite's
+    BEGIN IMMEDIATE included, being one); not the driver's own BEGIN/COMMIT on PostgreSQL, nor
+    COPY (`insert_rows`), nor the dedicated LISTEN and lock connections."""
+    statements = DB_STATEMENTS
+
+    @event.listens_for(engine.sync_engine, "before_cursor_execute")
+    def _on_statement(_conn: Any, _cursor: Any, _statement: str, _parameters: Any,
+                      _context: Any, _executemany: bool) -> None:
+        statements.inc()
+
+    if not transactions:
+        return
+    commits, rollbacks = DB_TRANSACTIONS.labels("commit"), DB_TRANSACTIONS.labels("rollback")
+
+    @event.listens_for(engine.sync_engine, "commit")
+    def _on_commit(_conn: Any) -> None:
+        commits.inc()
+
+    @event.listens_for(engine.sync_engine, "rollback")
+    def _on_rollback(_conn: Any) -> None:
+        # A read's connection closed without a commit counts here too (SQLite's deferred
+        # read transactions, `snapshot`), as well as a write that failed.
+        rollbacks.inc()
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:

@@ -24,6 +24,14 @@ EVENTS_PUBLISHED = Counter("instock_events_published_total",
                            "Outbox events the relay moved to the bus")
 EVENTS_CONSUMED = Counter("instock_events_consumed_total", "Events consumers handled, by outcome",
                           ["consumer", "outcome"])
+# SQL work, counted by the database adapter's engine hooks (platform/db.py): the benches divide
+# their growth by the requests a run made. Every engine of the process counts, the relay's and
+# consumers' work included; statements the driver issues itself (asyncpg's BEGIN, COPY) do not.
+DB_STATEMENTS = Counter("instock_db_statements_total",
+                        "SQL statements sent to the database (an executemany counts once)")
+DB_TRANSACTIONS = Counter("instock_db_transactions_total",
+                          "Database transactions ended, by outcome (commit, rollback)",
+                          ["outcome"])
 LIVE_CONNECTIONS = Gauge("instock_live_connections", "Open SSE and WebSocket connections",
                          ["kind"])
 
