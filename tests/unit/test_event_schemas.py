@@ -175,3 +175,25 @@ def test_the_cheap_model_check_refuses_what_the_schema_refuses() -> None:
                 {**good, "data": {"sku": "A", "sku_version": 3, "available": 0, "extra": 1}}):
         with pytest.raises(schemas.InvalidEvent):
             schemas.validate_model(bad)
+
+
+def test_the_same_envelope_is_checked_once_and_any_change_is_checked_again(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    checked: list[str] = []
+    real = schemas._validator
+
+    def counting(event_type: str) -> Any:
+        checked.append(event_type)
+        return real(event_type)
+
+    monkeypatch.setattr(schemas, "_validator", counting)
+    doc = stock_envelopes()[0]
+    assert doc["type"] == "inventory.stock_changed.v1"
+    validate(doc)
+    validate(copy.deepcopy(dict(reversed(list(doc.items())))))  # the same content, keys reordered
+    assert len(checked) == 1
+    changed = copy.deepcopy(doc)
+    changed["data"]["totals"]["available"] = "7"  # same id, other content: checked, refused
+    with pytest.raises(InvalidEvent):
+        validate(changed)
+    assert len(checked) == 2
