@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from instock.app import Container
 from instock.platform.bus import Envelope, inbox
-from instock.platform.bus.consumer import Consumer, ConsumerSpec
+from instock.platform.bus.consumer import Consumer, ConsumerSpec, once_per_batch
 from instock.platform.bus.outbox import outbox
 from instock.platform.db import utcnow
 from instock.platform.ids import new_id
@@ -190,3 +190,22 @@ async def test_one_bad_event_in_a_batch_never_takes_its_neighbours_down(
         assert sorted(effects) == ["A", "B"]  # once each: the failed batch left nothing
         buried = (await conn.execute(sa.select(inbox.dead_letters.c.event_id))).scalars().all()
     assert buried == [burst[1]["id"]]
+
+
+async def test_a_read_every_event_needs_is_made_once_per_transaction(
+        container: Container) -> None:
+    reads: list[int] = []
+
+    async def who_subscribes() -> list[str]:
+        reads.append(1)
+        return ["hook"]
+
+    async def handler(conn: AsyncConnection, env: Envelope) -> None:
+        assert await once_per_batch("subscribers", who_subscribes) == ["hook"]
+
+    worker = consumer(container, ConsumerSpec("reader", frozenset({"test.thing.v1"}), handler))
+    assert await worker.handle_batch([envelope(s, 1) for s in "ABC"]) == ["applied"] * 3
+    assert len(reads) == 1
+    await worker.handle(envelope("D", 1))
+    await worker.handle(envelope("E", 1))
+    assert len(reads) == 3  # one transaction each

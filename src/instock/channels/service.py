@@ -31,7 +31,7 @@ from instock.inventory.service import InventoryService
 from instock.orders.model import OrderLine
 from instock.platform import inbound
 from instock.platform.bus import Envelope
-from instock.platform.bus.consumer import ConsumerSpec
+from instock.platform.bus.consumer import ConsumerSpec, once_per_batch
 from instock.platform.bus.envelope import DomainEvent
 from instock.platform.db import Database, signal, utcnow
 from instock.platform.errors import Conflict, NotFound, ValidationFailed
@@ -173,7 +173,9 @@ class ChannelsService:
         data = envelope["data"]
         marked = False
         if envelope["type"] == StockChanged.type:
-            for connection in await store.all_connections(conn):
+            connected = await once_per_batch("channel_connections",
+                                             lambda: store.all_connections(conn))
+            for connection in connected:
                 try:
                     channel = await self.inventory.channel(connection.channel_id)
                 except NotFound:

@@ -24,7 +24,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from instock.platform.bus import Envelope, outbox, schemas
-from instock.platform.bus.consumer import ConsumerSpec
+from instock.platform.bus.consumer import ConsumerSpec, once_per_batch
 from instock.platform.db import Database, signal, utcnow
 from instock.platform.errors import Conflict, NotFound, ValidationFailed
 from instock.platform.ids import new_id
@@ -285,8 +285,9 @@ async def fan_out(conn: AsyncConnection, envelope: Envelope) -> None:
     transaction: with its inbox row (and the queue's unique event per subscription) each
     subscriber gets each event queued exactly once, however often the bus delivers it."""
     subject = str(envelope.get("subject", ""))
-    wanted = [s for s in await store.all_subscriptions(conn, active_only=True)
-              if s.wants(str(envelope["type"]), subject)]
+    subscriptions = await once_per_batch(
+        "webhook_subscriptions", lambda: store.all_subscriptions(conn, active_only=True))
+    wanted = [s for s in subscriptions if s.wants(str(envelope["type"]), subject)]
     if not wanted:
         return
     now = utcnow()

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, TypeVar
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -36,6 +38,31 @@ Handler = Callable[[AsyncConnection, Envelope], Awaitable[None]]
 Validator = Callable[[Envelope], None]
 # The most deliveries handled in one transaction.
 BATCH_MAX = 100
+T = TypeVar("T")
+# Reads a handler makes for every event that are the same for every event of one transaction.
+_batch_reads: ContextVar[dict[str, Any] | None] = ContextVar("batch_reads", default=None)
+
+
+async def once_per_batch(key: str, read: Callable[[], Awaitable[T]]) -> T:
+    """`read()`, made once per consumer transaction however many events it handles: what a
+    handler looks up for each event that no event changes (who subscribes to webhooks, which
+    channels are connected). Outside a consumer it simply reads."""
+    reads = _batch_reads.get()
+    if reads is None:
+        return await read()
+    if key not in reads:
+        reads[key] = await read()
+    value: T = reads[key]
+    return value
+
+
+@contextlib.contextmanager
+def _one_batch() -> Iterator[None]:
+    token = _batch_reads.set({})
+    try:
+        yield
+    finally:
+        _batch_reads.reset(token)
 
 
 @dataclass(frozen=True)
@@ -153,6 +180,10 @@ class Consumer:
         return self._count(outcome)
 
     async def _apply(self, envelope: Envelope) -> str:
+        with _one_batch():
+            return await self._apply_one(envelope)
+
+    async def _apply_one(self, envelope: Envelope) -> str:
         async with self.db.write() as conn:
             if not await inbox.claim(conn, self.name, envelope):
                 return "duplicate"
@@ -169,6 +200,10 @@ class Consumer:
 
     async def _apply_batch(self, envelopes: Sequence[Envelope]) -> list[str]:
         """`_apply` of each event in one transaction, in order."""
+        with _one_batch():
+            return await self._apply_together(envelopes)
+
+    async def _apply_together(self, envelopes: Sequence[Envelope]) -> list[str]:
         async with self.db.write() as conn:
             claimed = await inbox.claim_many(conn, self.name, envelopes)
             newest = await inbox.positions_of(conn, self.name, (
