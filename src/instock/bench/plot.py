@@ -32,6 +32,15 @@ def _cdf(ax: Any, ms: NDArray[np.float64], label: str) -> None:
     ax.plot(xs, np.arange(1, len(xs) + 1) / len(xs), label=label)
 
 
+def _log_x(ax: Any) -> None:
+    """A log x axis labelled at its decades only: over less than a decade matplotlib labels
+    the minor ticks too, and they overlap."""
+    from matplotlib.ticker import NullFormatter
+
+    ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
 def _latency_cdfs(ax: Any, latencies_ms: dict[str, NDArray[np.float64]], xlabel: str,
                   ylabel: str, legend_size: float | None = None,
                   goal_ms: float | None = GOAL_P99_MS) -> None:
@@ -42,7 +51,7 @@ def _latency_cdfs(ax: Any, latencies_ms: dict[str, NDArray[np.float64]], xlabel:
     if goal_ms is not None:
         ax.axvline(goal_ms, color="#c0392b", linestyle=":", label=f"goal p99 {goal_ms:g} ms")
     ax.axhline(0.99, color="#999999", linestyle=":", linewidth=0.8)
-    ax.set_xscale("log")
+    _log_x(ax)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title("latency CDF")
@@ -202,7 +211,7 @@ def writes_chart(rows: list[dict[str, Any]], livez_rps: float,
                        color=colors.get(name),
                        label=f"{name} ({'all at once' if name == 'drop' else 'saturation'})")
     right.axhline(0.99, color="#999999", linestyle=":", linewidth=0.8)
-    right.set_xscale("log")
+    _log_x(right)
     right.set_xlabel("request start (offered: due time) -> answer (ms)")
     right.set_ylabel("fraction of requests answered")
     right.set_title("latency CDF")
