@@ -251,15 +251,34 @@ async def set_policy(conn: AsyncConnection, sku: str, per_customer_limit: int | 
 # Stock levels and lots
 
 
+# The lots' columns beside their level's in `load_levels`: prefixed, the names would clash.
+_LOT_COLUMNS = [lots.c.code.label("lot_code"), lots.c.expires_on.label("lot_expires_on"),
+                *[lots.c[name].label(f"lot_{name}") for name in Buckets().as_dict()]]
+_LEVELS_WITH_LOTS = stock_levels.outerjoin(lots, sa.and_(
+    lots.c.sku == stock_levels.c.sku, lots.c.location == stock_levels.c.location))
+
+
 async def load_levels(conn: AsyncConnection, skus: Iterable[str]) -> dict[tuple[str, str],
                                                                             StockLevel]:
-    wanted = sorted(set(skus))
-    rows = await conn.execute(sa.select(stock_levels).where(stock_levels.c.sku.in_(wanted)))
-    levels = {(r.sku, r.location): StockLevel(r.sku, r.location, _buckets(r), r.version,
-                                              r.last_hash) for r in rows}
-    for r in await conn.execute(sa.select(lots).where(lots.c.sku.in_(wanted))):
-        levels[(r.sku, r.location)].lots[r.code] = Lot(r.code, r.expires_on, _buckets(r))
+    """The SKUs' levels with their lots, in one statement: each level comes once per lot
+    (once, lot columns NULL, without lots), the rows grouped here."""
+    rows = await conn.execute(sa.select(stock_levels, *_LOT_COLUMNS)
+                              .select_from(_LEVELS_WITH_LOTS)
+                              .where(stock_levels.c.sku.in_(sorted(set(skus)))))
+    levels: dict[tuple[str, str], StockLevel] = {}
+    for r in rows:
+        key = (r.sku, r.location)
+        level = levels.get(key)
+        if level is None:
+            level = levels[key] = StockLevel(r.sku, r.location, _buckets(r), r.version,
+                                             r.last_hash)
+        if r.lot_code is not None:
+            level.lots[r.lot_code] = Lot(r.lot_code, r.lot_expires_on, _lot_buckets(r))
     return levels
+
+
+def _lot_buckets(row: Any) -> Buckets:
+    return Buckets(**{name: getattr(row, f"lot_{name}") for name in Buckets().as_dict()})
 
 
 async def all_levels(conn: AsyncConnection) -> dict[tuple[str, str], StockLevel]:
