@@ -22,7 +22,14 @@ from instock.inventory.model import (
     ReservationStatus,
     StockLevel,
 )
-from instock.platform.db import UTCDateTime, insert_missing, insert_rows, metadata, upsert
+from instock.platform.db import (
+    UTCDateTime,
+    among,
+    insert_missing,
+    insert_rows,
+    metadata,
+    upsert,
+)
 from instock.platform.entry_context import EntryContext
 from instock.platform.errors import VersionConflict
 
@@ -209,7 +216,8 @@ async def list_channels(conn: AsyncConnection) -> list[str]:
 async def lock_items(conn: AsyncConnection, skus: Iterable[str]) -> dict[str, Item]:
     """Create missing item rows and lock all of them, always in sku order (no deadlocks)."""
     ordered = sorted(set(skus))
-    query = sa.select(items).where(items.c.sku.in_(ordered)).order_by(items.c.sku).with_for_update()
+    query = (sa.select(items).where(among(conn, items.c.sku, ordered)).order_by(items.c.sku)
+             .with_for_update())
     found = {row.sku: _item(row) for row in await conn.execute(query)}
     if len(found) < len(ordered):  # first change of a SKU: create its row, then lock them all
         await insert_missing(conn, items, [{"sku": sku, "version": 0} for sku in ordered])
@@ -222,7 +230,7 @@ def _item(row: Any) -> Item:
 
 
 async def get_items(conn: AsyncConnection, skus: Iterable[str]) -> dict[str, Item]:
-    rows = await conn.execute(sa.select(items).where(items.c.sku.in_(list(skus))))
+    rows = await conn.execute(sa.select(items).where(among(conn, items.c.sku, skus)))
     return {row.sku: _item(row) for row in rows}
 
 
@@ -231,7 +239,7 @@ async def bump_items(conn: AsyncConnection, skus: Iterable[str]) -> dict[str, in
     wanted = sorted(set(skus))
     if not wanted:
         return {}
-    rows = await conn.execute(items.update().where(items.c.sku.in_(wanted))
+    rows = await conn.execute(items.update().where(among(conn, items.c.sku, wanted))
                               .values(version=items.c.version + 1)
                               .returning(items.c.sku, items.c.version))
     return {row.sku: row.version for row in rows}
@@ -264,7 +272,7 @@ async def load_levels(conn: AsyncConnection, skus: Iterable[str]) -> dict[tuple[
     (once, lot columns NULL, without lots), the rows grouped here."""
     rows = await conn.execute(sa.select(stock_levels, *_LOT_COLUMNS)
                               .select_from(_LEVELS_WITH_LOTS)
-                              .where(stock_levels.c.sku.in_(sorted(set(skus)))))
+                              .where(among(conn, stock_levels.c.sku, set(skus))))
     levels: dict[tuple[str, str], StockLevel] = {}
     for r in rows:
         key = (r.sku, r.location)
