@@ -22,7 +22,14 @@ from instock.inventory.model import (
     ReservationStatus,
     StockLevel,
 )
-from instock.platform.db import UTCDateTime, insert_missing, insert_rows, metadata, upsert
+from instock.platform.db import (
+    UTCDateTime,
+    among,
+    insert_missing,
+    insert_rows,
+    metadata,
+    upsert,
+)
 from instock.platform.entry_context import EntryContext
 from instock.platform.errors import VersionConflict
 
@@ -209,7 +216,8 @@ async def list_channels(conn: AsyncConnection) -> list[str]:
 async def lock_items(conn: AsyncConnection, skus: Iterable[str]) -> dict[str, Item]:
     """Create missing item rows and lock all of them, always in sku order (no deadlocks)."""
     ordered = sorted(set(skus))
-    query = sa.select(items).where(items.c.sku.in_(ordered)).order_by(items.c.sku).with_for_update()
+    query = (sa.select(items).where(among(conn, items.c.sku, ordered)).order_by(items.c.sku)
+             .with_for_update())
     found = {row.sku: _item(row) for row in await conn.execute(query)}
     if len(found) < len(ordered):  # first change of a SKU: create its row, then lock them all
         await insert_missing(conn, items, [{"sku": sku, "version": 0} for sku in ordered])
@@ -222,7 +230,7 @@ def _item(row: Any) -> Item:
 
 
 async def get_items(conn: AsyncConnection, skus: Iterable[str]) -> dict[str, Item]:
-    rows = await conn.execute(sa.select(items).where(items.c.sku.in_(list(skus))))
+    rows = await conn.execute(sa.select(items).where(among(conn, items.c.sku, skus)))
     return {row.sku: _item(row) for row in rows}
 
 
@@ -231,7 +239,7 @@ async def bump_items(conn: AsyncConnection, skus: Iterable[str]) -> dict[str, in
     wanted = sorted(set(skus))
     if not wanted:
         return {}
-    rows = await conn.execute(items.update().where(items.c.sku.in_(wanted))
+    rows = await conn.execute(items.update().where(among(conn, items.c.sku, wanted))
                               .values(version=items.c.version + 1)
                               .returning(items.c.sku, items.c.version))
     return {row.sku: row.version for row in rows}
@@ -251,15 +259,34 @@ async def set_policy(conn: AsyncConnection, sku: str, per_customer_limit: int | 
 # Stock levels and lots
 
 
+# The lots' columns beside their level's in `load_levels`: prefixed, the names would clash.
+_LOT_COLUMNS = [lots.c.code.label("lot_code"), lots.c.expires_on.label("lot_expires_on"),
+                *[lots.c[name].label(f"lot_{name}") for name in Buckets().as_dict()]]
+_LEVELS_WITH_LOTS = stock_levels.outerjoin(lots, sa.and_(
+    lots.c.sku == stock_levels.c.sku, lots.c.location == stock_levels.c.location))
+
+
 async def load_levels(conn: AsyncConnection, skus: Iterable[str]) -> dict[tuple[str, str],
                                                                             StockLevel]:
-    wanted = sorted(set(skus))
-    rows = await conn.execute(sa.select(stock_levels).where(stock_levels.c.sku.in_(wanted)))
-    levels = {(r.sku, r.location): StockLevel(r.sku, r.location, _buckets(r), r.version,
-                                              r.last_hash) for r in rows}
-    for r in await conn.execute(sa.select(lots).where(lots.c.sku.in_(wanted))):
-        levels[(r.sku, r.location)].lots[r.code] = Lot(r.code, r.expires_on, _buckets(r))
+    """The SKUs' levels with their lots, in one statement: each level comes once per lot
+    (once, lot columns NULL, without lots), the rows grouped here."""
+    rows = await conn.execute(sa.select(stock_levels, *_LOT_COLUMNS)
+                              .select_from(_LEVELS_WITH_LOTS)
+                              .where(among(conn, stock_levels.c.sku, set(skus))))
+    levels: dict[tuple[str, str], StockLevel] = {}
+    for r in rows:
+        key = (r.sku, r.location)
+        level = levels.get(key)
+        if level is None:
+            level = levels[key] = StockLevel(r.sku, r.location, _buckets(r), r.version,
+                                             r.last_hash)
+        if r.lot_code is not None:
+            level.lots[r.lot_code] = Lot(r.lot_code, r.lot_expires_on, _lot_buckets(r))
     return levels
+
+
+def _lot_buckets(row: Any) -> Buckets:
+    return Buckets(**{name: getattr(row, f"lot_{name}") for name in Buckets().as_dict()})
 
 
 async def all_levels(conn: AsyncConnection) -> dict[tuple[str, str], StockLevel]:

@@ -426,3 +426,15 @@ def dialect_insert(conn: AsyncConnection, table: sa.Table) -> Any:
     if conn.dialect.name == "postgresql":
         return postgresql.insert(table)
     return sqlite.insert(table)
+
+
+def among(conn: AsyncConnection, column: sa.ColumnElement[Any],
+          values: Iterable[Any]) -> sa.ColumnElement[bool]:
+    """`column IN values`, for the hot statements. An expanding IN renders its SQL anew on
+    every execution (one placeholder per value), so PostgreSQL gets `column = ANY(:array)`:
+    one array parameter, one SQL text whatever the count, one cached compilation and one
+    prepared statement in asyncpg. SQLite has no arrays and keeps IN."""
+    wanted = list(values)
+    if conn.dialect.name == "postgresql":
+        return column == sa.any_(sa.literal(wanted, postgresql.ARRAY(column.type)))
+    return column.in_(wanted)

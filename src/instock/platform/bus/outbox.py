@@ -56,6 +56,9 @@ async def add_each(conn: AsyncConnection,
                      "sequence": doc.get("sequence"), "envelope": doc, "created_at": now})
     if rows:
         await insert_rows(conn, outbox, rows)
-        signal(conn, OUTBOX_SIGNAL)  # the relay wakes on commit instead of polling
+        if conn.dialect.name != "postgresql":
+            # The relay wakes on commit instead of polling. On PostgreSQL the outbox's own
+            # trigger sends the NOTIFY from this INSERT (migration 0012): no round trip more.
+            signal(conn, OUTBOX_SIGNAL)
         # This process's read caches hear of the change at commit, before the bus carries it.
         after_commit(conn, (row["envelope"] for row in rows))
