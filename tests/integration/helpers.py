@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from datetime import date
 from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
 
 from instock.app import Container
 from instock.catalog.model import Product, Variant
 from instock.inventory.model import Adjustment, AdjustmentKind
+from instock.platform.db import Database
 from instock.platform.entry_context import EntryContext
 from instock.platform.errors import AlreadyExists
 
@@ -40,3 +45,21 @@ async def stocked(c: Container, sku: str, quantity: int, location: str = "wh") -
     await add_location(c, location)
     await add_product(c, f"p-{sku}", [sku])
     await receive(c, sku, location, quantity)
+
+
+@contextlib.contextmanager
+def counting(db: Database) -> Iterator[list[str]]:
+    """The SQL statements run through `db` inside the block."""
+    seen: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        seen.append(statement)
+
+    engines = [engine.sync_engine for engine in db.engines]
+    for engine in engines:
+        sa.event.listen(engine, "before_cursor_execute", count)
+    try:
+        yield seen
+    finally:
+        for engine in engines:
+            sa.event.remove(engine, "before_cursor_execute", count)

@@ -4,19 +4,19 @@ limits (depth, aliases through fragments, cost, persisted-only)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import sqlalchemy as sa
 
 from instock.app import create_app
 from instock.platform.auth import Role
 from instock.platform.graphql.persisted import operations
 from instock.web import OPERATIONS
+from tests.integration.helpers import counting
 from tests.support import make_settings
 
 PRODUCT_PAGE = next(op for op in operations(OPERATIONS.read_text())
@@ -56,22 +56,9 @@ class Graph:
                 "sku": sku, "location": "wh", "kind": "receive", "quantity": 5})
             assert got.status_code == 200, got.text
 
-    @contextmanager
-    def counting(self) -> Iterator[list[str]]:
+    def counting(self) -> AbstractContextManager[list[str]]:
         """The SQL statements run inside the block."""
-        seen: list[str] = []
-
-        def count(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
-            seen.append(statement)
-
-        engines = [e.sync_engine for e in self.app.state.catalog.db.engines]
-        for engine in engines:
-            sa.event.listen(engine, "before_cursor_execute", count)
-        try:
-            yield seen
-        finally:
-            for engine in engines:
-                sa.event.remove(engine, "before_cursor_execute", count)
+        return counting(self.app.state.catalog.db)
 
 
 @pytest.fixture

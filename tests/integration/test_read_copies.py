@@ -4,8 +4,7 @@ it was made of the very same copies; shoppers we know nothing of share one list.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -18,25 +17,8 @@ from instock.catalog.model import ProductPatch
 from instock.platform.auth import Role
 from instock.platform.db import Database, after_commit
 from instock.platform.graphql import Results
-from tests.integration.helpers import receive, stocked
+from tests.integration.helpers import counting, receive, stocked
 from tests.support import make_settings
-
-
-@contextmanager
-def counting(db: Database) -> Iterator[list[str]]:
-    seen: list[str] = []
-
-    def count(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
-        seen.append(statement)
-
-    engines = [engine.sync_engine for engine in db.engines]
-    for engine in engines:
-        sa.event.listen(engine, "before_cursor_execute", count)
-    try:
-        yield seen
-    finally:
-        for engine in engines:
-            sa.event.remove(engine, "before_cursor_execute", count)
 
 
 async def test_listeners_hear_what_a_transaction_committed_and_never_a_rollback(
