@@ -223,3 +223,46 @@ async def test_cancel_and_return_refund_through_the_provider(servers: ServerFact
     assert (level["on_hand"], level["unsellable"], level["available"]) == (
         5, 1, 4)
     assert (await refunded(database, sandbox, second["id"])) == 5990
+
+
+@pytest.mark.parametrize("kill", ["authorise", "request_fulfilment"])
+async def test_a_keyed_checkout_retried_after_a_crash_gets_its_order_not_another(
+        servers: ServerFactory, database: Database, kill: str) -> None:
+    """Issue 17, item 3: the API process dies in the middle of a keyed checkout (after its
+    payment is authorised) or after its last step, before it answers. The client retries with
+    the same key on another process at once: it gets that order (paid, or still going and
+    then paid), never "in progress" until a timeout, and never a second order or payment."""
+    sandbox = await start_payments(servers)
+    lease = {"INSTOCK_SAGA_LEASE_SECONDS": "1"}
+    victim = await servers.start(**payments_env(sandbox, INSTOCK_SAGA_KILL_AFTER=kill, **lease))
+    async with client(victim.base_url, Role.ADMIN) as admin:
+        await create_product(admin, "jacket", [SKU])
+        await create_location(admin, "wh-1")
+        await receive(admin, SKU, "wh-1", 5)
+    key = {"Idempotency-Key": f"checkout-{kill}"}
+    async with client(victim.base_url, Role.CUSTOMER, "ann") as buyer:
+        cart = (await buyer.post("/v1/carts", json={})).json()
+        added = await buyer.post(f"/v1/carts/{cart['id']}/items",
+                                 json={"sku": SKU, "quantity": 2})
+        assert added.status_code == 200, added.text
+        with pytest.raises(httpx.TransportError):
+            await buyer.post("/v1/checkout", json={"cart_id": cart["id"]}, headers=key)
+    victim.process.wait(timeout=30)
+    assert victim.process.returncode == -9, victim.log_tail()
+    [order_id] = await database.column("SELECT id FROM orders")
+
+    survivor = await servers.start(**payments_env(sandbox, **lease))
+    async with client(survivor.base_url, Role.CUSTOMER, "ann") as buyer:
+        retried = await buyer.post("/v1/checkout", json={"cart_id": cart["id"]}, headers=key)
+        assert retried.status_code in (201, 202), retried.text
+        assert retried.json()["id"] == order_id
+
+        async def paid() -> bool:  # a 202 says: poll the order
+            polled = await buyer.get(f"/v1/orders/{order_id}")
+            return bool(polled.json()["status"] == "paid")
+
+        await eventually(paid, "the order to be paid", timeout=30)
+    assert await database.column("SELECT id FROM orders") == [order_id]
+    assert await available(survivor) == 3
+    stats = await sandbox_stats(sandbox)
+    assert (stats["intents_created"], stats["captures"]) == (1, 1), stats

@@ -34,6 +34,7 @@ from instock.experiments.model import (
 )
 from instock.experiments.store import Exposure
 from instock.orders.events import OrderPaid
+from instock.platform import held
 from instock.platform.bus import Envelope, outbox
 from instock.platform.bus.consumer import ConsumerSpec
 from instock.platform.db import Database, utcnow
@@ -189,7 +190,7 @@ class ExperimentsService:
     def _refresh_task(self) -> asyncio.Task[None]:
         """One refresh at a time, however many requests find the cache stale."""
         if self._refreshing is None or self._refreshing.done():
-            self._refreshing = asyncio.create_task(self._refresh_quietly())
+            self._refreshing = held.detached(self._refresh_quietly())
         return self._refreshing
 
     async def _refresh_quietly(self) -> None:

@@ -209,7 +209,8 @@ async def checkout(body: CheckoutIn, request: Request, response: Response,
     order, saga = await orders.checkout(
         channel=body.channel, customer_id=customer_for(principal, body.customer_id),
         cart_id=body.cart_id, lines=[Line(line.sku, line.quantity) for line in body.lines],
-        correlation_id=correlation_id(request))
+        correlation_id=correlation_id(request),
+        idempotency_scope=entry_context(request, principal).idempotency_scope())
     if saga.status is SagaStatus.RUNNING:
         response.status_code = 202
     return render_order(order, saga)

@@ -126,7 +126,8 @@ class OrdersMutation:
         order, saga = await orders.checkout(
             channel=body.channel, customer_id=api.customer_for(principal, body.customer_id),
             cart_id=body.cart_id, lines=[Line(line.sku, line.quantity) for line in body.lines],
-            correlation_id=correlation_id(info))
+            correlation_id=correlation_id(info),
+            idempotency_scope=entry_context(info, principal).idempotency_scope())
         return Order.from_pydantic(api.render_order(order, saga))
 
 

@@ -101,6 +101,12 @@ class SagaRunner:
         """Run the saga's due steps now, as long as they succeed or fail for good; a step that
         must wait (a provider that is down) is left for later. Returns where it stands.
         `leased` is a saga this process just inserted with its lease: no need to claim it."""
+        # Each step commits before the next one calls out (a provider) or a crash can come:
+        # a request's held write (held.py) must not wait for its response here.
+        async with self.db.durable():
+            return await self._drive(saga_id, leased)
+
+    async def _drive(self, saga_id: str, leased: Saga | None) -> Saga:
         saga = leased
         if saga is None:
             async with self.db.write() as conn:

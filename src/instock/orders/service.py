@@ -50,6 +50,10 @@ class CartClosed(Conflict):
     slug, title = "cart-closed", "The cart was checked out already"
 
 
+class _PlacedAlready(Exception):
+    """A keyed checkout's order exists already: its transaction rolls back."""
+
+
 class HoldExpired(Conflict):
     slug, title = "hold-expired", "The stock hold ran out before the payment completed"
 
@@ -165,15 +169,23 @@ class OrdersService:
 
     async def checkout(self, *, channel: str, customer_id: str | None,
                        cart_id: str | None = None, lines: Sequence[Line] = (),
-                       correlation_id: str | None = None) -> tuple[Order, Saga]:
+                       correlation_id: str | None = None,
+                       idempotency_scope: str | None = None) -> tuple[Order, Saga]:
         """Place an order and run its checkout saga as far as it goes now: the order with its
         saga, completed or still running (waiting for a provider). A checkout that failed
         raises its problem (declined, out of stock, hold expired, provider down), naming the
         cancelled order.
 
         From a cart, the cart's holds become the order's; otherwise the saga reserves the lines.
-        The saga is stored with the order, so if this process dies a worker finishes it.
+        The saga is stored with the order, so if this process dies a worker finishes it. With
+        an `idempotency_scope` (the caller's key), a checkout that placed its order already,
+        in a process that died before it answered or in a twin running now, is not placed
+        again: the answer is that order as it stands.
         """
+        if idempotency_scope is not None:
+            placed = await self._placed_by(idempotency_scope)
+            if placed is not None:
+                return await self._as_it_stands(placed)
         if (cart_id is None) == (not lines):
             raise ValidationFailed("cart_id", "give either a cart_id or lines, not both")
         data: dict[str, Any] = {"correlation_id": correlation_id}
@@ -191,14 +203,40 @@ class OrdersService:
         data["lines"] = [{"sku": line.sku, "quantity": line.quantity} for line in order.lines]
         data["hold_seconds"] = self.settings.checkout_hold_seconds
         saga = Saga.start(new_id(), SagaKind.CHECKOUT, order.id, self.clock(), data)
-        async with self.db.write() as conn:
-            if cart_id is not None and not await store.check_out_cart(conn, cart_id, order.id):
-                raise CartClosed(f"cart {cart_id} was checked out already")
-            await self._insert(conn, order, correlation_id)
-            await self.runner.insert(conn, saga, leased=self.settings.inline)
-        if self.settings.inline:
-            saga = await self.runner.drive(saga.id, leased=saga)
-        order = await self.get(order.id)
+        # Several transactions, with a provider called between them: each commits as it ends.
+        # A keyed checkout needs no claim on its key: the order keeps the key.
+        async with self.db.durable(rerunnable=idempotency_scope is not None):
+            try:
+                async with self.db.write() as conn:
+                    if cart_id is not None and not await store.check_out_cart(conn, cart_id,
+                                                                              order.id):
+                        raise CartClosed(f"cart {cart_id} was checked out already")
+                    if not await self._insert(conn, order, correlation_id, idempotency_scope):
+                        raise _PlacedAlready  # by a twin with the same key: this one goes
+                    await self.runner.insert(conn, saga, leased=self.settings.inline)
+            except _PlacedAlready:
+                assert idempotency_scope is not None
+                placed = await self._placed_by(idempotency_scope)
+                assert placed is not None
+                return await self._as_it_stands(placed)
+            if self.settings.inline:
+                saga = await self.runner.drive(saga.id, leased=saga)
+        return await self._outcome(order.id, saga)
+
+    async def _placed_by(self, idempotency_scope: str) -> Order | None:
+        async with self.db.read() as conn:
+            return await store.order_placed_by(conn, idempotency_scope)
+
+    async def _as_it_stands(self, order: Order) -> tuple[Order, Saga]:
+        """A checkout placed before: its saga is driven on if nobody holds it (its process
+        died), and the answer is what the first try would have answered by now."""
+        [saga, *_] = [s for s in await self.sagas(order.id) if s.kind is SagaKind.CHECKOUT]
+        if self.settings.inline and not saga.finished:
+            saga = await self.runner.drive(saga.id)
+        return await self._outcome(order.id, saga)
+
+    async def _outcome(self, order_id: str, saga: Saga) -> tuple[Order, Saga]:
+        order = await self.get(order_id)
         if saga.status in (SagaStatus.COMPENSATING, SagaStatus.COMPENSATED):
             raise checkout_failure(order, saga)
         return order, saga
@@ -358,11 +396,14 @@ class OrdersService:
 
     # -- one place where an order is written ------------------------------------------------------
 
-    async def _insert(self, conn: AsyncConnection, order: Order,
-                      correlation_id: str | None) -> None:
-        await store.insert_order(conn, order, self.clock())
+    async def _insert(self, conn: AsyncConnection, order: Order, correlation_id: str | None,
+                      idempotency_scope: str | None = None) -> bool:
+        """Insert the order with its events; False if its scope placed one already."""
+        if not await store.insert_order(conn, order, self.clock(), idempotency_scope):
+            return False
         await outbox.add(conn, order.events, correlation_id)
         order.events.clear()
+        return True
 
     async def change(self, order_id: str, change: Callable[[Order, datetime], None],
                      correlation_id: str | None) -> Order:

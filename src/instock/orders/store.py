@@ -28,7 +28,7 @@ from instock.orders.model import (
     StatusChange,
     Step,
 )
-from instock.platform.db import Money, UTCDateTime, metadata
+from instock.platform.db import Money, UTCDateTime, dialect_insert, metadata
 from instock.platform.errors import VersionConflict
 
 orders = sa.Table(
@@ -51,6 +51,9 @@ orders = sa.Table(
     sa.Column("version", sa.Integer, nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
+    # The caller's Idempotency-Key (hashed with the caller) of the checkout that placed it: a
+    # retry finds the order instead of placing another (migration 0013).
+    sa.Column("idempotency_scope", sa.String(64), nullable=True, unique=True),
     # A marketplace delivers an order more than once; it becomes one order.
     sa.UniqueConstraint("channel", "external_id", name="uq_orders_channel_external_id"),
 )
@@ -131,8 +134,22 @@ def _order(row: Any) -> Order:
         refund_refs=list(row.refund_refs), version=row.version)
 
 
-async def insert_order(conn: AsyncConnection, order: Order, now: datetime) -> None:
-    await conn.execute(orders.insert().values(_order_row(order, now)))
+async def insert_order(conn: AsyncConnection, order: Order, now: datetime,
+                       idempotency_scope: str | None = None) -> bool:
+    """Insert the order; False (nothing written) if one was placed with this scope already."""
+    row = {**_order_row(order, now), "idempotency_scope": idempotency_scope}
+    if idempotency_scope is None:
+        await conn.execute(orders.insert().values(row))
+        return True
+    inserted = await conn.scalar(dialect_insert(conn, orders).values(row)
+                                 .on_conflict_do_nothing().returning(orders.c.id))
+    return inserted is not None
+
+
+async def order_placed_by(conn: AsyncConnection, idempotency_scope: str) -> Order | None:
+    row = (await conn.execute(sa.select(orders).where(
+        orders.c.idempotency_scope == idempotency_scope))).first()
+    return None if row is None else _order(row)
 
 
 async def update_order(conn: AsyncConnection, order: Order, version_before: int,

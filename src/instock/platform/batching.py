@@ -21,6 +21,8 @@ from typing import Generic, TypeVar
 
 import structlog
 
+from instock.platform import held
+
 K = TypeVar("K", bound=Hashable)
 R = TypeVar("R")
 T = TypeVar("T")
@@ -69,7 +71,7 @@ class GroupCommit(Generic[K, R, T]):
         waiting = _Waiting(request, answer)
         lane.queue.append(waiting)
         if lane.task is None:
-            lane.task = asyncio.create_task(self._drain(key, lane), name=f"group-commit:{key}")
+            lane.task = held.detached(self._drain(key, lane), name=f"group-commit:{key}")
         return await waiting.answer
 
     async def _drain(self, key: K, lane: _Lane[R, T]) -> None:

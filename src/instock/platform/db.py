@@ -14,7 +14,7 @@ import operator
 import time
 import zlib
 from collections.abc import AsyncIterator, Callable, Iterable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -29,6 +29,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from instock.platform import held
 from instock.platform.errors import VersionConflict
 from instock.platform.telemetry import DB_STATEMENTS, DB_TRANSACTIONS
 
@@ -150,28 +151,81 @@ class Database:
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
-        """A write transaction: commits on success, rolls back on any exception."""
-        if self._write_lock is None:
+        """A write transaction: commits on success, rolls back on any exception. A request
+        that holds its writes (held.py) has it committed with its response instead."""
+        hold = held.writing()
+        if hold is not None:
+            await hold.settle()  # a second write: the one held commits first
+        stack = AsyncExitStack()
+        try:
+            conn = await self._begin(stack)
             try:
-                async with self.engine.begin() as conn:
-                    # `info` lives with the pooled connection: nothing a rolled-back
-                    # transaction left there may be taken for this one's.
-                    conn.info.pop("committed", None)
-                    yield conn
-                    for channel in conn.info.pop("signals", ()):  # NOTIFY is sent on commit
-                        await conn.execute(sa.text("SELECT pg_notify(:c, '')"), {"c": channel})
-                    committed = conn.info.pop("committed", None)
-            except DBAPIError as exc:
-                raise _as_conflict(exc) from exc
-            self._tell(committed)
-            return
-        async with self._write_lock, self.engine.connect() as conn:
-            await conn.execution_options(sqlite_begin="IMMEDIATE")
-            conn.info.pop("committed", None)
-            async with conn.begin():
                 yield conn
-            self._wake(conn.info.pop("signals", ()))
-            self._tell(conn.info.pop("committed", None))
+            except BaseException as exc:
+                await stack.__aexit__(type(exc), exc, exc.__traceback__)  # rolls back
+                raise
+            if hold is not None:
+                hold.keep(self, conn, stack)
+            else:
+                await self.commit(conn, stack)
+        except DBAPIError as exc:
+            if self.is_sqlite:
+                raise
+            raise _as_conflict(exc) from exc
+
+    async def _begin(self, stack: AsyncExitStack) -> AsyncConnection:
+        try:
+            if self._write_lock is None:
+                conn = await stack.enter_async_context(self.engine.begin())
+            else:
+                await stack.enter_async_context(self._write_lock)
+                conn = await stack.enter_async_context(self.engine.connect())
+                await conn.execution_options(sqlite_begin="IMMEDIATE")
+                await stack.enter_async_context(conn.begin())
+        except BaseException as exc:
+            await stack.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+        # `info` lives with the pooled connection: nothing a rolled-back transaction left
+        # there may be taken for this one's.
+        conn.info.pop("committed", None)
+        conn.info.pop("signals", None)
+        return conn
+
+    async def commit(self, conn: AsyncConnection, stack: AsyncExitStack) -> None:
+        """Commit a transaction `write` began, then tell this process's listeners."""
+        signals = conn.info.pop("signals", set())
+        committed = conn.info.pop("committed", None)
+        if not self.is_sqlite:
+            try:
+                for channel in signals:  # NOTIFY is sent on commit
+                    await conn.execute(sa.text("SELECT pg_notify(:c, '')"), {"c": channel})
+            except BaseException as exc:
+                await stack.__aexit__(type(exc), exc, exc.__traceback__)
+                raise
+        await stack.aclose()  # commits, returns the connection (and the SQLite write lock)
+        if self.is_sqlite:
+            self._wake(signals)
+        self._tell(committed)
+
+    @asynccontextmanager
+    async def durable(self, *, rerunnable: bool = False) -> AsyncIterator[None]:
+        """Inside, each write commits at the end of its block even in a request that holds its
+        writes: for work that calls out between its steps (a saga) and must find each step
+        committed before the next. What the request held so far commits first, with the
+        request's claim on its key: a twin must not run it again meanwhile. `rerunnable` work
+        finds what an earlier run of its request did (it keys its records with the request's
+        key) and needs no claim: a retry after a crash runs it again and gets that."""
+        hold = held.writing()
+        if hold is None:
+            yield
+            return
+        await hold.settle(claim=not rerunnable)
+        with held.holding(None):
+            if not hold.started and not rerunnable:  # record, durably, that it has begun
+                async with self.write() as conn:
+                    await hold.on_first_commit(conn)
+                hold.started = True
+            yield
 
     def on_commit(self, listener: Callable[[list[Any]], None]) -> None:
         """Call `listener` with what each committed write transaction passed to `after_commit`
@@ -256,12 +310,22 @@ class Database:
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
+        own = held.reading(self)
+        if own is not None:  # the request's held write: read what it wrote
+            async with own as conn:
+                yield conn
+            return
         async with self._reader.connect() as conn:
             yield conn
 
     @asynccontextmanager
     async def snapshot(self) -> AsyncIterator[AsyncConnection]:
         """A read transaction that sees one consistent state across statements (audits)."""
+        own = held.reading(self)
+        if own is not None:  # the request's held write: read what it wrote
+            async with own as conn:
+                yield conn
+            return
         async with self.engine.connect() as conn:
             if not self.is_sqlite:  # SQLite in WAL mode already reads from one snapshot
                 await conn.execution_options(isolation_level="REPEATABLE READ")

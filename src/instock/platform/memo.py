@@ -12,6 +12,8 @@ import time
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
 
+from instock.platform import held
+
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
@@ -31,7 +33,7 @@ class Memo(Generic[K, V]):
             return cached[0]
         loading = self._loading.get(key)
         if loading is None:
-            loading = self._loading[key] = asyncio.ensure_future(self._fetch(key))
+            loading = self._loading[key] = held.detached(self._fetch(key))
         return await asyncio.shield(loading)  # one caller giving up does not cancel the rest
 
     async def _fetch(self, key: K) -> V:
