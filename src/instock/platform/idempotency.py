@@ -177,11 +177,12 @@ class IdempotencyMiddleware:
         if hold.holding:  # with the change: if a twin stored first, this change rolls back
             await hold.settle(functools.partial(request.store, response, update=hold.started))
             return
-        # The change, if any, is committed already, or was made by another task for many
-        # requests (a group commit, which finds a twin's reservation by its key): this answer
-        # is true even if a twin stored its own first.
+        # The change, if any, is committed already, or was made for many requests at once (a
+        # group commit, which finds a twin's reservation by its key). A twin that stored first
+        # has its answer replayed here too: twins decided apart (a refusal for one reason and
+        # for another) still answer alike.
         async with self.db.write() as conn:
-            await request.store(response, conn, update=hold.started, twin_may_exist=True)
+            await request.store(response, conn, update=hold.started)
 
 
 @dataclass
@@ -204,8 +205,7 @@ class _Keyed:
         Its response is written with its last."""
         await self._insert(conn, done=False)
 
-    async def store(self, response: _Response, conn: AsyncConnection, *, update: bool,
-                    twin_may_exist: bool = False) -> None:
+    async def store(self, response: _Response, conn: AsyncConnection, *, update: bool) -> None:
         kept = [[k.decode(), v.decode()] for k, v in response.headers
                 if k.lower() in (b"content-type", b"etag", b"location")]
         values = {"done": True, "status_code": response.status, "headers": kept,
@@ -214,17 +214,16 @@ class _Keyed:
             await conn.execute(idempotency_keys.update().where(
                 idempotency_keys.c.scope == self.scope).values(**values))
         else:
-            await self._insert(conn, twin_may_exist=twin_may_exist, **values)
+            await self._insert(conn, **values)
 
-    async def _insert(self, conn: AsyncConnection, *, twin_may_exist: bool = False,
-                      **values: Any) -> None:
+    async def _insert(self, conn: AsyncConnection, **values: Any) -> None:
         # Two processes may both have found no row: the insert decides which one goes on (on
         # PostgreSQL it waits for a twin's uncommitted row, then finds it).
         inserted = await conn.scalar(
             dialect_insert(conn, idempotency_keys).values(
                 scope=self.scope, request_hash=self.request_hash, created_at=utcnow(), **values)
             .on_conflict_do_nothing().returning(idempotency_keys.c.scope))
-        if inserted is None and not twin_may_exist:
+        if inserted is None:
             self.twin_first = True
             raise IdempotencyInProgress("the first request with this key is still running")
 
