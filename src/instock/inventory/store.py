@@ -25,9 +25,11 @@ from instock.inventory.model import (
 from instock.platform.db import (
     UTCDateTime,
     among,
+    any_of,
     insert_missing,
     insert_rows,
     metadata,
+    prebuilt,
     upsert,
 )
 from instock.platform.entry_context import EntryContext
@@ -213,15 +215,22 @@ async def list_channels(conn: AsyncConnection) -> list[str]:
 # Items: the per-SKU lock and policy
 
 
+# The statements of every stock transaction, built once (see `platform.db.prebuilt`).
+_LOCK_ITEMS = prebuilt(lambda dialect: sa.select(items).where(any_of(dialect, items.c.sku, "skus"))
+                       .order_by(items.c.sku).with_for_update())
+_BUMP_ITEMS = prebuilt(lambda dialect: items.update().where(any_of(dialect, items.c.sku, "skus"))
+                       .values(version=items.c.version + 1)
+                       .returning(items.c.sku, items.c.version))
+
+
 async def lock_items(conn: AsyncConnection, skus: Iterable[str]) -> dict[str, Item]:
     """Create missing item rows and lock all of them, always in sku order (no deadlocks)."""
     ordered = sorted(set(skus))
-    query = (sa.select(items).where(among(conn, items.c.sku, ordered)).order_by(items.c.sku)
-             .with_for_update())
-    found = {row.sku: _item(row) for row in await conn.execute(query)}
+    query, wanted = _LOCK_ITEMS(conn), {"skus": ordered}
+    found = {row.sku: _item(row) for row in await conn.execute(query, wanted)}
     if len(found) < len(ordered):  # first change of a SKU: create its row, then lock them all
         await insert_missing(conn, items, [{"sku": sku, "version": 0} for sku in ordered])
-        found = {row.sku: _item(row) for row in await conn.execute(query)}
+        found = {row.sku: _item(row) for row in await conn.execute(query, wanted)}
     return found
 
 
@@ -239,9 +248,7 @@ async def bump_items(conn: AsyncConnection, skus: Iterable[str]) -> dict[str, in
     wanted = sorted(set(skus))
     if not wanted:
         return {}
-    rows = await conn.execute(items.update().where(among(conn, items.c.sku, wanted))
-                              .values(version=items.c.version + 1)
-                              .returning(items.c.sku, items.c.version))
+    rows = await conn.execute(_BUMP_ITEMS(conn), {"skus": wanted})
     return {row.sku: row.version for row in rows}
 
 
@@ -264,15 +271,21 @@ _LOT_COLUMNS = [lots.c.code.label("lot_code"), lots.c.expires_on.label("lot_expi
                 *[lots.c[name].label(f"lot_{name}") for name in Buckets().as_dict()]]
 _LEVELS_WITH_LOTS = stock_levels.outerjoin(lots, sa.and_(
     lots.c.sku == stock_levels.c.sku, lots.c.location == stock_levels.c.location))
+_LOAD_LEVELS = prebuilt(lambda dialect: sa.select(stock_levels, *_LOT_COLUMNS)
+                        .select_from(_LEVELS_WITH_LOTS)
+                        .where(any_of(dialect, stock_levels.c.sku, "skus")))
+# The values to set are given at execution (the bucket columns, version, last_hash).
+_UPDATE_LEVEL = stock_levels.update().where(
+    stock_levels.c.sku == sa.bindparam("at_sku"),
+    stock_levels.c.location == sa.bindparam("at_location"),
+    stock_levels.c.version == sa.bindparam("at_version"))
 
 
 async def load_levels(conn: AsyncConnection, skus: Iterable[str]) -> dict[tuple[str, str],
                                                                             StockLevel]:
     """The SKUs' levels with their lots, in one statement: each level comes once per lot
     (once, lot columns NULL, without lots), the rows grouped here."""
-    rows = await conn.execute(sa.select(stock_levels, *_LOT_COLUMNS)
-                              .select_from(_LEVELS_WITH_LOTS)
-                              .where(among(conn, stock_levels.c.sku, set(skus))))
+    rows = await conn.execute(_LOAD_LEVELS(conn), {"skus": list(set(skus))})
     levels: dict[tuple[str, str], StockLevel] = {}
     for r in rows:
         key = (r.sku, r.location)
@@ -305,9 +318,9 @@ async def save_levels(conn: AsyncConnection, levels: Sequence[StockLevel],
             await conn.execute(stock_levels.insert().values(
                 sku=level.sku, location=level.location, **values))
         else:
-            result = await conn.execute(stock_levels.update().where(
-                stock_levels.c.sku == level.sku, stock_levels.c.location == level.location,
-                stock_levels.c.version == before).values(**values))
+            result = await conn.execute(_UPDATE_LEVEL, {
+                "at_sku": level.sku, "at_location": level.location, "at_version": before,
+                **values})
             if result.rowcount != 1:
                 raise VersionConflict(f"stock level {level.sku}@{level.location} changed")
     lot_rows = [{"sku": level.sku, "location": level.location, "code": lot.code,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 import operator
 import time
 import zlib
@@ -469,7 +470,7 @@ async def insert_rows(conn: AsyncConnection, table: sa.Table, rows: list[dict[st
     if not rows:
         return
     if conn.dialect.name != "postgresql" or len(rows) < COPY_THRESHOLD:
-        await conn.execute(table.insert(), rows)
+        await conn.execute(_insert_of(table), rows)
         return
     columns = list(rows[0])
     for name in (c for c in columns if isinstance(table.c[c].type, sa.JSON)):
@@ -485,11 +486,40 @@ async def insert_rows(conn: AsyncConnection, table: sa.Table, rows: list[dict[st
     await driver.copy_records_to_table(table.name, records=records, columns=columns)
 
 
+@functools.cache
+def _insert_of(table: sa.Table) -> sa.Insert:
+    return table.insert()  # built once per table: see `prebuilt`
+
+
 def dialect_insert(conn: AsyncConnection, table: sa.Table) -> Any:
     # Both dialects spell ON CONFLICT the same way, but through their own insert constructs.
     if conn.dialect.name == "postgresql":
         return postgresql.insert(table)
     return sqlite.insert(table)
+
+
+def prebuilt(build: Callable[[str], Any]) -> Callable[[AsyncConnection], Any]:
+    """A hot statement built once per dialect and reused, its values passed as parameters:
+    SQLAlchemy then neither builds it nor computes its cache key again on each execution,
+    about half of its CPU per statement (`build` gets the dialect's name)."""
+    built: dict[str, Any] = {}
+
+    def statement(conn: AsyncConnection) -> Any:
+        name = conn.dialect.name
+        found = built.get(name)
+        if found is None:
+            found = built[name] = build(name)
+        return found
+
+    return statement
+
+
+def any_of(dialect: str, column: sa.ColumnElement[Any], name: str) -> sa.ColumnElement[bool]:
+    """`column IN :name` for a prebuilt statement (the list given at execution): an array
+    parameter on PostgreSQL (see `among`), an expanding IN on SQLite."""
+    if dialect == "postgresql":
+        return column == sa.any_(sa.bindparam(name, type_=postgresql.ARRAY(column.type)))
+    return column.in_(sa.bindparam(name, expanding=True))
 
 
 def among(conn: AsyncConnection, column: sa.ColumnElement[Any],
