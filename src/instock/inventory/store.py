@@ -456,16 +456,30 @@ async def reservation_ids_for(conn: AsyncConnection, scopes: Iterable[str]) -> d
     return {row.idempotency_scope: row.id for row in rows}
 
 
+# A reservation's reads and its transition, built once (see `platform.db.prebuilt`).
+_RESERVATION = sa.select(reservations).where(reservations.c.id == sa.bindparam("id"))
+_RESERVATION_LINES = sa.select(reservation_lines).where(
+    reservation_lines.c.reservation_id == sa.bindparam("id")).order_by(reservation_lines.c.sku)
+_RESERVATION_ALLOCATIONS = sa.select(reservation_allocations).where(
+    reservation_allocations.c.reservation_id == sa.bindparam("id")).order_by(
+    reservation_allocations.c.position)
+_RESERVATION_SKUS = sa.union(
+    sa.select(reservation_lines.c.sku).where(
+        reservation_lines.c.reservation_id == sa.bindparam("id")),
+    sa.select(reservation_allocations.c.sku).where(
+        reservation_allocations.c.reservation_id == sa.bindparam("id")))
+_TRANSITION = reservations.update().where(
+    reservations.c.id == sa.bindparam("at_id"),
+    reservations.c.status == sa.bindparam("status_before"))
+
+
 async def get_reservation(conn: AsyncConnection, reservation_id: str) -> Reservation | None:
-    row = (await conn.execute(sa.select(reservations).where(
-        reservations.c.id == reservation_id))).first()
+    wanted = {"id": reservation_id}
+    row = (await conn.execute(_RESERVATION, wanted)).first()
     if row is None:
         return None
-    lines = await conn.execute(sa.select(reservation_lines).where(
-        reservation_lines.c.reservation_id == reservation_id).order_by(reservation_lines.c.sku))
-    allocs = await conn.execute(sa.select(reservation_allocations).where(
-        reservation_allocations.c.reservation_id == reservation_id)
-        .order_by(reservation_allocations.c.position))
+    lines = await conn.execute(_RESERVATION_LINES, wanted)
+    allocs = await conn.execute(_RESERVATION_ALLOCATIONS, wanted)
     return Reservation(
         id=row.id, channel=row.channel, customer_id=row.customer_id,
         status=ReservationStatus(row.status), created_at=row.created_at,
@@ -477,9 +491,9 @@ async def get_reservation(conn: AsyncConnection, reservation_id: str) -> Reserva
 async def update_reservation(conn: AsyncConnection, r: Reservation,
                              status_before: ReservationStatus, now: datetime) -> None:
     """Conditional on the status it was read in, so a transition happens exactly once."""
-    result = await conn.execute(reservations.update().where(
-        reservations.c.id == r.id, reservations.c.status == status_before.value).values(
-        status=r.status.value, expires_at=r.expires_at, updated_at=now))
+    result = await conn.execute(_TRANSITION, {
+        "at_id": r.id, "status_before": status_before.value, "status": r.status.value,
+        "expires_at": r.expires_at, "updated_at": now})
     if result.rowcount != 1:
         raise VersionConflict(f"reservation {r.id} changed concurrently")
 
@@ -514,8 +528,5 @@ async def expired_reservation_ids(conn: AsyncConnection, now: datetime, limit: i
 
 
 async def reservation_skus(conn: AsyncConnection, reservation_id: str) -> set[str]:
-    lines = await conn.execute(sa.select(reservation_lines.c.sku).where(
-        reservation_lines.c.reservation_id == reservation_id))
-    allocs = await conn.execute(sa.select(reservation_allocations.c.sku).where(
-        reservation_allocations.c.reservation_id == reservation_id))
-    return {r.sku for r in lines} | {r.sku for r in allocs}
+    """The SKUs a reservation holds: its lines' and its allocations' (a bundle's components)."""
+    return {r.sku for r in await conn.execute(_RESERVATION_SKUS, {"id": reservation_id})}
