@@ -246,12 +246,13 @@ class SagaRunner:
     async def _commit(self, saga: Saga) -> None:
         ctx = self._ctx(saga, "checkout")
         for reservation_id in _strings(saga.data.get("reservation_ids")):
-            reservation = await self.inventory.get_reservation(reservation_id)
-            if reservation.status is ReservationStatus.COMMITTED:
-                continue  # done before a crash
             try:
                 await self.inventory.commit(reservation_id, ctx)
             except InvalidTransition as exc:
+                # Looked at only now, not before every commit (three reads a checkout).
+                reservation = await self.inventory.get_reservation(reservation_id)
+                if reservation.status is ReservationStatus.COMMITTED:
+                    continue  # done before a crash
                 raise StepFailed(FailureKind.HOLD_EXPIRED, str(exc)) from exc
 
     async def _capture(self, saga: Saga) -> None:

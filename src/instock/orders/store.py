@@ -152,19 +152,30 @@ async def order_placed_by(conn: AsyncConnection, idempotency_scope: str) -> Orde
     return None if row is None else _order(row)
 
 
+# Every saga step reads and writes its order and saves itself: these statements are built once
+# and reused (see `platform.db.prebuilt`); the values to set are given at execution.
+_ORDER = sa.select(orders).where(orders.c.id == sa.bindparam("id"))
+_UPDATE_ORDER = orders.update().where(orders.c.id == sa.bindparam("at_id"),
+                                      orders.c.version == sa.bindparam("at_version"))
+_SAVE_SAGA = sagas.update().where(sagas.c.id == sa.bindparam("at_id"),
+                                  sagas.c.lease_owner == sa.bindparam("at_owner")).values(
+    version=sagas.c.version + 1)
+_SAGA = sa.select(sagas).where(sagas.c.id == sa.bindparam("id"))
+
+
 async def update_order(conn: AsyncConnection, order: Order, version_before: int,
                        now: datetime) -> None:
     """Conditional on the version it was read at: a concurrent change makes this one fail."""
     row = _order_row(order, now)
     del row["id"], row["created_at"]
-    result = await conn.execute(orders.update().where(
-        orders.c.id == order.id, orders.c.version == version_before).values(row))
+    result = await conn.execute(_UPDATE_ORDER,
+                                {"at_id": order.id, "at_version": version_before, **row})
     if result.rowcount != 1:
         raise VersionConflict(f"order {order.id} changed concurrently")
 
 
 async def get_order(conn: AsyncConnection, order_id: str) -> Order | None:
-    row = (await conn.execute(sa.select(orders).where(orders.c.id == order_id))).first()
+    row = (await conn.execute(_ORDER, {"id": order_id})).first()
     return None if row is None else _order(row)
 
 
@@ -264,10 +275,10 @@ async def insert_saga(conn: AsyncConnection, saga: Saga, now: datetime, owner: s
 async def save_saga(conn: AsyncConnection, saga: Saga, owner: str, now: datetime,
                     lease_until: datetime | None) -> None:
     """Store the saga's progress, only while `owner` still holds its lease."""
-    result = await conn.execute(sagas.update().where(
-        sagas.c.id == saga.id, sagas.c.lease_owner == owner).values(
-        **_saga_row(saga), lease_owner=owner if lease_until else None,
-        lease_until=lease_until, version=sagas.c.version + 1, updated_at=now))
+    result = await conn.execute(_SAVE_SAGA, {
+        "at_id": saga.id, "at_owner": owner, **_saga_row(saga),
+        "lease_owner": owner if lease_until else None, "lease_until": lease_until,
+        "updated_at": now})
     if result.rowcount != 1:
         raise LeaseLost(f"saga {saga.id} is no longer leased by {owner}")
 
@@ -277,7 +288,7 @@ class LeaseLost(Exception):
 
 
 async def get_saga(conn: AsyncConnection, saga_id: str) -> Saga | None:
-    row = (await conn.execute(sa.select(sagas).where(sagas.c.id == saga_id))).first()
+    row = (await conn.execute(_SAGA, {"id": saga_id})).first()
     return None if row is None else _saga(row)
 
 

@@ -52,32 +52,38 @@ async def add(conn: AsyncConnection, payment: Payment) -> bool:
     return inserted.first() is not None
 
 
+# A checkout's saga reads and writes its payment at several steps: built once and reused (see
+# `platform.db.prebuilt`), with and without FOR UPDATE (SQLite ignores it: its writer already
+# holds the database).
+_UPDATE = payments.update().where(payments.c.id == sa.bindparam("at_id"))
+_BY_ID = sa.select(payments).where(payments.c.id == sa.bindparam("value"))
+_BY_KEY = sa.select(payments).where(payments.c.idempotency_key == sa.bindparam("value"))
+_BY_ID_LOCKED = _BY_ID.with_for_update()
+
+
 async def update(conn: AsyncConnection, payment: Payment) -> None:
-    await conn.execute(payments.update().where(payments.c.id == payment.id).values(
-        {column: getattr(payment, column) for column in MUTABLE}))
+    await conn.execute(_UPDATE, {"at_id": payment.id,
+                                 **{column: getattr(payment, column) for column in MUTABLE}})
 
 
-async def _one(conn: AsyncConnection, where: sa.ColumnElement[bool],
-               lock: bool) -> Payment | None:
-    query = sa.select(payments).where(where)
-    if lock:  # FOR UPDATE on PostgreSQL; SQLite's writer already holds the database
-        query = query.with_for_update()
-    row = (await conn.execute(query)).first()
+async def _one(conn: AsyncConnection, query: sa.Select[Any], value: str) -> Payment | None:
+    row = (await conn.execute(query, {"value": value})).first()
     return _payment(row) if row is not None else None
 
 
 async def get(conn: AsyncConnection, payment_id: str, *, lock: bool = False) -> Payment | None:
-    return await _one(conn, payments.c.id == payment_id, lock)
+    return await _one(conn, _BY_ID_LOCKED if lock else _BY_ID, payment_id)
 
 
 async def by_key(conn: AsyncConnection, idempotency_key: str) -> Payment | None:
-    return await _one(conn, payments.c.idempotency_key == idempotency_key, False)
+    return await _one(conn, _BY_KEY, idempotency_key)
 
 
 async def by_provider_ref(conn: AsyncConnection, provider: str, provider_ref: str, *,
                           lock: bool = False) -> Payment | None:
-    return await _one(conn, sa.and_(payments.c.provider == provider,
-                                    payments.c.provider_ref == provider_ref), lock)
+    query = sa.select(payments).where(payments.c.provider == provider,
+                                      payments.c.provider_ref == sa.bindparam("value"))
+    return await _one(conn, query.with_for_update() if lock else query, provider_ref)
 
 
 async def of_order(conn: AsyncConnection, order_id: str) -> list[Payment]:
