@@ -8,6 +8,7 @@ key is free for the retry.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -19,7 +20,8 @@ import sqlalchemy as sa
 from fastapi import Request
 
 from instock.app import create_app
-from instock.inventory.model import Adjustment, AdjustmentKind
+from instock.inventory.model import Adjustment, AdjustmentKind, Line
+from instock.inventory.reservation_batch import ReserveRequest
 from instock.platform.auth import Role
 from instock.platform.db import Database
 from instock.platform.entry_context import EntryContext
@@ -62,6 +64,17 @@ async def api(database_url: str, tmp_path: Path) -> AsyncIterator[Api]:
         await app.state.inventory.adjust(
             Adjustment(SKU, LOCATION, AdjustmentKind.RECEIVE, 3), ctx, None)
         raise RuntimeError("the response could not be rendered")
+
+    @app.post("/test/receive-then-reserve")
+    async def receive_then_reserve(request: Request) -> dict[str, str]:
+        # Two changes in one request, the second made by the group commit's own task (which,
+        # on SQLite, needs the one write lock the first would hold).
+        ctx = EntryContext("admin:admin-1", "in", None, request.state.idempotency_key)
+        await app.state.inventory.adjust(
+            Adjustment(SKU, LOCATION, AdjustmentKind.RECEIVE, 3), ctx, None)
+        reservation = await app.state.inventory.reserve(
+            ReserveRequest([Line(SKU, 1)], "web", None, None), ctx)
+        return {"id": reservation.id}
 
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
@@ -153,3 +166,15 @@ async def test_a_graphql_mutation_stores_its_answer_with_its_change(api: Api) ->
     again = await api.post("/graphql", {"query": mutation}, "graph-1")
     assert again.json() == first.json() and again.headers["idempotent-replayed"] == "true"
     assert await api.on_hand() == 2
+
+
+async def test_a_request_of_several_changes_claims_its_key_with_the_first(api: Api) -> None:
+    answered = await asyncio.wait_for(
+        api.post("/test/receive-then-reserve", {}, "two-changes"), timeout=30)
+    assert answered.status_code == 200, answered.text
+    [row] = await api.key_rows()
+    assert row.done and row.status_code == 200
+    again = await api.post("/test/receive-then-reserve", {}, "two-changes")
+    assert again.headers["idempotent-replayed"] == "true" and again.json() == answered.json()
+    response = await api.client.get(f"/v1/inventory/{SKU}", headers=api.headers)
+    assert (response.json()["on_hand"], response.json()["reserved"]) == (3, 1)

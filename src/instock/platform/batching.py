@@ -64,6 +64,9 @@ class GroupCommit(Generic[K, R, T]):
         self.stats = BatchStats()
 
     async def submit(self, key: K, request: R) -> T:
+        hold = held.writing()
+        if hold is not None:  # the batch's transaction could wait on what this request holds
+            await hold.settle()
         lane = self._lanes.get(key)
         if lane is None:
             lane = self._lanes[key] = _Lane()
