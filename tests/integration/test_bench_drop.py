@@ -86,3 +86,12 @@ def test_strategies_that_cannot_run_are_refused_up_front(tmp_path: Path) -> None
     said = " ".join(result.stderr.replace("│", " ").split())  # unwrap Rich's error box
     assert result.returncode != 0 and "redis_gate needs --redis" in said
     assert result.stdout == ""
+
+
+def test_a_drop_says_by_when_every_buyer_had_an_answer(database_url: str,
+                                                      tmp_path: Path) -> None:
+    report = bench_drop(database_url, tmp_path, "--strategy", "drop_lane")
+    [row] = report["strategies"]
+    assert row["errors"] == 0, row
+    # Every buyer was released at once, so the last answer came no sooner than the slowest.
+    assert row["answered_within_ms"] >= row["p99_ms"] > 0, row

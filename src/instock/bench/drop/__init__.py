@@ -22,6 +22,8 @@ What each row says:
   still queued then finish afterwards, and count in `confirmed` but not here);
   `requests_per_s`: every answer over the whole run (`elapsed_s`);
 - `p50_ms` … `p99_ms`: from a buyer's request start to its answer, confirmed or refused;
+  `answered_within_ms` (a drop): from the release to the last buyer's answer, the time by
+  which every buyer knew (null if any got no answer);
 - `conflicts`: retries the strategy needed (failed version checks; for the lane its batch
   retries when the service counts them, else the version conflicts its metrics counted);
 - `oversold`: units confirmed beyond the stock, or held reserved beyond on_hand by the

@@ -72,6 +72,7 @@ class Tally:
     finished: float = 0.0
     deadline: float = math.inf  # sustained mode: when buyers stopped asking
     last_confirmed: float = 0.0
+    last_answered: float = 0.0  # when the last buyer got an answer (confirmed or refused)
     confirmed_in_time: int = 0  # confirmations answered by the deadline
     latencies: list[float] = field(default_factory=list)  # answered ones: confirmed or refused
     ids: list[str] = field(default_factory=list)
@@ -96,6 +97,7 @@ async def ask(attempt: Attempt, buyer: int, tally: Tally) -> Answer:
         return Answer.DIED if isinstance(exc, ProcessDied) else Answer.FAILED
     answered = time.perf_counter()
     tally.latencies.append(answered - asked)
+    tally.last_answered = max(tally.last_answered, answered)
     if reservation_id is None:
         tally.refused += 1
         return Answer.REFUSED
@@ -248,7 +250,10 @@ def row(name: str, tally: Tally, stocked: int, check: Check, conflicts: int, *,
         "requests_per_s": round(tally.attempts / elapsed, 1),
         "stocked": stocked, "db_on_hand": check.on_hand, "db_reserved": check.reserved,
         "db_excess": max(0, check.reserved - check.on_hand),
-        **({"confirmed_by_deadline": tally.confirmed_in_time} if sustained else {}),
+        **({"confirmed_by_deadline": tally.confirmed_in_time} if sustained else
+           # A drop's promise: by when every buyer knew (no answer at all counts as never).
+           {"answered_within_ms": round((tally.last_answered - tally.started) * 1000, 2)
+            if tally.latencies and not tally.errors else None}),
     }
 
 
