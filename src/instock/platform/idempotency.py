@@ -134,7 +134,7 @@ class IdempotencyMiddleware:
             with held.holding(hold):
                 await self.app(scope, replay_receive, capture)
         except BaseException:
-            await hold.discard()
+            await self._fail(hold, request)
             raise
         response = _Response(start.get("status", 500), start.get("headers", []),
                              b"".join(chunks))
@@ -166,13 +166,18 @@ class IdempotencyMiddleware:
             raise IdempotencyInProgress("another request with this key was running")
         return stored
 
+    async def _fail(self, hold: held.Hold, request: _Keyed) -> None:
+        """The server failed: its held change goes and the key is free for the retry (a step
+        committed before stays: multi-step work resumes or finds it on the retry)."""
+        await hold.discard()
+        if hold.started:
+            async with self.db.write() as conn:
+                await conn.execute(idempotency_keys.delete().where(
+                    idempotency_keys.c.scope == request.scope))
+
     async def _store(self, hold: held.Hold, request: _Keyed, response: _Response) -> None:
-        if response.status >= 500:  # the server failed: the change goes, the key is free
-            await hold.discard()
-            if hold.started:
-                async with self.db.write() as conn:
-                    await conn.execute(idempotency_keys.delete().where(
-                        idempotency_keys.c.scope == request.scope))
+        if response.status >= 500:
+            await self._fail(hold, request)
             return
         if hold.holding:  # with the change: if a twin stored first, this change rolls back
             await hold.settle(functools.partial(request.store, response, update=hold.started))
