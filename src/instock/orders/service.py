@@ -232,7 +232,11 @@ class OrdersService:
         died), and the answer is what the first try would have answered by now."""
         [saga, *_] = [s for s in await self.sagas(order.id) if s.kind is SagaKind.CHECKOUT]
         if self.settings.inline and not saga.finished:
-            saga = await self.runner.drive(saga.id)
+            try:
+                saga = await self.runner.drive(saga.id)
+            except store.LeaseLost:  # a saga worker took it over meanwhile: it goes on there
+                [saga, *_] = [s for s in await self.sagas(order.id)
+                              if s.kind is SagaKind.CHECKOUT]
         return await self._outcome(order.id, saga)
 
     async def _outcome(self, order_id: str, saga: Saga) -> tuple[Order, Saga]:
