@@ -72,7 +72,7 @@ def bench_drop(
         raise typer.BadParameter("only redis_gate can crash: add --redis",
                                  param_hint="--gate-crash-after")
     plan = drop.Plan(units, buyers, chosen, mode, seconds, pool, database, redis, http,
-                     connections, gate_crash_after)
+                     connections, gate_crash_after, tune_gc=True)
     with _progress() as bar:
         result = run_loop(drop.run(plan, _Reporter(bar)))
     report = result.report

@@ -16,6 +16,7 @@ from instock.bench.drop.engine import open_engine
 from instock.bench.drop.http import connect, http_lane, livez, stock
 from instock.bench.drop.measure import Strategy, measure, ticks
 from instock.bench.local import Reporter, backend_of, logs_to_stderr
+from instock.platform.runtime import tune_for_throughput
 
 STRATEGIES = ("for_update", "occ_retry", "conditional_update", "redis_gate", "drop_lane")
 MODES = ("drop", "sustained")
@@ -34,6 +35,9 @@ class Plan:
     http: str | None = None
     connections: int = 500  # --http only: keep-alive connections over all client shards
     gate_crash_after: int | None = None
+    # In-process: collect garbage as an API process does (`settings.tune_gc`), so the lane is
+    # measured as it serves; with Python's default the collector took a third of the run.
+    tune_gc: bool = False  # the CLI sets it; tests building many apps leave it off
 
 
 @dataclass
@@ -73,6 +77,8 @@ async def _in_process(plan: Plan, report: Reporter) -> Result:
         async with open_engine(plan.database, Path(tmp), pool=plan.pool,
                                redis_url=plan.redis_url,
                                gate_crash_after=plan.gate_crash_after) as engine:
+            if plan.tune_gc:
+                tune_for_throughput()
             for name in plan.strategies:
                 sku = f"drop-{name}-{engine.run_id}"
                 await engine.stock(sku, plan.units)
