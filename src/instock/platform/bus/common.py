@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
+import orjson
 import structlog
 
 from instock.platform.bus.base import Envelope
@@ -141,7 +141,7 @@ def decode(raw: str | bytes | None, **where: object) -> Envelope | None:
     must not kill every consumer that reads it, again and again.
     """
     try:
-        envelope = json.loads(raw) if raw is not None else None
+        envelope = orjson.loads(raw) if raw is not None else None
     except ValueError:
         envelope = None
     if not isinstance(envelope, dict):

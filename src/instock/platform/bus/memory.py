@@ -21,7 +21,6 @@ import bisect
 import contextlib
 import heapq
 import itertools
-import json
 import time
 import weakref
 from collections.abc import AsyncIterator, Sequence
@@ -29,6 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TypeVar
 
+import orjson
 import structlog
 
 from instock.platform.bus.base import Bus, Delivery, Envelope
@@ -99,7 +99,7 @@ class MemoryBus(Bus):
                  listen_buffer: int = DEFAULT_LISTEN_BUFFER) -> None:
         self._maxlen = maxlen
         self._listen_buffer = listen_buffer
-        self._entries: list[tuple[float, str]] = []  # (receive time, JSON), oldest first
+        self._entries: list[tuple[float, bytes]] = []  # (receive time, JSON), oldest first
         self._first_seq = 0  # sequence number of _entries[0]
         self._groups: dict[str, _Group] = {}
         # Weak, so a listen() iterator that is dropped without being closed unregisters itself.
@@ -121,7 +121,8 @@ class MemoryBus(Bus):
     async def publish(self, envelopes: Sequence[Envelope]) -> None:
         if self._closed:
             raise RuntimeError("bus is closed")
-        docs = [json.dumps(e, separators=(",", ":")) for e in envelopes]  # all or nothing
+        # All or nothing: every envelope encodes before any is appended.
+        docs = [orjson.dumps(e, option=orjson.OPT_NON_STR_KEYS) for e in envelopes]
         for doc in docs:
             # Monotonic receive times keep the log sorted for bisect even if the clock steps back.
             now = max(time.time(), self._entries[-1][0] if self._entries else 0.0)
@@ -180,7 +181,7 @@ class MemoryBus(Bus):
         async def ack() -> None:
             group.ack(seq, token)
 
-        return Delivery(json.loads(self._entries[seq - self._first_seq][1]), ack)
+        return Delivery(orjson.loads(self._entries[seq - self._first_seq][1]), ack)
 
     def listen(self) -> AsyncIterator[Envelope]:
         # Registered now, not at the first __anext__: the listener starts when listen() returns.
@@ -196,7 +197,7 @@ class MemoryBus(Bus):
             seq = max(seq, self._first_seq)  # the log may have been trimmed while we yielded
             if seq >= end:
                 break
-            yield json.loads(self._entries[seq - self._first_seq][1])
+            yield orjson.loads(self._entries[seq - self._first_seq][1])
             seq += 1
             if seq % 1000 == 0:
                 await asyncio.sleep(0)  # a long replay must not starve the event loop

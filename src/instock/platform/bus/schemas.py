@@ -11,18 +11,16 @@ EVENT_MODULES, so a new event type of a listed context needs no registration of 
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import json
 import re
-from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from datetime import datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-import orjson
+import jsonschema_rs
 from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema.exceptions import best_match
 from pydantic import ValidationError
@@ -229,16 +227,27 @@ def _is_date_time(value: object) -> bool:
     return datetime.fromisoformat(value).tzinfo is not None
 
 
+def _is_date_time_compiled(value: str) -> bool:
+    try:
+        return _is_date_time(value)
+    except ValueError:
+        return False
+
+
 @cache
 def _validator(event_type: str) -> Draft202012Validator:
     return Draft202012Validator(schemas()[event_type], format_checker=_formats)
 
 
-# Envelopes this process found valid, by a digest of their content: one event is checked by
-# the relay and again by every consumer of it in the same process (~200 µs each); the same
-# bytes need checking once. Bounded: the oldest digests go first.
-_VALID_REMEMBERED = 10_000
-_valid: OrderedDict[bytes, None] = OrderedDict()
+@cache
+def _compiled(event_type: str) -> jsonschema_rs.Draft202012Validator:
+    """The same schema compiled (jsonschema-rs): ~100x faster on the happy path, which is
+    every event the relay and each consumer check. Its format checks are as strict as ours or
+    stricter (`uri-reference`), so a valid answer is trusted and an invalid one is explained
+    (or overruled) by the reference validator."""
+    return jsonschema_rs.Draft202012Validator(
+        schemas()[event_type], validate_formats=True,
+        formats={"date-time": _is_date_time_compiled})
 
 
 def validate(envelope: object) -> None:
@@ -249,25 +258,11 @@ def validate(envelope: object) -> None:
     event_type = envelope.get("type")
     if not isinstance(event_type, str) or event_type not in event_types():
         raise InvalidEvent(None, "$.type", f"unknown event type {event_type!r}")
-    digest = _digest(envelope)
-    if digest is not None and digest in _valid:
+    if _compiled(event_type).is_valid(envelope):
         return
     error = best_match(_validator(event_type).iter_errors(envelope))
     if error is not None:
         raise InvalidEvent(event_type, error.json_path, error.message)
-    if digest is not None:
-        _valid[digest] = None
-        if len(_valid) > _VALID_REMEMBERED:
-            _valid.popitem(last=False)
-
-
-def _digest(envelope: Mapping[str, Any]) -> bytes | None:
-    """The content's digest (key order does not count); None if it is not plain JSON."""
-    try:
-        content = orjson.dumps(envelope, option=orjson.OPT_SORT_KEYS)
-    except TypeError:
-        return None
-    return hashlib.blake2b(content, digest_size=16).digest()
 
 
 def validate_model(envelope: Mapping[str, Any]) -> None:
