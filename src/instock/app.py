@@ -51,10 +51,11 @@ from instock.orders.saga import SagaRunner, SagaSettings
 from instock.orders.service import OrderSettings, OrdersService
 from instock.payments.providers import make_provider
 from instock.payments.service import PAYMENT_EVENTS, PaymentsService
-from instock.platform import errors, telemetry
+from instock.platform import errors, health, telemetry
 from instock.platform.auth import TokenAuthority, load_or_create_secret
 from instock.platform.bus import Bus, Envelope, connect, schemas
 from instock.platform.bus.consumer import Consumer, ConsumerSpec
+from instock.platform.bus.health import BackboneMonitor
 from instock.platform.bus.relay import Relay
 from instock.platform.cache import grouped_cache
 from instock.platform.db import Database
@@ -111,6 +112,7 @@ class Container:
     orders: OrdersService
     experiments: ExperimentsService
     recommendations: RecommendationsService
+    backbone: BackboneMonitor
 
     def relay(self) -> Relay:
         # The relay checks events against the models the published schemas are generated
@@ -183,9 +185,12 @@ def build(settings: Settings | None = None) -> Container:
     # Each list names the experiment variant its shopper is in (set here: each needs the other).
     recommendations.assign = experiments.assign
     db.on_commit(partial(keep_copies_fresh, catalog_service, inventory_service))
-    return Container(settings, db, tokens, catalog_service, inventory_service,
-                     WaitlistService(db, catalog_service), connect(settings.bus_url), webhooks,
-                     channels, payments, orders, experiments, recommendations)
+    container = Container(settings, db, tokens, catalog_service, inventory_service,
+                          WaitlistService(db, catalog_service), connect(settings.bus_url),
+                          webhooks, channels, payments, orders, experiments, recommendations,
+                          BackboneMonitor(db, []))
+    container.backbone.consumers = list(container.consumer_specs())
+    return container
 
 
 def keep_copies_fresh(catalog: CatalogService, inventory: InventoryService,
@@ -226,7 +231,8 @@ async def run_consumer(consumer: Consumer) -> None:
 def background_work(container: Container, hub: LiveHub) -> list[Coroutine[Any, Any, None]]:
     """What an API process runs beside serving requests, as settings ask."""
     work: list[Coroutine[Any, Any, None]] = [hub.run(),
-                                             container.experiments.run_exposure_writer()]
+                                             container.experiments.run_exposure_writer(),
+                                             container.backbone.run()]
     if container.settings.run_recommender:
         work.append(container.recommendations.run(container.bus))
     return work + worker_duties(container)
@@ -369,12 +375,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/readyz", include_in_schema=False)
     async def readyz() -> JSONResponse:
-        try:
-            await container.db.ping()
-        except Exception as exc:
-            log.warning("not_ready", error=type(exc).__name__)
+        ready, checks = await health.readiness(
+            health.dependencies(container.db, container.bus, container.recommendations.cache
+                                if container.settings.redis_url else None),
+            {"outbox": lambda: health.outbox_report(container.backbone.last)})
+        if not ready:
+            down = ", ".join(name for name, check in checks.items()
+                             if check.get("required") and check["status"] != "up")
+            log.warning("not_ready", down=down)
             return errors.problem_response(errors.problem_document(
-                503, "not-ready", "Database unreachable", "the database does not answer"))
-        return JSONResponse({"status": "ready", "database": container.db.backend})
+                503, "not-ready", "A required dependency is down", f"down: {down}",
+                database=container.db.backend, checks=checks))
+        return JSONResponse({"status": "ready", "database": container.db.backend,
+                             "checks": checks})
 
     return app

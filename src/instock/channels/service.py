@@ -37,6 +37,7 @@ from instock.platform.db import Database, signal, utcnow
 from instock.platform.errors import Conflict, NotFound, ValidationFailed
 from instock.platform.receipts import Receipt
 from instock.platform.retry import backoff
+from instock.platform.telemetry import CHANNEL_PUSHES
 
 log = structlog.get_logger(__name__)
 
@@ -263,8 +264,10 @@ class ChannelsService:
             try:
                 await connector.push_quantity(sku, quantity)
             except ConnectorError as exc:
+                CHANNEL_PUSHES.labels(channel_id, "failed").inc()
                 await self._push_failed(channel_id, sku, exc)
                 return None
+            CHANNEL_PUSHES.labels(channel_id, "ok").inc()
         async with self.db.write() as conn:
             await store.record_push(conn, channel_id, sku, state.changes, version, quantity,
                                     self.clock(), sent=decision is Decision.PUSH)

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 
 from instock.inventory import model
 from instock.platform.errors import Conflict
-from instock.platform.telemetry import RESERVATIONS
+from instock.platform.telemetry import OVERSELL_PREVENTED, RESERVATIONS
 
 # Resolved once: `labels()` takes a lock and a lookup, on every refused reservation of a drop.
 # Refusals are counted here because every one of them is translated here, once.
@@ -38,6 +38,7 @@ def translated(exc: model.StockError) -> Conflict:
     match exc:
         case model.StockShortfall():
             _INSUFFICIENT.inc()
+            OVERSELL_PREVENTED.inc(sum(max(0, s.requested - s.available) for s in exc.shortages))
             return InsufficientStockConflict(str(exc), short=[
                 {"sku": s.sku, "requested": s.requested, "available": s.available}
                 for s in exc.shortages])

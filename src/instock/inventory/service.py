@@ -87,8 +87,8 @@ class InventoryService:
         # References of shelf-life notices this process saw recorded: not looked up again.
         self._noticed: set[str] = set()
         self.stock_transactions = 0  # reservation batches that reached the database
-        self._lanes = GroupCommit[frozenset[str], Hold, Reservation](self._reserve_batch,
-                                                                      batch_max)
+        self._lanes = GroupCommit[frozenset[str], Hold, Reservation](
+            self._reserve_batch, batch_max, name="reservations")
 
     # -- the write path shared by every stock command ---------------------------------------------
 

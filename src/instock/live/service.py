@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable, Iterable
 
 import structlog
@@ -13,8 +14,10 @@ from instock.live import model
 from instock.live.events import Update
 from instock.orders.events import OrderEvent
 from instock.platform.bus import Bus, Envelope
+from instock.platform.bus.envelope import event_time
 from instock.platform.errors import NotFound
 from instock.platform.retry import keep_running
+from instock.platform.telemetry import COMMIT_TO_PUSH
 
 log = structlog.get_logger(__name__)
 # Every reservation event goes to the staff's reservations stream, also one added later.
@@ -91,8 +94,11 @@ class LiveHub:
             if public is not None:
                 if self.on_stock is not None:
                     self.on_stock(public)
-                for connection in self._by_sku.get(public.key, ()):
+                watching = self._by_sku.get(public.key, ())
+                for connection in watching:
                     connection.offer(public)
+                if watching:
+                    COMMIT_TO_PUSH.observe(max(0.0, time.time() - event_time(envelope)))
             # A kit's count moving is no ledger movement: its components' entries are.
             if (envelope.get("data") or {}).get("location") != BUNDLE_LOCATION:
                 self._offer_staff(model.ledger_update(envelope))

@@ -22,6 +22,7 @@ from typing import Generic, TypeVar
 import structlog
 
 from instock.platform import held
+from instock.platform.telemetry import LANE_BATCH_SIZE
 
 K = TypeVar("K", bound=Hashable)
 R = TypeVar("R")
@@ -55,13 +56,14 @@ class GroupCommit(Generic[K, R, T]):
     """`submit(key, request)` waits for the batch its request lands in and returns its outcome."""
 
     def __init__(self, decide: Callable[[K, Sequence[R]], Awaitable[Sequence[T | Exception]]],
-                 max_batch: int = 2000) -> None:
+                 max_batch: int = 2000, name: str = "lane") -> None:
         # `decide` answers each request of a batch, in order: its result, or the error meant
         # for that caller alone. If it raises, the whole batch failed.
         self._decide = decide
         self._max_batch = max_batch
         self._lanes: dict[K, _Lane[R, T]] = {}
         self.stats = BatchStats()
+        self._sizes = LANE_BATCH_SIZE.labels(name)  # one series per kind of lane, not per key
 
     async def submit(self, key: K, request: R) -> T:
         hold = held.writing()
@@ -101,6 +103,7 @@ class GroupCommit(Generic[K, R, T]):
         self.stats.batches += 1
         self.stats.requests += len(batch)
         self.stats.largest = max(self.stats.largest, len(batch))
+        self._sizes.observe(len(batch))
         try:
             outcomes = await self._decide(key, [w.request for w in batch])
         except Exception as exc:

@@ -45,6 +45,10 @@ class GroupedCache(ABC):
     @abstractmethod
     async def drop(self, groups: Iterable[str]) -> None: ...
 
+    async def ping(self) -> None:
+        """Raise unless the store behind the cache answers (a local cache always does)."""
+        return None
+
     async def close(self) -> None:
         return None
 
@@ -110,6 +114,9 @@ class RedisCache(GroupedCache):
             await self._redis.delete(*names)
         except (RedisError, OSError) as exc:
             log.warning("cache_not_dropped", error=repr(exc))
+
+    async def ping(self) -> None:
+        await self._redis.ping()
 
     async def close(self) -> None:
         await self._redis.aclose()

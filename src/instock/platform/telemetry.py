@@ -18,6 +18,9 @@ REQUEST_LATENCY = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
 RESERVATIONS = Counter("instock_reservations_total", "Reservation requests by outcome",
                        ["outcome"])
+OVERSELL_PREVENTED = Counter(
+    "instock_oversell_prevented_total",
+    "Units asked for beyond what was available, refused: each would have been oversold")
 VERSION_CONFLICTS = Counter("instock_version_conflicts_total",
                             "Writes that lost a race and were retried or refused")
 EVENTS_PUBLISHED = Counter("instock_events_published_total",
@@ -32,6 +35,43 @@ DB_STATEMENTS = Counter("instock_db_statements_total",
 DB_TRANSACTIONS = Counter("instock_db_transactions_total",
                           "Database transactions ended, by outcome (commit, rollback)",
                           ["outcome"])
+# The event backbone, for operators: how far behind the relay and each consumer are, and what
+# was given up on. The outbox and dead-letter gauges are sampled from the database
+# (platform/bus/health.py); consumer lag is read live from each consumer's batch in hand.
+OUTBOX_LAG = Gauge("instock_outbox_lag_seconds",
+                   "Age of the oldest outbox event not yet published (0 when none waits)")
+OUTBOX_PENDING = Gauge("instock_outbox_pending", "Outbox events not yet published")
+CONSUMER_LAG = Gauge("instock_consumer_lag_seconds",
+                     "Age of the oldest event a consumer holds and has not finished (0 when idle)",
+                     ["consumer"])
+CONSUMER_DURATION = Histogram(
+    "instock_consumer_handle_duration_seconds",
+    "Time a consumer took to handle a delivered burst of events (one transaction)",
+    ["consumer"], buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10))
+DEAD_LETTERS = Gauge("instock_dead_letters", "Dead letters not replayed, by consumer",
+                     ["consumer"])
+COMMIT_TO_PUSH = Histogram(
+    "instock_commit_to_push_seconds",
+    "From an event's time (its transaction) to its push to live connections of this process",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+LANE_BATCH_SIZE = Histogram("instock_lane_batch_size",
+                            "Requests decided together in one group-commit batch, by lane",
+                            ["lane"], buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2000))
+# Deliveries to the outside world: each attempt of a webhook, each push to a marketplace.
+WEBHOOK_DELIVERIES = Counter("instock_webhook_deliveries_total",
+                             "Webhook delivery attempts by outcome (delivered, failed, dead)",
+                             ["outcome"])
+for _outcome in ("delivered", "failed", "dead"):
+    WEBHOOK_DELIVERIES.labels(_outcome)  # every outcome a series from the start, at 0
+CHANNEL_PUSHES = Counter("instock_channel_pushes_total",
+                         "Stock pushes to marketplace channels by channel and outcome (ok, failed)",
+                         ["channel", "outcome"])
+# Recommendations: how far the live model is behind the event stream, and the list cache.
+RECS_FRESHNESS = Gauge("instock_recs_freshness_seconds",
+                       "From the time of the newest event the live model learned to its learning")
+RECS_CACHE = Counter("instock_recs_cache_requests_total",
+                     "Recommendation lists asked for, by whether the cache had them (hit, miss)",
+                     ["result"])
 LIVE_CONNECTIONS = Gauge("instock_live_connections", "Open SSE and WebSocket connections",
                          ["kind"])
 

@@ -25,7 +25,7 @@ from instock.orders.events import OrderPaid
 from instock.platform.bus import Bus, Envelope
 from instock.platform.bus import outbox as events_out
 from instock.platform.bus.consumer import ConsumerSpec
-from instock.platform.bus.envelope import DomainEvent
+from instock.platform.bus.envelope import DomainEvent, event_time
 from instock.platform.cache import GroupedCache
 from instock.platform.db import Database, utcnow
 from instock.platform.errors import ValidationFailed
@@ -33,11 +33,13 @@ from instock.platform.ids import new_id
 from instock.platform.memo import Memo
 from instock.platform.retry import keep_running
 from instock.platform.runtime import keep_out_of_collections
+from instock.platform.telemetry import RECS_CACHE, RECS_FRESHNESS
 from instock.recommendations import engine as eng
 from instock.recommendations import store
 from instock.recommendations.events import BehaviourRecorded, SessionMerged
 
 log = structlog.get_logger(__name__)
+_CACHE_HIT, _CACHE_MISS = RECS_CACHE.labels("hit"), RECS_CACHE.labels("miss")
 
 # Every shopper we know nothing of shares one cached list per context (their own group holds
 # none); it is made again this often, so that new products, refits and restocks reach them
@@ -177,6 +179,8 @@ class RecommendationsService:
                 await self.hear(envelope)
             except Exception:  # one bad event must not deafen the recommender
                 log.exception("recs_event_failed", event_id=envelope.get("id"))
+            else:  # how far behind the stream the live model is: the promise is < 1 s
+                RECS_FRESHNESS.set(max(0.0, time.time() - event_time(envelope)))
 
     async def hear(self, envelope: Envelope) -> None:
         kind, data = envelope.get("type"), envelope.get("data") or {}
@@ -254,6 +258,7 @@ class RecommendationsService:
         key = f"{where}|{limit}|{variant}"
         cached = self._still_sellable(await self.cache.get(subject, key), limit)
         if cached is not None:
+            _CACHE_HIT.inc()
             return Served(cached, assignment, True)
         shopper = self.engine.shopper(subject) or await self._loading.get(subject)
         if shopper.blank:  # a drop brings thousands we know nothing of: they share one list
@@ -261,7 +266,9 @@ class RecommendationsService:
             if shared is not None and time.time() - shared["at"] < BLANK_LIST_SECONDS:
                 cached = self._still_sellable(shared["items"], limit)
                 if cached is not None:
+                    _CACHE_HIT.inc()
                     return Served(cached, assignment, True)
+        _CACHE_MISS.inc()
         picks = self.engine.recommend(shopper, where, OVERFETCH * limit,
                                       assignment.config if assignment else None)
         items = [self._render(pick) for pick in picks]

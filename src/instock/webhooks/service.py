@@ -30,6 +30,7 @@ from instock.platform.errors import Conflict, NotFound, ValidationFailed
 from instock.platform.ids import new_id
 from instock.platform.retry import backoff
 from instock.platform.signatures import sign
+from instock.platform.telemetry import WEBHOOK_DELIVERIES
 from instock.webhooks import model, store
 from instock.webhooks.events import DeliveryDeadLettered, Ping
 from instock.webhooks.model import Attempt, Delivery, Status, Subscription, WebhookError
@@ -257,6 +258,8 @@ class WebhooksService:
                     attempts=delivery.attempts, last_status_code=status_code,
                     last_error=error)], delivery.envelope.get("correlationid"))
         report = log.info if attempt.ok else log.error if after.dead else log.warning
+        WEBHOOK_DELIVERIES.labels(
+            "delivered" if attempt.ok else "dead" if after.dead else "failed").inc()
         report("webhook_attempt", delivery=delivery.id, subscription=delivery.subscription_id,
                event_type=delivery.event_type, attempt=delivery.attempts,
                status_code=status_code, error=error, outcome=after.status.value, held=held)

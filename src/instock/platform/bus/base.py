@@ -56,6 +56,10 @@ class Bus(ABC):
     def history(self, since: datetime) -> AsyncIterator[Envelope]:
         """Messages the bus keeps, from `since` to the newest one at the time of the call."""
 
+    async def ping(self) -> None:
+        """Raise unless the broker answers now (an in-process bus always does)."""
+        return None
+
     @abstractmethod
     async def close(self) -> None:
         """Release connections; pending iterators end."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -28,9 +29,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from instock.platform.bus import inbox
 from instock.platform.bus.base import Bus, Delivery, Envelope
+from instock.platform.bus.envelope import event_time
 from instock.platform.db import Database
 from instock.platform.retry import retry
-from instock.platform.telemetry import EVENTS_CONSUMED
+from instock.platform.telemetry import (
+    CONSUMER_DURATION,
+    CONSUMER_LAG,
+    DEAD_LETTERS,
+    EVENTS_CONSUMED,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -90,6 +97,11 @@ class Consumer:
         self.attempts = attempts
         self.redeliver_after = redeliver_after
         self.validate = validate
+        self._oldest_in_hand: float | None = None  # the epoch time of the oldest event held
+        # Read at each scrape, so a consumer stuck on an event shows its lag growing.
+        CONSUMER_LAG.labels(spec.name).set_function(self._lag)
+        self._duration = CONSUMER_DURATION.labels(spec.name)
+        DEAD_LETTERS.labels(spec.name)  # a series from the start, 0 until sampled
 
     @property
     def name(self) -> str:
@@ -103,13 +115,21 @@ class Consumer:
         try:
             while True:
                 batch = await _burst(ready, reader)
+                self._oldest_in_hand = event_time(batch[0].envelope)
+                started = time.perf_counter()
                 await self.handle_batch([delivery.envelope for delivery in batch])
                 for delivery in batch:
                     await delivery.ack()
+                self._duration.observe(time.perf_counter() - started)
+                self._oldest_in_hand = None
         finally:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
+
+    def _lag(self) -> float:
+        oldest = self._oldest_in_hand
+        return 0.0 if oldest is None else max(0.0, time.time() - oldest)
 
     async def _receive(self, ready: asyncio.Queue[Delivery], since: datetime | None) -> None:
         async for delivery in self.bus.consume(self.name, since=since,

@@ -7,6 +7,9 @@ not load the database layer. The outbox (`outbox.py`) stores what `envelope` mak
 
 from __future__ import annotations
 
+import contextlib
+import time as _time
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -64,3 +67,13 @@ def envelope(event: DomainEvent, correlation_id: str | None,
     if traceparent:
         doc["traceparent"] = traceparent
     return doc
+
+
+def event_time(envelope: Mapping[str, Any]) -> float:
+    """The envelope's `time` (when its transaction wrote it) as epoch seconds; now if it has
+    none a clock can read, so a lag measured from it is never negative or unbounded."""
+    stamp = envelope.get("time")
+    if isinstance(stamp, str):
+        with contextlib.suppress(ValueError):
+            return datetime.fromisoformat(stamp).timestamp()
+    return _time.time()

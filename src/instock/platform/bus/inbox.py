@@ -171,3 +171,11 @@ async def mark_replayed(conn: AsyncConnection, letter_id: str) -> None:
 
 def _dead(row: Any) -> DeadLetter:
     return DeadLetter(**{c: row[c] for c in DeadLetter.__dataclass_fields__})
+
+
+async def dead_counts(conn: AsyncConnection) -> dict[str, int]:
+    """Dead letters not replayed, by consumer."""
+    rows = await conn.execute(
+        sa.select(dead_letters.c.consumer, sa.func.count())
+        .where(dead_letters.c.replayed_at.is_(None)).group_by(dead_letters.c.consumer))
+    return {consumer: int(count) for consumer, count in rows.all()}

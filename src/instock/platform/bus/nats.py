@@ -61,6 +61,7 @@ T = TypeVar("T")
 DEFAULT_STREAM = "INSTOCK"
 DEFAULT_MAX_AGE = 7 * 24 * 3600.0
 CONNECT_TIMEOUT = 10.0
+PING_TIMEOUT = 1  # seconds for a round trip to the server, for /readyz
 PUBLISH_TIMEOUT = 10.0
 FETCH_WAIT = 2.0  # a pull request lives this long; a new one follows (and a reconnect is noticed)
 PAGE = 500
@@ -291,6 +292,13 @@ class NatsBus(Bus):
             return
         with contextlib.suppress(Exception):
             await cleanup
+
+    async def ping(self) -> None:
+        await self._connect()  # connects first if no one has yet
+        assert self._nc is not None
+        if not self._nc.is_connected:
+            raise ConnectionError("NATS is disconnected (reconnecting)")
+        await self._nc.flush(timeout=PING_TIMEOUT)
 
     async def close(self) -> None:
         await self._life.close()  # ends pending fetches before the connection goes

@@ -7,6 +7,7 @@ until then they wait here, so no event is lost and none exists for a rolled-back
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -62,3 +63,16 @@ async def add_each(conn: AsyncConnection,
             signal(conn, OUTBOX_SIGNAL)
         # This process's read caches hear of the change at commit, before the bus carries it.
         after_commit(conn, (row["envelope"] for row in rows))
+
+
+async def unpublished(conn: AsyncConnection) -> tuple[int, datetime | None]:
+    """How many events wait for the relay, and when the oldest of them was written."""
+    row = (await conn.execute(
+        sa.select(sa.func.count(), sa.func.min(outbox.c.created_at))
+        .where(outbox.c.published_at.is_(None)))).one()
+    oldest = row[1]
+    if isinstance(oldest, str):  # SQLite hands an aggregate back untyped
+        oldest = datetime.fromisoformat(oldest)
+    if oldest is not None and oldest.tzinfo is None:
+        oldest = oldest.replace(tzinfo=UTC)
+    return int(row[0]), oldest

@@ -175,6 +175,9 @@ class RedisStreamsBus(Bus):
         except BusClosed:
             return
 
+    async def ping(self) -> None:
+        await self._redis.ping()
+
     async def close(self) -> None:
         await self._life.close()  # ends blocking reads before their connections go
         await self._redis.aclose()
