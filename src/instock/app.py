@@ -14,6 +14,7 @@ from typing import Any
 import structlog
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
+from opentelemetry.sdk.trace.export import SpanExporter
 from strawberry.extensions import (
     DisableIntrospection,
     ParserCache,
@@ -51,7 +52,7 @@ from instock.orders.saga import SagaRunner, SagaSettings
 from instock.orders.service import OrderSettings, OrdersService
 from instock.payments.providers import make_provider
 from instock.payments.service import PAYMENT_EVENTS, PaymentsService
-from instock.platform import errors, health, telemetry
+from instock.platform import errors, health, telemetry, tracing
 from instock.platform.auth import TokenAuthority, load_or_create_secret
 from instock.platform.bus import Bus, Envelope, connect, schemas
 from instock.platform.bus.consumer import Consumer, ConsumerSpec
@@ -140,11 +141,20 @@ class Container:
         await self.payments.provider.close()
         await self.bus.close()
         await self.db.dispose()
+        tracing.shutdown()  # exports what is still pending
 
 
-def build(settings: Settings | None = None) -> Container:
+def build(settings: Settings | None = None, span_exporter: SpanExporter | None = None
+          ) -> Container:
+    """The adapters and services; `span_exporter` (tests) receives every span besides the
+    exporters the settings ask for."""
     settings = settings or get_settings()
+    # First: the clients built below are traced only if tracing is on by then.
+    tracing.configure(otlp_endpoint=settings.otlp_endpoint, console=settings.trace_console,
+                      sample_ratio=settings.trace_sample_ratio,
+                      service_name=settings.service_name, exporter=span_exporter)
     db = Database(settings.database_url, pool_size=settings.db_pool_size)
+    tracing.instrument_engines(db.engines)
     tokens = TokenAuthority(load_or_create_secret(settings.jwt_secret, settings.state_dir),
                             settings.jwt_issuer, settings.jwt_ttl_seconds)
     catalog_service = CatalogService(db, settings.currency, settings.read_cache_seconds)
@@ -310,10 +320,14 @@ def graphql_schema(settings: Settings) -> Schema:
         extensions=extensions, execution_context_class=ReusingExecution)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    container = build(settings)
+def create_app(settings: Settings | None = None,
+               span_exporter: SpanExporter | None = None) -> FastAPI:
+    container = build(settings, span_exporter)
     settings = container.settings
     telemetry.configure_logging(settings.log_level, settings.log_json)
+    if tracing.enabled():
+        log.info("tracing_on", otlp=settings.otlp_endpoint, console=settings.trace_console,
+                 sample_ratio=settings.trace_sample_ratio)
     hub = live_hub(container)
 
     @asynccontextmanager
@@ -351,6 +365,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install_handlers(app)
     app.add_middleware(IdempotencyMiddleware, db=container.db, tokens=container.tokens)
     telemetry.install(app)  # added last, so outermost: it times and logs everything
+    tracing.instrument_app(app)  # around even that: its log lines name the request's span
     # A request is matched against the routes in this order, one pattern at a time (about a
     # third of a millisecond through all of them): the storefront's hottest routes come first,
     # its product page (GraphQL) before all.

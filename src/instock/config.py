@@ -31,6 +31,14 @@ class Settings(BaseSettings):
     port: int = 8000
     log_level: str = "info"
     log_json: bool = True
+    # Tracing (OpenTelemetry) is off unless spans have somewhere to go: an OTLP/HTTP collector
+    # (its base URL, e.g. http://localhost:4318) and/or the console (one JSON span a line on
+    # stdout, what `make run` turns on). Off, it costs nothing. A trace is kept with this
+    # probability, decided once where it starts and followed by every process it reaches.
+    otlp_endpoint: str | None = None
+    trace_console: bool = False
+    trace_sample_ratio: float = Field(default=1.0, ge=0, le=1)
+    service_name: str = "instock"
     migrate_on_start: bool = True
     # Each API process may run the reservation sweeper too; it is safe with many running.
     run_sweeper: bool = True

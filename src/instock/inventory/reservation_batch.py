@@ -127,7 +127,7 @@ class ReserveBatch:
                                        allocations, tx.now, hold.ttl)
         tx.move(reservation.movements(model.delta(reserved=1)),
                 replace(hold.ctx, reference=reservation.id))
-        tx.emit(reservation.events, hold.ctx.correlation_id)
+        tx.emit(reservation.events, hold.ctx.correlation_id, hold.ctx.traceparent)
         for line in limited:
             key = (customer or "", line.sku)
             self.held[key] = self.held.get(key, 0) + line.quantity

@@ -409,7 +409,7 @@ class InventoryService:
             before = reservation.status
             tx.move(change(reservation, tx.now), replace(ctx, reference=reservation_id))
             await store.update_reservation(tx.conn, reservation, before, tx.now)
-            tx.emit(reservation.events, ctx.correlation_id)
+            tx.emit(reservation.events, ctx.correlation_id, ctx.traceparent)
             return reservation
 
         return await self._write(skus, work, ctx.correlation_id)

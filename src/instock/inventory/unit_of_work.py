@@ -33,7 +33,7 @@ class StockTx:
     touched: dict[tuple[str, str], StockLevel] = field(default_factory=dict)
     entries: list[LedgerEntry] = field(default_factory=list)
     # Each event with the correlation id of the request that caused it (a batch has many).
-    events: list[tuple[DomainEvent, str | None]] = field(default_factory=list)
+    events: list[outbox.Outgoing] = field(default_factory=list)
     sku_versions: dict[str, int] = field(default_factory=dict)  # after flush
     # The bundles made of the SKUs this transaction changes (their item rows are locked with
     # them; their other components' levels are loaded too, protected by those locks): a kit
@@ -80,8 +80,8 @@ class StockTx:
         self.sku_versions = await store.bump_items(self.conn, changed | kits.keys())
         physical = {sku: self.sku_versions[sku] for sku in changed}
         await outbox.add_each(self.conn, [
-            *((event, correlation_id) for event in self._stock_events(physical)),
-            *((event, correlation_id) for event in self._kit_events(kits)),
+            *((event, correlation_id, None) for event in self._stock_events(physical)),
+            *((event, correlation_id, None) for event in self._kit_events(kits)),
             *self.events])
 
     def sold_out_states(self) -> dict[str, tuple[int, bool]]:
@@ -94,8 +94,9 @@ class StockTx:
                                model.sku_sellable(own, self.today) == 0)
         return states
 
-    def emit(self, events: list[model.Event], correlation_id: str | None) -> None:
-        self.events.extend((event, correlation_id) for event in events)
+    def emit(self, events: list[model.Event], correlation_id: str | None,
+             traceparent: str | None = None) -> None:
+        self.events.extend((event, correlation_id, traceparent) for event in events)
 
     def view(self, sku: str) -> StockView:
         """The SKU as this transaction left it (no re-read: the answer is the state it wrote,

@@ -13,6 +13,7 @@ from instock.inventory.events import BUNDLE_LOCATION, ReservationEvent, StockCha
 from instock.live import model
 from instock.live.events import Update
 from instock.orders.events import OrderEvent
+from instock.platform import tracing
 from instock.platform.bus import Bus, Envelope
 from instock.platform.bus.envelope import event_time
 from instock.platform.errors import NotFound
@@ -80,15 +81,25 @@ class LiveHub:
             self.dispatch(envelope)
 
     def dispatch(self, envelope: Envelope) -> None:
+        # The push to this process's SSE, WebSocket and GraphQL subscribers, in the trace of
+        # the request that caused the event (nothing at all while tracing is off).
+        with tracing.span_from(envelope, "live push", kind=tracing.SpanKind.CONSUMER) as span:
+            offered = self._dispatch(envelope)
+            if span is not None:
+                span.set_attribute("live.connections", offered)
+
+    def _dispatch(self, envelope: Envelope) -> int:
+        """Offer the event to every connection that watches it; how many it was offered to."""
         if self.validate is not None:
             try:
                 self.validate(envelope)
             except ValueError as exc:  # never push what breaks the published schema
                 log.error("live_invalid_event", event_id=envelope.get("id"), error=str(exc))
-                return
+                return 0
         if self.on_event is not None:
             self.on_event(envelope)
         kind = envelope.get("type")
+        offered = 0
         if kind == StockChanged.type:
             public = model.stock_update(envelope)
             if public is not None:
@@ -99,17 +110,21 @@ class LiveHub:
                     connection.offer(public)
                 if watching:
                     COMMIT_TO_PUSH.observe(max(0.0, time.time() - event_time(envelope)))
+                offered += len(watching)
             # A kit's count moving is no ledger movement: its components' entries are.
             if (envelope.get("data") or {}).get("location") != BUNDLE_LOCATION:
-                self._offer_staff(model.ledger_update(envelope))
+                offered += self._offer_staff(model.ledger_update(envelope))
         elif kind in RESERVATION_EVENTS:
-            self._offer_staff(model.reservation_update(envelope))
+            offered += self._offer_staff(model.reservation_update(envelope))
         elif kind in ORDER_EVENTS:
-            self._offer_staff(model.order_update(envelope))
+            offered += self._offer_staff(model.order_update(envelope))
+        return offered
 
-    def _offer_staff(self, update: Update) -> None:
-        for connection in self._by_topic.get(update.topic, ()):
+    def _offer_staff(self, update: Update) -> int:
+        following = self._by_topic.get(update.topic, ())
+        for connection in following:
             connection.offer(update)
+        return len(following)
 
     async def watch(self, connection: Connection, skus: Iterable[str],
                     cursor: dict[str, int] | None = None) -> None:

@@ -21,8 +21,9 @@ from typing import Generic, TypeVar
 
 import structlog
 
-from instock.platform import held
+from instock.platform import held, tracing
 from instock.platform.telemetry import LANE_BATCH_SIZE
+from instock.platform.tracing import SpanContext
 
 K = TypeVar("K", bound=Hashable)
 R = TypeVar("R")
@@ -36,6 +37,8 @@ log = structlog.get_logger(__name__)
 class _Waiting(Generic[R, T]):
     request: R
     answer: asyncio.Future[T]
+    # The requester's span (None when tracing is off): the batch's span links to every one.
+    trace: SpanContext | None = None
 
 
 @dataclass
@@ -73,7 +76,7 @@ class GroupCommit(Generic[K, R, T]):
         if lane is None:
             lane = self._lanes[key] = _Lane()
         answer: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        waiting = _Waiting(request, answer)
+        waiting = _Waiting(request, answer, tracing.current_span_context())
         lane.queue.append(waiting)
         if lane.task is None:
             lane.task = held.detached(self._drain(key, lane), name=f"group-commit:{key}")
@@ -105,7 +108,11 @@ class GroupCommit(Generic[K, R, T]):
         self.stats.largest = max(self.stats.largest, len(batch))
         self._sizes.observe(len(batch))
         try:
-            outcomes = await self._decide(key, [w.request for w in batch])
+            # Under its first request (alone, the batch is that request's own work), linked
+            # to every other one it decides for.
+            with tracing.span("group_commit", links=(w.trace for w in batch),
+                              parent=batch[0].trace, attributes={"batch.size": len(batch)}):
+                outcomes = await self._decide(key, [w.request for w in batch])
         except Exception as exc:
             if len(batch) == 1:
                 _answer(batch[0], exc)

@@ -30,7 +30,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from instock.platform import held
+from instock.platform import held, tracing
 from instock.platform.errors import VersionConflict
 from instock.platform.telemetry import DB_STATEMENTS, DB_TRANSACTIONS
 
@@ -158,17 +158,22 @@ class Database:
         if hold is not None:
             await hold.settle()  # a second write: the one held commits first
         stack = AsyncExitStack()
+        # The transaction's span, its statements' parent (none at all while tracing is off).
+        # A write held for the response commits after this span ends, with the response.
+        traced = tracing.span("db.transaction", kind=tracing.SpanKind.CLIENT,
+                              attributes={"db.system.name": self.backend})
         try:
-            conn = await self._begin(stack)
-            try:
-                yield conn
-            except BaseException as exc:
-                await stack.__aexit__(type(exc), exc, exc.__traceback__)  # rolls back
-                raise
-            if hold is not None:
-                hold.keep(self, conn, stack)
-            else:
-                await self.commit(conn, stack)
+            with traced:
+                conn = await self._begin(stack)
+                try:
+                    yield conn
+                except BaseException as exc:
+                    await stack.__aexit__(type(exc), exc, exc.__traceback__)  # rolls back
+                    raise
+                if hold is not None:
+                    hold.keep(self, conn, stack)
+                else:
+                    await self.commit(conn, stack)
         except DBAPIError as exc:
             if self.is_sqlite:
                 raise

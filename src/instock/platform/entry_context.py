@@ -18,6 +18,9 @@ class EntryContext:
     correlation_id: str | None = None
     idempotency_key: str | None = None
     reference: str | None = None
+    # The W3C traceparent of the request (None when tracing is off): the events the command
+    # causes carry it, also when a group commit decides it on another request's behalf.
+    traceparent: str | None = None
 
     def idempotency_scope(self) -> str | None:
         """The caller's key made unique across callers, or None without a key."""

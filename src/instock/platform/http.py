@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Request
 from pydantic import BaseModel, Field, StringConstraints
 
+from instock.platform import tracing
 from instock.platform.auth import Principal
 from instock.platform.entry_context import EntryContext
 from instock.platform.ids import CALLER_ID_PATTERN
@@ -26,4 +27,5 @@ def entry_context(request: Request, principal: Principal, reason: str = "") -> E
     and idempotency key."""
     return EntryContext(actor=f"{principal.role.value}:{principal.subject}", reason=reason,
                         correlation_id=correlation_id(request),
-                        idempotency_key=getattr(request.state, "idempotency_key", None))
+                        idempotency_key=getattr(request.state, "idempotency_key", None),
+                        traceparent=tracing.current_traceparent())

@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from instock.platform import tracing
 from instock.platform.ids import new_id
 
 REQUEST_LATENCY = Histogram(
@@ -79,10 +80,14 @@ CORRELATION_HEADER = "X-Correlation-ID"
 
 
 def configure_logging(level: str = "info", json: bool = True) -> None:
+    """JSON lines; while tracing is on, each carries the current trace_id and span_id."""
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer())
+    traced: list[structlog.typing.Processor] = (
+        [tracing.add_trace_ids] if tracing.enabled() else [])
     structlog.configure(
-        processors=[structlog.contextvars.merge_contextvars, structlog.processors.add_log_level,
+        processors=[structlog.contextvars.merge_contextvars, *traced,
+                    structlog.processors.add_log_level,
                     structlog.processors.TimeStamper(fmt="iso", utc=True),
                     structlog.processors.format_exc_info, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(

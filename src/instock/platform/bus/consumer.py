@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from instock.platform import tracing
 from instock.platform.bus import inbox
 from instock.platform.bus.base import Bus, Delivery, Envelope
 from instock.platform.bus.envelope import event_time
@@ -200,8 +201,11 @@ class Consumer:
         return self._count(outcome)
 
     async def _apply(self, envelope: Envelope) -> str:
-        with _one_batch():
-            return await self._apply_one(envelope)
+        with _one_batch(), tracing.span_from(envelope, f"consume {self.name}") as span:
+            outcome = await self._apply_one(envelope)
+            if span is not None:
+                span.set_attribute("instock.outcome", outcome)
+            return outcome
 
     async def _apply_one(self, envelope: Envelope) -> str:
         async with self.db.write() as conn:
@@ -219,8 +223,11 @@ class Consumer:
             return "applied"
 
     async def _apply_batch(self, envelopes: Sequence[Envelope]) -> list[str]:
-        """`_apply` of each event in one transaction, in order."""
-        with _one_batch():
+        """`_apply` of each event in one transaction, in order: the transaction's span links
+        to every event's trace, and each event's handling is a child span in its own."""
+        with _one_batch(), tracing.batch_span(
+                envelopes, f"consume {self.name} batch", kind=tracing.SpanKind.CONSUMER,
+                attributes={"messaging.batch.message_count": len(envelopes)}):
             return await self._apply_together(envelopes)
 
     async def _apply_together(self, envelopes: Sequence[Envelope]) -> list[str]:
@@ -244,7 +251,9 @@ class Consumer:
                     stale.append(envelope["id"])
                     outcomes.append("stale")
                     continue
-                await self.spec.handler(conn, envelope)
+                with tracing.span_from(envelope, f"consume {self.name}",
+                                       link=tracing.current_span_context()):
+                    await self.spec.handler(conn, envelope)
                 if sequence is not None:
                     advanced[key] = sequence
                 outcomes.append("applied")

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from instock.platform import tracing
 from instock.platform.bus.envelope import DomainEvent, envelope
 from instock.platform.db import (
     UTCDateTime,
@@ -40,19 +41,24 @@ sa.Index("ix_outbox_unpublished", outbox.c.created_at, outbox.c.id,
          sqlite_where=outbox.c.published_at.is_(None))
 
 
+# An event to add, the correlation id of the request that caused it, and that request's W3C
+# traceparent (None: the current span's, the writer's own).
+Outgoing = tuple[DomainEvent, str | None, str | None]
+
+
 async def add(conn: AsyncConnection, events: Iterable[DomainEvent],
               correlation_id: str | None = None) -> None:
-    await add_each(conn, [(event, correlation_id) for event in events])
+    await add_each(conn, [(event, correlation_id, None) for event in events])
 
 
-async def add_each(conn: AsyncConnection,
-                   events: Iterable[tuple[DomainEvent, str | None]]) -> None:
-    """Add events, each with the correlation id of the request that caused it."""
+async def add_each(conn: AsyncConnection, events: Iterable[Outgoing]) -> None:
+    """Add events, each with the correlation id and trace of the request that caused it."""
     rows = []
     now = utcnow()  # one transaction, one time: a batch of a drop adds thousands of events
     time = now.isoformat()
-    for event, correlation_id in events:
-        doc = envelope(event, correlation_id, time=time)
+    here = tracing.current_traceparent()  # None at once when tracing is off
+    for event, correlation_id, traceparent in events:
+        doc = envelope(event, correlation_id, traceparent=traceparent or here, time=time)
         rows.append({"id": doc["id"], "subject": doc["subject"], "type": doc["type"],
                      "sequence": doc.get("sequence"), "envelope": doc, "created_at": now})
     if rows:
