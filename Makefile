@@ -22,8 +22,10 @@ $(CHROMIUM):
 	$(SUDO) apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium
 
+# Spans go to the console (one JSON line each, beside the logs) unless told otherwise:
+# `INSTOCK_TRACE_CONSOLE=false make run`, or INSTOCK_OTLP_ENDPOINT for a collector.
 run: $(STAMP)
-	$(BIN)/instock serve --demo
+	INSTOCK_TRACE_CONSOLE=$${INSTOCK_TRACE_CONSOLE:-true} $(BIN)/instock serve --demo
 
 test: $(STAMP) $(CHROMIUM)
 	$(BIN)/ruff check src tests

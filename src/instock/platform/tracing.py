@@ -172,8 +172,10 @@ def instrument_app(app: FastAPI) -> None:
     if _state.provider is None:
         return
     from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+    # No span per ASGI message: an SSE stream would make one per event it writes.
     FastAPIInstrumentor.instrument_app(app, tracer_provider=_state.provider,
-                                       excluded_urls="/metrics,/livez,/readyz")
+                                       excluded_urls="/metrics,/livez,/readyz",
+                                       exclude_spans=["receive", "send"])
 
 
 def shutdown() -> None:
