@@ -12,7 +12,7 @@ from strawberry.dataloader import DataLoader
 from strawberry.fastapi import BaseContext
 from strawberry.types import Info as StrawberryInfo
 
-from instock.platform import http, telemetry
+from instock.platform import http, telemetry, tracing
 from instock.platform.auth import Principal, Role, TokenAuthority
 from instock.platform.entry_context import EntryContext
 from instock.platform.errors import Forbidden, Unauthorized, validation_problem
@@ -80,7 +80,8 @@ def entry_context(info: Info, principal: Principal, reason: str = "") -> EntryCo
     """The command's who and why, exactly as a REST route builds it."""
     request = info.context.request
     if not isinstance(request, Request) or isinstance(request, WebSocket):
-        return EntryContext(actor=f"{principal.role.value}:{principal.subject}", reason=reason)
+        return EntryContext(actor=f"{principal.role.value}:{principal.subject}", reason=reason,
+                            traceparent=tracing.current_traceparent())
     return http.entry_context(request, principal, reason)
 
 
