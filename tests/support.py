@@ -48,6 +48,7 @@ def make_settings(database_url: str, tmp_path: Path, **overrides: object) -> Set
         "database_url": database_url, "state_dir": tmp_path / "state", "jwt_secret": TEST_SECRET,
         "run_sweeper": False, "run_relay": False, "run_consumers": False,
         "run_webhook_delivery": False, "run_sagas": False, "run_recommender": False,
+        "run_reconciler": False,
         "migrate_on_start": False, "log_level": "warning", "tune_gc": False}
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
+from decimal import Decimal
 from functools import partial
 from typing import Any
 
@@ -31,6 +32,7 @@ import instock.live.api
 import instock.orders.api
 import instock.payments.api
 import instock.recommendations.api
+import instock.reconciliation.api
 import instock.waitlist.api
 import instock.webhooks.api
 from instock.catalog.graphql import CatalogQuery
@@ -88,6 +90,8 @@ from instock.recommendations.service import (
     RecommendationsService,
     RecsSettings,
 )
+from instock.reconciliation.model import RepairPolicy
+from instock.reconciliation.service import ReconcileSettings, ReconciliationService
 from instock.waitlist.graphql import WaitlistMutation
 from instock.waitlist.service import NOTIFIER, WaitlistService
 from instock.web import OPERATIONS, pages
@@ -114,6 +118,7 @@ class Container:
     experiments: ExperimentsService
     recommendations: RecommendationsService
     backbone: BackboneMonitor
+    reconciliation: ReconciliationService
 
     def relay(self) -> Relay:
         # The relay checks events against the models the published schemas are generated
@@ -198,7 +203,12 @@ def build(settings: Settings | None = None, span_exporter: SpanExporter | None =
     container = Container(settings, db, tokens, catalog_service, inventory_service,
                           WaitlistService(db, catalog_service), connect(settings.bus_url),
                           webhooks, channels, payments, orders, experiments, recommendations,
-                          BackboneMonitor(db, []))
+                          BackboneMonitor(db, []), ReconciliationService(
+                              db, inventory_service, catalog_service, ReconcileSettings(
+                                  RepairPolicy(settings.reconcile_auto_repair_units,
+                                               Decimal(str(settings.reconcile_auto_repair_value))),
+                                  settings.reconcile_interval_seconds,
+                                  settings.reconcile_sweep_per_pass)))
     container.backbone.consumers = list(container.consumer_specs())
     return container
 
@@ -250,7 +260,7 @@ def background_work(container: Container, hub: LiveHub) -> list[Coroutine[Any, A
 
 # The settings that switch `worker_duties` on, one each (keep the two together).
 WORKER_DUTY_SETTINGS = ("run_sweeper", "run_relay", "run_consumers", "run_sagas",
-                        "run_webhook_delivery")
+                        "run_webhook_delivery", "run_reconciler")
 
 
 def api_only_env() -> dict[str, str]:
@@ -274,6 +284,8 @@ def worker_duties(container: Container) -> list[Coroutine[Any, Any, None]]:
         work.append(run_sagas(container.orders.runner, settings.saga_poll_seconds))
     if settings.run_webhook_delivery:
         work.append(run_webhook_delivery(container.webhooks))
+    if settings.run_reconciler:
+        work.append(container.reconciliation.run())
     return work
 
 
@@ -358,6 +370,7 @@ def create_app(settings: Settings | None = None,
     app.state.payments = container.payments
     app.state.webhooks = container.webhooks
     app.state.channels = container.channels
+    app.state.reconciliation = container.reconciliation
     app.state.experiments = container.experiments
     app.state.recommendations = container.recommendations
     app.state.channel_stock = channel_stock(container.inventory)
@@ -381,6 +394,7 @@ def create_app(settings: Settings | None = None,
     app.include_router(instock.webhooks.api.router)
     app.include_router(instock.channels.api.router)
     app.include_router(instock.experiments.api.router)
+    app.include_router(instock.reconciliation.api.router)
     app.include_router(pages.router)
     app.mount("/static", pages.static_files, name="static")
 
@@ -393,7 +407,10 @@ def create_app(settings: Settings | None = None,
         ready, checks = await health.readiness(
             health.dependencies(container.db, container.bus, container.recommendations.cache
                                 if container.settings.redis_url else None),
-            {"outbox": lambda: health.outbox_report(container.backbone.last)})
+            {"outbox": lambda: health.outbox_report(container.backbone.last),
+             "reconciler": lambda: health.reconciler_report(
+                 settings.run_reconciler, container.reconciliation.last_pass,
+                 settings.reconcile_interval_seconds)})
         if not ready:
             down = ", ".join(name for name, check in checks.items()
                              if check.get("required") and check["status"] != "up")

@@ -18,6 +18,7 @@ from instock.app import Container, build
 from instock.bench.cli import bench_app
 from instock.platform.auth import Role
 from instock.recommendations.cli import recs_app
+from instock.reconciliation.cli import reconcile_app
 
 T = TypeVar("T")
 
@@ -33,6 +34,7 @@ app.add_typer(seed_app, name="seed")
 app.add_typer(audit_app, name="audit")
 app.add_typer(worker_app, name="worker")
 app.add_typer(recs_app, name="recs")
+app.add_typer(reconcile_app, name="reconcile")
 app.add_typer(bench_app, name="bench")
 # Local stand-ins for the outside world (payments, marketplaces), each its own process.
 sandbox_app = typer.Typer(help="Local simulators of outside services.", no_args_is_help=True)
@@ -144,8 +146,8 @@ def audit_verify() -> None:
 @worker_app.command("all")
 def worker_all() -> None:
     """Everything an API process does behind the API (relay, consumers, sweeper, sagas,
-    webhook delivery, channels; INSTOCK_RUN_* turn parts off), forever: for a fleet whose API
-    processes run with those off and serve requests only."""
+    webhook delivery, channels, reconciliation; INSTOCK_RUN_* turn parts off), forever: for a
+    fleet whose API processes run with those off and serve requests only."""
     from instock.app import worker_duties
 
     async def work(container: Container) -> None:
@@ -187,6 +189,13 @@ def worker_webhooks() -> None:
     from instock.app import run_webhook_delivery
 
     with_container(lambda c: run_webhook_delivery(c.webhooks))
+
+
+@worker_app.command("reconcile")
+def worker_reconcile() -> None:
+    """Reconcile stock against its ledger, reservations and outbox every
+    INSTOCK_RECONCILE_INTERVAL_SECONDS, forever (several may run)."""
+    with_container(lambda c: c.reconciliation.run())
 
 
 @worker_app.command("channels")

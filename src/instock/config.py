@@ -124,6 +124,17 @@ class Settings(BaseSettings):
     # base·2^(n-1) seconds (capped, jittered into its upper half) after failure n, then
     # dead-lettered; each attempt waits at most the timeout for an answer.
     run_webhook_delivery: bool = True
+    # Reconciliation: every process of the embedded default (and `instock worker reconcile`)
+    # checks stock against its ledger, reservations and outbox every interval (safe with
+    # several running: each pass's writes are idempotent). A drift of at most this many units
+    # and this much value is repaired at once by a `reconcile` ledger entry; larger ones wait
+    # for staff (GET /v1/reconciliation/drifts). Each pass also checks this many SKUs of the
+    # whole catalogue in turn, so stock no one changes is verified too.
+    run_reconciler: bool = True
+    reconcile_interval_seconds: float = Field(default=5.0, gt=0)
+    reconcile_auto_repair_units: int = Field(default=2, ge=0)
+    reconcile_auto_repair_value: float = Field(default=100.0, ge=0)
+    reconcile_sweep_per_pass: int = Field(default=500, ge=0)
     webhook_attempts: int = Field(default=8, ge=1, le=100)
     webhook_backoff_base_seconds: float = Field(default=30.0, gt=0)
     webhook_backoff_max_seconds: float = Field(default=6 * 3600.0, gt=0)

@@ -11,5 +11,6 @@ import instock.platform.bus.outbox
 import instock.platform.idempotency
 import instock.platform.inbound
 import instock.recommendations.store
+import instock.reconciliation.store
 import instock.waitlist.store
 import instock.webhooks.store  # noqa: F401

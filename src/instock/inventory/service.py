@@ -11,10 +11,10 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from functools import partial
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from instock.catalog.service import CatalogService
-from instock.inventory import model, store
+from instock.inventory import drift, model, store
 from instock.inventory.errors import InvalidTransition, domain_errors
 from instock.inventory.events import SKU_EVENTS, ChannelChanged, PolicyChanged
 from instock.inventory.model import (
@@ -522,6 +522,42 @@ class InventoryService:
                      location: str | None = None) -> list[LedgerEntry]:
         async with self.db.read() as conn:
             return await store.ledger_entries(conn, sku, limit, after_version, location)
+
+    # -- reconciliation: checked from checkpoints, repaired by reason-coded entries ------------
+
+    async def check(self, skus: set[str], checkpoints: dict[drift.Key, dict[str, Any]]
+                    ) -> drift.Checked:
+        """The SKUs' levels against their ledgers (folded from `checkpoints`) and their holds
+        against the reservations, read from one snapshot."""
+        whole = {key for key, state in checkpoints.items() if drift.from_start(state)}
+        after = {key: int(state["version"]) for key, state in checkpoints.items()
+                 if key[0] in skus and key not in whole}
+        async with self.db.snapshot() as conn:
+            stored = await store.load_levels(conn, skus)
+            entries = await store.ledger_after(conn, skus, after)
+            held = await store.holds(conn, skus)
+        known = {key: state for key, state in checkpoints.items() if key[0] in skus}
+        return drift.check(stored, known, entries, held, whole)
+
+    async def stocked_skus_after(self, after: str | None, limit: int) -> list[str]:
+        async with self.db.read() as conn:
+            return await store.skus_after(conn, after, limit)
+
+    async def repair(self, kind: str, sku: str, location: str, ctx: EntryContext) -> StockView:
+        """Set the level to its ledger's fold and record one `reconcile` entry moving both to
+        what the drift's kind says is right (drift.repair_target): never a silent overwrite."""
+        async def work(tx: StockTx) -> StockTx:
+            level = tx.level(sku, location)
+            history = await store.ledger_entries(tx.conn, sku, location=location)
+            folded = model.fold(history)[0].get((sku, location)) or model.StockLevel(sku, location)
+            holds = (await store.holds(tx.conn, [sku])).get((sku, location), (0, 0))
+            target = drift.repair_target(kind, level, folded, holds)
+            level.buckets, level.lots = folded.buckets, dict(folded.lots)
+            tx.move([model.Movement(sku, location, target - folded.buckets, "reconcile")], ctx)
+            return tx
+
+        tx = await self._write({sku}, work, ctx.correlation_id)
+        return tx.view(sku)
 
     async def audit(self) -> AuditReport:
         folder = model.LedgerFold()

@@ -530,3 +530,54 @@ async def expired_reservation_ids(conn: AsyncConnection, now: datetime, limit: i
 async def reservation_skus(conn: AsyncConnection, reservation_id: str) -> set[str]:
     """The SKUs a reservation holds: its lines' and its allocations' (a bundle's components)."""
     return {r.sku for r in await conn.execute(_RESERVATION_SKUS, {"id": reservation_id})}
+
+
+# ---------------------------------------------------------------------------------------------
+# Reconciliation: what a check of some SKUs reads
+
+
+async def ledger_after(conn: AsyncConnection, skus: Iterable[str],
+                       after: dict[tuple[str, str], int]) -> list[LedgerEntry]:
+    """The SKUs' entries after each level's version in `after` (all of a level not in it), in
+    fold order: a key range per checkpointed level, so a check reads what is new."""
+    wanted = sorted(set(skus))
+    if not wanted:
+        return []
+    known: dict[str, list[str]] = {}
+    for sku, location in after:
+        known.setdefault(sku, []).append(location)
+    c = ledger.c
+    ranges = [sa.and_(c.sku == sku, c.location == location, c.version > version)
+              for (sku, location), version in after.items() if sku in set(wanted)]
+    unseen = [sa.and_(c.sku == sku, c.location.not_in(known[sku])) if sku in known
+              else c.sku == sku for sku in wanted]
+    rows = await conn.execute(sa.select(ledger).where(sa.or_(*ranges, *unseen))
+                              .order_by(c.sku, c.location, c.version))
+    return [_entry(row) for row in rows]
+
+
+async def holds(conn: AsyncConnection, skus: Iterable[str]) -> dict[tuple[str, str],
+                                                                     tuple[int, int]]:
+    """(reserved, committed) by level, as the reservations hold them: active reservations'
+    allocations are reserved (until the sweeper expires them), committed ones' committed."""
+    status = reservations.c.status
+    rows = await conn.execute(
+        sa.select(reservation_allocations.c.sku, reservation_allocations.c.location,
+                  sa.func.sum(sa.case((status == ReservationStatus.ACTIVE.value,
+                                       reservation_allocations.c.quantity), else_=0)),
+                  sa.func.sum(sa.case((status == ReservationStatus.COMMITTED.value,
+                                       reservation_allocations.c.quantity), else_=0)))
+        .join(reservations, reservations.c.id == reservation_allocations.c.reservation_id)
+        .where(reservation_allocations.c.sku.in_(list(set(skus))),
+               status.in_([ReservationStatus.ACTIVE.value, ReservationStatus.COMMITTED.value]))
+        .group_by(reservation_allocations.c.sku, reservation_allocations.c.location))
+    return {(sku, location): (int(reserved or 0), int(committed or 0))
+            for sku, location, reserved, committed in rows}
+
+
+async def skus_after(conn: AsyncConnection, after: str | None, limit: int) -> list[str]:
+    """Stocked SKUs in key order after `after`: a sweep's next stretch."""
+    query = sa.select(stock_levels.c.sku).distinct().order_by(stock_levels.c.sku).limit(limit)
+    if after is not None:
+        query = query.where(stock_levels.c.sku > after)
+    return list((await conn.execute(query)).scalars())

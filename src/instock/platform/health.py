@@ -14,12 +14,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from instock.platform.bus.base import Bus
 from instock.platform.bus.health import Backbone
 from instock.platform.cache import GroupedCache
-from instock.platform.db import Database
+from instock.platform.db import Database, utcnow
 
 PROBE_TIMEOUT = 1.0  # seconds a dependency has to answer a readiness probe
 OUTBOX_LAG_WARNING = 30.0  # seconds: the outbox check reports `lagging` beyond this
@@ -71,3 +72,16 @@ def outbox_report(sample: Backbone | None) -> dict[str, Any]:
     return {"status": "lagging" if lag > OUTBOX_LAG_WARNING else "ok",
             "pending": sample.outbox_pending, "lag_seconds": round(lag, 3),
             "sampled_at": sample.sampled_at.isoformat()}
+
+
+def reconciler_report(running: bool, last_pass: datetime | None,
+                      interval_seconds: float) -> dict[str, Any]:
+    """Whether this process reconciles, and whether its passes keep to their interval."""
+    if not running:
+        return {"status": "off"}
+    if last_pass is None:
+        return {"status": "starting"}
+    age = (utcnow() - last_pass).total_seconds()
+    late = age > max(3 * interval_seconds, 30.0)
+    return {"status": "late" if late else "ok", "last_pass": last_pass.isoformat(),
+            "seconds_since_pass": round(age, 3)}

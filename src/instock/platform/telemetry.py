@@ -73,6 +73,15 @@ RECS_FRESHNESS = Gauge("instock_recs_freshness_seconds",
 RECS_CACHE = Counter("instock_recs_cache_requests_total",
                      "Recommendation lists asked for, by whether the cache had them (hit, miss)",
                      ["result"])
+# Reconciliation: drifts open now, what a pass costs, and ledgers that failed verification.
+RECONCILIATION_DRIFTS = Gauge("instock_reconciliation_drifts",
+                              "Drifts found by reconciliation and not yet decided")
+RECONCILIATION_PASS = Histogram(
+    "instock_reconciliation_pass_seconds", "Time a reconciliation pass took",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
+LEDGER_VERIFICATION_FAILURES = Counter(
+    "instock_ledger_verification_failures_total",
+    "Stock levels whose ledger failed verification (an entry altered, the chain broken)")
 LIVE_CONNECTIONS = Gauge("instock_live_connections", "Open SSE and WebSocket connections",
                          ["kind"])
 

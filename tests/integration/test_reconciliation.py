@@ -1,0 +1,177 @@
+"""Continuous reconciliation: stock changed behind the code's back is found by the next pass
+(SQLite and PostgreSQL), reported once, repaired only by a reason-coded ledger entry (at once
+when small, on approval otherwise), and the pass after a repair is clean."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import sqlalchemy as sa
+from prometheus_client import REGISTRY
+
+from instock.app import Container, create_app
+from instock.inventory.model import Line
+from instock.inventory.reservation_batch import ReserveRequest
+from instock.platform.auth import Role
+from instock.platform.bus.outbox import outbox
+from instock.reconciliation.model import RepairPolicy
+from instock.reconciliation.service import ReconcileSettings, ReconciliationService
+from tests.integration.helpers import CTX, stocked
+from tests.support import make_settings
+
+QUIET = ReconcileSettings(RepairPolicy(max_units=0), sweep_per_pass=0)
+
+
+def reconciler(c: Container, settings: ReconcileSettings = QUIET) -> ReconciliationService:
+    return ReconciliationService(c.db, c.inventory, c.catalog, settings)
+
+
+async def sql(c: Container, statement: str, **params: Any) -> None:
+    async with c.db.write() as conn:
+        await conn.execute(sa.text(statement), params)
+
+
+async def last_entry(c: Container, sku: str) -> Any:
+    return (await c.inventory.ledger(sku, 1000))[-1]
+
+
+def kinds(report: Any) -> list[tuple[str, str]]:
+    return sorted((d["kind"], d["sku"]) for d in report.drifts)
+
+
+async def test_a_consistent_stock_passes_clean_and_checkpoints_what_it_checked(
+        container: Container) -> None:
+    c = container
+    await stocked(c, "R-1", 10)
+    await stocked(c, "R-2", 5)
+    async with c.db.read() as conn:  # the code's own writes leave no mark: no trigger fired
+        assert (await conn.execute(sa.text("SELECT count(*) FROM reconcile_marks"))).scalar() == 0
+    first = await reconciler(c).run_pass()
+    assert (first.drifts, first.checked, first.skus) == ([], 2, 2)
+    assert first.entries == 2  # every entry folded once
+    second = await reconciler(c).run_pass()  # nothing changed: folds nothing new
+    assert second.drifts == [] and second.entries == 0
+
+
+async def test_a_level_changed_behind_the_code_is_a_drift_approved_into_a_ledger_entry(
+        container: Container, tmp_path: Path, database_url: str) -> None:
+    c = container
+    await stocked(c, "R-3", 10)
+    await reconciler(c).run_pass()
+    await sql(c, "UPDATE stock_levels SET on_hand = on_hand + 50 WHERE sku = 'R-3'")
+    found = await reconciler(c).run_pass()
+    assert kinds(found) == [("level_mismatch", "R-3")]
+    drift = found.drifts[0]
+    assert (drift["expected"]["on_hand"], drift["actual"]["on_hand"]) == (10, 60)
+    again = await reconciler(c).run_pass(sku="R-3")  # reported once, still open
+    assert kinds(again) == [("level_mismatch", "R-3")]
+    assert REGISTRY.get_sample_value("instock_reconciliation_drifts") == 1
+    async with c.db.read() as conn:
+        types = (await conn.execute(sa.select(outbox.c.type).where(
+            outbox.c.subject == "R-3"))).scalars().all()
+    assert types.count("inventory.drift_detected.v1") == 1
+
+    app = create_app(make_settings(database_url, tmp_path))
+    app.state.reconciliation = reconciler(c)
+    staff = {"Authorization": "Bearer " + app.state.tokens.mint(Role.INVENTORY, "ops-ann")}
+    customer = {"Authorization": "Bearer " + app.state.tokens.mint(Role.CUSTOMER, "eve")}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://t") as client:
+        listed = (await client.get("/v1/reconciliation/drifts", headers=staff)).json()["items"]
+        assert [(d["kind"], d["sku"], d["location"], d["status"]) for d in listed] == [
+            ("level_mismatch", "R-3", "wh", "open")]
+        assert {"id", "kind", "sku", "location", "expected", "actual", "detected_at",
+                "status"} <= listed[0].keys()
+        drift_id = listed[0]["id"]
+        refused = await client.post(f"/v1/reconciliation/drifts/{drift_id}/approve",
+                                    headers=customer, json={"reason": "mine"})
+        assert refused.status_code == 403
+        bad = await client.post(f"/v1/reconciliation/drifts/{drift_id}/approve",
+                                headers=staff, json={})
+        assert bad.status_code == 422 and "reason" in bad.text
+        done = await client.post(f"/v1/reconciliation/drifts/{drift_id}/approve",
+                                 headers=staff, json={"reason": "counted: the ledger is right"})
+        assert done.status_code == 200, done.text
+        assert (done.json()["status"], done.json()["decided_by"]) == ("repaired", "ops-ann")
+        twice = await client.post(f"/v1/reconciliation/drifts/{drift_id}/approve",
+                                  headers=staff, json={"reason": "again"})
+        assert twice.status_code == 409
+    entry = await last_entry(c, "R-3")
+    assert (entry.kind, entry.context.actor) == ("reconcile", "ops-ann")
+    assert drift_id in entry.context.reason and "the ledger is right" in entry.context.reason
+    assert (await c.inventory.stock("R-3")).totals.on_hand == 10
+    assert (await reconciler(c).run_pass()).drifts == []
+    assert REGISTRY.get_sample_value("instock_reconciliation_drifts") == 0
+    assert (await c.inventory.audit()).ok
+
+
+async def test_an_edited_ledger_entry_is_found_and_compensated(container: Container) -> None:
+    c = container
+    await stocked(c, "R-4", 10)
+    await reconciler(c).run_pass()
+    failures = REGISTRY.get_sample_value("instock_ledger_verification_failures_total") or 0
+    await sql(c, "UPDATE ledger SET on_hand = on_hand + 5 WHERE sku = 'R-4' AND version = 1")
+    found = await reconciler(c).run_pass()
+    assert kinds(found) == [("ledger_altered", "R-4")]  # the level mismatch is its consequence
+    assert found.drifts[0]["actual"]["versions"] == [1]
+    assert REGISTRY.get_sample_value("instock_ledger_verification_failures_total") == failures + 1
+    drift = (await reconciler(c).drifts())[0]
+    await reconciler(c).approve(drift.id, "auditor", "edited by hand; the level is right")
+    entry = await last_entry(c, "R-4")
+    assert (entry.kind, entry.delta.on_hand) == ("reconcile", -5)  # compensates the edit
+    assert (await c.inventory.stock("R-4")).totals.on_hand == 10
+    assert (await reconciler(c).run_pass()).drifts == []  # the edit is accepted, now known
+
+
+async def test_an_event_deleted_before_publication_is_a_lost_event_made_good(
+        container: Container) -> None:
+    c = container
+    await stocked(c, "R-5", 3)
+    await sql(c, "DELETE FROM outbox WHERE subject = 'R-5' AND published_at IS NULL")
+    found = await reconciler(c).run_pass()
+    assert ("event_lost", "R-5") in kinds(found)
+    drift = next(d for d in await reconciler(c).drifts() if d.kind == "event_lost")
+    await reconciler(c).approve(drift.id, "ops", "publish the current state again")
+    async with c.db.read() as conn:
+        events = (await conn.execute(sa.select(outbox.c.envelope).where(
+            outbox.c.subject == "R-5", outbox.c.type == "inventory.stock_changed.v1"))).all()
+    assert [e.envelope["data"]["totals"]["on_hand"] for e in events] == [3]
+    assert (await last_entry(c, "R-5")).kind == "reconcile"
+
+
+async def test_a_small_drift_in_reserved_stock_is_repaired_at_once(container: Container) -> None:
+    c = container
+    await stocked(c, "R-6", 10)
+    await c.inventory.reserve(ReserveRequest([Line("R-6", 2)]), CTX)
+    # The reservation is released behind the code's back: its 2 units stay reserved.
+    await sql(c, "UPDATE reservations SET status = 'released'")
+    small = ReconcileSettings(RepairPolicy(max_units=2, max_value=Decimal(100)),
+                              sweep_per_pass=100)  # the sweep finds what no trigger marks
+    found = await reconciler(c, small).run_pass()
+    assert kinds(found) == [("reserved_mismatch", "R-6")]
+    assert found.repaired == 1
+    entry = await last_entry(c, "R-6")
+    assert (entry.kind, entry.context.actor, entry.delta.reserved) == ("reconcile",
+                                                                        "reconciler", -2)
+    assert (await c.inventory.stock("R-6")).available == 10
+    [drift] = await reconciler(c).drifts(None)
+    assert (drift.status.value, drift.decided_by) == ("repaired", "reconciler")
+    assert (await reconciler(c, small).run_pass()).drifts == []
+
+
+async def test_a_large_drift_waits_and_can_be_rejected(container: Container) -> None:
+    c = container
+    await stocked(c, "R-7", 10)
+    await reconciler(c).run_pass()
+    await sql(c, "UPDATE stock_levels SET on_hand = 0 WHERE sku = 'R-7'")
+    small = replace(QUIET, policy=RepairPolicy(max_units=2, max_value=Decimal(100)))
+    found = await reconciler(c, small).run_pass()
+    assert found.repaired == 0  # 10 units: a person decides
+    [drift] = await reconciler(c).drifts()
+    rejected = await reconciler(c).reject(drift.id, "ops", "stock was stolen; police report")
+    assert (rejected.status.value, rejected.note) == ("rejected", "stock was stolen; police report")
+    assert (await c.inventory.stock("R-7")).totals.on_hand == 0  # left as it is
