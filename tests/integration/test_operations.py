@@ -155,6 +155,22 @@ async def test_readyz_reports_each_dependency_and_the_outbox(database_url: str,
     assert checks["bus"] == {"status": "up", "required": False}
     assert checks["outbox"]["status"] == "ok"
     assert checks["outbox"]["pending"] >= 0 and checks["outbox"]["lag_seconds"] >= 0
+    assert checks["reconciler"] == {"status": "off"}  # the tests' settings turn it off
+
+
+async def test_readyz_shows_the_reconciler_keeping_to_its_interval(database_url: str,
+                                                                    tmp_path: Path) -> None:
+    app = create_app(make_settings(database_url, tmp_path, run_reconciler=True,
+                                   reconcile_interval_seconds=0.2))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            for _ in range(200):
+                check = (await client.get("/readyz")).json()["checks"]["reconciler"]
+                if check["status"] == "ok":
+                    break
+                await asyncio.sleep(0.05)
+    assert check["status"] == "ok" and check["seconds_since_pass"] < 5
 
 
 async def test_readyz_is_not_ready_without_the_database_and_says_why(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from instock.bench.plot import (
     drop_chart,
     events_chart,
     graphql_chart,
+    reconcile_chart,
     recs_chart,
     writes_chart,
 )
@@ -301,6 +302,30 @@ def bench_writes(
         writes_chart(report["cases"], report["livez_rps"], result.saturated_ms,
                      result.offered_ms, f"instock bench writes: {report['database']}, "
                      f"{concurrency} clients, {seconds:g} s a phase", plot)
+        report["plot"] = str(plot)
+    typer.echo(json.dumps(report, indent=2) if json_out else report)
+
+
+@bench_app.command("reconcile")
+def bench_reconcile(
+    skus: int = typer.Option(100_000, "--skus", min=1, help="SKUs in the catalogue"),
+    changed: float = typer.Option(0.01, "--changed", min=0, max=1,
+                                  help="share of the SKUs changed before the second pass"),
+    database: str = typer.Option(
+        "sqlite+aiosqlite:///bench.db", "--database", envvar="INSTOCK_DATABASE_URL",
+        help="chooses the backend; the bench creates a fresh database there"),
+    plot: Path | None = typer.Option(Path("bench-out/reconcile.png"), "--plot"),
+    json_out: bool = typer.Option(True, "--json/--no-json"),
+) -> None:
+    """A reconciliation pass on a large catalogue: the first (every level), after a share
+    changed, and with nothing changed: seconds, SQL statements, levels checked."""
+    from instock.bench import reconcile
+
+    with tempfile.TemporaryDirectory() as workdir, _progress() as bar:
+        report = run_loop(reconcile.run(database, Path(workdir), skus, changed, _Reporter(bar)))
+    if plot is not None and plot != Path():  # --plot "" draws nothing
+        reconcile_chart(report["passes"], f"instock bench reconcile: {report['database']}, "
+                        f"{skus} SKUs, {report['changed']} changed", plot)
         report["plot"] = str(plot)
     typer.echo(json.dumps(report, indent=2) if json_out else report)
 

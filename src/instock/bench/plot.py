@@ -218,3 +218,22 @@ def writes_chart(rows: list[dict[str, Any]], livez_rps: float,
     right.legend(fontsize=7)
     fig.suptitle(title)
     _save(fig, path)
+
+
+def reconcile_chart(passes: dict[str, dict[str, Any]], title: str, path: Path) -> None:
+    """Each pass's time (left) and SQL statements (right), levels checked written on the
+    bars: the cost follows what changed, not the catalogue."""
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    names = list(passes)
+    for ax, field, label in ((left, "seconds", "seconds per pass"),
+                             (right, "statements", "SQL statements per pass")):
+        bars = ax.bar(names, [passes[n][field] for n in names], color="#4c72b0")
+        for bar, name in zip(bars, names, strict=True):
+            ax.annotate(f"{passes[name]['levels_checked']} levels",
+                        (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                        ha="center", va="bottom", fontsize=8)
+        ax.set_ylabel(label)
+        ax.set_yscale("log")
+    fig.suptitle(title)
+    _save(fig, path)

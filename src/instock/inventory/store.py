@@ -536,24 +536,31 @@ async def reservation_skus(conn: AsyncConnection, reservation_id: str) -> set[st
 # Reconciliation: what a check of some SKUs reads
 
 
+# Key ranges per statement: SQLite parses an OR chain into a tree as deep as it is long, and
+# refuses one deeper than 1,000.
+RANGES_PER_STATEMENT = 200
+
+
 async def ledger_after(conn: AsyncConnection, skus: Iterable[str],
                        after: dict[tuple[str, str], int]) -> list[LedgerEntry]:
     """The SKUs' entries after each level's version in `after` (all of a level not in it), in
     fold order: a key range per checkpointed level, so a check reads what is new."""
-    wanted = sorted(set(skus))
-    if not wanted:
-        return []
+    wanted = set(skus)
     known: dict[str, list[str]] = {}
     for sku, location in after:
-        known.setdefault(sku, []).append(location)
+        if sku in wanted:
+            known.setdefault(sku, []).append(location)
     c = ledger.c
     ranges = [sa.and_(c.sku == sku, c.location == location, c.version > version)
-              for (sku, location), version in after.items() if sku in set(wanted)]
-    unseen = [sa.and_(c.sku == sku, c.location.not_in(known[sku])) if sku in known
-              else c.sku == sku for sku in wanted]
-    rows = await conn.execute(sa.select(ledger).where(sa.or_(*ranges, *unseen))
-                              .order_by(c.sku, c.location, c.version))
-    return [_entry(row) for row in rows]
+              for (sku, location), version in after.items() if sku in wanted]
+    ranges += [sa.and_(c.sku == sku, c.location.not_in(known[sku])) if sku in known
+               else c.sku == sku for sku in sorted(wanted)]
+    entries: list[LedgerEntry] = []
+    for start in range(0, len(ranges), RANGES_PER_STATEMENT):
+        rows = await conn.execute(sa.select(ledger).where(
+            sa.or_(*ranges[start:start + RANGES_PER_STATEMENT])))
+        entries += map(_entry, rows)
+    return sorted(entries, key=lambda e: (e.sku, e.location, e.version))
 
 
 async def holds(conn: AsyncConnection, skus: Iterable[str]) -> dict[tuple[str, str],

@@ -110,8 +110,9 @@ class ReconciliationService:
             marked = [m for m in marked if m[0] == sku]
             skus, swept = {sku}, []
         else:
-            swept = await self.inventory.stocked_skus_after(sweep_from or None,
-                                                            self.settings.sweep_per_pass)
+            swept = await self.inventory.stocked_skus_after(
+                sweep_from or None, self.settings.sweep_per_pass
+            ) if self.settings.sweep_per_pass > 0 else []
             skus = changed | set(swept) | {m[0] for m in marked if m[1]}
         findings = [_lost_event(m) for m in marked if not m[1]]
         verified: dict[tuple[str, str], dict[str, Any]] = {}
@@ -190,7 +191,7 @@ class ReconciliationService:
 
     async def _repair_small(self, drifts: list[Drift]) -> int:
         policy = self.settings.policy
-        if policy.max_units <= 0:
+        if policy.max_units <= 0 or not drifts:
             return 0
         prices = await self.catalog.prices({d.sku for d in drifts})
         repaired = 0
