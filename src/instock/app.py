@@ -39,7 +39,6 @@ from instock.catalog.graphql import CatalogQuery
 from instock.catalog.service import CatalogService
 from instock.channels.connector import connector_factory
 from instock.channels.service import ChannelsService
-from instock.channels.worker import ChannelWorker
 from instock.config import Settings, get_settings
 from instock.experiments.graphql import ExperimentsQuery
 from instock.experiments.service import CONVERSIONS, ExperimentsService
@@ -76,7 +75,6 @@ from instock.platform.graphql import (
     query_limits,
 )
 from instock.platform.idempotency import IdempotencyMiddleware
-from instock.platform.retry import keep_running
 from instock.platform.runtime import tune_for_throughput
 from instock.recommendations.engine import MODEL_NAMES
 from instock.recommendations.graphql import (
@@ -97,6 +95,7 @@ from instock.waitlist.service import NOTIFIER, WaitlistService
 from instock.web import OPERATIONS, pages
 from instock.webhooks.graphql import WebhooksQuery
 from instock.webhooks.service import FANOUT, Policy, WebhooksService
+from instock.workers import worker_duties
 
 log = structlog.get_logger(__name__)
 
@@ -221,33 +220,6 @@ def keep_copies_fresh(catalog: CatalogService, inventory: InventoryService,
     inventory.heard(envelopes)
 
 
-async def run_sweeper(inventory_service: InventoryService, interval: float) -> None:
-    """Sweep every `interval` seconds; a failed round is logged and the next one comes."""
-    await keep_running(inventory_service.sweep, "sweeper", pause=interval)
-
-
-async def run_webhook_delivery(webhooks: WebhooksService) -> None:
-    """Deliver outbound webhooks forever; a failed round is logged and the worker goes on."""
-    await keep_running(webhooks.run, "webhook_delivery")
-
-
-async def run_channel_worker(container: Container) -> None:
-    """Push marketplace listings and carry out marketplace orders, forever."""
-    worker = ChannelWorker(container.channels,
-                           rate_per_second=container.settings.channel_push_rate_per_second)
-    await keep_running(worker.run, "channel_worker")
-
-
-async def run_sagas(runner: SagaRunner, pause: float) -> None:
-    """Take over due sagas (a checkout whose process died, a step waiting for a provider)."""
-    await keep_running(runner.run_due, "sagas", pause=pause)
-
-
-async def run_consumer(consumer: Consumer) -> None:
-    """Consume forever; a broken bus connection is logged and the consumer starts again."""
-    await keep_running(consumer.run, "consumer", consumer=consumer.name)
-
-
 def background_work(container: Container, hub: LiveHub) -> list[Coroutine[Any, Any, None]]:
     """What an API process runs beside serving requests, as settings ask."""
     work: list[Coroutine[Any, Any, None]] = [hub.run(),
@@ -256,37 +228,6 @@ def background_work(container: Container, hub: LiveHub) -> list[Coroutine[Any, A
     if container.settings.run_recommender:
         work.append(container.recommendations.run(container.bus))
     return work + worker_duties(container)
-
-
-# The settings that switch `worker_duties` on, one each (keep the two together).
-WORKER_DUTY_SETTINGS = ("run_sweeper", "run_relay", "run_consumers", "run_sagas",
-                        "run_webhook_delivery", "run_reconciler")
-
-
-def api_only_env() -> dict[str, str]:
-    """The environment that turns every worker duty off: a fleet's API processes."""
-    return {f"INSTOCK_{name.upper()}": "false" for name in WORKER_DUTY_SETTINGS}
-
-
-def worker_duties(container: Container) -> list[Coroutine[Any, Any, None]]:
-    """The work behind the API, as settings ask: an API process of the embedded default does
-    it all itself; a fleet's API processes turn it off and run `instock worker all` beside."""
-    settings = container.settings
-    work: list[Coroutine[Any, Any, None]] = []
-    if settings.run_sweeper:
-        work.append(run_sweeper(container.inventory, settings.sweeper_interval_seconds))
-    if settings.run_relay:
-        work.append(container.relay().run())
-    if settings.run_consumers:
-        work.extend(run_consumer(container.consumer(name)) for name in container.consumer_specs())
-        work.append(run_channel_worker(container))
-    if settings.run_sagas:
-        work.append(run_sagas(container.orders.runner, settings.saga_poll_seconds))
-    if settings.run_webhook_delivery:
-        work.append(run_webhook_delivery(container.webhooks))
-    if settings.run_reconciler:
-        work.append(container.reconciliation.run())
-    return work
 
 
 def live_hub(container: Container) -> LiveHub:

@@ -148,7 +148,7 @@ def worker_all() -> None:
     """Everything an API process does behind the API (relay, consumers, sweeper, sagas,
     webhook delivery, channels, reconciliation; INSTOCK_RUN_* turn parts off), forever: for a
     fleet whose API processes run with those off and serve requests only."""
-    from instock.app import worker_duties
+    from instock.workers import worker_duties
 
     async def work(container: Container) -> None:
         duties = worker_duties(container)
@@ -163,7 +163,7 @@ def worker_all() -> None:
 @worker_app.command("sweeper")
 def worker_sweeper(interval: float = typer.Option(1.0, "--interval")) -> None:
     """Expire overdue reservations and lots, forever (several may run)."""
-    from instock.app import run_sweeper
+    from instock.workers import run_sweeper
 
     with_container(lambda c: run_sweeper(c.inventory, interval))
 
@@ -178,7 +178,7 @@ def worker_relay() -> None:
 def worker_sagas(poll: float = typer.Option(0.5, "--poll", help="seconds between rounds")) -> None:
     """Run due checkout, cancellation and return sagas, forever (several may run: each saga
     is leased to one; one whose runner died is taken over when its lease runs out)."""
-    from instock.app import run_sagas
+    from instock.workers import run_sagas
 
     with_container(lambda c: run_sagas(c.orders.runner, poll))
 
@@ -186,7 +186,7 @@ def worker_sagas(poll: float = typer.Option(0.5, "--poll", help="seconds between
 @worker_app.command("webhooks")
 def worker_webhooks() -> None:
     """Deliver outbound webhooks, forever (several may run: each claims its own deliveries)."""
-    from instock.app import run_webhook_delivery
+    from instock.workers import run_webhook_delivery
 
     with_container(lambda c: run_webhook_delivery(c.webhooks))
 
@@ -202,7 +202,7 @@ def worker_reconcile() -> None:
 def worker_channels() -> None:
     """Push channel stock to marketplaces and carry out marketplace orders, forever (several
     may run: one pushes to a channel at a time, each order is claimed by one)."""
-    from instock.app import run_channel_worker
+    from instock.workers import run_channel_worker
 
     with_container(run_channel_worker)
 
@@ -285,7 +285,7 @@ def _consumer_name(container: Container, name: str) -> str:
 @worker_app.command("consume")
 def worker_consume(name: str = typer.Argument(..., help="the consumer to run")) -> None:
     """Run one durable consumer forever (several processes may run the same one)."""
-    from instock.app import run_consumer
+    from instock.workers import run_consumer
 
     with_container(lambda c: run_consumer(c.consumer(_consumer_name(c, name))))
 

@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from instock.app import api_only_env
 from instock.platform.auth import Role
+from instock.workers import api_only_env
 from tests.e2e.harness import (
     Database,
     ServerFactory,

@@ -44,7 +44,6 @@ import numpy as np
 import sqlalchemy as sa
 from numpy.typing import NDArray
 
-from instock.app import api_only_env
 from instock.bench.buses import bus_label, drop_stream, with_stream
 from instock.bench.local import (
     Reporter,
@@ -61,6 +60,7 @@ from instock.platform.auth import Role, TokenAuthority
 from instock.platform.db import Database, insert_rows
 from instock.platform.runtime import tune_for_throughput
 from instock.recommendations.store import behaviour_events, item_availability, rec_items
+from instock.workers import api_only_env
 
 SECRET = "bench-recs-secret-0123456789abcdef"
 GOAL_P99_MS = 10.0

@@ -1,0 +1,76 @@
+"""What runs behind the API, as settings ask: the relay, consumers, sweeper, sagas, webhook
+delivery, channels and reconciliation. An API process of the embedded default runs them all
+beside serving; a fleet's API processes turn them off and `instock worker all` runs them."""
+
+from __future__ import annotations
+
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
+
+from instock.channels.worker import ChannelWorker
+from instock.inventory.service import InventoryService
+from instock.orders.saga import SagaRunner
+from instock.platform.bus.consumer import Consumer
+from instock.platform.retry import keep_running
+from instock.webhooks.service import WebhooksService
+
+if TYPE_CHECKING:  # the composition root imports this module
+    from instock.app import Container
+
+
+async def run_sweeper(inventory_service: InventoryService, interval: float) -> None:
+    """Sweep every `interval` seconds; a failed round is logged and the next one comes."""
+    await keep_running(inventory_service.sweep, "sweeper", pause=interval)
+
+
+async def run_webhook_delivery(webhooks: WebhooksService) -> None:
+    """Deliver outbound webhooks forever; a failed round is logged and the worker goes on."""
+    await keep_running(webhooks.run, "webhook_delivery")
+
+
+async def run_channel_worker(container: Container) -> None:
+    """Push marketplace listings and carry out marketplace orders, forever."""
+    worker = ChannelWorker(container.channels,
+                           rate_per_second=container.settings.channel_push_rate_per_second)
+    await keep_running(worker.run, "channel_worker")
+
+
+async def run_sagas(runner: SagaRunner, pause: float) -> None:
+    """Take over due sagas (a checkout whose process died, a step waiting for a provider)."""
+    await keep_running(runner.run_due, "sagas", pause=pause)
+
+
+async def run_consumer(consumer: Consumer) -> None:
+    """Consume forever; a broken bus connection is logged and the consumer starts again."""
+    await keep_running(consumer.run, "consumer", consumer=consumer.name)
+
+
+# The settings that switch `worker_duties` on, one each (keep the two together).
+WORKER_DUTY_SETTINGS = ("run_sweeper", "run_relay", "run_consumers", "run_sagas",
+                        "run_webhook_delivery", "run_reconciler")
+
+
+def api_only_env() -> dict[str, str]:
+    """The environment that turns every worker duty off: a fleet's API processes."""
+    return {f"INSTOCK_{name.upper()}": "false" for name in WORKER_DUTY_SETTINGS}
+
+
+def worker_duties(container: Container) -> list[Coroutine[Any, Any, None]]:
+    """The work behind the API, as settings ask: an API process of the embedded default does
+    it all itself; a fleet's API processes turn it off and run `instock worker all` beside."""
+    settings = container.settings
+    work: list[Coroutine[Any, Any, None]] = []
+    if settings.run_sweeper:
+        work.append(run_sweeper(container.inventory, settings.sweeper_interval_seconds))
+    if settings.run_relay:
+        work.append(container.relay().run())
+    if settings.run_consumers:
+        work.extend(run_consumer(container.consumer(name)) for name in container.consumer_specs())
+        work.append(run_channel_worker(container))
+    if settings.run_sagas:
+        work.append(run_sagas(container.orders.runner, settings.saga_poll_seconds))
+    if settings.run_webhook_delivery:
+        work.append(run_webhook_delivery(container.webhooks))
+    if settings.run_reconciler:
+        work.append(container.reconciliation.run())
+    return work
