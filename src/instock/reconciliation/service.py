@@ -153,8 +153,9 @@ class ReconciliationService:
         """Store what the pass found and how far it got, in one transaction."""
         new: list[Drift] = []
         async with self.db.write() as conn:
-            still_open = {(d.kind, d.sku, d.location): d
-                          for d in await store.open_drifts(conn, skus | {f.sku for f in findings})}
+            # Every open drift (few: each waits for a decision), not those of the SKUs checked:
+            # a first pass checks the whole catalogue, too many SKUs for one IN list.
+            still_open = {(d.kind, d.sku, d.location): d for d in await store.open_drifts(conn)}
             for finding in findings:
                 known = still_open.pop((finding.kind, finding.sku, finding.location), None)
                 units = model.units_apart(finding.expected, finding.actual)

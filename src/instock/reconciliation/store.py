@@ -110,10 +110,8 @@ def _drift(row: Any) -> Drift:
                  row.decided_by, row.decided_at, row.note)
 
 
-async def open_drifts(conn: AsyncConnection, skus: Iterable[str] | None = None) -> list[Drift]:
+async def open_drifts(conn: AsyncConnection) -> list[Drift]:
     query = sa.select(drifts).where(drifts.c.status == DriftStatus.OPEN.value)
-    if skus is not None:
-        query = query.where(drifts.c.sku.in_(list(skus)))
     return [_drift(r) for r in await conn.execute(query.order_by(drifts.c.detected_at))]
 
 
