@@ -24,6 +24,7 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 import yaml
 
 from instock.bench.local import free_port
@@ -38,6 +39,7 @@ from tests.e2e.harness import (
     create_product,
     eventually,
     receive,
+    token,
 )
 from tests.e2e.sandboxes import payments_env, start_payments
 from tests.marketplace import API_KEY, SECRET, simulator
@@ -78,6 +80,7 @@ class AlertReceiver(http.server.ThreadingHTTPServer):
 @dataclass
 class Stack:
     api: Server
+    db: Database
     prometheus: str  # base URL
     receiver: AlertReceiver
     workdir: Path
@@ -223,7 +226,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             # rate() needs two samples in its window, so wait for a few scrapes after `up`.
             wait_for(lambda: query(base, 'count_over_time(up{job="instock"}[1m]) >= 4'),
                      "four scrapes of instock", 30, prom_log)
-            yield Stack(api, base, receiver, workdir)
+            yield Stack(api, factory.db, base, receiver, workdir)
         finally:
             for process in reversed(processes):
                 stop(process)
@@ -259,17 +262,49 @@ def test_every_dashboard_and_rule_expression_parses_and_returns_series(stack: St
     assert len(expressions) > 40
 
 
+def delivered(stack: Stack, alertname: str) -> dict[str, Any] | None:
+    for notification in stack.receiver.notifications:
+        for alert in notification["alerts"]:
+            if alert["labels"].get("alertname") == alertname:
+                return dict(alert)
+    return None
+
+
+def test_tampered_stock_is_a_drift_whose_alert_reaches_the_webhook(stack: Stack) -> None:
+    """A stock level changed in the database behind the code: the server's reconciler reports
+    a drift within its interval, InstockDriftDetected fires through Prometheus and
+    Alertmanager, an approved repair writes a compensating entry and the next pass is clean."""
+    tampered = time.monotonic()
+    asyncio.run(stack.db.execute(sa.text(
+        f"UPDATE stock_levels SET on_hand = on_hand + 30 WHERE sku = '{SKU}'")))
+    staff = {"Authorization": "Bearer " + token(Role.INVENTORY, "ops-obs")}
+    drifts_url = f"{stack.api.base_url}/v1/reconciliation/drifts"
+
+    def found() -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = httpx.get(drifts_url, headers=staff).json()["items"]
+        return items
+
+    [drift] = wait_for(found, "the drift reported", 10)
+    assert time.monotonic() - tampered < 10  # within the default interval (5 s) and a pass
+    assert (drift["kind"], drift["sku"]) == ("level_mismatch", SKU)
+    alert = wait_for(lambda: delivered(stack, "InstockDriftDetected"),
+                     "InstockDriftDetected delivered to the webhook receiver", 30)
+    assert alert["status"] == "firing" and alert["labels"]["severity"] == "warning"
+    approved = httpx.post(f"{drifts_url}/{drift['id']}/approve", headers=staff,
+                          json={"reason": "the tamper test: the ledger is right"})
+    assert approved.status_code == 200, approved.text
+    ledger = httpx.get(f"{stack.api.base_url}/v1/ledger", params={"sku": SKU, "limit": 1000},
+                       headers=staff).json()["entries"]
+    assert (ledger[-1]["kind"], ledger[-1]["actor"]) == ("reconcile", "ops-obs")
+    wait_for(lambda: not found() and query(stack.prometheus, "instock_reconciliation_drifts == 0"),
+             "a clean pass, and Prometheus sees no open drift", 30)
+
+
 def test_an_alert_reaches_the_webhook_through_alertmanager(stack: Stack) -> None:
     stack.api.sigkill()  # InstockDown: up{job="instock"} == 0 from the next scrape on
 
-    def delivered() -> dict[str, Any] | None:
-        for notification in stack.receiver.notifications:
-            for alert in notification["alerts"]:
-                if alert["labels"].get("alertname") == "InstockDown":
-                    return dict(alert)
-        return None
-
-    alert = wait_for(delivered, "InstockDown delivered to the webhook receiver", 30)
+    alert = wait_for(lambda: delivered(stack, "InstockDown"),
+                     "InstockDown delivered to the webhook receiver", 30)
     assert alert["status"] == "firing"
     assert alert["labels"]["severity"] == "critical"
     assert alert["labels"]["job"] == "instock"
