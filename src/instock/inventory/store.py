@@ -553,9 +553,13 @@ async def ledger_after(conn: AsyncConnection, skus: Iterable[str],
     c = ledger.c
     ranges = [sa.and_(c.sku == sku, c.location == location, c.version > version)
               for (sku, location), version in after.items() if sku in wanted]
-    ranges += [sa.and_(c.sku == sku, c.location.not_in(known[sku])) if sku in known
-               else c.sku == sku for sku in sorted(wanted)]
+    ranges += [sa.and_(c.sku == sku, c.location.not_in(known[sku]))
+               for sku in sorted(wanted & known.keys())]
     entries: list[LedgerEntry] = []
+    unseen = sorted(wanted - known.keys())  # never checked: their whole ledgers, by one IN
+    if unseen:
+        entries += map(_entry, await conn.execute(sa.select(ledger).where(
+            among(conn, c.sku, unseen))))
     for start in range(0, len(ranges), RANGES_PER_STATEMENT):
         rows = await conn.execute(sa.select(ledger).where(
             sa.or_(*ranges[start:start + RANGES_PER_STATEMENT])))
