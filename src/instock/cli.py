@@ -194,7 +194,7 @@ def worker_webhooks() -> None:
 @worker_app.command("reconcile")
 def worker_reconcile() -> None:
     """Reconcile stock against its ledger, reservations and outbox every
-    INSTOCK_RECONCILE_INTERVAL_SECONDS, forever (several may run)."""
+    INSTOCK_RECONCILE_INTERVAL_SECONDS, forever (several may run: one leads at a time)."""
     with_container(lambda c: c.reconciliation.run())
 
 

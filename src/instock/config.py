@@ -125,8 +125,8 @@ class Settings(BaseSettings):
     # dead-lettered; each attempt waits at most the timeout for an answer.
     run_webhook_delivery: bool = True
     # Reconciliation: every process of the embedded default (and `instock worker reconcile`)
-    # checks stock against its ledger, reservations and outbox every interval (safe with
-    # several running: each pass's writes are idempotent). A drift of at most this many units
+    # checks stock against its ledger, reservations and outbox every interval (several may
+    # run: one leads, the others stand by). A drift of at most this many units
     # and this much value is repaired at once by a `reconcile` ledger entry; larger ones wait
     # for staff (GET /v1/reconciliation/drifts). Each pass also checks this many SKUs of the
     # whole catalogue in turn, so stock no one changes is verified too.

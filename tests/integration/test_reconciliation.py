@@ -4,6 +4,7 @@ when small, on approval otherwise), and the pass after a repair is clean."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
@@ -21,6 +22,7 @@ from instock.platform.bus.outbox import outbox
 from instock.reconciliation.model import RepairPolicy
 from instock.reconciliation.service import ReconcileSettings, ReconciliationService
 from tests.integration.helpers import CTX, stocked
+from tests.integration.test_relay import running
 from tests.support import make_settings
 
 QUIET = ReconcileSettings(RepairPolicy(max_units=0), sweep_per_pass=0)
@@ -175,3 +177,21 @@ async def test_a_large_drift_waits_and_can_be_rejected(container: Container) -> 
     rejected = await reconciler(c).reject(drift.id, "ops", "stock was stolen; police report")
     assert (rejected.status.value, rejected.note) == ("rejected", "stock was stolen; police report")
     assert (await c.inventory.stock("R-7")).totals.on_hand == 0  # left as it is
+
+
+async def test_two_reconcilers_running_record_a_drift_once(container: Container) -> None:
+    c = container
+    await stocked(c, "R-8", 10)
+    fast = replace(QUIET, interval_seconds=0.05)
+    first, second = reconciler(c, fast), reconciler(c, fast)
+    async with running(first.run(), second.run()):
+        await asyncio.sleep(0.3)
+        await sql(c, "UPDATE stock_levels SET on_hand = 99 WHERE sku = 'R-8'")
+        for _ in range(100):
+            if await reconciler(c).drifts():
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)  # passes go on: the one leader records no second drift
+    assert [(d.kind, d.sku) for d in await reconciler(c).drifts()] == [("level_mismatch",
+                                                                        "R-8")]
+    assert (first.last_pass is None) != (second.last_pass is None)  # one led, one stood by

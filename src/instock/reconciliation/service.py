@@ -84,13 +84,16 @@ class ReconciliationService:
         self.last_report: PassReport | None = None
 
     async def run(self) -> None:
-        """A pass every `interval_seconds`, for the life of the process."""
-        await keep_running(self._forever, "reconciler")
+        """A pass every `interval_seconds`, for the life of the process. One reconciler leads at
+        a time (several processes may run one: the others stand by and take over when it dies),
+        so no two passes record the same drift twice."""
+        await keep_running(self._lead, "reconciler")
 
-    async def _forever(self) -> None:
-        while True:
-            await self.run_pass()
-            await asyncio.sleep(self.settings.interval_seconds)
+    async def _lead(self) -> None:
+        async with self.db.leadership("reconciler") as lost:
+            while not lost.is_set():
+                await self.run_pass()
+                await asyncio.sleep(self.settings.interval_seconds)
 
     # -- a pass -------------------------------------------------------------------------------
 
