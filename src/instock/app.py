@@ -203,11 +203,12 @@ def build(settings: Settings | None = None, span_exporter: SpanExporter | None =
                           WaitlistService(db, catalog_service), connect(settings.bus_url),
                           webhooks, channels, payments, orders, experiments, recommendations,
                           BackboneMonitor(db, []), ReconciliationService(
-                              db, inventory_service, catalog_service, ReconcileSettings(
+                              db, inventory_service, catalog_service, orders, ReconcileSettings(
                                   RepairPolicy(settings.reconcile_auto_repair_units,
                                                Decimal(str(settings.reconcile_auto_repair_value))),
                                   settings.reconcile_interval_seconds,
-                                  settings.reconcile_sweep_per_pass)))
+                                  settings.reconcile_sweep_per_pass,
+                                  orders_grace_seconds=settings.reconcile_orders_grace_seconds)))
     container.backbone.consumers = list(container.consumer_specs())
     return container
 

@@ -17,6 +17,7 @@ from prometheus_client import REGISTRY
 from instock.app import Container, create_app
 from instock.inventory.model import Line
 from instock.inventory.reservation_batch import ReserveRequest
+from instock.orders.model import OrderLine, OrderStatus
 from instock.platform.auth import Role
 from instock.platform.bus.outbox import outbox
 from instock.reconciliation.model import RepairPolicy
@@ -29,7 +30,7 @@ QUIET = ReconcileSettings(RepairPolicy(max_units=0), sweep_per_pass=0)
 
 
 def reconciler(c: Container, settings: ReconcileSettings = QUIET) -> ReconciliationService:
-    return ReconciliationService(c.db, c.inventory, c.catalog, settings)
+    return ReconciliationService(c.db, c.inventory, c.catalog, c.orders, settings)
 
 
 async def sql(c: Container, statement: str, **params: Any) -> None:
@@ -195,3 +196,64 @@ async def test_two_reconcilers_running_record_a_drift_once(container: Container)
     assert [(d.kind, d.sku) for d in await reconciler(c).drifts()] == [("level_mismatch",
                                                                         "R-8")]
     assert (first.last_pass is None) != (second.last_pass is None)  # one led, one stood by
+
+
+NO_GRACE = replace(QUIET, orders_grace_seconds=0)
+
+
+async def test_committed_stock_no_order_holds_is_found_once_it_lasts_and_given_back(
+        container: Container) -> None:
+    c = container
+    await stocked(c, "R-9", 5)
+    sold = await c.orders.place_marketplace_order("web", "m-9", [OrderLine("R-9", 1, Decimal(
+        "10"))], "EUR")
+    assert sold.status is OrderStatus.PAID
+    # Stock committed by a process that died before it wrote its order: the units are stuck.
+    stuck = await c.inventory.reserve(ReserveRequest([Line("R-9", 2)]), CTX)
+    await c.inventory.commit(stuck.id, CTX)
+    patient = reconciler(c, replace(NO_GRACE, orders_grace_seconds=3600))
+    seen = await patient.run_pass()
+    assert seen.drifts == []  # a checkout may be between its commit and its order
+    assert [(d["kind"], d["expected"]["reservation"]) for d in seen.suspected] == [
+        ("orphan_commitment", stuck.id)]
+    found = await reconciler(c, NO_GRACE).run_pass()
+    assert [(d["kind"], d["sku"], d["actual"]["committed"], d["expected"]["reservation"])
+            for d in found.drifts] == [("orphan_commitment", "R-9", 2, stuck.id)]
+    [drift] = await reconciler(c).drifts()
+    await reconciler(c).approve(drift.id, "ops-kim", "no order: the process died")
+    entry = await last_entry(c, "R-9")
+    assert (entry.kind, entry.context.actor, entry.delta.committed) == ("cancel", "ops-kim", -2)
+    assert drift.id in entry.context.reason
+    view = await c.inventory.stock("R-9")
+    assert (view.totals.committed, view.available) == (1, 4)  # the paid order's unit stays
+    assert (await reconciler(c, NO_GRACE).run_pass(sku="R-9")).drifts == []
+
+
+async def test_a_paid_order_whose_stock_was_let_go_is_a_drift_for_its_order(
+        container: Container, tmp_path: Path, database_url: str) -> None:
+    c = container
+    await stocked(c, "R-10", 3)
+    order = await c.orders.place_marketplace_order("web", "m-10", [OrderLine("R-10", 2, Decimal(
+        "10"))], "EUR")
+    assert (await reconciler(c, NO_GRACE).run_pass()).drifts == []  # paid and committed
+    await c.inventory.cancel(order.reservation_ids[0], CTX)  # behind the order's back
+    found = await reconciler(c, NO_GRACE).run_pass()
+    assert [(d["kind"], d["sku"], d["expected"]["order"], d["actual"]["status"])
+            for d in found.drifts] == [("order_unstocked", "R-10", order.id, "cancelled")]
+    again = await reconciler(c, NO_GRACE).run_pass()  # checked again though nothing changed
+    assert [d["kind"] for d in again.drifts] == ["order_unstocked"]
+    app = create_app(make_settings(database_url, tmp_path))
+    app.state.reconciliation = reconciler(c)
+    staff = {"Authorization": "Bearer " + app.state.tokens.mint(Role.INVENTORY, "ops")}
+    [drift] = await reconciler(c).drifts()
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://t") as client:
+        refused = await client.post(f"/v1/reconciliation/drifts/{drift.id}/approve",
+                                    headers=staff, json={"reason": "fix it"})
+        assert refused.status_code == 409
+        assert refused.json()["type"].endswith("drift-needs-order-action")
+        assert order.id in refused.json()["detail"]
+        rejected = await client.post(f"/v1/reconciliation/drifts/{drift.id}/reject",
+                                     headers=staff, json={"reason": "order refunded by hand"})
+        assert rejected.status_code == 200
+    assert await reconciler(c).drifts() == []

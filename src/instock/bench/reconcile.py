@@ -105,7 +105,7 @@ async def timed_pass(service: ReconciliationService, statements: Callable[[], fl
 
 
 def with_sweep(service: ReconciliationService, per_pass: int) -> ReconciliationService:
-    return ReconciliationService(service.db, service.inventory, service.catalog,
+    return ReconciliationService(service.db, service.inventory, service.catalog, service.orders,
                                  replace(service.settings, sweep_per_pass=per_pass))
 
 

@@ -539,6 +539,18 @@ class InventoryService:
         known = {key: state for key, state in checkpoints.items() if key[0] in skus}
         return drift.check(stored, known, entries, held, whole)
 
+    async def reservations_holding(self, *, skus: set[str] | None = None,
+                                   ids: set[str] | None = None, statuses: Sequence[str] = (),
+                                   since: datetime | None = None, whenever: Sequence[str] = ()
+                                   ) -> dict[str, tuple[str, store.Allocations]]:
+        """Reservations on these SKUs or with these ids (status, allocations), in `statuses`
+        and changed since `since` unless in a status of `whenever`: for the reconciler's
+        comparison with orders."""
+        async with self.db.read() as conn:
+            return await store.reservations_holding(
+                conn, skus=skus or (), ids=ids or (), statuses=statuses, since=since,
+                whenever=whenever)
+
     async def stocked_skus_after(self, after: str | None, limit: int) -> list[str]:
         async with self.db.read() as conn:
             return await store.skus_after(conn, after, limit)

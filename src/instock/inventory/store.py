@@ -586,6 +586,38 @@ async def holds(conn: AsyncConnection, skus: Iterable[str]) -> dict[tuple[str, s
             for sku, location, reserved, committed in rows}
 
 
+Allocations = list[tuple[str, str, int]]  # (sku, location, quantity)
+
+
+async def reservations_holding(conn: AsyncConnection, *, skus: Iterable[str] = (),
+                               ids: Iterable[str] = (), statuses: Sequence[str] = (),
+                               since: datetime | None = None, whenever: Sequence[str] = ()
+                               ) -> dict[str, tuple[str, Allocations]]:
+    """Reservations with allocations on these SKUs (or with these ids), in these statuses,
+    changed after `since` unless their status is one of `whenever`: id -> (status,
+    allocations). What the reconciler compares with the orders that hold them."""
+    query = (sa.select(reservations.c.id, reservations.c.status, reservation_allocations.c.sku,
+                       reservation_allocations.c.location, reservation_allocations.c.quantity)
+             .join(reservations, reservations.c.id == reservation_allocations.c.reservation_id))
+    wanted_skus, wanted_ids = list(set(skus)), list(set(ids))
+    if wanted_skus:
+        query = query.where(reservation_allocations.c.sku.in_(wanted_skus))
+    if wanted_ids:
+        query = query.where(reservations.c.id.in_(wanted_ids))
+    if not wanted_skus and not wanted_ids:
+        return {}
+    if statuses:
+        query = query.where(reservations.c.status.in_(list(statuses)))
+    if since is not None:
+        query = query.where(sa.or_(reservations.c.updated_at > since,
+                                   reservations.c.status.in_(list(whenever))))
+    found: dict[str, tuple[str, Allocations]] = {}
+    for row in await conn.execute(query):
+        found.setdefault(row.id, (row.status, []))[1].append(
+            (row.sku, row.location, int(row.quantity)))
+    return found
+
+
 async def skus_after(conn: AsyncConnection, after: str | None, limit: int) -> list[str]:
     """Stocked SKUs in key order after `after`: a sweep's next stretch."""
     query = sa.select(stock_levels.c.sku).distinct().order_by(stock_levels.c.sku).limit(limit)

@@ -67,6 +67,11 @@ TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
     S.REFUNDED: frozenset(),
 }
 
+# An order in these statuses has paid for its units and not shipped them: its reservations must
+# be committed (or shipped, between shipping the stock and marking the order). A checkout commits
+# its stock before it captures the payment, so a pending order may hold committed stock too.
+PAID_FOR_STOCK = frozenset({S.PAID, S.PARTIALLY_FULFILLED, S.FULFILLED})
+MAY_HOLD_STOCK = PAID_FOR_STOCK | {S.PENDING_PAYMENT}
 
 @dataclass(frozen=True)
 class OrderLine:

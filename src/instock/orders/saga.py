@@ -188,9 +188,11 @@ class SagaRunner:
             order = await store.get_order(conn, order_id)
             if order is None:
                 raise NotFound(f"order {order_id} does not exist")
-            before = order.version
+            before, held = order.version, list(order.reservation_ids)
             change(order, self.clock())
             await store.update_order(conn, order, before, self.clock())
+            if order.reservation_ids != held:
+                await store.link_reservations(conn, order.id, order.reservation_ids)
             await outbox.add(conn, order.events, correlation_id)
             order.events.clear()
         return order

@@ -22,6 +22,7 @@ from instock.inventory.reservation_batch import ReserveRequest
 from instock.inventory.service import InventoryService
 from instock.orders import store
 from instock.orders.model import (
+    PAID_FOR_STOCK,
     Cart,
     FailureKind,
     Order,
@@ -281,6 +282,28 @@ class OrdersService:
         order = await self.get(order_id)
         sagas = await self.sagas(order_id)
         return order, sagas[-1] if sagas else None
+
+    # -- what the reconciler asks ------------------------------------------------------------
+
+    async def holders(self, reservation_ids: set[str]) -> dict[str, tuple[str, OrderStatus]]:
+        """The order (id, status) that holds each of these reservations, where one does."""
+        if not reservation_ids:
+            return {}
+        async with self.db.read() as conn:
+            return await store.holders(conn, sorted(reservation_ids))
+
+    async def paid_for_stock(self, ids: set[str], limit: int, changed: bool = True,
+                             changed_since: datetime | None = None) -> dict[str, list[str]]:
+        """Orders paid for stock they have not shipped, among `ids` and (if `changed`) those
+        changed since `changed_since`: id -> reservation ids."""
+        statuses = sorted(PAID_FOR_STOCK)
+        rows = []
+        async with self.db.read() as conn:
+            if changed:
+                rows += await store.changed_orders(conn, changed_since, statuses, limit)
+            if ids:
+                rows += await store.changed_orders(conn, None, statuses, len(ids), sorted(ids))
+        return {order_id: reservation_ids for order_id, _, reservation_ids in rows}
 
     async def fulfil(self, order_id: str, ctx: EntryContext) -> Order:
         """The warehouse picked every unit: the order is fulfilled."""

@@ -56,6 +56,17 @@ orders = sa.Table(
     sa.Column("idempotency_scope", sa.String(64), nullable=True, unique=True),
     # A marketplace delivers an order more than once; it becomes one order.
     sa.UniqueConstraint("channel", "external_id", name="uq_orders_channel_external_id"),
+    # The reconciler asks which orders changed since its last pass (migration 0015).
+    sa.Index("ix_orders_updated_at", "updated_at"),
+)
+
+# Which order holds each reservation: the reconciler asks it of the stock's committed
+# reservations, since an order keeps its reservation ids as JSON (migration 0015). Written
+# when an order is placed or adopts its holds, in the same transaction.
+order_reservations = sa.Table(
+    "order_reservations", metadata,
+    sa.Column("reservation_id", sa.String(36), primary_key=True),
+    sa.Column("order_id", sa.String(36), nullable=False, index=True),
 )
 
 carts = sa.Table(
@@ -140,10 +151,49 @@ async def insert_order(conn: AsyncConnection, order: Order, now: datetime,
     row = {**_order_row(order, now), "idempotency_scope": idempotency_scope}
     if idempotency_scope is None:
         await conn.execute(orders.insert().values(row))
-        return True
-    inserted = await conn.scalar(dialect_insert(conn, orders).values(row)
-                                 .on_conflict_do_nothing().returning(orders.c.id))
-    return inserted is not None
+    elif await conn.scalar(dialect_insert(conn, orders).values(row)
+                           .on_conflict_do_nothing().returning(orders.c.id)) is None:
+        return False
+    await link_reservations(conn, order.id, order.reservation_ids)
+    return True
+
+
+async def link_reservations(conn: AsyncConnection, order_id: str,
+                            reservation_ids: Sequence[str]) -> None:
+    if reservation_ids:
+        await conn.execute(dialect_insert(conn, order_reservations).values(
+            [{"reservation_id": r, "order_id": order_id} for r in reservation_ids])
+            .on_conflict_do_nothing())
+
+
+async def holders(conn: AsyncConnection, reservation_ids: Sequence[str]
+                  ) -> dict[str, tuple[str, OrderStatus]]:
+    """The order (id, status) holding each of these reservations, for those an order holds."""
+    found: dict[str, tuple[str, OrderStatus]] = {}
+    ids = list(reservation_ids)
+    for start in range(0, len(ids), 1_000):  # bounded IN lists
+        rows = await conn.execute(
+            sa.select(order_reservations.c.reservation_id, orders.c.id, orders.c.status)
+            .join(orders, orders.c.id == order_reservations.c.order_id)
+            .where(order_reservations.c.reservation_id.in_(ids[start:start + 1_000])))
+        found.update({r.reservation_id: (r.id, OrderStatus(r.status)) for r in rows})
+    return found
+
+
+async def changed_orders(conn: AsyncConnection, since: datetime | None,
+                         statuses: Sequence[OrderStatus], limit: int,
+                         ids: Sequence[str] = ()) -> list[tuple[str, OrderStatus, list[str]]]:
+    """(id, status, reservation ids) of orders in these statuses changed since `since` (or
+    among `ids`)."""
+    query = (sa.select(orders.c.id, orders.c.status, orders.c.reservation_ids)
+             .where(orders.c.status.in_([s.value for s in statuses]))
+             .order_by(orders.c.updated_at.desc()).limit(limit))
+    if since is not None:
+        query = query.where(orders.c.updated_at > since)
+    if ids:
+        query = query.where(orders.c.id.in_(list(ids)))
+    return [(r.id, OrderStatus(r.status), list(r.reservation_ids))
+            for r in await conn.execute(query)]
 
 
 async def order_placed_by(conn: AsyncConnection, idempotency_scope: str) -> Order | None:

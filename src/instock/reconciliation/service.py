@@ -21,7 +21,10 @@ import structlog
 
 from instock.catalog.service import CatalogService
 from instock.inventory.drift import DriftKind, Finding
+from instock.inventory.model import ReservationStatus
 from instock.inventory.service import InventoryService
+from instock.orders.model import MAY_HOLD_STOCK
+from instock.orders.service import OrdersService
 from instock.platform.bus import outbox
 from instock.platform.db import Database, utcnow
 from instock.platform.entry_context import EntryContext
@@ -33,13 +36,16 @@ from instock.platform.telemetry import (
     RECONCILIATION_DRIFTS,
     RECONCILIATION_PASS,
 )
-from instock.reconciliation import model, store
+from instock.reconciliation import commitments, model, store
 from instock.reconciliation.events import DriftDetected, DriftRepaired
 from instock.reconciliation.model import EVENT_LOST, Drift, DriftStatus, RepairPolicy
 
 log = structlog.get_logger(__name__)
 
 INTEGRITY = frozenset({DriftKind.LEDGER})
+# Reservations no longer holding stock: one under a paid order is a drift.
+LET_GO = (ReservationStatus.RELEASED.value, ReservationStatus.EXPIRED.value,
+          ReservationStatus.CANCELLED.value)
 MARKS_PER_PASS = 10_000
 CHUNK = 500  # SKUs checked per snapshot read
 
@@ -52,6 +58,9 @@ class ReconcileSettings:
     # Outbox rows are read again this far back: a transaction writes its rows' time before it
     # commits, so a slow one commits rows older than the last pass's mark.
     overlap_seconds: float = 30.0
+    # Committed stock and orders move in separate transactions: a mismatch between them is a
+    # drift only once it has lasted this long.
+    orders_grace_seconds: float = 30.0
 
 
 @dataclass
@@ -60,12 +69,14 @@ class PassReport:
     skus: int = 0
     entries: int = 0  # ledger entries folded
     drifts: list[dict[str, Any]] = field(default_factory=list)
+    # Mismatches between committed stock and orders not yet lasting the grace period.
+    suspected: list[dict[str, Any]] = field(default_factory=list)
     repaired: int = 0
     seconds: float = 0.0
 
     def as_json(self) -> dict[str, Any]:
         return {"checked": self.checked, "skus": self.skus, "entries": self.entries,
-                "drifts": self.drifts, "repaired": self.repaired,
+                "drifts": self.drifts, "suspected": self.suspected, "repaired": self.repaired,
                 "seconds": round(self.seconds, 4)}
 
 
@@ -73,13 +84,20 @@ class DriftNotOpen(Conflict):
     slug, title = "drift-not-open", "The drift was already decided"
 
 
+class DriftNeedsOrderAction(Conflict):
+    slug, title = "drift-needs-order-action", "The drift is put right through its order"
+
+
 class ReconciliationService:
     def __init__(self, db: Database, inventory: InventoryService, catalog: CatalogService,
-                 settings: ReconcileSettings) -> None:
+                 orders: OrdersService, settings: ReconcileSettings) -> None:
         self.db = db
         self.inventory = inventory
         self.catalog = catalog
+        self.orders = orders
         self.settings = settings
+        self.suspicions = commitments.Suspicions(timedelta(
+            seconds=settings.orders_grace_seconds))
         self.last_pass: datetime | None = None  # for /readyz
         self.last_report: PassReport | None = None
 
@@ -105,10 +123,11 @@ class ReconciliationService:
             since = await store.cursor(conn, "outbox")
             sweep_from = await store.cursor(conn, "sweep")
             marked = await store.read_marks(conn, MARKS_PER_PASS)
+            still_open = await store.open_drifts(conn)
+            after = None if since is None else (
+                datetime.fromisoformat(since) - timedelta(seconds=self.settings.overlap_seconds))
             if sku is None:
-                changed = await store.changed_skus(conn, None if since is None else (
-                    datetime.fromisoformat(since)
-                    - timedelta(seconds=self.settings.overlap_seconds)))
+                changed = await store.changed_skus(conn, after)
         if sku is not None:
             marked = [m for m in marked if m[0] == sku]
             skus, swept = {sku}, []
@@ -116,8 +135,10 @@ class ReconciliationService:
             swept = await self.inventory.stocked_skus_after(
                 sweep_from or None, self.settings.sweep_per_pass
             ) if self.settings.sweep_per_pass > 0 else []
-            skus = changed | set(swept) | {m[0] for m in marked if m[1]}
+            skus = changed | set(swept) | {m[0] for m in marked if m[1]} | {
+                f.sku for f in self.suspicions.pending if f.kind == commitments.ORPHAN}
         findings = [_lost_event(m) for m in marked if not m[1]]
+        held = _Holds()
         verified: dict[tuple[str, str], dict[str, Any]] = {}
         ordered = sorted(skus)
         for start in range(0, len(ordered), CHUNK):
@@ -129,6 +150,7 @@ class ReconciliationService:
                     accepted = known.get((m_sku, m_location), {}).get("accepted", [])
                     known[(m_sku, m_location)] = {"accepted": accepted}
             checked = await self.inventory.check(chunk, known)
+            await held.read_stock(self.inventory, chunk, after if sku is None else None)
             findings += checked.findings
             verified.update(checked.verified)
             report.entries += checked.entries
@@ -137,8 +159,22 @@ class ReconciliationService:
             if progress is not None:
                 progress(min(start + CHUNK, len(ordered)), len(ordered))
         report.skus = len(skus)
+        recheck = {str(d.expected.get("order")) for d in still_open
+                   if d.kind == commitments.UNSTOCKED} | {
+            str(f.expected.get("order")) for f in self.suspicions.pending
+            if f.kind == commitments.UNSTOCKED}
+        mismatches = await held.compare(self.inventory, self.orders,
+                                        None if sku is None else sku, after, recheck)
+        recorded = {commitments.identity(d.kind, d.sku, d.location, d.expected)
+                    for d in still_open}
+        lasting = [f for f in mismatches if commitments.identity(
+            f.kind, f.sku, f.location, f.expected) in recorded] if dry_run else (
+            self.suspicions.lasting(mismatches, now, recorded))
+        findings += lasting
+        report.suspected = [_shown(f) for f in mismatches if f not in lasting]
         if not dry_run:
-            new = await self._record(findings, skus, verified, marked, now, sku, swept)
+            new = await self._record(findings, skus, held.orders_checked, verified, marked,
+                                     now, sku, swept)
             report.repaired = await self._repair_small(new)
             async with self.db.read() as conn:
                 RECONCILIATION_DRIFTS.set(await store.count_open(conn))
@@ -149,7 +185,7 @@ class ReconciliationService:
         self.last_report = report
         return report
 
-    async def _record(self, findings: list[Finding], skus: set[str],
+    async def _record(self, findings: list[Finding], skus: set[str], orders: set[str],
                       verified: dict[tuple[str, str], dict[str, Any]],
                       marked: list[tuple[str, str, str, bool, int]], now: datetime,
                       only: str | None, swept: list[str]) -> list[Drift]:
@@ -158,9 +194,11 @@ class ReconciliationService:
         async with self.db.write() as conn:
             # Every open drift (few: each waits for a decision), not those of the SKUs checked:
             # a first pass checks the whole catalogue, too many SKUs for one IN list.
-            still_open = {(d.kind, d.sku, d.location): d for d in await store.open_drifts(conn)}
+            still_open = {commitments.identity(d.kind, d.sku, d.location, d.expected): d
+                          for d in await store.open_drifts(conn)}
             for finding in findings:
-                known = still_open.pop((finding.kind, finding.sku, finding.location), None)
+                known = still_open.pop(commitments.identity(
+                    finding.kind, finding.sku, finding.location, finding.expected), None)
                 units = model.units_apart(finding.expected, finding.actual)
                 if known is not None:
                     await store.update_drift(conn, Drift(**{
@@ -181,7 +219,7 @@ class ReconciliationService:
                             location=drift.location, detail=drift.detail)
                 new.append(drift)
             for drift in still_open.values():  # checked again and consistent: gone by itself
-                if drift.kind != EVENT_LOST and drift.sku in skus:
+                if _covered(drift, skus, orders):
                     await store.update_drift(conn, model.decide(
                         drift, DriftStatus.RESOLVED, "reconciler", "consistent again", now))
             await store.save_checkpoints(conn, verified, now)
@@ -241,7 +279,15 @@ class ReconciliationService:
         ctx = EntryContext(who, f"reconcile drift {drift.id} ({drift.kind}): {note}"[:500],
                            reference=f"drift:{drift.id}")
         location = drift.location or await self._first_location(drift.sku)
-        if location is not None:
+        if drift.kind == commitments.UNSTOCKED:
+            raise DriftNeedsOrderAction(
+                f"order {drift.expected.get('order')} is paid for stock it no longer holds: "
+                "cancel and refund it or reserve its units again, then reject this drift with "
+                "what was done")
+        if drift.kind == commitments.ORPHAN:
+            # The committed units go back to sale: a `cancel` entry naming who and why.
+            await self.inventory.cancel(str(drift.expected["reservation"]), ctx)
+        elif location is not None:
             # A lost event is made good by an entry of nothing: the SKU's current state is
             # published again, with who and why in the ledger.
             kind = DriftKind.LEVEL if drift.kind == EVENT_LOST else drift.kind
@@ -268,6 +314,53 @@ class ReconciliationService:
         except NotFound:
             return None
         return view.levels[0].location if view.levels else None
+
+
+@dataclass
+class _Holds:
+    """What a pass read of committed stock and of the orders that hold it."""
+
+    committed: dict[str, tuple[str, commitments.Allocations]] = field(default_factory=dict)
+    let_go: dict[str, tuple[str, commitments.Allocations]] = field(default_factory=dict)
+    orders_checked: set[str] = field(default_factory=set)
+
+    async def read_stock(self, inventory: InventoryService, skus: set[str],
+                         after: datetime | None) -> None:
+        """The chunk's committed reservations, and those let go since the last pass."""
+        committed = ReservationStatus.COMMITTED.value
+        for rid, held in (await inventory.reservations_holding(
+                skus=skus, statuses=(committed, *LET_GO), since=after,
+                whenever=(committed,))).items():
+            (self.committed if held[0] == committed else self.let_go)[rid] = held
+
+    async def compare(self, inventory: InventoryService, orders: OrdersService,
+                      only: str | None, after: datetime | None,
+                      recheck: set[str]) -> list[Finding]:
+        """Committed reservations against the orders holding them, and orders paid for
+        stock (changed since the last pass, holding a reservation let go since, or to be
+        checked again) against their reservations."""
+        holders = await orders.holders(self.committed.keys() | self.let_go.keys())
+        let_go_by = {order for rid, (order, _) in holders.items() if rid in self.let_go}
+        # A pass of one SKU asks only about its own reservations' orders.
+        paid = await orders.paid_for_stock(let_go_by | recheck, MARKS_PER_PASS,
+                                           changed=only is None, changed_since=after)
+        self.orders_checked = set(paid) | recheck
+        known = {**self.let_go, **self.committed}
+        missing = {rid for rids in paid.values() for rid in rids} - known.keys()
+        if missing:
+            known.update(await inventory.reservations_holding(ids=missing))
+        return commitments.check({rid: a for rid, (_, a) in self.committed.items()},
+                                 {rid: (o, s.value) for rid, (o, s) in holders.items()},
+                                 paid, known, {s.value for s in MAY_HOLD_STOCK})
+
+
+def _covered(drift: Drift, skus: set[str], orders: set[str]) -> bool:
+    """Whether this pass checked what the drift is about (so not finding it means it is gone)."""
+    if drift.kind == EVENT_LOST:
+        return False
+    if drift.kind == commitments.UNSTOCKED:
+        return str(drift.expected.get("order")) in orders
+    return drift.sku in skus
 
 
 def _lost_event(mark: tuple[str, str, str, bool, int]) -> Finding:

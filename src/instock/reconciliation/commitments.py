@@ -1,0 +1,91 @@
+"""Committed stock against the orders that hold it: pure.
+
+A unit is committed when an order has taken it (paid, or paying): every committed reservation
+must be held by such an order, and every order paid for stock it has not shipped must hold
+committed (or shipped) reservations. Either side can go wrong alone: a marketplace order's
+stock committed by a process that died before it wrote the order (units stuck, never sold), or
+an order's reservation released under it (units sold twice).
+
+Both sides move in separate transactions (a checkout commits, then captures, then marks the
+order paid), so a mismatch counts only once it has lasted a grace period (`Suspicions`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from instock.inventory.drift import Finding
+
+ORPHAN = "orphan_commitment"  # committed stock that no order holds
+UNSTOCKED = "order_unstocked"  # an order paid for stock whose reservation is not committed
+
+# What a reservation of an order paid for its stock may be.
+STOCKED = frozenset({"committed", "shipped"})
+
+Allocations = list[tuple[str, str, int]]  # (sku, location, quantity)
+
+
+def check(committed: Mapping[str, Allocations],
+          holders: Mapping[str, tuple[str, str]],
+          paid_orders: Mapping[str, Iterable[str]],
+          reservations: Mapping[str, tuple[str, Allocations]],
+          may_hold: Collection[str]) -> list[Finding]:
+    """`committed`: committed reservations -> allocations; `holders`: reservation -> (order,
+    order status) for those an order holds; `paid_orders`: orders paid for unshipped stock ->
+    their reservations, whose (status, allocations) are in `reservations`; `may_hold`: the
+    order statuses allowed to hold committed stock."""
+    found: list[Finding] = []
+    for reservation_id, allocations in sorted(committed.items()):
+        order_id, status = holders.get(reservation_id, (None, None))
+        if status in may_hold:
+            continue
+        held = "no order holds it" if order_id is None else f"its order {order_id} is {status}"
+        for sku, location, quantity in allocations:
+            found.append(Finding(
+                ORPHAN, sku, location, {"committed": 0, "reservation": reservation_id},
+                {"committed": quantity, "reservation": reservation_id, "order": order_id,
+                 "order_status": status},
+                f"{sku}@{location}: {quantity} unit(s) committed by reservation "
+                f"{reservation_id}, but {held}"))
+    for order_id, reservation_ids in sorted(paid_orders.items()):
+        for reservation_id in reservation_ids:
+            status, allocations = reservations.get(reservation_id, ("missing", []))
+            if status in STOCKED:
+                continue
+            for sku, location, quantity in allocations or [("", "", 0)]:
+                found.append(Finding(
+                    UNSTOCKED, sku, location,
+                    {"committed": quantity, "reservation": reservation_id, "order": order_id},
+                    {"committed": 0, "reservation": reservation_id, "status": status},
+                    f"order {order_id} is paid for {quantity} unit(s) of {sku}@{location}, "
+                    f"but its reservation {reservation_id} is {status}"))
+    return found
+
+
+def identity(kind: str, sku: str, location: str, expected: Mapping[str, object]
+             ) -> tuple[str, str, str, str]:
+    """What makes two findings the same drift: a level's, or one reservation's."""
+    return kind, sku, location, str(expected.get("reservation", ""))
+
+
+@dataclass
+class Suspicions:
+    """Mismatches seen, by identity, with when each was first seen: one counts as a drift once
+    it has lasted `grace`. Those still pending are checked again by the next pass; one that a
+    pass no longer sees is forgotten."""
+
+    grace: timedelta
+    first_seen: dict[tuple[str, str, str, str], datetime] = field(default_factory=dict)
+    pending: list[Finding] = field(default_factory=list)
+
+    def lasting(self, findings: list[Finding], now: datetime,
+                recorded: Collection[tuple[str, str, str, str]] = ()) -> list[Finding]:
+        """The findings that have lasted the grace period, or that are drifts already."""
+        seen = {identity(f.kind, f.sku, f.location, f.expected): f for f in findings}
+        self.first_seen = {key: self.first_seen.get(key, now) for key in seen}
+        lasting = [f for key, f in seen.items()
+                   if key in recorded or now - self.first_seen[key] >= self.grace]
+        self.pending = [f for f in seen.values() if f not in lasting]
+        return lasting
