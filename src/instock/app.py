@@ -203,14 +203,19 @@ def build(settings: Settings | None = None, span_exporter: SpanExporter | None =
                           WaitlistService(db, catalog_service), connect(settings.bus_url),
                           webhooks, channels, payments, orders, experiments, recommendations,
                           BackboneMonitor(db, []), ReconciliationService(
-                              db, inventory_service, catalog_service, orders, ReconcileSettings(
-                                  RepairPolicy(settings.reconcile_auto_repair_units,
-                                               Decimal(str(settings.reconcile_auto_repair_value))),
-                                  settings.reconcile_interval_seconds,
-                                  settings.reconcile_sweep_per_pass,
-                                  orders_grace_seconds=settings.reconcile_orders_grace_seconds)))
+                              db, inventory_service, catalog_service, orders, recommendations,
+                              channels, reconcile_settings(settings)))
     container.backbone.consumers = list(container.consumer_specs())
     return container
+
+
+def reconcile_settings(settings: Settings) -> ReconcileSettings:
+    return ReconcileSettings(
+        RepairPolicy(settings.reconcile_auto_repair_units,
+                     Decimal(str(settings.reconcile_auto_repair_value))),
+        settings.reconcile_interval_seconds, settings.reconcile_sweep_per_pass,
+        grace_seconds=settings.reconcile_grace_seconds,
+        marketplace_every_seconds=settings.reconcile_marketplace_seconds)
 
 
 def keep_copies_fresh(catalog: CatalogService, inventory: InventoryService,

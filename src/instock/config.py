@@ -136,8 +136,11 @@ class Settings(BaseSettings):
     reconcile_auto_repair_value: float = Field(default=100.0, ge=0)
     reconcile_sweep_per_pass: int = Field(default=500, ge=0)
     # Committed stock and the orders holding it are written apart (a checkout commits, then
-    # takes the money): a mismatch between them is a drift once it has lasted this long.
-    reconcile_orders_grace_seconds: float = Field(default=30.0, ge=0)
+    # takes the money), and copies of stock (recommendations' view, marketplace listings)
+    # follow it within their freshness bound: a difference is a drift once it has lasted this
+    # long. Marketplaces' listings are pulled (whole) this often.
+    reconcile_grace_seconds: float = Field(default=30.0, ge=0)
+    reconcile_marketplace_seconds: float = Field(default=60.0, ge=0)
     webhook_attempts: int = Field(default=8, ge=1, le=100)
     webhook_backoff_base_seconds: float = Field(default=30.0, gt=0)
     webhook_backoff_max_seconds: float = Field(default=6 * 3600.0, gt=0)

@@ -1,11 +1,11 @@
 """Issue 18 item 4: the dashboards and alert rules against a real Prometheus and Alertmanager.
-
-One instock API (SQLite, with the payment sandbox so checkout runs), a little traffic, one
-Prometheus (Debian's, started here with its own port and data dir, scraping every second and
-evaluating the rules every second) and one Alertmanager routing to a webhook receiver in this
-test, for the whole module. Every PromQL expression of every dashboard panel and every rule is
-evaluated through Prometheus's HTTP API and must parse and return at least one series. Then the
-API is killed and InstockDown must reach the receiver through Alertmanager.
+One instock API (SQLite, with the payment sandbox so checkout runs) with a little traffic,
+another on PostgreSQL (its own scrape job) for the tampering test, one Prometheus (Debian's,
+started here with its own port and data dir, scraping every second and evaluating the rules
+every second) and one Alertmanager routing to a webhook receiver in this test, for the whole
+module. Every PromQL expression of every dashboard panel and every rule is evaluated through
+Prometheus's HTTP API and must parse and return at least one series. Then the API is killed and
+InstockDown must reach the receiver through Alertmanager.
 """
 
 from __future__ import annotations
@@ -50,9 +50,10 @@ from tests.observability import (
     rule_files,
     tool,
 )
-from tests.support import fresh_database
+from tests.support import backends, fresh_database
 
 HOST = "127.0.0.1"
+JOBS = {"sqlite": "instock", "postgresql": "instock-pg"}  # backend -> scrape job
 SKU = "OBS-M"
 
 
@@ -84,6 +85,8 @@ class Stack:
     prometheus: str  # base URL
     receiver: AlertReceiver
     workdir: Path
+    # scrape job -> (server, its database): every backend's instock, tampered with in turn
+    shops: dict[str, tuple[Server, Database]]
 
 
 def start(args: list[str], log: Path) -> subprocess.Popen[bytes]:
@@ -176,9 +179,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     receiver = AlertReceiver()
     threading.Thread(target=receiver.serve_forever, daemon=True).start()
     processes: list[subprocess.Popen[bytes]] = []
-    with fresh_database("sqlite", workdir) as url:
-        upgrade(url)
-        factory = ServerFactory(Database("sqlite", url, workdir), workdir)
+    with contextlib.ExitStack() as databases:
+        factories: dict[str, ServerFactory] = {}
+        for backend in backends():
+            url = databases.enter_context(fresh_database(backend, workdir))
+            upgrade(url)
+            factories[JOBS[backend]] = ServerFactory(Database(backend, url, workdir), workdir)
+        factory = factories["instock"]
         try:
             async def start_shop() -> Server:
                 sandbox = await start_payments(factory)
@@ -186,7 +193,18 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 await drive_traffic(api, workdir)
                 return api
 
+            async def start_plain(plain: ServerFactory) -> Server:
+                api = await plain.start()
+                async with client(api.base_url, Role.ADMIN) as admin:
+                    await create_product(admin, "obs-tee", [SKU])
+                    await create_location(admin, "wh-obs")
+                    await receive(admin, SKU, "wh-obs", 20)
+                return api
+
             api = asyncio.run(start_shop())
+            shops = {"instock": (api, factory.db)} | {
+                job: (asyncio.run(start_plain(other)), other.db)
+                for job, other in factories.items() if job != "instock"}
 
             am_port = free_port()
             am_config = workdir / "alertmanager.yml"
@@ -209,8 +227,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 "rule_files": rules_without_for(workdir),
                 "alerting": {"alertmanagers": [
                     {"static_configs": [{"targets": [f"{HOST}:{am_port}"]}]}]},
-                "scrape_configs": [{"job_name": "instock", "static_configs": [
-                    {"targets": [f"{HOST}:{api.port}"]}]}],
+                "scrape_configs": [{"job_name": job, "static_configs": [
+                    {"targets": [f"{HOST}:{server.port}"]}]} for job, (server, _) in shops.items()],
             }))
             prom_log = workdir / "prometheus.log"
             processes.append(start([
@@ -226,11 +244,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             # rate() needs two samples in its window, so wait for a few scrapes after `up`.
             wait_for(lambda: query(base, 'count_over_time(up{job="instock"}[1m]) >= 4'),
                      "four scrapes of instock", 30, prom_log)
-            yield Stack(api, factory.db, base, receiver, workdir)
+            yield Stack(api, factory.db, base, receiver, workdir, shops)
         finally:
             for process in reversed(processes):
                 stop(process)
-            factory.stop_all()
+            for each in factories.values():
+                each.stop_all()
             receiver.shutdown()
 
 
@@ -262,23 +281,28 @@ def test_every_dashboard_and_rule_expression_parses_and_returns_series(stack: St
     assert len(expressions) > 40
 
 
-def delivered(stack: Stack, alertname: str) -> dict[str, Any] | None:
+def delivered(stack: Stack, alertname: str, job: str = "instock") -> dict[str, Any] | None:
     for notification in stack.receiver.notifications:
         for alert in notification["alerts"]:
-            if alert["labels"].get("alertname") == alertname:
+            if alert["labels"].get("alertname") == alertname and (
+                    alert["labels"].get("job") == job):
                 return dict(alert)
     return None
 
 
-def test_tampered_stock_is_a_drift_whose_alert_reaches_the_webhook(stack: Stack) -> None:
+@pytest.mark.parametrize("backend", backends())
+def test_tampered_stock_is_a_drift_whose_alert_reaches_the_webhook(stack: Stack,
+                                                                   backend: str) -> None:
     """A stock level changed in the database behind the code: the server's reconciler reports
     a drift within its interval, InstockDriftDetected fires through Prometheus and
     Alertmanager, an approved repair writes a compensating entry and the next pass is clean."""
+    job = JOBS[backend]
+    api, db = stack.shops[job]
     tampered = time.monotonic()
-    asyncio.run(stack.db.execute(sa.text(
+    asyncio.run(db.execute(sa.text(
         f"UPDATE stock_levels SET on_hand = on_hand + 30 WHERE sku = '{SKU}'")))
     staff = {"Authorization": "Bearer " + token(Role.INVENTORY, "ops-obs")}
-    drifts_url = f"{stack.api.base_url}/v1/reconciliation/drifts"
+    drifts_url = f"{api.base_url}/v1/reconciliation/drifts"
 
     def found() -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = httpx.get(drifts_url, headers=staff).json()["items"]
@@ -287,16 +311,17 @@ def test_tampered_stock_is_a_drift_whose_alert_reaches_the_webhook(stack: Stack)
     [drift] = wait_for(found, "the drift reported", 10)
     assert time.monotonic() - tampered < 10  # within the default interval (5 s) and a pass
     assert (drift["kind"], drift["sku"]) == ("level_mismatch", SKU)
-    alert = wait_for(lambda: delivered(stack, "InstockDriftDetected"),
+    alert = wait_for(lambda: delivered(stack, "InstockDriftDetected", job),
                      "InstockDriftDetected delivered to the webhook receiver", 30)
     assert alert["status"] == "firing" and alert["labels"]["severity"] == "warning"
     approved = httpx.post(f"{drifts_url}/{drift['id']}/approve", headers=staff,
                           json={"reason": "the tamper test: the ledger is right"})
     assert approved.status_code == 200, approved.text
-    ledger = httpx.get(f"{stack.api.base_url}/v1/ledger", params={"sku": SKU, "limit": 1000},
+    ledger = httpx.get(f"{api.base_url}/v1/ledger", params={"sku": SKU, "limit": 1000},
                        headers=staff).json()["entries"]
     assert (ledger[-1]["kind"], ledger[-1]["actor"]) == ("reconcile", "ops-obs")
-    wait_for(lambda: not found() and query(stack.prometheus, "instock_reconciliation_drifts == 0"),
+    wait_for(lambda: not found() and query(
+        stack.prometheus, f'instock_reconciliation_drifts{{job="{job}"}} == 0'),
              "a clean pass, and Prometheus sees no open drift", 30)
 
 

@@ -22,15 +22,23 @@ from instock.platform.auth import Role
 from instock.platform.bus.outbox import outbox
 from instock.reconciliation.model import RepairPolicy
 from instock.reconciliation.service import ReconcileSettings, ReconciliationService
-from tests.integration.helpers import CTX, stocked
+from tests.integration.helpers import CTX, add_product, receive, stocked
+from tests.integration.test_channels import (
+    connect,
+    marketplace_channel,
+    push,
+    run_consumers,
+)
 from tests.integration.test_relay import running
+from tests.marketplace import simulator
 from tests.support import make_settings
 
 QUIET = ReconcileSettings(RepairPolicy(max_units=0), sweep_per_pass=0)
 
 
 def reconciler(c: Container, settings: ReconcileSettings = QUIET) -> ReconciliationService:
-    return ReconciliationService(c.db, c.inventory, c.catalog, c.orders, settings)
+    return ReconciliationService(c.db, c.inventory, c.catalog, c.orders, c.recommendations,
+                                 c.channels, settings)
 
 
 async def sql(c: Container, statement: str, **params: Any) -> None:
@@ -198,7 +206,7 @@ async def test_two_reconcilers_running_record_a_drift_once(container: Container)
     assert (first.last_pass is None) != (second.last_pass is None)  # one led, one stood by
 
 
-NO_GRACE = replace(QUIET, orders_grace_seconds=0)
+NO_GRACE = replace(QUIET, grace_seconds=0)
 
 
 async def test_committed_stock_no_order_holds_is_found_once_it_lasts_and_given_back(
@@ -211,7 +219,7 @@ async def test_committed_stock_no_order_holds_is_found_once_it_lasts_and_given_b
     # Stock committed by a process that died before it wrote its order: the units are stuck.
     stuck = await c.inventory.reserve(ReserveRequest([Line("R-9", 2)]), CTX)
     await c.inventory.commit(stuck.id, CTX)
-    patient = reconciler(c, replace(NO_GRACE, orders_grace_seconds=3600))
+    patient = reconciler(c, replace(NO_GRACE, grace_seconds=3600))
     seen = await patient.run_pass()
     assert seen.drifts == []  # a checkout may be between its commit and its order
     assert [(d["kind"], d["expected"]["reservation"]) for d in seen.suspected] == [
@@ -257,3 +265,50 @@ async def test_a_paid_order_whose_stock_was_let_go_is_a_drift_for_its_order(
                                      headers=staff, json={"reason": "order refunded by hand"})
         assert rejected.status_code == 200
     assert await reconciler(c).drifts() == []
+
+
+async def test_recommendations_view_left_behind_is_found_once_the_stock_stands_still(
+        container: Container) -> None:
+    c = container
+    await stocked(c, "R-11", 10)
+    await run_consumers(c, "recs-availability")  # the view hears the stock: the same
+    assert (await reconciler(c, NO_GRACE).run_pass()).drifts == []
+    await c.inventory.reserve(ReserveRequest([Line("R-11", 4)]), CTX)  # the view misses it
+    patient = reconciler(c, replace(NO_GRACE, grace_seconds=3600))
+    assert [d["kind"] for d in (await patient.run_pass()).suspected] == ["recs_stock_stale"]
+    found = await reconciler(c, NO_GRACE).run_pass()
+    [stale] = found.drifts
+    assert (stale["kind"], stale["expected"]["available"], stale["actual"]["available"]) == (
+        "recs_stock_stale", 6, 10)
+    [drift] = await reconciler(c).drifts()
+    await reconciler(c).approve(drift.id, "ops", "publish it again")
+    assert (await last_entry(c, "R-11")).kind == "reconcile"  # an entry of nothing, who and why
+    await run_consumers(c, "recs-availability")  # the republished state reaches the view
+    assert (await c.recommendations.stock_view({"R-11"}))["R-11"][1] == 6
+    assert (await reconciler(c, NO_GRACE).run_pass()).drifts == []
+
+
+async def test_listings_and_the_marketplace_are_checked_against_what_was_pushed(
+        container: Container, tmp_path: Path) -> None:
+    c = container
+    await marketplace_channel(c)
+    await add_product(c, "p", ["L-1", "L-2"])
+    await receive(c, "L-1", "wh-a", 6)
+    await receive(c, "L-2", "wh-a", 3)
+    every_pass = replace(NO_GRACE, marketplace_every_seconds=0)
+    async with simulator(tmp_path) as sim:
+        await connect(c, sim)
+        await push(c)
+        assert (await reconciler(c, every_pass).run_pass()).drifts == []
+        await sim.configure(drift={"L-1": 9})  # someone edited the listing on the marketplace
+        await receive(c, "L-2", "wh-a", 1)  # a change the channel's consumer never hears of
+        found = await reconciler(c, every_pass).run_pass()
+        assert sorted((d["kind"], d["sku"], d["expected"]["quantity"], d["actual"]["quantity"])
+                      for d in found.drifts) == [("listing_stale", "L-2", 4, 3),
+                                                 ("marketplace_mismatch", "L-1", 6, 9)]
+        for drift in await reconciler(c).drifts():
+            await reconciler(c).approve(drift.id, "ops", "tell the marketplace again")
+        await push(c)
+        listed = {sku: v["quantity"] for sku, v in (await sim.state())["listings"].items()}
+        assert listed == {"L-1": 6, "L-2": 4}
+        assert (await reconciler(c, every_pass).run_pass()).drifts == []

@@ -106,6 +106,7 @@ async def timed_pass(service: ReconciliationService, statements: Callable[[], fl
 
 def with_sweep(service: ReconciliationService, per_pass: int) -> ReconciliationService:
     return ReconciliationService(service.db, service.inventory, service.catalog, service.orders,
+                                 service.recommendations, service.channels,
                                  replace(service.settings, sweep_per_pass=per_pass))
 
 

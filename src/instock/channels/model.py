@@ -93,6 +93,19 @@ def next_slot(previous: float | None, now: float, rate_per_second: float) -> flo
 
 
 @dataclass(frozen=True)
+class ListingGap:
+    """A listing that does not say what it should: `expected` is what it should hold (what
+    the channel may sell now, or what we last pushed), `actual` what it holds (what we last
+    pushed, or what the marketplace reports); None for no listing."""
+
+    channel_id: str
+    sku: str
+    expected: int | None
+    actual: int | None
+    version: int = 0  # the SKU's version `expected` was read at (0: not a read of stock)
+
+
+@dataclass(frozen=True)
 class Drift:
     sku: str
     ours: int

@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from instock.channels import model, store, wire
 from instock.channels.connector import ConnectorError, ConnectorFactory
 from instock.channels.events import ChannelOrderCancelled, ChannelOrderReceived
-from instock.channels.model import Connection, Decision, OrderWork
+from instock.channels.model import Connection, Decision, ListingGap, OrderWork
 from instock.inventory.events import ChannelChanged, StockChanged
 from instock.inventory.service import InventoryService
 from instock.orders.model import OrderLine
@@ -390,6 +390,58 @@ class ChannelsService:
                 async with self.db.write() as conn:
                     await store.drop_lease(conn, channel_id, owner)
         return ReconcileReport(channel_id, not repair, len(skus), drifts, repaired)
+
+    # -- what the reconciler asks ------------------------------------------------------------
+
+    async def listing_gaps(self, skus: set[str]) -> list[ListingGap]:
+        """Listings of these SKUs, on every connected channel, whose last pushed quantity is
+        not what the channel may sell now (a push due, or a change the consumer missed)."""
+        gaps: list[ListingGap] = []
+        async with self.db.read() as conn:
+            connected = await store.all_connections(conn)
+        for connection in connected:
+            try:
+                ours = await self.inventory.channel_ats(connection.channel_id, skus)
+            except NotFound:
+                continue
+            async with self.db.read() as conn:
+                told = await store.listing_states(conn, connection.channel_id, skus)
+            for sku, (quantity, version) in sorted(ours.items()):
+                listing = told.get(sku)
+                pushed = listing.pushed_quantity if listing else None
+                if pushed != quantity and not (pushed is None and quantity == 0):
+                    gaps.append(ListingGap(connection.channel_id, sku, quantity, pushed,
+                                           version))
+        return gaps
+
+    async def marketplace_gaps(self) -> list[ListingGap]:
+        """Listings whose quantity on the marketplace (pulled from its API) is not what we
+        last pushed there, leaving out those with a push on its way."""
+        gaps: list[ListingGap] = []
+        for connection in await self.connections():
+            connector = self.connectors(connection)
+            try:
+                theirs = await connector.listings()
+            except ConnectorError as exc:
+                log.warning("marketplace_listings_unreadable", channel=connection.channel_id,
+                            error=str(exc))
+                continue
+            finally:
+                await connector.aclose()
+            async with self.db.read() as conn:
+                told = await store.listing_states(conn, connection.channel_id, None)
+            for sku, listing in sorted(told.items()):
+                pushed = listing.pushed_quantity
+                if listing.dirty or pushed is None or theirs.get(sku) == pushed:
+                    continue
+                gaps.append(ListingGap(connection.channel_id, sku, pushed, theirs.get(sku)))
+        return gaps
+
+    async def push_again(self, channel_id: str, sku: str, reported: int | None) -> None:
+        """Send the listing our quantity again: the marketplace holds `reported`."""
+        async with self.db.write() as conn:
+            await store.push_again(conn, channel_id, sku, reported)
+            signal(conn, PUSH_SIGNAL)
 
     async def _wait_for_lease(self, channel_id: str, owner: str, seconds: float) -> None:
         deadline = asyncio.get_running_loop().time() + seconds

@@ -145,6 +145,25 @@ async def get_listing(conn: AsyncConnection, channel_id: str, sku: str) -> Listi
     return _listing(row) if row is not None else None
 
 
+async def listing_states(conn: AsyncConnection, channel_id: str, skus: Iterable[str] | None
+                         ) -> dict[str, ListingState]:
+    """The channel's listings of these SKUs (all of them for None)."""
+    query = sa.select(listings).where(listings.c.channel_id == channel_id)
+    if skus is not None:
+        query = query.where(listings.c.sku.in_(sorted(set(skus))))
+    return {row.sku: _listing(row) for row in await conn.execute(query)}
+
+
+async def push_again(conn: AsyncConnection, channel_id: str, sku: str,
+                     reported: int | None) -> None:
+    """The marketplace holds `reported`, not what we last pushed: remember that, and mark the
+    listing changed so the pusher sends ours again."""
+    await mark_changed(conn, channel_id, [sku])
+    await conn.execute(listings.update().where(
+        listings.c.channel_id == channel_id, listings.c.sku == sku).values(
+            pushed_quantity=reported))
+
+
 async def listed_skus(conn: AsyncConnection, channel_id: str) -> set[str]:
     rows = await conn.execute(sa.select(listings.c.sku).where(listings.c.channel_id == channel_id))
     return {row.sku for row in rows}

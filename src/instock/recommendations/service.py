@@ -219,6 +219,11 @@ class RecommendationsService:
         finally:
             listener.cancel()
 
+    async def stock_view(self, skus: set[str]) -> dict[str, tuple[int, int]]:
+        """What the in-stock projection holds of these SKUs: sku -> (version, available)."""
+        async with self.db.read() as conn:
+            return await store.availability(conn, sorted(skus))
+
     async def load(self) -> None:
         async with self.db.read() as conn:
             items = await store.items(conn)

@@ -7,14 +7,13 @@ stock committed by a process that died before it wrote the order (units stuck, n
 an order's reservation released under it (units sold twice).
 
 Both sides move in separate transactions (a checkout commits, then captures, then marks the
-order paid), so a mismatch counts only once it has lasted a grace period (`Suspicions`).
+order paid), so a mismatch counts only once it has lasted a grace period
+(`model.Suspicions`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 
 from instock.inventory.drift import Finding
 
@@ -62,30 +61,3 @@ def check(committed: Mapping[str, Allocations],
                     f"order {order_id} is paid for {quantity} unit(s) of {sku}@{location}, "
                     f"but its reservation {reservation_id} is {status}"))
     return found
-
-
-def identity(kind: str, sku: str, location: str, expected: Mapping[str, object]
-             ) -> tuple[str, str, str, str]:
-    """What makes two findings the same drift: a level's, or one reservation's."""
-    return kind, sku, location, str(expected.get("reservation", ""))
-
-
-@dataclass
-class Suspicions:
-    """Mismatches seen, by identity, with when each was first seen: one counts as a drift once
-    it has lasted `grace`. Those still pending are checked again by the next pass; one that a
-    pass no longer sees is forgotten."""
-
-    grace: timedelta
-    first_seen: dict[tuple[str, str, str, str], datetime] = field(default_factory=dict)
-    pending: list[Finding] = field(default_factory=list)
-
-    def lasting(self, findings: list[Finding], now: datetime,
-                recorded: Collection[tuple[str, str, str, str]] = ()) -> list[Finding]:
-        """The findings that have lasted the grace period, or that are drifts already."""
-        seen = {identity(f.kind, f.sku, f.location, f.expected): f for f in findings}
-        self.first_seen = {key: self.first_seen.get(key, now) for key in seen}
-        lasting = [f for key, f in seen.items()
-                   if key in recorded or now - self.first_seen[key] >= self.grace]
-        self.pending = [f for f in seen.values() if f not in lasting]
-        return lasting

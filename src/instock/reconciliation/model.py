@@ -6,11 +6,12 @@ it is small, by a person's approval otherwise), rejected by a person, or gone by
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 
 class DriftStatus(StrEnum):
@@ -83,3 +84,58 @@ def decide(drift: Drift, status: DriftStatus, who: str, note: str, at: datetime)
         raise DriftDecided(f"drift {drift.id} is {drift.status.value}, not open")
     return Drift(**{**drift.__dict__, "status": status, "decided_by": who, "decided_at": at,
                     "note": note})
+
+
+class Observed(Protocol):
+    """A finding of a pass: what kind, about what, and what was expected against what is."""
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def sku(self) -> str: ...
+    @property
+    def location(self) -> str: ...
+    @property
+    def expected(self) -> Mapping[str, Any]: ...
+
+
+Identity = tuple[str, str, str, str]
+
+
+def identity(kind: str, sku: str, location: str, expected: Mapping[str, Any]) -> Identity:
+    """What makes two findings the same drift: a level's, one reservation's, or one channel's
+    listing."""
+    return kind, sku, location, str(expected.get("reservation") or expected.get("channel") or "")
+
+
+def identity_of(found: Observed) -> Identity:
+    return identity(found.kind, found.sku, found.location, found.expected)
+
+
+F = TypeVar("F", bound=Observed)
+
+
+@dataclass
+class Suspicions(Generic[F]):
+    """Differences between things written apart (stock and orders, stock and its copies),
+    each with when it was first seen as it is: one counts as a drift once it has lasted
+    `grace` unchanged (what it expects changing starts the clock again: the copy is chasing a
+    moving stock), or at once when it is recorded as a drift already. Those still pending are
+    checked again by the next pass; one that a pass no longer sees is forgotten."""
+
+    grace: timedelta
+    first_seen: dict[Identity, tuple[datetime, Mapping[str, Any]]] = field(default_factory=dict)
+    pending: list[F] = field(default_factory=list)
+
+    def lasting(self, findings: list[F], now: datetime,
+                recorded: Collection[Identity] = ()) -> list[F]:
+        seen = {identity_of(f): f for f in findings}
+        first: dict[Identity, tuple[datetime, Mapping[str, Any]]] = {}
+        for key, f in seen.items():
+            before = self.first_seen.get(key)
+            first[key] = before if before and before[1] == f.expected else (now, f.expected)
+        self.first_seen = first
+        lasting = [f for key, f in seen.items()
+                   if key in recorded or now - first[key][0] >= self.grace]
+        self.pending = [f for f in seen.values() if f not in lasting]
+        return lasting

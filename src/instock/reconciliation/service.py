@@ -20,10 +20,9 @@ from typing import Any
 import structlog
 
 from instock.catalog.service import CatalogService
+from instock.channels.service import ChannelsService
 from instock.inventory.drift import DriftKind, Finding
-from instock.inventory.model import ReservationStatus
 from instock.inventory.service import InventoryService
-from instock.orders.model import MAY_HOLD_STOCK
 from instock.orders.service import OrdersService
 from instock.platform.bus import outbox
 from instock.platform.db import Database, utcnow
@@ -36,16 +35,18 @@ from instock.platform.telemetry import (
     RECONCILIATION_DRIFTS,
     RECONCILIATION_PASS,
 )
-from instock.reconciliation import commitments, model, store
+from instock.recommendations.service import RecommendationsService
+from instock.reconciliation import commitments, model, projections, sources, store
 from instock.reconciliation.events import DriftDetected, DriftRepaired
 from instock.reconciliation.model import EVENT_LOST, Drift, DriftStatus, RepairPolicy
 
 log = structlog.get_logger(__name__)
 
 INTEGRITY = frozenset({DriftKind.LEDGER})
-# Reservations no longer holding stock: one under a paid order is a drift.
-LET_GO = (ReservationStatus.RELEASED.value, ReservationStatus.EXPIRED.value,
-          ReservationStatus.CANCELLED.value)
+# Always a person's decision, whatever their size: history edited, stock tied to orders.
+DECIDED_BY_PEOPLE = INTEGRITY | {commitments.ORPHAN, commitments.UNSTOCKED}
+# Put right by publishing the SKU's state again (an entry of nothing, with who and why).
+REPUBLISHED = frozenset({EVENT_LOST, projections.RECS_STALE, projections.LISTING_STALE})
 MARKS_PER_PASS = 10_000
 CHUNK = 500  # SKUs checked per snapshot read
 
@@ -58,9 +59,13 @@ class ReconcileSettings:
     # Outbox rows are read again this far back: a transaction writes its rows' time before it
     # commits, so a slow one commits rows older than the last pass's mark.
     overlap_seconds: float = 30.0
-    # Committed stock and orders move in separate transactions: a mismatch between them is a
-    # drift only once it has lasted this long.
-    orders_grace_seconds: float = 30.0
+    # Committed stock and orders move in separate transactions, copies of stock follow it
+    # within their freshness bound: a difference between them is a drift only once it has
+    # lasted this long.
+    grace_seconds: float = 30.0
+    # The marketplaces' listings are pulled whole (their APIs list, they do not answer what
+    # changed), so not every pass.
+    marketplace_every_seconds: float = 60.0
 
 
 @dataclass
@@ -90,14 +95,17 @@ class DriftNeedsOrderAction(Conflict):
 
 class ReconciliationService:
     def __init__(self, db: Database, inventory: InventoryService, catalog: CatalogService,
-                 orders: OrdersService, settings: ReconcileSettings) -> None:
+                 orders: OrdersService, recommendations: RecommendationsService,
+                 channels: ChannelsService, settings: ReconcileSettings) -> None:
         self.db = db
         self.inventory = inventory
         self.catalog = catalog
         self.orders = orders
+        self.recommendations = recommendations
+        self.channels = channels
         self.settings = settings
-        self.suspicions = commitments.Suspicions(timedelta(
-            seconds=settings.orders_grace_seconds))
+        self.suspicions = model.Suspicions[Finding](timedelta(seconds=settings.grace_seconds))
+        self.marketplaces_checked: datetime | None = None
         self.last_pass: datetime | None = None  # for /readyz
         self.last_report: PassReport | None = None
 
@@ -136,9 +144,10 @@ class ReconciliationService:
                 sweep_from or None, self.settings.sweep_per_pass
             ) if self.settings.sweep_per_pass > 0 else []
             skus = changed | set(swept) | {m[0] for m in marked if m[1]} | {
-                f.sku for f in self.suspicions.pending if f.kind == commitments.ORPHAN}
+                f.sku for f in self.suspicions.pending if f.kind != commitments.UNSTOCKED}
         findings = [_lost_event(m) for m in marked if not m[1]]
-        held = _Holds()
+        held = sources.Commitments()
+        differences: list[Finding] = []
         verified: dict[tuple[str, str], dict[str, Any]] = {}
         ordered = sorted(skus)
         for start in range(0, len(ordered), CHUNK):
@@ -151,6 +160,8 @@ class ReconciliationService:
                     known[(m_sku, m_location)] = {"accepted": accepted}
             checked = await self.inventory.check(chunk, known)
             await held.read_stock(self.inventory, chunk, after if sku is None else None)
+            differences += await sources.copies_of(self.inventory, self.recommendations,
+                                                   self.channels, chunk)
             findings += checked.findings
             verified.update(checked.verified)
             report.entries += checked.entries
@@ -163,18 +174,21 @@ class ReconciliationService:
                    if d.kind == commitments.UNSTOCKED} | {
             str(f.expected.get("order")) for f in self.suspicions.pending
             if f.kind == commitments.UNSTOCKED}
-        mismatches = await held.compare(self.inventory, self.orders,
-                                        None if sku is None else sku, after, recheck)
-        recorded = {commitments.identity(d.kind, d.sku, d.location, d.expected)
-                    for d in still_open}
-        lasting = [f for f in mismatches if commitments.identity(
-            f.kind, f.sku, f.location, f.expected) in recorded] if dry_run else (
-            self.suspicions.lasting(mismatches, now, recorded))
+        differences += await held.compare(self.inventory, self.orders,
+                                          None if sku is None else sku, after, recheck)
+        coverage = _Coverage(skus, held.orders_checked, sku is None and (
+            self._marketplaces_due(now) or any(
+                f.kind == projections.MARKETPLACE for f in self.suspicions.pending)))
+        if coverage.marketplaces:
+            differences += projections.marketplace(await self.channels.marketplace_gaps())
+            self.marketplaces_checked = now
+        recorded = {model.identity_of(d) for d in still_open}
+        lasting = [f for f in differences if model.identity_of(f) in recorded] if dry_run else (
+            self.suspicions.lasting(differences, now, recorded))
         findings += lasting
-        report.suspected = [_shown(f) for f in mismatches if f not in lasting]
+        report.suspected = [_shown(f) for f in differences if f not in lasting]
         if not dry_run:
-            new = await self._record(findings, skus, held.orders_checked, verified, marked,
-                                     now, sku, swept)
+            new = await self._record(findings, coverage, verified, marked, now, sku, swept)
             report.repaired = await self._repair_small(new)
             async with self.db.read() as conn:
                 RECONCILIATION_DRIFTS.set(await store.count_open(conn))
@@ -185,7 +199,12 @@ class ReconciliationService:
         self.last_report = report
         return report
 
-    async def _record(self, findings: list[Finding], skus: set[str], orders: set[str],
+    def _marketplaces_due(self, now: datetime) -> bool:
+        last = self.marketplaces_checked
+        return last is None or (now - last).total_seconds() >= (
+            self.settings.marketplace_every_seconds)
+
+    async def _record(self, findings: list[Finding], coverage: _Coverage,
                       verified: dict[tuple[str, str], dict[str, Any]],
                       marked: list[tuple[str, str, str, bool, int]], now: datetime,
                       only: str | None, swept: list[str]) -> list[Drift]:
@@ -194,11 +213,9 @@ class ReconciliationService:
         async with self.db.write() as conn:
             # Every open drift (few: each waits for a decision), not those of the SKUs checked:
             # a first pass checks the whole catalogue, too many SKUs for one IN list.
-            still_open = {commitments.identity(d.kind, d.sku, d.location, d.expected): d
-                          for d in await store.open_drifts(conn)}
+            still_open = {model.identity_of(d): d for d in await store.open_drifts(conn)}
             for finding in findings:
-                known = still_open.pop(commitments.identity(
-                    finding.kind, finding.sku, finding.location, finding.expected), None)
+                known = still_open.pop(model.identity_of(finding), None)
                 units = model.units_apart(finding.expected, finding.actual)
                 if known is not None:
                     await store.update_drift(conn, Drift(**{
@@ -219,7 +236,7 @@ class ReconciliationService:
                             location=drift.location, detail=drift.detail)
                 new.append(drift)
             for drift in still_open.values():  # checked again and consistent: gone by itself
-                if _covered(drift, skus, orders):
+                if coverage.covers(drift):
                     await store.update_drift(conn, model.decide(
                         drift, DriftStatus.RESOLVED, "reconciler", "consistent again", now))
             await store.save_checkpoints(conn, verified, now)
@@ -240,7 +257,8 @@ class ReconciliationService:
         for drift in drifts:
             price = prices.get(drift.sku)
             value = None if price is None else price[0] * Decimal(drift.units)
-            if model.repairs_itself(drift.kind, drift.units, value, policy, INTEGRITY):
+            if model.repairs_itself(drift.kind, drift.units, value, policy,
+                                   DECIDED_BY_PEOPLE):
                 await self._repair(drift, "reconciler", f"automatic: {drift.units} unit(s), "
                                    f"within the policy of {policy.max_units}")
                 repaired += 1
@@ -287,10 +305,13 @@ class ReconciliationService:
         if drift.kind == commitments.ORPHAN:
             # The committed units go back to sale: a `cancel` entry naming who and why.
             await self.inventory.cancel(str(drift.expected["reservation"]), ctx)
+        elif drift.kind == projections.MARKETPLACE:  # our quantity goes to the marketplace again
+            await self.channels.push_again(str(drift.expected["channel"]), drift.sku,
+                                           drift.actual.get("quantity"))
         elif location is not None:
-            # A lost event is made good by an entry of nothing: the SKU's current state is
-            # published again, with who and why in the ledger.
-            kind = DriftKind.LEVEL if drift.kind == EVENT_LOST else drift.kind
+            # A lost event or a stale copy is made good by an entry of nothing: the SKU's
+            # current state is published again, with who and why in the ledger.
+            kind = DriftKind.LEVEL if drift.kind in REPUBLISHED else drift.kind
             await self.inventory.repair(kind, drift.sku, location, ctx)
         async with self.db.write() as conn:
             current = await store.get_drift(conn, drift.id, lock=True)
@@ -316,51 +337,22 @@ class ReconciliationService:
         return view.levels[0].location if view.levels else None
 
 
-@dataclass
-class _Holds:
-    """What a pass read of committed stock and of the orders that hold it."""
+@dataclass(frozen=True)
+class _Coverage:
+    """What a pass checked: not finding a drift there again means it is gone."""
 
-    committed: dict[str, tuple[str, commitments.Allocations]] = field(default_factory=dict)
-    let_go: dict[str, tuple[str, commitments.Allocations]] = field(default_factory=dict)
-    orders_checked: set[str] = field(default_factory=set)
+    skus: set[str]
+    orders: set[str]
+    marketplaces: bool
 
-    async def read_stock(self, inventory: InventoryService, skus: set[str],
-                         after: datetime | None) -> None:
-        """The chunk's committed reservations, and those let go since the last pass."""
-        committed = ReservationStatus.COMMITTED.value
-        for rid, held in (await inventory.reservations_holding(
-                skus=skus, statuses=(committed, *LET_GO), since=after,
-                whenever=(committed,))).items():
-            (self.committed if held[0] == committed else self.let_go)[rid] = held
-
-    async def compare(self, inventory: InventoryService, orders: OrdersService,
-                      only: str | None, after: datetime | None,
-                      recheck: set[str]) -> list[Finding]:
-        """Committed reservations against the orders holding them, and orders paid for
-        stock (changed since the last pass, holding a reservation let go since, or to be
-        checked again) against their reservations."""
-        holders = await orders.holders(self.committed.keys() | self.let_go.keys())
-        let_go_by = {order for rid, (order, _) in holders.items() if rid in self.let_go}
-        # A pass of one SKU asks only about its own reservations' orders.
-        paid = await orders.paid_for_stock(let_go_by | recheck, MARKS_PER_PASS,
-                                           changed=only is None, changed_since=after)
-        self.orders_checked = set(paid) | recheck
-        known = {**self.let_go, **self.committed}
-        missing = {rid for rids in paid.values() for rid in rids} - known.keys()
-        if missing:
-            known.update(await inventory.reservations_holding(ids=missing))
-        return commitments.check({rid: a for rid, (_, a) in self.committed.items()},
-                                 {rid: (o, s.value) for rid, (o, s) in holders.items()},
-                                 paid, known, {s.value for s in MAY_HOLD_STOCK})
-
-
-def _covered(drift: Drift, skus: set[str], orders: set[str]) -> bool:
-    """Whether this pass checked what the drift is about (so not finding it means it is gone)."""
-    if drift.kind == EVENT_LOST:
-        return False
-    if drift.kind == commitments.UNSTOCKED:
-        return str(drift.expected.get("order")) in orders
-    return drift.sku in skus
+    def covers(self, drift: Drift) -> bool:
+        if drift.kind == EVENT_LOST:
+            return False
+        if drift.kind == commitments.UNSTOCKED:
+            return str(drift.expected.get("order")) in self.orders
+        if drift.kind == projections.MARKETPLACE:
+            return self.marketplaces
+        return drift.sku in self.skus
 
 
 def _lost_event(mark: tuple[str, str, str, bool, int]) -> Finding:
