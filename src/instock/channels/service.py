@@ -395,7 +395,9 @@ class ChannelsService:
 
     async def listing_gaps(self, skus: set[str]) -> list[ListingGap]:
         """Listings of these SKUs, on every connected channel, whose last pushed quantity is
-        not what the channel may sell now (a push due, or a change the consumer missed)."""
+        not what the channel may sell now with no push due: a change the consumer missed. (A
+        push due but held back by the marketplace's rate or failures is the pusher's backlog,
+        which `instock_channel_pushes_total` shows.)"""
         gaps: list[ListingGap] = []
         async with self.db.read() as conn:
             connected = await store.all_connections(conn)
@@ -408,6 +410,8 @@ class ChannelsService:
                 told = await store.listing_states(conn, connection.channel_id, skus)
             for sku, (quantity, version) in sorted(ours.items()):
                 listing = told.get(sku)
+                if listing is not None and listing.dirty:
+                    continue
                 pushed = listing.pushed_quantity if listing else None
                 if pushed != quantity and not (pushed is None and quantity == 0):
                     gaps.append(ListingGap(connection.channel_id, sku, quantity, pushed,
