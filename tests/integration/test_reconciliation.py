@@ -209,31 +209,37 @@ async def test_two_reconcilers_running_record_a_drift_once(container: Container)
 NO_GRACE = replace(QUIET, grace_seconds=0)
 
 
-async def test_committed_stock_no_order_holds_is_found_once_it_lasts_and_given_back(
+async def test_committed_stock_of_a_cancelled_order_is_found_once_it_lasts_and_given_back(
         container: Container) -> None:
     c = container
     await stocked(c, "R-9", 5)
-    sold = await c.orders.place_marketplace_order("web", "m-9", [OrderLine("R-9", 1, Decimal(
+    kept = await c.orders.place_marketplace_order("web", "m-9a", [OrderLine("R-9", 1, Decimal(
         "10"))], "EUR")
-    assert sold.status is OrderStatus.PAID
-    # Stock committed by a process that died before it wrote its order: the units are stuck.
-    stuck = await c.inventory.reserve(ReserveRequest([Line("R-9", 2)]), CTX)
-    await c.inventory.commit(stuck.id, CTX)
+    stuck = await c.orders.place_marketplace_order("web", "m-9b", [OrderLine("R-9", 2, Decimal(
+        "10"))], "EUR")
+    # Committed through the API by an order system of its own: no order of ours holds it.
+    theirs = await c.inventory.reserve(ReserveRequest([Line("R-9", 1)]), CTX)
+    await c.inventory.commit(theirs.id, CTX)
+    assert (await reconciler(c, NO_GRACE).run_pass()).drifts == []
+    # An order cancelled by a hand in the database: its units stay committed, never sold.
+    await sql(c, "UPDATE orders SET status = 'cancelled' WHERE id = :id", id=stuck.id)
+    [reservation_id] = stuck.reservation_ids
     patient = reconciler(c, replace(NO_GRACE, grace_seconds=3600))
-    seen = await patient.run_pass()
-    assert seen.drifts == []  # a checkout may be between its commit and its order
+    seen = await patient.run_pass(sku="R-9")
+    assert seen.drifts == []  # a saga may be between cancelling the order and the stock
     assert [(d["kind"], d["expected"]["reservation"]) for d in seen.suspected] == [
-        ("orphan_commitment", stuck.id)]
-    found = await reconciler(c, NO_GRACE).run_pass()
-    assert [(d["kind"], d["sku"], d["actual"]["committed"], d["expected"]["reservation"])
-            for d in found.drifts] == [("orphan_commitment", "R-9", 2, stuck.id)]
+        ("orphan_commitment", reservation_id)]
+    found = await reconciler(c, NO_GRACE).run_pass(sku="R-9")
+    assert [(d["kind"], d["sku"], d["actual"]["committed"], d["actual"]["order_status"])
+            for d in found.drifts] == [("orphan_commitment", "R-9", 2, "cancelled")]
     [drift] = await reconciler(c).drifts()
-    await reconciler(c).approve(drift.id, "ops-kim", "no order: the process died")
+    await reconciler(c).approve(drift.id, "ops-kim", "cancelled by hand; give it back")
     entry = await last_entry(c, "R-9")
     assert (entry.kind, entry.context.actor, entry.delta.committed) == ("cancel", "ops-kim", -2)
     assert drift.id in entry.context.reason
     view = await c.inventory.stock("R-9")
-    assert (view.totals.committed, view.available) == (1, 4)  # the paid order's unit stays
+    assert (view.totals.committed, view.available) == (2, 3)  # the others' units stay
+    assert kept.status is OrderStatus.PAID
     assert (await reconciler(c, NO_GRACE).run_pass(sku="R-9")).drifts == []
 
 

@@ -1,10 +1,12 @@
 """Committed stock against the orders that hold it: pure.
 
-A unit is committed when an order has taken it (paid, or paying): every committed reservation
-must be held by such an order, and every order paid for stock it has not shipped must hold
-committed (or shipped) reservations. Either side can go wrong alone: a marketplace order's
-stock committed by a process that died before it wrote the order (units stuck, never sold), or
-an order's reservation released under it (units sold twice).
+A unit is committed when an order has taken it (paid, or paying): a committed reservation that
+one of our orders holds must be held by an order still paying or paid (not cancelled, say), and
+every order paid for stock it has not shipped must hold committed (or shipped) reservations.
+Either side can go wrong alone: an order cancelled whose units stayed committed (stuck, never
+sold again), or an order's reservation released under it (units sold twice). A committed
+reservation no order of ours holds is left alone: a storefront or an order system of its own
+commits reservations through the API, and its orders live there.
 
 Both sides move in separate transactions (a checkout commits, then captures, then marks the
 order paid), so a mismatch counts only once it has lasted a grace period
@@ -17,7 +19,7 @@ from collections.abc import Collection, Iterable, Mapping
 
 from instock.inventory.drift import Finding
 
-ORPHAN = "orphan_commitment"  # committed stock that no order holds
+ORPHAN = "orphan_commitment"  # committed stock whose order no longer takes it
 UNSTOCKED = "order_unstocked"  # an order paid for stock whose reservation is not committed
 
 # What a reservation of an order paid for its stock may be.
@@ -37,17 +39,18 @@ def check(committed: Mapping[str, Allocations],
     order statuses allowed to hold committed stock."""
     found: list[Finding] = []
     for reservation_id, allocations in sorted(committed.items()):
-        order_id, status = holders.get(reservation_id, (None, None))
+        if reservation_id not in holders:
+            continue  # committed through the API by an order system of its own
+        order_id, status = holders[reservation_id]
         if status in may_hold:
             continue
-        held = "no order holds it" if order_id is None else f"its order {order_id} is {status}"
         for sku, location, quantity in allocations:
             found.append(Finding(
                 ORPHAN, sku, location, {"committed": 0, "reservation": reservation_id},
                 {"committed": quantity, "reservation": reservation_id, "order": order_id,
                  "order_status": status},
                 f"{sku}@{location}: {quantity} unit(s) committed by reservation "
-                f"{reservation_id}, but {held}"))
+                f"{reservation_id}, but its order {order_id} is {status}"))
     for order_id, reservation_ids in sorted(paid_orders.items()):
         for reservation_id in reservation_ids:
             status, allocations = reservations.get(reservation_id, ("missing", []))

@@ -13,7 +13,9 @@ from instock.platform.bus.envelope import DomainEvent
 class DriftEvent(DomainEvent):
     drift_id: str
     kind: str = Field(description=(
-        "level_mismatch | ledger_altered | reserved_mismatch | committed_mismatch | event_lost"))
+        "level_mismatch | ledger_altered | reserved_mismatch | committed_mismatch | event_lost"
+        " | orphan_commitment | order_unstocked | recs_stock_stale | listing_stale"
+        " | marketplace_mismatch"))
     sku: str
     location: str = Field(description="the stock location; empty when the drift is the SKU's")
 
@@ -25,7 +27,8 @@ class DriftEvent(DomainEvent):
 
 class DriftDetected(DriftEvent):
     """A reconciliation pass found stock that disagrees with its sources (its ledger, the
-    reservations, the outbox). Repaired at once when small (a `drift_repaired` follows),
+    reservations, the outbox, the orders holding it) or a copy of stock that disagrees with
+    the stock (recommendations' view, a channel's listing, a marketplace). Repaired at once when small (a `drift_repaired` follows),
     otherwise proposed for a staff decision (`GET /v1/reconciliation/drifts`)."""
 
     type: ClassVar[str] = "inventory.drift_detected.v1"
