@@ -14,9 +14,10 @@ import os
 import signal
 import socket
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import structlog
 from prometheus_client import Counter
@@ -79,6 +80,8 @@ class SagaRunner:
         self.settings = settings
         self.clock = clock
         self.owner = process_owner()
+        # Sagas whose step just stored their progress with its own last write.
+        self._stored: set[str] = set()
         self._steps: dict[Step, Callable[[Saga], Awaitable[None]]] = {
             Step.RESERVE: self._reserve, Step.AUTHORISE: self._authorise,
             Step.COMMIT: self._commit, Step.CAPTURE: self._capture, Step.FULFIL: self._fulfil,
@@ -121,16 +124,16 @@ class SagaRunner:
         while not saga.finished and saga.next_attempt_at <= self.clock():
             step = saga.step
             assert step is not None
-            await self._attempt(saga, step)
-            keep = not saga.finished and saga.next_attempt_at <= self.clock()
-            async with self.db.write() as conn:
-                await store.save_saga(conn, saga, self.owner, self.clock(),
-                                      self._lease() if keep else None)
+            if not await self._attempt(saga, step):
+                async with self.db.write() as conn:
+                    await self._save(conn, saga)
             if self.settings.kill_after == step.value:
                 os.kill(os.getpid(), signal.SIGKILL)
         return saga
 
-    async def _attempt(self, saga: Saga, step: Step) -> None:
+    async def _attempt(self, saga: Saga, step: Step) -> bool:
+        """Run the step and move the saga on by its outcome; True when the step's own last
+        write stored that already (`change_order(..., finishing=saga)`)."""
         now = self.clock()
         try:
             await self._steps[step](saga)
@@ -161,7 +164,11 @@ class SagaRunner:
             saga.retry_later(now, pause_after(saga.attempts + 1))
         else:
             _STEPS.labels(step.value, "ok").inc()
+            if saga.id in self._stored:
+                self._stored.discard(saga.id)
+                return True
             saga.succeeded(now)
+        return False
 
     def _give_up_or_wait(self, saga: Saga, kind: FailureKind, reason: str, now: datetime,
                          at_once: bool = False) -> None:
@@ -183,7 +190,11 @@ class SagaRunner:
     # -- orders: the one place a saga changes an order --------------------------------------------
 
     async def change_order(self, order_id: str, change: Callable[[Order, datetime], None],
-                           correlation_id: str | None) -> Order:
+                           correlation_id: str | None, finishing: Saga | None = None) -> Order:
+        """Read, change through the model, write back with its events, all or nothing.
+        `finishing`: a saga whose current step this change completes: its progress is stored
+        in the same transaction (a transaction less per step, and the two cannot part)."""
+        advanced = None
         async with self.db.write() as conn:
             order = await store.get_order(conn, order_id)
             if order is None:
@@ -195,7 +206,21 @@ class SagaRunner:
                 await store.link_reservations(conn, order.id, order.reservation_ids)
             await outbox.add(conn, order.events, correlation_id)
             order.events.clear()
+            if finishing is not None:
+                advanced = replace(finishing, plan=list(finishing.plan),
+                                   data=dict(finishing.data))
+                advanced.succeeded(self.clock())
+                await self._save(conn, advanced)
+        if finishing is not None and advanced is not None:  # committed: the step is done
+            vars(finishing).update(vars(advanced))
+            self._stored.add(finishing.id)
         return order
+
+    async def _save(self, conn: AsyncConnection, saga: Saga) -> None:
+        """Store the saga's progress, keeping its lease while it has a step due now."""
+        keep = not saga.finished and saga.next_attempt_at <= self.clock()
+        await store.save_saga(conn, saga, self.owner, self.clock(),
+                              self._lease() if keep else None)
 
     async def _order(self, saga: Saga) -> Order:
         async with self.db.read() as conn:
@@ -209,8 +234,20 @@ class SagaRunner:
 
     # -- checkout ---------------------------------------------------------------------------------
 
-    async def _reserve(self, saga: Saga) -> None:
+    async def _terms(self, saga: Saga) -> Terms:
+        """What the order asks for, as its checkout stored it with the saga (a read of the order
+        for sagas stored before they did)."""
+        terms = saga.data.get("terms")
+        if isinstance(terms, dict):
+            return Terms(str(terms["channel"]), _optional(terms.get("customer_id")),
+                         Decimal(str(terms["total"])), str(terms["currency"]),
+                         [Line(str(line["sku"]), int(line["quantity"]))
+                          for line in _dicts(saga.data.get("lines"))])
         order = await self._order(saga)
+        return Terms(order.channel, order.customer_id, order.total, order.currency,
+                     [Line(line.sku, line.quantity) for line in order.lines])
+
+    async def _reserve(self, saga: Saga) -> None:
         held = list(_strings(saga.data.get("reservation_ids")))
         hold = int(str(saga.data["hold_seconds"]))
         ctx = self._ctx(saga, "checkout", key=f"saga:{saga.id}")
@@ -221,10 +258,10 @@ class SagaRunner:
                 except InvalidTransition as exc:
                     raise StepFailed(FailureKind.HOLD_EXPIRED, str(exc)) from exc
         else:
+            terms = await self._terms(saga)
             try:
                 reservation = await self.inventory.reserve(ReserveRequest(
-                    [Line(line.sku, line.quantity) for line in order.lines], order.channel,
-                    order.customer_id, hold), ctx)
+                    terms.lines, terms.channel, terms.customer_id, hold), ctx)
             except InsufficientStockConflict as exc:
                 raise StepFailed(FailureKind.INSUFFICIENT_STOCK, str(exc)) from exc
             held = [reservation.id]
@@ -233,13 +270,13 @@ class SagaRunner:
         def adopt(o: Order, now: datetime) -> None:
             o.reservation_ids = held
 
-        await self.change_order(order.id, adopt, _correlation(saga))
+        await self.change_order(saga.order_id, adopt, _correlation(saga), finishing=saga)
 
     async def _authorise(self, saga: Saga) -> None:
-        order = await self._order(saga)
+        terms = await self._terms(saga)
         try:
             payment = await self.payments.authorise(
-                order_id=order.id, amount=order.total, currency=order.currency,
+                order_id=saga.order_id, amount=terms.total, currency=terms.currency,
                 idempotency_key=f"saga:{saga.id}:authorise")
         except PaymentDeclined as exc:
             raise StepFailed(FailureKind.PAYMENT_DECLINED, str(exc)) from exc
@@ -272,7 +309,7 @@ class SagaRunner:
                 o.pay(payment_id, o.total, now)
                 o.request_fulfilment()
 
-        await self.change_order(saga.order_id, pay, _correlation(saga))
+        await self.change_order(saga.order_id, pay, _correlation(saga), finishing=saga)
 
     # -- compensations ----------------------------------------------------------------------------
 
@@ -298,7 +335,7 @@ class SagaRunner:
             if o.status is OrderStatus.PENDING_PAYMENT:
                 o.cancel(reason, now)
 
-        await self.change_order(saga.order_id, cancel, _correlation(saga))
+        await self.change_order(saga.order_id, cancel, _correlation(saga), finishing=saga)
 
     async def _void(self, saga: Saga) -> None:
         """Let go of every authorisation of the order, also one whose outcome we never heard
@@ -323,7 +360,7 @@ class SagaRunner:
                                  f"order {o.id} is {o.status.value}; too late to cancel",
                                  stop=True)
 
-        await self.change_order(saga.order_id, cancel, _correlation(saga))
+        await self.change_order(saga.order_id, cancel, _correlation(saga), finishing=saga)
 
     async def _restock(self, saga: Saga) -> None:
         lines = saga.data.get("lines")
@@ -340,7 +377,7 @@ class SagaRunner:
             if o.status is not OrderStatus.RETURNED:
                 o.return_goods(reason, now)
 
-        await self.change_order(saga.order_id, returned, _correlation(saga))
+        await self.change_order(saga.order_id, returned, _correlation(saga), finishing=saga)
 
     async def _refund(self, saga: Saga) -> None:
         order = await self._order(saga)
@@ -356,7 +393,24 @@ class SagaRunner:
 
         await self.change_order(saga.order_id,
                                 lambda o, now: o.refund(amount, now, reference=saga.id),
-                                _correlation(saga))
+                                _correlation(saga), finishing=saga)
+
+
+@dataclass(frozen=True)
+class Terms:
+    channel: str
+    customer_id: str | None
+    total: Decimal
+    currency: str
+    lines: list[Line]
+
+
+def _optional(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def _dicts(value: object) -> list[dict[str, Any]]:
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
 
 
 def _correlation(saga: Saga) -> str | None:

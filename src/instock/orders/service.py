@@ -202,6 +202,8 @@ class OrdersService:
         order = Order.place(new_id(), customer_id, channel, self.settings.currency,
                             await self._priced(lines, "lines"), self.clock())
         data["lines"] = [{"sku": line.sku, "quantity": line.quantity} for line in order.lines]
+        data["terms"] = {"channel": order.channel, "customer_id": order.customer_id,
+                         "total": str(order.total), "currency": order.currency}
         data["hold_seconds"] = self.settings.checkout_hold_seconds
         saga = Saga.start(new_id(), SagaKind.CHECKOUT, order.id, self.clock(), data)
         # Several transactions, with a provider called between them: each commits as it ends.
