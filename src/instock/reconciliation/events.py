@@ -28,8 +28,9 @@ class DriftEvent(DomainEvent):
 class DriftDetected(DriftEvent):
     """A reconciliation pass found stock that disagrees with its sources (its ledger, the
     reservations, the outbox, the orders holding it) or a copy of stock that disagrees with
-    the stock (recommendations' view, a channel's listing, a marketplace). Repaired at once when small (a `drift_repaired` follows),
-    otherwise proposed for a staff decision (`GET /v1/reconciliation/drifts`)."""
+    the stock (recommendations' view, a channel's listing, a marketplace). Repaired at once
+    when small (a `drift_repaired` follows), otherwise proposed for a staff decision
+    (`GET /v1/reconciliation/drifts`)."""
 
     type: ClassVar[str] = "inventory.drift_detected.v1"
     expected: dict[str, Any] = Field(description="what the source says")
