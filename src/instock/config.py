@@ -21,6 +21,12 @@ class Settings(BaseSettings):
     # Where the embedded default keeps what it creates on first run (the JWT key).
     state_dir: Path = Path(".instock")
     jwt_secret: str | None = None
+    # Master keys sealing personal data (privacy context): `kid:base64key[,kid:base64key…]`,
+    # 32-byte keys, the first one current (new and rotated data keys go under it), the others
+    # still opening keys wrapped before a rotation. From the environment or a file in that
+    # format; with neither, one is created on first run under state_dir and kept there.
+    pii_master_keys: str | None = None
+    pii_master_key_file: Path | None = None
     jwt_issuer: str = "instock"
     jwt_ttl_seconds: int = 3600 * 24
     currency: str = "EUR"

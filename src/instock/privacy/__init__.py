@@ -1,0 +1,1 @@
+"""Privacy: the data keys of data subjects (envelope encryption, crypto-shredding)."""
