@@ -26,6 +26,7 @@ from strawberry.tools import merge_types
 
 import instock.catalog.api
 import instock.channels.api
+import instock.customers.api
 import instock.experiments.api
 import instock.inventory.api
 import instock.live.api
@@ -40,6 +41,7 @@ from instock.catalog.service import CatalogService
 from instock.channels.connector import connector_factory
 from instock.channels.service import ChannelsService
 from instock.config import Settings, get_settings
+from instock.customers.service import CustomersService
 from instock.experiments.graphql import ExperimentsQuery
 from instock.experiments.service import CONVERSIONS, ExperimentsService
 from instock.inventory.graphql import InventoryMutation, InventoryQuery
@@ -76,6 +78,7 @@ from instock.platform.graphql import (
 )
 from instock.platform.idempotency import IdempotencyMiddleware
 from instock.platform.runtime import tune_for_throughput
+from instock.privacy.service import PrivacyService, load_keyring
 from instock.recommendations.engine import MODEL_NAMES
 from instock.recommendations.graphql import (
     RecommendationsMutation,
@@ -118,6 +121,8 @@ class Container:
     recommendations: RecommendationsService
     backbone: BackboneMonitor
     reconciliation: ReconciliationService
+    privacy: PrivacyService
+    customers: CustomersService
 
     def relay(self) -> Relay:
         # The relay checks events against the models the published schemas are generated
@@ -198,13 +203,16 @@ def build(settings: Settings | None = None, span_exporter: SpanExporter | None =
                                      stored_actions=recommendations.actions_of)
     # Each list names the experiment variant its shopper is in (set here: each needs the other).
     recommendations.assign = experiments.assign
+    privacy = PrivacyService(db, load_keyring(settings.pii_master_keys,
+                                              settings.pii_master_key_file, settings.state_dir))
     db.on_commit(partial(keep_copies_fresh, catalog_service, inventory_service))
     container = Container(settings, db, tokens, catalog_service, inventory_service,
                           WaitlistService(db, catalog_service), connect(settings.bus_url),
                           webhooks, channels, payments, orders, experiments, recommendations,
                           BackboneMonitor(db, []), ReconciliationService(
                               db, inventory_service, catalog_service, orders, recommendations,
-                              channels, reconcile_settings(settings)))
+                              channels, reconcile_settings(settings)),
+                          privacy, CustomersService(db, privacy))
     container.backbone.consumers = list(container.consumer_specs())
     return container
 
@@ -313,6 +321,7 @@ def create_app(settings: Settings | None = None,
     app.state.inventory = container.inventory
     app.state.live = hub
     app.state.waitlist = container.waitlist
+    app.state.customers = container.customers
     app.state.orders = container.orders
     app.state.payments = container.payments
     app.state.webhooks = container.webhooks
@@ -323,7 +332,8 @@ def create_app(settings: Settings | None = None,
     app.state.channel_stock = channel_stock(container.inventory)
     app.state.graphql_results = Results()
     errors.install_handlers(app)
-    app.add_middleware(IdempotencyMiddleware, db=container.db, tokens=container.tokens)
+    app.add_middleware(IdempotencyMiddleware, db=container.db, tokens=container.tokens,
+                       unstored=instock.customers.api.PERSONAL_PATHS)
     telemetry.install(app)  # added last, so outermost: it times and logs everything
     tracing.instrument_app(app)  # around even that: its log lines name the request's span
     # A request is matched against the routes in this order, one pattern at a time (about a
@@ -336,6 +346,7 @@ def create_app(settings: Settings | None = None,
     app.include_router(instock.live.api.router)
     app.include_router(instock.catalog.api.router)
     app.include_router(instock.waitlist.api.router)
+    app.include_router(instock.customers.api.router)
     app.include_router(instock.orders.api.router)
     app.include_router(instock.payments.api.router)
     app.include_router(instock.webhooks.api.router)

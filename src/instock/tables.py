@@ -2,6 +2,7 @@
 
 import instock.catalog.store
 import instock.channels.store
+import instock.customers.store
 import instock.experiments.store
 import instock.inventory.store
 import instock.orders.store
@@ -10,6 +11,7 @@ import instock.platform.bus.inbox
 import instock.platform.bus.outbox
 import instock.platform.idempotency
 import instock.platform.inbound
+import instock.privacy.store
 import instock.recommendations.store
 import instock.reconciliation.store
 import instock.waitlist.store

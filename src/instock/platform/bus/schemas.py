@@ -53,7 +53,8 @@ class InvalidEvent(ValueError):
 EVENT_MODULES = ("instock.catalog.events", "instock.inventory.events", "instock.waitlist.events",
                  "instock.orders.events", "instock.payments.events", "instock.channels.events",
                  "instock.webhooks.events", "instock.recommendations.events",
-                 "instock.experiments.events", "instock.reconciliation.events")
+                 "instock.experiments.events", "instock.reconciliation.events",
+                 "instock.customers.events")
 
 
 def _subclasses(cls: type[DomainEvent]) -> Iterator[type[DomainEvent]]:

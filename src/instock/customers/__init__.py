@@ -1,0 +1,1 @@
+"""Customers: profiles (contact, sizes, preferences, consents), their personal data sealed."""

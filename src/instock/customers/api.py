@@ -1,0 +1,88 @@
+"""Customer routes: a customer reads and writes its own profile; support and admin anyone's."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from instock.customers.model import Changes, Preference, Profile
+from instock.customers.service import CustomersService
+from instock.platform.auth import Principal, Role, requires
+from instock.platform.errors import problem_responses
+from instock.platform.http import CallerId
+from instock.platform.telemetry import correlation_id
+
+router = APIRouter(tags=["customers"], responses=problem_responses(401, 403, 404, 409, 422))
+PROFILE_ROLES = requires(Role.CUSTOMER, Role.SUPPORT)  # and admin, always
+# Responses here carry personal data, so Idempotency-Key responses are not stored for them
+# (the PUT is idempotent by itself: the same profile again changes nothing).
+PERSONAL_PATHS = ("/v1/customers/",)
+
+
+# async: FastAPI runs a plain `def` dependency in a worker thread, on every request.
+async def service(request: Request) -> CustomersService:
+    svc: CustomersService = request.app.state.customers
+    return svc
+
+
+class ProfileIn(BaseModel):
+    """Fields given replace; fields left out stay as they are."""
+
+    model_config = ConfigDict(extra="forbid")
+    email: str | None = Field(default=None, max_length=320)
+    phone: str | None = Field(default=None, max_length=32)
+    name: str | None = Field(default=None, max_length=400)
+    sizes: dict[str, str] | None = None
+    preferences: dict[str, Preference] | None = None
+    consents: dict[str, bool] = Field(default_factory=dict)
+
+
+class ConsentOut(BaseModel):
+    granted: bool
+    at: datetime
+    source: str
+
+
+class ProfileOut(BaseModel):
+    id: str
+    email: str | None
+    phone: str | None
+    name: str | None
+    sizes: dict[str, str]
+    preferences: dict[str, Preference]
+    consents: dict[str, ConsentOut]
+    version: int
+    updated_at: datetime
+    erased: bool  # personal data erased (key shredded): contact fields are null for good
+
+
+def render(profile: Profile) -> ProfileOut:
+    return ProfileOut(
+        id=profile.id, email=profile.email, phone=profile.phone, name=profile.name,
+        sizes=profile.sizes, preferences=profile.preferences,
+        consents={p: ConsentOut(granted=c.granted, at=c.at, source=c.source)
+                  for p, c in profile.consents.items()},
+        version=profile.version, updated_at=profile.updated_at, erased=profile.erased)
+
+
+@router.put("/v1/customers/{customer_id}", response_model=ProfileOut)
+async def put_profile(customer_id: CallerId, body: ProfileIn, request: Request,
+                      principal: Principal = Depends(PROFILE_ROLES),
+                      customers: CustomersService = Depends(service)) -> ProfileOut:
+    """Create or change a profile; a changed consent records when and by whom."""
+    principal.assert_acts_for(customer_id)
+    changes = Changes(email=body.email, phone=body.phone, name=body.name, sizes=body.sizes,
+                      preferences=body.preferences, consents=body.consents)
+    profile = await customers.save(customer_id, changes,
+                                   f"{principal.role.value}:{principal.subject}",
+                                   correlation_id(request))
+    return render(profile)
+
+
+@router.get("/v1/customers/{customer_id}", response_model=ProfileOut)
+async def get_profile(customer_id: CallerId, principal: Principal = Depends(PROFILE_ROLES),
+                      customers: CustomersService = Depends(service)) -> ProfileOut:
+    principal.assert_acts_for(customer_id)
+    return render(await customers.get(customer_id))

@@ -1,0 +1,134 @@
+"""Customer profiles, free of I/O: what a valid profile is, and how a change applies."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+
+from instock.customers.events import ProfileUpdated
+
+PURPOSES = frozenset({"marketing_email", "sms", "back_in_stock_email", "back_in_stock_sms"})
+# Sane, not RFC 5322: one @, no spaces, a dotted domain. Checked on the lower-cased value.
+EMAIL = re.compile(r"^[a-z0-9.!#$%&'*+/=?^_`{|}~-]+@[a-z0-9](?:[a-z0-9-]*[a-z0-9])?"
+                   r"(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)+$")
+PHONE = re.compile(r"^\+[1-9][0-9]{7,14}$")  # E.164: + and 8 to 15 digits
+MAX_EMAIL, MAX_NAME, MAX_ENTRIES, MAX_TEXT = 254, 200, 50, 100
+
+Preference = str | int | float | bool | list[str]
+
+
+class InvalidProfile(ValueError):
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Consent:
+    granted: bool
+    at: datetime  # when it was last given or withdrawn
+    source: str  # who said so: "customer:cus-1", "support:ann"
+
+
+@dataclass(frozen=True)
+class Profile:
+    id: str
+    email: str | None
+    phone: str | None
+    name: str | None
+    sizes: dict[str, str]
+    preferences: dict[str, Preference]
+    consents: dict[str, Consent]
+    version: int
+    updated_at: datetime
+    erased: bool = False  # the subject's key was shredded: contact fields can never be read
+
+
+@dataclass(frozen=True)
+class Changes:
+    """A PUT: fields given replace; None leaves a field as it is. A consent is recorded (with
+    its time and source) only when it changes."""
+
+    email: str | None = None
+    phone: str | None = None
+    name: str | None = None
+    sizes: dict[str, str] | None = None
+    preferences: dict[str, Preference] | None = None
+    consents: dict[str, bool] = field(default_factory=dict)
+
+
+def normalise_email(email: str) -> str:
+    return email.strip().lower()
+
+
+def valid_email(email: str) -> str:
+    value = normalise_email(email)
+    if len(value) > MAX_EMAIL or not EMAIL.match(value):
+        raise InvalidProfile("email", "not a valid email address")
+    return value
+
+
+def valid_phone(phone: str) -> str:
+    value = re.sub(r"[ ()-]", "", phone.strip())  # "+33 6 12-34" is a way of writing digits
+    if not PHONE.match(value):
+        raise InvalidProfile("phone", "an E.164 number: + and 8 to 15 digits")
+    return value
+
+
+def valid_name(name: str) -> str:
+    value = " ".join(name.split())
+    if not 1 <= len(value) <= MAX_NAME:
+        raise InvalidProfile("name", f"1 to {MAX_NAME} characters")
+    return value
+
+
+def _valid_map(name: str, values: dict[str, Preference] | dict[str, str]) -> None:
+    if len(values) > MAX_ENTRIES:
+        raise InvalidProfile(name, f"at most {MAX_ENTRIES} entries")
+    for key, value in values.items():
+        if not 1 <= len(key) <= MAX_TEXT:
+            raise InvalidProfile(f"{name}.{key}", f"a key of 1 to {MAX_TEXT} characters")
+        if isinstance(value, str) and len(value) > MAX_TEXT:
+            raise InvalidProfile(f"{name}.{key}", f"at most {MAX_TEXT} characters")
+
+
+def apply(current: Profile | None, customer_id: str, changes: Changes, by: str,
+          now: datetime) -> Profile:
+    """The profile after the change (a new one if there was none); InvalidProfile names the
+    first bad field, and nothing changes."""
+    unknown = sorted(set(changes.consents) - PURPOSES)
+    if unknown:
+        raise InvalidProfile(f"consents.{unknown[0]}",
+                             f"unknown purpose; known: {', '.join(sorted(PURPOSES))}")
+    if changes.sizes is not None:
+        _valid_map("sizes", changes.sizes)
+    if changes.preferences is not None:
+        _valid_map("preferences", changes.preferences)
+    base = current or Profile(customer_id, None, None, None, {}, {}, {}, 0, now)
+    consents = dict(base.consents)
+    for purpose, granted in changes.consents.items():
+        known = consents.get(purpose)
+        if known is None or known.granted != granted:
+            consents[purpose] = Consent(granted, now, by)
+    after = replace(
+        base,
+        email=valid_email(changes.email) if changes.email is not None else base.email,
+        phone=valid_phone(changes.phone) if changes.phone is not None else base.phone,
+        name=valid_name(changes.name) if changes.name is not None else base.name,
+        sizes=dict(changes.sizes) if changes.sizes is not None else base.sizes,
+        preferences=(dict(changes.preferences) if changes.preferences is not None
+                     else base.preferences),
+        consents=consents, version=base.version + 1, updated_at=now)
+    if current is not None and replace(after, version=current.version,
+                                       updated_at=current.updated_at) == current:
+        return current  # nothing changed: a PUT sent twice is one change, one event
+    return after
+
+
+def updated(profile: Profile) -> ProfileUpdated:
+    """The event of a change: sizes, preferences and consent flags, never contact data."""
+    return ProfileUpdated(customer_id=profile.id, version=profile.version, sizes=profile.sizes,
+                          preferences=profile.preferences,
+                          consents={p: c.granted for p, c in profile.consents.items()})
