@@ -77,8 +77,19 @@ def valid_phone(phone: str) -> str:
     return value
 
 
+def _storable(field: str, value: str) -> None:
+    # A lone surrogate cannot be sealed (UTF-8) nor stored; NUL is refused by PostgreSQL text.
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise InvalidProfile(field, "not valid Unicode text") from None
+    if "\x00" in value:
+        raise InvalidProfile(field, "contains a NUL character")
+
+
 def valid_name(name: str) -> str:
     value = " ".join(name.split())
+    _storable("name", value)
     if not 1 <= len(value) <= MAX_NAME:
         raise InvalidProfile("name", f"1 to {MAX_NAME} characters")
     return value
@@ -88,10 +99,16 @@ def _valid_map(name: str, values: dict[str, Preference] | dict[str, str]) -> Non
     if len(values) > MAX_ENTRIES:
         raise InvalidProfile(name, f"at most {MAX_ENTRIES} entries")
     for key, value in values.items():
+        _storable(name, key)
         if not 1 <= len(key) <= MAX_TEXT:
             raise InvalidProfile(f"{name}.{key}", f"a key of 1 to {MAX_TEXT} characters")
-        if isinstance(value, str) and len(value) > MAX_TEXT:
-            raise InvalidProfile(f"{name}.{key}", f"at most {MAX_TEXT} characters")
+        texts = value if isinstance(value, list) else [value] if isinstance(value, str) else []
+        if len(texts) > MAX_ENTRIES:
+            raise InvalidProfile(f"{name}.{key}", f"at most {MAX_ENTRIES} values")
+        for text in texts:
+            _storable(f"{name}.{key}", text)
+            if len(text) > MAX_TEXT:
+                raise InvalidProfile(f"{name}.{key}", f"at most {MAX_TEXT} characters")
 
 
 def apply(current: Profile | None, customer_id: str, changes: Changes, by: str,
