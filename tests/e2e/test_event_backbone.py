@@ -224,9 +224,12 @@ async def _assert_exactly_once_in_order(database: Database) -> None:
     outcomes = await database.column("SELECT DISTINCT outcome FROM inbox WHERE consumer = :c",
                                      c=CONSUMER)
     assert outcomes == ["applied"]  # in order: not one event arrived after a newer one
+    # A batch is claimed in one statement with one `processed_at` for all its events (applied
+    # in order within it): ties are broken by sequence, or the database's order among them is
+    # arbitrary and a batch would seem to go back.
     rows = await database.column(
         "SELECT subject || ' ' || sequence FROM inbox WHERE consumer = :c "
-        "ORDER BY processed_at", c=CONSUMER)
+        "ORDER BY processed_at, subject, sequence", c=CONSUMER)
     last: dict[str, int] = {}
     for row in rows:
         subject, sequence = row.split()
