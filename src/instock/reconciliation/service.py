@@ -74,7 +74,7 @@ class PassReport:
     skus: int = 0
     entries: int = 0  # ledger entries folded
     drifts: list[dict[str, Any]] = field(default_factory=list)
-    # Mismatches between committed stock and orders not yet lasting the grace period.
+    # Differences with orders or with copies of stock still within their grace period.
     suspected: list[dict[str, Any]] = field(default_factory=list)
     repaired: int = 0
     seconds: float = 0.0
