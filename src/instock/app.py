@@ -27,15 +27,23 @@ from strawberry.tools import merge_types
 import instock.catalog.api
 import instock.channels.api
 import instock.customers.api
+import instock.customers.store
 import instock.experiments.api
+import instock.experiments.store
 import instock.inventory.api
+import instock.inventory.store
 import instock.live.api
 import instock.orders.api
+import instock.orders.store
 import instock.payments.api
+import instock.privacy.api
 import instock.recommendations.api
+import instock.recommendations.store
 import instock.reconciliation.api
 import instock.waitlist.api
+import instock.waitlist.store
 import instock.webhooks.api
+import instock.webhooks.store
 from instock.catalog.graphql import CatalogQuery
 from instock.catalog.service import CatalogService
 from instock.channels.connector import connector_factory
@@ -77,7 +85,10 @@ from instock.platform.graphql import (
     query_limits,
 )
 from instock.platform.idempotency import IdempotencyMiddleware
+from instock.platform.personal import TABLES as PLATFORM_TABLES
+from instock.platform.personal import PlatformTraces
 from instock.platform.runtime import tune_for_throughput
+from instock.privacy.model import PersonalData
 from instock.privacy.service import PrivacyService, load_keyring
 from instock.recommendations.engine import MODEL_NAMES
 from instock.recommendations.graphql import (
@@ -123,6 +134,7 @@ class Container:
     reconciliation: ReconciliationService
     privacy: PrivacyService
     customers: CustomersService
+    platform_traces: PlatformTraces
 
     def relay(self) -> Relay:
         # The relay checks events against the models the published schemas are generated
@@ -212,9 +224,34 @@ def build(settings: Settings | None = None, span_exporter: SpanExporter | None =
                           BackboneMonitor(db, []), ReconciliationService(
                               db, inventory_service, catalog_service, orders, recommendations,
                               channels, reconcile_settings(settings)),
-                          privacy, CustomersService(db, privacy))
+                          privacy, CustomersService(db, privacy), PlatformTraces(db))
     container.backbone.consumers = list(container.consumer_specs())
+    privacy.registry = personal_data(container)
     return container
+
+
+def personal_data(c: Container) -> list[PersonalData]:
+    """Where each context keeps data about a person: export and erasure both walk this list
+    (a test fails when a table with a personal column is missing from it). The platform's
+    copies (events, stored responses) come last: erasing the others writes no new ones."""
+    return [c.privacy.personal_data(),
+            PersonalData("customers", instock.customers.store.PERSONAL_TABLES,
+                         c.customers.export_subject, c.customers.erase_subject),
+            PersonalData("orders", instock.orders.store.PERSONAL_TABLES,
+                         c.orders.export_subject, c.orders.erase_subject),
+            PersonalData("inventory", instock.inventory.store.PERSONAL_TABLES,
+                         c.inventory.export_subject, c.inventory.erase_subject),
+            PersonalData("waitlist", instock.waitlist.store.PERSONAL_TABLES,
+                         c.waitlist.export_subject, c.waitlist.erase_subject),
+            PersonalData("recommendations", instock.recommendations.store.PERSONAL_TABLES,
+                         c.recommendations.export_subject, c.recommendations.erase_subject,
+                         aliases=c.recommendations.sessions_of),
+            PersonalData("experiments", instock.experiments.store.PERSONAL_TABLES,
+                         c.experiments.export_subject, c.experiments.erase_subject),
+            PersonalData("webhooks", instock.webhooks.store.PERSONAL_TABLES,
+                         c.webhooks.export_subject, c.webhooks.erase_subject, per_alias=True),
+            PersonalData("platform", PLATFORM_TABLES, c.platform_traces.export_subject,
+                         c.platform_traces.erase_subject, per_alias=True)]
 
 
 def reconcile_settings(settings: Settings) -> ReconcileSettings:
@@ -322,6 +359,7 @@ def create_app(settings: Settings | None = None,
     app.state.live = hub
     app.state.waitlist = container.waitlist
     app.state.customers = container.customers
+    app.state.privacy = container.privacy
     app.state.orders = container.orders
     app.state.payments = container.payments
     app.state.webhooks = container.webhooks
@@ -347,6 +385,7 @@ def create_app(settings: Settings | None = None,
     app.include_router(instock.catalog.api.router)
     app.include_router(instock.waitlist.api.router)
     app.include_router(instock.customers.api.router)
+    app.include_router(instock.privacy.api.router)
     app.include_router(instock.orders.api.router)
     app.include_router(instock.payments.api.router)
     app.include_router(instock.webhooks.api.router)

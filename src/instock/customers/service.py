@@ -3,6 +3,7 @@ the personal fields with the subject's key, the store writes, the outbox says so
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime
 from typing import Any
 
@@ -94,6 +95,18 @@ class CustomersService:
             except Shredded:
                 sealer = None  # every save makes the key first: no key means shredded
         return profile_of(record, sealer)
+
+    async def export_subject(self, customer_id: str) -> dict[str, Any]:
+        """The profile as the person would read it (nothing once erased)."""
+        try:
+            profile = await self.get(customer_id)
+        except NotFound:
+            return {}
+        return {"profile": dataclasses.asdict(profile)}
+
+    async def erase_subject(self, customer_id: str, pseudonym: str) -> None:
+        async with self.db.write() as conn:
+            await store.erase(conn, customer_id, utcnow())
 
     async def find_by_email(self, email: str) -> model.Profile | None:
         """The customer with this email (any case or spacing), by its keyed hash."""

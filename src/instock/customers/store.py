@@ -15,20 +15,21 @@ from instock.platform.errors import VersionConflict
 
 customers = sa.Table(
     "customers", metadata,
-    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("id", sa.String(64), primary_key=True, info={"personal": True}),
     sa.Column("email_enc", sa.Text, nullable=True),
     sa.Column("phone_enc", sa.Text, nullable=True),
     sa.Column("name_enc", sa.Text, nullable=True),
     sa.Column("email_hash", sa.String(64), nullable=True, index=True),
-    sa.Column("sizes", sa.JSON, nullable=False),
-    sa.Column("preferences", sa.JSON, nullable=False),
-    sa.Column("consents", sa.JSON, nullable=False),  # purpose -> {granted, at, source}
+    sa.Column("sizes", sa.JSON, nullable=False, info={"personal": True}),
+    sa.Column("preferences", sa.JSON, nullable=False, info={"personal": True}),
+    # purpose -> {granted, at, source}
+    sa.Column("consents", sa.JSON, nullable=False, info={"personal": True}),
     sa.Column("version", sa.Integer, nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
 )
 
-PERSONAL_COLUMNS = ("email_enc", "phone_enc", "name_enc")
+PERSONAL_TABLES = frozenset({"customers"})
 
 
 @dataclass(frozen=True)
@@ -91,3 +92,11 @@ async def save(conn: AsyncConnection, record: Record) -> None:
             .values(**_values(record)))
     if not result.rowcount:
         raise VersionConflict(f"customer {record.id} changed meanwhile, try again")
+
+
+async def erase(conn: AsyncConnection, customer_id: str, at: datetime) -> None:
+    """Keep the row (the profile reads as erased) without anything of the person in it: the
+    sealed values go too, though their key is already shredded, and so does the email hash."""
+    await conn.execute(customers.update().where(customers.c.id == customer_id).values(
+        email_enc=None, phone_enc=None, name_enc=None, email_hash=None, sizes={},
+        preferences={}, consents={}, updated_at=at, version=customers.c.version + 1))

@@ -105,6 +105,14 @@ class ExperimentsService:
 
     # -- managing ---------------------------------------------------------------------------
 
+    async def export_subject(self, customer_id: str) -> dict[str, Any]:
+        async with self.db.read() as conn:
+            return await store.export_subject(conn, customer_id)
+
+    async def erase_subject(self, customer_id: str, pseudonym: str) -> None:
+        async with self.db.write() as conn:
+            await store.pseudonymise_subject(conn, customer_id, pseudonym)
+
     async def create(self, name: str, unit: Unit, variants: Sequence[Variant]) -> Experiment:
         """A new draft experiment; validation errors name the field."""
         try:

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from instock.experiments.model import Experiment, Kind, Status, Unit, Variant
-from instock.platform.db import UTCDateTime, insert_missing, metadata
+from instock.platform.db import UTCDateTime, insert_missing, metadata, rows_where, set_where
 
 experiments = sa.Table(
     "experiments", metadata,
@@ -29,7 +29,7 @@ experiments = sa.Table(
 exposures = sa.Table(
     "experiment_exposures", metadata,
     sa.Column("experiment_id", sa.String(36), primary_key=True),
-    sa.Column("subject", sa.String(128), primary_key=True),
+    sa.Column("subject", sa.String(128), primary_key=True, info={"personal": True}),
     sa.Column("variant", sa.String(64), nullable=False),
     sa.Column("exposed_at", UTCDateTime, nullable=False),
 )
@@ -39,7 +39,7 @@ sa.Index("ix_experiment_exposures_subject", exposures.c.subject)
 conversions = sa.Table(
     "experiment_conversions", metadata,
     sa.Column("experiment_id", sa.String(36), primary_key=True),
-    sa.Column("subject", sa.String(128), primary_key=True),
+    sa.Column("subject", sa.String(128), primary_key=True, info={"personal": True}),
     sa.Column("kind", sa.String(16), primary_key=True),
     sa.Column("variant", sa.String(64), nullable=False),
     sa.Column("converted_at", UTCDateTime, nullable=False),
@@ -151,3 +151,19 @@ async def converted_counts(conn: AsyncConnection,
         .where(conversions.c.experiment_id == experiment_id)
         .group_by(conversions.c.variant, conversions.c.kind))
     return {(r.variant, Kind(r.kind)): int(r.n) for r in rows}
+
+
+# -- a customer's data (export and erasure) -----------------------------------------------------
+
+PERSONAL_TABLES = frozenset({"experiment_exposures", "experiment_conversions"})
+
+
+async def export_subject(conn: AsyncConnection, subject: str) -> dict[str, Any]:
+    return {"exposures": await rows_where(conn, exposures.c.subject, subject),
+            "conversions": await rows_where(conn, conversions.c.subject, subject)}
+
+
+async def pseudonymise_subject(conn: AsyncConnection, subject: str, pseudonym: str) -> None:
+    """Results keep counting them, as someone else."""
+    await set_where(conn, exposures.c.subject, subject, subject=pseudonym)
+    await set_where(conn, conversions.c.subject, subject, subject=pseudonym)

@@ -760,6 +760,31 @@ class Provenance(Protocol):
 
 
 @dataclass(frozen=True)
+class Recorded:
+    """A provenance as the ledger keeps it."""
+
+    actor: str
+    reason: str
+    correlation_id: str | None
+    idempotency_key: str | None
+    reference: str | None
+
+
+CUSTOMER_ACTOR = "customer"
+
+
+def without_customer(ctx: Provenance) -> Provenance:
+    """The provenance with a customer named by role only. The ledger is hash-chained and can
+    forget nothing, while a person may ask to be forgotten: their identity stays in the
+    reservation or order the entry references, which erasure pseudonymises. Staff, services
+    and sagas keep their names (an audit trail of who moved stock)."""
+    if not ctx.actor.startswith(CUSTOMER_ACTOR + ":"):
+        return ctx
+    return Recorded(CUSTOMER_ACTOR, ctx.reason, ctx.correlation_id, ctx.idempotency_key,
+                    ctx.reference)
+
+
+@dataclass(frozen=True)
 class LedgerEntry:
     """One movement of one stock level, chained to the level's previous entry by its hash."""
 
@@ -779,6 +804,7 @@ class LedgerEntry:
     def record(cls, level: StockLevel, movement: Movement, ctx: Provenance,
                at: datetime) -> LedgerEntry:
         """Chain an already-applied movement onto its level's history."""
+        ctx = without_customer(ctx)
         lot_expires_on = movement.lot_expires_on
         if movement.lot is not None and lot_expires_on is None:
             lot_expires_on = level.lots[movement.lot].expires_on

@@ -439,6 +439,14 @@ class InventoryService:
 
         return await self._transition(reservation_id, ctx, change, check)
 
+    async def export_subject(self, customer_id: str) -> dict[str, Any]:
+        async with self.db.read() as conn:
+            return {"reservations": await store.export_customer(conn, customer_id)}
+
+    async def erase_subject(self, customer_id: str, pseudonym: str) -> None:
+        async with self.db.write() as conn:
+            await store.pseudonymise_customer(conn, customer_id, pseudonym)
+
     # -- the sweeper ------------------------------------------------------------------------------
 
     async def sweep(self, batch: int = 200) -> dict[str, int]:

@@ -30,6 +30,8 @@ from instock.platform.db import (
     insert_rows,
     metadata,
     prebuilt,
+    rows_where,
+    set_where,
     upsert,
 )
 from instock.platform.entry_context import EntryContext
@@ -624,3 +626,24 @@ async def skus_after(conn: AsyncConnection, after: str | None, limit: int) -> li
     if after is not None:
         query = query.where(stock_levels.c.sku > after)
     return list((await conn.execute(query)).scalars())
+
+
+# -- a customer's data (export and erasure) -----------------------------------------------------
+
+PERSONAL_TABLES = frozenset({"reservations"})
+
+
+async def export_customer(conn: AsyncConnection, customer_id: str) -> list[dict[str, Any]]:
+    held = await rows_where(conn, reservations.c.customer_id, customer_id)
+    for reservation in held:
+        reservation["lines"] = await rows_where(conn, reservation_lines.c.reservation_id,
+                                                reservation["id"])
+    return held
+
+
+async def pseudonymise_customer(conn: AsyncConnection, customer_id: str,
+                                pseudonym: str) -> None:
+    """Reservations stay (the ledger's entries reference them), naming the pseudonym; the
+    idempotency scope goes (it hashes the customer's name with their key)."""
+    await set_where(conn, reservations.c.customer_id, customer_id, customer_id=pseudonym,
+                    idempotency_scope=None)

@@ -94,6 +94,14 @@ class OrdersService:
         self.settings = settings
         self.clock = clock
 
+    async def export_subject(self, customer_id: str) -> dict[str, Any]:
+        async with self.db.read() as conn:
+            return await store.export_customer(conn, customer_id)
+
+    async def erase_subject(self, customer_id: str, pseudonym: str) -> None:
+        async with self.db.write() as conn:
+            await store.pseudonymise_customer(conn, customer_id, pseudonym)
+
     # -- carts ------------------------------------------------------------------------------------
 
     async def create_cart(self, channel: str, customer_id: str | None) -> Cart:

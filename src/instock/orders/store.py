@@ -28,8 +28,16 @@ from instock.orders.model import (
     StatusChange,
     Step,
 )
-from instock.platform.db import Money, UTCDateTime, dialect_insert, metadata
+from instock.platform.db import (
+    Money,
+    UTCDateTime,
+    dialect_insert,
+    metadata,
+    rows_where,
+    set_where,
+)
 from instock.platform.errors import VersionConflict
+from instock.platform.personal import scrub_documents
 
 orders = sa.Table(
     "orders", metadata,
@@ -99,7 +107,7 @@ sagas = sa.Table(
     sa.Column("plan", sa.JSON, nullable=False),
     sa.Column("attempts", sa.Integer, nullable=False),
     sa.Column("failure", sa.String(500), nullable=True),
-    sa.Column("data", sa.JSON, nullable=False),
+    sa.Column("data", sa.JSON, nullable=False, info={"personal": True}),  # the order's terms
     sa.Column("next_attempt_at", UTCDateTime, nullable=False),
     # Whoever runs a saga leases it; a process that dies loses the lease when it runs out.
     sa.Column("lease_owner", sa.String(64), nullable=True),
@@ -371,3 +379,24 @@ async def claim_saga(conn: AsyncConnection, saga_id: str, owner: str, now: datet
     if result.rowcount != 1:
         return None
     return await get_saga(conn, saga_id)
+
+
+# ---------------------------------------------------------------------------------------------
+# A customer's data (export and erasure)
+
+PERSONAL_TABLES = frozenset({"orders", "carts", "sagas"})
+
+
+async def export_customer(conn: AsyncConnection, customer_id: str) -> dict[str, Any]:
+    return {"orders": await rows_where(conn, orders.c.customer_id, customer_id),
+            "carts": await rows_where(conn, carts.c.customer_id, customer_id)}
+
+
+async def pseudonymise_customer(conn: AsyncConnection, customer_id: str,
+                                pseudonym: str) -> None:
+    """Orders are financial records the law keeps (amounts, dates, lines): they stay, naming
+    the pseudonym. The checkout's idempotency scope goes (it hashes the customer's name)."""
+    await set_where(conn, orders.c.customer_id, customer_id, customer_id=pseudonym,
+                    idempotency_scope=None)
+    await set_where(conn, carts.c.customer_id, customer_id, customer_id=pseudonym)
+    await scrub_documents(conn, sagas.c.data, sagas.c.id, customer_id, pseudonym)

@@ -537,3 +537,30 @@ def among(conn: AsyncConnection, column: sa.ColumnElement[Any],
     if conn.dialect.name == "postgresql":
         return column == sa.any_(sa.literal(wanted, postgresql.ARRAY(column.type)))
     return column.in_(wanted)
+
+
+# -- a person's rows, for export and erasure (rare, so plain statements) ----------------------
+
+async def rows_where(conn: AsyncConnection, column: sa.Column[Any],
+                     value: Any) -> list[dict[str, Any]]:
+    """Every row of the column's table where it equals `value`, as dicts."""
+    result = await conn.execute(sa.select(column.table).where(column == value))
+    return [dict(row._mapping) for row in result]
+
+
+async def set_where(conn: AsyncConnection, column: sa.Column[Any], value: Any,
+                    **values: Any) -> int:
+    """Set `values` on every row of the column's table where it equals `value`."""
+    table = column.table
+    assert isinstance(table, sa.Table)
+    result = await conn.execute(table.update().where(column == value).values(**values))
+    return int(result.rowcount or 0)
+
+
+async def rows_mentioning(conn: AsyncConnection, column: sa.Column[Any],
+                          text: str) -> list[dict[str, Any]]:
+    """Rows whose column (JSON or text) contains `text` anywhere: candidates, which the caller
+    checks value by value (an id is also a substring of longer ids)."""
+    result = await conn.execute(sa.select(column.table).where(
+        sa.cast(column, sa.Text).contains(text, autoescape=True)))
+    return [dict(row._mapping) for row in result]

@@ -52,7 +52,7 @@ idempotency_keys = sa.Table(
     sa.Column("done", sa.Boolean, nullable=False),
     sa.Column("status_code", sa.Integer, nullable=True),
     sa.Column("headers", sa.JSON, nullable=True),
-    sa.Column("body", sa.Text, nullable=True),
+    sa.Column("body", sa.Text, nullable=True, info={"personal": True}),
     sa.Column("created_at", UTCDateTime, nullable=False),
 )
 

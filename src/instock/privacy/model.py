@@ -18,9 +18,11 @@ import binascii
 import hashlib
 import hmac
 import os
-from collections.abc import Sequence
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -202,3 +204,64 @@ class Sealer:
     def lookup_hash(self, value: str) -> str:
         return self._keyring.lookup_hash(value)
 
+
+
+# -- the registry of personal data -------------------------------------------------------------
+
+Exporter = Callable[[str], Awaitable[Any]]
+Eraser = Callable[[str, str], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class PersonalData:
+    """Where one context keeps data about a person, and how it gives it up and forgets it.
+    Export and erasure walk the same registry, so nothing is exported that erasure would miss,
+    and a table is registered once for both."""
+
+    context: str
+    tables: frozenset[str]
+    export: Exporter  # subject id -> what the context holds about them (JSON-able)
+    erase: Eraser  # (subject id, pseudonym): idempotent; records kept name the pseudonym only
+    # Other identifiers the person went by in this context (a shop's sessions before they
+    # logged in), which copies of events name instead of them.
+    aliases: Callable[[str], Awaitable[list[str]]] | None = None
+    # Called once per identifier (the subject's and every alias): copies of events.
+    per_alias: bool = False
+
+
+# Column names that always hold a person's identifier or contact data, marked or not.
+PERSONAL_NAMES = frozenset({"customer_id", "session_id", "subject_id", "email", "email_enc",
+                            "email_hash", "phone", "phone_enc", "name_enc", "address",
+                            "recipient"})
+
+
+def is_personal(column: str, info: Mapping[str, Any]) -> bool:
+    """A column is personal when marked (`info={"personal": True}`) or named like one."""
+    return bool(info.get("personal")) or column in PERSONAL_NAMES
+
+
+def unregistered(tables: Mapping[str, Sequence[tuple[str, Mapping[str, Any]]]],
+                 registry: Sequence[PersonalData]) -> dict[str, list[str]]:
+    """Tables with a personal column that no context registered, with those columns: data
+    export would not show and erasure would not touch."""
+    covered = frozenset().union(*(entry.tables for entry in registry))
+    found = {name: [column for column, info in columns if is_personal(column, info)]
+             for name, columns in tables.items() if name not in covered}
+    return {name: columns for name, columns in found.items() if columns}
+
+
+def new_pseudonym() -> str:
+    """Random, so nothing derives it from the person: once the erasure record forgets it, the
+    records left behind link to each other but to no one."""
+    return "anon-" + uuid.uuid4().hex
+
+
+@dataclass(frozen=True)
+class Erasure:
+    """An erasure under way (pseudonym kept, to finish one that was interrupted) or done
+    (pseudonym forgotten)."""
+
+    subject_hash: str
+    pseudonym: str | None
+    requested_at: datetime
+    completed_at: datetime | None = None

@@ -8,13 +8,15 @@ key and the data it protects commit together, and that context never reads `subj
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from instock.platform.db import Database, utcnow
 from instock.privacy import model, store
-from instock.privacy.model import Keyring, Sealer, Shredded
+from instock.privacy.model import Keyring, PersonalData, Sealer, Shredded
 
 ROTATION_BATCH = 500  # keys rewrapped per transaction
 GENERATED_KEY_FILE = "pii-master.keys"
@@ -42,6 +44,44 @@ class PrivacyService:
     def __init__(self, db: Database, keyring: Keyring) -> None:
         self.db = db
         self.keyring = keyring
+        # Every context's personal data, set by the composition root (which builds them all).
+        self.registry: Sequence[PersonalData] = ()
+
+    def personal_data(self) -> PersonalData:
+        """This context's own entry: the subject's key (its existence, never its bytes)."""
+        return PersonalData("privacy", frozenset({"subject_keys"}), self._export_key,
+                            self._forget_key)
+
+    async def _export_key(self, subject_id: str) -> dict[str, Any]:
+        async with self.db.read() as conn:
+            return await store.export(conn, subject_id)
+
+    async def _forget_key(self, subject_id: str, pseudonym: str) -> None:
+        pass  # shredded first by `erase`: the row stays, so no new key is ever made for them
+
+    async def export(self, subject_id: str) -> dict[str, Any]:
+        """Everything instock holds about the person, by context (GDPR art. 15 and 20)."""
+        return {entry.context: await entry.export(subject_id) for entry in self.registry}
+
+    async def erase(self, subject_id: str) -> bool:
+        """Forget the person (GDPR art. 17): their key is shredded first (so every sealed
+        value, in backups too, is unreadable from then on), then each context erases or
+        pseudonymises what it keeps. Safe to repeat: an interrupted erasure finishes with the
+        same pseudonym. False when they were already erased."""
+        aliases = sorted({alias for entry in self.registry if entry.aliases
+                          for alias in await entry.aliases(subject_id)} - {subject_id})
+        async with self.db.write() as conn:
+            started = await store.begin_erasure(conn, subject_id, model.new_pseudonym(),
+                                                aliases, utcnow())
+        if started is None:
+            return False
+        pseudonym, aliases = started
+        for entry in self.registry:
+            for identifier in [subject_id, *aliases] if entry.per_alias else [subject_id]:
+                await entry.erase(identifier, pseudonym)
+        async with self.db.write() as conn:
+            await store.finish_erasure(conn, subject_id, utcnow())
+        return True
 
     async def sealer(self, subject_id: str, conn: AsyncConnection | None = None, *,
                      create: bool = True) -> Sealer | None:

@@ -13,7 +13,7 @@ from instock.privacy.model import SubjectKey
 
 subject_keys = sa.Table(
     "subject_keys", metadata,
-    sa.Column("subject_id", sa.String(64), primary_key=True),
+    sa.Column("subject_id", sa.String(64), primary_key=True, info={"personal": True}),
     # The master key the data key is wrapped under (rotation finds the others by it); none
     # for a subject shredded before they ever had a key.
     sa.Column("kid", sa.String(64), nullable=True, index=True),
@@ -21,6 +21,11 @@ subject_keys = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False),
     # Kept after shredding, so a shredded subject never silently gets a fresh key.
     sa.Column("shredded_at", UTCDateTime, nullable=True),
+    # While an erasure is under way: the pseudonym its records get, so an interrupted one
+    # finishes with the same. Forgotten when it is done, and then nothing links it to them.
+    sa.Column("pseudonym", sa.String(64), nullable=True),
+    sa.Column("aliases", sa.JSON, nullable=True, info={"personal": True}),  # with it
+    sa.Column("erased_at", UTCDateTime, nullable=True),
 )
 
 
@@ -72,3 +77,34 @@ async def rewrap(conn: AsyncConnection, key: SubjectKey, kid: str, wrapped: byte
                subject_keys.c.wrapped_key.is_not(None))
         .values(kid=kid, wrapped_key=wrapped))
     return bool(result.rowcount)
+
+
+async def begin_erasure(conn: AsyncConnection, subject_id: str, pseudonym: str,
+                        aliases: list[str], at: datetime) -> tuple[str, list[str]] | None:
+    """Shred the subject's key and start their erasure: the pseudonym their records get and
+    the identifiers to erase (those an interrupted erasure chose, else the ones given), or None
+    when it is already done."""
+    await shred(conn, subject_id, at)
+    row = (await conn.execute(
+        sa.select(subject_keys.c.pseudonym, subject_keys.c.aliases, subject_keys.c.erased_at)
+        .where(subject_keys.c.subject_id == subject_id).with_for_update())).one()
+    if row.erased_at is not None:
+        return None
+    if row.pseudonym is not None:
+        return str(row.pseudonym), list(row.aliases or ())
+    await conn.execute(subject_keys.update().where(subject_keys.c.subject_id == subject_id)
+                       .values(pseudonym=pseudonym, aliases=aliases))
+    return pseudonym, aliases
+
+
+async def finish_erasure(conn: AsyncConnection, subject_id: str, at: datetime) -> None:
+    await conn.execute(subject_keys.update().where(subject_keys.c.subject_id == subject_id)
+                       .values(pseudonym=None, aliases=None, erased_at=at))
+
+
+async def export(conn: AsyncConnection, subject_id: str) -> dict[str, Any]:
+    key = await get(conn, subject_id)
+    if key is None:
+        return {}
+    return {"data_key": {"master_key_id": key.kid, "created_at": key.created_at.isoformat(),
+                         "shredded_at": key.shredded_at and key.shredded_at.isoformat()}}

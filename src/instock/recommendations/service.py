@@ -110,6 +110,19 @@ class RecommendationsService:
 
     # -- behaviour events ----------------------------------------------------------------
 
+    async def export_subject(self, customer_id: str) -> dict[str, Any]:
+        async with self.db.read() as conn:
+            return await store.export_customer(conn, customer_id)
+
+    async def erase_subject(self, customer_id: str, pseudonym: str) -> None:
+        async with self.db.write() as conn:
+            await store.pseudonymise_customer(conn, customer_id, pseudonym)
+
+    async def sessions_of(self, customer_id: str) -> list[str]:
+        """The anonymous sessions merged into the customer (ids they went by)."""
+        async with self.db.read() as conn:
+            return await store.sessions_of(conn, customer_id)
+
     async def record(self, events: Sequence[Mapping[str, Any]],
                      correlation_id: str | None = None) -> list[str]:
         """Store and publish a batch; a session seen with its customer is merged into it.

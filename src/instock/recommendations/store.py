@@ -10,7 +10,15 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from instock.platform.db import UTCDateTime, insert_missing, insert_rows, metadata, upsert
+from instock.platform.db import (
+    UTCDateTime,
+    insert_missing,
+    insert_rows,
+    metadata,
+    rows_where,
+    set_where,
+    upsert,
+)
 
 # A projection of inventory.stock_changed events: recommendations filter on it so no list shows
 # a sold-out item.
@@ -46,7 +54,7 @@ behaviour_events = sa.Table(
     sa.Column("customer_id", sa.String(128), nullable=True),
     sa.Column("product_id", sa.String(64), nullable=True),
     sa.Column("sku", sa.String(64), nullable=True),
-    sa.Column("query", sa.Text, nullable=True),
+    sa.Column("query", sa.Text, nullable=True, info={"personal": True}),  # what they typed
     sa.Column("attribute", sa.String(64), nullable=True),
     sa.Column("value", sa.String(128), nullable=True),
     sa.Column("occurred_at", UTCDateTime, nullable=False),
@@ -171,3 +179,36 @@ async def merges_since(conn: AsyncConnection, since: datetime) -> list[tuple[str
                               .where(rec_sessions.c.merged_at >= since)
                               .order_by(rec_sessions.c.merged_at))
     return [(row.session_id, row.customer_id) for row in rows]
+
+
+# -- a customer's data (export and erasure) -----------------------------------------------------
+
+PERSONAL_TABLES = frozenset({"behaviour_events", "rec_sessions"})
+
+
+async def export_customer(conn: AsyncConnection, customer_id: str) -> dict[str, Any]:
+    sessions = await rows_where(conn, rec_sessions.c.customer_id, customer_id)
+    events = await rows_where(conn, behaviour_events.c.customer_id, customer_id)
+    known = {e["id"] for e in events}
+    for session in sessions:  # what they did before logging in
+        events += [e for e in await rows_where(conn, behaviour_events.c.session_id,
+                                               session["session_id"]) if e["id"] not in known]
+    return {"sessions": sessions, "behaviour": sorted(events, key=lambda e: e["occurred_at"])}
+
+
+async def pseudonymise_customer(conn: AsyncConnection, customer_id: str,
+                                pseudonym: str) -> None:
+    """Behaviour stays (it trains the models), under the pseudonym: the customer's id and the
+    ids of the sessions merged into it are replaced, the merges forgotten, and what they typed
+    into search (free text, which may name them) dropped."""
+    for session in await sessions_of(conn, customer_id):
+        await set_where(conn, behaviour_events.c.session_id, session, session_id=pseudonym)
+    await conn.execute(rec_sessions.delete().where(rec_sessions.c.customer_id == customer_id))
+    await set_where(conn, behaviour_events.c.customer_id, customer_id, customer_id=pseudonym)
+    await set_where(conn, behaviour_events.c.customer_id, pseudonym, query=None)
+    await set_where(conn, behaviour_events.c.session_id, pseudonym, query=None)
+
+
+async def sessions_of(conn: AsyncConnection, customer_id: str) -> list[str]:
+    rows = await rows_where(conn, rec_sessions.c.customer_id, customer_id)
+    return [row["session_id"] for row in rows]

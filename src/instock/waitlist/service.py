@@ -35,6 +35,14 @@ class WaitlistService:
         async with self.db.read() as conn:
             return await store.of_customer(conn, customer_id)
 
+    async def export_subject(self, customer_id: str) -> dict[str, object]:
+        async with self.db.read() as conn:
+            return {"waits": await store.export_customer(conn, customer_id)}
+
+    async def erase_subject(self, customer_id: str, pseudonym: str) -> None:
+        async with self.db.write() as conn:
+            await store.forget_customer(conn, customer_id)
+
 
 async def on_back_in_stock(conn: AsyncConnection, envelope: Envelope) -> None:
     """Claim the waiting entries and write one notice each, in the consumer's transaction:

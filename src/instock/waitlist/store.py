@@ -7,7 +7,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from instock.platform.db import UTCDateTime, metadata, upsert
+from instock.platform.db import UTCDateTime, metadata, rows_where, upsert
 from instock.waitlist.model import Entry
 
 waitlist = sa.Table(
@@ -46,3 +46,15 @@ async def mark_notified(conn: AsyncConnection, sku: str, at: datetime) -> list[E
         .values(notified_at=at)
         .returning(waitlist.c.sku, waitlist.c.customer_id, waitlist.c.created_at))
     return [Entry(r.sku, r.customer_id, r.created_at) for r in result]
+
+
+PERSONAL_TABLES = frozenset({"waitlist"})
+
+
+async def export_customer(conn: AsyncConnection, customer_id: str) -> list[dict[str, object]]:
+    return await rows_where(conn, waitlist.c.customer_id, customer_id)
+
+
+async def forget_customer(conn: AsyncConnection, customer_id: str) -> None:
+    """A wait is kept for no other purpose than telling them: it goes."""
+    await conn.execute(waitlist.delete().where(waitlist.c.customer_id == customer_id))

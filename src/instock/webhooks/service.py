@@ -109,6 +109,14 @@ class WebhooksService:
 
     # -- subscriptions ---------------------------------------------------------------------
 
+    async def export_subject(self, customer_id: str) -> dict[str, Any]:
+        async with self.db.read() as conn:
+            return {"deliveries": await store.export_customer(conn, customer_id)}
+
+    async def erase_subject(self, customer_id: str, pseudonym: str) -> None:
+        async with self.db.write() as conn:
+            await store.pseudonymise_customer(conn, customer_id, pseudonym)
+
     async def subscribe(self, url: str, event_types: list[str], secret: str | None,
                         description: str = "") -> Subscription:
         """A new, active subscription; its secret (generated if not given) is in the result

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from instock.platform.db import UTCDateTime, dialect_insert, metadata
 from instock.platform.ids import new_id
+from instock.platform.personal import documents_mentioning, scrub_documents
 from instock.webhooks.model import Attempt, Delivery, Next, Status, Subscription
 
 subscriptions = sa.Table(
@@ -33,7 +34,7 @@ deliveries = sa.Table(
     sa.Column("subscription_id", sa.String(36), nullable=False),
     sa.Column("event_id", sa.String(36), nullable=False),
     sa.Column("event_type", sa.String(128), nullable=False),
-    sa.Column("envelope", sa.JSON, nullable=False),
+    sa.Column("envelope", sa.JSON, nullable=False, info={"personal": True}),
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("attempts", sa.Integer, nullable=False),
     # When a pending delivery may be attempted next. A claim pushes it to the end of its lease,
@@ -256,3 +257,18 @@ async def _attempts(conn: AsyncConnection, delivery_ids: list[str]) -> dict[str,
         found.setdefault(r.delivery_id, []).append(
             Attempt(r.delivery_id, r.number, r.at, r.status_code, r.error, r.duration_ms))
     return found
+
+
+# -- a customer's data (export and erasure) -----------------------------------------------------
+
+PERSONAL_TABLES = frozenset({"webhook_deliveries"})
+
+
+async def export_customer(conn: AsyncConnection, customer_id: str) -> list[Any]:
+    """The events naming them that went, or go, to subscribers."""
+    return await documents_mentioning(conn, deliveries.c.envelope, customer_id)
+
+
+async def pseudonymise_customer(conn: AsyncConnection, customer_id: str,
+                                pseudonym: str) -> None:
+    await scrub_documents(conn, deliveries.c.envelope, deliveries.c.id, customer_id, pseudonym)

@@ -19,7 +19,7 @@ inbox = sa.Table(
     sa.Column("consumer", sa.String(64), primary_key=True),
     sa.Column("event_id", sa.String(36), primary_key=True),
     sa.Column("type", sa.String(128), nullable=False),
-    sa.Column("subject", sa.String(128), nullable=False),
+    sa.Column("subject", sa.String(128), nullable=False, info={"personal": True}),
     sa.Column("sequence", sa.BigInteger, nullable=True),
     sa.Column("outcome", sa.String(16), nullable=False),
     sa.Column("processed_at", UTCDateTime, nullable=False),
@@ -28,7 +28,7 @@ inbox = sa.Table(
 positions = sa.Table(
     "consumer_positions", metadata,
     sa.Column("consumer", sa.String(64), primary_key=True),
-    sa.Column("subject", sa.String(128), primary_key=True),
+    sa.Column("subject", sa.String(128), primary_key=True, info={"personal": True}),
     sa.Column("sequence", sa.BigInteger, nullable=False),
 )
 
@@ -38,7 +38,7 @@ dead_letters = sa.Table(
     sa.Column("consumer", sa.String(64), nullable=False, index=True),
     sa.Column("event_id", sa.String(36), nullable=False),
     sa.Column("type", sa.String(128), nullable=False),
-    sa.Column("envelope", sa.JSON, nullable=False),
+    sa.Column("envelope", sa.JSON, nullable=False, info={"personal": True}),
     sa.Column("error", sa.Text, nullable=False),
     sa.Column("attempts", sa.Integer, nullable=False),
     sa.Column("failed_at", UTCDateTime, nullable=False),

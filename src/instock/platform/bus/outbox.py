@@ -28,10 +28,10 @@ OUTBOX_SIGNAL = "instock_outbox"
 outbox = sa.Table(
     "outbox", metadata,
     sa.Column("id", sa.String(36), primary_key=True),
-    sa.Column("subject", sa.String(128), nullable=False),
+    sa.Column("subject", sa.String(128), nullable=False, info={"personal": True}),
     sa.Column("type", sa.String(128), nullable=False),
     sa.Column("sequence", sa.BigInteger, nullable=True),
-    sa.Column("envelope", sa.JSON, nullable=False),
+    sa.Column("envelope", sa.JSON, nullable=False, info={"personal": True}),
     sa.Column("created_at", UTCDateTime, nullable=False, index=True),
     sa.Column("published_at", UTCDateTime, nullable=True),
 )
