@@ -17,6 +17,7 @@ from rich.console import Console
 from instock.app import Container, build
 from instock.bench.cli import bench_app
 from instock.platform.auth import Role
+from instock.privacy.cli import privacy_app
 from instock.recommendations.cli import recs_app
 from instock.reconciliation.cli import reconcile_app
 
@@ -35,6 +36,7 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(worker_app, name="worker")
 app.add_typer(recs_app, name="recs")
 app.add_typer(reconcile_app, name="reconcile")
+app.add_typer(privacy_app, name="privacy")
 app.add_typer(bench_app, name="bench")
 # Local stand-ins for the outside world (payments, marketplaces), each its own process.
 sandbox_app = typer.Typer(help="Local simulators of outside services.", no_args_is_help=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from instock.customers.model import Changes
 from instock.platform.auth import Role
 from instock.platform.bus.outbox import outbox
 from instock.privacy.model import Keyring
-from tests.support import make_settings
+from tests.support import INSTOCK, instock_env, make_settings
 
 ANN = {"email": "Ann.Smith@Example.com", "phone": "+33612345678", "name": "Ann Smith",
        "sizes": {"shoes": "38", "tops": "M"}, "preferences": {"brands": ["acme"]},
@@ -200,11 +201,24 @@ async def test_rotating_the_master_key_keeps_every_profile_readable(
         assert found is not None and found.id == "cus-2"
     finally:
         await rotated.close()
+    # The command an operator runs: rewraps (nothing left) and hashes the emails again.
+    cli = subprocess.run([INSTOCK, "privacy", "rotate"], capture_output=True, text=True,
+                         env=instock_env(database_url, tmp_path,
+                                         INSTOCK_PII_MASTER_KEYS=f"{new},{old}"),
+                         timeout=60, check=True)
+    assert "0 data keys rewrapped, 3 email hashes renewed under k2" in " ".join(
+        cli.stderr.split())
+    subprocess.run([INSTOCK, "privacy", "erase", "cus-0", "--yes"], capture_output=True,
+                   env=instock_env(database_url, tmp_path, INSTOCK_PII_MASTER_KEYS=new),
+                   timeout=60, check=True)
     only_new = build(make_settings(database_url, tmp_path, pii_master_keys=new))
     try:
-        for n in range(3):
+        for n in range(1, 3):
             profile = await only_new.customers.get(f"cus-{n}")
             assert (profile.email, profile.name) == (f"c{n}@example.com", f"Person {n}")
+            found = await only_new.customers.find_by_email(f"C{n}@example.com ")
+            assert found is not None and found.id == f"cus-{n}"  # without the old key
+        assert (await only_new.customers.get("cus-0")).erased
     finally:
         await only_new.close()
 

@@ -19,6 +19,7 @@ from instock.bench.plot import (
     drop_chart,
     events_chart,
     graphql_chart,
+    privacy_chart,
     reconcile_chart,
     recs_chart,
     writes_chart,
@@ -326,6 +327,30 @@ def bench_reconcile(
     if plot is not None and plot != Path():  # --plot "" draws nothing
         reconcile_chart(report["passes"], f"instock bench reconcile: {report['database']}, "
                         f"{skus} SKUs, {report['changed']} changed", plot)
+        report["plot"] = str(plot)
+    typer.echo(json.dumps(report, indent=2) if json_out else report)
+
+
+@bench_app.command("privacy")
+def bench_privacy(
+    profiles: int = typer.Option(1000, "--profiles", min=1),
+    rounds: int = typer.Option(3, "--rounds", min=1),
+    database: str = typer.Option(
+        "sqlite+aiosqlite:///bench.db", "--database", envvar="INSTOCK_DATABASE_URL",
+        help="chooses the backend; the bench creates a fresh database there"),
+    plot: Path | None = typer.Option(Path("bench-out/privacy.png"), "--plot"),
+    json_out: bool = typer.Option(True, "--json/--no-json"),
+) -> None:
+    """What encryption costs per profile read (and save): the read through the service, the
+    same rows without opening them, and the unwrap and decryption alone, in µs."""
+    from instock.bench import privacy
+
+    with tempfile.TemporaryDirectory() as workdir, _progress() as bar:
+        report = run_loop(privacy.run(database, Path(workdir), profiles, rounds,
+                                      _Reporter(bar)))
+    if plot is not None and plot != Path():  # --plot "" draws nothing
+        privacy_chart(report, f"instock bench privacy: {report['database']}, "
+                      f"{profiles} profiles x {rounds} rounds", plot)
         report["plot"] = str(plot)
     typer.echo(json.dumps(report, indent=2) if json_out else report)
 

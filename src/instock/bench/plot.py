@@ -237,3 +237,18 @@ def reconcile_chart(passes: dict[str, dict[str, Any]], title: str, path: Path) -
         ax.set_yscale("log")
     fig.suptitle(title)
     _save(fig, path)
+
+
+def privacy_chart(report: dict[str, Any], title: str, path: Path) -> None:
+    """Median µs per profile: a save, a read, the read's rows alone, its cryptography alone."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4))
+    names = ["save", "read", "read_without_decryption", "decryption"]
+    values = [report[n]["p50_us"] for n in names]
+    bars = ax.bar([n.replace("_", " ") for n in names], values, color="#4c72b0")
+    for bar, value in zip(bars, values, strict=True):
+        ax.annotate(f"{value:g} µs", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                    ha="center", va="bottom", fontsize=8)
+    ax.set_ylabel("median µs per profile")
+    fig.suptitle(title)
+    _save(fig, path)

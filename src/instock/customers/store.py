@@ -100,3 +100,16 @@ async def erase(conn: AsyncConnection, customer_id: str, at: datetime) -> None:
     await conn.execute(customers.update().where(customers.c.id == customer_id).values(
         email_enc=None, phone_enc=None, name_enc=None, email_hash=None, sizes={},
         preferences={}, consents={}, updated_at=at, version=customers.c.version + 1))
+
+
+async def with_email_after(conn: AsyncConnection, after: str, limit: int) -> list[Record]:
+    """The next `limit` customers holding an email, by id (re-hashing walks them all)."""
+    rows = await conn.execute(sa.select(customers).where(
+        customers.c.id > after, customers.c.email_enc.is_not(None))
+        .order_by(customers.c.id).limit(limit))
+    return [_record(r) for r in rows]
+
+
+async def set_email_hash(conn: AsyncConnection, customer_id: str, email_hash: str) -> None:
+    await conn.execute(customers.update().where(customers.c.id == customer_id)
+                       .values(email_hash=email_hash))
