@@ -49,6 +49,7 @@ from instock.catalog.service import CatalogService
 from instock.channels.connector import connector_factory
 from instock.channels.service import ChannelsService
 from instock.config import Settings, get_settings
+from instock.customers.graphql import CustomersMutation, CustomersQuery
 from instock.customers.service import CustomersService
 from instock.experiments.graphql import ExperimentsQuery
 from instock.experiments.service import CONVERSIONS, ExperimentsService
@@ -316,9 +317,11 @@ def graphql_schema(settings: Settings) -> Schema:
         extensions += [persisted_only(allowlist(OPERATIONS)), DisableIntrospection]
     return Schema(
         query=merge_types("Query", (CatalogQuery, InventoryQuery, OrdersQuery,
-                                    RecommendationsQuery, ExperimentsQuery, WebhooksQuery)),
+                                    RecommendationsQuery, ExperimentsQuery, WebhooksQuery,
+                                    CustomersQuery)),
         mutation=merge_types("Mutation", (InventoryMutation, OrdersMutation,
-                                          RecommendationsMutation, WaitlistMutation)),
+                                          RecommendationsMutation, WaitlistMutation,
+                                          CustomersMutation)),
         subscription=merge_types("Subscription", (LiveSubscription,
                                                   RecommendationsSubscription)),
         extensions=extensions, execution_context_class=ReusingExecution)

@@ -293,3 +293,31 @@ async def test_control_characters_are_refused_before_anything_runs(graph: Graph)
         "mutation($l: [LineInput!]!) { reserve(lines: $l) { id } }", Role.CUSTOMER,
         l=[{"sku": "x\x01", "quantity": 1}]))
     assert nested["errors"][0]["field"] == "l[0].sku"
+
+
+async def test_a_customer_reads_and_changes_its_own_profile_and_support_anyones(
+        graph: Graph) -> None:
+    update = """mutation($id: String!, $email: String) { updateCustomer(id: $id, input: {
+        email: $email, name: "Ann Smith", sizes: [{category: "shoes", size: "38"}],
+        consents: [{purpose: "back_in_stock_email", granted: true}]}) {
+        id email name sizes { category size } consents { purpose granted source } version } }"""
+    made = (await graph.post(update, Role.CUSTOMER, "cus-1", id="cus-1",
+                             email="Ann@Example.com"))["data"]["updateCustomer"]
+    assert made == {"id": "cus-1", "email": "ann@example.com", "name": "Ann Smith",
+                    "sizes": [{"category": "shoes", "size": "38"}], "version": 1,
+                    "consents": [{"purpose": "back_in_stock_email", "granted": True,
+                                  "source": "customer:cus-1"}]}
+    rest = (await graph.rest("GET", "/v1/customers/cus-1", Role.SUPPORT)).json()
+    assert (rest["email"], rest["sizes"]) == ("ann@example.com", {"shoes": "38"})
+    read = '{ customer(id: "cus-1") { email erased } }'
+    assert (await graph.post(read, Role.SUPPORT))["data"]["customer"] == {
+        "email": "ann@example.com", "erased": False}
+    assert error(await graph.post(read, Role.CUSTOMER, "cus-2"))["code"] == "FORBIDDEN"
+    assert error(await graph.post(read, Role.MERCHANDISER))["code"] == "FORBIDDEN"
+    bad = error(await graph.post(update, Role.CUSTOMER, "cus-1", id="cus-1", email="nope"))
+    assert (bad["status"], bad["errors"]) == (422, [{"field": "email",
+                                                    "reason": "not a valid email address"}])
+    keyed = await graph.http.post("/graphql", json={"query": read}, headers={
+        "Authorization": f"Bearer {graph.token(Role.SUPPORT)}", "Idempotency-Key": "k"})
+    assert error(keyed.json())["errors"][0]["field"] == "Idempotency-Key"
+    assert "ann@example.com" not in keyed.text

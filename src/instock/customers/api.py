@@ -15,7 +15,8 @@ from instock.platform.http import CallerId
 from instock.platform.telemetry import correlation_id
 
 router = APIRouter(tags=["customers"], responses=problem_responses(400, 401, 403, 404, 409, 422))
-PROFILE_ROLES = requires(Role.CUSTOMER, Role.SUPPORT)  # and admin, always
+ROLES = (Role.CUSTOMER, Role.SUPPORT)  # and admin, always
+PROFILE_ROLES = requires(*ROLES)
 # Responses here carry personal data, so Idempotency-Key responses are not stored for them
 # (the PUT is idempotent by itself: the same profile again changes nothing).
 PERSONAL_PATHS = ("/v1/customers/",)
