@@ -37,6 +37,7 @@ import instock.orders.api
 import instock.orders.store
 import instock.payments.api
 import instock.privacy.api
+import instock.polls.api
 import instock.recommendations.api
 import instock.recommendations.store
 import instock.reconciliation.api
@@ -90,6 +91,7 @@ from instock.platform.personal import TABLES as PLATFORM_TABLES
 from instock.platform.personal import PlatformTraces
 from instock.platform.runtime import tune_for_throughput
 from instock.privacy.model import PersonalData
+from instock.polls.service import PollSettings, PollsService
 from instock.privacy.service import PrivacyService, load_keyring
 from instock.recommendations.engine import MODEL_NAMES
 from instock.recommendations.graphql import (
@@ -100,6 +102,8 @@ from instock.recommendations.graphql import (
 from instock.recommendations.service import (
     AVAILABILITY,
     CATALOGUE,
+    POLL_ANSWERS,
+    PROFILES,
     RecommendationsService,
     RecsSettings,
 )
@@ -136,6 +140,7 @@ class Container:
     privacy: PrivacyService
     customers: CustomersService
     platform_traces: PlatformTraces
+    polls: PollsService
 
     def relay(self) -> Relay:
         # The relay checks events against the models the published schemas are generated
@@ -147,7 +152,8 @@ class Container:
     def consumer_specs(self) -> dict[str, ConsumerSpec]:
         """Every durable consumer of this code base, by name."""
         specs = [AVAILABILITY, CATALOGUE, NOTIFIER, FANOUT, self.channels.stock_consumer(),
-                 self.channels.orders_consumer(), PAYMENT_EVENTS, CONVERSIONS]
+                 self.channels.orders_consumer(), PAYMENT_EVENTS, CONVERSIONS, POLL_ANSWERS,
+                 PROFILES, self.customers.poll_answers_consumer()]
         return {spec.name: spec for spec in specs}
 
     def consumer(self, name: str) -> Consumer:
@@ -225,7 +231,8 @@ def build(settings: Settings | None = None, span_exporter: SpanExporter | None =
                           BackboneMonitor(db, []), ReconciliationService(
                               db, inventory_service, catalog_service, orders, recommendations,
                               channels, reconcile_settings(settings)),
-                          privacy, CustomersService(db, privacy), PlatformTraces(db))
+                          privacy, CustomersService(db, privacy), PlatformTraces(db),
+                          PollsService(db, PollSettings(settings.poll_minutes_between)))
     container.backbone.consumers = list(container.consumer_specs())
     privacy.registry = personal_data(container)
     return container
@@ -363,6 +370,7 @@ def create_app(settings: Settings | None = None,
     app.state.waitlist = container.waitlist
     app.state.customers = container.customers
     app.state.privacy = container.privacy
+    app.state.polls = container.polls
     app.state.orders = container.orders
     app.state.payments = container.payments
     app.state.webhooks = container.webhooks
@@ -389,6 +397,7 @@ def create_app(settings: Settings | None = None,
     app.include_router(instock.waitlist.api.router)
     app.include_router(instock.customers.api.router)
     app.include_router(instock.privacy.api.router)
+    app.include_router(instock.polls.api.router)
     app.include_router(instock.orders.api.router)
     app.include_router(instock.payments.api.router)
     app.include_router(instock.webhooks.api.router)

@@ -149,3 +149,22 @@ def updated(profile: Profile) -> ProfileUpdated:
     return ProfileUpdated(customer_id=profile.id, version=profile.version, sizes=profile.sizes,
                           preferences=profile.preferences,
                           consents={p: c.granted for p, c in profile.consents.items()})
+
+
+# How many values of one attribute a profile keeps from poll answers (the latest).
+STATED_PER_ATTRIBUTE = 10
+
+
+def merge_stated(preferences: dict[str, Preference],
+                 stated: list[tuple[str, str]]) -> dict[str, Preference]:
+    """Preferences with answers (attribute, value) merged in: each attribute a list of values,
+    the latest last, each once, at most STATED_PER_ATTRIBUTE; a scalar stated before becomes
+    the list's first value (a number or flag the customer set is replaced)."""
+    merged = dict(preferences)
+    for attribute, value in stated:
+        known = merged.get(attribute)
+        values = (list(known) if isinstance(known, list)
+                  else [known] if isinstance(known, str) else [])
+        values = [v for v in values if v != value] + [value]
+        merged[attribute] = values[-STATED_PER_ATTRIBUTE:]
+    return merged

@@ -4,15 +4,23 @@ the personal fields with the subject's key, the store writes, the outbox says so
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+import structlog
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 from instock.customers import model, store
-from instock.platform.bus import outbox
+from instock.platform.bus import Envelope, outbox
+from instock.platform.bus.consumer import ConsumerSpec
 from instock.platform.db import Database, utcnow
 from instock.platform.errors import Conflict, NotFound, ValidationFailed
+from instock.polls.events import PollAnswered
 from instock.privacy.model import Sealer, Shredded
 from instock.privacy.service import PrivacyService
+
+log = structlog.get_logger(__name__)
 
 TABLE = "customers"
 
@@ -64,25 +72,53 @@ class CustomersService:
                    correlation_id: str | None = None) -> model.Profile:
         """Create or change a profile. 422 naming the field for bad input, nothing written;
         409 once the customer's personal data was erased (their key is gone for good)."""
-        now = utcnow()
         async with self.db.write() as conn:
-            record = await store.get(conn, customer_id, for_update=True)
-            try:
-                sealer = await self.privacy.sealer(customer_id, conn)
-            except Shredded as exc:
-                raise Conflict(str(exc)) from exc
-            assert sealer is not None
-            current = profile_of(record, sealer) if record else None
-            try:
-                profile = model.apply(current, customer_id, changes, by, now)
-            except model.InvalidProfile as exc:
-                raise ValidationFailed(exc.field, exc.reason) from exc
-            if profile is current:
-                return profile
-            await store.save(conn, record_of(profile, sealer,
-                                             record.created_at if record else now))
-            await outbox.add(conn, [model.updated(profile)], correlation_id)
+            return await self._save_in(conn, customer_id, lambda _: changes, by, correlation_id)
+
+    async def _save_in(self, conn: AsyncConnection, customer_id: str,
+                       change: Callable[[model.Profile | None], model.Changes], by: str,
+                       correlation_id: str | None) -> model.Profile:
+        """One change of a profile within the caller's transaction: `change` is made from the
+        profile as it is (None: no profile yet)."""
+        now = utcnow()
+        record = await store.get(conn, customer_id, for_update=True)
+        try:
+            sealer = await self.privacy.sealer(customer_id, conn)
+        except Shredded as exc:
+            raise Conflict(str(exc)) from exc
+        assert sealer is not None
+        current = profile_of(record, sealer) if record else None
+        try:
+            profile = model.apply(current, customer_id, change(current), by, now)
+        except model.InvalidProfile as exc:
+            raise ValidationFailed(exc.field, exc.reason) from exc
+        if profile is current:
+            return profile
+        await store.save(conn, record_of(profile, sealer, record.created_at if record else now))
+        await outbox.add(conn, [model.updated(profile)], correlation_id)
         return profile
+
+    def poll_answers_consumer(self) -> ConsumerSpec:
+        """A known customer's poll answers join their profile's stated preferences."""
+        return ConsumerSpec("customers-poll-answers", frozenset({PollAnswered.type}),
+                            self._on_poll_answered, ordered=False,
+                            wants=lambda e: bool(e["data"].get("customer_id")
+                                                 and e["data"]["attributes"]))
+
+    async def _on_poll_answered(self, conn: AsyncConnection, envelope: Envelope) -> None:
+        data = envelope["data"]
+        stated = [(a["attribute"], a["value"]) for a in data["attributes"]]
+
+        def change(current: model.Profile | None) -> model.Changes:
+            before = current.preferences if current else {}
+            return model.Changes(preferences=model.merge_stated(before, stated))
+        try:
+            await self._save_in(conn, data["customer_id"], change,
+                                f"poll:{data['poll_id']}", envelope.get("correlationid"))
+        except Conflict:  # erased: nothing more is written about them
+            log.info("poll_answer_of_erased_customer", answer_id=data["answer_id"])
+        except ValidationFailed as exc:  # a profile full of answers keeps what it has
+            log.warning("poll_answer_not_merged", answer_id=data["answer_id"], error=str(exc))
 
     async def get(self, customer_id: str) -> model.Profile:
         """The profile, decrypted; after a shred, with `erased` set and no contact data."""

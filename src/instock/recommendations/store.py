@@ -106,6 +106,15 @@ async def add_behaviour(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -
         await insert_rows(conn, behaviour_events, list(rows))
 
 
+async def known_behaviour_ids(conn: AsyncConnection, ids: Sequence[str]) -> set[str]:
+    """Which of these behaviour event ids are stored already."""
+    if not ids:
+        return set()
+    rows = await conn.execute(sa.select(behaviour_events.c.id).where(
+        behaviour_events.c.id.in_(list(ids))))
+    return {row.id for row in rows}
+
+
 def _history_query(column: sa.Column[Any]) -> sa.CompoundSelect[Any]:
     """A shopper's latest `limit` events, and latest `answers` preference answers (which may be
     older), in one statement; built once, as it runs on a list's first ask (building and
