@@ -1,5 +1,6 @@
 """on-site polls: polls, their answers (one per poll and session or customer), the answers'
-choices for counting, and the poll each session was last shown
+choices for counting, and the poll each session was last shown; customers' behaviour summary
+(recent views and purchases, brand and category counts) and their projection of products
 
 Revision ID: 0018
 Revises: 0016
@@ -59,9 +60,31 @@ def upgrade() -> None:
         sa.Column("shown_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("session_id", name="pk_poll_impressions"),
     )
+    op.create_table(
+        "customer_items",
+        sa.Column("sku", sa.String(64), nullable=False),
+        sa.Column("product_id", sa.String(64), nullable=False),
+        sa.Column("brand", sa.String(128), nullable=False),
+        sa.Column("category", sa.String(128), nullable=False),
+        sa.PrimaryKeyConstraint("sku", name="pk_customer_items"),
+    )
+    op.create_index("ix_customer_items_product_id", "customer_items", ["product_id"])
+    op.create_table(
+        "customer_behaviour",
+        sa.Column("customer_id", sa.String(128), nullable=False),
+        sa.Column("views", sa.JSON, nullable=False),
+        sa.Column("purchases", sa.JSON, nullable=False),
+        sa.Column("brands", sa.JSON, nullable=False),
+        sa.Column("categories", sa.JSON, nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("customer_id", name="pk_customer_behaviour"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("customer_behaviour")
+    op.drop_index("ix_customer_items_product_id", table_name="customer_items")
+    op.drop_table("customer_items")
     op.drop_table("poll_impressions")
     op.drop_index("ix_poll_choices_poll_id", table_name="poll_choices")
     op.drop_table("poll_choices")

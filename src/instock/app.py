@@ -153,7 +153,8 @@ class Container:
         """Every durable consumer of this code base, by name."""
         specs = [AVAILABILITY, CATALOGUE, NOTIFIER, FANOUT, self.channels.stock_consumer(),
                  self.channels.orders_consumer(), PAYMENT_EVENTS, CONVERSIONS, POLL_ANSWERS,
-                 PROFILES, self.customers.poll_answers_consumer()]
+                 PROFILES, self.customers.poll_answers_consumer(),
+                 self.customers.behaviour_consumer()]
         return {spec.name: spec for spec in specs}
 
     def consumer(self, name: str) -> Consumer:

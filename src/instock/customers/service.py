@@ -11,7 +11,9 @@ from typing import Any
 import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from instock.catalog.events import PRODUCT_EVENTS
 from instock.customers import model, store
+from instock.orders.events import OrderPaid
 from instock.platform.bus import Envelope, outbox
 from instock.platform.bus.consumer import ConsumerSpec
 from instock.platform.db import Database, utcnow
@@ -19,6 +21,7 @@ from instock.platform.errors import Conflict, NotFound, ValidationFailed
 from instock.polls.events import PollAnswered
 from instock.privacy.model import Sealer, Shredded
 from instock.privacy.service import PrivacyService
+from instock.recommendations.events import BehaviourRecorded
 
 log = structlog.get_logger(__name__)
 
@@ -120,6 +123,39 @@ class CustomersService:
         except ValidationFailed as exc:  # a profile full of answers keeps what it has
             log.warning("poll_answer_not_merged", answer_id=data["answer_id"], error=str(exc))
 
+    # -- the behaviour summary -------------------------------------------------------------
+
+    def behaviour_consumer(self) -> ConsumerSpec:
+        """Views (recommendations' behaviour events), paid orders and the catalogue's products
+        (for brands and categories) into each customer's behaviour summary."""
+        return ConsumerSpec(
+            "customers-behaviour",
+            frozenset({BehaviourRecorded.type, OrderPaid.type, *PRODUCT_EVENTS}),
+            on_behaviour, wants=_behaviour_wanted)
+
+    async def behaviour_of(self, customer_id: str) -> model.Behaviour | None:
+        async with self.db.read() as conn:
+            return await store.behaviour(conn, customer_id)
+
+    async def with_behaviour(self, customer_id: str
+                             ) -> tuple[model.Profile, model.Behaviour | None]:
+        """The profile (as `get`) and the customer's behaviour summary (None: none yet)."""
+        return await self.get(customer_id), await self.behaviour_of(customer_id)
+
+    async def export_behaviour(self, customer_id: str) -> dict[str, Any]:
+        """The behaviour summary as JSON, for the privacy registry's export."""
+        summary = await self.behaviour_of(customer_id)
+        if summary is None:
+            return {}
+        return {"views": list(summary.views), "purchases": list(summary.purchases),
+                "brands": summary.brands, "categories": summary.categories,
+                "updated_at": summary.updated_at.isoformat()}
+
+    async def erase_behaviour(self, customer_id: str) -> None:
+        """The summary is about the person only: it goes (idempotent)."""
+        async with self.db.write() as conn:
+            await store.delete_behaviour(conn, customer_id)
+
     async def get(self, customer_id: str) -> model.Profile:
         """The profile, decrypted; after a shred, with `erased` set and no contact data."""
         async with self.db.read() as conn:
@@ -182,3 +218,37 @@ class CustomersService:
                 if profile.email == wanted:  # a hash names the value, this proves it
                     return profile
         return None
+
+
+VIEWS = frozenset({"view", "click"})
+
+
+def _behaviour_wanted(envelope: Envelope) -> bool:
+    kind, data = envelope["type"], envelope["data"]
+    if kind == BehaviourRecorded.type:
+        return data.get("kind") in VIEWS and bool(data.get("customer_id")
+                                                  and data.get("product_id"))
+    if kind == OrderPaid.type:
+        return bool(data.get("customer_id"))
+    return True  # a product: brands and categories of what is viewed and bought
+
+
+async def on_behaviour(conn: AsyncConnection, envelope: Envelope) -> None:
+    kind, data = envelope["type"], envelope["data"]
+    if kind in PRODUCT_EVENTS:
+        await store.save_items(conn, data["id"], data["brand"], data["category"],
+                               list(data["skus"]))
+        return
+    customer_id = data["customer_id"]
+    summary = (await store.behaviour(conn, customer_id)
+               or model.no_behaviour(customer_id, utcnow()))
+    if kind == BehaviourRecorded.type:
+        summary = model.viewed(summary, data["product_id"],
+                               await store.item(conn, data["product_id"]),
+                               datetime.fromisoformat(data["occurred_at"]))
+    else:
+        items = await store.items_by_sku(conn, [line["sku"] for line in data["lines"]])
+        summary = model.bought(summary, data["order_id"], [
+            (line["sku"], int(line["quantity"]), items.get(line["sku"]))
+            for line in data["lines"]], datetime.fromisoformat(envelope["time"]))
+    await store.save_behaviour(conn, summary)
