@@ -5,6 +5,8 @@ feeds the engine directly."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 
 from instock.platform.auth import Role
@@ -55,20 +57,37 @@ async def test_an_answer_changes_a_new_shoppers_recommendations_within_a_second(
         assert again.status_code == 204
 
 
-async def test_a_customer_answer_reaches_the_profile(servers: ServerFactory) -> None:
+async def test_a_customers_answer_joins_the_profile_and_profile_sizes_reach_recommendations(
+        servers: ServerFactory) -> None:
     server = await servers.start()
+    catalogue: dict[str, dict[str, Any]] = {
+        "tee": {"sizes": ("S", "M", "L"), "category": "tees"},
+        "crew": {"sizes": ("S", "M"), "category": "tees"}}
+    await shop(server.base_url, {"tee-S": 5, "tee-M": 5, "tee-L": 5, "crew-S": 5, "crew-M": 5},
+               **catalogue)
     async with client(server.base_url, Role.MERCHANDISER) as merchandiser, \
-            client(server.base_url, Role.CUSTOMER, "cus-poll") as customer:
+            client(server.base_url, Role.CUSTOMER, "cus-poll") as customer, \
+            client(server.base_url, Role.SERVICE) as api:
+        await knows(api, ["tee-M", "crew-S"])
         poll_id = (await merchandiser.post("/v1/polls", json=BRANDS)).json()["id"]
         assert (await customer.put("/v1/customers/cus-poll", json={
-            "sizes": {"tops": "M"}})).status_code == 200
+            "sizes": {"tees": "L"}})).status_code == 200
         answered = await customer.post(f"/v1/polls/{poll_id}/answers", json={
             "session_id": "sess-cus-poll",
             "answers": [{"question_id": "brand", "option_id": "acme"}]})
         assert answered.status_code == 201, answered.text
 
-        async def merged() -> dict[str, object] | None:
-            profile: dict[str, object] = (await customer.get("/v1/customers/cus-poll")).json()
+        async def merged() -> dict[str, Any] | None:
+            profile: dict[str, Any] = (await customer.get("/v1/customers/cus-poll")).json()
             return profile if profile["preferences"] == {"brand": ["Acme"]} else None
         profile = await eventually(merged, "the answer joins the profile", timeout=10)
-        assert profile["sizes"] == {"tops": "M"}
+        assert profile["sizes"] == {"tees": "L"}
+
+        async def in_size() -> dict[str, Any] | None:  # the profile's size, by its event
+            body = await recs(api, customer_id="cus-poll", limit=5)
+            tee = next((i for i in body["items"] if i["product_id"] == "tee"), None)
+            return body if tee and tee["sku"] == "tee-L" and tee["in_your_size"] else None
+        body = await eventually(in_size, "the profile's size reaches recommendations",
+                                timeout=10)
+        crew = next(i for i in body["items"] if i["product_id"] == "crew")
+        assert crew["in_your_size"] is False  # no L: another size, shown as such
