@@ -36,8 +36,9 @@ import instock.live.api
 import instock.orders.api
 import instock.orders.store
 import instock.payments.api
-import instock.privacy.api
 import instock.polls.api
+import instock.polls.store
+import instock.privacy.api
 import instock.recommendations.api
 import instock.recommendations.store
 import instock.reconciliation.api
@@ -90,8 +91,8 @@ from instock.platform.idempotency import IdempotencyMiddleware
 from instock.platform.personal import TABLES as PLATFORM_TABLES
 from instock.platform.personal import PlatformTraces
 from instock.platform.runtime import tune_for_throughput
-from instock.privacy.model import PersonalData
 from instock.polls.service import PollSettings, PollsService
+from instock.privacy.model import PersonalData
 from instock.privacy.service import PrivacyService, load_keyring
 from instock.recommendations.engine import MODEL_NAMES
 from instock.recommendations.graphql import (
@@ -246,6 +247,8 @@ def personal_data(c: Container) -> list[PersonalData]:
     return [c.privacy.personal_data(),
             PersonalData("customers", instock.customers.store.PERSONAL_TABLES,
                          c.customers.export_subject, c.customers.erase_subject),
+            PersonalData("polls", instock.polls.store.PERSONAL_TABLES,
+                         c.polls.export_subject, c.polls.erase_subject, per_alias=True),
             PersonalData("orders", instock.orders.store.PERSONAL_TABLES,
                          c.orders.export_subject, c.orders.erase_subject),
             PersonalData("inventory", instock.inventory.store.PERSONAL_TABLES,

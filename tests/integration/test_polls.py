@@ -247,12 +247,19 @@ async def test_export_and_erase_a_customers_answers(
     exported = await container.polls.export_subject("cus-x")
     assert [(a["poll_id"], a["session_id"], a["choices"]) for a in exported["poll_answers"]] == [
         (poll_id, "sx", [{"question_id": "size", "option_id": "l"}])]
+    everything = await container.privacy.export("cus-x")  # the lead's registry holds polls
+    assert everything["polls"] == exported
+    # before logging in, the same person answered another poll as an anonymous session
+    other = await define(app, client, {**POLL, "title": "Other"})
+    assert (await answer(client, other, ("size", "s"), session_id="sx-early")).status_code == 201
     await container.polls.erase_subject("cus-x", "pseudo-1")
     await container.polls.erase_subject("cus-x", "pseudo-1")  # idempotent
+    await container.polls.erase_subject("sx-early", "pseudo-1")  # an alias of theirs
     assert await container.polls.export_subject("cus-x") == {"poll_answers": []}
     assert {"poll_answers", "poll_impressions"} == PERSONAL_TABLES
     answers = await rows(container, poll_answers)
-    assert [(a.customer_id, a.session_id) for a in answers] == [("pseudo-1", None)]
+    assert sorted((a.customer_id or "", a.session_id or "") for a in answers) == [
+        ("", ""), ("pseudo-1", "")]
     assert all(i.session_id != "sx" for i in await rows(container, poll_impressions))
     results = (await client.get(f"/v1/polls/{poll_id}/results",
                                 headers=auth(app, Role.ADMIN))).json()

@@ -170,15 +170,17 @@ class CustomersService:
 
     async def export_subject(self, customer_id: str) -> dict[str, Any]:
         """The profile as the person would read it (nothing once erased)."""
+        behaviour = await self.export_behaviour(customer_id)  # events may come before a profile
         try:
             profile = await self.get(customer_id)
         except NotFound:
-            return {}
-        return {"profile": dataclasses.asdict(profile)}
+            return {"behaviour": behaviour} if behaviour else {}
+        return {"profile": dataclasses.asdict(profile), "behaviour": behaviour}
 
     async def erase_subject(self, customer_id: str, pseudonym: str) -> None:
         async with self.db.write() as conn:
             await store.erase(conn, customer_id, utcnow())
+            await store.delete_behaviour(conn, customer_id)
 
     async def rehash_emails(self, batch: int = 500) -> int:
         """Hash every email again under the current master key (after a rotation): then the

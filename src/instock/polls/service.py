@@ -99,5 +99,6 @@ class PollsService:
             return {"poll_answers": await store.answers_of(conn, customer_id)}
 
     async def erase_subject(self, customer_id: str, pseudonym: str) -> None:
+        """Idempotent; called with the customer id and with each session id they used."""
         async with self.db.write() as conn:
             await store.erase(conn, customer_id, pseudonym)

@@ -166,14 +166,17 @@ async def answers_of(conn: AsyncConnection, customer_id: str) -> list[dict[str, 
             for row in rows]
 
 
-async def erase(conn: AsyncConnection, customer_id: str, pseudonym: str) -> None:
-    """The customer's answers keep counting, under the pseudonym and without their sessions;
-    the sessions' impressions go."""
-    sessions = [row.session_id for row in await conn.execute(
-        sa.select(poll_answers.c.session_id).where(poll_answers.c.customer_id == customer_id,
-                                                   poll_answers.c.session_id.is_not(None)))]
-    if sessions:
-        await conn.execute(poll_impressions.delete().where(
-            poll_impressions.c.session_id.in_(sessions)))
-    await conn.execute(poll_answers.update().where(poll_answers.c.customer_id == customer_id)
+async def erase(conn: AsyncConnection, identifier: str, pseudonym: str) -> None:
+    """A person's answers keep counting without naming them: as a customer, under the
+    pseudonym (one answer per poll each, as before) and without their sessions; as a session
+    (an alias: the shop's session before they logged in), without it. The impressions of
+    those sessions go."""
+    sessions = {identifier} | {row.session_id for row in await conn.execute(
+        sa.select(poll_answers.c.session_id).where(poll_answers.c.customer_id == identifier,
+                                                   poll_answers.c.session_id.is_not(None)))}
+    await conn.execute(poll_impressions.delete().where(
+        poll_impressions.c.session_id.in_(sorted(sessions))))
+    await conn.execute(poll_answers.update().where(poll_answers.c.customer_id == identifier)
                        .values(customer_id=pseudonym, session_id=None))
+    await conn.execute(poll_answers.update().where(poll_answers.c.session_id == identifier)
+                       .values(session_id=None))
