@@ -14,6 +14,7 @@ from typing import Any
 
 import structlog
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from opentelemetry.sdk.trace.export import SpanExporter
 from strawberry.extensions import (
@@ -387,6 +388,11 @@ def create_app(settings: Settings | None = None,
     errors.install_handlers(app)
     app.add_middleware(IdempotencyMiddleware, db=container.db, tokens=container.tokens,
                        unstored=instock.customers.api.PERSONAL_PATHS)
+    if settings.poll_widget_origins:  # the widget on other sites' pages (bearer auth, no cookies)
+        app.add_middleware(CORSMiddleware, allow_methods=["GET", "POST"],
+                           allow_origins=[o.strip() for o in
+                                          settings.poll_widget_origins.split(",") if o.strip()],
+                           allow_headers=["Content-Type", "Authorization"], max_age=600)
     telemetry.install(app)  # added last, so outermost: it times and logs everything
     tracing.instrument_app(app)  # around even that: its log lines name the request's span
     # A request is matched against the routes in this order, one pattern at a time (about a

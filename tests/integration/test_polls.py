@@ -172,6 +172,28 @@ async def test_results_match_hand_computed_shares(
                              headers=auth(app, Role.SERVICE))).status_code == 403
 
 
+async def test_the_widget_script_and_cross_origin_calls(database_url: str,
+                                                       tmp_path: Path) -> None:
+    """The widget is served as JavaScript; a page of a listed origin may call the API."""
+    app = create_app(make_settings(database_url, tmp_path,
+                                   poll_widget_origins="https://shop.example"))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://test") as client:
+        script = await client.get("/widget/polls.js")
+        assert script.status_code == 200
+        assert script.headers["content-type"].startswith("text/javascript")
+        assert "data-instock-poll" in script.text
+        preflight = await client.options("/v1/polls/p1/answers", headers={
+            "Origin": "https://shop.example", "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type"})
+        assert preflight.status_code == 200
+        assert preflight.headers["access-control-allow-origin"] == "https://shop.example"
+        elsewhere = await client.get("/v1/polls/next", headers={"Origin": "https://evil.example"},
+                                     params={"session_id": "s1", "context": "sold_out"})
+        assert elsewhere.status_code == 204
+        assert "access-control-allow-origin" not in elsewhere.headers
+
+
 async def answered_event(container: Container) -> dict[str, Any]:
     async with container.db.read() as conn:
         envelope: dict[str, Any] = (await conn.execute(sa.select(outbox.c.envelope).where(
