@@ -235,6 +235,17 @@ async def test_an_answer_reaches_the_profile_and_recommendations_by_its_event(
         published = (await conn.execute(sa.select(sa.func.count()).select_from(outbox).where(
             outbox.c.type == "behaviour.recorded.v1"))).scalar_one()
     assert published == 3  # what every process's recommender learns from
+    # the profile's events (before and after the answer) add only what the answer did not
+    async with container.db.read() as conn:
+        profile_events = list((await conn.execute(sa.select(outbox.c.envelope).where(
+            outbox.c.type == "customer.profile_updated.v1").order_by(
+            outbox.c.created_at))).scalars())
+    assert len(profile_events) == 2
+    for event in profile_events:
+        await container.consumer("recs-profiles").handle(event)
+    stated_now = sorted((r.attribute, r.value) for r in await rows(container, behaviour_events))
+    assert stated_now == [("brand", "Acme"), ("brand", "Nova"), ("category", "sneakers"),
+                          ("size", "M")]
 
 
 async def test_profile_sizes_and_preferences_become_preference_events_once(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -78,32 +77,40 @@ def item_row(data: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def preference_rows(session_id: str | None, customer_id: str | None,
-                    stated: Sequence[tuple[str, str]], occurred_at: datetime,
-                    ids: Sequence[str] | None = None) -> list[dict[str, Any]]:
+                    stated: Sequence[tuple[str, str]],
+                    occurred_at: datetime) -> list[dict[str, Any]]:
     """Behaviour rows of preference answers the shopper gave elsewhere (a poll, a profile)."""
     now = utcnow()
-    return [{"id": ids[i] if ids else new_id(), "kind": "preference", "session_id": session_id,
+    return [{"id": new_id(), "kind": "preference", "session_id": session_id,
              "customer_id": customer_id, "product_id": None, "sku": None, "query": None,
              "attribute": attribute, "value": value[:128], "occurred_at": occurred_at,
              "received_at": now}
-            for i, (attribute, value) in enumerate(stated) if attribute in eng.PREFERENCES]
+            for attribute, value in dict.fromkeys(stated) if attribute in eng.PREFERENCES]
 
 
-async def _record_in(conn: AsyncConnection, rows: list[dict[str, Any]],
-                     envelope: Envelope) -> None:
+async def _record_new(conn: AsyncConnection, rows: list[dict[str, Any]],
+                      envelope: Envelope) -> None:
     """Store preference rows and publish them as behaviour, in the consumer's transaction:
-    every process's engine then learns them from the bus, as it learns `POST /v1/events`."""
-    await store.add_behaviour(conn, rows)
-    await events_out.add(conn, [recorded(row) for row in rows], envelope.get("correlationid"))
+    every process's engine then learns them from the bus, as it learns `POST /v1/events`.
+    A known customer's answer is recorded once: a poll answer also comes back in their
+    profile's next event, and every profile event carries the whole profile."""
+    customer_id = rows[0]["customer_id"] if rows else None
+    if customer_id:
+        known = await store.stated_by(conn, customer_id)
+        rows = [r for r in rows if (r["attribute"], r["value"]) not in known]
+    if rows:
+        await store.add_behaviour(conn, rows)
+        await events_out.add(conn, [recorded(row) for row in rows],
+                             envelope.get("correlationid"))
 
 
 async def on_poll_answered(conn: AsyncConnection, envelope: Envelope) -> None:
     """A poll answer's mapped attributes are the shopper's stated preferences (cold start)."""
     data = envelope["data"]
     stated = [(a["attribute"], a["value"]) for a in data["attributes"]]
-    await _record_in(conn, preference_rows(data.get("session_id"), data.get("customer_id"),
-                                           stated, datetime.fromisoformat(data["answered_at"])),
-                     envelope)
+    await _record_new(conn, preference_rows(data.get("session_id"), data.get("customer_id"),
+                                            stated, datetime.fromisoformat(data["answered_at"])),
+                      envelope)
 
 
 def _stated_in_profile(data: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -111,25 +118,17 @@ def _stated_in_profile(data: Mapping[str, Any]) -> list[tuple[str, str]]:
     for attribute, value in sorted(data["preferences"].items()):
         values = value if isinstance(value, list) else [value] if isinstance(value, str) else []
         stated += [(attribute, str(v)) for v in values]
-    return [(a, v) for a, v in stated if a in eng.PREFERENCES and v]
+    return [(a, v) for a, v in stated if v]
 
 
 async def on_profile_updated(conn: AsyncConnection, envelope: Envelope) -> None:
     """Sizes and preferences stated in a profile become preference answers, each (customer,
-    attribute, value) once: its row id is derived from them, so a profile saved again (every
-    event carries the whole profile) records only what is new."""
+    attribute, value) once (a value stated again after another is not recorded again)."""
     data = envelope["data"]
-    stated = list(dict.fromkeys(_stated_in_profile(data)))
-    ids = [str(uuid.uuid5(PROFILE_ANSWERS, f"{data['customer_id']}|{a}|{v}")) for a, v in stated]
-    known = await store.known_behaviour_ids(conn, ids)
-    new = [(s, i) for s, i in zip(stated, ids, strict=True) if i not in known]
-    rows = preference_rows(None, data["customer_id"], [s for s, _ in new], utcnow(),
-                           [i for _, i in new])
-    if rows:
-        await _record_in(conn, rows, envelope)
+    await _record_new(conn, preference_rows(None, data["customer_id"],
+                                            _stated_in_profile(data), utcnow()), envelope)
 
 
-PROFILE_ANSWERS = uuid.UUID("6f1c4a52-5d1e-4f0b-9d43-0c1f7b0e2a11")  # namespace of their ids
 AVAILABILITY = ConsumerSpec("recs-availability", frozenset({StockChanged.type}),
                             on_stock_changed)
 CATALOGUE = ConsumerSpec("recs-catalogue", PRODUCT_EVENTS, on_product)

@@ -106,13 +106,12 @@ async def add_behaviour(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -
         await insert_rows(conn, behaviour_events, list(rows))
 
 
-async def known_behaviour_ids(conn: AsyncConnection, ids: Sequence[str]) -> set[str]:
-    """Which of these behaviour event ids are stored already."""
-    if not ids:
-        return set()
-    rows = await conn.execute(sa.select(behaviour_events.c.id).where(
-        behaviour_events.c.id.in_(list(ids))))
-    return {row.id for row in rows}
+async def stated_by(conn: AsyncConnection, customer_id: str) -> set[tuple[str, str]]:
+    """The (attribute, value) preference answers a customer gave, ever."""
+    events = behaviour_events.c
+    rows = await conn.execute(sa.select(events.attribute, events.value).where(
+        events.customer_id == customer_id, events.kind == "preference").distinct())
+    return {(row.attribute, row.value) for row in rows}
 
 
 def _history_query(column: sa.Column[Any]) -> sa.CompoundSelect[Any]:
