@@ -92,6 +92,7 @@ from instock.platform.idempotency import IdempotencyMiddleware
 from instock.platform.personal import TABLES as PLATFORM_TABLES
 from instock.platform.personal import PlatformTraces
 from instock.platform.runtime import tune_for_throughput
+from instock.polls.graphql import PollsMutation, PollsQuery
 from instock.polls.service import PollSettings, PollsService
 from instock.privacy.model import PersonalData
 from instock.privacy.service import PrivacyService, load_keyring
@@ -330,10 +331,10 @@ def graphql_schema(settings: Settings) -> Schema:
     return Schema(
         query=merge_types("Query", (CatalogQuery, InventoryQuery, OrdersQuery,
                                     RecommendationsQuery, ExperimentsQuery, WebhooksQuery,
-                                    CustomersQuery)),
+                                    CustomersQuery, PollsQuery)),
         mutation=merge_types("Mutation", (InventoryMutation, OrdersMutation,
                                           RecommendationsMutation, WaitlistMutation,
-                                          CustomersMutation)),
+                                          CustomersMutation, PollsMutation)),
         subscription=merge_types("Subscription", (LiveSubscription,
                                                   RecommendationsSubscription)),
         extensions=extensions, execution_context_class=ReusingExecution)

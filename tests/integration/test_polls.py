@@ -297,3 +297,33 @@ async def test_export_and_erase_a_customers_answers(
     results = (await client.get(f"/v1/polls/{poll_id}/results",
                                 headers=auth(app, Role.ADMIN))).json()
     assert results["questions"][0]["options"]["l"]["count"] == 1  # still counted
+
+
+NEXT = """query Next($session: String!) { nextPoll(sessionId: $session, context: "product_page") {
+  id title questions { id text options { id label attributes { attribute value } } } } }"""
+ANSWER = """mutation Answer($poll: String!, $session: String, $answers: [PollChoiceInput!]!) {
+  answerPoll(pollId: $poll, sessionId: $session, answers: $answers) { id pollId } }"""
+
+
+async def test_polls_in_graphql_for_an_anonymous_session(
+        http: tuple[FastAPI, httpx.AsyncClient]) -> None:
+    app, client = http
+    poll_id = await define(app, client)
+    shown = (await client.post("/graphql", json={"query": NEXT,
+                                                 "variables": {"session": "g1"}})).json()
+    assert shown["data"]["nextPoll"]["id"] == poll_id, shown
+    assert shown["data"]["nextPoll"]["questions"][1]["options"][1]["attributes"] == [
+        {"attribute": "brand", "value": "Nova"}, {"attribute": "category", "value": "sneakers"}]
+    bad = (await client.post("/graphql", json={"query": ANSWER, "variables": {
+        "poll": poll_id, "session": "g1",
+        "answers": [{"questionId": "size", "optionId": "xxl"}]}})).json()
+    problem = bad["errors"][0]["extensions"]
+    assert (problem["code"], problem["status"]) == ("VALIDATION_ERROR", 422)
+    assert problem["errors"][0]["field"] == "answers[0].option_id"
+    done = (await client.post("/graphql", json={"query": ANSWER, "variables": {
+        "poll": poll_id, "session": "g1",
+        "answers": [{"questionId": "size", "optionId": "m"}]}})).json()
+    assert done["data"]["answerPoll"]["pollId"] == poll_id, done
+    none = (await client.post("/graphql", json={"query": NEXT,
+                                                "variables": {"session": "g1"}})).json()
+    assert none["data"]["nextPoll"] is None

@@ -131,6 +131,16 @@ class AnswerIn(BaseModel):
     answers: list[ChoiceIn] = Field(min_length=1, max_length=10)
 
 
+class NextIn(BaseModel):
+    """What `GET /v1/polls/next` takes, as one model (GraphQL checks its arguments with it)."""
+
+    session_id: ShopperId
+    context: Context
+    customer_id: ShopperId | None = None
+    product_id: CallerId | None = None
+    category: Value | None = None
+
+
 class AnswerOut(BaseModel):
     id: str
     poll_id: str
