@@ -14,6 +14,7 @@ from typing import Any
 
 import structlog
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from opentelemetry.sdk.trace.export import SpanExporter
 from strawberry.extensions import (
@@ -36,6 +37,8 @@ import instock.live.api
 import instock.orders.api
 import instock.orders.store
 import instock.payments.api
+import instock.polls.api
+import instock.polls.store
 import instock.privacy.api
 import instock.recommendations.api
 import instock.recommendations.store
@@ -89,6 +92,8 @@ from instock.platform.idempotency import IdempotencyMiddleware
 from instock.platform.personal import TABLES as PLATFORM_TABLES
 from instock.platform.personal import PlatformTraces
 from instock.platform.runtime import tune_for_throughput
+from instock.polls.graphql import PollsMutation, PollsQuery
+from instock.polls.service import PollSettings, PollsService
 from instock.privacy.model import PersonalData
 from instock.privacy.service import PrivacyService, load_keyring
 from instock.recommendations.engine import MODEL_NAMES
@@ -100,6 +105,8 @@ from instock.recommendations.graphql import (
 from instock.recommendations.service import (
     AVAILABILITY,
     CATALOGUE,
+    POLL_ANSWERS,
+    PROFILES,
     RecommendationsService,
     RecsSettings,
 )
@@ -136,6 +143,7 @@ class Container:
     privacy: PrivacyService
     customers: CustomersService
     platform_traces: PlatformTraces
+    polls: PollsService
 
     def relay(self) -> Relay:
         # The relay checks events against the models the published schemas are generated
@@ -147,7 +155,9 @@ class Container:
     def consumer_specs(self) -> dict[str, ConsumerSpec]:
         """Every durable consumer of this code base, by name."""
         specs = [AVAILABILITY, CATALOGUE, NOTIFIER, FANOUT, self.channels.stock_consumer(),
-                 self.channels.orders_consumer(), PAYMENT_EVENTS, CONVERSIONS]
+                 self.channels.orders_consumer(), PAYMENT_EVENTS, CONVERSIONS, POLL_ANSWERS,
+                 PROFILES, self.customers.poll_answers_consumer(),
+                 self.customers.behaviour_consumer()]
         return {spec.name: spec for spec in specs}
 
     def consumer(self, name: str) -> Consumer:
@@ -225,7 +235,8 @@ def build(settings: Settings | None = None, span_exporter: SpanExporter | None =
                           BackboneMonitor(db, []), ReconciliationService(
                               db, inventory_service, catalog_service, orders, recommendations,
                               channels, reconcile_settings(settings)),
-                          privacy, CustomersService(db, privacy), PlatformTraces(db))
+                          privacy, CustomersService(db, privacy), PlatformTraces(db),
+                          PollsService(db, PollSettings(settings.poll_minutes_between)))
     container.backbone.consumers = list(container.consumer_specs())
     privacy.registry = personal_data(container)
     return container
@@ -238,6 +249,8 @@ def personal_data(c: Container) -> list[PersonalData]:
     return [c.privacy.personal_data(),
             PersonalData("customers", instock.customers.store.PERSONAL_TABLES,
                          c.customers.export_subject, c.customers.erase_subject),
+            PersonalData("polls", instock.polls.store.PERSONAL_TABLES,
+                         c.polls.export_subject, c.polls.erase_subject, per_alias=True),
             PersonalData("orders", instock.orders.store.PERSONAL_TABLES,
                          c.orders.export_subject, c.orders.erase_subject),
             PersonalData("inventory", instock.inventory.store.PERSONAL_TABLES,
@@ -318,10 +331,10 @@ def graphql_schema(settings: Settings) -> Schema:
     return Schema(
         query=merge_types("Query", (CatalogQuery, InventoryQuery, OrdersQuery,
                                     RecommendationsQuery, ExperimentsQuery, WebhooksQuery,
-                                    CustomersQuery)),
+                                    CustomersQuery, PollsQuery)),
         mutation=merge_types("Mutation", (InventoryMutation, OrdersMutation,
                                           RecommendationsMutation, WaitlistMutation,
-                                          CustomersMutation)),
+                                          CustomersMutation, PollsMutation)),
         subscription=merge_types("Subscription", (LiveSubscription,
                                                   RecommendationsSubscription)),
         extensions=extensions, execution_context_class=ReusingExecution)
@@ -363,6 +376,7 @@ def create_app(settings: Settings | None = None,
     app.state.waitlist = container.waitlist
     app.state.customers = container.customers
     app.state.privacy = container.privacy
+    app.state.polls = container.polls
     app.state.orders = container.orders
     app.state.payments = container.payments
     app.state.webhooks = container.webhooks
@@ -375,6 +389,11 @@ def create_app(settings: Settings | None = None,
     errors.install_handlers(app)
     app.add_middleware(IdempotencyMiddleware, db=container.db, tokens=container.tokens,
                        unstored=instock.customers.api.PERSONAL_PATHS)
+    if settings.poll_widget_origins:  # the widget on other sites' pages (bearer auth, no cookies)
+        app.add_middleware(CORSMiddleware, allow_methods=["GET", "POST"],
+                           allow_origins=[o.strip() for o in
+                                          settings.poll_widget_origins.split(",") if o.strip()],
+                           allow_headers=["Content-Type", "Authorization"], max_age=600)
     telemetry.install(app)  # added last, so outermost: it times and logs everything
     tracing.instrument_app(app)  # around even that: its log lines name the request's span
     # A request is matched against the routes in this order, one pattern at a time (about a
@@ -389,6 +408,7 @@ def create_app(settings: Settings | None = None,
     app.include_router(instock.waitlist.api.router)
     app.include_router(instock.customers.api.router)
     app.include_router(instock.privacy.api.router)
+    app.include_router(instock.polls.api.router)
     app.include_router(instock.orders.api.router)
     app.include_router(instock.payments.api.router)
     app.include_router(instock.webhooks.api.router)

@@ -81,6 +81,13 @@ class Settings(BaseSettings):
     recs_refit_seconds: float = Field(default=600.0, gt=0)
     recs_history_limit: int = Field(default=500_000, ge=1)
     recs_cache_ttl_seconds: float = Field(default=60.0, gt=0)
+    # Polls: a session is shown at most one poll per this many minutes (the same one may come
+    # back on a reload; another waits).
+    poll_minutes_between: float = Field(default=30.0, ge=0)
+    # Origins of other sites' pages that embed the poll widget, comma-separated
+    # (`https://shop.example,https://www.shop.example`): their browsers may call the API (CORS).
+    # Empty: only pages served by instock itself.
+    poll_widget_origins: str = ""
     # SSE and WebSocket clients get a heartbeat after this many quiet seconds.
     live_heartbeat_seconds: float = Field(default=15.0, gt=0)
     # The storefront page (`/`): the drop it shows, and when the drop opens (none: open now).

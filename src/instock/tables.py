@@ -11,6 +11,7 @@ import instock.platform.bus.inbox
 import instock.platform.bus.outbox
 import instock.platform.idempotency
 import instock.platform.inbound
+import instock.polls.store
 import instock.privacy.store
 import instock.recommendations.store
 import instock.reconciliation.store

@@ -236,6 +236,39 @@ def test_before_the_drop_a_countdown_and_no_reserving(page: Page, shop: Shop) ->
         early.stop()
 
 
+POLL = {"title": "Help us stock the next drop", "contexts": ["product_page"],
+        "product_ids": [PRODUCT], "questions": [{
+            "id": "size", "text": "Which size should we stock more of?", "options": [
+                {"id": "s", "label": "Small", "attributes": {"size": "S"}},
+                {"id": "m", "label": "Medium", "attributes": {"size": "M"}},
+                {"id": "l", "label": "Large", "attributes": {"size": "L"}}]}]}
+
+
+def test_the_storefront_shows_a_poll_and_the_answer_is_stored(page: Page, shop: Shop) -> None:
+    """The widget's one script tag: the poll in accessible form controls, the answer sent
+    with the keyboard, thanks, and the answer counted."""
+    defined = shop.rest("POST", "/v1/polls", json=POLL)
+    assert defined.status_code == 201, defined.text
+    poll_id = defined.json()["id"]
+    storefront(page, shop, "pw-pollster")
+    poll = page.locator(f'form[data-poll-id="{poll_id}"]')
+    expect(poll).to_be_visible(timeout=10_000)
+    expect(poll.get_by_role("group", name="Which size should we stock more of?")).to_be_visible()
+    poll.get_by_role("button", name="Send my answer").click()
+    expect(poll.get_by_role("status")).to_contain_text("Choose an answer first")
+    poll.get_by_label("Medium").check()
+    poll.get_by_role("button", name="Send my answer").press("Enter")
+    expect(poll).to_contain_text("Thank you", timeout=5_000)
+    expect(poll).to_have_attribute("data-answered", "true")
+    page.screenshot(path=shop.screenshots / "storefront-poll.png", full_page=True)
+    results = shop.rest("GET", f"/v1/polls/{poll_id}/results").json()
+    assert results["respondents"] == 1, results
+    assert results["questions"][0]["options"]["m"]["count"] == 1
+    page.reload()  # answered: the widget shows nothing more
+    expect(page.locator("body")).to_have_attribute("data-ready", "true", timeout=15_000)
+    expect(page.locator("[data-instock-poll] form")).to_have_count(0)
+
+
 def test_the_storefront_resumes_after_the_server_restarts(page: Page, shop: Shop) -> None:
     """Last: it replaces the module's server (on the same port)."""
     storefront(page, shop, "pw-patient")

@@ -7,7 +7,7 @@ from datetime import datetime
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from instock.customers.model import Changes, Preference, Profile
+from instock.customers.model import Behaviour, Changes, Preference, Profile
 from instock.customers.service import CustomersService
 from instock.platform.auth import Principal, Role, requires
 from instock.platform.errors import problem_responses
@@ -46,6 +46,32 @@ class ConsentOut(BaseModel):
     source: str
 
 
+class ViewOut(BaseModel):
+    product_id: str
+    at: datetime
+
+
+class PurchaseOut(BaseModel):
+    order_id: str
+    sku: str
+    product_id: str | None
+    quantity: int
+    at: datetime
+
+
+class BehaviourOut(BaseModel):
+    """Built from events: the latest views and purchases (the latest first, at most 20
+    each), and counts of the brands and categories looked at (1) and bought (3 a line)."""
+
+    recent_views: list[ViewOut]
+    recent_purchases: list[PurchaseOut]
+    favourite_brands: list[str]
+    favourite_categories: list[str]
+    brands: dict[str, int]
+    categories: dict[str, int]
+    updated_at: datetime
+
+
 class ProfileOut(BaseModel):
     id: str
     email: str | None
@@ -57,15 +83,29 @@ class ProfileOut(BaseModel):
     version: int
     updated_at: datetime
     erased: bool  # personal data erased (key shredded): contact fields are null for good
+    behaviour: BehaviourOut | None = Field(None, description=(
+        "what the customer viewed and bought (GET only; null before any such event)"))
 
 
-def render(profile: Profile) -> ProfileOut:
+def render_behaviour(summary: Behaviour | None) -> BehaviourOut | None:
+    if summary is None:
+        return None
+    return BehaviourOut(
+        recent_views=[ViewOut.model_validate(v) for v in summary.views],
+        recent_purchases=[PurchaseOut.model_validate(p) for p in summary.purchases],
+        favourite_brands=summary.favourite_brands(),
+        favourite_categories=summary.favourite_categories(), brands=summary.brands,
+        categories=summary.categories, updated_at=summary.updated_at)
+
+
+def render(profile: Profile, summary: Behaviour | None = None) -> ProfileOut:
     return ProfileOut(
         id=profile.id, email=profile.email, phone=profile.phone, name=profile.name,
         sizes=profile.sizes, preferences=profile.preferences,
         consents={p: ConsentOut(granted=c.granted, at=c.at, source=c.source)
                   for p, c in profile.consents.items()},
-        version=profile.version, updated_at=profile.updated_at, erased=profile.erased)
+        version=profile.version, updated_at=profile.updated_at, erased=profile.erased,
+        behaviour=render_behaviour(summary))
 
 
 @router.put("/v1/customers/{customer_id}", response_model=ProfileOut)
@@ -86,4 +126,4 @@ async def put_profile(customer_id: CallerId, body: ProfileIn, request: Request,
 async def get_profile(customer_id: CallerId, principal: Principal = Depends(PROFILE_ROLES),
                       customers: CustomersService = Depends(service)) -> ProfileOut:
     principal.assert_acts_for(customer_id)
-    return render(await customers.get(customer_id))
+    return render(*await customers.with_behaviour(customer_id))

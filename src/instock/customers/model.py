@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import Any
 
 from instock.customers.events import ProfileUpdated
 
@@ -149,3 +150,98 @@ def updated(profile: Profile) -> ProfileUpdated:
     return ProfileUpdated(customer_id=profile.id, version=profile.version, sizes=profile.sizes,
                           preferences=profile.preferences,
                           consents={p: c.granted for p, c in profile.consents.items()})
+
+
+# How many values of one attribute a profile keeps from poll answers (the latest).
+STATED_PER_ATTRIBUTE = 10
+
+
+def merge_stated(preferences: dict[str, Preference],
+                 stated: list[tuple[str, str]]) -> dict[str, Preference]:
+    """Preferences with answers (attribute, value) merged in: each attribute a list of values,
+    the latest last, each once, at most STATED_PER_ATTRIBUTE; a scalar stated before becomes
+    the list's first value (a number or flag the customer set is replaced)."""
+    merged = dict(preferences)
+    for attribute, value in stated:
+        known = merged.get(attribute)
+        values = (list(known) if isinstance(known, list)
+                  else [known] if isinstance(known, str) else [])
+        values = [v for v in values if v != value] + [value]
+        merged[attribute] = values[-STATED_PER_ATTRIBUTE:]
+    return merged
+
+
+# -- the behaviour summary: what a customer looked at and bought, built from events ------------
+
+RECENT = 20  # views and purchases kept, the latest first
+FAVOURITE_KEYS = 50  # brands (categories) counted per customer; the least counted go first
+PURCHASE_WEIGHT = 3  # a purchase says more about taste than a look
+
+
+@dataclass(frozen=True)
+class Item:
+    """A product as the catalogue's events describe it (customers' own projection)."""
+
+    product_id: str
+    brand: str
+    category: str
+
+
+@dataclass(frozen=True)
+class Behaviour:
+    customer_id: str
+    views: tuple[dict[str, str], ...]  # {"product_id", "at"}, the latest first
+    purchases: tuple[dict[str, Any], ...]  # {"order_id", "sku", "product_id", "quantity", "at"}
+    brands: dict[str, int]  # weighted counts of views and purchases
+    categories: dict[str, int]
+    updated_at: datetime
+
+    def favourite_brands(self, n: int = 5) -> list[str]:
+        return favourites(self.brands, n)
+
+    def favourite_categories(self, n: int = 5) -> list[str]:
+        return favourites(self.categories, n)
+
+
+def no_behaviour(customer_id: str, now: datetime) -> Behaviour:
+    return Behaviour(customer_id, (), (), {}, {}, now)
+
+
+def favourites(counts: dict[str, int], n: int = 5) -> list[str]:
+    """The most counted first; ties by name, so the answer is stable."""
+    return [k for k, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:n]]
+
+
+def _count(counts: dict[str, int], key: str | None, weight: int) -> dict[str, int]:
+    if not key:
+        return counts
+    counted = {**counts, key: counts.get(key, 0) + weight}
+    if len(counted) > FAVOURITE_KEYS:  # bounded: the least counted (oldest on ties) leave
+        del counted[min(counted, key=lambda k: counted[k])]
+    return counted
+
+
+def viewed(behaviour: Behaviour, product_id: str, item: Item | None,
+           at: datetime) -> Behaviour:
+    """A view: the latest first, a product once (seen again, it moves to the front)."""
+    views = ({"product_id": product_id, "at": at.isoformat()},
+             *(v for v in behaviour.views if v["product_id"] != product_id))
+    return replace(behaviour, views=views[:RECENT],
+                   brands=_count(behaviour.brands, item.brand if item else None, 1),
+                   categories=_count(behaviour.categories, item.category if item else None, 1),
+                   updated_at=max(behaviour.updated_at, at))
+
+
+def bought(behaviour: Behaviour, order_id: str, lines: list[tuple[str, int, Item | None]],
+           at: datetime) -> Behaviour:
+    """A paid order's lines (sku, quantity, its product if known): the latest first."""
+    purchases = tuple({"order_id": order_id, "sku": sku, "quantity": quantity,
+                       "product_id": item.product_id if item else None, "at": at.isoformat()}
+                      for sku, quantity, item in lines)
+    brands, categories = behaviour.brands, behaviour.categories
+    for _, _, item in lines:
+        brands = _count(brands, item.brand if item else None, PURCHASE_WEIGHT)
+        categories = _count(categories, item.category if item else None, PURCHASE_WEIGHT)
+    return replace(behaviour, purchases=(*purchases, *behaviour.purchases)[:RECENT],
+                   brands=brands, categories=categories,
+                   updated_at=max(behaviour.updated_at, at))

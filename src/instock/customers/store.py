@@ -10,7 +10,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from instock.platform.db import UTCDateTime, dialect_insert, metadata
+from instock.customers import model
+from instock.platform.db import UTCDateTime, dialect_insert, metadata, upsert
 from instock.platform.errors import VersionConflict
 
 customers = sa.Table(
@@ -29,7 +30,7 @@ customers = sa.Table(
     sa.Column("updated_at", UTCDateTime, nullable=False),
 )
 
-PERSONAL_TABLES = frozenset({"customers"})
+PERSONAL_TABLES = frozenset({"customers", "customer_behaviour"})
 
 
 @dataclass(frozen=True)
@@ -113,3 +114,68 @@ async def with_email_after(conn: AsyncConnection, after: str, limit: int) -> lis
 async def set_email_hash(conn: AsyncConnection, customer_id: str, email_hash: str) -> None:
     await conn.execute(customers.update().where(customers.c.id == customer_id)
                        .values(email_hash=email_hash))
+
+
+# -- the behaviour summary (built by the customers-behaviour consumer from events) ------------
+
+# customers' own projection of the catalogue's product events, a row per SKU: what brand and
+# category a viewed product or a bought SKU is (this context never reads catalog's tables).
+customer_items = sa.Table(
+    "customer_items", metadata,
+    sa.Column("sku", sa.String(64), primary_key=True),
+    sa.Column("product_id", sa.String(64), nullable=False, index=True),
+    sa.Column("brand", sa.String(128), nullable=False),
+    sa.Column("category", sa.String(128), nullable=False),
+)
+
+customer_behaviour = sa.Table(
+    "customer_behaviour", metadata,
+    sa.Column("customer_id", sa.String(128), primary_key=True, info={"personal": True}),
+    sa.Column("views", sa.JSON, nullable=False),
+    sa.Column("purchases", sa.JSON, nullable=False),
+    sa.Column("brands", sa.JSON, nullable=False),
+    sa.Column("categories", sa.JSON, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+
+
+
+async def save_items(conn: AsyncConnection, product_id: str, brand: str, category: str,
+                     skus: list[str]) -> None:
+    await conn.execute(customer_items.delete().where(customer_items.c.product_id == product_id))
+    if skus:
+        await conn.execute(customer_items.insert(), [
+            {"sku": sku, "product_id": product_id, "brand": brand, "category": category}
+            for sku in dict.fromkeys(skus)])
+
+
+async def items_by_sku(conn: AsyncConnection, skus: list[str]) -> dict[str, model.Item]:
+    rows = await conn.execute(sa.select(customer_items).where(customer_items.c.sku.in_(skus)))
+    return {r.sku: model.Item(r.product_id, r.brand, r.category) for r in rows}
+
+
+async def item(conn: AsyncConnection, product_id: str) -> model.Item | None:
+    row = (await conn.execute(sa.select(customer_items).where(
+        customer_items.c.product_id == product_id).limit(1))).first()
+    return None if row is None else model.Item(row.product_id, row.brand, row.category)
+
+
+async def behaviour(conn: AsyncConnection, customer_id: str) -> model.Behaviour | None:
+    row = (await conn.execute(sa.select(customer_behaviour).where(
+        customer_behaviour.c.customer_id == customer_id))).first()
+    if row is None:
+        return None
+    return model.Behaviour(row.customer_id, tuple(row.views), tuple(row.purchases),
+                           dict(row.brands), dict(row.categories), row.updated_at)
+
+
+async def save_behaviour(conn: AsyncConnection, summary: model.Behaviour) -> None:
+    await upsert(conn, customer_behaviour, [{
+        "customer_id": summary.customer_id, "views": list(summary.views),
+        "purchases": list(summary.purchases), "brands": summary.brands,
+        "categories": summary.categories, "updated_at": summary.updated_at}], ["customer_id"])
+
+
+async def delete_behaviour(conn: AsyncConnection, customer_id: str) -> None:
+    await conn.execute(customer_behaviour.delete().where(
+        customer_behaviour.c.customer_id == customer_id))

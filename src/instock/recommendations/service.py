@@ -19,6 +19,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from instock.catalog.events import PRODUCT_EVENTS
+from instock.customers.events import ProfileUpdated
 from instock.experiments.service import Assignment
 from instock.inventory.events import StockChanged
 from instock.orders.events import OrderPaid
@@ -34,6 +35,7 @@ from instock.platform.memo import Memo
 from instock.platform.retry import keep_running
 from instock.platform.runtime import keep_out_of_collections
 from instock.platform.telemetry import RECS_CACHE, RECS_FRESHNESS
+from instock.polls.events import PollAnswered
 from instock.recommendations import engine as eng
 from instock.recommendations import store
 from instock.recommendations.events import BehaviourRecorded, SessionMerged
@@ -74,9 +76,66 @@ def item_row(data: Mapping[str, Any]) -> dict[str, Any]:
             "updated_at": utcnow()}
 
 
+def preference_rows(session_id: str | None, customer_id: str | None,
+                    stated: Sequence[tuple[str, str]],
+                    occurred_at: datetime) -> list[dict[str, Any]]:
+    """Behaviour rows of preference answers the shopper gave elsewhere (a poll, a profile)."""
+    now = utcnow()
+    return [{"id": new_id(), "kind": "preference", "session_id": session_id,
+             "customer_id": customer_id, "product_id": None, "sku": None, "query": None,
+             "attribute": attribute, "value": value[:128], "occurred_at": occurred_at,
+             "received_at": now}
+            for attribute, value in dict.fromkeys(stated) if attribute in eng.PREFERENCES]
+
+
+async def _record_new(conn: AsyncConnection, rows: list[dict[str, Any]],
+                      envelope: Envelope) -> None:
+    """Store preference rows and publish them as behaviour, in the consumer's transaction:
+    every process's engine then learns them from the bus, as it learns `POST /v1/events`.
+    A known customer's answer is recorded once: a poll answer also comes back in their
+    profile's next event, and every profile event carries the whole profile."""
+    customer_id = rows[0]["customer_id"] if rows else None
+    if customer_id:
+        known = await store.stated_by(conn, customer_id)
+        rows = [r for r in rows if (r["attribute"], r["value"]) not in known]
+    if rows:
+        await store.add_behaviour(conn, rows)
+        await events_out.add(conn, [recorded(row) for row in rows],
+                             envelope.get("correlationid"))
+
+
+async def on_poll_answered(conn: AsyncConnection, envelope: Envelope) -> None:
+    """A poll answer's mapped attributes are the shopper's stated preferences (cold start)."""
+    data = envelope["data"]
+    stated = [(a["attribute"], a["value"]) for a in data["attributes"]]
+    await _record_new(conn, preference_rows(data.get("session_id"), data.get("customer_id"),
+                                            stated, datetime.fromisoformat(data["answered_at"])),
+                      envelope)
+
+
+def _stated_in_profile(data: Mapping[str, Any]) -> list[tuple[str, str]]:
+    stated = [("size", str(size)) for _, size in sorted(data["sizes"].items())]
+    for attribute, value in sorted(data["preferences"].items()):
+        values = value if isinstance(value, list) else [value] if isinstance(value, str) else []
+        stated += [(attribute, str(v)) for v in values]
+    return [(a, v) for a, v in stated if v]
+
+
+async def on_profile_updated(conn: AsyncConnection, envelope: Envelope) -> None:
+    """Sizes and preferences stated in a profile become preference answers, each (customer,
+    attribute, value) once (a value stated again after another is not recorded again)."""
+    data = envelope["data"]
+    await _record_new(conn, preference_rows(None, data["customer_id"],
+                                            _stated_in_profile(data), utcnow()), envelope)
+
+
 AVAILABILITY = ConsumerSpec("recs-availability", frozenset({StockChanged.type}),
                             on_stock_changed)
 CATALOGUE = ConsumerSpec("recs-catalogue", PRODUCT_EVENTS, on_product)
+POLL_ANSWERS = ConsumerSpec("recs-poll-answers", frozenset({PollAnswered.type}),
+                            on_poll_answered, ordered=False,
+                            wants=lambda envelope: bool(envelope["data"]["attributes"]))
+PROFILES = ConsumerSpec("recs-profiles", frozenset({ProfileUpdated.type}), on_profile_updated)
 
 
 @dataclass(frozen=True)

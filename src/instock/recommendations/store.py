@@ -106,6 +106,14 @@ async def add_behaviour(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -
         await insert_rows(conn, behaviour_events, list(rows))
 
 
+async def stated_by(conn: AsyncConnection, customer_id: str) -> set[tuple[str, str]]:
+    """The (attribute, value) preference answers a customer gave, ever."""
+    events = behaviour_events.c
+    rows = await conn.execute(sa.select(events.attribute, events.value).where(
+        events.customer_id == customer_id, events.kind == "preference").distinct())
+    return {(row.attribute, row.value) for row in rows}
+
+
 def _history_query(column: sa.Column[Any]) -> sa.CompoundSelect[Any]:
     """A shopper's latest `limit` events, and latest `answers` preference answers (which may be
     older), in one statement; built once, as it runs on a list's first ask (building and

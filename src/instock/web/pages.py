@@ -4,7 +4,7 @@ else the page asks the API for, through GraphQL, like any other client."""
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
@@ -24,6 +24,12 @@ async def storefront(request: Request) -> HTMLResponse:
     return templates.TemplateResponse(request, "storefront.html", {
         "product_id": settings.storefront_product, "channel": settings.storefront_channel,
         "drop_starts_at": starts})
+
+
+@router.get("/widget/polls.js", response_class=FileResponse)
+async def poll_widget() -> FileResponse:
+    """The poll widget: one script tag renders a shopper's next poll into any page."""
+    return FileResponse(STATIC / "polls.js", media_type="text/javascript")
 
 
 @router.get("/ops", response_class=HTMLResponse)

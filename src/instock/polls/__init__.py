@@ -1,0 +1,1 @@
+"""Polls: on-site micro-polls whose answers become preferences (recommendations, profiles)."""
