@@ -30,6 +30,7 @@ import instock.customers.api
 import instock.experiments.api
 import instock.inventory.api
 import instock.live.api
+import instock.notifications.api
 import instock.orders.api
 import instock.payments.api
 import instock.recommendations.api
@@ -50,6 +51,8 @@ from instock.live import model as live_model
 from instock.live.events import Update
 from instock.live.graphql import LiveSubscription, channel_stock
 from instock.live.service import LiveHub
+from instock.notifications.service import NotificationsService
+from instock.notifications.wiring import notifications_service
 from instock.orders.graphql import OrdersMutation, OrdersQuery
 from instock.orders.saga import SagaRunner, SagaSettings
 from instock.orders.service import OrderSettings, OrdersService
@@ -94,7 +97,7 @@ from instock.recommendations.service import (
 from instock.reconciliation.model import RepairPolicy
 from instock.reconciliation.service import ReconcileSettings, ReconciliationService
 from instock.waitlist.graphql import WaitlistMutation
-from instock.waitlist.service import NOTIFIER, WaitlistService
+from instock.waitlist.service import WaitlistService, WaveSettings
 from instock.web import OPERATIONS, pages
 from instock.webhooks.graphql import WebhooksQuery
 from instock.webhooks.service import FANOUT, Policy, WebhooksService
@@ -123,6 +126,7 @@ class Container:
     reconciliation: ReconciliationService
     privacy: PrivacyService
     customers: CustomersService
+    notifications: NotificationsService
 
     def relay(self) -> Relay:
         # The relay checks events against the models the published schemas are generated
@@ -133,7 +137,8 @@ class Container:
 
     def consumer_specs(self) -> dict[str, ConsumerSpec]:
         """Every durable consumer of this code base, by name."""
-        specs = [AVAILABILITY, CATALOGUE, NOTIFIER, FANOUT, self.channels.stock_consumer(),
+        specs = [AVAILABILITY, CATALOGUE, self.waitlist.notifier(),
+                 self.notifications.consumer(), FANOUT, self.channels.stock_consumer(),
                  self.channels.orders_consumer(), PAYMENT_EVENTS, CONVERSIONS]
         return {spec.name: spec for spec in specs}
 
@@ -148,6 +153,7 @@ class Container:
         await self.recommendations.cache.close()
         await self.inventory.sold_out.close()
         await self.payments.provider.close()
+        await self.notifications.close()
         await self.bus.close()
         await self.db.dispose()
         tracing.shutdown()  # exports what is still pending
@@ -164,8 +170,8 @@ def build(settings: Settings | None = None, span_exporter: SpanExporter | None =
                       service_name=settings.service_name, exporter=span_exporter)
     db = Database(settings.database_url, pool_size=settings.db_pool_size)
     tracing.instrument_engines(db.engines)
-    tokens = TokenAuthority(load_or_create_secret(settings.jwt_secret, settings.state_dir),
-                            settings.jwt_issuer, settings.jwt_ttl_seconds)
+    tokens_secret = load_or_create_secret(settings.jwt_secret, settings.state_dir)
+    tokens = TokenAuthority(tokens_secret, settings.jwt_issuer, settings.jwt_ttl_seconds)
     catalog_service = CatalogService(db, settings.currency, settings.read_cache_seconds)
     inventory_service = InventoryService(
         db, catalog_service, default_ttl_seconds=settings.reservation_ttl_seconds,
@@ -205,14 +211,19 @@ def build(settings: Settings | None = None, span_exporter: SpanExporter | None =
     recommendations.assign = experiments.assign
     privacy = PrivacyService(db, load_keyring(settings.pii_master_keys,
                                               settings.pii_master_key_file, settings.state_dir))
+    customers = CustomersService(db, privacy)
     db.on_commit(partial(keep_copies_fresh, catalog_service, inventory_service))
     container = Container(settings, db, tokens, catalog_service, inventory_service,
-                          WaitlistService(db, catalog_service), connect(settings.bus_url),
+                          WaitlistService(db, catalog_service, inventory_service, WaveSettings(
+                              settings.back_in_stock_wave_factor,
+                              settings.back_in_stock_wave_seconds)),
+                          connect(settings.bus_url),
                           webhooks, channels, payments, orders, experiments, recommendations,
                           BackboneMonitor(db, []), ReconciliationService(
                               db, inventory_service, catalog_service, orders, recommendations,
                               channels, reconcile_settings(settings)),
-                          privacy, CustomersService(db, privacy))
+                          privacy, customers,
+                          notifications_service(settings, db, customers, tokens_secret))
     container.backbone.consumers = list(container.consumer_specs())
     return container
 
@@ -322,6 +333,7 @@ def create_app(settings: Settings | None = None,
     app.state.live = hub
     app.state.waitlist = container.waitlist
     app.state.customers = container.customers
+    app.state.notifications = container.notifications
     app.state.orders = container.orders
     app.state.payments = container.payments
     app.state.webhooks = container.webhooks
@@ -347,6 +359,7 @@ def create_app(settings: Settings | None = None,
     app.include_router(instock.catalog.api.router)
     app.include_router(instock.waitlist.api.router)
     app.include_router(instock.customers.api.router)
+    app.include_router(instock.notifications.api.router)
     app.include_router(instock.orders.api.router)
     app.include_router(instock.payments.api.router)
     app.include_router(instock.webhooks.api.router)

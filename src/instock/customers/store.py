@@ -23,6 +23,7 @@ customers = sa.Table(
     sa.Column("sizes", sa.JSON, nullable=False),
     sa.Column("preferences", sa.JSON, nullable=False),
     sa.Column("consents", sa.JSON, nullable=False),  # purpose -> {granted, at, source}
+    sa.Column("time_zone", sa.String(64), nullable=True),  # IANA name
     sa.Column("version", sa.Integer, nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
@@ -46,12 +47,13 @@ class Record:
     version: int
     created_at: datetime
     updated_at: datetime
+    time_zone: str | None = None
 
 
 def _record(row: Any) -> Record:
     return Record(row.id, row.email_enc, row.phone_enc, row.name_enc, row.email_hash,
                   row.sizes, row.preferences, row.consents, row.version, row.created_at,
-                  row.updated_at)
+                  row.updated_at, row.time_zone)
 
 
 async def get(conn: AsyncConnection, customer_id: str, *,
@@ -74,7 +76,7 @@ def _values(record: Record) -> dict[str, Any]:
             "name_enc": record.name_enc, "email_hash": record.email_hash,
             "sizes": record.sizes, "preferences": record.preferences,
             "consents": record.consents, "version": record.version,
-            "updated_at": record.updated_at}
+            "updated_at": record.updated_at, "time_zone": record.time_zone}
 
 
 async def save(conn: AsyncConnection, record: Record) -> None:
