@@ -55,9 +55,17 @@ class SenderSettings:
     unsubscribe_key: bytes = b""
 
     @property
+    def batch(self) -> int:
+        """Rows one claim takes: no more than the slowest paced channel sends in one timeout,
+        so a claim's sends end well within its lease."""
+        paced = [rate for rate in self.pace.values() if rate > 0]
+        return max(1, min(CLAIM_BATCH, int(min(paced, default=CLAIM_BATCH) * self.timeout)))
+
+    @property
     def lease(self) -> timedelta:
-        """A claim holds its rows for a batch's sends at worst, twice over."""
-        return timedelta(seconds=2 * self.timeout + 30)
+        """How long a claim holds its rows: a sender killed mid-batch gives them back after
+        this (sends of one channel run one after the other: a batch's worth of timeouts)."""
+        return timedelta(seconds=2 * self.timeout + 5)
 
     @property
     def poll(self) -> float:
@@ -100,11 +108,12 @@ class NotificationsService:
         """Send forever: at once when rows are queued, every `poll` seconds for retries and
         deferrals that came due. Several senders may run, in any processes."""
         async for _ in self.db.signals(SIGNAL, fallback=self.settings.poll):
-            while await self.send_due() == CLAIM_BATCH:
+            while await self.send_due() == self.settings.batch:
                 pass
 
-    async def send_due(self, limit: int = CLAIM_BATCH) -> int:
+    async def send_due(self, limit: int | None = None) -> int:
         """Claim what is due and send it (each channel in turn, paced); how many were claimed."""
+        limit = limit or self.settings.batch
         now = utcnow()
         lease = new_id()
         async with self.db.write() as conn:
