@@ -256,6 +256,27 @@ def sandbox_smtp(port: int = typer.Option(8025, "--port"),
     serve_smtp(host, port, where)
 
 
+@sandbox_app.command("sms")
+def sandbox_sms(port: int = typer.Option(8026, "--port"),
+                host: str = typer.Option("127.0.0.1", "--host")) -> None:
+    """Run the SMS provider sandbox (POST /messages; faults set via /_sandbox/config)."""
+    from instock.sandbox.messages import serve as serve_messages
+
+    err.print(f"SMS sandbox on [bold]http://{host}:{port}[/bold] (INSTOCK_SMS_URL)")
+    serve_messages("sms", host, port)
+
+
+@sandbox_app.command("slack")
+def sandbox_slack(port: int = typer.Option(8027, "--port"),
+                  host: str = typer.Option("127.0.0.1", "--host")) -> None:
+    """Run a Slack incoming-webhook sandbox (POST /webhook; faults via /_sandbox/config)."""
+    from instock.sandbox.messages import serve as serve_messages
+
+    err.print(f"Slack sandbox on [bold]http://{host}:{port}/webhook[/bold] "
+              "(INSTOCK_SLACK_WEBHOOK_URL)")
+    serve_messages("slack", host, port)
+
+
 @mail_app.command("list")
 def mail_list(directory: Path | None = typer.Option(None, "--dir"),
               last: int = typer.Option(20, "--last", help="how many of the newest")) -> None:
