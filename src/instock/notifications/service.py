@@ -56,16 +56,16 @@ class SenderSettings:
 
     @property
     def batch(self) -> int:
-        """Rows one claim takes: no more than the slowest paced channel sends in one timeout,
-        so a claim's sends end well within its lease."""
-        paced = [rate for rate in self.pace.values() if rate > 0]
-        return max(1, min(CLAIM_BATCH, int(min(paced, default=CLAIM_BATCH) * self.timeout)))
+        return CLAIM_BATCH
 
     @property
     def lease(self) -> timedelta:
         """How long a claim holds its rows: a sender killed mid-batch gives them back after
-        this (sends of one channel run one after the other: a batch's worth of timeouts)."""
-        return timedelta(seconds=2 * self.timeout + 5)
+        this. Sends of one channel run one after the other, paced: the slowest channel's batch
+        at its pace, and a timeout or two on top."""
+        paced = [rate for rate in self.pace.values() if rate > 0]
+        return timedelta(seconds=2 * self.timeout + 5
+                         + (CLAIM_BATCH / min(paced) if paced else 0))
 
     @property
     def poll(self) -> float:
@@ -123,6 +123,12 @@ class NotificationsService:
             by_channel.setdefault(notification.channel, []).append(notification)
         await asyncio.gather(*(self._send_all(lease, items) for items in by_channel.values()))
         return len(claimed)
+
+    async def due_soon(self, within: timedelta) -> int:
+        """How many queued notifications come due within `within` (a claimed one counts: its
+        lease is short): zero when the queue is drained but for deferrals."""
+        async with self.db.read() as conn:
+            return await store.queued_due_by(conn, utcnow() + within)
 
     async def _send_all(self, lease: str, items: list[Notification]) -> None:
         for notification in items:

@@ -98,6 +98,12 @@ async def sent_since(conn: AsyncConnection, recipient: str, since: datetime) -> 
     return int(found.scalar_one())
 
 
+async def queued_due_by(conn: AsyncConnection, moment: datetime) -> int:
+    found = await conn.execute(sa.select(sa.func.count()).select_from(notifications).where(
+        notifications.c.status == Status.QUEUED.value, notifications.c.due_at <= moment))
+    return int(found.scalar_one())
+
+
 async def of_customer(conn: AsyncConnection, customer_id: str, limit: int) -> list[Notification]:
     rows = await conn.execute(sa.select(notifications)
                               .where(notifications.c.customer_id == customer_id)

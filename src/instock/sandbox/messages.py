@@ -76,4 +76,6 @@ def create_app(kind: str) -> FastAPI:
 def serve(kind: str, host: str, port: int) -> None:
     import uvicorn
 
-    uvicorn.run(create_app(kind), host=host, port=port, log_level="warning", access_log=False)
+    # A hung request would hold a graceful shutdown for ever: give it a second.
+    uvicorn.run(create_app(kind), host=host, port=port, log_level="warning", access_log=False,
+                timeout_graceful_shutdown=1)
