@@ -201,6 +201,8 @@ class Settings(BaseSettings):
     notify_timeout_seconds: float = Field(default=10.0, gt=0)
     notify_breaker_threshold: int = Field(default=5, ge=1)
     notify_breaker_cooldown_seconds: float = Field(default=30.0, gt=0)
+    # Sends at once per channel that is not paced (an SMTP round trip is mostly waiting).
+    notify_send_concurrency: int = Field(default=8, ge=1)
     # Templates here override the packaged ones of the same name (a brand's own mail).
     notify_template_dir: Path | None = None
 

@@ -104,6 +104,12 @@ async def queued_due_by(conn: AsyncConnection, moment: datetime) -> int:
     return int(found.scalar_one())
 
 
+async def sent_times(conn: AsyncConnection) -> list[tuple[datetime, datetime]]:
+    rows = await conn.execute(sa.select(notifications.c.created_at, notifications.c.sent_at)
+                              .where(notifications.c.status == Status.SENT.value))
+    return [(row.created_at, row.sent_at) for row in rows]
+
+
 async def of_customer(conn: AsyncConnection, customer_id: str, limit: int) -> list[Notification]:
     rows = await conn.execute(sa.select(notifications)
                               .where(notifications.c.customer_id == customer_id)

@@ -38,7 +38,8 @@ def sender_settings(settings: Settings, secret: str) -> SenderSettings:
         breaker_threshold=settings.notify_breaker_threshold,
         breaker_cooldown=settings.notify_breaker_cooldown_seconds,
         pace={"email": settings.email_rate_per_second, "slack": settings.slack_rate_per_second},
-        staff_email=settings.staff_email, unsubscribe_key=unsubscribe_key(secret))
+        staff_email=settings.staff_email, unsubscribe_key=unsubscribe_key(secret),
+        concurrency=settings.notify_send_concurrency)
 
 
 def channels(settings: Settings) -> dict[str, Channel]:
