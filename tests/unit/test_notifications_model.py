@@ -120,7 +120,7 @@ def test_message_id_is_the_notifications_own() -> None:
 def test_unsubscribe_tokens_are_signed() -> None:
     token = model.unsubscribe_token(b"k" * 32, "cus-1", "back_in_stock_email")
     assert model.read_unsubscribe_token(b"k" * 32, token) == ("cus-1", "back_in_stock_email")
-    for bad in (token + "x", "abc", "", token.split(".")[0] + ".",
+    for bad in (token + "x", "abc", "", "é.é", "\ud800.x", token.split(".")[0] + ".é", token.split(".")[0] + ".",
                 model.unsubscribe_token(b"o" * 32, "cus-1", "back_in_stock_email")):
         with pytest.raises(model.InvalidToken):
             model.read_unsubscribe_token(b"k" * 32, bad)

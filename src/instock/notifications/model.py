@@ -261,7 +261,8 @@ def read_unsubscribe_token(key: bytes, token: str) -> tuple[str, str]:
     body, _, mac = token.partition(".")
     try:
         expected = _b64(hmac.new(key, body.encode(), hashlib.sha256).digest())
-        if not mac or not hmac.compare_digest(mac, expected):
+        # As bytes: compare_digest refuses str with non-ASCII characters (TypeError).
+        if not mac or not hmac.compare_digest(mac.encode(), expected.encode()):
             raise InvalidToken("the token's signature does not match")
         customer_id, _, purpose = _unb64(body).decode().partition("\n")
     except (ValueError, UnicodeError) as exc:
