@@ -86,8 +86,9 @@ class WaitlistService:
                                  await store.anyone_waiting(conn, sku), now,
                                  timedelta(seconds=self.waves.interval))
         await store.save_wave(conn, sku, state)
-        log.info("back_in_stock_wave", sku=sku, cause=cause, wave=waves_before + 1,
-                 available=available, told=len(claimed), more=state is not None)
+        if claimed or waves_before:  # a restock nobody waited for is not news
+            log.info("back_in_stock_wave", sku=sku, cause=cause, wave=waves_before + 1,
+                     available=available, told=len(claimed), more=state is not None)
         return len(claimed)
 
     async def run_waves(self) -> None:
