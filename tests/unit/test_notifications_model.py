@@ -4,6 +4,7 @@ limits, the dedupe key, message ids and unsubscribe tokens."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, time, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -120,7 +121,8 @@ def test_message_id_is_the_notifications_own() -> None:
 def test_unsubscribe_tokens_are_signed() -> None:
     token = model.unsubscribe_token(b"k" * 32, "cus-1", "back_in_stock_email")
     assert model.read_unsubscribe_token(b"k" * 32, token) == ("cus-1", "back_in_stock_email")
-    for bad in (token + "x", "abc", "", "é.é", "\ud800.x", token.split(".")[0] + ".é", token.split(".")[0] + ".",
+    body = token.split(".")[0]
+    for bad in (token + "x", "abc", "", "é.é", "\ud800.x", body + ".é", body + ".",
                 model.unsubscribe_token(b"o" * 32, "cus-1", "back_in_stock_email")):
         with pytest.raises(model.InvalidToken):
             model.read_unsubscribe_token(b"k" * 32, bad)
@@ -132,3 +134,27 @@ def test_pace_spaces_sends() -> None:
     assert pace.wait(10.0) == 0.5
     assert pace.wait(10.2) == pytest.approx(0.8)
     assert model.Pace(0).wait(1.0) == 0.0
+
+
+@pytest.mark.parametrize("reason", ["back_in_stock", "order_confirmation", "order_shipped",
+                                    "order_refunded", "low_stock", "sold_out"])
+def test_every_packaged_template_renders_and_html_is_escaped(reason: str) -> None:
+    from instock.notifications.templates import Templates
+
+    context = {"sku": "<b>S</b>", "available": 3, "threshold": 5, "order_id": "o-1",
+               "total": "59.90", "currency": "EUR", "lines": [{"sku": "S", "quantity": 1}],
+               "name": "Ann <script>", "unsubscribe_url": "https://x.example/u?token=t",
+               "shop_url": "https://x.example"}
+    rendered = Templates().render(reason, "email", context)
+    assert rendered.subject and "\n" not in rendered.subject
+    assert rendered.html is not None and "<script>" not in rendered.html
+    assert Templates().render(reason, "slack", context).html is None
+
+
+def test_a_template_missing_a_value_fails_whole(tmp_path: Path) -> None:
+    from instock.notifications.templates import TemplateFailed, Templates
+
+    directory = tmp_path
+    (directory / "sold_out.txt").write_text("{{ nothing_here }}")
+    with pytest.raises(TemplateFailed, match="nothing_here"):
+        Templates(directory).render("sold_out", "slack", {"sku": "S"})

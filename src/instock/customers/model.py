@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from functools import cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from instock.customers.events import ProfileUpdated
@@ -90,10 +91,15 @@ def _storable(field: str, value: str) -> None:
         raise InvalidProfile(field, "contains a NUL character")
 
 
+@cache
+def _zone_names() -> frozenset[str]:
+    return frozenset(available_timezones())  # reads the tz database's files: once
+
+
 def valid_time_zone(name: str) -> str:
     value = name.strip()
     # ZoneInfo alone would also accept a path-like key found on disk; the IANA list is the rule.
-    if value not in available_timezones():
+    if value not in _zone_names():
         raise InvalidProfile("time_zone", "an IANA time zone name, e.g. Europe/Paris")
     try:
         ZoneInfo(value)
