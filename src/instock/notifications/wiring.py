@@ -37,7 +37,10 @@ def sender_settings(settings: Settings, secret: str) -> SenderSettings:
         timeout=settings.notify_timeout_seconds,
         breaker_threshold=settings.notify_breaker_threshold,
         breaker_cooldown=settings.notify_breaker_cooldown_seconds,
-        pace={"email": settings.email_rate_per_second, "slack": settings.slack_rate_per_second},
+        # Only channels that are set up: a pace bounds the lease (a batch at the slowest pace).
+        pace={name: rate for name, rate in (("email", settings.email_rate_per_second),
+                                            ("slack", settings.slack_rate_per_second))
+              if name == "email" or settings.slack_webhook_url},
         staff_email=settings.staff_email, unsubscribe_key=unsubscribe_key(secret),
         concurrency=settings.notify_send_concurrency)
 
