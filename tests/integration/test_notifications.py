@@ -34,44 +34,45 @@ from tests.support import make_settings
 
 
 @pytest.fixture(scope="module")
-def sink(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path]]:
-    """One SMTP sink process for the module; each test uses addresses of its own."""
+def outside(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """The SMTP sink and the SMS and Slack sandboxes, one process each for the module (started
+    together: each takes a second or two to import); each test reads only its own mail."""
     directory = tmp_path_factory.mktemp("mail")
-    port = free_port()
-    process = subprocess.Popen([instock_executable(), "sandbox", "smtp", "--port", str(port),
-                                "--dir", str(directory)], stdin=subprocess.DEVNULL)
+    ports = {kind: free_port() for kind in ("smtp", "sms", "slack")}
+    extra = {"smtp": ["--dir", str(directory)], "sms": [], "slack": []}
+    processes = [subprocess.Popen([instock_executable(), "sandbox", kind, "--port", str(port),
+                                   *extra[kind]], stdin=subprocess.DEVNULL)
+                 for kind, port in ports.items()]
     try:
-        _wait_port(port, process)
-        yield port, directory
+        for process, port in zip(processes, ports.values(), strict=True):
+            _wait_port(port, process)
+        yield {"smtp": (ports["smtp"], directory), "sms": f"http://127.0.0.1:{ports['sms']}",
+               "slack": f"http://127.0.0.1:{ports['slack']}"}
     finally:
-        process.terminate()
-        process.wait(10)
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:  # a hung request holds a graceful stop
+                process.kill()
+                process.wait(10)
 
 
-@pytest.fixture(scope="module")
-def sms() -> Iterator[str]:
-    yield from _sandbox("sms")
+@pytest.fixture
+def sink(outside: dict[str, Any]) -> tuple[int, Path]:
+    found: tuple[int, Path] = outside["smtp"]
+    return found
 
 
-@pytest.fixture(scope="module")
-def slack() -> Iterator[str]:
-    yield from _sandbox("slack")
+@pytest.fixture
+def sms(outside: dict[str, Any]) -> str:
+    return str(outside["sms"])
 
 
-def _sandbox(kind: str) -> Iterator[str]:
-    port = free_port()
-    process = subprocess.Popen([instock_executable(), "sandbox", kind, "--port", str(port)],
-                               stdin=subprocess.DEVNULL)
-    try:
-        _wait_port(port, process)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
+@pytest.fixture
+def slack(outside: dict[str, Any]) -> str:
+    return str(outside["slack"])
 
 
 def _wait_port(port: int, process: subprocess.Popen[bytes]) -> None:
