@@ -202,6 +202,18 @@ def worker_webhooks() -> None:
     with_container(lambda c: run_webhook_delivery(c.webhooks))
 
 
+@worker_app.command("notifications")
+def worker_notifications() -> None:
+    """Send due notifications and back-in-stock waves, forever (several may run: each claims
+    its own notifications, each SKU's wave is sent by one)."""
+    from instock.workers import run_notifications
+
+    async def both(c: Container) -> None:
+        await asyncio.gather(run_notifications(c.notifications), c.waitlist.run_waves())
+
+    with_container(both)
+
+
 @worker_app.command("reconcile")
 def worker_reconcile() -> None:
     """Reconcile stock against its ledger, reservations and outbox every
