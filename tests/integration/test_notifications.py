@@ -24,7 +24,7 @@ from instock.bench.local import free_port, instock_executable
 from instock.customers.model import Changes
 from instock.inventory.events import LowStock
 from instock.notifications.model import Status
-from instock.orders.events import OrderLineData, OrderPaid
+from instock.orders.events import OrderLineData, OrderPaid, OrderRefunded, OrderShipped
 from instock.platform.auth import Role
 from instock.platform.bus.envelope import DomainEvent, envelope
 from instock.platform.db import utcnow
@@ -324,3 +324,21 @@ async def test_bad_input_is_a_clear_problem(database_url: str, tmp_path: Path) -
         listing = await http.get("/v1/notifications", params={"customer_id": "tz-1"},
                                  headers=support)
         assert listing.status_code == 200 and listing.json() == []
+
+
+async def test_order_mail_confirmed_shipped_refunded_once_each(made: Container,
+                                                               inbox: Inbox) -> None:
+    await profile(made, "ord", email="ord@example.test")  # no consent needed: transactional
+    common: dict[str, Any] = {
+        "order_id": "ord-1", "channel": "web", "customer_id": "ord", "external_id": None,
+        "currency": "EUR", "total": Decimal("10.00"), "reason": "test",
+        "lines": [OrderLineData(sku="sku-1", quantity=2, unit_price=Decimal("5.00"))]}
+    await deliver(made, OrderPaid(version=2, status="paid", **common),
+                  OrderShipped(version=4, status="shipped", **common),
+                  OrderRefunded(version=6, status="refunded", **common),
+                  OrderPaid(version=2, status="paid", **{**common, "customer_id": None,
+                                                         "order_id": "ord-anon"}))
+    await send_all(made)
+    subjects = sorted(str(m.message["Subject"]) for m in inbox.to("ord@example.test"))
+    assert subjects == ["Your order ord-1 is confirmed", "Your order ord-1 is on its way",
+                        "Your refund for order ord-1"]
