@@ -318,6 +318,9 @@ async def test_bad_input_is_a_clear_problem(database_url: str, tmp_path: Path) -
         good = await http.put("/v1/customers/tz-1", headers=support,
                               json={"time_zone": "Europe/Paris"})
         assert good.status_code == 200 and good.json()["time_zone"] == "Europe/Paris"
+        page = await http.get("/v1/notifications/unsubscribe", params={"token": "a'<b"})
+        assert page.status_code == 200 and "<form method='post'" in page.text
+        assert "a'<b" not in page.text  # escaped
         bad_token = await http.post("/v1/notifications/unsubscribe", params={"token": "x.y"})
         assert bad_token.status_code == 422
         assert bad_token.headers["content-type"].startswith("application/problem+json")

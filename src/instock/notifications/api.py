@@ -4,9 +4,11 @@ unsubscribe (RFC 8058) that mail clients POST to without any login."""
 from __future__ import annotations
 
 from datetime import datetime
+from html import escape
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import HTMLResponse
 from pydantic import BaseModel
 
 from instock.notifications.model import Notification
@@ -76,3 +78,15 @@ async def unsubscribe(token: str = Query(..., min_length=1, max_length=2000),
     proof. Posting it again changes nothing."""
     customer_id, purpose = await notifications.unsubscribe(token)
     return Unsubscribed(customer_id=customer_id, purpose=purpose)
+
+
+@router.get("/v1/notifications/unsubscribe", include_in_schema=False)
+async def unsubscribe_page(token: str = Query(..., max_length=2000)) -> HTMLResponse:
+    """The same link opened in a browser (a person clicking it in the mail): a page with one
+    button that POSTs. A GET changes nothing, so link scanners that fetch every link in a
+    mail unsubscribe no one."""
+    action = escape(f"/v1/notifications/unsubscribe?token={token}", quote=True)
+    return HTMLResponse(
+        "<!doctype html><title>Unsubscribe</title><body style='font-family:sans-serif'>"
+        f"<form method='post' action='{action}'><p>Stop these messages?</p>"
+        "<button name='List-Unsubscribe' value='One-Click'>Unsubscribe</button></form>")
