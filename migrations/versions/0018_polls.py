@@ -3,7 +3,7 @@ choices for counting, and the poll each session was last shown; customers' behav
 (recent views and purchases, brand and category counts) and their projection of products
 
 Revision ID: 0018
-Revises: 0019
+Revises: 0017
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0018"
-down_revision = "0019"
+down_revision = "0017"
 branch_labels = None
 depends_on = None
 

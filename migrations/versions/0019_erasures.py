@@ -4,7 +4,7 @@ Kept on the subject's key row: an interrupted erasure finishes with the same pse
 finished one forgets it (then nothing links the pseudonymised records to the person).
 
 Revision ID: 0019
-Revises: 0016
+Revises: 0018
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0019"
-down_revision = "0016"
+down_revision = "0018"
 branch_labels = None
 depends_on = None
 

@@ -34,6 +34,8 @@ import instock.experiments.store
 import instock.inventory.api
 import instock.inventory.store
 import instock.live.api
+import instock.notifications.api
+import instock.notifications.store
 import instock.orders.api
 import instock.orders.store
 import instock.payments.api
@@ -62,6 +64,8 @@ from instock.live import model as live_model
 from instock.live.events import Update
 from instock.live.graphql import LiveSubscription, channel_stock
 from instock.live.service import LiveHub
+from instock.notifications.service import NotificationsService
+from instock.notifications.wiring import notifications_service
 from instock.orders.graphql import OrdersMutation, OrdersQuery
 from instock.orders.saga import SagaRunner, SagaSettings
 from instock.orders.service import OrderSettings, OrdersService
@@ -113,7 +117,7 @@ from instock.recommendations.service import (
 from instock.reconciliation.model import RepairPolicy
 from instock.reconciliation.service import ReconcileSettings, ReconciliationService
 from instock.waitlist.graphql import WaitlistMutation
-from instock.waitlist.service import NOTIFIER, WaitlistService
+from instock.waitlist.service import WaitlistService, WaveSettings
 from instock.web import OPERATIONS, pages
 from instock.webhooks.graphql import WebhooksQuery
 from instock.webhooks.service import FANOUT, Policy, WebhooksService
@@ -144,6 +148,7 @@ class Container:
     customers: CustomersService
     platform_traces: PlatformTraces
     polls: PollsService
+    notifications: NotificationsService
 
     def relay(self) -> Relay:
         # The relay checks events against the models the published schemas are generated
@@ -154,7 +159,8 @@ class Container:
 
     def consumer_specs(self) -> dict[str, ConsumerSpec]:
         """Every durable consumer of this code base, by name."""
-        specs = [AVAILABILITY, CATALOGUE, NOTIFIER, FANOUT, self.channels.stock_consumer(),
+        specs = [AVAILABILITY, CATALOGUE, self.waitlist.notifier(),
+                 self.notifications.consumer(), FANOUT, self.channels.stock_consumer(),
                  self.channels.orders_consumer(), PAYMENT_EVENTS, CONVERSIONS, POLL_ANSWERS,
                  PROFILES, self.customers.poll_answers_consumer(),
                  self.customers.behaviour_consumer()]
@@ -171,6 +177,7 @@ class Container:
         await self.recommendations.cache.close()
         await self.inventory.sold_out.close()
         await self.payments.provider.close()
+        await self.notifications.close()
         await self.bus.close()
         await self.db.dispose()
         tracing.shutdown()  # exports what is still pending
@@ -187,8 +194,8 @@ def build(settings: Settings | None = None, span_exporter: SpanExporter | None =
                       service_name=settings.service_name, exporter=span_exporter)
     db = Database(settings.database_url, pool_size=settings.db_pool_size)
     tracing.instrument_engines(db.engines)
-    tokens = TokenAuthority(load_or_create_secret(settings.jwt_secret, settings.state_dir),
-                            settings.jwt_issuer, settings.jwt_ttl_seconds)
+    tokens_secret = load_or_create_secret(settings.jwt_secret, settings.state_dir)
+    tokens = TokenAuthority(tokens_secret, settings.jwt_issuer, settings.jwt_ttl_seconds)
     catalog_service = CatalogService(db, settings.currency, settings.read_cache_seconds)
     inventory_service = InventoryService(
         db, catalog_service, default_ttl_seconds=settings.reservation_ttl_seconds,
@@ -228,15 +235,20 @@ def build(settings: Settings | None = None, span_exporter: SpanExporter | None =
     recommendations.assign = experiments.assign
     privacy = PrivacyService(db, load_keyring(settings.pii_master_keys,
                                               settings.pii_master_key_file, settings.state_dir))
+    customers = CustomersService(db, privacy)
     db.on_commit(partial(keep_copies_fresh, catalog_service, inventory_service))
     container = Container(settings, db, tokens, catalog_service, inventory_service,
-                          WaitlistService(db, catalog_service), connect(settings.bus_url),
+                          WaitlistService(db, catalog_service, inventory_service, WaveSettings(
+                              settings.back_in_stock_wave_factor,
+                              settings.back_in_stock_wave_seconds)),
+                          connect(settings.bus_url),
                           webhooks, channels, payments, orders, experiments, recommendations,
                           BackboneMonitor(db, []), ReconciliationService(
                               db, inventory_service, catalog_service, orders, recommendations,
                               channels, reconcile_settings(settings)),
-                          privacy, CustomersService(db, privacy), PlatformTraces(db),
-                          PollsService(db, PollSettings(settings.poll_minutes_between)))
+                          privacy, customers, PlatformTraces(db),
+                          PollsService(db, PollSettings(settings.poll_minutes_between)),
+                          notifications_service(settings, db, customers, tokens_secret))
     container.backbone.consumers = list(container.consumer_specs())
     privacy.registry = personal_data(container)
     return container
@@ -257,6 +269,8 @@ def personal_data(c: Container) -> list[PersonalData]:
                          c.inventory.export_subject, c.inventory.erase_subject),
             PersonalData("waitlist", instock.waitlist.store.PERSONAL_TABLES,
                          c.waitlist.export_subject, c.waitlist.erase_subject),
+            PersonalData("notifications", instock.notifications.store.PERSONAL_TABLES,
+                         c.notifications.export_subject, c.notifications.erase_subject),
             PersonalData("recommendations", instock.recommendations.store.PERSONAL_TABLES,
                          c.recommendations.export_subject, c.recommendations.erase_subject,
                          aliases=c.recommendations.sessions_of),
@@ -377,6 +391,7 @@ def create_app(settings: Settings | None = None,
     app.state.customers = container.customers
     app.state.privacy = container.privacy
     app.state.polls = container.polls
+    app.state.notifications = container.notifications
     app.state.orders = container.orders
     app.state.payments = container.payments
     app.state.webhooks = container.webhooks
@@ -409,6 +424,7 @@ def create_app(settings: Settings | None = None,
     app.include_router(instock.customers.api.router)
     app.include_router(instock.privacy.api.router)
     app.include_router(instock.polls.api.router)
+    app.include_router(instock.notifications.api.router)
     app.include_router(instock.orders.api.router)
     app.include_router(instock.payments.api.router)
     app.include_router(instock.webhooks.api.router)

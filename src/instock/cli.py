@@ -41,10 +41,14 @@ app.add_typer(bench_app, name="bench")
 # Local stand-ins for the outside world (payments, marketplaces), each its own process.
 sandbox_app = typer.Typer(help="Local simulators of outside services.", no_args_is_help=True)
 app.add_typer(sandbox_app, name="sandbox")
+mail_app = typer.Typer(help="Mail in the local SMTP sink (`instock sandbox smtp`).",
+                       no_args_is_help=True)
+app.add_typer(mail_app, name="mail")
 channels_app = typer.Typer(help="Marketplace channels.", no_args_is_help=True)
 app.add_typer(channels_app, name="channels")
 
 err = Console(stderr=True)
+console = Console()
 
 
 def with_container(work: Callable[[Container], Awaitable[T]]) -> T:
@@ -127,6 +131,13 @@ def serve(host: str | None = typer.Option(None, "--host"),
                     settings.payments_url, f"http://{host}:{port}/v1/webhooks/payments/sandbox",
                     settings.payments_webhook_secret)):
                 err.print(f"payment sandbox on [bold]{settings.payments_url}[/bold]")
+        if demo:
+            from instock.sandbox.smtp import beside_the_demo as smtp_beside
+
+            if beside.enter_context(smtp_beside(settings.smtp_url, mail_dir())):
+                err.print(f"SMTP sink on [bold]{settings.smtp_url}[/bold]: mail lands in "
+                          f"{mail_dir()}; read it with `instock mail list` / "
+                          "`instock mail show N`")
         uvicorn.run("instock.app:create_app", factory=True, host=host, port=port,
                     workers=workers, log_level="warning", access_log=False)
 
@@ -193,6 +204,18 @@ def worker_webhooks() -> None:
     with_container(lambda c: run_webhook_delivery(c.webhooks))
 
 
+@worker_app.command("notifications")
+def worker_notifications() -> None:
+    """Send due notifications and back-in-stock waves, forever (several may run: each claims
+    its own notifications, each SKU's wave is sent by one)."""
+    from instock.workers import run_notifications
+
+    async def both(c: Container) -> None:
+        await asyncio.gather(run_notifications(c.notifications), c.waitlist.run_waves())
+
+    with_container(both)
+
+
 @worker_app.command("reconcile")
 def worker_reconcile() -> None:
     """Reconcile stock against its ledger, reservations and outbox every
@@ -224,6 +247,86 @@ def sandbox_marketplace(
 
     err.print(f"marketplace simulator on [bold]http://{host}:{port}[/bold] -> {webhook_url}")
     serve_marketplace(host, port, webhook_url, webhook_secret, api_key)
+
+
+def mail_dir() -> Path:
+    from instock.config import get_settings
+
+    settings = get_settings()
+    return settings.mail_dir or settings.state_dir / "mail"
+
+
+@sandbox_app.command("smtp")
+def sandbox_smtp(port: int = typer.Option(8025, "--port"),
+                 host: str = typer.Option("127.0.0.1", "--host"),
+                 directory: Path | None = typer.Option(
+                     None, "--dir", help="where messages are kept (INSTOCK_MAIL_DIR, else "
+                                         "<state dir>/mail)")) -> None:
+    """Run the local SMTP sink: every message received is kept as a file (`instock mail`)."""
+    from instock.sandbox.smtp import serve as serve_smtp
+
+    where = directory or mail_dir()
+    err.print(f"SMTP sink on [bold]smtp://{host}:{port}[/bold], mail kept in {where}")
+    serve_smtp(host, port, where)
+
+
+@sandbox_app.command("sms")
+def sandbox_sms(port: int = typer.Option(8026, "--port"),
+                host: str = typer.Option("127.0.0.1", "--host")) -> None:
+    """Run the SMS provider sandbox (POST /messages; faults set via /_sandbox/config)."""
+    from instock.sandbox.messages import serve as serve_messages
+
+    err.print(f"SMS sandbox on [bold]http://{host}:{port}[/bold] (INSTOCK_SMS_URL)")
+    serve_messages("sms", host, port)
+
+
+@sandbox_app.command("slack")
+def sandbox_slack(port: int = typer.Option(8027, "--port"),
+                  host: str = typer.Option("127.0.0.1", "--host")) -> None:
+    """Run a Slack incoming-webhook sandbox (POST /webhook; faults via /_sandbox/config)."""
+    from instock.sandbox.messages import serve as serve_messages
+
+    err.print(f"Slack sandbox on [bold]http://{host}:{port}/webhook[/bold] "
+              "(INSTOCK_SLACK_WEBHOOK_URL)")
+    serve_messages("slack", host, port)
+
+
+@mail_app.command("list")
+def mail_list(directory: Path | None = typer.Option(None, "--dir"),
+              last: int = typer.Option(20, "--last", help="how many of the newest")) -> None:
+    """The newest messages in the local SMTP sink: number, date, to, subject."""
+    from rich.table import Table
+
+    from instock.sandbox.smtp import received
+
+    found = received(directory or mail_dir())
+    table = Table("#", "date", "to", "subject")
+    for number, item in list(enumerate(found, 1))[-last:]:
+        table.add_row(str(number), str(item.message["Date"]), str(item.message["To"]),
+                      str(item.message["Subject"]))
+    console.print(table)
+    err.print(f"{len(found)} messages in {directory or mail_dir()}")
+
+
+@mail_app.command("show")
+def mail_show(number: int = typer.Argument(..., help="as `instock mail list` numbers them"),
+              directory: Path | None = typer.Option(None, "--dir"),
+              html: bool = typer.Option(False, "--html", help="the HTML part, not the text")
+              ) -> None:
+    """Print one message of the local SMTP sink: its headers and its text (or HTML) part."""
+    from instock.sandbox.smtp import received
+
+    found = received(directory or mail_dir())
+    if not 1 <= number <= len(found):
+        err.print(f"[red]no message {number}[/red] ({len(found)} in the sink)")
+        raise typer.Exit(1)
+    item = found[number - 1]
+    for name in ("Date", "From", "To", "Subject", "Message-ID", "List-Unsubscribe",
+                 "List-Unsubscribe-Post"):
+        if item.message[name]:
+            typer.echo(f"{name}: {item.message[name]}")
+    typer.echo("")
+    typer.echo(item.body("html" if html else "plain"))
 
 
 @sandbox_app.command("payments")

@@ -168,6 +168,50 @@ class Settings(BaseSettings):
     connector_attempts: int = Field(default=4, ge=1)
     # A marketplace order that cannot be carried out is retried with backoff this many times.
     channel_order_attempts: int = Field(default=8, ge=1)
+    # Back in stock: a wave tells at most k x available waiting customers (first subscribed
+    # first); while some still wait, the next wave comes this many seconds later, sized to the
+    # stock then, and none once it sold out again (a later restock starts a new one). Each API
+    # process may send due waves (run_back_in_stock_waves; several may run).
+    back_in_stock_wave_factor: int = Field(default=2, ge=1)
+    back_in_stock_wave_seconds: float = Field(default=60.0, gt=0)
+    run_back_in_stock_waves: bool = True
+    # Notifications: each API process may run the sender (several may run: each claims its
+    # own rows). Mail goes to smtp_url (`make run` starts the local sink there) from mail_from;
+    # the sink keeps what it receives under mail_dir (default: <state_dir>/mail).
+    run_notifications: bool = True
+    smtp_url: str = "smtp://127.0.0.1:8025"
+    mail_from: str = "instock <shop@instock.localhost>"
+    mail_dir: Path | None = None
+    # Where a recipient's links point (the one-click unsubscribe): this server as the world
+    # reaches it.
+    public_url: str = "http://127.0.0.1:8000"
+    # Staff alerts (low stock, sold out) go to this address and/or Slack incoming webhook.
+    staff_email: str | None = None
+    slack_webhook_url: str | None = None
+    sms_url: str | None = None  # the SMS provider (`instock sandbox sms`); none: no SMS
+    # Send-time rules: no marketing or back-in-stock message in the recipient's quiet hours
+    # (their time zone, else default_time_zone; deferred to the end, not dropped); at most
+    # notify_rate_per_hour to one recipient (over it: suppressed), transactional order mail
+    # excepted; email paced to email_rate_per_second (0: unpaced), Slack to one a second.
+    quiet_hours_start: str = Field(default="22:00", pattern=r"^\d{2}:\d{2}$")
+    quiet_hours_end: str = Field(default="08:00", pattern=r"^\d{2}:\d{2}$")
+    default_time_zone: str = "UTC"
+    notify_rate_per_hour: int = Field(default=10, ge=1)
+    email_rate_per_second: float = Field(default=0.0, ge=0)
+    slack_rate_per_second: float = Field(default=1.0, gt=0)
+    # A send is attempted this many times (waiting base·2^(n-1) s, capped, between), then
+    # dead-lettered; each waits at most the timeout; a breaker per channel opens after
+    # notify_breaker_threshold failures in a row.
+    notify_attempts: int = Field(default=5, ge=1)
+    notify_backoff_base_seconds: float = Field(default=30.0, gt=0)
+    notify_backoff_max_seconds: float = Field(default=3600.0, gt=0)
+    notify_timeout_seconds: float = Field(default=10.0, gt=0)
+    notify_breaker_threshold: int = Field(default=5, ge=1)
+    notify_breaker_cooldown_seconds: float = Field(default=30.0, gt=0)
+    # Sends at once per channel that is not paced (an SMTP round trip is mostly waiting).
+    notify_send_concurrency: int = Field(default=8, ge=1)
+    # Templates here override the packaged ones of the same name (a brand's own mail).
+    notify_template_dir: Path | None = None
 
 
 @lru_cache

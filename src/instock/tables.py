@@ -5,6 +5,7 @@ import instock.channels.store
 import instock.customers.store
 import instock.experiments.store
 import instock.inventory.store
+import instock.notifications.store
 import instock.orders.store
 import instock.payments.store
 import instock.platform.bus.inbox

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from instock.channels.worker import ChannelWorker
 from instock.inventory.service import InventoryService
+from instock.notifications.service import NotificationsService
 from instock.orders.saga import SagaRunner
 from instock.platform.bus.consumer import Consumer
 from instock.platform.retry import keep_running
@@ -40,6 +41,11 @@ async def run_sagas(runner: SagaRunner, pause: float) -> None:
     await keep_running(runner.run_due, "sagas", pause=pause)
 
 
+async def run_notifications(notifications: NotificationsService) -> None:
+    """Send due notifications forever; a failed round is logged and the sender goes on."""
+    await keep_running(notifications.run, "notifications")
+
+
 async def run_consumer(consumer: Consumer) -> None:
     """Consume forever; a broken bus connection is logged and the consumer starts again."""
     await keep_running(consumer.run, "consumer", consumer=consumer.name)
@@ -47,7 +53,8 @@ async def run_consumer(consumer: Consumer) -> None:
 
 # The settings that switch `worker_duties` on, one each (keep the two together).
 WORKER_DUTY_SETTINGS = ("run_sweeper", "run_relay", "run_consumers", "run_sagas",
-                        "run_webhook_delivery", "run_reconciler")
+                        "run_webhook_delivery", "run_reconciler", "run_back_in_stock_waves",
+                        "run_notifications")
 
 
 def api_only_env() -> dict[str, str]:
@@ -73,4 +80,8 @@ def worker_duties(container: Container) -> list[Coroutine[Any, Any, None]]:
         work.append(run_webhook_delivery(container.webhooks))
     if settings.run_reconciler:
         work.append(container.reconciliation.run())
+    if settings.run_back_in_stock_waves:
+        work.append(container.waitlist.run_waves())
+    if settings.run_notifications:
+        work.append(run_notifications(container.notifications))
     return work

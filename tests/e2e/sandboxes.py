@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from pathlib import Path
 
 import httpx
 
@@ -45,3 +46,22 @@ async def configure(sandbox: Server, **changes: object) -> None:
     async with httpx.AsyncClient(base_url=sandbox.base_url, timeout=5) as client:
         response = await client.post("/_sandbox/config", json=changes)
         assert response.status_code == 200, response.text
+
+
+async def start_smtp(servers: ServerFactory, directory: Path) -> Server:
+    """`instock sandbox smtp` on a free port, keeping mail under `directory`."""
+    port = free_port()
+    server = servers.worker("sandbox", "smtp", "--port", str(port), "--dir", str(directory),
+                            port=port)
+    deadline = time.monotonic() + READY_TIMEOUT
+    while time.monotonic() < deadline:
+        if not server.alive():
+            raise AssertionError(f"SMTP sink exited:\n{server.log_tail()}")
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            await asyncio.sleep(0.1)
+            continue
+        writer.close()
+        return server
+    raise AssertionError(f"SMTP sink not answering in {READY_TIMEOUT}s:\n{server.log_tail()}")

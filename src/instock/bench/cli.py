@@ -355,6 +355,25 @@ def bench_privacy(
     typer.echo(json.dumps(report, indent=2) if json_out else report)
 
 
+@bench_app.command("notifications")
+def bench_notifications(
+    count: int = typer.Option(1000, "--count", min=1, help="back-in-stock mails to send"),
+    senders: int = typer.Option(1, "--senders", min=1, help="send loops running at once"),
+    database: str = typer.Option(
+        "sqlite+aiosqlite:///bench.db", "--database", envvar="INSTOCK_DATABASE_URL",
+        help="chooses the backend; the bench creates a fresh database there"),
+    json_out: bool = typer.Option(True, "--json/--no-json"),
+) -> None:
+    """Notifications sent per second into the local SMTP sink (a real process), with the
+    p50/p99 of one SMTP send and of queued-to-sent."""
+    from instock.bench import notifications
+
+    with tempfile.TemporaryDirectory() as workdir, _progress() as bar:
+        report = run_loop(notifications.run(database, Path(workdir), count, senders,
+                                            _Reporter(bar)))
+    typer.echo(json.dumps(report, indent=2) if json_out else report)
+
+
 def _progress() -> Progress:
     """Progress bars on stderr: stdout holds only the JSON."""
     return Progress("[progress.description]{task.description}", BarColumn(),

@@ -38,6 +38,8 @@ class ProfileIn(BaseModel):
     sizes: dict[str, str] | None = None
     preferences: dict[str, Preference] | None = None
     consents: dict[str, bool] = Field(default_factory=dict)
+    time_zone: str | None = Field(default=None, max_length=64,
+                                  description="IANA name, e.g. Europe/Paris (quiet hours)")
 
 
 class ConsentOut(BaseModel):
@@ -82,6 +84,7 @@ class ProfileOut(BaseModel):
     consents: dict[str, ConsentOut]
     version: int
     updated_at: datetime
+    time_zone: str | None
     erased: bool  # personal data erased (key shredded): contact fields are null for good
     behaviour: BehaviourOut | None = Field(None, description=(
         "what the customer viewed and bought (GET only; null before any such event)"))
@@ -104,8 +107,8 @@ def render(profile: Profile, summary: Behaviour | None = None) -> ProfileOut:
         sizes=profile.sizes, preferences=profile.preferences,
         consents={p: ConsentOut(granted=c.granted, at=c.at, source=c.source)
                   for p, c in profile.consents.items()},
-        version=profile.version, updated_at=profile.updated_at, erased=profile.erased,
-        behaviour=render_behaviour(summary))
+        version=profile.version, updated_at=profile.updated_at, time_zone=profile.time_zone,
+        erased=profile.erased, behaviour=render_behaviour(summary))
 
 
 @router.put("/v1/customers/{customer_id}", response_model=ProfileOut)
@@ -115,7 +118,8 @@ async def put_profile(customer_id: CallerId, body: ProfileIn, request: Request,
     """Create or change a profile; a changed consent records when and by whom."""
     principal.assert_acts_for(customer_id)
     changes = Changes(email=body.email, phone=body.phone, name=body.name, sizes=body.sizes,
-                      preferences=body.preferences, consents=body.consents)
+                      preferences=body.preferences, consents=body.consents,
+                      time_zone=body.time_zone)
     profile = await customers.save(customer_id, changes,
                                    f"{principal.role.value}:{principal.subject}",
                                    correlation_id(request))

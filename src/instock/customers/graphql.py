@@ -36,6 +36,7 @@ class Customer:
     email: str | None
     phone: str | None
     name: str | None
+    time_zone: str | None
     sizes: list[SizeOf]
     preferences: JSON
     consents: list[ConsentOf]
@@ -61,6 +62,7 @@ class CustomerInput:
     email: str | None = None
     phone: str | None = None
     name: str | None = None
+    time_zone: str | None = None
     sizes: list[SizeInput] | None = None
     preferences: JSON | None = None
     consents: list[ConsentInput] | None = None
@@ -69,6 +71,7 @@ class CustomerInput:
 def render(profile: Profile) -> Customer:
     return Customer(
         id=profile.id, email=profile.email, phone=profile.phone, name=profile.name,
+        time_zone=profile.time_zone,
         sizes=[SizeOf(category=c, size=s) for c, s in sorted(profile.sizes.items())],
         preferences=JSON(profile.preferences),
         consents=[ConsentOf(purpose=p, granted=c.granted, at=c.at, source=c.source)
@@ -89,7 +92,7 @@ def _no_stored_response(info: Info) -> None:
 
 def _as_rest(body: CustomerInput) -> dict[str, Any]:
     data: dict[str, Any] = {"email": body.email, "phone": body.phone, "name": body.name,
-                            "preferences": body.preferences}
+                            "time_zone": body.time_zone, "preferences": body.preferences}
     if body.sizes is not None:
         data["sizes"] = {s.category: s.size for s in body.sizes}
     if body.consents is not None:
@@ -119,7 +122,7 @@ class CustomersMutation:
         body = parse(api.ProfileIn, _as_rest(input))
         customers: CustomersService = info.context.state.customers
         changes = Changes(email=body.email, phone=body.phone, name=body.name,
-                          sizes=body.sizes, preferences=body.preferences,
+                          time_zone=body.time_zone, sizes=body.sizes, preferences=body.preferences,
                           consents=body.consents)
         return render(await customers.save(id, changes,
                                            f"{principal.role.value}:{principal.subject}"))

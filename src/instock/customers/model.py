@@ -5,7 +5,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from functools import cache
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from instock.customers.events import ProfileUpdated
 
@@ -45,6 +47,7 @@ class Profile:
     version: int
     updated_at: datetime
     erased: bool = False  # the subject's key was shredded: contact fields can never be read
+    time_zone: str | None = None  # IANA name: quiet hours are the customer's own
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,7 @@ class Changes:
     sizes: dict[str, str] | None = None
     preferences: dict[str, Preference] | None = None
     consents: dict[str, bool] = field(default_factory=dict)
+    time_zone: str | None = None
 
 
 def normalise_email(email: str) -> str:
@@ -86,6 +90,23 @@ def _storable(field: str, value: str) -> None:
         raise InvalidProfile(field, "not valid Unicode text") from None
     if "\x00" in value:
         raise InvalidProfile(field, "contains a NUL character")
+
+
+@cache
+def _zone_names() -> frozenset[str]:
+    return frozenset(available_timezones())  # reads the tz database's files: once
+
+
+def valid_time_zone(name: str) -> str:
+    value = name.strip()
+    # ZoneInfo alone would also accept a path-like key found on disk; the IANA list is the rule.
+    if value not in _zone_names():
+        raise InvalidProfile("time_zone", "an IANA time zone name, e.g. Europe/Paris")
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise InvalidProfile("time_zone", "an IANA time zone name, e.g. Europe/Paris") from None
+    return value
 
 
 def valid_name(name: str) -> str:
@@ -138,6 +159,8 @@ def apply(current: Profile | None, customer_id: str, changes: Changes, by: str,
         sizes=dict(changes.sizes) if changes.sizes is not None else base.sizes,
         preferences=(dict(changes.preferences) if changes.preferences is not None
                      else base.preferences),
+        time_zone=(valid_time_zone(changes.time_zone) if changes.time_zone is not None
+                   else base.time_zone),
         consents=consents, version=base.version + 1, updated_at=now)
     if current is not None and replace(after, version=current.version,
                                        updated_at=current.updated_at) == current:

@@ -54,7 +54,7 @@ def profile_of(record: store.Record, sealer: Sealer | None) -> model.Profile:
         _open(sealer, "phone_enc", record.phone_enc) if sealer else None,
         _open(sealer, "name_enc", record.name_enc) if sealer else None,
         record.sizes, record.preferences, _consents(record.consents), record.version,
-        record.updated_at, erased=sealer is None)
+        record.updated_at, erased=sealer is None, time_zone=record.time_zone)
 
 
 def record_of(profile: model.Profile, sealer: Sealer, created_at: datetime) -> store.Record:
@@ -63,7 +63,7 @@ def record_of(profile: model.Profile, sealer: Sealer, created_at: datetime) -> s
         _seal(sealer, "phone_enc", profile.phone), _seal(sealer, "name_enc", profile.name),
         sealer.lookup_hash(profile.email) if profile.email else None,
         profile.sizes, profile.preferences, _consents_json(profile.consents), profile.version,
-        created_at, profile.updated_at)
+        created_at, profile.updated_at, profile.time_zone)
 
 
 class CustomersService:

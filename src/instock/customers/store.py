@@ -25,6 +25,7 @@ customers = sa.Table(
     sa.Column("preferences", sa.JSON, nullable=False, info={"personal": True}),
     # purpose -> {granted, at, source}
     sa.Column("consents", sa.JSON, nullable=False, info={"personal": True}),
+    sa.Column("time_zone", sa.String(64), nullable=True, info={"personal": True}),  # IANA
     sa.Column("version", sa.Integer, nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
@@ -48,12 +49,13 @@ class Record:
     version: int
     created_at: datetime
     updated_at: datetime
+    time_zone: str | None = None
 
 
 def _record(row: Any) -> Record:
     return Record(row.id, row.email_enc, row.phone_enc, row.name_enc, row.email_hash,
                   row.sizes, row.preferences, row.consents, row.version, row.created_at,
-                  row.updated_at)
+                  row.updated_at, row.time_zone)
 
 
 async def get(conn: AsyncConnection, customer_id: str, *,
@@ -76,7 +78,7 @@ def _values(record: Record) -> dict[str, Any]:
             "name_enc": record.name_enc, "email_hash": record.email_hash,
             "sizes": record.sizes, "preferences": record.preferences,
             "consents": record.consents, "version": record.version,
-            "updated_at": record.updated_at}
+            "updated_at": record.updated_at, "time_zone": record.time_zone}
 
 
 async def save(conn: AsyncConnection, record: Record) -> None:
@@ -99,7 +101,7 @@ async def erase(conn: AsyncConnection, customer_id: str, at: datetime) -> None:
     """Keep the row (the profile reads as erased) without anything of the person in it: the
     sealed values go too, though their key is already shredded, and so does the email hash."""
     await conn.execute(customers.update().where(customers.c.id == customer_id).values(
-        email_enc=None, phone_enc=None, name_enc=None, email_hash=None, sizes={},
+        email_enc=None, phone_enc=None, name_enc=None, email_hash=None, time_zone=None, sizes={},
         preferences={}, consents={}, updated_at=at, version=customers.c.version + 1))
 
 

@@ -64,6 +64,11 @@ WEBHOOK_DELIVERIES = Counter("instock_webhook_deliveries_total",
                              ["outcome"])
 for _outcome in ("delivered", "failed", "dead"):
     WEBHOOK_DELIVERIES.labels(_outcome)  # every outcome a series from the start, at 0
+# Notifications by channel, outcome (sent, retry, failed = dead-lettered, suppressed) and reason
+# (back_in_stock, order_confirmation, low_stock, ...; for suppressed, the suppression reason).
+NOTIFICATIONS = Counter("instock_notifications_total",
+                        "Notifications by channel, outcome (sent, retry, failed, suppressed) "
+                        "and reason", ["channel", "outcome", "reason"])
 CHANNEL_PUSHES = Counter("instock_channel_pushes_total",
                          "Stock pushes to marketplace channels by channel and outcome (ok, failed)",
                          ["channel", "outcome"])

@@ -54,7 +54,8 @@ EVENT_MODULES = ("instock.catalog.events", "instock.inventory.events", "instock.
                  "instock.orders.events", "instock.payments.events", "instock.channels.events",
                  "instock.webhooks.events", "instock.recommendations.events",
                  "instock.experiments.events", "instock.reconciliation.events",
-                 "instock.customers.events", "instock.polls.events")
+                 "instock.customers.events", "instock.polls.events",
+                 "instock.notifications.events")
 
 
 def _subclasses(cls: type[DomainEvent]) -> Iterator[type[DomainEvent]]:
