@@ -309,9 +309,9 @@ async def test_a_customer_reads_and_changes_its_own_profile_and_support_anyones(
                                   "source": "customer:cus-1"}]}
     rest = (await graph.rest("GET", "/v1/customers/cus-1", Role.SUPPORT)).json()
     assert (rest["email"], rest["sizes"]) == ("ann@example.com", {"shoes": "38"})
-    read = '{ customer(id: "cus-1") { email erased } }'
+    read = '{ customer(id: "cus-1") { email erased behaviour } }'
     assert (await graph.post(read, Role.SUPPORT))["data"]["customer"] == {
-        "email": "ann@example.com", "erased": False}
+        "email": "ann@example.com", "erased": False, "behaviour": None}  # no event yet
     assert error(await graph.post(read, Role.CUSTOMER, "cus-2"))["code"] == "FORBIDDEN"
     assert error(await graph.post(read, Role.MERCHANDISER))["code"] == "FORBIDDEN"
     bad = error(await graph.post(update, Role.CUSTOMER, "cus-1", id="cus-1", email="nope"))

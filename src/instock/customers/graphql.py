@@ -10,7 +10,7 @@ import strawberry
 from strawberry.scalars import JSON
 
 from instock.customers import api
-from instock.customers.model import Changes, Profile
+from instock.customers.model import Behaviour, Changes, Profile
 from instock.customers.service import CustomersService
 from instock.platform.errors import ValidationFailed
 from instock.platform.graphql import Info, parse, require
@@ -43,6 +43,9 @@ class Customer:
     version: int
     updated_at: datetime
     erased: bool
+    behaviour: JSON | None = strawberry.field(
+        default=None, description="what they viewed and bought, favourite brands and "
+                                  "categories (as REST's `behaviour`; null before any event)")
 
 
 @strawberry.input
@@ -68,7 +71,8 @@ class CustomerInput:
     consents: list[ConsentInput] | None = None
 
 
-def render(profile: Profile) -> Customer:
+def render(profile: Profile, summary: Behaviour | None = None) -> Customer:
+    behaviour = api.render_behaviour(summary)
     return Customer(
         id=profile.id, email=profile.email, phone=profile.phone, name=profile.name,
         time_zone=profile.time_zone,
@@ -76,7 +80,8 @@ def render(profile: Profile) -> Customer:
         preferences=JSON(profile.preferences),
         consents=[ConsentOf(purpose=p, granted=c.granted, at=c.at, source=c.source)
                   for p, c in sorted(profile.consents.items())],
-        version=profile.version, updated_at=profile.updated_at, erased=profile.erased)
+        version=profile.version, updated_at=profile.updated_at, erased=profile.erased,
+        behaviour=None if behaviour is None else JSON(behaviour.model_dump(mode="json")))
 
 
 def _no_stored_response(info: Info) -> None:
@@ -108,7 +113,7 @@ class CustomersQuery:
         principal.assert_acts_for(id)
         _no_stored_response(info)
         customers: CustomersService = info.context.state.customers
-        return render(await customers.get(id))
+        return render(*await customers.with_behaviour(id))
 
 
 @strawberry.type
