@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -17,13 +17,6 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from opentelemetry.sdk.trace.export import SpanExporter
-from strawberry.extensions import (
-    DisableIntrospection,
-    ParserCache,
-    SchemaExtension,
-    ValidationCache,
-)
-from strawberry.tools import merge_types
 
 import instock.catalog.api
 import instock.channels.api
@@ -49,24 +42,20 @@ import instock.waitlist.api
 import instock.waitlist.store
 import instock.webhooks.api
 import instock.webhooks.store
-from instock.catalog.graphql import CatalogQuery
 from instock.catalog.service import CatalogService
 from instock.channels.connector import connector_factory
 from instock.channels.service import ChannelsService
 from instock.config import Settings, get_settings
-from instock.customers.graphql import CustomersMutation, CustomersQuery
 from instock.customers.service import CustomersService
-from instock.experiments.graphql import ExperimentsQuery
 from instock.experiments.service import CONVERSIONS, ExperimentsService
-from instock.inventory.graphql import InventoryMutation, InventoryQuery
+from instock.graphql_schema import graphql_schema
 from instock.inventory.service import InventoryService
 from instock.live import model as live_model
 from instock.live.events import Update
-from instock.live.graphql import LiveSubscription, channel_stock
+from instock.live.graphql import channel_stock
 from instock.live.service import LiveHub
 from instock.notifications.service import NotificationsService
 from instock.notifications.wiring import notifications_service
-from instock.orders.graphql import OrdersMutation, OrdersQuery
 from instock.orders.saga import SagaRunner, SagaSettings
 from instock.orders.service import OrderSettings, OrdersService
 from instock.payments.providers import make_provider
@@ -82,30 +71,16 @@ from instock.platform.db import Database
 from instock.platform.flags import versioned_flags
 from instock.platform.graphql import (
     InstockGraphQLRouter,
-    Limits,
-    PrintableInputs,
-    ProblemErrors,
     Results,
-    ReusingExecution,
-    Schema,
-    allowlist,
-    persisted_only,
-    query_limits,
 )
 from instock.platform.idempotency import IdempotencyMiddleware
 from instock.platform.personal import TABLES as PLATFORM_TABLES
 from instock.platform.personal import PlatformTraces
 from instock.platform.runtime import tune_for_throughput
-from instock.polls.graphql import PollsMutation, PollsQuery
 from instock.polls.service import PollSettings, PollsService
 from instock.privacy.model import PersonalData
 from instock.privacy.service import PrivacyService, load_keyring
 from instock.recommendations.engine import MODEL_NAMES
-from instock.recommendations.graphql import (
-    RecommendationsMutation,
-    RecommendationsQuery,
-    RecommendationsSubscription,
-)
 from instock.recommendations.service import (
     AVAILABILITY,
     CATALOGUE,
@@ -116,10 +91,8 @@ from instock.recommendations.service import (
 )
 from instock.reconciliation.model import RepairPolicy
 from instock.reconciliation.service import ReconcileSettings, ReconciliationService
-from instock.waitlist.graphql import WaitlistMutation
 from instock.waitlist.service import WaitlistService, WaveSettings
-from instock.web import OPERATIONS, pages
-from instock.webhooks.graphql import WebhooksQuery
+from instock.web import pages
 from instock.webhooks.service import FANOUT, Policy, WebhooksService
 from instock.workers import worker_duties
 
@@ -325,33 +298,6 @@ def live_hub(container: Container) -> LiveHub:
                    on_event=copies,
                    unknown_skus=container.catalog.unknown_skus,
                    heartbeat_seconds=container.settings.live_heartbeat_seconds)
-
-
-GRAPHQL_DOCUMENTS = 1000  # distinct query documents kept parsed and validated
-
-
-def graphql_schema(settings: Settings) -> Schema:
-    """One schema from each context's types (DESIGN.md §8)."""
-    extensions: list[type[SchemaExtension] | Callable[[], SchemaExtension]] = [
-        # A storefront sends the same few documents again and again: parse and validate each
-        # once (validation alone cost ~4 ms a request).
-        partial(ParserCache, maxsize=GRAPHQL_DOCUMENTS),
-        partial(ValidationCache, maxsize=GRAPHQL_DOCUMENTS),
-        ProblemErrors, PrintableInputs, query_limits(Limits(
-            max_depth=settings.graphql_max_depth, max_aliases=settings.graphql_max_aliases,
-            max_cost=settings.graphql_max_cost))]
-    if settings.graphql_persisted_only:
-        extensions += [persisted_only(allowlist(OPERATIONS)), DisableIntrospection]
-    return Schema(
-        query=merge_types("Query", (CatalogQuery, InventoryQuery, OrdersQuery,
-                                    RecommendationsQuery, ExperimentsQuery, WebhooksQuery,
-                                    CustomersQuery, PollsQuery)),
-        mutation=merge_types("Mutation", (InventoryMutation, OrdersMutation,
-                                          RecommendationsMutation, WaitlistMutation,
-                                          CustomersMutation, PollsMutation)),
-        subscription=merge_types("Subscription", (LiveSubscription,
-                                                  RecommendationsSubscription)),
-        extensions=extensions, execution_context_class=ReusingExecution)
 
 
 def create_app(settings: Settings | None = None,
