@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -21,16 +20,9 @@ err = Console(stderr=True)
 
 
 def _with_container(work: Callable[[Container], Awaitable[Any]]) -> Any:
-    from instock.app import build
+    from instock.cli import with_container  # the command that mounts this one: loaded
 
-    async def main() -> Any:
-        container = build()
-        try:
-            return await work(container)
-        finally:
-            await container.close()
-
-    return asyncio.run(main())
+    return with_container(work)
 
 
 @privacy_app.command("rotate")
