@@ -6,14 +6,12 @@ from pathlib import Path
 import pytest
 
 from instock.app import Container, build
-from instock.migrate import upgrade
-from tests.support import backends, fresh_database, make_settings
+from tests.support import backends, make_settings, migrated_database
 
 
 @pytest.fixture(params=backends())
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    with fresh_database(request.param, tmp_path) as url:
-        upgrade(url)
+    with migrated_database(request.param, tmp_path) as url:
         yield url
 
 

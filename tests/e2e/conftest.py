@@ -16,17 +16,16 @@ from typing import Any
 
 import pytest
 
-from instock.migrate import upgrade
 from tests.e2e.harness import Database, ServerFactory
-from tests.support import backends, fresh_database
+from tests.support import backends, migrated_database
 
 THROUGHPUT_KEY = pytest.StashKey[list[dict[str, Any]]]()
 
 
 @pytest.fixture(params=backends())
 def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    with fresh_database(request.param, tmp_path) as url:
-        upgrade(url)  # before any server starts, so several can start at once without racing
+    # Migrated before any server starts, so several can start at once without racing.
+    with migrated_database(request.param, tmp_path) as url:
         yield Database(request.param, url, tmp_path)
 
 

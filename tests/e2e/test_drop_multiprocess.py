@@ -34,7 +34,6 @@ from typing import Any
 
 import pytest
 
-from instock.migrate import upgrade
 from instock.platform.auth import Role
 from tests.e2e.harness import (
     Call,
@@ -53,7 +52,7 @@ from tests.e2e.harness import (
     set_customer_limit,
     stock,
 )
-from tests.support import PG_URL, fresh_database
+from tests.support import PG_URL, migrated_database
 
 pytestmark = pytest.mark.slow
 
@@ -79,8 +78,7 @@ TWINS_EVERY = 5  # every 5th customer sends its first request three times, one p
                        "(set INSTOCK_TEST_DATABASE_URL)"))])
 def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
     """This module's tests run on PostgreSQL only (overrides the conftest's fixture)."""
-    with fresh_database(request.param, tmp_path) as url:
-        upgrade(url)
+    with migrated_database(request.param, tmp_path) as url:
         yield Database(request.param, url, tmp_path)
 
 

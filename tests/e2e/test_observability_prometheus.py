@@ -28,7 +28,6 @@ import sqlalchemy as sa
 import yaml
 
 from instock.bench.local import free_port
-from instock.migrate import upgrade
 from instock.platform.auth import Role
 from tests.e2e.harness import (
     Database,
@@ -50,7 +49,7 @@ from tests.observability import (
     rule_files,
     tool,
 )
-from tests.support import backends, fresh_database
+from tests.support import backends, migrated_database
 
 HOST = "127.0.0.1"
 JOBS = {"sqlite": "instock", "postgresql": "instock-pg"}  # backend -> scrape job
@@ -182,8 +181,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with contextlib.ExitStack() as databases:
         factories: dict[str, ServerFactory] = {}
         for backend in backends():
-            url = databases.enter_context(fresh_database(backend, workdir))
-            upgrade(url)
+            url = databases.enter_context(migrated_database(backend, workdir))
             factories[JOBS[backend]] = ServerFactory(Database(backend, url, workdir), workdir)
         factory = factories["instock"]
         try:

@@ -21,7 +21,6 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from instock.migrate import upgrade
 from instock.platform.auth import Role
 from tests.e2e.harness import (
     Database,
@@ -34,7 +33,7 @@ from tests.e2e.harness import (
     token,
 )
 from tests.e2e.sandboxes import payments_env, start_payments
-from tests.support import backends, fresh_database
+from tests.support import backends, migrated_database
 
 pytestmark = pytest.mark.slow
 
@@ -100,8 +99,7 @@ async def _seed(server: Server) -> None:
 def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
     tmp_path = tmp_path_factory.mktemp("pages")
     backend = backends()[-1]  # PostgreSQL when CI has it: one backend bounds the browser time
-    with fresh_database(backend, tmp_path) as url:
-        upgrade(url)
+    with migrated_database(backend, tmp_path) as url:
         servers = ServerFactory(Database(backend, url, tmp_path), tmp_path)
         try:
             sandbox = run(start_payments(servers))

@@ -30,7 +30,6 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from instock.app import create_app, graphql_schema
-from instock.migrate import upgrade
 from instock.platform.auth import Role
 from tests.e2e.harness import (
     Database,
@@ -44,7 +43,7 @@ from tests.e2e.harness import (
     receive,
 )
 from tests.e2e.sandboxes import start_payments
-from tests.support import backends, fresh_database, make_settings
+from tests.support import backends, make_settings, migrated_database
 
 pytestmark = pytest.mark.slow
 
@@ -65,8 +64,7 @@ def fuzz_target(request: pytest.FixtureRequest,
     Afterwards the ledger must still verify: random traffic may be refused, never corrupt.
     """
     tmp_path = tmp_path_factory.mktemp(f"fuzz-{request.param}")
-    with fresh_database(request.param, tmp_path) as url:
-        upgrade(url)
+    with migrated_database(request.param, tmp_path) as url:
         db = Database(request.param, url, tmp_path)
         servers = ServerFactory(db, tmp_path)
         try:

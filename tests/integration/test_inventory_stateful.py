@@ -28,11 +28,10 @@ from instock.app import Container, build
 from instock.inventory import store
 from instock.inventory.model import Adjustment, AdjustmentKind, Line, ReservationStatus
 from instock.inventory.reservation_batch import ReserveRequest
-from instock.migrate import upgrade
 from instock.platform.db import utcnow
 from instock.platform.errors import InstockError
 from tests.integration.helpers import CTX, add_location, add_product
-from tests.support import backends, fresh_database, make_settings
+from tests.support import backends, make_settings, migrated_database
 
 T = TypeVar("T")
 LOCATIONS = ["h-wh1", "h-wh2"]
@@ -167,8 +166,7 @@ class InventoryMachine(RuleBasedStateMachine):
 @pytest.fixture(params=backends())
 def machine_env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[None]:
     loop = asyncio.new_event_loop()
-    with fresh_database(request.param, tmp_path) as url:
-        upgrade(url)
+    with migrated_database(request.param, tmp_path) as url:
         container = build(make_settings(url, tmp_path))
         for location in LOCATIONS:
             loop.run_until_complete(add_location(container, location))
