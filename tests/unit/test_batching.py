@@ -137,3 +137,14 @@ async def test_memo_without_ttl_only_shares_overlapping_loads() -> None:
     memo = Memo(load, ttl_seconds=0)
     assert await asyncio.gather(*(memo.get("k") for _ in range(100))) == [1] * 100
     assert await memo.get("k") == 2  # nothing kept: the next ask loads again
+
+
+async def test_claims_keep_two_requests_on_one_row_out_of_one_batch() -> None:
+    """Requests on one lane batch across keys of their own, but a batch stops, in arrival
+    order, at the first request whose claims overlap one already in it."""
+    ledger = Ledger(stock=1000)
+    lane = GroupCommit(ledger.decide, claims=lambda n: {n % 3})
+    outcomes = await asyncio.gather(*(lane.submit("lane", n) for n in range(9)))
+    assert outcomes == [f"lane:{n}" for n in range(9)]
+    # All nine queue before the lane's task first runs: each batch ends where a claim repeats.
+    assert ledger.batches == [[0, 1, 2], [3, 4, 5], [6, 7, 8]]

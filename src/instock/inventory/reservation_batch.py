@@ -1,7 +1,7 @@
 """The group commit of reservations, the path a drop's hot SKUs take.
 
 `InventoryService.reserve` turns a `ReserveRequest` into a validated `Hold` and queues it on the
-lane of the SKUs it touches; the holds that arrive while a batch of those SKUs is in flight form
+one reservations lane; the holds that arrive while a batch is in flight, on whatever SKUs, form
 the next batch. A batch is decided first against the sold-out flags (`refused_by_flags`: one look
 for the whole batch), then, for what they do not settle, in one stock transaction in arrival order
 (`ReserveBatch`).
@@ -41,6 +41,7 @@ class Hold:
     channel: model.Channel
     ttl: timedelta
     ctx: EntryContext
+    skus: frozenset[str]  # its lines' SKUs and their components: what its batch locks
 
     @property
     def scope(self) -> str | None:

@@ -14,7 +14,8 @@ from functools import partial
 from typing import Any, TypeVar
 
 from instock.catalog.service import CatalogService
-from instock.inventory import drift, model, store
+from instock.inventory import adjustment_batch, drift, model, store
+from instock.inventory.adjustment_batch import Adjusting
 from instock.inventory.errors import InvalidTransition, domain_errors
 from instock.inventory.events import SKU_EVENTS, ChannelChanged, PolicyChanged
 from instock.inventory.model import (
@@ -27,6 +28,7 @@ from instock.inventory.model import (
 )
 from instock.inventory.reservation_batch import Hold, ReserveBatch, ReserveRequest, refused_by_flags
 from instock.inventory.unit_of_work import StockTx, StockView, stock_view
+from instock.platform import held
 from instock.platform.batching import GroupCommit
 from instock.platform.bus import Envelope, outbox
 from instock.platform.db import Database, utcnow
@@ -34,7 +36,6 @@ from instock.platform.entry_context import EntryContext
 from instock.platform.errors import (
     AlreadyExists,
     NotFound,
-    PreconditionFailed,
     ValidationFailed,
     VersionConflict,
 )
@@ -51,6 +52,7 @@ T = TypeVar("T")
 _CONFIRMED = RESERVATIONS.labels("confirmed")
 # How stale a channel's locations may be in a process that did not change them.
 CHANNEL_CACHE_SECONDS = 1.0
+RESERVATIONS_LANE = "reservations"
 
 
 @dataclass(frozen=True)
@@ -87,8 +89,12 @@ class InventoryService:
         # References of shelf-life notices this process saw recorded: not looked up again.
         self._noticed: set[str] = set()
         self.stock_transactions = 0  # reservation batches that reached the database
-        self._lanes = GroupCommit[frozenset[str], Hold, Reservation](
+        # One lane for every SKU: reservations that arrive together share a transaction
+        # whichever SKUs they hold, in arrival order (a drop's hot SKU and the rest alike).
+        self._lanes = GroupCommit[str, Hold, Reservation](
             self._reserve_batch, batch_max, name="reservations")
+        self._adjustments = GroupCommit[str, Adjusting, StockView](
+            self._adjust_batch, batch_max, name="adjustments", claims=Adjusting.claims)
 
     # -- the write path shared by every stock command ---------------------------------------------
 
@@ -122,10 +128,13 @@ class InventoryService:
 
     def lane_stats(self) -> dict[str, int]:
         """How the group commit has batched reservations in this process."""
-        stats = self._lanes.stats
+        stats, adjusting = self._lanes.stats, self._adjustments.stats
         return {"batches": stats.batches, "requests": stats.requests,
                 "largest_batch": stats.largest, "batch_retries": stats.split,
-                "stock_transactions": self.stock_transactions}
+                "stock_transactions": self.stock_transactions,
+                "adjustment_batches": adjusting.batches,
+                "adjustment_requests": adjusting.requests,
+                "adjustment_batch_retries": adjusting.split}
 
     # -- locations and channels -------------------------------------------------------------------
 
@@ -217,24 +226,31 @@ class InventoryService:
                      expected_version: int | None = None) -> StockView:
         """Apply one adjustment. With `ctx.reference` set it happens at most once per SKU and
         reference (checked under the SKU's lock): a process that resumes a half-done job, such
-        as a return, can simply do it again."""
+        as a return, can simply do it again.
+
+        It joins the group commit of adjustments (`adjustment_batch`), unless the request holds
+        its writes to store its answer with them (an Idempotency-Key): that needs a transaction
+        of its own."""
         await self._validate_adjustment(adj)
-
-        async def work(tx: StockTx) -> StockTx:
-            if ctx.reference and await store.has_reference(tx.conn, adj.sku, ctx.reference):
+        if held.writing() is not None:
+            async def work(tx: StockTx) -> StockTx:
+                await adjustment_batch.apply(tx, adj, ctx, expected_version)
                 return tx
-            if expected_version is not None and tx.items[adj.sku].version != expected_version:
-                raise PreconditionFailed(
-                    f"{adj.sku} is at version {tx.items[adj.sku].version}, "
-                    f"not {expected_version}")
-            origin = tx.level(adj.sku, adj.location)
-            destination = tx.level(adj.sku, adj.to_location) if adj.to_location else None
-            tx.move(model.plan_adjustment(adj, origin, tx.today, destination), ctx)
 
-            return tx
+            tx = await self._write({adj.sku}, work, ctx.correlation_id)
+            return tx.view(adj.sku)
+        kits = await self.catalog.kits_containing({adj.sku})
+        request = Adjusting(adj, ctx, expected_version, frozenset({adj.sku, *kits}))
+        return await self._adjustments.submit(adjustment_batch.LANE, request)
 
-        tx = await self._write({adj.sku}, work, ctx.correlation_id)
-        return tx.view(adj.sku)
+    async def _adjust_batch(self, _: str, batch: Sequence[Adjusting]
+                            ) -> list[StockView | Exception]:
+        async def work(tx: StockTx) -> tuple[list[str | Exception], StockTx]:
+            return await adjustment_batch.decide(tx, batch), tx
+
+        skus = {request.adjustment.sku for request in batch}
+        decided, tx = await self._write(skus, work, None)
+        return [tx.view(outcome) if isinstance(outcome, str) else outcome for outcome in decided]
 
     async def _validate_adjustment(self, adj: Adjustment) -> None:
         await self._require_stocked_skus({adj.sku}, "sku")
@@ -360,15 +376,16 @@ class InventoryService:
         recipes = await self._require_stocked_skus(line_skus, "lines.sku")
         components = model.explode(lines, recipes)
         skus = frozenset(line_skus | set(components))
-        hold = Hold(request, lines, recipes, await self.channel(request.channel), ttl, ctx)
-        reservation = await self._lanes.submit(skus, hold)
+        hold = Hold(request, lines, recipes, await self.channel(request.channel), ttl, ctx, skus)
+        reservation = await self._lanes.submit(RESERVATIONS_LANE, hold)
         _CONFIRMED.inc()
         return reservation
 
-    async def _reserve_batch(self, skus: frozenset[str],
-                             holds: Sequence[Hold]) -> list[Reservation | Exception]:
+    async def _reserve_batch(self, _: str, holds: Sequence[Hold]
+                             ) -> list[Reservation | Exception]:
         """Decide a batch: first against the sold-out flags (one look for the whole batch),
         then what they do not settle in one stock transaction."""
+        skus = frozenset().union(*(hold.skus for hold in holds))
         outcomes: list[Reservation | Exception | None] = list(
             await refused_by_flags(self.sold_out, self.db, skus, holds))
         pending = [hold for hold, outcome in zip(holds, outcomes, strict=True) if outcome is None]

@@ -39,6 +39,10 @@ class StockTx:
     # them; their other components' levels are loaded too, protected by those locks): a kit
     # whose count moves gets its version bumped and its events here, in the same commit.
     kits: model.Recipes = field(default_factory=dict)
+    # Per SKU, the request that changed it when a batch of requests shares the transaction
+    # (`flush`'s correlation id speaks for every other SKU): its stock events carry that
+    # request's correlation id and trace.
+    origins: dict[str, EntryContext] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.versions_before = {key: level.version for key, level in self.levels.items()}
@@ -80,9 +84,17 @@ class StockTx:
         self.sku_versions = await store.bump_items(self.conn, changed | kits.keys())
         physical = {sku: self.sku_versions[sku] for sku in changed}
         await outbox.add_each(self.conn, [
-            *((event, correlation_id, None) for event in self._stock_events(physical)),
+            *(self._origin(sku, event, correlation_id)
+              for sku, event in self._stock_events(physical)),
             *((event, correlation_id, None) for event in self._kit_events(kits)),
             *self.events])
+
+    def _origin(self, sku: str, event: DomainEvent, correlation_id: str | None
+                ) -> outbox.Outgoing:
+        ctx = self.origins.get(sku)
+        if ctx is None:
+            return event, correlation_id, None
+        return event, ctx.correlation_id, ctx.traceparent
 
     def sold_out_states(self) -> dict[str, tuple[int, bool]]:
         """Each stocked SKU's version and whether nothing of it is left to sell, as committed."""
@@ -107,19 +119,20 @@ class StockTx:
         return stock_view(sku, self.sku_versions.get(sku, item.version), available, own, {},
                           item)
 
-    def _stock_events(self, sku_versions: dict[str, int]) -> list[DomainEvent]:
+    def _stock_events(self, sku_versions: dict[str, int]) -> list[tuple[str, DomainEvent]]:
         """Per touched SKU: one stock_changed per touched level, then the SKU's alerts.
 
         The totals come from the levels this transaction holds (all of the SKU's levels,
         loaded under its lock), so they cost no extra query.
         """
-        events: list[DomainEvent] = []
+        events: list[tuple[str, DomainEvent]] = []
         for sku, version in sorted(sku_versions.items()):
             totals = model.stock_totals(self.sku_levels(sku), self.today)
-            events += [model.stock_changed(level, self._reason(level), version, totals)
+            events += [(sku, model.stock_changed(level, self._reason(level), version, totals))
                        for level in self.touched.values() if level.sku == sku]
-            events += model.sku_alerts(sku, version, self.available_before.get(sku, 0),
-                                       totals.available, self.items[sku].low_stock_threshold)
+            events += [(sku, alert) for alert in model.sku_alerts(
+                sku, version, self.available_before.get(sku, 0), totals.available,
+                self.items[sku].low_stock_threshold)]
         return events
 
     def _kits_moved(self, changed: set[str]) -> dict[str, tuple[int, int]]:

@@ -6,6 +6,11 @@ request that arrives while a batch is in flight joins the next one. The durable 
 (one transaction, one disk flush) is shared by everyone in it, which is what lets one hot key
 serve thousands of requests a second.
 
+A lane may be shared by requests on different keys of their own (`claims`: say, the SKUs each
+one writes): a batch then holds requests whose claims do not overlap, and stops, in arrival order,
+at the first one that would, which starts the next batch. So no batch writes a row twice and each
+request's answer is its own state, as if it had run alone.
+
 A batch that fails as a whole is split: each of its requests is tried alone, so one request that
 breaks something is answered with its own error and never takes its neighbours down with it.
 No request is dropped: every caller gets its outcome or an exception.
@@ -15,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Awaitable, Callable, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -59,11 +64,13 @@ class GroupCommit(Generic[K, R, T]):
     """`submit(key, request)` waits for the batch its request lands in and returns its outcome."""
 
     def __init__(self, decide: Callable[[K, Sequence[R]], Awaitable[Sequence[T | Exception]]],
-                 max_batch: int = 2000, name: str = "lane") -> None:
+                 max_batch: int = 2000, name: str = "lane",
+                 claims: Callable[[R], Iterable[Hashable]] | None = None) -> None:
         # `decide` answers each request of a batch, in order: its result, or the error meant
         # for that caller alone. If it raises, the whole batch failed.
         self._decide = decide
         self._max_batch = max_batch
+        self._claims = claims
         self._lanes: dict[K, _Lane[R, T]] = {}
         self.stats = BatchStats()
         self._sizes = LANE_BATCH_SIZE.labels(name)  # one series per kind of lane, not per key
@@ -94,12 +101,21 @@ class GroupCommit(Generic[K, R, T]):
                 del self._lanes[key]
 
     def _take(self, queue: deque[_Waiting[R, T]]) -> list[_Waiting[R, T]]:
-        """The oldest requests still wanted (a caller that gave up is not decided for)."""
+        """The oldest requests still wanted (a caller that gave up is not decided for), up to
+        the first whose claims overlap an earlier one's."""
         batch: list[_Waiting[R, T]] = []
+        claimed: set[Hashable] = set()
         while queue and len(batch) < self._max_batch:
-            waiting = queue.popleft()
-            if not waiting.answer.done():
-                batch.append(waiting)
+            waiting = queue[0]
+            if waiting.answer.done():
+                queue.popleft()
+                continue
+            if self._claims is not None:
+                wanted = set(self._claims(waiting.request))
+                if batch and not claimed.isdisjoint(wanted):
+                    break
+                claimed |= wanted
+            batch.append(queue.popleft())
         return batch
 
     async def _run(self, key: K, batch: list[_Waiting[R, T]]) -> None:

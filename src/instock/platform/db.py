@@ -115,11 +115,15 @@ class Database:
         # round trip instead of BEGIN, the query and ROLLBACK. Reads that need one snapshot
         # across statements use `snapshot`. The two pools share one budget of connections
         # (2 x pool_size a process, as one pool had): the server's are not unlimited.
+        # Writers keep all of theirs open, no overflow: an overflow connection is closed when
+        # it comes back, and a new one pays its connect and every statement's first prepare
+        # and type lookup again, which under a write load (a batch, a dozen consumers, the
+        # relay and the reconciler at once) was a few percent of the process's CPU.
         readers = max(pool_size // 2, 1)
         if self.is_sqlite:
             kwargs["connect_args"] = {"timeout": 30}
         else:
-            kwargs.update(pool_size=pool_size, max_overflow=max(pool_size - readers, 0))
+            kwargs.update(pool_size=2 * pool_size - readers, max_overflow=0)
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
         self._reader: AsyncEngine = self.engine if self.is_sqlite else create_async_engine(
             self.url, **{**kwargs, "pool_size": readers, "max_overflow": 0},
@@ -452,9 +456,16 @@ async def upsert(conn: AsyncConnection, table: sa.Table, rows: list[dict[str, An
     """Insert rows, or update the non-key columns of those whose keys exist (both dialects)."""
     if not rows:
         return
-    statement = dialect_insert(conn, table)
-    updates = {c: statement.excluded[c] for c in rows[0] if c not in keys}
-    await conn.execute(statement.on_conflict_do_update(index_elements=keys, set_=updates), rows)
+    await conn.execute(_upsert_of(conn.dialect.name, table, tuple(rows[0]), tuple(keys)), rows)
+
+
+@functools.cache
+def _upsert_of(dialect: str, table: sa.Table, columns: tuple[str, ...],
+               keys: tuple[str, ...]) -> Any:
+    """Built once per table and shape (consumers upsert on every event): see `prebuilt`."""
+    statement = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
+    updates = {c: statement.excluded[c] for c in columns if c not in keys}
+    return statement.on_conflict_do_update(index_elements=list(keys), set_=updates)
 
 
 async def insert_missing(conn: AsyncConnection, table: sa.Table,

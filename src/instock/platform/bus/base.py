@@ -45,8 +45,13 @@ class Bus(ABC):
 
     @abstractmethod
     def consume(self, group: str, *, since: datetime | None = None,
-                redeliver_after: float = 30.0, batch: int = 100) -> AsyncIterator[Delivery]:
-        """Deliveries for one member of the durable consumer group `group`, forever."""
+                redeliver_after: float = 30.0, batch: int = 100,
+                types: frozenset[str] | None = None) -> AsyncIterator[Delivery]:
+        """Deliveries for one member of the durable consumer group `group`, forever.
+
+        `types` is a hint: a bus may pass over events of other types (the in-process one
+        does, saving a dozen consumers a decode and an ack of every event they ignore); a
+        consumer still ignores what it does not want."""
 
     @abstractmethod
     def listen(self) -> AsyncIterator[Envelope]:

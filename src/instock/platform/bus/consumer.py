@@ -134,7 +134,8 @@ class Consumer:
 
     async def _receive(self, ready: asyncio.Queue[Delivery], since: datetime | None) -> None:
         async for delivery in self.bus.consume(self.name, since=since,
-                                               redeliver_after=self.redeliver_after):
+                                               redeliver_after=self.redeliver_after,
+                                               types=self.spec.types):
             await ready.put(delivery)
         raise RuntimeError(f"the bus stopped delivering to {self.name}")
 
@@ -151,6 +152,8 @@ class Consumer:
                 together.append(i)
             else:  # on its own: dead-lettered, and the others go on
                 outcomes[i] = await self.handle(envelope)
+        if not together:  # nothing this consumer wants: no transaction at all
+            return [outcomes[i] for i in range(len(envelopes))]
         try:
             applied = await self._apply_batch([envelopes[i] for i in together])
         except asyncio.CancelledError:

@@ -11,7 +11,15 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from instock.platform.bus.base import Envelope
-from instock.platform.db import UTCDateTime, dialect_insert, metadata, upsert, utcnow
+from instock.platform.db import (
+    UTCDateTime,
+    any_of,
+    dialect_insert,
+    metadata,
+    prebuilt,
+    upsert,
+    utcnow,
+)
 from instock.platform.ids import new_id
 
 inbox = sa.Table(
@@ -108,10 +116,15 @@ async def positions_of(conn: AsyncConnection, consumer: str,
     wanted = sorted(set(keys))
     if not wanted:
         return {}
-    query = (sa.select(positions.c.subject, positions.c.sequence)
-             .where(positions.c.consumer == consumer, positions.c.subject.in_(wanted))
-             .order_by(positions.c.subject).with_for_update())
-    return {row.subject: row.sequence for row in await conn.execute(query)}
+    rows = await conn.execute(_POSITIONS(conn), {"consumer": consumer, "subjects": wanted})
+    return {row.subject: row.sequence for row in rows}
+
+
+# Every consumer batch reads its positions: built once (see `platform.db.prebuilt`).
+_POSITIONS = prebuilt(lambda dialect: sa.select(positions.c.subject, positions.c.sequence)
+                      .where(positions.c.consumer == sa.bindparam("consumer"),
+                             any_of(dialect, positions.c.subject, "subjects"))
+                      .order_by(positions.c.subject).with_for_update())
 
 
 async def advance_many(conn: AsyncConnection, consumer: str, newest: dict[str, int]) -> None:

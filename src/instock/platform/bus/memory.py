@@ -103,7 +103,9 @@ class MemoryBus(Bus):
                  listen_buffer: int = DEFAULT_LISTEN_BUFFER) -> None:
         self._maxlen = maxlen
         self._listen_buffer = listen_buffer
-        self._entries: list[tuple[float, bytes]] = []  # (receive time, JSON), oldest first
+        # (receive time, JSON, type), oldest first: the type lets a group pass over what it
+        # does not want without decoding it.
+        self._entries: list[tuple[float, bytes, str]] = []
         self._first_seq = 0  # sequence number of _entries[0]
         self._groups: dict[str, _Group] = {}
         # Weak, so a listen() iterator that is dropped without being closed unregisters itself.
@@ -127,10 +129,10 @@ class MemoryBus(Bus):
             raise RuntimeError("bus is closed")
         # All or nothing: every envelope encodes before any is appended.
         docs = [orjson.dumps(e, option=orjson.OPT_NON_STR_KEYS) for e in envelopes]
-        for doc in docs:
+        for envelope, doc in zip(envelopes, docs, strict=True):
             # Monotonic receive times keep the log sorted for bisect even if the clock steps back.
             now = max(time.time(), self._entries[-1][0] if self._entries else 0.0)
-            self._entries.append((now, doc))
+            self._entries.append((now, doc, str(envelope.get("type", ""))))
             for box in self._mailboxes:
                 box.put(doc)
         self._trim()
@@ -148,12 +150,13 @@ class MemoryBus(Bus):
         return self._first_seq + index
 
     def consume(self, group: str, *, since: datetime | None = None,
-                redeliver_after: float = 30.0, batch: int = 100) -> AsyncIterator[Delivery]:
+                redeliver_after: float = 30.0, batch: int = 100,
+                types: frozenset[str] | None = None) -> AsyncIterator[Delivery]:
         # `batch` has no meaning without round trips: each step takes one message.
-        return self._consume(group, since, redeliver_after)
+        return self._consume(group, since, redeliver_after, types)
 
-    async def _consume(self, name: str, since: datetime | None,
-                       redeliver_after: float) -> AsyncIterator[Delivery]:
+    async def _consume(self, name: str, since: datetime | None, redeliver_after: float,
+                       types: frozenset[str] | None) -> AsyncIterator[Delivery]:
         group = self._groups.get(name)
         if group is None:
             start = self._seq_at(since) if since else self._first_seq
@@ -162,21 +165,23 @@ class MemoryBus(Bus):
             now = time.monotonic()
             seq = group.take_expired(now, self._first_seq)
             if seq is None:
-                seq = self._take_new(group, name)
+                seq = self._take_new(group, name, types)
             if seq is None:
                 await self._wakeup.wait(group.until_next_deadline(now))
                 continue
             yield self._deliver(group, seq, now + redeliver_after)
 
-    def _take_new(self, group: _Group, name: str) -> int | None:
+    def _take_new(self, group: _Group, name: str, types: frozenset[str] | None) -> int | None:
         if group.cursor < self._first_seq:
             log.warning("bus.group_fell_behind", group=name,
                         skipped=self._first_seq - group.cursor)
             group.cursor = self._first_seq
-        if group.cursor >= self._next_seq:
-            return None
-        group.cursor += 1
-        return group.cursor - 1
+        while group.cursor < self._next_seq:
+            group.cursor += 1
+            seq = group.cursor - 1
+            if types is None or self._entries[seq - self._first_seq][2] in types:
+                return seq
+        return None
 
     def _deliver(self, group: _Group, seq: int, deadline: float) -> Delivery:
         token = next(self._tokens)

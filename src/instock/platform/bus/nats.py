@@ -175,7 +175,8 @@ class NatsBus(Bus):
     # -- consumer groups -------------------------------------------------------------------
 
     def consume(self, group: str, *, since: datetime | None = None,
-                redeliver_after: float = 30.0, batch: int = 100) -> AsyncIterator[Delivery]:
+                redeliver_after: float = 30.0, batch: int = 100,
+                types: frozenset[str] | None = None) -> AsyncIterator[Delivery]:
         if not group or any(c in _BAD_NAME_CHARS for c in group):  # fail here, not at first read
             raise ValueError(f"group {group!r} cannot name a NATS consumer (no . * > / \\ blank)")
         config = ConsumerConfig(

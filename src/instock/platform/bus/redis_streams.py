@@ -118,7 +118,8 @@ class RedisStreamsBus(Bus):
     # -- consumer groups -------------------------------------------------------------------
 
     def consume(self, group: str, *, since: datetime | None = None,
-                redeliver_after: float = 30.0, batch: int = 100) -> AsyncIterator[Delivery]:
+                redeliver_after: float = 30.0, batch: int = 100,
+                types: frozenset[str] | None = None) -> AsyncIterator[Delivery]:
         return _Member(self, group, since, redeliver_after, batch).deliveries()
 
     async def _create_group(self, group: str, since: datetime | None) -> None:
