@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 from dataclasses import replace
 from decimal import Decimal
@@ -13,6 +12,7 @@ from instock.catalog.model import CatalogError, Product, ProductPatch
 from instock.platform.bus import Envelope, outbox
 from instock.platform.db import Database, utcnow
 from instock.platform.errors import AlreadyExists, NotFound, PreconditionFailed, ValidationFailed
+from instock.platform.memo import Memo
 from instock.platform.readcache import VersionedCache
 
 # How long a process trusts what it knows of which bundles a SKU is part of. A recipe never
@@ -27,8 +27,9 @@ class CatalogService:
         self.db = db
         self.currency = currency  # a new product's, when its merchandiser names none
         self._recipes: dict[str, dict[str, int]] = {}  # known SKU -> components ({} if none)
-        # SKU -> the bundles it is a component of, and when that was read (see KITS_CACHE_SECONDS)
-        self._kits: dict[str, tuple[frozenset[str], float]] = {}
+        # Component SKU -> the bundles made of it, every bundle at once (see KITS_CACHE_SECONDS):
+        # one small query a few seconds, where one a SKU looked at went with a write in two.
+        self._kits = Memo(self._load_kits, KITS_CACHE_SECONDS)
         # Products for pages that may read a copy (`get_products(cached=)`); never mutated.
         self._copies: VersionedCache[Product] = VersionedCache(read_cache_seconds)
 
@@ -52,8 +53,8 @@ class CatalogService:
                 raise ValidationFailed(exc.field, exc.reason) from exc
             await store.insert_product(conn, product, utcnow())
             await outbox.add(conn, product.events, correlation_id)
-        for component in components:  # this process sees its new kits at once
-            self._kits.pop(component, None)
+        if components:  # this process sees its new kits at once
+            self._kits.forget()
         return product
 
     async def update_product(self, product_id: str, patch: ProductPatch,
@@ -153,19 +154,15 @@ class CatalogService:
         """The bundles any of these SKUs is a component of, with their recipes.
 
         Asked on every stock write (a kit's count moves with its components), so it is answered
-        from memory: a query only for SKUs not looked at in the last KITS_CACHE_SECONDS.
+        from memory: what every bundle is made of, read again after KITS_CACHE_SECONDS.
         """
-        wanted = set(skus)
-        now = time.monotonic()
-        stale = {sku for sku in wanted
-                 if (known := self._kits.get(sku)) is None or now - known[1] >= KITS_CACHE_SECONDS}
-        if stale:
-            async with self.db.read() as conn:
-                found = await store.bundles_of(conn, stale)
-            for sku in stale:
-                self._kits[sku] = (frozenset(found.get(sku, ())), now)
-        kits = {kit for sku in wanted for kit in self._kits[sku][0]}
+        index = await self._kits.get(None)
+        kits = {kit for sku in skus for kit in index.get(sku, ())}
         return await self.recipes(kits) if kits else {}
+
+    async def _load_kits(self, _: None) -> dict[str, frozenset[str]]:
+        async with self.db.read() as conn:
+            return await store.bundles_by_component(conn)
 
     def _unknown(self, skus: set[str]) -> set[str]:
         # Not `skus - self._recipes.keys()`: a set minus a dict's keys walks every key the

@@ -76,15 +76,13 @@ async def recipes(conn: AsyncConnection, skus: Iterable[str]) -> dict[str, dict[
     return out
 
 
-async def bundles_of(conn: AsyncConnection, skus: Iterable[str]) -> dict[str, set[str]]:
-    """Component sku -> the bundles it is part of, for those of `skus` that are in any."""
-    rows = await conn.execute(sa.select(bundle_components.c.component_sku,
-                                        bundle_components.c.bundle_sku).where(
-        bundle_components.c.component_sku.in_(list(skus))))
+async def bundles_by_component(conn: AsyncConnection) -> dict[str, frozenset[str]]:
+    """Every component SKU -> the bundles it is part of."""
     out: dict[str, set[str]] = {}
-    for row in rows:
+    for row in await conn.execute(sa.select(bundle_components.c.component_sku,
+                                            bundle_components.c.bundle_sku)):
         out.setdefault(row.component_sku, set()).add(row.bundle_sku)
-    return out
+    return {sku: frozenset(bundles) for sku, bundles in out.items()}
 
 
 async def insert_product(conn: AsyncConnection, product: Product, now: datetime) -> None:
