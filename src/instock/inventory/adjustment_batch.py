@@ -17,7 +17,7 @@ from instock.inventory.errors import domain_errors
 from instock.inventory.model import Adjustment
 from instock.inventory.unit_of_work import StockTx
 from instock.platform.entry_context import EntryContext
-from instock.platform.errors import Conflict, PreconditionFailed
+from instock.platform.errors import Conflict, PreconditionFailed, VersionConflict
 
 LANE = "adjustments"  # one lane: requests on different SKUs batch together
 
@@ -58,6 +58,8 @@ async def decide(tx: StockTx, batch: Sequence[Adjusting]) -> list[str | Exceptio
         try:
             with domain_errors():
                 await apply(tx, request.adjustment, request.ctx, request.expected_version)
+        except VersionConflict:
+            raise  # a lost race, not a refusal: the whole batch is tried again
         except (Conflict, PreconditionFailed) as refused:
             if len(tx.entries) != entries:  # refused half-way (a transfer's second leg):
                 raise  # only a transaction of its own undoes the first, so the batch splits

@@ -8,13 +8,13 @@ outbox events together. Lost races are retried with jittered backoff, then answe
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, TypeVar
 
 from instock.catalog.service import CatalogService
-from instock.inventory import adjustment_batch, drift, model, store
+from instock.inventory import adjustment_batch, drift, model, store, transition_batch
 from instock.inventory.adjustment_batch import Adjusting
 from instock.inventory.errors import InvalidTransition, domain_errors
 from instock.inventory.events import SKU_EVENTS, ChannelChanged, PolicyChanged
@@ -27,6 +27,7 @@ from instock.inventory.model import (
     StockLevel,
 )
 from instock.inventory.reservation_batch import Hold, ReserveBatch, ReserveRequest, refused_by_flags
+from instock.inventory.transition_batch import Transition
 from instock.inventory.unit_of_work import StockTx, StockView, stock_view
 from instock.platform import held
 from instock.platform.batching import GroupCommit
@@ -93,6 +94,8 @@ class InventoryService:
         # whichever SKUs they hold, in arrival order (a drop's hot SKU and the rest alike).
         self._lanes = GroupCommit[str, Hold, Reservation](
             self._reserve_batch, batch_max, name="reservations")
+        self._transitions = GroupCommit[str, Transition, Reservation](
+            self._transition_batch, batch_max, name="transitions", claims=Transition.claims)
         self._adjustments = GroupCommit[str, Adjusting, StockView](
             self._adjust_batch, batch_max, name="adjustments", claims=Adjusting.claims)
 
@@ -129,12 +132,15 @@ class InventoryService:
     def lane_stats(self) -> dict[str, int]:
         """How the group commit has batched reservations in this process."""
         stats, adjusting = self._lanes.stats, self._adjustments.stats
+        moving = self._transitions.stats
         return {"batches": stats.batches, "requests": stats.requests,
                 "largest_batch": stats.largest, "batch_retries": stats.split,
                 "stock_transactions": self.stock_transactions,
                 "adjustment_batches": adjusting.batches,
                 "adjustment_requests": adjusting.requests,
-                "adjustment_batch_retries": adjusting.split}
+                "adjustment_batch_retries": adjusting.split,
+                "transition_batches": moving.batches, "transition_requests": moving.requests,
+                "transition_batch_retries": moving.split}
 
     # -- locations and channels -------------------------------------------------------------------
 
@@ -410,26 +416,41 @@ class InventoryService:
         return found
 
     async def _transition(self, reservation_id: str, ctx: EntryContext,
-                          change: Callable[[Reservation, datetime], list[Movement]],
-                          check: Callable[[Reservation], None] | None = None) -> Reservation:
+                          change: transition_batch.Change,
+                          check: transition_batch.Check | None = None) -> Reservation:
+        """Through the transitions' group commit, unless the request holds its writes to store
+        its answer with them (an Idempotency-Key): that needs a transaction of its own."""
+        transition = Transition(reservation_id, ctx, change, check)
+        if held.writing() is None:
+            return await self._transitions.submit(transition_batch.LANE, transition)
         async with self.db.read() as conn:
             skus = await store.reservation_skus(conn, reservation_id)
         if not skus:
-            raise NotFound(f"reservation {reservation_id} does not exist")
+            raise transition_batch.missing(reservation_id)
 
         async def work(tx: StockTx) -> Reservation:
-            # Read again under the SKU locks: this is the state no one else can change now.
             reservation = await store.get_reservation(tx.conn, reservation_id)
             assert reservation is not None
-            if check is not None:
-                check(reservation)
-            before = reservation.status
-            tx.move(change(reservation, tx.now), replace(ctx, reference=reservation_id))
-            await store.update_reservation(tx.conn, reservation, before, tx.now)
-            tx.emit(reservation.events, ctx.correlation_id, ctx.traceparent)
+            await transition_batch.apply(tx, reservation, transition)
             return reservation
 
         return await self._write(skus, work, ctx.correlation_id)
+
+    async def _transition_batch(self, _: str, batch: Sequence[Transition]
+                                ) -> list[Reservation | Exception]:
+        async with self.db.read() as conn:
+            skus = await store.skus_of_reservations(conn, (t.reservation_id for t in batch))
+        present = [t for t in batch if skus.get(t.reservation_id)]
+        decided: dict[str, Reservation | Exception] = {}
+        if present:
+            async def work(tx: StockTx) -> list[Reservation | Exception]:
+                return await transition_batch.decide(tx, present)
+
+            wanted = set().union(*(skus[t.reservation_id] for t in present))
+            for t, outcome in zip(present, await self._write(wanted, work, None), strict=True):
+                decided[t.reservation_id] = outcome
+        return [decided[t.reservation_id] if t.reservation_id in decided
+                else transition_batch.missing(t.reservation_id) for t in batch]
 
     async def commit(self, reservation_id: str, ctx: EntryContext,
                      check: Callable[[Reservation], None] | None = None) -> Reservation:

@@ -1,5 +1,5 @@
-"""Adjustments that arrive together share one transaction (the adjustments' group commit), and
-each is still answered alone: its own state and version, its own refusal, its own events."""
+"""Adjustments and reservation transitions that arrive together share one transaction (their
+group commits), and each is still answered alone: its own state, refusal and events."""
 
 from __future__ import annotations
 
@@ -11,11 +11,13 @@ import pytest
 import sqlalchemy as sa
 
 from instock.app import Container
-from instock.inventory.errors import StockRuleViolated
-from instock.inventory.model import Adjustment, AdjustmentKind
+from instock.inventory.errors import InvalidTransition, StockRuleViolated
+from instock.inventory.model import Adjustment, AdjustmentKind, Line, ReservationStatus
+from instock.inventory.reservation_batch import ReserveRequest
 from instock.inventory.unit_of_work import StockView
 from instock.platform.bus.outbox import outbox
 from instock.platform.entry_context import EntryContext
+from instock.platform.errors import NotFound
 from tests.integration.helpers import add_location, add_product, counting, receive
 
 SKUS = [f"B-{n:02d}" for n in range(20)]
@@ -113,4 +115,33 @@ async def test_a_transfer_refused_half_way_splits_its_batch_and_leaves_no_trace(
     assert {lv.location: lv.buckets.on_hand for lv in view.levels} == {"wh": 13, "shop": 3}
     assert [e.kind for e in await c.inventory.ledger("B-01", 100)] == [
         "receive", "receive", "receive"]
+    assert (await c.inventory.audit()).problems == []
+
+
+async def test_transitions_that_arrive_together_share_a_transaction(c: Container) -> None:
+    """Commits and releases of many reservations at once: batched, each answered alone (the
+    same reservation twice: the second sees the first's outcome; an unknown one: 404)."""
+    held = [await c.inventory.reserve(ReserveRequest([Line(sku, 2)]), ctx(n))
+            for n, sku in enumerate(SKUS * 2)]
+    before = c.inventory.lane_stats()
+    commits = [c.inventory.commit(r.id, ctx(100 + n)) for n, r in enumerate(held[:30])]
+    releases = [c.inventory.release(r.id, ctx(200 + n)) for n, r in enumerate(held[30:])]
+    twice = c.inventory.release(held[0].id, ctx(300))
+    unknown = c.inventory.commit("no-such-reservation", ctx(301))
+    outcomes = await asyncio.gather(*commits, *releases, twice, unknown,
+                                    return_exceptions=True)
+    after = c.inventory.lane_stats()
+
+    assert [o.status for o in outcomes[:40]] == (  # type: ignore[union-attr]
+        [ReservationStatus.COMMITTED] * 30 + [ReservationStatus.RELEASED] * 10)
+    assert isinstance(outcomes[40], InvalidTransition)  # already committed just before
+    assert isinstance(outcomes[41], NotFound)
+    batches = after["transition_batches"] - before["transition_batches"]
+    assert after["transition_requests"] - before["transition_requests"] == 42
+    assert batches < 42 / 3, "transitions that arrive together batch"
+    for sku in SKUS:
+        view = await c.inventory.stock(sku)
+        n = SKUS.index(sku)
+        committed = 2 * ((n < 30) + (n + 20 < 30))
+        assert (view.totals.reserved, view.totals.committed) == (0, committed)
     assert (await c.inventory.audit()).problems == []
