@@ -16,7 +16,7 @@ import sqlite3
 import tempfile
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -38,13 +38,26 @@ def fresh_database(backend: str, tmp_path: Path) -> Iterator[str]:
     if backend == "sqlite":
         yield f"sqlite+aiosqlite:///{tmp_path / 'instock-test.db'}"
         return
+    with _pg_database() as url:
+        yield url
+
+
+@contextmanager
+def _pg_database(template: str | None = None) -> Iterator[str]:
+    """A PostgreSQL database of its own (a copy of `template`, if given), dropped afterwards."""
     assert PG_URL is not None, "PostgreSQL tests need INSTOCK_TEST_DATABASE_URL"
     name = f"instock_t_{uuid.uuid4().hex[:12]}"
-    asyncio.run(pg_admin(PG_URL, f'CREATE DATABASE "{name}"'))
+    copy = f' TEMPLATE "{template}"' if template else ""
+    asyncio.run(pg_admin(PG_URL, f'CREATE DATABASE "{name}"{copy}'))
     try:
-        yield sa.make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+        yield _pg_url(name)
     finally:
         asyncio.run(pg_admin(PG_URL, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def _pg_url(name: str) -> str:
+    assert PG_URL is not None
+    return sa.make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
 
 
 _TEMPLATES: dict[str, str] = {}
@@ -62,13 +75,11 @@ def _template(backend: str) -> str:
                 db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             _TEMPLATES[backend] = path
         else:
-            assert PG_URL is not None, "PostgreSQL tests need INSTOCK_TEST_DATABASE_URL"
-            name = f"instock_tpl_{uuid.uuid4().hex[:12]}"
-            asyncio.run(pg_admin(PG_URL, f'CREATE DATABASE "{name}"'))
-            atexit.register(lambda: asyncio.run(
-                pg_admin(PG_URL or "", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')))
-            upgrade(sa.make_url(PG_URL).set(database=name).render_as_string(hide_password=False))
-            _TEMPLATES[backend] = name
+            kept = ExitStack()  # dropped when the run ends
+            atexit.register(kept.close)
+            url = kept.enter_context(_pg_database())
+            upgrade(url)
+            _TEMPLATES[backend] = str(sa.make_url(url).database)
     return _TEMPLATES[backend]
 
 
@@ -81,13 +92,8 @@ def migrated_database(backend: str, tmp_path: Path) -> Iterator[str]:
         shutil.copyfile(template, path)
         yield f"sqlite+aiosqlite:///{path}"
         return
-    assert PG_URL is not None
-    name = f"instock_t_{uuid.uuid4().hex[:12]}"
-    asyncio.run(pg_admin(PG_URL, f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
-    try:
-        yield sa.make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
-    finally:
-        asyncio.run(pg_admin(PG_URL, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with _pg_database(template) as url:
+        yield url
 
 
 TEST_SECRET = "test-secret-that-is-long-enough-for-hs256-keys"
