@@ -440,17 +440,14 @@ class InventoryService:
                                 ) -> list[Reservation | Exception]:
         async with self.db.read() as conn:
             skus = await store.skus_of_reservations(conn, (t.reservation_id for t in batch))
-        present = [t for t in batch if skus.get(t.reservation_id)]
-        decided: dict[str, Reservation | Exception] = {}
-        if present:
-            async def work(tx: StockTx) -> list[Reservation | Exception]:
-                return await transition_batch.decide(tx, present)
+        wanted = set().union(*skus.values())
+        if not wanted:  # none of them exists
+            return [transition_batch.missing(t.reservation_id) for t in batch]
 
-            wanted = set().union(*(skus[t.reservation_id] for t in present))
-            for t, outcome in zip(present, await self._write(wanted, work, None), strict=True):
-                decided[t.reservation_id] = outcome
-        return [decided[t.reservation_id] if t.reservation_id in decided
-                else transition_batch.missing(t.reservation_id) for t in batch]
+        async def work(tx: StockTx) -> list[Reservation | Exception]:
+            return await transition_batch.decide(tx, batch)  # answers the missing ones too
+
+        return await self._write(wanted, work, None)
 
     async def commit(self, reservation_id: str, ctx: EntryContext,
                      check: Callable[[Reservation], None] | None = None) -> Reservation:

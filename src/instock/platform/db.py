@@ -463,7 +463,7 @@ async def upsert(conn: AsyncConnection, table: sa.Table, rows: list[dict[str, An
 def _upsert_of(dialect: str, table: sa.Table, columns: tuple[str, ...],
                keys: tuple[str, ...]) -> Any:
     """Built once per table and shape (consumers upsert on every event): see `prebuilt`."""
-    statement = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
+    statement = _insert_construct(dialect, table)
     updates = {c: statement.excluded[c] for c in columns if c not in keys}
     return statement.on_conflict_do_update(index_elements=list(keys), set_=updates)
 
@@ -508,8 +508,12 @@ def _insert_of(table: sa.Table) -> sa.Insert:
 
 
 def dialect_insert(conn: AsyncConnection, table: sa.Table) -> Any:
+    return _insert_construct(conn.dialect.name, table)
+
+
+def _insert_construct(dialect: str, table: sa.Table) -> Any:
     # Both dialects spell ON CONFLICT the same way, but through their own insert constructs.
-    if conn.dialect.name == "postgresql":
+    if dialect == "postgresql":
         return postgresql.insert(table)
     return sqlite.insert(table)
 
