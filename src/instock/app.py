@@ -143,6 +143,7 @@ class Container:
         return Consumer(self.db, self.bus, self.consumer_specs()[name],
                         attempts=self.settings.consumer_attempts,
                         redeliver_after=self.settings.consumer_redeliver_seconds,
+                        linger=self.settings.consumer_linger_seconds,
                         validate=schemas.validate)
 
     async def close(self) -> None:

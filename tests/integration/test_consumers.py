@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -15,6 +16,7 @@ from instock.platform.bus.outbox import outbox
 from instock.platform.db import utcnow
 from instock.platform.ids import new_id
 from instock.recommendations import store as recs_store
+from tests.integration.test_relay import running
 
 
 def envelope(subject: str, sequence: int, **data: Any) -> Envelope:
@@ -209,3 +211,38 @@ async def test_a_read_every_event_needs_is_made_once_per_transaction(
     await worker.handle(envelope("D", 1))
     await worker.handle(envelope("E", 1))
     assert len(reads) == 3  # one transaction each
+
+
+
+@pytest.mark.parametrize(("linger", "first_batch"), [(0.5, 4), (0.0, 1)])
+async def test_a_lingering_consumer_takes_what_arrives_behind_its_first_event_in_one_batch(
+        container: Container, linger: float, first_batch: int) -> None:
+    """With `linger`, events that follow the first one within it share its transaction; without,
+    the first is handled at once, alone."""
+    batches: list[int] = []
+    seen: list[int] = []
+
+    async def handler(conn: AsyncConnection, env: Envelope) -> None:
+        seen.append(env["sequence"])
+
+    worker = Consumer(container.db, container.bus,
+                      ConsumerSpec("lingering", frozenset({"test.thing.v1"}), handler),
+                      linger=linger)
+    real_batch = worker.handle_batch
+
+    async def counted(envelopes: Any) -> list[str]:
+        batches.append(len(envelopes))
+        return await real_batch(envelopes)
+
+    worker.handle_batch = counted  # type: ignore[method-assign]
+    async with running(worker.run()):
+        await asyncio.sleep(0.2)  # the consumer group exists before anything is published
+        for i in range(4):
+            await container.bus.publish([envelope("L", i + 1)])
+            await asyncio.sleep(0.05)
+        for _ in range(200):
+            if len(seen) == 4:
+                break
+            await asyncio.sleep(0.02)
+    assert seen == [1, 2, 3, 4]
+    assert batches[0] == first_batch, batches

@@ -26,6 +26,7 @@ from instock.platform.db import (
     UTCDateTime,
     among,
     any_of,
+    array_rows,
     insert_missing,
     insert_rows,
     metadata,
@@ -590,6 +591,8 @@ async def ledger_after(conn: AsyncConnection, skus: Iterable[str],
     """The SKUs' entries after each level's version in `after` (all of a level not in it), in
     fold order: a key range per checkpointed level, so a check reads what is new."""
     wanted = set(skus)
+    if conn.dialect.name == "postgresql":
+        return await _ledger_after_by_arrays(conn, wanted, after)
     known: dict[str, list[str]] = {}
     for sku, location in after:
         if sku in wanted:
@@ -608,6 +611,30 @@ async def ledger_after(conn: AsyncConnection, skus: Iterable[str],
         rows = await conn.execute(sa.select(ledger).where(
             sa.or_(*ranges[start:start + RANGES_PER_STATEMENT])))
         entries += map(_entry, rows)
+    return sorted(entries, key=lambda e: (e.sku, e.location, e.version))
+
+
+async def _ledger_after_by_arrays(conn: AsyncConnection, wanted: set[str],
+                                  after: dict[tuple[str, str], int]) -> list[LedgerEntry]:
+    """`ledger_after` in two statements of fixed text whatever the number of SKUs: the new
+    entries of each checkpointed level (a range scan each), and every entry of the SKUs' other
+    levels (never checkpointed)."""
+    c = ledger.c
+    checked = [(sku, location, version) for (sku, location), version in after.items()
+               if sku in wanted]
+    entries: list[LedgerEntry] = []
+    if checked:
+        keys = array_rows("k", sku=(c.sku, [k[0] for k in checked]),
+                          location=(c.location, [k[1] for k in checked]),
+                          version=(c.version, [k[2] for k in checked]))
+        entries += map(_entry, await conn.execute(sa.select(ledger).join(keys, sa.and_(
+            c.sku == keys.c.sku, c.location == keys.c.location, c.version > keys.c.version))))
+    levels = array_rows("k", sku=(c.sku, [k[0] for k in checked]),
+                        location=(c.location, [k[1] for k in checked]))
+    entries += map(_entry, await conn.execute(
+        sa.select(ledger).outerjoin(levels, sa.and_(c.sku == levels.c.sku,
+                                                    c.location == levels.c.location))
+        .where(among(conn, c.sku, sorted(wanted)), levels.c.sku.is_(None))))
     return sorted(entries, key=lambda e: (e.sku, e.location, e.version))
 
 

@@ -554,6 +554,17 @@ def among(conn: AsyncConnection, column: sa.ColumnElement[Any],
     return column.in_(wanted)
 
 
+def array_rows(name: str, **columns: tuple[sa.ColumnElement[Any], Iterable[Any]]
+               ) -> sa.TableValuedAlias:
+    """PostgreSQL only: rows given as one array parameter per column, `unnest(:a, :b, ...) AS
+    name(a, b, ...)`, to join a table against many keys at once. Like `among`, one SQL text and
+    one cached compilation whatever the count; an OR of per-key conditions is built, keyed and
+    compiled anew on every call (milliseconds of the event loop for a few hundred keys)."""
+    arrays = [sa.literal(list(values), postgresql.ARRAY(column.type))
+              for column, values in columns.values()]
+    return sa.func.unnest(*arrays).table_valued(*columns).render_derived(name=name)
+
+
 # -- a person's rows, for export and erasure (rare, so plain statements) ----------------------
 
 async def rows_where(conn: AsyncConnection, column: sa.Column[Any],

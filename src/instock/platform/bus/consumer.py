@@ -91,13 +91,15 @@ class ConsumerSpec:
 
 class Consumer:
     def __init__(self, db: Database, bus: Bus, spec: ConsumerSpec, *, attempts: int = 5,
-                 redeliver_after: float = 30.0, validate: Validator | None = None) -> None:
+                 redeliver_after: float = 30.0, validate: Validator | None = None,
+                 linger: float = 0.0) -> None:
         self.db = db
         self.bus = bus
         self.spec = spec
         self.attempts = attempts
         self.redeliver_after = redeliver_after
         self.validate = validate
+        self.linger = linger
         self._oldest_in_hand: float | None = None  # the epoch time of the oldest event held
         # Read at each scrape, so a consumer stuck on an event shows its lag growing.
         CONSUMER_LAG.labels(spec.name).set_function(self._lag)
@@ -115,7 +117,7 @@ class Consumer:
         reader = asyncio.create_task(self._receive(ready, since))
         try:
             while True:
-                batch = await _burst(ready, reader)
+                batch = await _burst(ready, reader, self.linger)
                 self._oldest_in_hand = event_time(batch[0].envelope)
                 started = time.perf_counter()
                 await self.handle_batch([delivery.envelope for delivery in batch])
@@ -292,9 +294,14 @@ class Consumer:
         return outcome
 
 
-async def _burst(ready: asyncio.Queue[Delivery], reader: asyncio.Task[None]) -> list[Delivery]:
-    """The next delivery, waited for, and every one already behind it (up to BATCH_MAX); the
-    reader's failure if it stops first."""
+# A lingering consumer looks at its queue this many times while it waits.
+LINGER_LOOKS = 5
+
+
+async def _burst(ready: asyncio.Queue[Delivery], reader: asyncio.Task[None],
+                 linger: float = 0.0) -> list[Delivery]:
+    """The next delivery, waited for, and every one behind it (up to BATCH_MAX) by `linger`
+    seconds later or as soon as the queue is full; the reader's failure if it stops first."""
     if ready.empty():
         first = asyncio.ensure_future(ready.get())
         done, _ = await asyncio.wait([first, reader], return_when=asyncio.FIRST_COMPLETED)
@@ -304,6 +311,10 @@ async def _burst(ready: asyncio.Queue[Delivery], reader: asyncio.Task[None]) -> 
         batch = [await first]
     else:
         batch = [ready.get_nowait()]
+    for _ in range(LINGER_LOOKS if linger > 0 else 0):
+        if ready.full():  # a full batch waits for no one
+            break
+        await asyncio.sleep(linger / LINGER_LOOKS)
     while len(batch) < BATCH_MAX and not ready.empty():
         batch.append(ready.get_nowait())
     return batch
