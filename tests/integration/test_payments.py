@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from instock.payments.errors import (
     CircuitOpen,
@@ -19,7 +21,7 @@ from instock.payments.errors import (
     PaymentStateConflict,
     PaymentUnavailable,
 )
-from instock.payments.model import PaymentStatus
+from instock.payments.model import Payment, PaymentStatus
 from instock.payments.providers import Resilient, make_provider
 from instock.payments.service import PaymentsService
 from instock.platform.db import Database
@@ -264,3 +266,42 @@ async def test_refunding_more_than_was_captured_is_refused(payments: Rig) -> Non
     await payments.service.refund(payment.id, Decimal("15"), idempotency_key=new_id())
     with pytest.raises(PaymentStateConflict):  # the provider refuses: only 5 are left
         await payments.service.refund(payment.id, Decimal("10"), idempotency_key=new_id())
+
+
+async def test_a_callers_write_commits_with_the_providers_answer_or_not_at_all(
+        payments: Rig) -> None:
+    """`then` (a checkout's saga storing its step done) runs in the transaction that stores the
+    provider's answer: when it fails, the answer is not stored either, and a retry with the key
+    stores both."""
+    async with payments.db.write() as conn:
+        await conn.execute(sa.text("CREATE TABLE test_then (payment_id VARCHAR(40), "
+                                   "status VARCHAR(20))"))
+
+    async def record(conn: AsyncConnection, payment: Payment) -> None:
+        await conn.execute(sa.text("INSERT INTO test_then VALUES (:p, :s)"),
+                           {"p": payment.id, "s": payment.status.value})
+
+    async def broken(conn: AsyncConnection, payment: Payment) -> None:
+        await record(conn, payment)
+        raise RuntimeError("the caller's write failed")
+
+    key = new_id()
+    with pytest.raises(RuntimeError):
+        await payments.service.authorise(order_id="order-1", amount=Decimal("5"), currency="EUR",
+                                         idempotency_key=key, then=broken)
+    (pending,) = await payments.service.for_order("order-1")
+    assert pending.status is S.PENDING
+
+    async def rows() -> list[tuple[str, str]]:
+        async with payments.db.read() as conn:
+            found = await conn.execute(sa.text("SELECT payment_id, status FROM test_then"))
+            return [(r[0], r[1]) for r in found]
+
+    assert await rows() == []
+    again = await payments.service.authorise(order_id="order-1", amount=Decimal("5"),
+                                             currency="EUR", idempotency_key=key, then=record)
+    assert (again.id, again.status) == (pending.id, S.AUTHORISED)
+    assert await rows() == [(again.id, "authorised")]
+    captured = await payments.service.capture(again.id, idempotency_key=new_id(), then=record)
+    assert captured.status is S.CAPTURED
+    assert await rows() == [(again.id, "authorised"), (again.id, "captured")]

@@ -31,7 +31,7 @@ from instock.inventory.service import InventoryService
 from instock.orders import store
 from instock.orders.model import FailureKind, Order, OrderStatus, Saga, Step
 from instock.payments.errors import CircuitOpen, PaymentDeclined, PaymentUnavailable
-from instock.payments.model import PaymentStatus
+from instock.payments.model import CAPTURED_FAMILY, Payment, PaymentStatus
 from instock.payments.service import PaymentsService
 from instock.platform.bus import outbox
 from instock.platform.db import Database, utcnow
@@ -207,14 +207,22 @@ class SagaRunner:
             await outbox.add(conn, order.events, correlation_id)
             order.events.clear()
             if finishing is not None:
-                advanced = replace(finishing, plan=list(finishing.plan),
-                                   data=dict(finishing.data))
-                advanced.succeeded(self.clock())
-                await self._save(conn, advanced)
+                advanced = await self._store_done(conn, finishing)
         if finishing is not None and advanced is not None:  # committed: the step is done
-            vars(finishing).update(vars(advanced))
-            self._stored.add(finishing.id)
+            self._done(finishing, advanced)
         return order
+
+    async def _store_done(self, conn: AsyncConnection, saga: Saga, **data: Any) -> Saga:
+        """Store, in the caller's transaction, the saga with its current step done (and
+        `data` added): a copy, which `_done` makes the saga's own once that has committed."""
+        advanced = replace(saga, plan=list(saga.plan), data={**saga.data, **data})
+        advanced.succeeded(self.clock())
+        await self._save(conn, advanced)
+        return advanced
+
+    def _done(self, saga: Saga, advanced: Saga) -> None:
+        vars(saga).update(vars(advanced))
+        self._stored.add(saga.id)
 
     async def _save(self, conn: AsyncConnection, saga: Saga) -> None:
         """Store the saga's progress, keeping its lease while it has a step due now."""
@@ -274,13 +282,21 @@ class SagaRunner:
 
     async def _authorise(self, saga: Saga) -> None:
         terms = await self._terms(saga)
+        advanced: list[Saga] = []
+
+        async def done(conn: AsyncConnection, payment: Payment) -> None:
+            if payment.status is PaymentStatus.AUTHORISED:
+                advanced.append(await self._store_done(conn, saga, payment_id=payment.id))
+
         try:
             payment = await self.payments.authorise(
                 order_id=saga.order_id, amount=terms.total, currency=terms.currency,
-                idempotency_key=f"saga:{saga.id}:authorise")
+                idempotency_key=f"saga:{saga.id}:authorise", then=done)
         except PaymentDeclined as exc:
             raise StepFailed(FailureKind.PAYMENT_DECLINED, str(exc)) from exc
         saga.data["payment_id"] = payment.id
+        if advanced:  # stored with the provider's answer
+            self._done(saga, advanced[0])
 
     async def _commit(self, saga: Saga) -> None:
         ctx = self._ctx(saga, "checkout")
@@ -295,11 +311,19 @@ class SagaRunner:
                 raise StepFailed(FailureKind.HOLD_EXPIRED, str(exc)) from exc
 
     async def _capture(self, saga: Saga) -> None:
+        advanced: list[Saga] = []
+
+        async def done(conn: AsyncConnection, payment: Payment) -> None:
+            if payment.status in CAPTURED_FAMILY:
+                advanced.append(await self._store_done(conn, saga))
+
         try:
             await self.payments.capture(str(saga.data["payment_id"]),
-                                        idempotency_key=f"saga:{saga.id}:capture")
+                                        idempotency_key=f"saga:{saga.id}:capture", then=done)
         except PaymentDeclined as exc:
             raise StepFailed(FailureKind.PAYMENT_DECLINED, str(exc)) from exc
+        if advanced:  # stored with the provider's answer
+            self._done(saga, advanced[0])
 
     async def _fulfil(self, saga: Saga) -> None:
         payment_id = str(saga.data["payment_id"])

@@ -16,6 +16,7 @@ payment it already made instead of charging twice.
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -40,6 +41,13 @@ log = structlog.get_logger(__name__)
 CURRENCY = re.compile(r"^[A-Z]{3}$")
 
 
+# A caller's own write, made with the payment's state in the one transaction that stores a
+# provider's answer: a checkout's saga stores that its step is done there, so the two cannot
+# part and the step costs no transaction of its own. Called with the payment as stored (it
+# decides from its status); not called when the provider was not asked (nothing new to store).
+AlsoWrite = Callable[[AsyncConnection, Payment], Awaitable[None]]
+
+
 class PaymentsService:
     def __init__(self, db: Database, provider: PaymentProvider, *,
                  webhook_tolerance_seconds: float = 300) -> None:
@@ -49,10 +57,11 @@ class PaymentsService:
         self.webhook_tolerance = webhook_tolerance_seconds
 
     async def authorise(self, *, order_id: str, amount: Decimal, currency: str,
-                        idempotency_key: str) -> Payment:
+                        idempotency_key: str, then: AlsoWrite | None = None) -> Payment:
         """Hold `amount` for the order; returns the payment, `authorised`. Raises
         PaymentDeclined (402), PaymentUnavailable (503; the outcome may be unknown: retry with
-        the same key), CircuitOpen (503, no call made)."""
+        the same key), CircuitOpen (503, no call made). `then`: the caller's own write, made in
+        the transaction that stores the provider's answer (see `AlsoWrite`)."""
         currency = currency.upper()
         minor = _minor(amount, currency)
         _check_key(idempotency_key)
@@ -63,20 +72,22 @@ class PaymentsService:
                 f"idempotency key {idempotency_key!r} was used for {payment.amount} "
                 f"{payment.currency} on order {payment.order_id}")
         if payment.status is S.PENDING:
-            payment = await self._ask_provider(payment, minor)
+            payment = await self._ask_provider(payment, minor, then)
         if payment.status in (S.DECLINED, S.FAILED):
             raise PaymentDeclined(payment.decline_reason or payment.status.value, payment.id)
         return payment
 
-    async def capture(self, payment_id: str, *, idempotency_key: str) -> Payment:
-        """Take the held money; `captured`. Capturing a captured payment returns it."""
+    async def capture(self, payment_id: str, *, idempotency_key: str,
+                      then: AlsoWrite | None = None) -> Payment:
+        """Take the held money; `captured`. Capturing a captured payment returns it.
+        `then`: as for `authorise`."""
         payment = await self.get(payment_id)
         if payment.status in model.CAPTURED_FAMILY:
             return payment
         _require(payment, model.CAPTURABLE, "captured")
         assert payment.provider_ref is not None  # an authorisation always names it
         return await self._apply(payment.id, await self.provider.capture(
-            payment.provider_ref, idempotency_key=idempotency_key))
+            payment.provider_ref, idempotency_key=idempotency_key), then)
 
     async def void(self, payment_id: str, *, idempotency_key: str) -> Payment:
         """Release the held money; `voided`. Voiding a voided, declined or failed payment
@@ -158,20 +169,25 @@ class PaymentsService:
         assert existing is not None
         return existing
 
-    async def _ask_provider(self, payment: Payment, minor: int) -> Payment:
+    async def _ask_provider(self, payment: Payment, minor: int,
+                            then: AlsoWrite | None = None) -> Payment:
         try:
             news = await self.provider.authorise(
                 payment_id=payment.id, order_id=payment.order_id, amount_minor=minor,
                 currency=payment.currency, idempotency_key=payment.idempotency_key)
         except PaymentDeclined as declined:
             news = Observation(S.DECLINED, declined.provider_ref, decline_reason=declined.reason)
-        return await self._apply(payment.id, news)
+        return await self._apply(payment.id, news, then)
 
-    async def _apply(self, payment_id: str, news: Observation) -> Payment:
+    async def _apply(self, payment_id: str, news: Observation,
+                     then: AlsoWrite | None = None) -> Payment:
         async with self.db.write() as conn:
             payment = await store.get(conn, payment_id, lock=True)
             assert payment is not None  # payments are never deleted
-            return await _merge(conn, payment, news)
+            after = await _merge(conn, payment, news)
+            if then is not None:
+                await then(conn, after)
+            return after
 
 
 async def _merge(conn: AsyncConnection, payment: Payment, news: Observation) -> Payment:
