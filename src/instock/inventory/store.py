@@ -622,15 +622,16 @@ async def _ledger_after_by_arrays(conn: AsyncConnection, wanted: set[str],
     c = ledger.c
     checked = [(sku, location, version) for (sku, location), version in after.items()
                if sku in wanted]
+    skus = [sku for sku, _, _ in checked]
+    locations = [location for _, location, _ in checked]
+    versions = [version for _, _, version in checked]
     entries: list[LedgerEntry] = []
     if checked:
-        keys = array_rows("k", sku=(c.sku, [k[0] for k in checked]),
-                          location=(c.location, [k[1] for k in checked]),
-                          version=(c.version, [k[2] for k in checked]))
+        keys = array_rows("k", sku=(c.sku, skus), location=(c.location, locations),
+                          version=(c.version, versions))
         entries += map(_entry, await conn.execute(sa.select(ledger).join(keys, sa.and_(
             c.sku == keys.c.sku, c.location == keys.c.location, c.version > keys.c.version))))
-    levels = array_rows("k", sku=(c.sku, [k[0] for k in checked]),
-                        location=(c.location, [k[1] for k in checked]))
+    levels = array_rows("k", sku=(c.sku, skus), location=(c.location, locations))
     entries += map(_entry, await conn.execute(
         sa.select(ledger).outerjoin(levels, sa.and_(c.sku == levels.c.sku,
                                                     c.location == levels.c.location))

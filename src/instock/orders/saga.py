@@ -13,7 +13,7 @@ import contextlib
 import os
 import signal
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -32,7 +32,7 @@ from instock.orders import store
 from instock.orders.model import FailureKind, Order, OrderStatus, Saga, Step
 from instock.payments.errors import CircuitOpen, PaymentDeclined, PaymentUnavailable
 from instock.payments.model import CAPTURED_FAMILY, Payment, PaymentStatus
-from instock.payments.service import PaymentsService
+from instock.payments.service import AlsoWrite, PaymentsService
 from instock.platform.bus import outbox
 from instock.platform.db import Database, utcnow
 from instock.platform.entry_context import EntryContext
@@ -280,23 +280,34 @@ class SagaRunner:
 
         await self.change_order(saga.order_id, adopt, _correlation(saga), finishing=saga)
 
-    async def _authorise(self, saga: Saga) -> None:
-        terms = await self._terms(saga)
+    def _done_with_payment(self, saga: Saga, reached: Collection[PaymentStatus]
+                           ) -> tuple[AlsoWrite, Callable[[], None]]:
+        """The saga's current step stored done (the payment's id in its data) in the
+        transaction that stores the provider's answer, when the payment has `reached` one of
+        these: the write to hand the payments service, and what to call once it returned."""
         advanced: list[Saga] = []
 
-        async def done(conn: AsyncConnection, payment: Payment) -> None:
-            if payment.status is PaymentStatus.AUTHORISED:
+        async def store_done(conn: AsyncConnection, payment: Payment) -> None:
+            if payment.status in reached:
                 advanced.append(await self._store_done(conn, saga, payment_id=payment.id))
 
+        def done() -> None:
+            if advanced:  # stored with the provider's answer
+                self._done(saga, advanced[0])
+
+        return store_done, done
+
+    async def _authorise(self, saga: Saga) -> None:
+        terms = await self._terms(saga)
+        store_done, done = self._done_with_payment(saga, {PaymentStatus.AUTHORISED})
         try:
             payment = await self.payments.authorise(
                 order_id=saga.order_id, amount=terms.total, currency=terms.currency,
-                idempotency_key=f"saga:{saga.id}:authorise", then=done)
+                idempotency_key=f"saga:{saga.id}:authorise", then=store_done)
         except PaymentDeclined as exc:
             raise StepFailed(FailureKind.PAYMENT_DECLINED, str(exc)) from exc
         saga.data["payment_id"] = payment.id
-        if advanced:  # stored with the provider's answer
-            self._done(saga, advanced[0])
+        done()
 
     async def _commit(self, saga: Saga) -> None:
         ctx = self._ctx(saga, "checkout")
@@ -311,19 +322,14 @@ class SagaRunner:
                 raise StepFailed(FailureKind.HOLD_EXPIRED, str(exc)) from exc
 
     async def _capture(self, saga: Saga) -> None:
-        advanced: list[Saga] = []
-
-        async def done(conn: AsyncConnection, payment: Payment) -> None:
-            if payment.status in CAPTURED_FAMILY:
-                advanced.append(await self._store_done(conn, saga))
-
+        store_done, done = self._done_with_payment(saga, CAPTURED_FAMILY)
         try:
             await self.payments.capture(str(saga.data["payment_id"]),
-                                        idempotency_key=f"saga:{saga.id}:capture", then=done)
+                                        idempotency_key=f"saga:{saga.id}:capture",
+                                        then=store_done)
         except PaymentDeclined as exc:
             raise StepFailed(FailureKind.PAYMENT_DECLINED, str(exc)) from exc
-        if advanced:  # stored with the provider's answer
-            self._done(saga, advanced[0])
+        done()
 
     async def _fulfil(self, saga: Saga) -> None:
         payment_id = str(saga.data["payment_id"])
