@@ -9,17 +9,33 @@ CHROMIUM := /usr/bin/chromium
 # The observability tests check the alert rules with promtool and run a real Prometheus and
 # Alertmanager (Debian's packages; their services, if the package starts them, are not used).
 PROMTOOL := /usr/bin/promtool
+# The fleet (`make fleet`) and its tests put Debian's HAProxy in front of the API processes.
+HAPROXY := /usr/sbin/haproxy
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint venv clean
+.PHONY: run test lint venv proto clean lock audit fleet
 
-$(STAMP): pyproject.toml
+# Every package of the tree, pinned with its hashes (requirements.lock, made from pyproject.toml
+# by `make lock`), pip and the build backend included; then instock itself on top, resolving
+# nothing more. Optional heavy packages (torch) are not in it: what needs them says so.
+$(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --require-hashes -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-venv: $(STAMP)
+# The gRPC stubs (src/instock/rpc/*_pb2*.py), generated from proto/ by grpcio-tools: built
+# here, never committed. After a change to a .proto, `make proto` (any target below does it).
+PROTOS := $(wildcard proto/instock/rpc/*.proto)
+STUBS := src/instock/rpc/.generated
+$(STUBS): $(PROTOS) $(STAMP)
+	$(BIN)/python -m grpc_tools.protoc -I proto --python_out=src --pyi_out=src \
+		--grpc_python_out=src $(PROTOS)
+	touch $@
+
+proto: $(STUBS)
+
+venv: $(STAMP) $(STUBS)
 
 $(CHROMIUM):
 	$(SUDO) apt-get update -qq
@@ -29,19 +45,38 @@ $(PROMTOOL):
 	$(SUDO) apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq prometheus prometheus-alertmanager
 
+# The package's own service, if it starts one, is not used: the fleet runs its own haproxy.
+$(HAPROXY):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq haproxy
+
+# HAProxy in front of `instock fleet up`'s API processes and workers, on the configured
+# database and bus (INSTOCK_DATABASE_URL, INSTOCK_BUS_URL: a shared bus is required).
+fleet: $(STAMP) $(STUBS) $(HAPROXY)
+	$(BIN)/instock fleet up
+
 # Spans go to the console (one JSON line each, beside the logs) unless told otherwise:
 # `INSTOCK_TRACE_CONSOLE=false make run`, or INSTOCK_OTLP_ENDPOINT for a collector.
-run: $(STAMP)
+run: $(STAMP) $(STUBS)
 	INSTOCK_TRACE_CONSOLE=$${INSTOCK_TRACE_CONSOLE:-true} $(BIN)/instock serve --demo
 
-test: $(STAMP) $(CHROMIUM) $(PROMTOOL)
-	$(BIN)/ruff check src tests
+test: $(STAMP) $(STUBS) $(CHROMIUM) $(PROMTOOL) $(HAPROXY)
+	$(BIN)/ruff check src tests tools
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	$(BIN)/pytest -q
 
-lint: $(STAMP)
-	$(BIN)/ruff check src tests
+# After a change to the dependencies in pyproject.toml.
+lock: $(STAMP)
+	$(BIN)/pip-compile --quiet --extra dev --all-build-deps --generate-hashes --allow-unsafe \
+		--strip-extras --no-header --output-file requirements.lock pyproject.toml
+
+# Known vulnerabilities in the locked tree (needs pypi.org; says so and exits 3 without it).
+audit: $(STAMP)
+	$(BIN)/python tools/audit.py
+
+lint: $(STAMP) $(STUBS)
+	$(BIN)/ruff check src tests tools
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 

@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import functools
 import os
 import shutil
+import socket
 import sqlite3
+import subprocess
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -105,7 +109,9 @@ def make_settings(database_url: str, tmp_path: Path, **overrides: object) -> Set
         "run_sweeper": False, "run_relay": False, "run_consumers": False,
         "run_webhook_delivery": False, "run_sagas": False, "run_recommender": False,
         "run_reconciler": False,
-        "migrate_on_start": False, "log_level": "warning", "tune_gc": False}
+        "migrate_on_start": False, "log_level": "warning", "tune_gc": False,
+        # The tests' receivers and marketplaces listen on 127.0.0.1 (platform/outbound.py).
+        "outbound_allow_loopback": True}
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
 
@@ -117,15 +123,53 @@ def instock_env(database_url: str, tmp_path: Path, **extra: str) -> dict[str, st
     """The environment for running the `instock` command on a test database."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("INSTOCK_")}
     env.update(INSTOCK_DATABASE_URL=database_url, INSTOCK_JWT_SECRET=TEST_SECRET,
-               INSTOCK_STATE_DIR=str(tmp_path / "state"), INSTOCK_LOG_LEVEL="warning")
+               INSTOCK_STATE_DIR=str(tmp_path / "state"), INSTOCK_LOG_LEVEL="warning",
+               INSTOCK_OUTBOUND_ALLOW_LOOPBACK="true",
+               # No balancer in front: a stopped server need not wait to leave its rotation.
+               INSTOCK_DRAIN_SECONDS="0")
     env.update(extra)
     return env
 
 
 REDIS_URL = os.environ.get("INSTOCK_TEST_REDIS_URL")
 NATS_URL = os.environ.get("INSTOCK_TEST_NATS_URL")
+RABBITMQ_URL = os.environ.get("INSTOCK_TEST_RABBITMQ_URL")
 
 
 def bus_urls() -> list[str]:
-    """Bus URLs to run bus tests against: memory:// always, Redis and NATS when CI provides them."""
-    return ["memory://"] + [url for url in (REDIS_URL, NATS_URL) if url]
+    """Bus URLs to run bus tests against: memory:// always; Redis, NATS and RabbitMQ when CI
+    provides them."""
+    rabbitmq = rabbitmq_streams(RABBITMQ_URL) if RABBITMQ_URL else None
+    return ["memory://"] + [url for url in (REDIS_URL, NATS_URL, rabbitmq) if url]
+
+
+def _answers(host: str, port: int) -> bool:
+    try:
+        socket.create_connection((host, port), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
+@functools.cache
+def rabbitmq_streams(url: str, wait: float = 60.0) -> str:
+    """`url`, once RabbitMQ's stream protocol answers on its port. Its plugin ships disabled:
+    if the port is closed it is enabled on the local node (`rabbitmq-plugins enable` is
+    idempotent), then the port is waited for. Once per run."""
+    from instock.platform.bus.rabbitmq_link import Address
+
+    address = Address.from_url(url)
+    if _answers(address.host, address.port):
+        return url
+    if shutil.which("rabbitmq-plugins") is None:
+        raise RuntimeError(f"RabbitMQ's stream port {address.host}:{address.port} is closed "
+                           "and rabbitmq-plugins is not here to enable rabbitmq_stream")
+    subprocess.run(["rabbitmq-plugins", "enable", "rabbitmq_stream"], check=True,
+                   capture_output=True, timeout=120)
+    deadline = time.monotonic() + wait
+    while not _answers(address.host, address.port):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"RabbitMQ's stream port {address.host}:{address.port} did not "
+                               f"open within {wait:.0f} s of enabling rabbitmq_stream")
+        time.sleep(0.5)
+    return url

@@ -37,6 +37,7 @@ class Receiver:
     port: int = field(default_factory=free_port)
     secrets: dict[str, str] = field(default_factory=dict)  # path -> signing secret
     answers: dict[str, int] = field(default_factory=dict)  # path -> status (default 200)
+    locations: dict[str, str] = field(default_factory=dict)  # path -> Location (redirects)
     received: list[Received] = field(default_factory=list)
     _server: asyncio.Server | None = None
 
@@ -74,7 +75,9 @@ class Receiver:
             status = self.answers.get(path, 200)
             self.received.append(Received(path, headers, body,
                                           self._verified(path, body, headers), status))
-            writer.write(f"HTTP/1.1 {status} {REASONS.get(status, 'Status')}\r\n"
+            location = (f"Location: {self.locations[path]}\r\n"
+                        if path in self.locations else "")
+            writer.write(f"HTTP/1.1 {status} {REASONS.get(status, 'Status')}\r\n{location}"
                          "Content-Length: 0\r\nConnection: close\r\n\r\n".encode())
             await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError):

@@ -3,27 +3,31 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
 from functools import partial
+from pathlib import Path
 from typing import Any
 
+import grpc
 import structlog
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from opentelemetry.sdk.trace.export import SpanExporter
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
+import instock.analytics.api
 import instock.catalog.api
 import instock.channels.api
 import instock.customers.api
 import instock.customers.store
 import instock.experiments.api
 import instock.experiments.store
+import instock.identity.api
 import instock.inventory.api
 import instock.inventory.store
 import instock.live.api
@@ -42,6 +46,8 @@ import instock.waitlist.api
 import instock.waitlist.store
 import instock.webhooks.api
 import instock.webhooks.store
+from instock import rate_limits, services
+from instock.analytics.service import AnalyticsService
 from instock.catalog.service import CatalogService
 from instock.channels.connector import connector_factory
 from instock.channels.service import ChannelsService
@@ -49,6 +55,10 @@ from instock.config import Settings, get_settings
 from instock.customers.service import CustomersService
 from instock.experiments.service import CONVERSIONS, ExperimentsService
 from instock.graphql_schema import graphql_schema
+from instock.identity.service import IdentityService
+from instock.inventory.grpc import SERVICE_NAME as INVENTORY_RPC
+from instock.inventory.grpc import InventoryServicer, RemoteInventory
+from instock.inventory.port import Inventory
 from instock.inventory.service import InventoryService
 from instock.live import model as live_model
 from instock.live.events import Update
@@ -68,19 +78,27 @@ from instock.platform.bus.health import BackboneMonitor
 from instock.platform.bus.relay import Relay
 from instock.platform.cache import grouped_cache
 from instock.platform.db import Database
+from instock.platform.drain import Drain, Duties, readiness_refusal
+from instock.platform.edges import ANY, EdgeMiddleware, EdgeRules
 from instock.platform.flags import versioned_flags
 from instock.platform.graphql import (
     InstockGraphQLRouter,
     Results,
 )
 from instock.platform.idempotency import IdempotencyMiddleware
+from instock.platform.outbound import OutboundGuard
 from instock.platform.personal import TABLES as PLATFORM_TABLES
 from instock.platform.personal import PlatformTraces
+from instock.platform.ratelimit import RateLimitMiddleware
+from instock.platform.rpc import CallPolicy, RpcServer, start_server
 from instock.platform.runtime import tune_for_throughput
+from instock.platform.tokens import hmac_key, private_key, public_key
 from instock.polls.service import PollSettings, PollsService
 from instock.privacy.model import PersonalData
 from instock.privacy.service import PrivacyService, load_keyring
 from instock.recommendations.engine import MODEL_NAMES
+from instock.recommendations.grpc import SERVICE_NAME as RECOMMENDATIONS_RPC
+from instock.recommendations.grpc import RecommendationsServicer
 from instock.recommendations.service import (
     AVAILABILITY,
     CATALOGUE,
@@ -94,7 +112,7 @@ from instock.reconciliation.service import ReconcileSettings, ReconciliationServ
 from instock.waitlist.service import WaitlistService, WaveSettings
 from instock.web import pages
 from instock.webhooks.service import FANOUT, Policy, WebhooksService
-from instock.workers import worker_duties
+from instock.workers import publish_refusals, worker_duties
 
 log = structlog.get_logger(__name__)
 
@@ -122,6 +140,8 @@ class Container:
     platform_traces: PlatformTraces
     polls: PollsService
     notifications: NotificationsService
+    identity: IdentityService
+    analytics: AnalyticsService
 
     def relay(self) -> Relay:
         # The relay checks events against the models the published schemas are generated
@@ -130,14 +150,20 @@ class Container:
         return Relay(self.db, self.bus, validate=schemas.validate_model,
                      retention=timedelta(seconds=self.settings.outbox_retention_seconds))
 
-    def consumer_specs(self) -> dict[str, ConsumerSpec]:
-        """Every durable consumer of this code base, by name."""
-        specs = [AVAILABILITY, CATALOGUE, self.waitlist.notifier(),
-                 self.notifications.consumer(), FANOUT, self.channels.stock_consumer(),
-                 self.channels.orders_consumer(), PAYMENT_EVENTS, CONVERSIONS, POLL_ANSWERS,
-                 PROFILES, self.customers.poll_answers_consumer(),
-                 self.customers.behaviour_consumer()]
-        return {spec.name: spec for spec in specs}
+    def consumer_specs(self, contexts: frozenset[str] = services.ALL) -> dict[str, ConsumerSpec]:
+        """The durable consumers of the given contexts (every one of this code base by
+        default), by name."""
+        by_context = {
+            "recommendations": [AVAILABILITY, CATALOGUE, POLL_ANSWERS, PROFILES],
+            "waitlist": [self.waitlist.notifier()],
+            "notifications": [self.notifications.consumer()], "webhooks": [FANOUT],
+            "channels": [self.channels.stock_consumer(), self.channels.orders_consumer()],
+            "payments": [PAYMENT_EVENTS], "experiments": [CONVERSIONS],
+            "customers": [self.customers.poll_answers_consumer(),
+                          self.customers.behaviour_consumer()],
+            "analytics": [self.analytics.consumer()]}
+        return {spec.name: spec for context, specs in by_context.items()
+                if context in contexts for spec in specs}
 
     def consumer(self, name: str) -> Consumer:
         return Consumer(self.db, self.bus, self.consumer_specs()[name],
@@ -147,6 +173,8 @@ class Container:
                         validate=schemas.validate)
 
     async def close(self) -> None:
+        if isinstance(self.orders.inventory, RemoteInventory):
+            await self.orders.inventory.close()
         await self.experiments.close()
         await self.recommendations.cache.close()
         await self.inventory.sold_out.close()
@@ -169,7 +197,7 @@ def build(settings: Settings | None = None, span_exporter: SpanExporter | None =
     db = Database(settings.database_url, pool_size=settings.db_pool_size)
     tracing.instrument_engines(db.engines)
     tokens_secret = load_or_create_secret(settings.jwt_secret, settings.state_dir)
-    tokens = TokenAuthority(tokens_secret, settings.jwt_issuer, settings.jwt_ttl_seconds)
+    tokens = token_authority(settings, tokens_secret)
     catalog_service = CatalogService(db, settings.currency, settings.read_cache_seconds)
     inventory_service = InventoryService(
         db, catalog_service, default_ttl_seconds=settings.reservation_ttl_seconds,
@@ -180,22 +208,29 @@ def build(settings: Settings | None = None, span_exporter: SpanExporter | None =
         # serve several deployments (or test databases).
         sold_out=versioned_flags(settings.redis_url, settings.sold_out_ttl_seconds,
                                  f"sold_out:{db.url.database}"))
+    # Orders call inventory where it runs: in this process, or over gRPC when this process
+    # does not serve it and the settings say where it is served.
+    inventory: Inventory = inventory_service
+    if "inventory" not in settings.served and settings.inventory_url:
+        inventory = RemoteInventory(settings.inventory_url, tokens, CallPolicy(
+            settings.grpc_deadline_seconds, settings.grpc_attempts))
+    guard = outbound_guard(settings)
     webhooks = WebhooksService(db, Policy(
         attempts=settings.webhook_attempts, backoff_base=settings.webhook_backoff_base_seconds,
         backoff_max=settings.webhook_backoff_max_seconds,
-        timeout=settings.webhook_timeout_seconds))
+        timeout=settings.webhook_timeout_seconds), guard=guard)
     payments = PaymentsService(
         db, make_provider(settings),
         webhook_tolerance_seconds=settings.payments_webhook_tolerance_seconds)
-    runner = SagaRunner(db, inventory_service, payments, SagaSettings(
+    runner = SagaRunner(db, inventory, payments, SagaSettings(
         settings.saga_lease_seconds, settings.saga_max_attempts, settings.saga_kill_after))
-    orders = OrdersService(db, catalog_service, inventory_service, runner, OrderSettings(
+    orders = OrdersService(db, catalog_service, inventory, runner, OrderSettings(
         settings.currency, settings.cart_hold_seconds, settings.checkout_hold_seconds,
         settings.saga_inline))
     channels = ChannelsService(
         db, inventory_service,
         connectors=connector_factory(settings.connector_timeout_seconds,
-                                     settings.connector_attempts),
+                                     settings.connector_attempts, guard), guard=guard,
         webhook_tolerance_seconds=settings.marketplace_webhook_tolerance_seconds,
         order_attempts=settings.channel_order_attempts, orders=orders)
     recommendations = RecommendationsService(
@@ -210,6 +245,7 @@ def build(settings: Settings | None = None, span_exporter: SpanExporter | None =
     privacy = PrivacyService(db, load_keyring(settings.pii_master_keys,
                                               settings.pii_master_key_file, settings.state_dir))
     customers = CustomersService(db, privacy)
+    polls = PollsService(db, PollSettings(settings.poll_minutes_between))
     db.on_commit(partial(keep_copies_fresh, catalog_service, inventory_service))
     container = Container(settings, db, tokens, catalog_service, inventory_service,
                           WaitlistService(db, catalog_service, inventory_service, WaveSettings(
@@ -221,8 +257,14 @@ def build(settings: Settings | None = None, span_exporter: SpanExporter | None =
                               db, inventory_service, catalog_service, orders, recommendations,
                               channels, reconcile_settings(settings)),
                           privacy, customers, PlatformTraces(db),
-                          PollsService(db, PollSettings(settings.poll_minutes_between)),
-                          notifications_service(settings, db, customers, tokens_secret))
+                          polls,
+                          notifications_service(settings, db, customers, tokens_secret),
+                          IdentityService(db, tokens,
+                                          token_ttl_seconds=settings.oauth_token_ttl_seconds,
+                                          revocation_poll_seconds=(
+                                              settings.oauth_revocation_poll_seconds)),
+                          AnalyticsService(db, catalog_service, inventory_service,
+                                           recommendations, polls))
     container.backbone.consumers = list(container.consumer_specs())
     privacy.registry = personal_data(container)
     return container
@@ -274,13 +316,46 @@ def keep_copies_fresh(catalog: CatalogService, inventory: InventoryService,
 
 
 def background_work(container: Container, hub: LiveHub) -> list[Coroutine[Any, Any, None]]:
-    """What an API process runs beside serving requests, as settings ask."""
-    work: list[Coroutine[Any, Any, None]] = [hub.run(),
-                                             container.experiments.run_exposure_writer(),
-                                             container.backbone.run()]
-    if container.settings.run_recommender:
+    """What an API process runs beside serving requests, as settings ask, for its services:
+    live push, keeping its copies fresh and following revocations it always needs."""
+    served = container.settings.served
+    work: list[Coroutine[Any, Any, None]] = [hub.run(), container.backbone.run(),
+                                             container.identity.follow_revocations()]
+    if "experiments" in served:
+        work.append(container.experiments.run_exposure_writer())
+    if "inventory" in served:
+        work.append(publish_refusals(container.inventory))
+    if container.settings.run_recommender and "recommendations" in served:
         work.append(container.recommendations.run(container.bus))
     return work + worker_duties(container)
+
+
+# Each context's REST routes (mounted in the order of services.CONTEXTS).
+ROUTERS = {"recommendations": instock.recommendations.api.router,
+           "inventory": instock.inventory.api.router, "live": instock.live.api.router,
+           "catalog": instock.catalog.api.router, "waitlist": instock.waitlist.api.router,
+           "customers": instock.customers.api.router, "privacy": instock.privacy.api.router,
+           "polls": instock.polls.api.router,
+           "notifications": instock.notifications.api.router,
+           "orders": instock.orders.api.router, "payments": instock.payments.api.router,
+           "webhooks": instock.webhooks.api.router, "channels": instock.channels.api.router,
+           "experiments": instock.experiments.api.router,
+           "reconciliation": instock.reconciliation.api.router,
+           "identity": instock.identity.api.router, "analytics": instock.analytics.api.router}
+
+
+async def serve_rpc(container: Container) -> RpcServer | None:
+    """The gRPC services of this process's contexts, on INSTOCK_GRPC_PORT (none: None)."""
+    served, tokens = container.settings.served, container.tokens
+    add: list[tuple[str, Callable[[grpc.aio.Server], None]]] = []
+    if "inventory" in served:
+        add.append((INVENTORY_RPC, InventoryServicer(container.inventory, tokens).add_to))
+    if "recommendations" in served:
+        add.append((RECOMMENDATIONS_RPC, RecommendationsServicer(
+            container.recommendations, tokens).add_to))
+    if not add:
+        return None
+    return await start_server(container.settings.host, container.settings.grpc_port, add)
 
 
 def live_hub(container: Container) -> LiveHub:
@@ -301,6 +376,26 @@ def live_hub(container: Container) -> LiveHub:
                    heartbeat_seconds=container.settings.live_heartbeat_seconds)
 
 
+def token_authority(settings: Settings, secret: str) -> TokenAuthority:
+    """The keys tokens are signed and verified with, as the settings name them."""
+    previous = [hmac_key(s.strip()) for s in settings.jwt_previous_secrets.split(",")
+                if s.strip()]
+    previous += [public_key(Path(p.strip()).read_bytes())
+                 for p in settings.jwt_previous_public_key_files.split(",") if p.strip()]
+    signing = (private_key(settings.jwt_private_key_file.read_bytes())
+               if settings.jwt_private_key_file else None)
+    return TokenAuthority(secret, settings.jwt_issuer, settings.jwt_ttl_seconds,
+                          audience=settings.jwt_audience,
+                          leeway_seconds=settings.jwt_leeway_seconds, previous=previous,
+                          signing=signing)
+
+
+def outbound_guard(settings: Settings) -> OutboundGuard:
+    ports = frozenset(int(p) for p in settings.outbound_ports.split(",") if p.strip())
+    return OutboundGuard(allow_loopback=settings.outbound_allow_loopback, ports=ports,
+                         hosts={k.lower(): v for k, v in settings.outbound_hosts.items()})
+
+
 def create_app(settings: Settings | None = None,
                span_exporter: SpanExporter | None = None) -> FastAPI:
     container = build(settings, span_exporter)
@@ -310,26 +405,29 @@ def create_app(settings: Settings | None = None,
         log.info("tracing_on", otlp=settings.otlp_endpoint, console=settings.trace_console,
                  sample_ratio=settings.trace_sample_ratio)
     hub = live_hub(container)
+    limiter = rate_limits.limiter(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if settings.migrate_on_start:
             from instock.migrate import upgrade
             await asyncio.to_thread(upgrade, settings.database_url)
-        tasks = [asyncio.create_task(work) for work in background_work(container, hub)]
+        duties = Duties(background_work(container, hub))
         if settings.tune_gc:
             tune_for_throughput()
+        rpc = await serve_rpc(container) if settings.grpc_port else None
         yield
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if rpc is not None:  # calls in flight finish, as requests do
+            await rpc.stop(settings.shutdown_timeout_seconds)
+        await duties.stop(settings.shutdown_timeout_seconds)  # batches in hand finish first
+        if limiter is not None:
+            await limiter.close()
         await container.close()
 
     app = FastAPI(title="instock", version="0.1.0", lifespan=lifespan,
                   description="Inventory that is never oversold, live stock, recommendations.")
     app.state.settings = settings
+    app.state.drain = Drain(settings.drain_seconds)  # stopping gracefully: platform/serving.py
     app.state.tokens = container.tokens
     app.state.catalog = container.catalog
     app.state.inventory = container.inventory
@@ -346,6 +444,8 @@ def create_app(settings: Settings | None = None,
     app.state.reconciliation = container.reconciliation
     app.state.experiments = container.experiments
     app.state.recommendations = container.recommendations
+    app.state.identity = container.identity
+    app.state.analytics = container.analytics
     app.state.channel_stock = channel_stock(container.inventory)
     app.state.graphql_results = Results()
     errors.install_handlers(app)
@@ -356,30 +456,36 @@ def create_app(settings: Settings | None = None,
                            allow_origins=[o.strip() for o in
                                           settings.poll_widget_origins.split(",") if o.strip()],
                            allow_headers=["Content-Type", "Authorization"], max_age=600)
+    if limiter is not None:  # outside the idempotency middleware: a refusal touches no table
+        app.add_middleware(RateLimitMiddleware, limiter=limiter, tokens=container.tokens,
+                           exempt=rate_limits.EXEMPT)
+    app.add_middleware(EdgeMiddleware, rules=EdgeRules(
+        settings.max_body_bytes, settings.max_json_depth, media_types={
+            # Signed inbound webhooks verify their raw bytes whatever they are labelled; a
+            # mail client's one-click unsubscribe posts a form (RFC 8058).
+            "/v1/webhooks/payments/": ANY, "/v1/webhooks/marketplaces/": ANY,
+            "/v1/notifications/unsubscribe": ANY,
+            "/v1/oauth/token": frozenset({"application/x-www-form-urlencoded"})}))
+    # The client's address, for the limits and the logs: X-Forwarded-For only from a trusted
+    # proxy (`instock serve` turns uvicorn's own handling off, which trusts 127.0.0.1).
+    app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=rate_limits.trusted_proxies(settings))
     telemetry.install(app)  # added last, so outermost: it times and logs everything
     tracing.instrument_app(app)  # around even that: its log lines name the request's span
     # A request is matched against the routes in this order, one pattern at a time (about a
     # third of a millisecond through all of them): the storefront's hottest routes come first,
     # its product page (GraphQL) before all.
-    app.include_router(InstockGraphQLRouter(graphql_schema(settings)), prefix="/graphql",
-                       include_in_schema=False)
-    app.include_router(instock.recommendations.api.router)
-    app.include_router(instock.inventory.api.router)
-    app.include_router(instock.live.api.router)
-    app.include_router(instock.catalog.api.router)
-    app.include_router(instock.waitlist.api.router)
-    app.include_router(instock.customers.api.router)
-    app.include_router(instock.privacy.api.router)
-    app.include_router(instock.polls.api.router)
-    app.include_router(instock.notifications.api.router)
-    app.include_router(instock.orders.api.router)
-    app.include_router(instock.payments.api.router)
-    app.include_router(instock.webhooks.api.router)
-    app.include_router(instock.channels.api.router)
-    app.include_router(instock.experiments.api.router)
-    app.include_router(instock.reconciliation.api.router)
-    app.include_router(pages.router)
-    app.mount("/static", pages.static_files, name="static")
+    # Only the services this process serves (instock/services.py).
+    schema = graphql_schema(settings)
+    if schema is not None:
+        app.include_router(InstockGraphQLRouter(schema), prefix="/graphql",
+                           include_in_schema=False)
+    for name in services.CONTEXTS:
+        if name in settings.served:
+            # Any route may be refused by a rate limit (or a limit that fails closed).
+            app.include_router(ROUTERS[name], responses=errors.problem_responses(429, 503))
+    if "web" in settings.served:
+        app.include_router(pages.router)
+        app.mount("/static", pages.static_files, name="static")
 
     @app.get("/livez", include_in_schema=False)
     async def livez() -> dict[str, str]:
@@ -387,6 +493,8 @@ def create_app(settings: Settings | None = None,
 
     @app.get("/readyz", include_in_schema=False)
     async def readyz() -> JSONResponse:
+        if app.state.drain.draining:  # stopping: the load balancer must take us out first
+            return errors.problem_response(readiness_refusal())
         ready, checks = await health.readiness(
             health.dependencies(container.db, container.bus, container.recommendations.cache
                                 if container.settings.redis_url else None),

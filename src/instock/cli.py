@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -14,8 +15,10 @@ from typing import TypeVar
 import typer
 from rich.console import Console
 
+from instock.analytics.cli import analytics_app
 from instock.app import Container, build
 from instock.bench.cli import bench_app
+from instock.fleet.cli import fleet_app
 from instock.platform.auth import Role
 from instock.privacy.cli import privacy_app
 from instock.recommendations.cli import recs_app
@@ -35,9 +38,11 @@ app.add_typer(seed_app, name="seed")
 app.add_typer(audit_app, name="audit")
 app.add_typer(worker_app, name="worker")
 app.add_typer(recs_app, name="recs")
+app.add_typer(analytics_app, name="analytics")
 app.add_typer(reconcile_app, name="reconcile")
 app.add_typer(privacy_app, name="privacy")
 app.add_typer(bench_app, name="bench")
+app.add_typer(fleet_app, name="fleet")  # HAProxy, API processes, workers: `make fleet`
 # Local stand-ins for the outside world (payments, marketplaces), each its own process.
 sandbox_app = typer.Typer(help="Local simulators of outside services.", no_args_is_help=True)
 app.add_typer(sandbox_app, name="sandbox")
@@ -98,37 +103,54 @@ def token(role: Role = typer.Option(..., "--role", help="the role the token carr
 def serve(host: str | None = typer.Option(None, "--host"),
           port: int | None = typer.Option(None, "--port"),
           demo: bool = typer.Option(False, "--demo", help="load the demo catalogue first"),
-          workers: int = typer.Option(1, "--workers", help="API processes")) -> None:
-    """Serve the API (migrating first)."""
-    import uvicorn
-
+          workers: int = typer.Option(1, "--workers", help="API processes"),
+          certfile: Path | None = typer.Option(
+              None, "--certfile", help="serve HTTPS with this PEM certificate (chain)"),
+          keyfile: Path | None = typer.Option(
+              None, "--keyfile", help="the certificate's PEM private key"),
+          services: str | None = typer.Option(
+              None, "--services", help="only these contexts, e.g. inventory,catalog,live "
+              "(INSTOCK_SERVICES; default all)")) -> None:
+    """Serve the API (migrating first); over TLS with --certfile and --keyfile."""
+    if (certfile is None) != (keyfile is None):
+        raise typer.BadParameter("give both --certfile and --keyfile, or neither",
+                                 param_hint="--certfile/--keyfile")
+    only(services)
     from instock.config import get_settings
+    from instock.platform import serving
+    from instock.services import describe
 
+    if demo and "INSTOCK_OUTBOUND_ALLOW_LOOPBACK" not in os.environ:
+        # The demo's sandboxes (a marketplace, webhook receivers) listen on this machine.
+        os.environ["INSTOCK_OUTBOUND_ALLOW_LOOPBACK"] = "true"
+        get_settings.cache_clear()
     settings = get_settings()
     host, port = host or settings.host, port or settings.port
     if demo:
         seed_demo()
-    else:
+    elif settings.migrate_on_start:  # off: migrated already (`instock fleet up` does it once)
         migrate()
     container = build()
     admin = container.tokens.mint(Role.ADMIN, "admin")
-    err.print(f"instock on [bold]http://{host}:{port}[/bold]  ·  API docs: "
-              f"[bold]http://{host}:{port}/docs[/bold]  ·  database: {container.db.backend}",
+    scheme = "https" if certfile else "http"
+    err.print(f"instock on [bold]{scheme}://{host}:{port}[/bold]  ·  API docs: "
+              f"[bold]{scheme}://{host}:{port}/docs[/bold]  ·  database: {container.db.backend}"
+             f"  ·  services: {describe(settings.served)}",
               soft_wrap=True)
     err.print(f"admin token (valid {settings.jwt_ttl_seconds // 3600} h):")
     typer.echo(admin, err=True)  # unwrapped, so it can be copied whole
     shopper = container.tokens.mint(Role.CUSTOMER, "demo-shopper")
     err.print("the drop storefront, signed in as a shopper, and the operations console:")
-    typer.echo(f"http://{host}:{port}/#token={shopper}", err=True)
-    typer.echo(f"http://{host}:{port}/ops#token={admin}", err=True)
-    err.print(f"GraphQL (GraphiQL in a browser): [bold]http://{host}:{port}/graphql[/bold]",
+    typer.echo(f"{scheme}://{host}:{port}/#token={shopper}", err=True)
+    typer.echo(f"{scheme}://{host}:{port}/ops#token={admin}", err=True)
+    err.print(f"GraphQL (GraphiQL in a browser): [bold]{scheme}://{host}:{port}/graphql[/bold]",
               soft_wrap=True)
     with contextlib.ExitStack() as beside:
         if demo and settings.payment_provider == "sandbox":
             from instock.sandbox.payments import beside_the_demo
 
             if beside.enter_context(beside_the_demo(
-                    settings.payments_url, f"http://{host}:{port}/v1/webhooks/payments/sandbox",
+                    settings.payments_url, f"{scheme}://{host}:{port}/v1/webhooks/payments/sandbox",
                     settings.payments_webhook_secret)):
                 err.print(f"payment sandbox on [bold]{settings.payments_url}[/bold]")
         if demo:
@@ -138,8 +160,15 @@ def serve(host: str | None = typer.Option(None, "--host"),
                 err.print(f"SMTP sink on [bold]{settings.smtp_url}[/bold]: mail lands in "
                           f"{mail_dir()}; read it with `instock mail list` / "
                           "`instock mail show N`")
-        uvicorn.run("instock.app:create_app", factory=True, host=host, port=port,
-                    workers=workers, log_level="warning", access_log=False)
+        # proxy_headers off: the app's own middleware trusts only INSTOCK_TRUSTED_PROXIES.
+        # Stopped by SIGTERM it drains first (platform/serving.py): out of the balancer's
+        # rotation, live clients sent away with a reconnect hint, requests in flight finished.
+        serving.run("instock.app:create_app", host=host, port=port,
+                    workers=workers, log_level="warning", access_log=False,
+                    proxy_headers=False,
+                    timeout_graceful_shutdown=settings.shutdown_timeout_seconds,
+                    ssl_certfile=str(certfile) if certfile else None,
+                    ssl_keyfile=str(keyfile) if keyfile else None)
 
 
 @audit_app.command("verify")
@@ -156,11 +185,30 @@ def audit_verify() -> None:
     sys.exit(1)
 
 
+def only(services: str | None) -> None:
+    """`--services`: this process (and the API processes it starts) serve only these."""
+    if services is None:
+        return
+    from instock import services as names
+    from instock.config import get_settings
+
+    try:
+        names.parse(services)
+    except names.UnknownService as exc:
+        raise typer.BadParameter(str(exc), param_hint="--services") from None
+    os.environ["INSTOCK_SERVICES"] = services
+    get_settings.cache_clear()
+
+
 @worker_app.command("all")
-def worker_all() -> None:
+def worker_all(services: str | None = typer.Option(
+        None, "--services", help="only these contexts' work, e.g. orders,payments "
+        "(INSTOCK_SERVICES; default all)")) -> None:
     """Everything an API process does behind the API (relay, consumers, sweeper, sagas,
     webhook delivery, channels, reconciliation; INSTOCK_RUN_* turn parts off), forever: for a
     fleet whose API processes run with those off and serve requests only."""
+    only(services)
+    from instock.platform.drain import run_until_signalled
     from instock.workers import worker_duties
 
     async def work(container: Container) -> None:
@@ -168,7 +216,9 @@ def worker_all() -> None:
         if not duties:
             err.print("[yellow]nothing to do: every INSTOCK_RUN_* duty is off[/yellow]")
             return
-        await asyncio.gather(*duties)
+        # SIGTERM (or Ctrl-C): the batches in hand finish, then the duties stop; what is
+        # received and not yet acked is redelivered to the other workers anyway.
+        await run_until_signalled(duties, container.settings.shutdown_timeout_seconds)
 
     with_container(work)
 

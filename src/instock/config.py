@@ -6,14 +6,26 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AwareDatetime, Field
+from pydantic import AwareDatetime, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from instock import services
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="INSTOCK_", extra="ignore")
 
     database_url: str = "sqlite+aiosqlite:///./instock.db"
+    # Which contexts this process serves (instock/services.py): `all`, or a list such as
+    # `inventory,catalog,live`; its routes, GraphQL fields, gRPC services and background work.
+    services: str = "all"
+    # gRPC (platform/rpc.py): the port this process serves its contexts' gRPC services on (0:
+    # none), and where a context this process does not run is served: orders call inventory
+    # there (grpc://host:port) when inventory is not among its services, else in-process.
+    grpc_port: int = Field(default=0, ge=0, le=65535)
+    inventory_url: str | None = Field(default=None, pattern=r"^grpc://[^/]+$")
+    grpc_deadline_seconds: float = Field(default=5.0, gt=0)
+    grpc_attempts: int = Field(default=3, ge=1)
     bus_url: str = "memory://"
     redis_url: str | None = None
     # Connections per process (and as many again in overflow); PostgreSQL allows ~100 in all.
@@ -27,7 +39,48 @@ class Settings(BaseSettings):
     # format; with neither, one is created on first run under state_dir and kept there.
     pii_master_keys: str | None = None
     pii_master_key_file: Path | None = None
+    # Rate limits (instock.rate_limits declares every policy): on unless "off"; overrides map
+    # a policy's name to its limit, e.g. {"customer": "100/minute"} (JSON in the environment).
+    # Counters are shared in Redis when redis_url is set, else kept in each process.
+    rate_limits: Literal["on", "off"] = "on"
+    rate_limit_overrides: dict[str, str] = Field(default_factory=dict)
+    # Analytics' hourly facts are kept this many months (whole monthly partitions are dropped).
+    analytics_retention_months: int = Field(default=25, ge=1)
+    # How often SKUs are checked for a stock-out before their next receipt, and how far ahead a
+    # SKU with no receipt expected is warned of (inventory.stockout_predicted.v1).
+    analytics_alert_seconds: float = Field(default=300, gt=0)
+    analytics_alert_horizon_days: int = Field(default=14, ge=1)
+    # How long a request waits for the shared counters before the policy's failure mode
+    # (open or closed) decides: short, so a slow Redis never slows the API.
+    rate_limit_store_timeout_seconds: float = Field(default=0.25, gt=0, le=10)
+    # Proxies (addresses or CIDR ranges, comma-separated) whose X-Forwarded-For names the
+    # client; from any other peer the header is ignored, so a client cannot pick its address.
+    trusted_proxies: str = ""
+    # Request bodies (platform/edges.py): larger is a 413, JSON nested deeper a 422.
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    max_json_depth: int = Field(default=32, ge=2)
+    # URLs other people give us (webhook subscribers, marketplaces) are called only on these
+    # ports, never at private, loopback or link-local addresses (platform/outbound.py).
+    # Loopback (any port) is for local development and the tests; hosts pins names to
+    # addresses, e.g. {"shop.example": "203.0.113.7"} (JSON in the environment).
+    outbound_allow_loopback: bool = False
+    outbound_ports: str = "80,443,8080,8443"
+    outbound_hosts: dict[str, str] = Field(default_factory=dict)
     jwt_issuer: str = "instock"
+    # Tokens (platform/tokens.py): every token names this audience and its key (`kid`); a clock
+    # skew up to jwt_leeway_seconds is forgiven. With a PEM Ed25519 or RSA private key, tokens
+    # are signed with it (EdDSA / RS256) and its public key is at /.well-known/jwks.json.
+    # Keys that signed before a rotation keep verifying: previous secrets (comma-separated)
+    # and previous public key files (comma-separated paths).
+    jwt_audience: str = "instock-api"
+    jwt_leeway_seconds: float = Field(default=30, ge=0, le=300)
+    jwt_private_key_file: Path | None = None
+    jwt_previous_secrets: str = ""
+    jwt_previous_public_key_files: str = ""
+    # API clients (OAuth 2.0 client credentials, POST /v1/oauth/token): their tokens' life, and
+    # how soon a revocation made in another process is heard here.
+    oauth_token_ttl_seconds: int = Field(default=900, ge=60, le=86400)
+    oauth_revocation_poll_seconds: float = Field(default=2.0, gt=0)
     jwt_ttl_seconds: int = 3600 * 24
     currency: str = "EUR"
     reservation_ttl_seconds: int = Field(default=900, ge=1)
@@ -35,6 +88,14 @@ class Settings(BaseSettings):
     sweeper_interval_seconds: float = Field(default=1.0, gt=0)
     host: str = "127.0.0.1"
     port: int = 8000
+    # Stopping gracefully (platform/drain.py): told SIGTERM, an API process answers /readyz 503
+    # "draining" for drain_seconds while it still serves (a load balancer's health checks take
+    # it out meanwhile: HAProxy's `inter 500ms fall 2` need ~1 s; SIGINT, a Ctrl-C, skips the
+    # wait), then sends SSE and WebSocket clients away with a reconnect hint and finishes the
+    # requests in flight; a worker finishes its batches in hand. Both give up after
+    # shutdown_timeout_seconds.
+    drain_seconds: float = Field(default=2.0, ge=0, le=300)
+    shutdown_timeout_seconds: int = Field(default=10, ge=1, le=600)
     log_level: str = "info"
     log_json: bool = True
     # Tracing (OpenTelemetry) is off unless spans have somewhere to go: an OTLP/HTTP collector
@@ -128,7 +189,7 @@ class Settings(BaseSettings):
     payment_provider: Literal["sandbox", "stripe"] = "sandbox"
     payments_url: str = "http://127.0.0.1:8100"
     payments_api_key: str = "sk_test_instock_sandbox"
-    payments_webhook_secret: str = "whsec_instock_sandbox"
+    payments_webhook_secret: str = "whsec_instock_sandbox"  # noqa: S105 - the local sandbox's published test secret
     # A webhook signed longer ago than this (or this far in the future) is a replay.
     payments_webhook_tolerance_seconds: int = Field(default=300, ge=1)
     payments_timeout_seconds: float = Field(default=5.0, gt=0)
@@ -217,6 +278,17 @@ class Settings(BaseSettings):
     notify_send_concurrency: int = Field(default=8, ge=1)
     # Templates here override the packaged ones of the same name (a brand's own mail).
     notify_template_dir: Path | None = None
+
+    @field_validator("services")
+    @classmethod
+    def _known_services(cls, value: str) -> str:
+        services.parse(value)  # an unknown name fails at start, not at the first request
+        return value
+
+    @property
+    def served(self) -> frozenset[str]:
+        """The services (contexts and surfaces) this process serves."""
+        return services.parse(self.services)
 
 
 @lru_cache

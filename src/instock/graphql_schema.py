@@ -14,6 +14,7 @@ from strawberry.extensions import (
 )
 from strawberry.tools import merge_types
 
+from instock.analytics.graphql import AnalyticsQuery
 from instock.catalog.graphql import CatalogQuery
 from instock.config import Settings
 from instock.customers.graphql import CustomersMutation, CustomersQuery
@@ -37,6 +38,7 @@ from instock.recommendations.graphql import (
     RecommendationsQuery,
     RecommendationsSubscription,
 )
+from instock.services import CONTEXTS
 from instock.waitlist.graphql import WaitlistMutation
 from instock.web import OPERATIONS
 from instock.webhooks.graphql import WebhooksQuery
@@ -44,8 +46,31 @@ from instock.webhooks.graphql import WebhooksQuery
 GRAPHQL_DOCUMENTS = 1000  # distinct query documents kept parsed and validated
 
 
-def graphql_schema(settings: Settings) -> Schema:
-    """One schema from each context's types (DESIGN.md §8)."""
+# Each context's root types, in the order they are merged (the order of the schema's fields).
+QUERIES = (("catalog", CatalogQuery), ("inventory", InventoryQuery), ("orders", OrdersQuery),
+           ("recommendations", RecommendationsQuery), ("experiments", ExperimentsQuery),
+           ("webhooks", WebhooksQuery), ("customers", CustomersQuery), ("polls", PollsQuery),
+           ("analytics", AnalyticsQuery))
+MUTATIONS = (("inventory", InventoryMutation), ("orders", OrdersMutation),
+             ("recommendations", RecommendationsMutation), ("waitlist", WaitlistMutation),
+             ("customers", CustomersMutation), ("polls", PollsMutation))
+SUBSCRIPTIONS = (("live", LiveSubscription), ("recommendations", RecommendationsSubscription))
+
+
+def graphql_contexts(served: frozenset[str]) -> frozenset[str]:
+    """Whose fields a process's endpoint has: every context's with the `graphql` service,
+    else its own contexts' (instock/services.py)."""
+    return frozenset(CONTEXTS) if "graphql" in served else served & frozenset(CONTEXTS)
+
+
+def graphql_schema(settings: Settings) -> Schema | None:
+    """One schema from the root types of the contexts this process serves (DESIGN.md §8);
+    None when none of them has a query (a GraphQL schema needs one)."""
+    contexts = graphql_contexts(settings.served)
+    queries, mutations, subscriptions = ([t for name, t in types if name in contexts]
+                                         for types in (QUERIES, MUTATIONS, SUBSCRIPTIONS))
+    if not queries:
+        return None
     extensions: list[type[SchemaExtension] | Callable[[], SchemaExtension]] = [
         # A storefront sends the same few documents again and again: parse and validate each
         # once (validation alone cost ~4 ms a request).
@@ -57,12 +82,8 @@ def graphql_schema(settings: Settings) -> Schema:
     if settings.graphql_persisted_only:
         extensions += [persisted_only(allowlist(OPERATIONS)), DisableIntrospection]
     return Schema(
-        query=merge_types("Query", (CatalogQuery, InventoryQuery, OrdersQuery,
-                                    RecommendationsQuery, ExperimentsQuery, WebhooksQuery,
-                                    CustomersQuery, PollsQuery)),
-        mutation=merge_types("Mutation", (InventoryMutation, OrdersMutation,
-                                          RecommendationsMutation, WaitlistMutation,
-                                          CustomersMutation, PollsMutation)),
-        subscription=merge_types("Subscription", (LiveSubscription,
-                                                  RecommendationsSubscription)),
+        query=merge_types("Query", tuple(queries)),
+        mutation=merge_types("Mutation", tuple(mutations)) if mutations else None,
+        subscription=(merge_types("Subscription", tuple(subscriptions))
+                      if subscriptions else None),
         extensions=extensions, execution_context_class=ReusingExecution)

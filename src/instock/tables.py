@@ -1,9 +1,11 @@
 """Importing this registers every table on the shared metadata (migrations, schema checks)."""
 
+import instock.analytics.store
 import instock.catalog.store
 import instock.channels.store
 import instock.customers.store
 import instock.experiments.store
+import instock.identity.store
 import instock.inventory.store
 import instock.notifications.store
 import instock.orders.store

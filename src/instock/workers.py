@@ -24,6 +24,26 @@ async def run_sweeper(inventory_service: InventoryService, interval: float) -> N
     await keep_running(inventory_service.sweep, "sweeper", pause=interval)
 
 
+async def run_analytics_upkeep(container: Container) -> None:
+    """Analytics' monthly partitions made ahead and dropped past retention, once a day."""
+    await keep_running(lambda: container.analytics.keep_months(
+        container.settings.analytics_retention_months), "analytics_upkeep", pause=86_400)
+
+
+async def run_stockout_alerts(container: Container) -> None:
+    """Check every SKU for a stock-out before its next receipt, every few minutes."""
+    settings = container.settings
+    await keep_running(lambda: container.analytics.predict_stockouts(
+        settings.analytics_alert_horizon_days), "stockout_alerts",
+        pause=settings.analytics_alert_seconds)
+
+
+async def publish_refusals(inventory: InventoryService, every: float = 5.0) -> None:
+    """An API process publishes the demand it refused for want of stock, every few seconds
+    (whatever duties it runs: the counts are its own)."""
+    await keep_running(inventory.publish_refusals, "publish_refusals", pause=every)
+
+
 async def run_webhook_delivery(webhooks: WebhooksService) -> None:
     """Deliver outbound webhooks forever; a failed round is logged and the worker goes on."""
     await keep_running(webhooks.run, "webhook_delivery")
@@ -63,25 +83,32 @@ def api_only_env() -> dict[str, str]:
 
 
 def worker_duties(container: Container) -> list[Coroutine[Any, Any, None]]:
-    """The work behind the API, as settings ask: an API process of the embedded default does
-    it all itself; a fleet's API processes turn it off and run `instock worker all` beside."""
+    """The work behind the API, as settings ask, of the process's services (instock/services.py;
+    the relay serves every context's outbox): an API process of the embedded default does it
+    all itself; a fleet's API processes turn it off and run `instock worker all` beside."""
     settings = container.settings
+    served = settings.served
     work: list[Coroutine[Any, Any, None]] = []
-    if settings.run_sweeper:
+    if settings.run_sweeper and "inventory" in served:
         work.append(run_sweeper(container.inventory, settings.sweeper_interval_seconds))
     if settings.run_relay:
         work.append(container.relay().run())
     if settings.run_consumers:
-        work.extend(run_consumer(container.consumer(name)) for name in container.consumer_specs())
-        work.append(run_channel_worker(container))
-    if settings.run_sagas:
+        work.extend(run_consumer(container.consumer(name))
+                    for name in container.consumer_specs(served))
+        if "channels" in served:
+            work.append(run_channel_worker(container))
+        if "analytics" in served:
+            work.append(run_analytics_upkeep(container))
+            work.append(run_stockout_alerts(container))
+    if settings.run_sagas and "orders" in served:
         work.append(run_sagas(container.orders.runner, settings.saga_poll_seconds))
-    if settings.run_webhook_delivery:
+    if settings.run_webhook_delivery and "webhooks" in served:
         work.append(run_webhook_delivery(container.webhooks))
-    if settings.run_reconciler:
+    if settings.run_reconciler and "reconciliation" in served:
         work.append(container.reconciliation.run())
-    if settings.run_back_in_stock_waves:
+    if settings.run_back_in_stock_waves and "waitlist" in served:
         work.append(container.waitlist.run_waves())
-    if settings.run_notifications:
+    if settings.run_notifications and "notifications" in served:
         work.append(run_notifications(container.notifications))
     return work

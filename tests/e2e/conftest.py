@@ -17,13 +17,15 @@ from typing import Any
 import pytest
 
 from tests.e2e.harness import Database, ServerFactory
-from tests.support import backends, migrated_database
+from tests.support import PG_URL, backends, migrated_database
 
 THROUGHPUT_KEY = pytest.StashKey[list[dict[str, Any]]]()
 
 
 @pytest.fixture(params=backends())
 def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    if request.node.get_closest_marker("one_backend") and PG_URL and request.param != "postgresql":
+        pytest.skip("one backend is enough for this test: PostgreSQL, as it is configured")
     # Migrated before any server starts, so several can start at once without racing.
     with migrated_database(request.param, tmp_path) as url:
         yield Database(request.param, url, tmp_path)

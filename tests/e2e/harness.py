@@ -159,10 +159,11 @@ class ServerFactory:
         self.tmp_path = tmp_path
         self.started: list[Server] = []
 
-    async def start(self, **env: str) -> Server:
+    async def start(self, *args: str, **env: str) -> Server:
+        """`instock serve` with these further arguments and settings, once it is ready."""
         last_error = ""
         for _ in range(3):  # a free port can be taken by someone else before we bind it
-            server = self._spawn(free_port(), env)
+            server = self._spawn(free_port(), env, args)
             try:
                 await self._wait_ready(server)
                 return server
@@ -183,8 +184,9 @@ class ServerFactory:
         """Start several servers at once (their start-up costs overlap) on the one database."""
         return list(await asyncio.gather(*(self.start(**env) for _ in range(count))))
 
-    def _spawn(self, port: int, env: dict[str, str]) -> Server:
-        return self.worker("serve", "--host", "127.0.0.1", "--port", str(port), port=port, **env)
+    def _spawn(self, port: int, env: dict[str, str], args: tuple[str, ...] = ()) -> Server:
+        return self.worker("serve", "--host", "127.0.0.1", "--port", str(port), *args,
+                           port=port, **env)
 
     def worker(self, *args: str, port: int = 0, **env: str) -> Server:
         """Start any `instock` command (a worker: relay, consumer) as its own process."""

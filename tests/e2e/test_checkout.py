@@ -28,17 +28,10 @@ from tests.e2e.harness import (
     stock,
 )
 from tests.e2e.sandboxes import configure, payments_env, start_payments
-from tests.support import PG_URL
 
+pytestmark = pytest.mark.one_backend
 SKU = "JKT-M"
 
-
-@pytest.fixture
-def database(database: Database) -> Database:
-    """The issue asks this of PostgreSQL; without one configured (a laptop) SQLite serves."""
-    if PG_URL and database.backend != "postgresql":
-        pytest.skip("checkout end to end runs on PostgreSQL when it is configured")
-    return database
 
 
 async def shop(servers: ServerFactory, units: int = 5, **env: str) -> tuple[Server, Server]:

@@ -218,6 +218,11 @@ def test_the_ops_console_shows_a_new_ledger_entry_live(page: Page, shop: Shop) -
     expect(entry.first).to_be_visible(timeout=2_000)
     expect(page.locator(f'#stock tr[data-sku="{sku("XL")}"] .available')).to_have_text(
         str(SIZES["XL"] + 2), timeout=2_000)
+    # Picking a SKU draws its 28 days of sales and its velocity in stock.
+    page.locator(f'#stock tr[data-sku="{sku("XL")}"]').click()
+    figure = page.locator(f'#velocity figure[data-sku="{sku("XL")}"]')
+    expect(figure.locator("svg rect.day")).to_have_count(28, timeout=5_000)
+    expect(figure.locator("figcaption")).to_contain_text(re.compile(r"a day in stock \(28 d\)"))
     page.screenshot(path=shop.screenshots / "ops.png", full_page=True)
 
 

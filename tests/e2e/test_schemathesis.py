@@ -165,10 +165,14 @@ def test_every_operation_no_5xx_and_conforms(case: Any, fuzz_target: tuple[Serve
                                              session: requests.Session) -> None:
     server, reservations = fuzz_target
     aim(case, reservations)
-    case.call_and_validate(base_url=server.base_url, session=session,
-                           headers=bearer(Role.ADMIN, "fuzzer"),
-                           checks=[not_a_server_error, response_schema_conformance,
-                                   status_code_conformance, content_type_conformance])
+    try:
+        case.call_and_validate(base_url=server.base_url, session=session,
+                               headers=bearer(Role.ADMIN, "fuzzer"),
+                               checks=[not_a_server_error, response_schema_conformance,
+                                       status_code_conformance, content_type_conformance])
+    except Exception as failure:  # a 500's traceback is in the server's log, not the answer
+        failure.add_note(f"the end of the server's log:\n{server.log_tail(6000)}")
+        raise
 
 
 # -- GraphQL ---------------------------------------------------------------------------------

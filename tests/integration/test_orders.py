@@ -1,21 +1,39 @@
 """Orders against a real database: carts and their holds, marketplace orders, the sagas of
-cancellation and return (those need no payment provider: a marketplace collects the money)."""
+cancellation and return (those need no payment provider: a marketplace collects the money).
+
+Each test runs twice: with inventory in the same process, and with inventory in another one,
+called over gRPC (a fleet's orders service): the same calls, the same answers and errors."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
-from instock.app import Container
+from instock.app import Container, build
 from instock.inventory.errors import InsufficientStockConflict
 from instock.inventory.model import ReservationStatus
 from instock.orders.model import FailureKind, OrderLine, OrderStatus, ReturnLine, SagaStatus
 from instock.orders.service import CartClosed, OrderRuleBroken
 from instock.payments.errors import PaymentUnavailable
 from instock.platform.errors import NotFound, ValidationFailed
-from tests.integration.helpers import CTX, stocked
+from tests.integration.helpers import CTX, orders_apart, stocked
+from tests.support import make_settings
+
+
+@pytest.fixture(params=["inventory-in-process", "inventory-over-grpc"])
+async def container(request: pytest.FixtureRequest, database_url: str,
+                    tmp_path: Path) -> AsyncIterator[Container]:
+    if request.param == "inventory-over-grpc":
+        async with orders_apart(database_url, tmp_path) as c:
+            yield c
+    else:
+        c = build(make_settings(database_url, tmp_path))
+        yield c
+        await c.close()
 
 
 async def available(c: Container, sku: str) -> int:

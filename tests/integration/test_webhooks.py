@@ -56,7 +56,7 @@ async def receiver() -> AsyncIterator[Receiver]:
 def service(c: Container, clock: Clock | None = None, db: Database | None = None,
             **policy: Any) -> WebhooksService:
     return WebhooksService(db or c.db, Policy(**{"timeout": 5.0, **policy}),
-                          clock=clock or utcnow, jitter=lambda: 0.0)
+                          clock=clock or utcnow, jitter=lambda: 0.0, guard=c.webhooks.guard)
 
 
 async def queue(c: Container, subscription_id: str, count: int) -> list[str]:

@@ -23,6 +23,7 @@ import httpx
 import numpy as np
 
 from instock.bench.local import (
+    BENCH_SERVER_ENV,
     backend_of,
     free_port,
     instock_process,
@@ -31,7 +32,7 @@ from instock.bench.local import (
 )
 from instock.platform.auth import Role, TokenAuthority
 
-SECRET = "bench-checkout-secret-0123456789abcdef"
+SECRET = "bench-checkout-secret-0123456789abcdef"  # noqa: S105 - signs the bench's own throwaway server's tokens
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ async def _stack(plan: Plan, database_url: str) -> AsyncIterator[tuple[str, str]
     env = {k: v for k, v in os.environ.items() if not k.startswith("INSTOCK_")}
     env.update(INSTOCK_DATABASE_URL=database_url, INSTOCK_JWT_SECRET=SECRET,
                INSTOCK_STATE_DIR=str(plan.workdir / "state"), INSTOCK_LOG_LEVEL="warning",
-               INSTOCK_PAYMENTS_URL=f"http://127.0.0.1:{sandbox_port}")
+               INSTOCK_PAYMENTS_URL=f"http://127.0.0.1:{sandbox_port}", **BENCH_SERVER_ENV)
     sandbox_log, api_log = plan.workdir / "sandbox.log", plan.workdir / "api.log"
     with instock_process(["sandbox", "payments", "--port", str(sandbox_port), "--latency-ms",
                    str(plan.provider_latency_ms)], env, sandbox_log) as provider, \
@@ -108,6 +109,7 @@ async def run(plan: Plan, progress: Callable[[int], None]) -> Result:
         "database": backend_of(plan.database), "orders": plan.orders, "skus": plan.skus,
         "concurrency": plan.concurrency, "provider_latency_ms": plan.provider_latency_ms,
         "provider_calls_per_checkout": 2,
+        "rate_limits": BENCH_SERVER_ENV["INSTOCK_RATE_LIMITS"],
         "statuses": statuses, "orders_per_second": round(plan.orders / elapsed, 1),
         "latency_ms": {q: round(float(np.percentile(ms, p)), 1)
                        for q, p in (("p50", 50), ("p95", 95), ("p99", 99))} | {

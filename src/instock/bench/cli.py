@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import typer
@@ -15,6 +17,7 @@ from instock.bench import drop, events
 from instock.bench.buses import default_buses
 from instock.bench.local import run_loop
 from instock.bench.plot import (
+    analytics_chart,
     checkout_chart,
     drop_chart,
     events_chart,
@@ -307,6 +310,55 @@ def bench_writes(
     typer.echo(json.dumps(report, indent=2) if json_out else report)
 
 
+@bench_app.command("fleet")
+def bench_fleet(
+    api: int = typer.Option(3, "--api", min=1, help="API processes behind HAProxy"),
+    workers: int = typer.Option(2, "--workers", min=0, help="`instock worker all` beside them"),
+    seconds: float = typer.Option(5.0, "--seconds", min=0.5, help="each timed phase"),
+    concurrency: int = typer.Option(32, "--concurrency", min=1, help="closed-loop clients"),
+    skus: int = typer.Option(1000, "--skus", min=1, help="SKUs the workload spreads over"),
+    database: str = typer.Option(
+        "sqlite+aiosqlite:///bench.db", "--database", envvar="INSTOCK_DATABASE_URL",
+        help="chooses the backend; the bench creates a fresh database there"),
+    bus: str | None = typer.Option(
+        None, "--bus", help="the fleet's bus (nats://… or redis://…); default: NATS, else "
+        "Redis, whichever answers (INSTOCK_NATS_URL / INSTOCK_REDIS_URL or the standard "
+        "ports). The run gets its own ?stream=, deleted afterwards"),
+    redis: str | None = typer.Option(None, "--redis", envvar="INSTOCK_REDIS_URL",
+                                     help="the processes' INSTOCK_REDIS_URL"),
+    plot: Path | None = typer.Option(Path("bench-out/fleet.png"), "--plot"),
+    json_out: bool = typer.Option(True, "--json/--no-json"),
+) -> None:
+    """Stock reads and reservations + commits over 1,000 SKUs against one API process
+    directly and against N of them behind HAProxy: requests/s, latency, the ratio, CPU per
+    request by process kind, and what the balancer adds."""
+    from instock.bench import fleet
+    from instock.fleet.lb import LoadBalancerError, haproxy
+
+    shared = bus or next((b for b in reversed(default_buses()) if not b.startswith("memory")),
+                         None)
+    if shared is None or shared.startswith("memory"):
+        raise typer.BadParameter("a fleet needs a shared bus: nats://… or redis://…",
+                                 param_hint="--bus")
+    try:
+        haproxy()
+    except LoadBalancerError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    plan = fleet.BenchPlan(api, workers, seconds, concurrency, skus, database, shared, redis)
+    with _progress() as bar:
+        result = run_loop(fleet.run(plan, _Reporter(bar)))
+    report = result.report
+    if plot is not None and plot != Path():  # --plot "" draws nothing
+        from instock.bench.plot import fleet_chart
+
+        fleet_chart(report, result.latencies_ms,
+                    f"instock bench fleet: {report['database']}, {report['bus']}, {api} API "
+                    f"processes + {workers} workers behind HAProxy vs 1 directly, "
+                    f"{concurrency} clients, {os.cpu_count()} CPUs", plot)
+        report["plot"] = str(plot)
+    typer.echo(json.dumps(report, indent=2) if json_out else report)
+
+
 @bench_app.command("reconcile")
 def bench_reconcile(
     skus: int = typer.Option(100_000, "--skus", min=1, help="SKUs in the catalogue"),
@@ -327,6 +379,45 @@ def bench_reconcile(
     if plot is not None and plot != Path():  # --plot "" draws nothing
         reconcile_chart(report["passes"], f"instock bench reconcile: {report['database']}, "
                         f"{skus} SKUs, {report['changed']} changed", plot)
+        report["plot"] = str(plot)
+    typer.echo(json.dumps(report, indent=2) if json_out else report)
+
+
+@bench_app.command("analytics")
+def bench_analytics(
+    rate: float = typer.Option(1000, "--rate", min=1,
+                               help="sales a second written as a group commit writes them"),
+    service_rate: float = typer.Option(
+        250, "--service-rate", min=1,
+        help="sales a second offered through the inventory service (in the same process)"),
+    seconds: float = typer.Option(10, "--seconds", min=1),
+    skus: int = typer.Option(1000, "--skus", min=1, help="SKUs the sales are spread over"),
+    reads: int = typer.Option(500, "--reads", min=1,
+                              help="reads of a SKU with a year of hourly facts"),
+    rebuild_skus: int = typer.Option(10_000, "--rebuild-skus", min=0,
+                                     help="SKUs with a year of ledger to rebuild (0: skip)"),
+    sale_every_days: float = typer.Option(2.0, "--sale-every-days", min=0.01),
+    database: str = typer.Option(
+        "sqlite+aiosqlite:///bench.db", "--database", envvar="INSTOCK_DATABASE_URL",
+        help="chooses the backend; the bench creates fresh databases there"),
+    plot: Path | None = typer.Option(Path("bench-out/analytics.png"), "--plot"),
+    json_out: bool = typer.Option(True, "--json/--no-json"),
+) -> None:
+    """Analytics: each sale's lag from commit to the facts at a fixed rate of sales (through
+    the service, and written in bulk at the full rate), a SKU's measures read with a year of
+    hourly facts (ms), and a rebuild of a year of ledger."""
+    import numpy as np
+
+    from instock.bench import analytics
+
+    plan = analytics.Plan(database, Path(), rate, service_rate, seconds, skus, reads,
+                          rebuild_skus, sale_every_days)
+    with tempfile.TemporaryDirectory() as workdir, _progress() as bar:
+        report = run_loop(analytics.run(replace(plan, workdir=Path(workdir)), _Reporter(bar)))
+    lags = report.pop("lags_ms")
+    if plot is not None and plot != Path():  # --plot "" draws nothing
+        analytics_chart(np.array(lags), f"instock bench analytics: {report['database']}, "
+                        f"{rate:g} sales/s written over {skus} SKUs", plot)
         report["plot"] = str(plot)
     typer.echo(json.dumps(report, indent=2) if json_out else report)
 
@@ -371,6 +462,31 @@ def bench_notifications(
     with tempfile.TemporaryDirectory() as workdir, _progress() as bar:
         report = run_loop(notifications.run(database, Path(workdir), count, senders,
                                             _Reporter(bar)))
+    typer.echo(json.dumps(report, indent=2) if json_out else report)
+
+
+@bench_app.command("ratelimit")
+def bench_ratelimit(
+    seconds: float = typer.Option(5.0, "--seconds", min=0.5, help="per case and server"),
+    concurrency: int = typer.Option(32, "--concurrency", min=1, help="closed-loop clients"),
+    database: str = typer.Option(
+        "sqlite+aiosqlite:///bench.db", "--database", envvar="INSTOCK_DATABASE_URL",
+        help="chooses the backend; the bench creates a fresh database there"),
+    redis: str | None = typer.Option(None, "--redis", envvar="INSTOCK_REDIS_URL",
+                                     help="also measure counters shared in this Redis"),
+    plot: Path | None = typer.Option(Path("bench-out/ratelimit.png"), "--plot"),
+    json_out: bool = typer.Option(True, "--json/--no-json"),
+) -> None:
+    """What the rate limiter costs a request: the same requests to a server with limits off,
+    on with counters in the process, and on with counters in Redis; CPU per request of each."""
+    from instock.bench import ratelimit
+
+    with _progress() as bar:
+        report = run_loop(ratelimit.run(ratelimit.Plan(database, redis, seconds, concurrency),
+                                        _Reporter(bar)))
+    if plot is not None and plot != Path():  # --plot "" draws nothing
+        ratelimit.chart(report, plot)
+        report["plot"] = str(plot)
     typer.echo(json.dumps(report, indent=2) if json_out else report)
 
 

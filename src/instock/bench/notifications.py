@@ -68,7 +68,7 @@ def _percentiles(values: list[float]) -> dict[str, float]:
 
 def _start_sink(directory: Path) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
-    process = subprocess.Popen([instock_executable(), "sandbox", "smtp", "--port", str(port),
+    process = subprocess.Popen([instock_executable(), "sandbox", "smtp", "--port", str(port),  # noqa: S603 - our own executable
                                 "--dir", str(directory)], stdin=subprocess.DEVNULL,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60

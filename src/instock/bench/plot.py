@@ -58,6 +58,17 @@ def _latency_cdfs(ax: Any, latencies_ms: dict[str, NDArray[np.float64]], xlabel:
     ax.legend(fontsize=legend_size)
 
 
+def analytics_chart(lags_ms: NDArray[np.float64], title: str, path: Path,
+                    goal_ms: float = 2000) -> None:
+    """The CDF of each sale's lag from its commit to the analytics facts, with the goal."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    _latency_cdfs(ax, {"sale committed -> counted in the facts": lags_ms},
+                  "lag (ms, read every 20 ms)", "fraction of sales", goal_ms=goal_ms)
+    fig.suptitle(title)
+    _save(fig, path)
+
+
 def events_chart(latencies_ms: dict[str, NDArray[np.float64]],
                  memory: list[tuple[int, float]], title: str, path: Path) -> None:
     """Left: commit-to-client latency CDF per bus. Right: server memory against clients held."""
@@ -250,5 +261,65 @@ def privacy_chart(report: dict[str, Any], title: str, path: Path) -> None:
         ax.annotate(f"{value:g} µs", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
                     ha="center", va="bottom", fontsize=8)
     ax.set_ylabel("median µs per profile")
+    fig.suptitle(title)
+    _save(fig, path)
+
+
+def grouped_bars(groups: list[str], series: dict[str, list[float]], ylabel: str, title: str,
+                 path: Path) -> None:
+    """One bar per series in each group, each labelled with its value."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    width = 0.8 / max(len(series), 1)
+    for i, (name, values) in enumerate(series.items()):
+        xs = np.arange(len(groups)) + (i - (len(series) - 1) / 2) * width
+        bars = ax.bar(xs, values, width, label=name)
+        for bar, value in zip(bars, values, strict=True):
+            ax.annotate(f"{value:.3g}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                        ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(np.arange(len(groups)), groups)
+    ax.set_ylabel(ylabel)
+    ax.legend()
+    fig.suptitle(title)
+    _save(fig, path)
+
+
+def fleet_chart(report: dict[str, Any], latencies_ms: dict[str, NDArray[np.float64]],
+                title: str, path: Path) -> None:
+    """Left: each case's requests/s against one process directly and through the balancer
+    to the fleet, the ratio over each pair. Middle: server CPU per request, stacked by who
+    spent it. Right: latency CDFs at saturation."""
+    plt = _pyplot()
+    fig, (left, middle, right) = plt.subplots(1, 3, figsize=(17, 4.8))
+    targets = list(report["targets"])
+    names = [row["name"] for row in report["targets"][targets[0]]["cases"]]
+    width = 0.8 / len(targets)
+    for i, target in enumerate(targets):
+        rows = report["targets"][target]["cases"]
+        xs = np.arange(len(names)) + (i - (len(targets) - 1) / 2) * width
+        bars = left.bar(xs, [row["throughput_rps"] for row in rows], width, label=target)
+        for bar in bars:
+            left.annotate(f"{bar.get_height():,.0f}/s",
+                          (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                          ha="center", va="bottom", fontsize=8)
+    left.set_xticks(np.arange(len(names)),
+                    [f"{n}\nfleet / direct {report['ratios'][n]:.2f}x" for n in names])
+    left.set_ylabel("HTTP requests/s at saturation")
+    left.set_title("throughput")
+    left.legend()
+    bars_at = [f"{n}\n{t}" for n in names for t in targets]
+    bottom = np.zeros(len(bars_at))
+    kinds = list(report["targets"][targets[0]]["cases"][0]["cpu_ms_per_request"])
+    for kind in kinds:
+        values = np.array([next(r for r in report["targets"][t]["cases"] if r["name"] == n)
+                           ["cpu_ms_per_request"][kind] for n in names for t in targets])
+        middle.bar(bars_at, values, bottom=bottom, label=kind)
+        bottom += values
+    middle.set_ylabel("CPU ms per request")
+    middle.set_title("where the CPU goes")
+    middle.legend(fontsize=8)
+    middle.tick_params(axis="x", labelsize=8)
+    _latency_cdfs(right, latencies_ms, "request start -> answer (ms), saturated",
+                  "fraction of requests", legend_size=7, goal_ms=None)
     fig.suptitle(title)
     _save(fig, path)

@@ -46,6 +46,7 @@ from numpy.typing import NDArray
 
 from instock.bench.buses import bus_label, drop_stream, with_stream
 from instock.bench.local import (
+    BENCH_SERVER_ENV,
     Reporter,
     backend_of,
     free_port,
@@ -62,7 +63,7 @@ from instock.platform.runtime import tune_for_throughput
 from instock.recommendations.store import behaviour_events, item_availability, rec_items
 from instock.workers import api_only_env
 
-SECRET = "bench-recs-secret-0123456789abcdef"
+SECRET = "bench-recs-secret-0123456789abcdef"  # noqa: S105 - signs the bench's own throwaway servers' tokens
 GOAL_P99_MS = 10.0
 GOAL_FRESHNESS_MS = 1000.0
 LIMIT = 10  # items per list, as a storefront's shelf would ask
@@ -285,7 +286,7 @@ async def _servers(plan: Plan, database_url: str) -> AsyncIterator[list[str]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("INSTOCK_")}
     env.update(INSTOCK_DATABASE_URL=database_url, INSTOCK_JWT_SECRET=SECRET,
                INSTOCK_STATE_DIR=str(plan.workdir / "state"), INSTOCK_LOG_LEVEL="warning",
-               INSTOCK_BUS_URL=bus)
+               INSTOCK_BUS_URL=bus, **BENCH_SERVER_ENV)
     if plan.redis:
         env["INSTOCK_REDIS_URL"] = plan.redis
     api_env = {**env, **api_only_env()} if plan.worker else env
@@ -644,6 +645,7 @@ async def run(plan: Plan, report: Reporter) -> Result:
                   "the API",
         "backend": backend_of(plan.database), "redis": plan.redis is not None,
         "servers": plan.servers, "bus": bus_label(plan.bus), "worker": plan.worker,
+        "rate_limits": BENCH_SERVER_ENV["INSTOCK_RATE_LIMITS"],
         "routing": "one server per shopper, by a hash of the session id",
         "seed_seconds": round(seed_seconds, 1), "fit_seconds": round(fit_seconds, 1),
         **measured.report,

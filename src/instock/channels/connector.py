@@ -19,6 +19,7 @@ import httpx
 import structlog
 
 from instock.channels.model import Connection
+from instock.platform.outbound import OutboundGuard, PinnedTransport
 from instock.platform.retry import retry
 
 log = structlog.get_logger(__name__)
@@ -139,15 +140,21 @@ class HttpMarketplace:
 ConnectorFactory = Callable[[Connection], MarketplaceConnector]
 
 # Connection kind -> how to build its connector from a connection and the call settings.
-CONNECTORS: dict[str, Callable[[Connection, float, int], MarketplaceConnector]] = {
-    "marketplace": lambda c, timeout, attempts: HttpMarketplace(
-        c.base_url, c.api_key, timeout=timeout, attempts=attempts),
+# Every call goes through the guard: a base URL that (now) resolves inside is never called.
+CONNECTORS: dict[str, Callable[[Connection, float, int, OutboundGuard],
+                               MarketplaceConnector]] = {
+    "marketplace": lambda c, timeout, attempts, guard: HttpMarketplace(
+        c.base_url, c.api_key, timeout=timeout, attempts=attempts,
+        transport=PinnedTransport(guard)),
 }
 
 
-def connector_factory(timeout: float, attempts: int) -> ConnectorFactory:
+def connector_factory(timeout: float, attempts: int,
+                      guard: OutboundGuard | None = None) -> ConnectorFactory:
     """Builds the connector of a connection's kind with the configured timeout and attempts."""
+    checked = guard or OutboundGuard()
+
     def build(connection: Connection) -> MarketplaceConnector:
-        return CONNECTORS[connection.kind](connection, timeout, attempts)
+        return CONNECTORS[connection.kind](connection, timeout, attempts, checked)
 
     return build

@@ -35,6 +35,7 @@ from instock.platform.bus.consumer import ConsumerSpec, once_per_batch
 from instock.platform.bus.envelope import DomainEvent
 from instock.platform.db import Database, signal, utcnow
 from instock.platform.errors import Conflict, NotFound, ValidationFailed
+from instock.platform.outbound import OutboundGuard, require_callable
 from instock.platform.receipts import Receipt
 from instock.platform.retry import backoff
 from instock.platform.telemetry import CHANNEL_PUSHES
@@ -85,8 +86,10 @@ class ChannelsService:
     def __init__(self, db: Database, inventory: InventoryService, *,
                  connectors: ConnectorFactory, webhook_tolerance_seconds: float = 300.0,
                  order_attempts: int = 8, orders: MarketplaceOrders | None = None,
-                 clock: Callable[[], datetime] = utcnow) -> None:
+                 clock: Callable[[], datetime] = utcnow,
+                 guard: OutboundGuard | None = None) -> None:
         self.db = db
+        self.guard = guard or OutboundGuard()  # base URLs are checked on save (and each call)
         self.inventory = inventory
         self.connectors = connectors
         self.webhook_tolerance = webhook_tolerance_seconds
@@ -108,6 +111,7 @@ class ChannelsService:
         if url.scheme not in ("http", "https") or not url.host or not (
                 url.port is None or 0 < url.port < 65536):
             raise ValidationFailed("base_url", "must be an http(s) URL with a host (and port)")
+        await require_callable(self.guard, connection.base_url, "base_url")
         channel = await self.inventory.channel(connection.channel_id)  # NotFound if none
         skus = await self.inventory.skus_stocked_at(channel.locations)
         async with self.db.write() as conn:

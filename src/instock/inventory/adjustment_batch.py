@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from instock.inventory import model, store
 from instock.inventory.errors import domain_errors
-from instock.inventory.model import Adjustment
+from instock.inventory.model import Adjustment, AdjustmentKind
 from instock.inventory.unit_of_work import StockTx
 from instock.platform.entry_context import EntryContext
 from instock.platform.errors import Conflict, PreconditionFailed, VersionConflict
@@ -47,6 +47,8 @@ async def apply(tx: StockTx, adj: Adjustment, ctx: EntryContext,
     origin = tx.level(adj.sku, adj.location)
     destination = tx.level(adj.sku, adj.to_location) if adj.to_location else None
     tx.move(model.plan_adjustment(adj, origin, tx.today, destination), ctx)
+    if adj.kind is AdjustmentKind.EXPECT:
+        await store.expect_on(tx.conn, adj.sku, adj.location, adj.expected_on)
 
 
 async def decide(tx: StockTx, batch: Sequence[Adjusting]) -> list[str | Exception]:

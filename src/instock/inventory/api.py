@@ -7,7 +7,7 @@ from datetime import date, datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import BaseModel, Field, StringConstraints, ValidationInfo, field_validator
 
 from instock.inventory import model
 from instock.inventory.events import StockBuckets
@@ -168,6 +168,16 @@ class AdjustmentIn(BaseModel):
     reason: Annotated[str, StringConstraints(max_length=500)] = ""
     lot: LotIn | None = None
     to_location: CallerId | None = Field(default=None, description="for a transfer")
+    expected_on: date | None = Field(
+        default=None, description="for an expect: when the incoming units should arrive "
+                                  "(analytics warns when stock runs out before)")
+
+    @field_validator("expected_on")
+    @classmethod
+    def _only_for_expect(cls, value: date | None, info: ValidationInfo) -> date | None:
+        if value is not None and info.data.get("kind") is not AdjustmentKind.EXPECT:
+            raise ValueError("is only for an expect")
+        return value
 
 
 @router.post("/v1/inventory/adjustments", response_model=StockOut)
@@ -177,7 +187,8 @@ async def adjust(body: AdjustmentIn, request: Request, response: Response,
                  inventory: InventoryService = Depends(service)) -> StockOut:
     adjustment = Adjustment(body.sku, body.location, body.kind, body.quantity,
                             body.lot.code if body.lot else None,
-                            body.lot.expires_on if body.lot else None, body.to_location)
+                            body.lot.expires_on if body.lot else None, body.to_location,
+                            body.expected_on)
     view = await inventory.adjust(adjustment, entry_context(request, principal, body.reason),
                                   parse_if_match(if_match))
     return stock_response(view, response, inventory)

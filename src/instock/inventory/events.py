@@ -196,5 +196,22 @@ class ChannelChanged(Event):
 
 
 
+class DemandRefused(Event):
+    """Reservations of the SKU refused for want of stock, summed over a short while by the
+    process that refused them: demand it could not meet (a drop's buyers after the sell-out).
+    A measure, not a record: a process that dies loses its last few seconds of counts."""
+
+    type: ClassVar[str] = "inventory.demand_refused.v1"
+    sku: str
+    units: int = Field(description="units asked for in the refused requests")
+    requests: int
+    since: datetime
+    until: datetime
+
+    @property
+    def subject(self) -> str:
+        return self.sku
+
+
 # Events whose subject is a SKU and whose sequence is the SKU's version after the change.
 SKU_EVENTS = event_types(SkuEvent)

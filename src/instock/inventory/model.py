@@ -304,6 +304,9 @@ class Adjustment:
     lot: str | None = None
     lot_expires_on: date | None = None
     to_location: str | None = None
+    # An `expect`'s arrival date: when the incoming units should be received (None: unknown).
+    # A plan, not a movement: kept beside the level, not in its ledger.
+    expected_on: date | None = None
 
 
 def plan_adjustment(adj: Adjustment, level: StockLevel, today: date,
@@ -992,3 +995,24 @@ def sku_alerts(sku: str, sku_version: int, before: int, after: int,
     if threshold is not None and before > threshold >= after > 0:
         return [LowStock(sku=sku, sku_version=sku_version, available=after, threshold=threshold)]
     return []
+
+
+@dataclass
+class Refusals:
+    """Units and requests refused for want of stock, per SKU, since `since`: counted as they
+    are refused, handed on (and started again) by `take`."""
+
+    since: datetime
+    units: dict[str, int] = field(default_factory=dict)
+    requests: dict[str, int] = field(default_factory=dict)
+
+    def add(self, sku: str, units: int) -> None:
+        self.units[sku] = self.units.get(sku, 0) + units
+        self.requests[sku] = self.requests.get(sku, 0) + 1
+
+    def take(self, now: datetime) -> tuple[datetime, dict[str, tuple[int, int]]]:
+        """(since, {sku: (units, requests)}), and an empty tally from `now`."""
+        taken = (self.since, {sku: (units, self.requests[sku])
+                              for sku, units in self.units.items()})
+        self.since, self.units, self.requests = now, {}, {}
+        return taken

@@ -9,15 +9,19 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from functools import partial
 from typing import Any, TypeVar
 
 from instock.catalog.service import CatalogService
 from instock.inventory import adjustment_batch, drift, model, store, transition_batch
 from instock.inventory.adjustment_batch import Adjusting
-from instock.inventory.errors import InvalidTransition, domain_errors
-from instock.inventory.events import SKU_EVENTS, ChannelChanged, PolicyChanged
+from instock.inventory.errors import (
+    InsufficientStockConflict,
+    InvalidTransition,
+    domain_errors,
+)
+from instock.inventory.events import SKU_EVENTS, ChannelChanged, DemandRefused, PolicyChanged
 from instock.inventory.model import (
     Adjustment,
     AdjustmentKind,
@@ -90,6 +94,8 @@ class InventoryService:
         # References of shelf-life notices this process saw recorded: not looked up again.
         self._noticed: set[str] = set()
         self.stock_transactions = 0  # reservation batches that reached the database
+        # Demand this process refused for want of stock, published every few seconds.
+        self.refusals = model.Refusals(clock())
         # One lane for every SKU: reservations that arrive together share a transaction
         # whichever SKUs they hold, in arrival order (a drop's hot SKU and the rest alike).
         self._lanes = GroupCommit[str, Hold, Reservation](
@@ -383,9 +389,27 @@ class InventoryService:
         components = model.explode(lines, recipes)
         skus = frozenset(line_skus | set(components))
         hold = Hold(request, lines, recipes, await self.channel(request.channel), ttl, ctx, skus)
-        reservation = await self._lanes.submit(RESERVATIONS_LANE, hold)
+        try:
+            reservation = await self._lanes.submit(RESERVATIONS_LANE, hold)
+        except InsufficientStockConflict as refused:
+            for short in refused.extensions["short"]:
+                self.refusals.add(short["sku"], short["requested"])
+            raise
         _CONFIRMED.inc()
         return reservation
+
+    async def publish_refusals(self) -> int:
+        """Publish what this process refused for want of stock since the last time, one
+        `inventory.demand_refused.v1` per SKU: the SKUs published."""
+        since, taken = self.refusals.take(utcnow())
+        if not taken:
+            return 0
+        until = self.refusals.since
+        async with self.db.write() as conn:
+            await outbox.add(conn, [DemandRefused(sku=sku, units=units, requests=requests,
+                                                  since=since, until=until)
+                                    for sku, (units, requests) in sorted(taken.items())])
+        return len(taken)
 
     async def _reserve_batch(self, _: str, holds: Sequence[Hold]
                              ) -> list[Reservation | Exception]:
@@ -565,6 +589,22 @@ class InventoryService:
                      location: str | None = None) -> list[LedgerEntry]:
         async with self.db.read() as conn:
             return await store.ledger_entries(conn, sku, limit, after_version, location)
+
+    async def ledger_after(self, skus: Iterable[str], after: dict[tuple[str, str], int]
+                           ) -> tuple[list[LedgerEntry], dict[str, str]]:
+        """The SKUs' entries after each level's version in `after` (all of a level not in it),
+        in fold order, and the channel of each reservation they reference: what analytics
+        folds into its facts."""
+        async with self.db.read() as conn:
+            entries = await store.ledger_after(conn, skus, after)
+            channels = await store.channels_of(
+                conn, {e.context.reference for e in entries if e.context.reference})
+        return entries, channels
+
+    async def receipts_expected(self, skus: Iterable[str]) -> dict[tuple[str, str], date]:
+        """When each level's incoming units should arrive, where an `expect` said."""
+        async with self.db.read() as conn:
+            return await store.receipts_expected(conn, skus)
 
     # -- reconciliation: checked from checkpoints, repaired by reason-coded entries ------------
 

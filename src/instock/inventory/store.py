@@ -113,6 +113,15 @@ ledger = sa.Table(
     sa.Column("hash", sa.String(64), nullable=False),
 )
 
+# When each level's incoming units (its `incoming` bucket) should arrive, as the last `expect`
+# adjustment said: a plan beside the level, not a movement of it.
+expected_receipts = sa.Table(
+    "expected_receipts", metadata,
+    sa.Column("sku", sa.String(64), primary_key=True),
+    sa.Column("location", sa.String(64), primary_key=True),
+    sa.Column("expected_on", sa.Date, nullable=False),
+)
+
 reservations = sa.Table(
     "reservations", metadata,
     sa.Column("id", sa.String(36), primary_key=True),
@@ -612,6 +621,34 @@ async def ledger_after(conn: AsyncConnection, skus: Iterable[str],
             sa.or_(*ranges[start:start + RANGES_PER_STATEMENT])))
         entries += map(_entry, rows)
     return sorted(entries, key=lambda e: (e.sku, e.location, e.version))
+
+
+async def expect_on(conn: AsyncConnection, sku: str, location: str,
+                    expected_on: date | None) -> None:
+    """Record (or, with None, forget) when the level's incoming units should arrive."""
+    if expected_on is None:
+        await conn.execute(expected_receipts.delete().where(
+            expected_receipts.c.sku == sku, expected_receipts.c.location == location))
+        return
+    await upsert(conn, expected_receipts, [{"sku": sku, "location": location,
+                                            "expected_on": expected_on}], ["sku", "location"])
+
+
+async def receipts_expected(conn: AsyncConnection, skus: Iterable[str]
+                            ) -> dict[tuple[str, str], date]:
+    rows = await conn.execute(sa.select(expected_receipts).where(
+        among(conn, expected_receipts.c.sku, sorted(set(skus)))))
+    return {(row.sku, row.location): row.expected_on for row in rows}
+
+
+async def channels_of(conn: AsyncConnection, reservation_ids: Iterable[str]) -> dict[str, str]:
+    """The channel of each reservation (ledger entries name a reservation by its id)."""
+    ids = sorted(set(reservation_ids))
+    if not ids:
+        return {}
+    rows = await conn.execute(sa.select(reservations.c.id, reservations.c.channel).where(
+        among(conn, reservations.c.id, ids)))
+    return {row.id: row.channel for row in rows}
 
 
 async def _ledger_after_by_arrays(conn: AsyncConnection, wanted: set[str],

@@ -18,6 +18,7 @@ from instock.live import model
 from instock.live.events import Update
 from instock.live.service import Connection, LiveHub
 from instock.platform.auth import STAFF, Principal, TokenAuthority, requires
+from instock.platform.drain import RESTART_CLOSE_CODE, RESTART_REASON, Drain
 from instock.platform.errors import NotFound, ValidationFailed, problem_responses
 from instock.platform.ids import CALLER_ID_PATTERN, is_caller_id
 from instock.platform.telemetry import LIVE_CONNECTIONS
@@ -83,17 +84,24 @@ def _sse_topic(request: Request, topic: str) -> StreamingResponse:
 def _sse(request: Request, connection: Connection) -> StreamingResponse:
     live = hub(request)
     heartbeat = live.heartbeat_seconds
+    drain: Drain = request.app.state.drain
 
     async def frames() -> AsyncIterator[str]:
         LIVE_CONNECTIONS.labels("sse").inc()
         try:
-            yield "retry: 2000\n\n"
-            while True:
-                updates = await connection.next(heartbeat)
-                if not updates:
-                    yield ": ping\n\n"
-                    continue
-                yield _sse_batch(connection, updates)
+            # A stopping process wakes the stream, which sends what it holds, then its
+            # farewell (reconnect, after a randomised `retry:`), and ends: the client comes
+            # back through the load balancer to a process that stays, resuming by
+            # Last-Event-ID.
+            with drain.track(connection.ready.set):
+                yield "retry: 2000\n\n"
+                while not drain.closing:
+                    updates = await connection.next(heartbeat)
+                    if updates:
+                        yield _sse_batch(connection, updates)
+                    elif not drain.closing:
+                        yield ": ping\n\n"
+                yield drain.sse_farewell()
         finally:
             live.close(connection)
             LIVE_CONNECTIONS.labels("sse").dec()
@@ -131,14 +139,20 @@ async def websocket(socket: WebSocket, token: str | None = None) -> None:
     principal = _principal(socket.app.state.tokens, token)
     await socket.accept()
     live: LiveHub = socket.app.state.live
+    drain: Drain = socket.app.state.drain
     connection = Connection()
     LIVE_CONNECTIONS.labels("ws").inc()
-    writer = asyncio.create_task(_ws_writer(socket, connection, live.heartbeat_seconds))
+    writer = asyncio.create_task(_ws_writer(socket, connection, live.heartbeat_seconds, drain))
     try:
-        while True:
-            await _ws_command(socket, live, connection, principal, await socket.receive_text())
+        with drain.track(connection.ready.set):  # the writer closes with 1012 when told
+            while True:
+                await _ws_command(socket, live, connection, principal,
+                                  await socket.receive_text())
     except WebSocketDisconnect:
         pass
+    except RuntimeError:  # an answer to a command raced the writer's close: nothing to send
+        if not drain.closing:
+            raise
     finally:
         writer.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -184,13 +198,17 @@ async def _ws_command(socket: WebSocket, live: LiveHub, connection: Connection,
         await socket.send_json({"error": "not-found", "field": "skus", "reason": exc.detail})
 
 
-async def _ws_writer(socket: WebSocket, connection: Connection, heartbeat: float) -> None:
-    while True:
+async def _ws_writer(socket: WebSocket, connection: Connection, heartbeat: float,
+                     drain: Drain) -> None:
+    while not drain.closing:
         updates = await connection.next(heartbeat)
         if not updates:
-            await socket.send_json({"topic": "ping"})
+            if not drain.closing:
+                await socket.send_json({"topic": "ping"})
             continue
         for update in updates:
             message: dict[str, Any] = {"topic": update.topic, "key": update.key,
                                        "data": update.body}
             await socket.send_json(message)
+    # The process is stopping: 1012 tells the client to reconnect (to another process).
+    await socket.close(code=RESTART_CLOSE_CODE, reason=RESTART_REASON)

@@ -244,7 +244,7 @@ class NotificationsService:
             await self._dead(lease, notification, exc.reason)
             return
         wait = backoff(notification.attempts, base=retry.base, cap=retry.cap, jitter=0.5,
-                       draw=random.random())
+                       draw=random.random())  # noqa: S311 - jitter, not a secret
         await self._finish(lease, notification, "retry", status=Status.QUEUED.value,
                            due_at=utcnow() + timedelta(seconds=wait), error=exc.reason)
 

@@ -26,8 +26,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from instock.inventory.errors import InsufficientStockConflict, InvalidTransition
 from instock.inventory.model import Adjustment as StockAdjustment
 from instock.inventory.model import AdjustmentKind, Line, ReservationStatus
+from instock.inventory.port import Inventory
 from instock.inventory.reservation_batch import ReserveRequest
-from instock.inventory.service import InventoryService
 from instock.orders import store
 from instock.orders.model import FailureKind, Order, OrderStatus, Saga, Step
 from instock.payments.errors import CircuitOpen, PaymentDeclined, PaymentUnavailable
@@ -72,7 +72,7 @@ def process_owner() -> str:
 
 
 class SagaRunner:
-    def __init__(self, db: Database, inventory: InventoryService, payments: PaymentsService,
+    def __init__(self, db: Database, inventory: Inventory, payments: PaymentsService,
                  settings: SagaSettings, clock: Callable[[], datetime] = utcnow) -> None:
         self.db = db
         self.inventory = inventory

@@ -18,8 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from instock.catalog.service import CatalogService
 from instock.inventory.errors import InsufficientStockConflict
 from instock.inventory.model import Line, ReservationStatus, merge_lines
+from instock.inventory.port import Inventory
 from instock.inventory.reservation_batch import ReserveRequest
-from instock.inventory.service import InventoryService
 from instock.orders import store
 from instock.orders.model import (
     PAID_FOR_STOCK,
@@ -84,7 +84,7 @@ class OrderSettings:
 
 
 class OrdersService:
-    def __init__(self, db: Database, catalog: CatalogService, inventory: InventoryService,
+    def __init__(self, db: Database, catalog: CatalogService, inventory: Inventory,
                  runner: SagaRunner, settings: OrderSettings,
                  clock: Callable[[], datetime] = utcnow) -> None:
         self.db = db
@@ -231,7 +231,12 @@ class OrdersService:
                 assert placed is not None
                 return await self._as_it_stands(placed)
             if self.settings.inline:
-                saga = await self.runner.drive(saga.id, leased=saga)
+                try:
+                    saga = await self.runner.drive(saga.id, leased=saga)
+                except store.LeaseLost:  # a step outlived the lease and a saga worker took
+                    # the saga over: it goes on there, and the answer is where it stands now
+                    [saga, *_] = [s for s in await self.sagas(order.id)
+                                  if s.kind is SagaKind.CHECKOUT]
         return await self._outcome(order.id, saga)
 
     async def _placed_by(self, idempotency_scope: str) -> Order | None:

@@ -265,8 +265,12 @@ class Database:
                 while True:
                     waiter.clear()
                     yield
+                    # asyncio.timeout, not wait_for: on Python 3.11 wait_for loses a
+                    # cancellation that lands as the signal does (frequent under load), and
+                    # a relay told to stop would publish on for ever.
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(waiter.wait(), fallback)
+                        async with asyncio.timeout(fallback):
+                            await waiter.wait()
         finally:
             self._signals[channel].discard(waiter)
 
@@ -463,7 +467,7 @@ async def upsert(conn: AsyncConnection, table: sa.Table, rows: list[dict[str, An
 def _upsert_of(dialect: str, table: sa.Table, columns: tuple[str, ...],
                keys: tuple[str, ...]) -> Any:
     """Built once per table and shape (consumers upsert on every event): see `prebuilt`."""
-    statement = _insert_construct(dialect, table)
+    statement = insert_for(dialect, table)
     updates = {c: statement.excluded[c] for c in columns if c not in keys}
     return statement.on_conflict_do_update(index_elements=list(keys), set_=updates)
 
@@ -508,10 +512,10 @@ def _insert_of(table: sa.Table) -> sa.Insert:
 
 
 def dialect_insert(conn: AsyncConnection, table: sa.Table) -> Any:
-    return _insert_construct(conn.dialect.name, table)
+    return insert_for(conn.dialect.name, table)
 
 
-def _insert_construct(dialect: str, table: sa.Table) -> Any:
+def insert_for(dialect: str, table: sa.Table) -> Any:
     # Both dialects spell ON CONFLICT the same way, but through their own insert constructs.
     if dialect == "postgresql":
         return postgresql.insert(table)

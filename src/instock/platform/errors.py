@@ -9,12 +9,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
+import orjson
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Send
 
 PROBLEM_JSON = "application/problem+json"
 TYPE_BASE = "https://instock.dev/problems/"
@@ -97,6 +99,16 @@ class IdempotencyInProgress(InstockError):
     status, slug, title = 409, "idempotency-in-progress", "A request with this key is in progress"
 
 
+class RateLimited(InstockError):
+    status, slug, title = 429, "rate-limited", "Too many requests"
+
+
+class RateLimitUnavailable(InstockError):
+    """A policy that fails closed could not reach its counters."""
+
+    status, slug, title = 503, "rate-limit-unavailable", "Rate limits cannot be checked"
+
+
 class FieldError(BaseModel):
     field: str
     reason: str
@@ -118,7 +130,9 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses` declaring problem+json answers, for routers to document errors."""
     reasons = {400: "Bad request", 401: "No valid bearer token", 403: "Role not allowed",
                404: "Not found", 409: "Conflict with the current state",
-               412: "If-Match does not match", 422: "Invalid request"}
+               412: "If-Match does not match", 422: "Invalid request",
+               429: "Over a rate limit (Retry-After: when to come back)",
+               503: "A dependency is down (Retry-After: when to come back)"}
     schema = Problem.model_json_schema()
     return {status: {"description": reasons.get(status, "Error"),
                      "content": {PROBLEM_JSON: {"schema": schema}}} for status in statuses}
@@ -137,6 +151,17 @@ def problem_document(status: int, slug: str, title: str, detail: str | None,
 
 def problem_response(doc: dict[str, Any], headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse(doc, status_code=doc["status"], media_type=PROBLEM_JSON, headers=headers)
+
+
+async def send_problem(send: Send, error: InstockError, instance: str | None = None,
+                       headers: Mapping[str, str] | None = None) -> None:
+    """The error's problem answer straight onto an ASGI connection: for a middleware, which
+    answers below the app's exception handlers."""
+    body = orjson.dumps(error.problem(instance))
+    await send({"type": "http.response.start", "status": error.status, "headers": [
+        (b"content-type", PROBLEM_JSON.encode()), (b"content-length", str(len(body)).encode()),
+        *((k.encode(), v.encode()) for k, v in (headers or {}).items())]})
+    await send({"type": "http.response.body", "body": body})
 
 
 def _field_of(loc: tuple[Any, ...], located: bool = True) -> str:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -32,12 +31,12 @@ from instock.platform import held
 from instock.platform.auth import TokenAuthority
 from instock.platform.db import Database, UTCDateTime, dialect_insert, metadata, utcnow
 from instock.platform.errors import (
-    PROBLEM_JSON,
     IdempotencyInProgress,
     IdempotencyKeyReused,
     InstockError,
     Unauthorized,
     ValidationFailed,
+    send_problem,
 )
 
 HEADER = "idempotency-key"
@@ -75,7 +74,7 @@ class IdempotencyMiddleware:
         if key is None or subject is None:  # no key, or no valid caller: nothing to remember
             return await self.app(scope, receive, send)
         if not 1 <= len(key) <= 128:
-            return await _send_problem(send, ValidationFailed("Idempotency-Key",
+            return await send_problem(send, ValidationFailed("Idempotency-Key",
                                                               "must be 1 to 128 characters"))
         body = await _read_body(receive)
         request = _Keyed(hashlib.sha256(f"{subject}\0{key}".encode()).hexdigest(),
@@ -84,7 +83,7 @@ class IdempotencyMiddleware:
         try:
             stored = await self._stored(request)
         except InstockError as exc:
-            return await _send_problem(send, exc)
+            return await send_problem(send, exc)
         if stored is not None:
             return await _send_stored(send, stored)
         await self._run_and_store(scope, body, send, request, key)
@@ -146,7 +145,7 @@ class IdempotencyMiddleware:
         try:
             stored = await self._finish(hold, request, response)
         except InstockError as exc:
-            return await _send_problem(send, exc)
+            return await send_problem(send, exc)
         if stored is not None:
             return await _send_stored(send, stored)
         await send(start)
@@ -251,11 +250,6 @@ async def _send_stored(send: Send, stored: dict[str, Any]) -> None:
     headers = [(k.encode(), v.encode()) for k, v in stored["headers"] or []]
     headers.append((b"idempotent-replayed", b"true"))
     await _send(send, stored["status_code"], headers, stored["body"].encode())
-
-
-async def _send_problem(send: Send, exc: InstockError) -> None:
-    await _send(send, exc.status, [(b"content-type", PROBLEM_JSON.encode())],
-                json.dumps(exc.problem()).encode())
 
 
 async def _send(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:

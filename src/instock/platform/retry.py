@@ -56,7 +56,7 @@ async def retry(operation: Callable[[], Awaitable[T]], *, retry_on: tuple[type[E
         if asked is not None:
             return min(asked, max_delay)
         return backoff(state.attempt_number + 1, base=base_delay, cap=max_delay, jitter=1.0,
-                       draw=random.random())
+                       draw=random.random())  # noqa: S311 - jitter, not a secret
 
     def before_sleep(state: RetryCallState) -> None:
         if on_retry is not None and state.outcome is not None:

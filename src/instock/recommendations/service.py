@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -230,6 +230,15 @@ class RecommendationsService:
         ids, at or after `since`, oldest first (kind, session_id, customer_id, occurred_at…)."""
         async with self.db.read() as conn:
             return await store.actions_of(conn, shoppers, kinds, since)
+
+    async def item_actions_since(self, kinds: Sequence[str], since: datetime
+                                 ) -> AsyncIterator[tuple[str, str, datetime]]:
+        """(sku, kind, when) of every stored event of those kinds on a known SKU from `since`:
+        what analytics rebuilds its views and add-to-carts from (one snapshot: a stream is a
+        cursor, which lives in a transaction)."""
+        async with self.db.snapshot() as conn:
+            async for action in store.item_actions_since(conn, kinds, since):
+                yield action
 
     async def merged(self, session_id: str, customer_id: str) -> None:
         """A session now belongs to its customer: both shoppers' memories and lists go."""

@@ -3,7 +3,7 @@ the catalogue and of stock (this context never reads catalog's or inventory's ta
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -155,6 +155,17 @@ async def actions_of(conn: AsyncConnection, shoppers: Sequence[str], kinds: Sequ
         sa.or_(e.c.session_id.in_(shoppers), e.c.customer_id.in_(shoppers)),
         e.c.kind.in_(kinds), e.c.occurred_at >= since).order_by(e.c.occurred_at))
     return [dict(row) for row in rows.mappings()]
+
+
+async def item_actions_since(conn: AsyncConnection, kinds: Sequence[str], since: datetime
+                             ) -> AsyncIterator[tuple[str, str, datetime]]:
+    """(sku, kind, when) of every event of those kinds on a known SKU from `since`, streamed
+    (a year of views does not fit in memory at once)."""
+    e = behaviour_events
+    result = await conn.stream(sa.select(e.c.sku, e.c.kind, e.c.occurred_at).where(
+        e.c.kind.in_(kinds), e.c.sku.is_not(None), e.c.occurred_at >= since))
+    async for row in result:
+        yield row.sku, row.kind, row.occurred_at
 
 
 async def recent_behaviour(conn: AsyncConnection, limit: int) -> list[dict[str, Any]]:

@@ -52,7 +52,7 @@ class Config(BaseModel):
     # happened); "before": nothing happens, then an error after the hang.
     hang: Literal["after", "before"] = "after"
     webhook_url: str | None = None
-    webhook_secret: str = "whsec_instock_sandbox"
+    webhook_secret: str = "whsec_instock_sandbox"  # noqa: S105 - the sandbox's published test secret
     webhook_duplicates: bool = False  # every event is delivered twice
     webhook_hold: bool = False  # events wait for POST /_sandbox/webhooks/flush
 

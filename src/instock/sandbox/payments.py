@@ -286,7 +286,7 @@ def beside_the_demo(payments_url: str, webhook_url: str,
         httpx.get(f"{payments_url}/_sandbox/config", timeout=1)
         yield None  # already running
         return
-    process = subprocess.Popen(
+    process = subprocess.Popen(  # noqa: S603 - our own executable
         [instock_executable(), "sandbox", "payments", "--host", url.host,
          "--port", str(url.port or 80), "--webhook-url", webhook_url, "--webhook-secret",
          webhook_secret], stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)

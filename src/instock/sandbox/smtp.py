@@ -107,7 +107,7 @@ def beside_the_demo(smtp_url: str, directory: Path) -> Iterator[subprocess.Popen
     if running:
         yield None
         return
-    process = subprocess.Popen(
+    process = subprocess.Popen(  # noqa: S603 - our own executable
         [instock_executable(), "sandbox", "smtp", "--host", parts.hostname, "--port", str(port),
          "--dir", str(directory)], stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
     try:

@@ -21,3 +21,16 @@ class BackInStockNotified(DomainEvent):
     @property
     def subject(self) -> str:
         return self.customer_id
+
+
+class WaitlistJoined(DomainEvent):
+    """Someone began (or renewed) a wait for the SKU: demand it could not meet. Names no one:
+    analytics counts it, and nothing else needs to know who."""
+
+    type: ClassVar[str] = "waitlist.joined.v1"
+    sku: str
+    joined_at: datetime
+
+    @property
+    def subject(self) -> str:
+        return self.sku

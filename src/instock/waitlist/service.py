@@ -18,6 +18,7 @@ from instock.platform.db import Database, utcnow
 from instock.platform.errors import NotFound
 from instock.platform.retry import keep_running
 from instock.waitlist import model, store
+from instock.waitlist.events import WaitlistJoined
 
 log = structlog.get_logger(__name__)
 DUE_WAVES_PER_ROUND = 100
@@ -49,6 +50,7 @@ class WaitlistService:
         entry = model.Entry(sku, customer_id, utcnow())
         async with self.db.write() as conn:
             await store.save(conn, entry)
+            await outbox.add(conn, [WaitlistJoined(sku=sku, joined_at=entry.created_at)])
         return entry
 
     async def leave(self, sku: str, customer_id: str) -> None:

@@ -28,6 +28,12 @@ from instock.platform.bus.consumer import ConsumerSpec, once_per_batch
 from instock.platform.db import Database, signal, utcnow
 from instock.platform.errors import Conflict, NotFound, ValidationFailed
 from instock.platform.ids import new_id
+from instock.platform.outbound import (
+    OutboundGuard,
+    PinnedTransport,
+    RefusedRequest,
+    require_callable,
+)
 from instock.platform.retry import backoff
 from instock.platform.signatures import sign
 from instock.platform.telemetry import WEBHOOK_DELIVERIES
@@ -100,9 +106,12 @@ class WebhooksService:
     def __init__(self, db: Database, policy: Policy | None = None, *,
                  clock: Callable[[], datetime] = utcnow,
                  known_types: Callable[[], Collection[str]] | None = None,
-                 jitter: Callable[[], float] = random.random) -> None:
+                 jitter: Callable[[], float] = random.random,
+                 guard: OutboundGuard | None = None) -> None:
         self.db = db
         self.policy = policy or Policy()
+        # Subscribers' URLs are checked on save and on every delivery (platform/outbound).
+        self.guard = guard or OutboundGuard()
         self.clock = clock
         self.known_types = known_types or (lambda: schemas.event_types().keys())
         self.jitter = jitter
@@ -129,6 +138,7 @@ class WebhooksService:
                 model.printable("description", description), True, now, now)
         except WebhookError as exc:
             raise _invalid(exc) from exc
+        await require_callable(self.guard, subscription.url, "url")
         async with self.db.write() as conn:
             await store.insert_subscription(conn, subscription)
         return subscription
@@ -142,6 +152,11 @@ class WebhooksService:
             return await self._subscription(conn, subscription_id)
 
     async def update(self, subscription_id: str, changes: dict[str, Any]) -> Subscription:
+        if isinstance(changes.get("url"), str):  # checked before the transaction: DNS is slow
+            try:
+                await require_callable(self.guard, model.url(changes["url"]), "url")
+            except WebhookError as exc:
+                raise _invalid(exc) from exc
         async with self.db.write() as conn:
             current = await self._subscription(conn, subscription_id, lock=True)
             try:
@@ -233,9 +248,11 @@ class WebhooksService:
         if not claims:
             return 0
         # Redirects are not followed: they would send a signed payload somewhere the
-        # subscriber did not register.
+        # subscriber did not register (or inside). Each URL is checked again as it is sent,
+        # and the connection goes to the address that was checked.
         async with httpx.AsyncClient(timeout=self.policy.timeout, follow_redirects=False,
-                                     trust_env=False) as http:
+                                     trust_env=False,
+                                     transport=PinnedTransport(self.guard)) as http:
             # Every attempt runs to its end before the client closes under them; the first
             # failure (the database gone while recording) is raised after.
             outcomes = await asyncio.gather(*(self._attempt(http, claim) for claim in claims),
@@ -283,8 +300,12 @@ class WebhooksService:
                     code = response.status_code
         except TimeoutError:
             return None, f"no answer within {self.policy.timeout:g} s"
+        except RefusedRequest as exc:  # never sent: the guard's reason is the error
+            return None, f"refused: {exc}"[:MAX_ERROR]
         except Exception as exc:  # refused, reset, DNS, TLS: all "no answer", all retried
             return None, (f"{type(exc).__name__}: {exc}".strip(": "))[:MAX_ERROR]
+        if 300 <= code < 400:
+            return code, f"HTTP {code}: redirects are not followed"
         return code, None if 200 <= code < 300 else f"HTTP {code}"
 
 

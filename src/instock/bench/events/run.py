@@ -14,7 +14,14 @@ from instock.bench.buses import bus_label, drop_stream, with_stream
 from instock.bench.events.capacity import capacity
 from instock.bench.events.latency import latency
 from instock.bench.events.plan import Plan
-from instock.bench.local import Reporter, backend_of, logs_to_stderr, raise_fd_limit, workdir
+from instock.bench.local import (
+    BENCH_SERVER_ENV,
+    Reporter,
+    backend_of,
+    logs_to_stderr,
+    raise_fd_limit,
+    workdir,
+)
 
 
 @dataclass
@@ -44,6 +51,7 @@ async def run(plan: Plan, report: Reporter) -> Result:
         if plan.clients:
             held, memory = await capacity(plan, tmp, report)
     body = {"database": backend_of(plan.database), "driver": plan.driver,
-            "server": {"relay": "in-process", "consumers": plan.consumers, "sweeper": False},
+            "server": {"relay": "in-process", "consumers": plan.consumers, "sweeper": False,
+                       "rate_limits": BENCH_SERVER_ENV["INSTOCK_RATE_LIMITS"]},
             "seconds": plan.seconds, "skus": plan.skus, "latency": rows, "capacity": held}
     return Result(body, latencies, memory)

@@ -15,6 +15,7 @@ from instock.bench.graphql.live import capacity, changes, latency_row
 from instock.bench.graphql.page import compare
 from instock.bench.graphql.plan import OTHERS, VARIANTS, Plan, seed
 from instock.bench.local import (
+    BENCH_SERVER_ENV,
     Reporter,
     backend_of,
     logs_to_stderr,
@@ -52,7 +53,8 @@ async def run(plan: Plan, report: Reporter) -> Result:
             held, memory = await capacity(plan, tmp, report)
     body = {"database": backend_of(plan.database), "bus": "memory",
             "server": {"processes": 1, "relay": "in-process", "consumers": False,
-                       "sweeper": False},
+                       "sweeper": False,
+                       "rate_limits": BENCH_SERVER_ENV["INSTOCK_RATE_LIMITS"]},
             "seconds": plan.seconds,
             # The machine's 1-minute load average at the start and the end, beside its cores:
             # other work on the machine takes CPU the one server process would have had.

@@ -16,6 +16,7 @@ from numpy.typing import NDArray
 from instock.bench.drop.http import Remote, http_lane, stock
 from instock.bench.drop.measure import measure
 from instock.bench.local import (
+    BENCH_SERVER_ENV,
     Reporter,
     backend_of,
     free_port,
@@ -79,7 +80,8 @@ async def run(plan: Plan, report: Reporter) -> Result:
             result = await measure_server(url, tokens, sandbox, plan, report)
         result.report["server"] = {"processes": 1, "bus": "memory", "relay": "in-process",
                                    "consumers": "in-process", "sweeper": False,
-                                   "payment_provider": "sandbox, 0 ms latency"}
+                                   "payment_provider": "sandbox, 0 ms latency",
+                                   "rate_limits": BENCH_SERVER_ENV["INSTOCK_RATE_LIMITS"]}
     result.report["machine"] = {"cpus": os.cpu_count(), "load_start": round(load, 2),
                                 "load_end": round(os.getloadavg()[0], 2)}
     return result

@@ -8,7 +8,7 @@ __all__ = ["Bus", "Delivery", "Envelope", "connect"]
 
 
 def connect(url: str) -> Bus:
-    """The bus adapter for `INSTOCK_BUS_URL`: memory://, redis://… or nats://…"""
+    """The bus adapter for `INSTOCK_BUS_URL`: memory://, redis://…, nats://… or rabbitmq://…"""
     scheme = url.split("://", 1)[0].lower()
     if scheme == "memory":
         from instock.platform.bus.memory import MemoryBus
@@ -19,4 +19,8 @@ def connect(url: str) -> Bus:
     if scheme in {"nats", "tls"}:
         from instock.platform.bus.nats import NatsBus
         return NatsBus.from_url(url)
-    raise ValueError(f"unsupported bus URL scheme {scheme!r}: use memory://, redis:// or nats://")
+    if scheme in {"rabbitmq", "rabbitmqs"}:
+        from instock.platform.bus.rabbitmq import RabbitStreamsBus
+        return RabbitStreamsBus.from_url(url)
+    raise ValueError(f"unsupported bus URL scheme {scheme!r}: use memory://, redis://, nats:// "
+                     "or rabbitmq://")

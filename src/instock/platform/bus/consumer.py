@@ -32,6 +32,7 @@ from instock.platform.bus import inbox
 from instock.platform.bus.base import Bus, Delivery, Envelope
 from instock.platform.bus.envelope import event_time
 from instock.platform.db import Database
+from instock.platform.drain import in_hand
 from instock.platform.retry import retry
 from instock.platform.telemetry import (
     CONSUMER_DURATION,
@@ -64,6 +65,19 @@ async def once_per_batch(key: str, read: Callable[[], Awaitable[T]]) -> T:
     return value
 
 
+def gathered(key: str, make: Callable[[], T]) -> T:
+    """A value every event of one consumer transaction shares, made at its first use: what
+    handlers gather for their spec's `finish` to write once per transaction (an analytics
+    fact counted by a hundred sales is one row written, not a hundred)."""
+    state = _batch_reads.get()
+    if state is None:
+        raise RuntimeError("gathered() is for handlers inside a consumer transaction")
+    if key not in state:
+        state[key] = make()
+    value: T = state[key]
+    return value
+
+
 @contextlib.contextmanager
 def _one_batch() -> Iterator[None]:
     token = _batch_reads.set({})
@@ -87,6 +101,9 @@ class ConsumerSpec:
     # Which events of those types can have an effect at all (pure, from the event alone): the
     # others are counted as ignored without a transaction (a view is no conversion).
     wants: Callable[[Envelope], bool] | None = None
+    # Run once at the end of each transaction, after its events' handlers, in it: writes what
+    # the handlers `gathered`.
+    finish: Callable[[AsyncConnection], Awaitable[None]] | None = None
 
 
 class Consumer:
@@ -118,13 +135,15 @@ class Consumer:
         try:
             while True:
                 batch = await _burst(ready, reader, self.linger)
-                self._oldest_in_hand = event_time(batch[0].envelope)
-                started = time.perf_counter()
-                await self.handle_batch([delivery.envelope for delivery in batch])
-                for delivery in batch:
-                    await delivery.ack()
-                self._duration.observe(time.perf_counter() - started)
-                self._oldest_in_hand = None
+                # A process stopping gracefully finishes this batch (acks included) first.
+                async with in_hand():
+                    self._oldest_in_hand = event_time(batch[0].envelope)
+                    started = time.perf_counter()
+                    await self.handle_batch([delivery.envelope for delivery in batch])
+                    for delivery in batch:
+                        await delivery.ack()
+                    self._duration.observe(time.perf_counter() - started)
+                    self._oldest_in_hand = None
         finally:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -223,6 +242,8 @@ class Consumer:
                     await inbox.mark_stale(conn, self.name, envelope)
                     return "stale"
             await self.spec.handler(conn, envelope)
+            if self.spec.finish is not None:
+                await self.spec.finish(conn)
             if sequence is not None:
                 await inbox.advance(conn, self.name, envelope)
             return "applied"
@@ -262,6 +283,8 @@ class Consumer:
                 if sequence is not None:
                     advanced[key] = sequence
                 outcomes.append("applied")
+            if self.spec.finish is not None:
+                await self.spec.finish(conn)
             await inbox.mark_stale_many(conn, self.name, stale)
             await inbox.advance_many(conn, self.name, advanced)
         return outcomes

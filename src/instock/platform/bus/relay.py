@@ -24,6 +24,7 @@ from instock.platform import tracing
 from instock.platform.bus.base import Bus, Envelope
 from instock.platform.bus.outbox import OUTBOX_SIGNAL, outbox
 from instock.platform.db import Database, utcnow
+from instock.platform.drain import in_hand
 from instock.platform.retry import keep_running
 from instock.platform.telemetry import EVENTS_PUBLISHED
 
@@ -57,8 +58,12 @@ class Relay:
                 if lost.is_set():
                     log.warning("relay_leadership_lost")
                     return
-                while await self.publish_pending() == self.batch:
-                    pass  # a full batch: more are waiting, go on without waiting for a signal
+                while True:
+                    # A process stopping gracefully finishes this batch (marked published).
+                    async with in_hand():
+                        published = await self.publish_pending()
+                    if published < self.batch:
+                        break  # else more are waiting: go on without waiting for a signal
                 if loop.time() - last_cleanup >= self.cleanup_every:
                     await self.cleanup()
                     last_cleanup = loop.time()

@@ -16,7 +16,7 @@ So `products(first: 50) { edges { node { variants { stock { available } } } } }`
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +40,10 @@ from graphql import (
     get_named_type,
 )
 from strawberry.extensions import SchemaExtension
+
+from instock.platform.graphql.errors import problem_error
+from instock.platform.ratelimit import STATE_KEY as RATE_LIMIT_STATE
+from instock.platform.ratelimit import Refused, Weighed
 
 SIZE_ARGUMENTS = ("first", "limit")
 MEASURED_DOCUMENTS = 1000  # measures kept; beyond, documents are measured every time
@@ -165,6 +169,25 @@ def _is_list(kind: GraphQLOutputType) -> bool:
     return isinstance(kind, GraphQLList)
 
 
+async def charge(context: Any, cost: int) -> None:
+    """Count the query at its cost against the rate limits weighted by cost (the middleware
+    left them in the request's state: it cannot measure a query). Over a limit, the answer is
+    a 429 whose error carries the problem, with Retry-After, as on REST."""
+    request = getattr(context, "request", None)
+    state = request.scope.get("state", {}) if request is not None else {}
+    weighed: Weighed | None = state.get(RATE_LIMIT_STATE)
+    if weighed is None:
+        return
+    response = context.response
+    try:
+        headers = await weighed.charge(cost)
+    except Refused as refused:
+        response.status_code = refused.error.status
+        response.headers.update(refused.headers)
+        raise problem_error(refused.error) from None
+    response.headers.update(headers)
+
+
 def query_limits(limits: Limits) -> type[SchemaExtension]:
     """A schema extension enforcing `limits` (a class: Strawberry makes one per operation)."""
 
@@ -175,7 +198,7 @@ def query_limits(limits: Limits) -> type[SchemaExtension]:
     class QueryLimits(SchemaExtension):
         cost = 0
 
-        def on_validate(self) -> Iterator[None]:
+        async def on_validate(self) -> AsyncIterator[None]:
             context = self.execution_context
             if context.graphql_document is not None:
                 sizes = tuple(sorted((k, v) for k, v in (context.variables or {}).items()
@@ -189,6 +212,7 @@ def query_limits(limits: Limits) -> type[SchemaExtension]:
                         measured[key] = found
                 self.cost = found.cost
                 limits.check(found)
+                await charge(context.context, found.cost)
             yield
 
         def get_results(self) -> dict[str, Any]:

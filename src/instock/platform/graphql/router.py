@@ -6,7 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from starlette.requests import HTTPConnection
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import Response
+from starlette.websockets import WebSocket
 from strawberry import Schema
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.fastapi import GraphQLRouter
@@ -14,6 +16,7 @@ from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_P
 from strawberry.types.unset import UNSET, UnsetType
 
 from instock.platform.auth import TokenAuthority
+from instock.platform.drain import RESTART_CLOSE_CODE, RESTART_REASON, Drain
 from instock.platform.errors import InstockError
 from instock.platform.graphql.context import GraphContext, principal_from
 from instock.platform.graphql.errors import code_of
@@ -48,3 +51,20 @@ class InstockGraphQLRouter(GraphQLRouter[GraphContext, None]):
             raise ConnectionRejectionError({"code": code_of(exc.slug),
                                             "reason": exc.detail}) from exc
         return UNSET
+
+    async def run(  # type: ignore[override]  # one body for strawberry's two overloads
+            self, request: Request | WebSocket, context: GraphContext = UNSET,
+            root_value: None = UNSET) -> Response | WebSocket:
+        """A WebSocket is registered with the process's drain for its life: a stopping process
+        closes it with 1012 "service restart" (its subscriptions end with it), and the
+        client reconnects through the load balancer to a process that stays."""
+        if not isinstance(request, WebSocket):
+            return await super().run(request, context, root_value)
+        socket = request
+        drain: Drain = socket.app.state.drain
+
+        async def close() -> None:
+            await socket.close(code=RESTART_CLOSE_CODE, reason=RESTART_REASON)
+
+        with drain.track(close):
+            return await super().run(socket, context, root_value)

@@ -115,6 +115,51 @@ function chart(experiment) {
   return svg;
 }
 
+// A SKU's last 28 days as SVG bars (grey behind a day it was out of stock), its 28-day
+// velocity in stock as a line, and its cover and stock-out day in words.
+function salesChart(sku, days, rate) {
+  const width = 560, height = 120, step = width / days.length;
+  const top = Math.max(1, rate, ...days.map((d) => d.sold));
+  const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+  svg.setAttribute("viewBox", `0 0 ${width} ${height + 14}`);
+  svg.setAttribute("role", "img");
+  svg.setAttribute("aria-label", `${sku}: units sold a day over ${days.length} days`);
+  const add = (tag, attributes, text) => {
+    const node = document.createElementNS(svg.namespaceURI, tag);
+    Object.entries(attributes).forEach(([a, b]) => node.setAttribute(a, b));
+    if (text !== undefined) node.textContent = text;
+    svg.append(node);
+    return node;
+  };
+  days.forEach((d, i) => {
+    if (d.inStockShare < 1) {
+      add("rect", { x: i * step, y: 0, width: step, height, class: "out-of-stock",
+        "fill-opacity": String(0.35 * (1 - d.inStockShare)) });
+    }
+    const h = (d.sold / top) * height;
+    add("rect", { x: i * step + 1, y: height - h, width: step - 2, height: h, class: "bar day",
+      "data-day": d.day, "data-sold": String(d.sold) }, undefined)
+      .append(Object.assign(document.createElementNS(svg.namespaceURI, "title"),
+        { textContent: `${d.day}: ${d.sold} sold` }));
+  });
+  const y = height - (rate / top) * height;
+  add("line", { x1: 0, x2: width, y1: y, y2: y, class: "velocity" });
+  add("text", { x: 2, y: height + 12 }, days[0].day);
+  add("text", { x: width - 70, y: height + 12 }, days[days.length - 1].day);
+  return svg;
+}
+
+async function velocity(sku) {
+  const { skuAnalytics: a, salesDays } = await api.run("OpsSkuAnalytics", { sku });
+  const cover = a.daysOfCover === null ? "no sales: no stock-out in sight"
+    : `${a.daysOfCover.toFixed(1)} days of cover, out on ${a.stockoutOn}`;
+  document.getElementById("velocity").replaceChildren(el("figure", { "data-sku": sku },
+    el("figcaption", {}, `${sku}: ${a.velocity28d.toFixed(2)} a day in stock (28 d), ` +
+      `${a.velocity7d.toFixed(2)} (7 d); ${a.sold28d} sold, ${a.available} available; ${cover}; ` +
+      `in stock ${(a.inStockShare28d * 100).toFixed(0)} % of 28 days`),
+    salesChart(sku, salesDays, a.velocity28d)));
+}
+
 async function experiments() {
   const { experiments: all } = await api.run("OpsExperiments");
   const box = document.getElementById("experiments");
@@ -154,6 +199,10 @@ async function main() {
   document.getElementById("run-audit").addEventListener("click", () => audit().catch(problem));
   streams();
   await stock();
+  document.querySelector("#stock tbody").addEventListener("click", (event) => {
+    const row = event.target.closest("tr[data-sku]");
+    if (row) velocity(row.dataset.sku).catch(problem);
+  });
   await Promise.all([deliveries(), experiments(), audit()]).catch(problem);
   setInterval(() => deliveries().catch(problem), 5000);
   setInterval(() => experiments().catch(problem), 15000);
