@@ -64,7 +64,7 @@ test: $(STAMP) $(STUBS) $(CHROMIUM) $(PROMTOOL) $(HAPROXY)
 	$(BIN)/ruff check src tests tools
 	$(BIN)/mypy
 	$(BIN)/lint-imports
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=30
 
 # After a change to the dependencies in pyproject.toml.
 lock: $(STAMP)
