@@ -11,19 +11,28 @@ from instock.bench.local import HOST
 
 DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
 DEFAULT_NATS = "nats://127.0.0.1:4222"
+DEFAULT_RABBITMQ = "rabbitmq://guest:guest@127.0.0.1:5672/"
+# The port each bus is reached on, to tell whether it answers here (RabbitMQ's stream protocol
+# has its own port: the URL's is AMQP's).
+PORTS = {"redis": 6379, "rediss": 6379, "nats": 4222, "tls": 4222, "rabbitmq": 5552,
+         "rabbitmqs": 5551}
 
 
 def default_buses() -> list[str]:
-    """memory:// always; Redis and NATS (INSTOCK_REDIS_URL / INSTOCK_NATS_URL, else their
-    standard local ports) only if something accepts a connection there."""
+    """memory:// always; Redis, NATS and RabbitMQ Streams (INSTOCK_REDIS_URL, INSTOCK_NATS_URL,
+    INSTOCK_RABBITMQ_URL, else their standard local ports) only if something accepts a
+    connection there."""
     candidates = [os.environ.get("INSTOCK_REDIS_URL") or DEFAULT_REDIS,
-                  os.environ.get("INSTOCK_NATS_URL") or DEFAULT_NATS]
+                  os.environ.get("INSTOCK_NATS_URL") or DEFAULT_NATS,
+                  os.environ.get("INSTOCK_RABBITMQ_URL") or DEFAULT_RABBITMQ]
     return ["memory://", *(url for url in candidates if _answers(url))]
 
 
 def _answers(url: str) -> bool:
     parts = urlsplit(url)
-    port = parts.port or (6379 if parts.scheme.startswith("redis") else 4222)
+    stream_port = dict(parse_qsl(parts.query)).get("stream_port")
+    port = (int(stream_port) if stream_port else PORTS[parts.scheme]
+            ) if parts.scheme.startswith("rabbitmq") else parts.port or PORTS[parts.scheme]
     try:
         with socket.create_connection((parts.hostname or HOST, port), timeout=0.5):
             return True
@@ -45,7 +54,7 @@ def bus_label(url: str) -> str:
 
 
 async def drop_stream(url: str) -> None:
-    """Delete the run's stream from Redis or NATS, so benches leave nothing behind."""
+    """Delete the run's stream from Redis, NATS or RabbitMQ, so benches leave nothing behind."""
     parts = urlsplit(url)
     stream = dict(parse_qsl(parts.query)).get("stream")
     if stream is None:
@@ -68,3 +77,11 @@ async def drop_stream(url: str) -> None:
             await nc.jetstream().delete_stream(stream)
         finally:
             await nc.close()
+    elif parts.scheme.startswith("rabbitmq"):
+        from instock.platform.bus.rabbitmq import RabbitStreamsBus
+
+        bus = RabbitStreamsBus.from_url(url)
+        try:
+            await bus.drop()  # the events' stream and its groups'
+        finally:
+            await bus.close()

@@ -174,9 +174,10 @@ def bench_recs(
 @bench_app.command("events")
 def bench_events(
     bus: list[str] | None = typer.Option(
-        None, "--bus", help="a bus URL (repeatable). Default: memory:// plus Redis and NATS "
-        "(INSTOCK_REDIS_URL / INSTOCK_NATS_URL, else their local standard ports) if they "
-        "answer. Every run gets its own ?stream=, deleted afterwards."),
+        None, "--bus", help="a bus URL (repeatable). Default: memory:// plus Redis, NATS and "
+        "RabbitMQ (INSTOCK_REDIS_URL / INSTOCK_NATS_URL / INSTOCK_RABBITMQ_URL, else their "
+        "local standard ports) if they answer. Every run gets its own ?stream=, deleted "
+        "afterwards."),
     rate: float = typer.Option(1000.0, "--rate", min=0.1, help="changes per second offered"),
     seconds: float = typer.Option(10.0, "--seconds", min=0.1, help="how long to offer them"),
     skus: int = typer.Option(100, "--skus", min=1, help="SKUs the changes spread over"),
@@ -335,8 +336,9 @@ def bench_fleet(
     from instock.bench import fleet
     from instock.fleet.lb import LoadBalancerError, haproxy
 
-    shared = bus or next((b for b in reversed(default_buses()) if not b.startswith("memory")),
-                         None)
+    answering = default_buses()
+    shared = bus or next((b for scheme in ("nats", "redis") for b in answering
+                          if b.startswith(scheme)), None)
     if shared is None or shared.startswith("memory"):
         raise typer.BadParameter("a fleet needs a shared bus: nats://… or redis://…",
                                  param_hint="--bus")
