@@ -211,10 +211,11 @@ class Link:
                 return conn
             if conn is not None:
                 self._retire(conn)
-            conn = self._conns[use] = await asyncio.wait_for(self._connect(), CONNECT_TIMEOUT)
+            fresh = await asyncio.wait_for(self._connect(), CONNECT_TIMEOUT)
+            self._conns[use] = fresh
             if self._watchdog is None:
                 self._watchdog = asyncio.create_task(self._watch())
-            return conn
+            return fresh
 
     async def _connect(self) -> _Connection:
         address = self._address
