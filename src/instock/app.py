@@ -112,7 +112,7 @@ from instock.reconciliation.service import ReconcileSettings, ReconciliationServ
 from instock.waitlist.service import WaitlistService, WaveSettings
 from instock.web import pages
 from instock.webhooks.service import FANOUT, Policy, WebhooksService
-from instock.workers import publish_refusals, worker_duties
+from instock.workers import publish_refusals, watch_oversell, worker_duties
 
 log = structlog.get_logger(__name__)
 
@@ -324,7 +324,8 @@ def background_work(container: Container, hub: LiveHub) -> list[Coroutine[Any, A
     if "experiments" in served:
         work.append(container.experiments.run_exposure_writer())
     if "inventory" in served:
-        work.append(publish_refusals(container.inventory))
+        work += [publish_refusals(container.inventory),
+                 watch_oversell(container.inventory, container.settings.oversell_watch_seconds)]
     if container.settings.run_recommender and "recommendations" in served:
         work.append(container.recommendations.run(container.bus))
     return work + worker_duties(container)

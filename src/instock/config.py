@@ -95,6 +95,8 @@ class Settings(BaseSettings):
     # requests in flight; a worker finishes its batches in hand. Both give up after
     # shutdown_timeout_seconds.
     drain_seconds: float = Field(default=2.0, ge=0, le=300)
+    # How often each API process serving inventory samples instock_oversold_units.
+    oversell_watch_seconds: float = Field(default=5.0, gt=0, le=3600)
     shutdown_timeout_seconds: int = Field(default=10, ge=1, le=600)
     log_level: str = "info"
     log_json: bool = True

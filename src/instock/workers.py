@@ -44,6 +44,12 @@ async def publish_refusals(inventory: InventoryService, every: float = 5.0) -> N
     await keep_running(inventory.publish_refusals, "publish_refusals", pause=every)
 
 
+async def watch_oversell(inventory: InventoryService, every: float) -> None:
+    """Keep this process's instock_oversold_units current: a canary (`instock fleet canary`)
+    and the alerts read it from every process."""
+    await keep_running(inventory.sample_oversold, "oversell_watch", pause=every)
+
+
 async def run_webhook_delivery(webhooks: WebhooksService) -> None:
     """Deliver outbound webhooks forever; a failed round is logged and the worker goes on."""
     await keep_running(webhooks.run, "webhook_delivery")

@@ -6,6 +6,9 @@ real bus.
   out before it exits (no request is routed to it after that), a slow request it was serving
   completes, the load through the balancer never sees an error, and the supervisor starts it
   again.
+- A canary (`instock fleet canary`) under the same load: a sound release passes and leaves the
+  weights as they were; a release whose stock read raises is rolled back on its error rate, and
+  a sound one while something oversells is rolled back on instock_oversold_units.
 - A rolling restart (SIGHUP to the supervisor) under steady load: 20 clients reading stock,
   reserving and committing with Idempotency-Keys and adjusting stock through the balancer
   while every API process and worker is replaced one at a time: no answer outside 2xx and the
@@ -20,6 +23,7 @@ import contextlib
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -32,6 +36,7 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
 from instock.fleet import lb
 from instock.platform.auth import Role
@@ -65,6 +70,7 @@ class Fleet:
     lb_url: str
     stats_url: str
     database: Database
+    env: dict[str, str]  # the fleet's: what its commands (`instock fleet canary`) run with
 
     def status(self) -> dict[str, Any]:
         with contextlib.suppress(OSError, ValueError):
@@ -119,7 +125,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         env = database.env(
             INSTOCK_BUS_URL=unique_bus(BUS), INSTOCK_REDIS_URL=REDIS_URL or "",
             INSTOCK_DRAIN_SECONDS="2", INSTOCK_CONSUMER_REDELIVER_SECONDS="2",
-            INSTOCK_LIVE_HEARTBEAT_SECONDS="1",
+            INSTOCK_LIVE_HEARTBEAT_SECONDS="1", INSTOCK_OVERSELL_WATCH_SECONDS="0.5",
             # A small pool each: the PostgreSQL server (100 connections) is shared with the
             # other tests' databases; 20 clients need no more.
             INSTOCK_DB_POOL_SIZE="4")
@@ -132,7 +138,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         running = Fleet(process, tmp / "state" / "fleet", log_path,
                         f"http://127.0.0.1:{port}", f"http://127.0.0.1:{stats_port}/stats",
-                        database)
+                        database, env)
         try:
             deadline = time.monotonic() + START_TIMEOUT
             while running.status().get("state") != "up":
@@ -419,3 +425,75 @@ async def _assert_every_change_consumed(database: Database) -> None:
         "SELECT event_id FROM inbox WHERE consumer = :c AND type = 'inventory.stock_changed.v1'",
         c=CONSUMER)
     assert published and len(handled) == len(set(handled)) and set(handled) == published
+
+
+# -- a canary ---------------------------------------------------------------------------------
+
+
+async def _canary(fleet: Fleet, *args: str) -> tuple[int, dict[str, Any], str]:
+    """`instock fleet canary` with short steps: (exit code, its JSON verdict, its stderr)."""
+    process = await asyncio.create_subprocess_exec(
+        INSTOCK, "fleet", "canary", "--steps", "30", "--step-seconds", "4", "--every", "0.5",
+        *args, env=fleet.env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, said = await asyncio.wait_for(process.communicate(), 180)
+    assert process.returncode is not None
+    verdict = json.loads(out) if process.returncode in (0, 1) else {}
+    return process.returncode, verdict, said.decode()
+
+
+def _broken_release(into: Path) -> Path:
+    """This code with one bug: reading a SKU's stock raises (every such request a 500)."""
+    src = into / "src"
+    shutil.copytree(Path(__file__).parents[2] / "src", src,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    service = src / "instock" / "inventory" / "service.py"
+    text = service.read_text()
+    head = "    async def stock(self, sku: str, channel_id: str | None = None) -> StockView:\n"
+    assert head in text, "the stock read moved: point the broken release at it again"
+    service.write_text(text.replace(head, head + '        raise RuntimeError("a bug")\n'))
+    return src
+
+
+async def _weights(fleet: Fleet) -> dict[str, int]:
+    socket_path = Path(fleet.status()["admin_socket"])
+    names = [slot["name"] for slot in fleet.status()["slots"]]
+    return {f"{backend}/{name}": await lb.get_weight(socket_path, backend, name)
+            for backend in (lb.API_BACKEND, lb.LIVE_BACKEND) for name in names}
+
+
+async def test_a_canary_passes_or_is_rolled_back_on_its_errors_or_an_oversell(
+        fleet: Fleet, tmp_path: Path) -> None:
+    weights = await _weights(fleet)
+    async with running(Load(fleet.lb_url), 6) as load:
+        code, verdict, said = await _canary(fleet)
+        assert code == 0 and verdict["passed"], said
+        assert verdict["steps"][0]["requests"] > 0 and verdict["steps"][0]["errors"] == 0
+    assert not load.failures, load.failures[:10]
+    assert await _weights(fleet) == weights  # the canary's slot too: a restart starts there
+
+    async with running(Load(fleet.lb_url), 6) as load:
+        code, verdict, said = await _canary(fleet, "--release", str(_broken_release(tmp_path)))
+        rolled_back = len(load.failures)
+        await asyncio.sleep(1.0)  # nothing fails once it is out
+    assert code == 1 and "error rate" in verdict["reason"], said
+    assert 0 < rolled_back == len(load.failures), load.failures[-5:]
+    assert all(": 500 " in failure for failure in load.failures), load.failures[:5]
+    assert await _weights(fleet) == weights
+
+    sku = "CN-1"  # a SKU of its own: the load's reservations are left as they are
+    async with client(fleet.lb_url, Role.ADMIN) as admin:
+        await create_product(admin, "cn", [sku])
+        await receive(admin, sku, "wh-1", 5)
+    async with running(Load(fleet.lb_url), 6):
+        trial = asyncio.create_task(_canary(fleet))
+        await asyncio.sleep(8.0)  # the canary serving (it starts in about 3 s)
+        # An oversell, as a release that wrote around the model's checks would leave it.
+        await fleet.database.execute(sa.text(
+            "UPDATE stock_levels SET reserved = on_hand + 2 WHERE sku = :sku").bindparams(sku=sku))
+        try:
+            code, verdict, said = await trial
+        finally:
+            await fleet.database.execute(sa.text(
+                "UPDATE stock_levels SET reserved = 0 WHERE sku = :sku").bindparams(sku=sku))
+    assert code == 1 and "oversold" in verdict["reason"], said
+    assert await _weights(fleet) == weights

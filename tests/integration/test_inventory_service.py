@@ -214,3 +214,20 @@ async def test_a_retried_reservation_with_the_same_key_is_the_same_reservation(
                                              replace(keyed, actor="someone-else"))
     assert again.id == first.id and other_caller.id != first.id
     assert (await c.inventory.stock("SKU-1")).totals.reserved == 4
+
+
+async def test_oversold_units_count_what_is_held_beyond_on_hand(c: Container) -> None:
+    """instock_oversold_units (what a canary rolls back on): 0 for what the model wrote; the
+    units held beyond on hand once something writes around it, summed over levels."""
+    from prometheus_client import REGISTRY
+
+    await stocked(c, "ov-1", 5)
+    await stocked(c, "ov-2", 5)
+    await c.inventory.reserve(ReserveRequest([Line("ov-1", 5)]), CTX)  # sold out: not over
+    assert await c.inventory.sample_oversold() == 0
+    async with c.db.write() as conn:
+        for sku, reserved, committed in (("ov-1", 7, 1), ("ov-2", 2, 0)):
+            await conn.execute(sa.update(store.stock_levels).where(
+                store.stock_levels.c.sku == sku).values(reserved=reserved, committed=committed))
+    assert await c.inventory.sample_oversold() == 3  # ov-1: 8 held of 5; ov-2 under, not -3
+    assert REGISTRY.get_sample_value("instock_oversold_units") == 3

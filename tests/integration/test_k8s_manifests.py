@@ -592,7 +592,8 @@ def test_the_inventory_canary(rendered: Rendered) -> None:
     needed = {a["name"] for a in template["spec"]["args"] if "value" not in a}
     assert needed <= given
     metrics = {m["name"]: m for m in template["spec"]["metrics"]}
-    assert {"error-rate", "stock-drifts", "ledger-verification"} <= set(metrics)
+    assert {"error-rate", "oversold", "stock-drifts", "ledger-verification"} <= set(metrics)
+    assert "instock_oversold_units" in metrics["oversold"]["provider"]["prometheus"]["query"]
     assert "{{args.canary-hash}}" in metrics["error-rate"]["provider"]["prometheus"]["query"]
 
 

@@ -53,8 +53,7 @@ def up(api: int = typer.Option(3, "--api", min=1, help="API processes behind the
     from instock.bench.local import instock_executable, run_loop
     from instock.config import get_settings
     from instock.fleet.lb import LoadBalancerError
-    from instock.fleet.supervisor import Plan, pool_size
-    from instock.workers import api_only_env
+    from instock.fleet.supervisor import Plan
 
     settings = get_settings()
     if settings.bus_url.startswith("memory:"):
@@ -83,13 +82,7 @@ def up(api: int = typer.Option(3, "--api", min=1, help="API processes behind the
         err.print(f"[red]ports already taken on {host}[/red]: {busy}")
         raise typer.Exit(2)
     admin = _prepare()
-    # The API processes: no worker duties, no migration (done once, above), the balancer's
-    # X-Forwarded-For trusted from its address only (unless INSTOCK_TRUSTED_PROXIES says).
-    env = dict(os.environ)
-    env.setdefault("INSTOCK_DB_POOL_SIZE", str(pool_size(api, workers)))
-    api_env = {**api_only_env(), "INSTOCK_MIGRATE_ON_START": "false"}
-    if "INSTOCK_TRUSTED_PROXIES" not in env:
-        api_env["INSTOCK_TRUSTED_PROXIES"] = host
+    env, api_env = environments(host, api, workers)
     stop_timeout = settings.drain_seconds + 5 + settings.shutdown_timeout_seconds + 5
     plan = Plan(api, workers, host, port, stats_port, ports, fleet_dir(), env, api_env,
                 instock_executable(), template, stop_timeout)
@@ -98,6 +91,21 @@ def up(api: int = typer.Option(3, "--api", min=1, help="API processes behind the
     except (RuntimeError, LoadBalancerError) as exc:  # a process that never came up, …
         err.print(f"[red]the fleet did not start[/red]: {exc}")
         raise typer.Exit(1) from exc
+
+
+def environments(host: str, apis: int, workers: int) -> tuple[dict[str, str], dict[str, str]]:
+    """Every process's environment (this one's), and what the API processes add: no worker
+    duties, no migration (done once, before they start), the balancer's X-Forwarded-For
+    trusted from its address only (unless INSTOCK_TRUSTED_PROXIES says)."""
+    from instock.fleet.supervisor import pool_size
+    from instock.workers import api_only_env
+
+    env = dict(os.environ)
+    env.setdefault("INSTOCK_DB_POOL_SIZE", str(pool_size(apis, workers)))
+    api_env = {**api_only_env(), "INSTOCK_MIGRATE_ON_START": "false"}
+    if "INSTOCK_TRUSTED_PROXIES" not in env:
+        api_env["INSTOCK_TRUSTED_PROXIES"] = host
+    return env, api_env
 
 
 def _prepare() -> str:
@@ -235,6 +243,76 @@ def restart(timeout: float = typer.Option(600, "--timeout", help="seconds to wai
         if not _running(pid):
             break
     err.print("[red]the rolling restart did not finish[/red]; see the fleet's log")
+    raise typer.Exit(1)
+
+
+@fleet_app.command("canary")
+def canary(
+    release: Path | None = typer.Option(
+        None, "--release", help="the new release's source: a checkout's `src` directory, "
+        "first on the canary's PYTHONPATH (default: the installed code)"),
+    env: list[str] = typer.Option([], "--env", help="NAME=VALUE for the canary only "
+                                  "(repeatable)"),
+    steps: str = typer.Option("10,25,50", "--steps",
+                              help="the canary's shares of the API traffic, percent, in order"),
+    step_seconds: float = typer.Option(60.0, "--step-seconds", min=1,
+                                       help="how long each share is held"),
+    every: float = typer.Option(2.0, "--every", min=0.2,
+                                help="seconds between two readings of the processes' metrics"),
+    max_error_rate: float = typer.Option(1.0, "--max-error-rate", min=0, max=100,
+                                         help="percent of the canary's requests answered 5xx"),
+    min_requests: int = typer.Option(20, "--min-requests", min=1,
+                                     help="requests the canary serves before its error rate "
+                                     "is judged, and at least in all"),
+    max_oversold: float = typer.Option(0, "--max-oversold", min=0,
+                                       help="instock_oversold_units any process may report"),
+) -> None:
+    """Try a release on a share of the running fleet's traffic: one API process of it in the
+    spare slot, weighed in at HAProxy step by step, rolled back at once when its error rate
+    or an oversell crosses its threshold (read from every process's /metrics). Prints the
+    verdict as JSON; exit 0 passed, 1 rolled back, 2 not tried."""
+    from instock.bench.local import instock_executable
+    from instock.fleet.canary import Canary, CanaryError, Plan, Thresholds
+
+    try:
+        shares = [float(part) / 100 for part in steps.split(",")]
+    except ValueError as exc:
+        raise typer.BadParameter("percentages, e.g. 10,25,50", param_hint="--steps") from exc
+    if not shares or any(not 0 < s <= 1 for s in shares):
+        raise typer.BadParameter("each share above 0 and at most 100", param_hint="--steps")
+    overrides = dict(item.split("=", 1) for item in env if "=" in item)
+    if len(overrides) != len(env):
+        raise typer.BadParameter("NAME=VALUE", param_hint="--env")
+    if release is not None and not (release / "instock" / "__init__.py").exists():
+        raise typer.BadParameter(f"{release} holds no instock package (give a checkout's "
+                                 "src directory)", param_hint="--release")
+    status = _read_status(fleet_dir())
+    pid = status.get("supervisor_pid")
+    if not isinstance(pid, int) or not _running(pid):
+        err.print(f"[red]no fleet runs[/red] from {fleet_dir()}")
+        raise typer.Exit(2)
+    host = str(status["slots"][0]["address"]).rsplit(":", 1)[0]
+    base, api_env = environments(host, int(status["apis_planned"]),
+                                 int(status["workers_planned"]))
+    process_env = {**base, **api_env, **overrides}
+    if release is not None:
+        process_env["PYTHONPATH"] = os.pathsep.join(
+            [str(release.resolve()), *filter(None, [base.get("PYTHONPATH")])])
+    plan = Plan(shares, step_seconds, every,
+                Thresholds(max_error_rate / 100, min_requests, max_oversold), process_env,
+                instock_executable())
+    try:
+        trial = Canary(status, plan, lambda line: err.print(line, highlight=False))
+    except CanaryError as exc:
+        err.print(f"[red]no canary[/red]: {exc}")
+        raise typer.Exit(2) from exc
+    outcome = asyncio.run(trial.run())
+    typer.echo(json.dumps(outcome.report(), indent=2))
+    if outcome.passed:
+        err.print("[green]canary passed[/green]: roll the release out with `instock fleet "
+                  "restart` once the fleet runs it")
+        return
+    err.print(f"[red]canary rolled back[/red]: {outcome.reason}")
     raise typer.Exit(1)
 
 

@@ -9,6 +9,7 @@ servers' lines say (health checks, cookies, tracking) is written once, in that f
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import re
@@ -20,7 +21,7 @@ from pathlib import Path
 import httpx
 
 BEGIN, END = "# fleet: servers", "# fleet: end"
-API_BACKEND = "be_api"
+API_BACKEND, LIVE_BACKEND = "be_api", "be_live"
 HAPROXY_PATHS = ("/usr/sbin/haproxy", "/usr/local/sbin/haproxy")
 
 
@@ -100,9 +101,42 @@ def check(config: Path, env: dict[str, str]) -> None:
         raise LoadBalancerError(f"haproxy refused {config}:\n{done.stdout}{done.stderr}")
 
 
-def listener_env(host: str, port: int, stats_port: int) -> dict[str, str]:
-    """The environment variables the template's listeners read."""
-    return {"INSTOCK_LB_BIND": f"{host}:{port}", "INSTOCK_LB_STATS_BIND": f"{host}:{stats_port}"}
+def listener_env(host: str, port: int, stats_port: int,
+                 admin_socket: Path | None = None) -> dict[str, str]:
+    """The environment variables the template's listeners (and runtime API socket) read."""
+    env = {"INSTOCK_LB_BIND": f"{host}:{port}", "INSTOCK_LB_STATS_BIND": f"{host}:{stats_port}"}
+    if admin_socket is not None:
+        env["INSTOCK_LB_ADMIN_SOCKET"] = str(admin_socket)
+    return env
+
+
+# -- the runtime API (`stats socket … level admin`) -------------------------------------------
+
+async def command(socket: Path, line: str) -> str:
+    """One command to HAProxy's runtime API; its answer (empty when a setter succeeded)."""
+    reader, writer = await asyncio.open_unix_connection(str(socket))
+    try:
+        writer.write(line.encode() + b"\n")
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), 10)  # one command: it answers, closes
+    finally:
+        writer.close()
+    return answer.decode().strip()
+
+
+async def set_weight(socket: Path, backend: str, server: str, weight: int) -> None:
+    answer = await command(socket, f"set weight {backend}/{server} {weight}")
+    if answer:
+        raise LoadBalancerError(f"set weight {backend}/{server} {weight}: {answer}")
+
+
+async def get_weight(socket: Path, backend: str, server: str) -> int:
+    """The server's current weight (HAProxy answers "1 (initial 1)")."""
+    answer = await command(socket, f"get weight {backend}/{server}")
+    try:
+        return int(answer.split()[0])
+    except (IndexError, ValueError) as exc:
+        raise LoadBalancerError(f"get weight {backend}/{server}: {answer}") from exc
 
 
 @dataclass(frozen=True)

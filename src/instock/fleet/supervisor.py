@@ -73,6 +73,11 @@ class Plan:
     def logs(self) -> Path:
         return self.state_dir / "logs"
 
+    @property
+    def admin_socket(self) -> Path:
+        """HAProxy's runtime API (weights: `instock fleet canary`)."""
+        return self.state_dir / "haproxy.sock"
+
 
 @dataclass
 class Child:
@@ -165,7 +170,7 @@ class Fleet:
 
     def _haproxy(self, config: Path) -> Child:
         env = {**self.plan.env, **lb.listener_env(self.plan.host, self.plan.port,
-                                                  self.plan.stats_port)}
+                                                  self.plan.stats_port, self.plan.admin_socket)}
         lb.check(config, env)
         return Child("haproxy", "lb", [lb.haproxy(), "-db", "-f", str(config)], env,
                      self.plan.logs / "haproxy.log")
@@ -337,6 +342,9 @@ class Fleet:
         children = [*self.apis, *self.workers, *filter(None, [self.balancer])]
         return {"state": self.state, "supervisor_pid": os.getpid(), "lb": self.plan.lb_url,
                 "stats": self.plan.stats_url, "logs": str(self.plan.logs),
+                "admin_socket": str(self.plan.admin_socket), "apis_planned": self.plan.apis,
+                "workers_planned": self.plan.workers,
+                "slots": [{"name": s.name, "address": s.address} for s in self.slots],
                 "rolling_restarts": self.rolling_restarts,
                 "children": [row(child) for child in children]}
 

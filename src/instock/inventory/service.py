@@ -49,7 +49,7 @@ from instock.platform.keyed_locks import KeyedLocks
 from instock.platform.memo import Memo
 from instock.platform.readcache import VersionedCache
 from instock.platform.retry import retry
-from instock.platform.telemetry import RESERVATIONS, VERSION_CONFLICTS
+from instock.platform.telemetry import OVERSOLD_UNITS, RESERVATIONS, VERSION_CONFLICTS
 
 T = TypeVar("T")
 
@@ -397,6 +397,13 @@ class InventoryService:
             raise
         _CONFIRMED.inc()
         return reservation
+
+    async def sample_oversold(self) -> int:
+        """Units held beyond on hand anywhere, now; kept in the instock_oversold_units gauge."""
+        async with self.db.read() as conn:
+            units = await store.oversold_units(conn)
+        OVERSOLD_UNITS.set(units)
+        return units
 
     async def publish_refusals(self) -> int:
         """Publish what this process refused for want of stock since the last time, one

@@ -319,6 +319,15 @@ async def all_levels(conn: AsyncConnection) -> dict[tuple[str, str], StockLevel]
     return await load_levels(conn, skus)
 
 
+async def oversold_units(conn: AsyncConnection) -> int:
+    """Units held (reserved + committed) beyond on hand, summed over the levels where that is
+    so: 0 in a database only the model wrote."""
+    excess = stock_levels.c.reserved + stock_levels.c.committed - stock_levels.c.on_hand
+    found = await conn.scalar(sa.select(sa.func.coalesce(sa.func.sum(excess), 0))
+                              .where(excess > 0))
+    return int(found or 0)
+
+
 async def save_levels(conn: AsyncConnection, levels: Sequence[StockLevel],
                       versions_before: dict[tuple[str, str], int]) -> None:
     """Write changed levels with a compare-and-swap on the version they were read at."""
