@@ -231,15 +231,15 @@ def fleet_up(database: Database, tmp: Path, apis: int, workers: int,
     anything left of it killed) afterwards."""
     base = _free_run(apis + 3)
     port, stats_port, api_base = base, base + 1, base + 2
-    log_path = tmp / "fleet-up.log"
+    log_path, fleet_env = tmp / "fleet-up.log", database.env(**env)
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [INSTOCK, "fleet", "up", "--api", str(apis), "--workers", str(workers),
              "--port", str(port), "--stats-port", str(stats_port),
-             "--api-base-port", str(api_base)], env=database.env(**env), stdout=log,
+             "--api-base-port", str(api_base)], env=fleet_env, stdout=log,
             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     fleet = Fleet(process, tmp / "state" / "fleet", log_path, f"http://127.0.0.1:{port}",
-                  f"http://127.0.0.1:{stats_port}/stats", database)
+                  f"http://127.0.0.1:{stats_port}/stats", database, fleet_env)
     try:
         deadline = time.monotonic() + START_TIMEOUT
         while fleet.status().get("state") != "up":

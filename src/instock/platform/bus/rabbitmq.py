@@ -46,6 +46,7 @@ from rstream.constants import OffsetType
 
 from instock.platform.bus.base import Bus, Delivery, Envelope
 from instock.platform.bus.common import BusClosed, Lifetime, decode, query_params
+from instock.platform.bus.rabbitmq_control import ControlFeed
 from instock.platform.bus.rabbitmq_groups import Member
 from instock.platform.bus.rabbitmq_link import (
     REQUEST_TIMEOUT,
@@ -84,6 +85,7 @@ class RabbitStreamsBus(Bus):
                                     (self._control, CONTROL_ARGUMENTS)])
         self._life = Lifetime()
         self._members: set[Member] = set()
+        self._feed = ControlFeed(self._link, self._life, self._control)
 
     @classmethod
     def from_url(cls, url: str) -> RabbitStreamsBus:
@@ -118,7 +120,8 @@ class RabbitStreamsBus(Bus):
             return 0 if since is None else await self._offset_at(since)
 
         member = Member(self._link, self._life, self._stream, self._control, group, start=start,
-                        redeliver_after=redeliver_after, members=self._members)
+                        redeliver_after=redeliver_after, members=self._members,
+                        feed=self._feed)
         return member.deliveries()
 
     async def _offset_at(self, since: datetime) -> int:
@@ -254,5 +257,6 @@ class RabbitStreamsBus(Bus):
     async def close(self) -> None:
         # Members hand their slots over while the connection is still up.
         await asyncio.gather(*(member.stop() for member in list(self._members)))
+        await self._feed.close()
         await self._life.close()  # ends pending reads before the connection goes
         await self._link.close()

@@ -18,11 +18,13 @@ appends a record every redeliver_after/4 (0.05 to 2 s) saying "member M holds sl
 ms"; every member folds the same records in the same order (`Leases.fold`), so all agree on
 every grant with no coordinator and no clock but the broker's record timestamps: a slot is
 granted if it is free, already M's, or its holder's lease ran out before the record was
-written. A member counts its lease from when it *sent* the record, before the broker wrote it,
-so it stops using a slot before anyone else may take it. The live members split the slots
-between them (`Leases.share`); a member hands over a slot that is no longer its share once
-what it delivered from it is acked, by storing the slot's position (the broker's offset
-tracking, reference "<group>:<slot>") and then leaving the slot out of its next record.
+written (a process reads the control stream once, rabbitmq_control.py, and hands each member
+its group's records). A member counts its lease from when it *sent* the record, before the
+broker wrote it, so it stops using a slot before anyone else may take it. The live members
+split the slots between them (`Leases.share`); a member hands over a slot that is no longer
+its share once what it delivered from it is acked, by storing the slot's position (the
+broker's offset tracking, reference "<group>:<slot>") and then leaving the slot out of its
+next record.
 Whoever takes a slot next starts from that position; a new group's slots start at the oldest
 message or at `since`.
 
@@ -56,6 +58,7 @@ from rstream.constants import OffsetType
 
 from instock.platform.bus.base import Delivery
 from instock.platform.bus.common import BusClosed, Lifetime, decode
+from instock.platform.bus.rabbitmq_control import ControlFeed
 from instock.platform.bus.rabbitmq_leases import SLOTS, Leases, Record, slot_of
 from instock.platform.bus.rabbitmq_link import TRANSIENT, Link, Lost, Subscription, messages
 from instock.platform.retry import backoff
@@ -66,7 +69,6 @@ MIN_GAP = 0.02  # seconds between two records of one member at the least
 COMMIT_EVERY = 0.25
 LEAVE_TIMEOUT = 3.0
 CREDIT = 4  # chunks of the event stream a member may have on its way
-CONTROL_CREDIT = 16
 
 
 @dataclass(eq=False)
@@ -106,7 +108,7 @@ class Member:
 
     def __init__(self, link: Link, life: Lifetime, stream: str, control: str, group: str, *,
                  start: Callable[[], Awaitable[int]], redeliver_after: float,
-                 members: set[Member]) -> None:
+                 members: set[Member], feed: ControlFeed) -> None:
         self.id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
         self.group = group
         self._link, self._life, self._stream, self._control = link, life, stream, control
@@ -115,6 +117,8 @@ class Member:
         self._heartbeat = min(max(redeliver_after / 4, 0.05), 2.0)
         self._window_ms = int(max(120.0, 4 * redeliver_after) * 1000)
         self._members = members
+        self._feed = feed  # the control stream's records of our group, read once per bus
+        self._heard: deque[tuple[int, Record]] = deque()
         self.slots: dict[int, _Slot] = {}
         self.share = frozenset(range(SLOTS))
         self.leases = Leases()
@@ -263,22 +267,29 @@ class Member:
                 await asyncio.sleep(backoff(failures, base=0.1, cap=5.0, jitter=0.5,
                                             draw=random.random()))  # noqa: S311 - jitter
 
+    def hear(self, ts: int, record: Record) -> None:
+        """A record of our group, from the feed."""
+        self._heard.append((ts, record))
+        self._poke.set()
+
+    def wake(self) -> None:
+        self._poke.set()
+
     async def _follow(self) -> None:
-        """One connection's worth: fold the control stream, write records, store positions.
-        The view is rebuilt from the last window of records on every (re)connection."""
+        """One epoch of the feed's: fold the control stream, write records, store positions.
+        The view is rebuilt from the feed's window of records whenever it read them again."""
         self.leases, self._sent = Leases(), {}
-        sub = await self._link.subscribe(self._control, OffsetType.TIMESTAMP,
-                                         int(time.time() * 1000) - self._window_ms,
-                                         credit=CONTROL_CREDIT, wake=self._poke)
+        await self._life.run(self._feed.ready_for(self._window_ms))
+        epoch = self._feed.epoch
+        self._heard = deque(self._feed.join(self))
         self._next_beat = 0.0
         try:
             while not self._stopping:
                 self._poke.clear()
-                while (frame := await sub.take()) is not None:
-                    for _, body in messages(frame):
-                        await self._fold(frame.timestamp, body)
-                if sub.lost:
-                    raise Lost("the control stream's subscription ended")
+                if self._feed.epoch != epoch or not self._feed.ready.is_set():
+                    raise Lost("the control stream is being read again")
+                while self._heard:
+                    await self._fold(*self._heard.popleft())
                 now = time.monotonic()
                 if self._due(now):
                     await self._beat(now)
@@ -287,12 +298,9 @@ class Member:
                 beat_at = math.inf if self._paused(time.monotonic()) else self._next_beat
                 await _wait(self._poke, min(beat_at, self._flush_at) - time.monotonic())
         finally:
-            await self._link.unsubscribe(sub)
+            self._feed.leave(self)
 
-    async def _fold(self, ts: int, body: bytes) -> None:
-        record = Record.decode(body)
-        if record is None or record.group != self.group:
-            return
+    async def _fold(self, ts: int, record: Record) -> None:
         granted = self.leases.fold(ts, record)
         if record.member == self.id and record.nonce > self._applied:
             self._applied = record.nonce
