@@ -159,11 +159,14 @@ class ServerFactory:
         self.tmp_path = tmp_path
         self.started: list[Server] = []
 
-    async def start(self, *args: str, **env: str) -> Server:
-        """`instock serve` with these further arguments and settings, once it is ready."""
+    async def start(self, *args: str, app_only: bool = False, **env: str) -> Server:
+        """`instock serve` with these further arguments and settings, once it is ready.
+        `app_only`: the API app under uvicorn with nothing around it (no migration first,
+        whatever that code's `serve` does), as a release runs on a schema it did not make."""
         last_error = ""
         for _ in range(3):  # a free port can be taken by someone else before we bind it
-            server = self._spawn(free_port(), env, args)
+            port = free_port()
+            server = self._app(port, env) if app_only else self._spawn(port, env, args)
             try:
                 await self._wait_ready(server)
                 return server
@@ -188,11 +191,18 @@ class ServerFactory:
         return self.worker("serve", "--host", "127.0.0.1", "--port", str(port), *args,
                            port=port, **env)
 
-    def worker(self, *args: str, port: int = 0, **env: str) -> Server:
-        """Start any `instock` command (a worker: relay, consumer) as its own process."""
-        log_path = self.tmp_path / f"{args[0]}-{len(self.started)}-{port}.log"
+    def _app(self, port: int, env: dict[str, str]) -> Server:
+        python = str(Path(INSTOCK).with_name("python"))
+        return self.worker("-m", "uvicorn", "instock.app:create_app", "--factory", "--host",
+                           "127.0.0.1", "--port", str(port), port=port, program=python, **env)
+
+    def worker(self, *args: str, port: int = 0, program: str = INSTOCK, **env: str) -> Server:
+        """Start any `instock` command (a worker: relay, consumer) as its own process (or
+        another program's)."""
+        name = args[0].lstrip("-") if program == INSTOCK else Path(program).name
+        log_path = self.tmp_path / f"{name}-{len(self.started)}-{port}.log"
         log = log_path.open("wb")
-        process = subprocess.Popen([INSTOCK, *args], env=self.db.env(**env), stdout=log,
+        process = subprocess.Popen([program, *args], env=self.db.env(**env), stdout=log,
                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         server = Server(process, port, log_path, log)
         self.started.append(server)
