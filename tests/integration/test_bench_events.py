@@ -6,9 +6,13 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from tests.support import INSTOCK, instock_env
 
 
+# A bench command's own test: what it measures and checks does not depend on the backend.
+@pytest.mark.one_backend
 def test_bench_events_measures_latency_and_holds_every_client(database_url: str,
                                                               tmp_path: Path) -> None:
     plot = tmp_path / "events.png"

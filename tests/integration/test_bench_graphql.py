@@ -7,9 +7,13 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from tests.support import INSTOCK, instock_env
 
 
+# A bench command's own test: what it measures and checks does not depend on the backend.
+@pytest.mark.one_backend
 def test_bench_graphql_measures_the_page_both_ways_and_holds_every_subscriber(
         database_url: str, tmp_path: Path) -> None:
     plot = tmp_path / "graphql.png"

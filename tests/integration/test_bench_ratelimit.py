@@ -7,9 +7,13 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from tests.support import INSTOCK, REDIS_URL, instock_env
 
 
+# A bench command's own test: what it measures and checks does not depend on the backend.
+@pytest.mark.one_backend
 def test_bench_ratelimit_measures_what_counting_costs(database_url: str,
                                                       tmp_path: Path) -> None:
     plot = tmp_path / "ratelimit.png"

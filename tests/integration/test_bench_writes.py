@@ -8,11 +8,15 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from tests.support import INSTOCK, instock_env
 
 CASES = ["adjustment", "reservation", "checkout", "drop"]
 
 
+# A bench command's own test: what it measures and checks does not depend on the backend.
+@pytest.mark.one_backend
 def test_bench_writes_measures_every_case_and_nothing_is_oversold_or_lost(
         database_url: str, tmp_path: Path) -> None:
     plot = tmp_path / "writes.png"
