@@ -15,8 +15,8 @@ thing on SQLite and on PostgreSQL when INSTOCK_TEST_DATABASE_URL is set:
 
 A table added without a classification fails here, as does a classified table that is gone,
 and docs/sharding.md's create_distributed_table/create_reference_table statements must name
-exactly these tables. Per-SKU tables whose key is not SKU-first today are known gaps: their
-tests are xfail(strict=True), so a migration that closes one is noticed.
+exactly these tables. (Migration 0023 closed the last gaps: reservation lines and allocations
+keyed SKU-first, without foreign keys to the coordinator's `reservations`.)
 """
 
 from __future__ import annotations
@@ -107,17 +107,6 @@ TABLES: dict[str, tuple[str, str]] = {
     "api_clients": (LOCAL, "OAuth clients"),
 }
 
-# Per-SKU tables whose keys are not SKU-first today (docs/sharding.md: the gaps). Not changed
-# here (migrations stay as they are): xfail(strict=True) until a migration closes them.
-KEY_GAPS = {
-    "reservation_lines": "primary key (reservation_id, sku): sku second",
-    "reservation_allocations": "primary key (reservation_id, position): no sku at all",
-}
-FOREIGN_KEY_GAPS = {
-    ("reservation_lines", "reservations"): "a distributed table may reference only a "
-                                           "reference table or a co-located one",
-    ("reservation_allocations", "reservations"): "the same",
-}
 CATALOGUE = {"products", "variants", "bundle_components", "locations"}
 
 
@@ -181,9 +170,7 @@ def test_every_table_is_classified(schema: dict[str, Table]) -> None:
     assert all(reason.strip() for _, reason in TABLES.values())
 
 
-@pytest.mark.parametrize("table", [
-    pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=KEY_GAPS[name]))
-    if name in KEY_GAPS else name for name in of(DISTRIBUTED)])
+@pytest.mark.parametrize("table", of(DISTRIBUTED))
 def test_per_sku_tables_are_keyed_by_sku_first(schema: dict[str, Table], table: str) -> None:
     found = schema[table]
     assert found.primary_key[:1] == ["sku"], f"{table}: primary key {found.primary_key}"
@@ -222,15 +209,8 @@ def foreign_key_problems(schema: dict[str, Table]) -> dict[tuple[str, str], str]
 
 def test_foreign_keys_citus_can_keep(schema: dict[str, Table]) -> None:
     problems = foreign_key_problems(schema)
-    unexpected = {k: v for k, v in problems.items() if k not in FOREIGN_KEY_GAPS}
-    assert not unexpected, f"foreign keys a sharded schema cannot keep: {unexpected}"
+    assert not problems, f"foreign keys a sharded schema cannot keep: {problems}"
 
-
-@pytest.mark.parametrize("gap", [
-    pytest.param(gap, marks=pytest.mark.xfail(strict=True, reason=why), id="->".join(gap))
-    for gap, why in FOREIGN_KEY_GAPS.items()])
-def test_known_foreign_key_gaps(schema: dict[str, Table], gap: tuple[str, str]) -> None:
-    assert gap not in foreign_key_problems(schema)
 
 
 STATEMENT = re.compile(
@@ -249,9 +229,7 @@ def test_the_doc_distributes_exactly_these_tables() -> None:
     for table, m in distributed.items():
         assert m["column"] == "sku", table
         assert m["with"] == (None if table == COLOCATE_WITH else COLOCATE_WITH), table
-        # A gap's statement cannot run yet: the doc shows it commented out.
-        assert bool(m["comment"]) == (table in KEY_GAPS), table
+        assert not m["comment"], f"{table}: its statement is commented out"
     first = min(m.start() for m in statements if m["call"] == "create_distributed_table")
     assert max(m.start() for m in statements if m["call"] == "create_reference_table") < first, (
         "reference tables first: distributed tables' foreign keys point at them")
-    assert all(table in DOC.read_text() for table in KEY_GAPS)

@@ -137,24 +137,29 @@ reservations = sa.Table(
     sa.Index("ix_reservations_status_expires_at", "status", "expires_at"),
 )
 
+# A reservation's rows, keyed SKU-first so that they could live on their SKU's shard beside
+# its stock (docs/sharding.md); no foreign key to `reservations` for the same reason (they are
+# written in the reservation's own transaction). Read by reservation through its index.
 reservation_lines = sa.Table(
     "reservation_lines", metadata,
-    sa.Column("reservation_id", sa.String(36), sa.ForeignKey("reservations.id"),
-              primary_key=True),
-    sa.Column("sku", sa.String(64), primary_key=True),
+    sa.Column("reservation_id", sa.String(36), nullable=False),
+    sa.Column("sku", sa.String(64), nullable=False),
     sa.Column("quantity", sa.Integer, nullable=False),
+    sa.PrimaryKeyConstraint("sku", "reservation_id"),
     sa.Index("ix_reservation_lines_sku", "sku"),
+    sa.Index("ix_reservation_lines_reservation_id", "reservation_id"),
 )
 
 reservation_allocations = sa.Table(
     "reservation_allocations", metadata,
-    sa.Column("reservation_id", sa.String(36), sa.ForeignKey("reservations.id"),
-              primary_key=True),
-    sa.Column("position", sa.Integer, primary_key=True),
+    sa.Column("reservation_id", sa.String(36), nullable=False),
+    sa.Column("position", sa.Integer, nullable=False),
     sa.Column("sku", sa.String(64), nullable=False),
     sa.Column("location", sa.String(64), nullable=False),
     sa.Column("lot", sa.String(64), nullable=True),
     sa.Column("quantity", sa.Integer, nullable=False),
+    sa.PrimaryKeyConstraint("sku", "reservation_id", "position"),
+    sa.Index("ix_reservation_allocations_reservation_id", "reservation_id"),
 )
 
 
