@@ -37,7 +37,8 @@ from tests.e2e.sandboxes import start_payments
 from tests.graphql_doors import OWN_CUSTOMER, classify, operation, operations
 from tests.support import backends, make_settings, migrated_database
 
-pytestmark = pytest.mark.slow
+# Who may pass a door is the access table's and the auth code's, not the database's.
+pytestmark = [pytest.mark.slow, pytest.mark.one_backend]
 
 A, B = OWN_CUSTOMER, "door-cust-b"  # the customer asking, and the one it must not reach
 IDENTITIES: list[Role | None] = [None, *Role]

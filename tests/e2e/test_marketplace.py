@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+import pytest
 
 from instock.platform.auth import Role
 from tests.e2e.harness import (
@@ -29,6 +30,10 @@ from tests.e2e.harness import (
     stock,
 )
 from tests.marketplace import API_KEY, SECRET, Simulator, simulator
+
+# The channel worker, the simulator and the reconcile command end to end; the channels
+# context's integration tests run on both databases.
+pytestmark = pytest.mark.one_backend
 
 T = TypeVar("T")
 
