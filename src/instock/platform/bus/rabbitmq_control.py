@@ -17,20 +17,16 @@ their views from the records kept for the new epoch, as after their own reconnec
 from __future__ import annotations
 
 import asyncio
-import random
+import contextlib
 import time
 from collections import deque
 from typing import Protocol
 
-import structlog
 from rstream.constants import OffsetType
 
 from instock.platform.bus.common import BusClosed, Lifetime
 from instock.platform.bus.rabbitmq_leases import Record
-from instock.platform.bus.rabbitmq_link import Link, Lost, messages
-from instock.platform.retry import backoff
-
-log = structlog.get_logger(__name__)
+from instock.platform.bus.rabbitmq_link import TRANSIENT, Link, Lost, messages
 
 CREDIT = 16  # chunks of the control stream on their way
 
@@ -76,18 +72,10 @@ class ControlFeed:
             await asyncio.gather(self._task, return_exceptions=True)
 
     async def _run(self) -> None:
-        failures = 0
-        while True:
-            epoch = self.epoch
-            try:
-                await self._read()
-            except BusClosed:
-                return
-            except Exception as exc:  # a broker restart: read the window again
-                failures = 1 if self.epoch > epoch and self._kept else failures + 1
-                log.warning("bus.retrying", operation="group control stream", error=repr(exc))
-                await asyncio.sleep(backoff(failures, base=0.1, cap=5.0, jitter=0.5,
-                                            draw=random.random()))  # noqa: S311 - jitter
+        # _read returns only by an error: a broker restart or a cut reads the window again,
+        # with the bus's one retry loop, as the members' own subscriptions do.
+        with contextlib.suppress(BusClosed):
+            await self._life.persist(self._read, retry_on=TRANSIENT, what="group control stream")
 
     async def _read(self) -> None:
         self.ready.clear()
