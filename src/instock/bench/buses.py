@@ -12,10 +12,7 @@ from instock.bench.local import HOST
 DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
 DEFAULT_NATS = "nats://127.0.0.1:4222"
 DEFAULT_RABBITMQ = "rabbitmq://guest:guest@127.0.0.1:5672/"
-# The port each bus is reached on, to tell whether it answers here (RabbitMQ's stream protocol
-# has its own port: the URL's is AMQP's).
-PORTS = {"redis": 6379, "rediss": 6379, "nats": 4222, "tls": 4222, "rabbitmq": 5552,
-         "rabbitmqs": 5551}
+PORTS = {"redis": 6379, "rediss": 6379, "nats": 4222, "tls": 4222}  # when the URL names none
 
 
 def default_buses() -> list[str]:
@@ -30,9 +27,12 @@ def default_buses() -> list[str]:
 
 def _answers(url: str) -> bool:
     parts = urlsplit(url)
-    stream_port = dict(parse_qsl(parts.query)).get("stream_port")
-    port = (int(stream_port) if stream_port else PORTS[parts.scheme]
-            ) if parts.scheme.startswith("rabbitmq") else parts.port or PORTS[parts.scheme]
+    if parts.scheme.startswith("rabbitmq"):  # its stream protocol's port, not the URL's (AMQP)
+        from instock.platform.bus.rabbitmq_link import Address
+
+        port = Address.from_url(url).port
+    else:
+        port = parts.port or PORTS[parts.scheme]
     try:
         with socket.create_connection((parts.hostname or HOST, port), timeout=0.5):
             return True
