@@ -145,8 +145,7 @@ reservation_lines = sa.Table(
     sa.Column("reservation_id", sa.String(36), nullable=False),
     sa.Column("sku", sa.String(64), nullable=False),
     sa.Column("quantity", sa.Integer, nullable=False),
-    sa.PrimaryKeyConstraint("sku", "reservation_id"),
-    sa.Index("ix_reservation_lines_sku", "sku"),
+    sa.PrimaryKeyConstraint("sku", "reservation_id"),  # serves lookups by sku too
     sa.Index("ix_reservation_lines_reservation_id", "reservation_id"),
 )
 
