@@ -45,8 +45,8 @@ async def publish_refusals(inventory: InventoryService, every: float = 5.0) -> N
 
 
 async def watch_oversell(inventory: InventoryService, every: float) -> None:
-    """Keep this process's instock_oversold_units current: a canary (`instock fleet canary`)
-    and the alerts read it from every process."""
+    """Keep this process's instock_oversold_units current: a canary (`instock fleet canary`,
+    or the Argo analysis) reads it from every process."""
     await keep_running(inventory.sample_oversold, "oversell_watch", pause=every)
 
 

@@ -89,8 +89,8 @@ LEDGER_VERIFICATION_FAILURES = Counter(
     "Stock levels whose ledger failed verification (an entry altered, the chain broken)")
 # Units held (reserved or committed) beyond what is on hand, over every stock level: 0 unless
 # something wrote around the model's checks. Sampled from the database by each process serving
-# inventory (every INSTOCK_OVERSELL_WATCH_SECONDS): what `instock fleet canary`, the canary
-# analysis and the alert rules read.
+# inventory (every INSTOCK_OVERSELL_WATCH_SECONDS): what `instock fleet canary` and the canary
+# analysis (deploy/k8s) read.
 OVERSOLD_UNITS = Gauge("instock_oversold_units",
                        "Units held (reserved + committed) beyond on hand, over every stock level")
 LIVE_CONNECTIONS = Gauge("instock_live_connections", "Open SSE and WebSocket connections",
