@@ -477,8 +477,11 @@ async def test_a_canary_passes_or_is_rolled_back_on_its_errors_or_an_oversell(
         await asyncio.sleep(1.0)  # nothing fails once it is out
     assert code == 1 and "error rate" in verdict["reason"], said
     assert 0 < rolled_back == len(load.failures), load.failures[-5:]
-    others = [failure for failure in load.failures if ": 500 " not in failure]
-    assert not others, others  # the broken release's 500s, and nothing else
+    # What clients saw was the broken release: its 500s, and (rarely, in CI) a connection it
+    # dropped as it was taken out; every other answer in this phase was a success.
+    assert any(": 500 " in failure for failure in load.failures), load.failures[:5]
+    others = [f for f in load.failures if ": 500 " not in f and "RemoteProtocolError" not in f]
+    assert not others, others
     assert await _weights(fleet) == weights
 
     sku = "CN-1"  # a SKU of its own: the load's reservations are left as they are
