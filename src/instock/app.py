@@ -70,7 +70,7 @@ from instock.orders.saga import SagaRunner, SagaSettings
 from instock.orders.service import OrderSettings, OrdersService
 from instock.payments.providers import make_provider
 from instock.payments.service import PAYMENT_EVENTS, PaymentsService
-from instock.platform import errors, health, telemetry, tracing
+from instock.platform import errors, health, routing, telemetry, tracing
 from instock.platform.auth import TokenAuthority, load_or_create_secret
 from instock.platform.bus import Bus, Envelope, connect, schemas
 from instock.platform.bus.consumer import Consumer, ConsumerSpec
@@ -472,9 +472,9 @@ def create_app(settings: Settings | None = None,
     app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=rate_limits.trusted_proxies(settings))
     telemetry.install(app)  # added last, so outermost: it times and logs everything
     tracing.instrument_app(app)  # around even that: its log lines name the request's span
-    # A request is matched against the routes in this order, one pattern at a time (about a
-    # third of a millisecond through all of them): the storefront's hottest routes come first,
-    # its product page (GraphQL) before all.
+    # A request is matched against the routes in this order, one router at a time (a router
+    # none of whose paths can match is skipped at once: platform/routing.py): the
+    # storefront's hottest routes come first, its product page (GraphQL) before all.
     # Only the services this process serves (instock/services.py).
     schema = graphql_schema(settings)
     if schema is not None:
@@ -513,4 +513,5 @@ def create_app(settings: Settings | None = None,
         return JSONResponse({"status": "ready", "database": container.db.backend,
                              "checks": checks})
 
+    routing.skip_unmatchable_routers(app)
     return app
