@@ -34,14 +34,28 @@ def _recs() -> None:
 
 def _table(report: dict[str, Any]) -> Table:
     k = report["k"]
-    table = Table(title=f"{report['dataset']}: {report['targets']} targets ({report['target']})")
-    for col in ("model", f"HR@{k}", f"MRR@{k}", f"NDCG@{k}", "coverage", "seconds"):
+    table = Table(title=f"{report['dataset']}: {report['targets']} targets ({report['target']})",
+                  caption=_verdict(report.get("versus_best_baseline", {})))
+    for col in ("model", f"HR@{k}", "95% CI", f"MRR@{k}", "95% CI", f"NDCG@{k}", "coverage",
+                "seconds"):
         table.add_column(col, justify="left" if col == "model" else "right")
     for name, m in report["models"].items():
-        table.add_row(
-            name, *(f"{m[key]:.4f}" for key in ("hr", "mrr", "ndcg", "coverage")), f"{m['seconds']}"
-        )
+        table.add_row(name, f"{m['hr']:.4f}", _interval(m["hr_ci"]), f"{m['mrr']:.4f}",
+                      _interval(m["mrr_ci"]), f"{m['ndcg']:.4f}", f"{m['coverage']:.4f}",
+                      f"{m['seconds']}")
     return table
+
+
+def _interval(bounds: list[float]) -> str:
+    return f"[{bounds[0]:.4f}, {bounds[1]:.4f}]"
+
+
+def _verdict(versus: dict[str, Any]) -> str:
+    """One line a metric: instock minus the best baseline, and whether the interval says win."""
+    return "\n".join(
+        f"{metric.upper()}: instock - {v['baseline']} = {v['difference']:+.4f} "
+        f"{_interval(v['ci'])}: {'a win' if v['wins'] else 'not a sure win'}"
+        for metric, v in versus.items())
 
 
 @recs_app.command("evaluate")

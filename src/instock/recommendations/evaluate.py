@@ -18,15 +18,16 @@ from typing import Any
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from instock.recommendations import comparison
 from instock.recommendations.baselines import baseline_models, tune_als
 from instock.recommendations.data import VIEW, IntArray, kind_code
 from instock.recommendations.model import Hybrid, Recommender, default_components
 from instock.recommendations.protocol import (
     Progress,
     Split,
-    evaluate_model,
     make_split,
     price_bands,
+    rank_targets,
     target_positions,
     time_split,
 )
@@ -312,16 +313,22 @@ def _run(
     positions: IntArray,
     k: int,
     progress: Progress | None,
-) -> dict[str, dict[str, float]]:
-    results = {}
+) -> tuple[dict[str, dict[str, Any]], dict[str, list[int]]]:
+    """Each model's metrics with their intervals, and the rank it gave each target."""
+    results: dict[str, dict[str, Any]] = {}
+    ranks: dict[str, list[int]] = {}
     train = split.train
     for name, model in models.items():
         began = time.perf_counter()
         model.fit(train)
         fit_seconds = round(time.perf_counter() - began, 2)
-        scored = evaluate_model(model, split, positions, k, name, progress)
-        results[name] = {**scored, "fit_seconds": fit_seconds}
-    return results
+        began = time.perf_counter()
+        ranked = rank_targets(model, split, positions, k, name, progress)
+        ranks[name] = ranked.ranks
+        results[name] = {**ranked.summary(), **comparison.intervals(ranked.ranks, k),
+                         "seconds": round(time.perf_counter() - began, 2),
+                         "fit_seconds": fit_seconds}
+    return results, ranks
 
 
 def evaluate(
@@ -343,13 +350,17 @@ def evaluate(
         weights = tuning.pop("weights")
         used = {n: c for n, c in default_components(split.time_span).items() if weights[n] > 0}
         models = {"instock": Hybrid(used, weights), **baseline_models(tuning["als_alpha"])}
-        results = _run(models, split, positions, k, progress)
+        results, ranks = _run(models, split, positions, k, progress)
     return {
         "dataset": data.name,
         "k": k,
         "target": target,
         "targets": len(positions),
         "models": results,
+        # Is the hybrid's lead real? Its paired difference to the best baseline, per metric.
+        "versus_best_baseline": comparison.versus_best_baseline(ranks, "instock", k),
+        "chosen": comparison.chosen_configuration(used, weights, als_alpha=tuning["als_alpha"],
+                                                  tuned_on=tuning["tuned_on"]),
         "weights": weights,
         "tuning": tuning,
         "catalogue": split.n_train_items,

@@ -75,3 +75,32 @@ class RankingMetrics:
             "ndcg": float(np.sum(1.0 / np.log2(r[hit] + 1.0)) / n),
             "coverage": float(len(self.shown) / self.n_catalogue) if self.n_catalogue else 0.0,
         }
+
+
+def per_target(ranks: list[int] | IntArray, k: int) -> FloatArray:
+    """Each target's hit (1 or 0) and reciprocal rank within k (0 outside it): rows 0 and 1.
+    HR@k and MRR@k are the means of those rows."""
+    r = np.asarray(ranks, float)
+    hit = r <= k
+    return np.vstack([hit.astype(float), np.where(hit, 1.0 / np.maximum(r, 1.0), 0.0)])
+
+
+def bootstrap_intervals(values: FloatArray, resamples: int = 1000, level: float = 0.95,
+                        seed: int = 0) -> FloatArray:
+    """Percentile bootstrap interval of the mean of each row of `values` (a row per quantity,
+    a column per target): the targets are resampled with replacement, the same resamples for
+    every row, so a row of paired differences gets the interval of the difference. Returns
+    one `[low, high]` a row; a row of no targets gets `[0, 0]`."""
+    v = np.atleast_2d(np.asarray(values, float))
+    rows, n = v.shape
+    if n == 0:
+        return np.zeros((rows, 2))
+    rng = np.random.default_rng(seed)
+    means = np.empty((rows, resamples))
+    chunk = max(1, 4_000_000 // (rows * n))  # resamples at once, bounding the memory used
+    for start in range(0, resamples, chunk):
+        size = min(chunk, resamples - start)
+        picked = rng.integers(0, n, size=(size, n))
+        means[:, start:start + size] = v[:, picked].mean(axis=2)
+    tails = [(1 - level) / 2, (1 + level) / 2]
+    return np.quantile(means, tails, axis=1).T

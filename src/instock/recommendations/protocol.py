@@ -132,13 +132,27 @@ def evaluate_model(
     progress: Progress | None = None,
 ) -> dict[str, float]:
     """HR@k, MRR@k, NDCG@k and coverage of one fitted model over the target positions."""
+    began = time.perf_counter()
+    acc = rank_targets(model, split, positions, k, label, progress)
+    return {**acc.summary(), "seconds": round(time.perf_counter() - began, 2)}
+
+
+def rank_targets(
+    model: Recommender,
+    split: Split,
+    positions: IntArray,
+    k: int,
+    label: str = "",
+    progress: Progress | None = None,
+) -> RankingMetrics:
+    """The rank one fitted model gives each target (in the order of `positions`), and the
+    items of its top-k lists."""
     n_cat = split.n_train_items
     ranker = Ranker(n_cat)
     acc = RankingMetrics(k, n_cat)
-    began = time.perf_counter()
     for done, pos in enumerate(positions, start=1):
         scores = model.score(split.context_at(int(pos)))[:n_cat]
         acc.add(ranker.rank(scores, int(split.log.item[pos])), ranker.top(scores, k))
         if progress is not None and (done % 200 == 0 or done == len(positions)):
             progress(label, done, len(positions))
-    return {**acc.summary(), "seconds": round(time.perf_counter() - began, 2)}
+    return acc

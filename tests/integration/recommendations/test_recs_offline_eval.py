@@ -36,6 +36,9 @@ def assert_hybrid_wins(report: dict[str, Any]) -> None:
                 f"instock {metric}={ours[metric]:.4f} does not beat {name} "
                 f"{metric}={models[name][metric]:.4f}"
             )
+    for metric in ("hr", "mrr"):  # and the interval of the lead over the best says so
+        versus = report["versus_best_baseline"][metric]
+        assert versus["wins"], f"instock's {metric} lead over {versus['baseline']}: {versus}"
 
 
 def assert_shape(report: dict[str, Any], k: int = 20) -> None:
@@ -45,7 +48,25 @@ def assert_shape(report: dict[str, Any], k: int = 20) -> None:
         assert {"hr", "mrr", "ndcg", "coverage"} <= set(metrics)
         assert 0 <= metrics["mrr"] <= metrics["ndcg"] <= metrics["hr"] <= 1
         assert 0 <= metrics["coverage"] <= 1
-    json.dumps(report)  # serialisable as is
+        for metric in ("hr", "mrr"):  # each metric's 95% bootstrap interval holds its value
+            low, high = metrics[f"{metric}_ci"]
+            assert 0 <= low <= metrics[metric] <= high <= 1
+    versus = report["versus_best_baseline"]
+    for metric in ("hr", "mrr"):
+        best = versus[metric]["baseline"]
+        assert report["models"][best][metric] == max(
+            report["models"][name][metric] for name in BASELINES)
+        assert versus[metric]["difference"] == pytest.approx(
+            report["models"]["instock"][metric] - report["models"][best][metric], abs=1e-3)
+        low, high = versus[metric]["ci"]
+        assert low <= versus[metric]["difference"] <= high
+        assert versus[metric]["wins"] == (low > 0)
+    chosen = report["chosen"]
+    assert chosen["components"] and set(chosen["weights"]) == set(chosen["components"])
+    assert all(report["weights"][name] > 0 for name in chosen["components"])
+    assert set(chosen["hyper_parameters"]) == set(chosen["components"])
+    assert chosen["als_alpha"] == report["tuning"]["als_alpha"]
+    json.dumps(report, allow_nan=False)  # serialisable as is, strict JSON
 
 
 @pytest.mark.slow
