@@ -181,7 +181,9 @@ REES46_COLUMNS = (
     "event_time", "event_type", "product_id", "category_id", "brand", "price", "user_id",
     "user_session",
 )  # fmt: skip
-CSV_COLUMNS = ("item_id", "event_type", "timestamp")
+# A shop's own log: sessions or users (session_id or user_id), items and times; event_type is
+# optional (a log of one kind, say a user's views or purchases in time order, is all views).
+CSV_COLUMNS = ("item_id", "timestamp")
 
 
 def _rees46_columns(rec: dict[str, str]) -> tuple[Any, ...]:
@@ -196,7 +198,8 @@ def _csv_columns(rec: dict[str, str]) -> tuple[Any, ...]:
     if not rec["item_id"]:
         raise ValueError("empty item_id")
     attrs = {name: rec[name] for name in ("category", "brand", "price") if name in rec}
-    return seq, rec["item_id"], parse_time(rec["timestamp"]), kind_code(rec["event_type"]), attrs
+    kind = kind_code(rec["event_type"]) if "event_type" in rec else VIEW
+    return seq, rec["item_id"], parse_time(rec["timestamp"]), kind, attrs
 
 
 def _split(raw: RawEvents, is_train: np.ndarray) -> Split:

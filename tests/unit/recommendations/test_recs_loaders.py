@@ -7,6 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from instock.recommendations.cli import recs_app
+from instock.recommendations.data import kind_code
 from instock.recommendations.evaluate import (
     FormatError,
     evaluate,
@@ -67,6 +68,15 @@ def test_csv_prefers_session_ids(tmp_path: Path) -> None:
     lines += [f"s{n // 3},u1,i{n % 4},view,{1000 + n}" for n in range(30)]
     data = load(write(tmp_path / "s.csv", lines), "csv")
     assert len(set(data.final.log.seq.tolist())) == 10
+
+
+def test_csv_user_level_log_without_event_types_is_all_views(tmp_path: Path) -> None:
+    lines = ["user_id,item_id,timestamp"] + [f"u{n % 3},i{n % 7},{1000 + n}" for n in range(30)]
+    data = load(write(tmp_path / "u.csv", lines), "csv")
+    assert data.skipped == 0 and len(set(data.final.log.seq.tolist())) == 3
+    assert set(data.final.log.kind.tolist()) == {kind_code("view")}
+    with pytest.raises(FormatError, match="timestamp"):
+        load(write(tmp_path / "bad.csv", ["user_id,item_id", "u1,i1"]), "csv")
 
 
 def test_parse_time_accepts_unix_and_iso() -> None:
