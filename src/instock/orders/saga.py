@@ -1,4 +1,5 @@
-"""Runs the steps of checkout, cancellation and return sagas, persisted after every step.
+"""Runs the steps of checkout, cancellation and return sagas, persisted after every step (a
+step a rerun finds done is stored with the next one: STORED_WITH_NEXT).
 
 Each step is idempotent, so a saga resumed after a crash simply runs its current step again:
 stock calls carry the saga's idempotency key or check the reservation's status first, payment
@@ -29,7 +30,7 @@ from instock.inventory.model import AdjustmentKind, Line, ReservationStatus
 from instock.inventory.port import Inventory
 from instock.inventory.reservation_batch import ReserveRequest
 from instock.orders import store
-from instock.orders.model import FailureKind, Order, OrderStatus, Saga, Step
+from instock.orders.model import FailureKind, Order, OrderStatus, Saga, SagaStatus, Step
 from instock.payments.errors import CircuitOpen, PaymentDeclined, PaymentUnavailable
 from instock.payments.model import CAPTURED_FAMILY, Payment, PaymentStatus
 from instock.payments.service import AlsoWrite, PaymentsService
@@ -52,6 +53,13 @@ class StepFailed(Exception):
         super().__init__(reason)
         self.kind = kind
         self.stop = stop  # nothing to undo either: the saga just ends
+
+
+# Steps whose effect a rerun finds done (a commit finds its reservations committed, and goes
+# on): when one succeeds, its progress is stored with the next step's own write (the
+# capture's, with the provider's answer) instead of in a transaction of its own. A crash in
+# between runs it again, which changes nothing.
+STORED_WITH_NEXT = frozenset({Step.COMMIT})
 
 
 def pause_after(failures: int) -> timedelta:
@@ -124,7 +132,9 @@ class SagaRunner:
         while not saga.finished and saga.next_attempt_at <= self.clock():
             step = saga.step
             assert step is not None
-            if not await self._attempt(saga, step):
+            stored = await self._attempt(saga, step)
+            moved_on = saga.status is SagaStatus.RUNNING and saga.step is not step
+            if not stored and not (moved_on and step in STORED_WITH_NEXT):
                 async with self.db.write() as conn:
                     await self._save(conn, saga)
             if self.settings.kill_after == step.value:
