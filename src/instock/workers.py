@@ -74,7 +74,8 @@ async def run_notifications(notifications: NotificationsService) -> None:
 
 async def run_consumer(consumer: Consumer) -> None:
     """Consume forever; a broken bus connection is logged and the consumer starts again."""
-    await keep_running(consumer.run, "consumer", consumer=consumer.name)
+    await keep_running(consumer.run, "consumer", origin=f"consumer:{consumer.name}",
+                       consumer=consumer.name)
 
 
 # The settings that switch `worker_duties` on, one each (keep the two together).

@@ -114,7 +114,9 @@ def statements() -> float:
     """This process's SQL statements so far (the database adapter counts them)."""
     from prometheus_client import REGISTRY
 
-    return REGISTRY.get_sample_value("instock_db_statements_total") or 0.0
+    return sum(sample.value for family in REGISTRY.collect()
+               if family.name == "instock_db_statements" for sample in family.samples
+               if sample.name == "instock_db_statements_total")
 
 
 async def run(database: str, workdir: Path, skus: int, share: float,

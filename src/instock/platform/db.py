@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from instock.platform import held, tracing
 from instock.platform.errors import VersionConflict
+from instock.platform.origin import WORK_ORIGIN
 from instock.platform.telemetry import DB_STATEMENTS, DB_TRANSACTIONS
 
 log = structlog.get_logger(__name__)
@@ -410,30 +411,39 @@ def _ping_when_idle(engine: AsyncEngine) -> None:
 
 def _count_work(engine: AsyncEngine, *, transactions: bool) -> None:
     """The process's SQL statements and transactions on its /metrics (instock_db_*): what the
-    benches divide by the requests they made. One counter increment per event, so cheap
-    enough for every statement. Counted: what SQLAlchemy sends through a cursor (SQLite's
-    BEGIN IMMEDIATE included, being one); not the driver's own BEGIN/COMMIT on PostgreSQL, nor
-    COPY (`insert_rows`), nor the dedicated LISTEN and lock connections."""
-    statements = DB_STATEMENTS
+    benches divide by the requests they made, labelled by the work they were for (WORK_ORIGIN).
+    A dict read and a counter increment per event, so cheap enough for every statement.
+    Counted: what SQLAlchemy sends through a cursor (SQLite's BEGIN IMMEDIATE included, being
+    one); not the driver's own BEGIN/COMMIT on PostgreSQL, nor COPY (`insert_rows`), nor the
+    dedicated LISTEN and lock connections."""
+    # One child counter per (outcome,) origin, looked up once: a dict read per statement.
+    statements: dict[str, Any] = {}
+    ended: dict[tuple[str, str], Any] = {}
+
+    def _child(family: Any, cache: dict[Any, Any], key: Any) -> Any:
+        child = cache.get(key)
+        if child is None:
+            child = cache[key] = family.labels(*key) if isinstance(key, tuple) \
+                else family.labels(key)
+        return child
 
     @event.listens_for(engine.sync_engine, "before_cursor_execute")
     def _on_statement(_conn: Any, _cursor: Any, _statement: str, _parameters: Any,
                       _context: Any, _executemany: bool) -> None:
-        statements.inc()
+        _child(DB_STATEMENTS, statements, WORK_ORIGIN.get()).inc()
 
     if not transactions:
         return
-    commits, rollbacks = DB_TRANSACTIONS.labels("commit"), DB_TRANSACTIONS.labels("rollback")
 
     @event.listens_for(engine.sync_engine, "commit")
     def _on_commit(_conn: Any) -> None:
-        commits.inc()
+        _child(DB_TRANSACTIONS, ended, ("commit", WORK_ORIGIN.get())).inc()
 
     @event.listens_for(engine.sync_engine, "rollback")
     def _on_rollback(_conn: Any) -> None:
         # A read's connection closed without a commit counts here too (SQLite's deferred
         # read transactions, `snapshot`), as well as a write that failed.
-        rollbacks.inc()
+        _child(DB_TRANSACTIONS, ended, ("rollback", WORK_ORIGIN.get())).inc()
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:

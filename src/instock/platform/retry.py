@@ -12,6 +12,8 @@ from typing import Any, TypeVar
 import structlog
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
+from instock.platform.origin import WORK_ORIGIN
+
 T = TypeVar("T")
 log = structlog.get_logger(__name__)
 
@@ -73,12 +75,14 @@ async def retry(operation: Callable[[], Awaitable[T]], *, retry_on: tuple[type[E
 
 
 async def keep_running(work: Callable[[], Awaitable[object]], what: str, *, pause: float = 1.0,
-                       **context: Any) -> None:
+                       origin: str | None = None, **context: Any) -> None:
     """Run `work` again and again for the life of the process, `pause` seconds apart.
 
     Long-lived workers (relay, consumers, live listener, sweeper) use it so that an outage of
-    the database or the bus is logged and outlived instead of ending them.
+    the database or the bus is logged and outlived instead of ending them. Their database work
+    is counted as `origin` (default: `what`) on /metrics (instock_db_statements_total{origin}).
     """
+    WORK_ORIGIN.set(origin or what)  # this task's own context: the caller's is untouched
     while True:
         try:
             await work()

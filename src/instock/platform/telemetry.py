@@ -12,6 +12,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from instock.platform import tracing
 from instock.platform.ids import new_id
+from instock.platform.origin import WORK_ORIGIN
 
 REQUEST_LATENCY = Histogram(
     "instock_http_request_duration_seconds", "HTTP request latency by route",
@@ -31,11 +32,16 @@ EVENTS_CONSUMED = Counter("instock_events_consumed_total", "Events consumers han
 # SQL work, counted by the database adapter's engine hooks (platform/db.py): the benches divide
 # their growth by the requests a run made. Every engine of the process counts, the relay's and
 # consumers' work included; statements the driver issues itself (asyncpg's BEGIN, COPY) do not.
+# Each is labelled with the work it was for (platform/origin.py): `request` (an HTTP request, and
+# the group-commit batch its request started), a background loop by its name (`relay`,
+# `reconciler`, `sweeper`, ...), `consumer:<name>`, or `other` (start-up, migrations).
 DB_STATEMENTS = Counter("instock_db_statements_total",
-                        "SQL statements sent to the database (an executemany counts once)")
+                        "SQL statements sent to the database (an executemany counts once), "
+                        "by the work they were for", ["origin"])
 DB_TRANSACTIONS = Counter("instock_db_transactions_total",
-                          "Database transactions ended, by outcome (commit, rollback)",
-                          ["outcome"])
+                          "Database transactions ended, by outcome (commit, rollback) and the "
+                          "work they were for", ["outcome", "origin"])
+
 # The event backbone, for operators: how far behind the relay and each consumer are, and what
 # was given up on. The outbox and dead-letter gauges are sampled from the database
 # (platform/bus/health.py); consumer lag is read live from each consumer's batch in hand.
@@ -143,6 +149,7 @@ class ObserveMiddleware:
                           or new_id())[:128]
         scope.setdefault("state", {})["correlation_id"] = correlation_id
         structlog.contextvars.bind_contextvars(correlation_id=correlation_id)
+        WORK_ORIGIN.set("request")
         started = time.perf_counter()
         status = 500
 

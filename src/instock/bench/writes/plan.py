@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -159,36 +159,49 @@ class Counters:
     commits: float = 0.0
     rollbacks: float = 0.0
     cpu_seconds: float = 0.0
+    # Statements by the work they were for (a request, the relay, a consumer: the `origin`
+    # label), which says where the statements per request go.
+    by_origin: dict[str, float] = field(default_factory=dict)
 
     def __sub__(self, other: Counters) -> Counters:
         return Counters(self.statements - other.statements, self.commits - other.commits,
-                        self.rollbacks - other.rollbacks, self.cpu_seconds - other.cpu_seconds)
+                        self.rollbacks - other.rollbacks, self.cpu_seconds - other.cpu_seconds,
+                        {origin: n - other.by_origin.get(origin, 0.0)
+                         for origin, n in self.by_origin.items()})
 
-    def per_request(self, requests: int) -> dict[str, float | None]:
+    def per_request(self, requests: int) -> dict[str, Any]:
         """Growth over a phase ÷ the requests answered in it (relay and consumers included)."""
         if not requests:
             return {"statements_per_request": None, "transactions_per_request": None,
-                    "rollbacks_per_request": None, "cpu_ms_per_request": None}
+                    "rollbacks_per_request": None, "cpu_ms_per_request": None,
+                    "statements_per_request_by_origin": {}}
+        by_origin = {origin: round(n / requests, 2) for origin, n in sorted(
+            self.by_origin.items(), key=lambda item: -item[1]) if round(n / requests, 2)}
         return {"statements_per_request": round(self.statements / requests, 2),
                 "transactions_per_request": round(self.commits / requests, 2),
                 "rollbacks_per_request": round(self.rollbacks / requests, 2),
-                "cpu_ms_per_request": round(self.cpu_seconds * 1000 / requests, 3)}
+                "cpu_ms_per_request": round(self.cpu_seconds * 1000 / requests, 3),
+                "statements_per_request_by_origin": by_origin}
 
 
 async def counters(client: Client) -> Counters:
     text = ok(await client.staff.request("GET", "/metrics")).body.decode()
     found = {"statements": 0.0, "commit": 0.0, "rollback": 0.0, "cpu": 0.0}
+    by_origin: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name == STATEMENTS_METRIC:
                 found["statements"] += sample.value
+                origin = sample.labels.get("origin", "")
+                by_origin[origin] = by_origin.get(origin, 0.0) + sample.value
             elif sample.name == TRANSACTIONS_METRIC:
                 outcome = sample.labels.get("outcome", "")
                 if outcome in found:
                     found[outcome] += sample.value
             elif sample.name == CPU_METRIC:
                 found["cpu"] += sample.value
-    return Counters(found["statements"], found["commit"], found["rollback"], found["cpu"])
+    return Counters(found["statements"], found["commit"], found["rollback"], found["cpu"],
+                    by_origin)
 
 
 async def settled(client: Client) -> tuple[Counters, float]:
