@@ -131,6 +131,29 @@ async def test_the_availability_projection_follows_stock(container: Container) -
         assert await recs_store.availability(conn, ["P-1"]) == {"P-1": (1, 4)}
 
 
+async def test_the_availability_projection_writes_a_batch_in_one_statement(
+        container: Container) -> None:
+    """A batch of stock changes of several SKUs, some twice: each SKU's newest state lands,
+    written by one statement for the whole batch."""
+    from tests.integration.helpers import counting, receive, stocked
+
+    await stocked(container, "Q-1", 4)
+    await stocked(container, "Q-2", 2)
+    await receive(container, "Q-1", "wh", 3)
+    async with container.db.read() as conn:
+        rows = (await conn.execute(sa.select(outbox.c.envelope).where(
+            outbox.c.type == "inventory.stock_changed.v1").order_by(
+            outbox.c.created_at))).scalars().all()
+    assert len(rows) >= 3
+    worker = container.consumer("recs-availability")
+    with counting(container.db) as statements:
+        assert set(await worker.handle_batch(rows)) == {"applied"}
+    assert len([sql for sql in statements if "item_availability" in sql]) == 1
+    async with container.db.read() as conn:
+        states = await recs_store.availability(conn, ["Q-1", "Q-2"])
+    assert states == {"Q-1": (2, 7), "Q-2": (1, 2)}
+
+
 async def test_sequences_of_different_aggregates_with_one_name_do_not_mix(
         container: Container) -> None:
     seen: list[str] = []

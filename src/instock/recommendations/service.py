@@ -25,7 +25,7 @@ from instock.inventory.events import StockChanged
 from instock.orders.events import OrderPaid
 from instock.platform.bus import Bus, Envelope
 from instock.platform.bus import outbox as events_out
-from instock.platform.bus.consumer import ConsumerSpec
+from instock.platform.bus.consumer import ConsumerSpec, gathered
 from instock.platform.bus.envelope import DomainEvent, event_time
 from instock.platform.cache import GroupedCache
 from instock.platform.db import Database, utcnow
@@ -56,10 +56,20 @@ CLOCK_LEEWAY = timedelta(minutes=5)
 
 
 async def on_stock_changed(conn: AsyncConnection, envelope: Envelope) -> None:
-    """Keep the in-stock projection: the consumer framework already drops older sequences."""
+    """Keep the in-stock projection: the consumer framework already drops older sequences,
+    and each SKU's newest state in a batch is written once, by `save_availabilities`."""
     data = envelope["data"]
-    await store.save_availability(conn, data["sku"], int(data["sku_version"]),
-                                  int(data["totals"]["available"]), utcnow())
+    newest: dict[str, tuple[int, int]] = gathered("recs.availability", dict)
+    version, available = int(data["sku_version"]), int(data["totals"]["available"])
+    if version >= newest.get(data["sku"], (-1, 0))[0]:
+        newest[data["sku"]] = (version, available)
+
+
+async def save_availabilities(conn: AsyncConnection) -> None:
+    """The batch's SKUs, one statement (an adjustment's share was one statement of its own)."""
+    newest: dict[str, tuple[int, int]] = gathered("recs.availability", dict)
+    await store.save_availability(conn, {sku: state for sku, state in sorted(newest.items())},
+                                  utcnow())
 
 
 async def on_product(conn: AsyncConnection, envelope: Envelope) -> None:
@@ -130,7 +140,7 @@ async def on_profile_updated(conn: AsyncConnection, envelope: Envelope) -> None:
 
 
 AVAILABILITY = ConsumerSpec("recs-availability", frozenset({StockChanged.type}),
-                            on_stock_changed)
+                            on_stock_changed, finish=save_availabilities)
 CATALOGUE = ConsumerSpec("recs-catalogue", PRODUCT_EVENTS, on_product)
 POLL_ANSWERS = ConsumerSpec("recs-poll-answers", frozenset({PollAnswered.type}),
                             on_poll_answered, ordered=False,

@@ -3,7 +3,7 @@ the catalogue and of stock (this context never reads catalog's or inventory's ta
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -75,10 +75,12 @@ rec_sessions = sa.Table(
 )
 
 
-async def save_availability(conn: AsyncConnection, sku: str, version: int, available: int,
+async def save_availability(conn: AsyncConnection, states: Mapping[str, tuple[int, int]],
                             at: datetime) -> None:
-    await upsert(conn, item_availability, [{"sku": sku, "version": version,
-                                            "available": available, "updated_at": at}], ["sku"])
+    """SKU -> (version, available), in one statement."""
+    await upsert(conn, item_availability, [
+        {"sku": sku, "version": version, "available": available, "updated_at": at}
+        for sku, (version, available) in states.items()], ["sku"])
 
 
 async def availability(conn: AsyncConnection, skus: list[str] | None = None
