@@ -103,3 +103,36 @@ async def test_views_and_a_purchase_show_up_in_the_profile(
     assert await container.customers.export_behaviour("cus-b") == {}
     async with container.db.read() as conn:
         assert list(await conn.execute(sa.select(customer_behaviour))) == []
+
+
+async def test_a_batch_of_events_folds_as_one_by_one_in_a_few_statements(
+        http: tuple[FastAPI, httpx.AsyncClient], container: Container) -> None:
+    """The consumer takes events in batches: views, products and purchases of two customers
+    arriving together give each the summary one by one gives, read and written once."""
+    from tests.integration.helpers import counting
+
+    app, client = http
+    await product(app, client, "hood", "Acme", "hoodies")
+    await product(app, client, "kick", "Nova", "sneakers")
+    await product(app, client, "cap", "Nova", "caps")
+    views = [{"type": "view", "customer_id": c, "product_id": p}
+             for c, p in (("cus-b", "hood"), ("cus-c", "cap"), ("cus-b", "kick"),
+                          ("cus-b", "hood"), ("cus-b", "cap"))]
+    recorded = await client.post("/v1/events", json={"events": views},
+                                 headers=auth(app, Role.SERVICE))
+    assert recorded.status_code == 202, recorded.text
+    async with container.db.read() as conn:
+        envelopes = list((await conn.execute(sa.select(outbox.c.envelope).order_by(
+            outbox.c.created_at, outbox.c.id))).scalars())
+    envelopes += [paid("cus-b", "ord-1", "kick-M"), paid("cus-c", "ord-2", "hood-M")]
+    consumer = container.consumer("customers-behaviour")
+    with counting(container.db) as statements:
+        assert "dead" not in await consumer.handle_batch(envelopes)
+    behaviour_statements = [s for s in statements if "customer_behaviour" in s]
+    assert len(behaviour_statements) == 2  # one read, one write, for both customers
+    ann = (await container.customers.behaviour_of("cus-b"))
+    assert ann is not None and ann.brands == {"Acme": 2, "Nova": 5}
+    assert sorted(v["product_id"] for v in ann.views) == ["cap", "hood", "kick"]
+    cid = await container.customers.behaviour_of("cus-c")
+    assert cid is not None and cid.brands == {"Nova": 1, "Acme": 3}
+    assert [p["order_id"] for p in cid.purchases] == ["ord-2"]

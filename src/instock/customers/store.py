@@ -162,20 +162,34 @@ async def item(conn: AsyncConnection, product_id: str) -> model.Item | None:
     return None if row is None else model.Item(row.product_id, row.brand, row.category)
 
 
+async def items_by_product(conn: AsyncConnection, product_ids: list[str]
+                           ) -> dict[str, model.Item]:
+    """A product's brand and category (any of its SKUs' rows: they all say the same)."""
+    rows = await conn.execute(sa.select(customer_items).where(
+        customer_items.c.product_id.in_(product_ids)))
+    return {r.product_id: model.Item(r.product_id, r.brand, r.category) for r in rows}
+
+
 async def behaviour(conn: AsyncConnection, customer_id: str) -> model.Behaviour | None:
-    row = (await conn.execute(sa.select(customer_behaviour).where(
-        customer_behaviour.c.customer_id == customer_id))).first()
-    if row is None:
-        return None
-    return model.Behaviour(row.customer_id, tuple(row.views), tuple(row.purchases),
-                           dict(row.brands), dict(row.categories), row.updated_at)
+    return (await behaviours(conn, [customer_id])).get(customer_id)
 
 
-async def save_behaviour(conn: AsyncConnection, summary: model.Behaviour) -> None:
+async def behaviours(conn: AsyncConnection, customer_ids: list[str]
+                     ) -> dict[str, model.Behaviour]:
+    rows = await conn.execute(sa.select(customer_behaviour).where(
+        customer_behaviour.c.customer_id.in_(customer_ids)))
+    return {row.customer_id: model.Behaviour(
+        row.customer_id, tuple(row.views), tuple(row.purchases), dict(row.brands),
+        dict(row.categories), row.updated_at) for row in rows}
+
+
+async def save_behaviours(conn: AsyncConnection, summaries: list[model.Behaviour]) -> None:
+    """One statement, however many customers."""
     await upsert(conn, customer_behaviour, [{
         "customer_id": summary.customer_id, "views": list(summary.views),
         "purchases": list(summary.purchases), "brands": summary.brands,
-        "categories": summary.categories, "updated_at": summary.updated_at}], ["customer_id"])
+        "categories": summary.categories, "updated_at": summary.updated_at}
+        for summary in summaries], ["customer_id"])
 
 
 async def delete_behaviour(conn: AsyncConnection, customer_id: str) -> None:
