@@ -156,12 +156,6 @@ async def items_by_sku(conn: AsyncConnection, skus: list[str]) -> dict[str, mode
     return {r.sku: model.Item(r.product_id, r.brand, r.category) for r in rows}
 
 
-async def item(conn: AsyncConnection, product_id: str) -> model.Item | None:
-    row = (await conn.execute(sa.select(customer_items).where(
-        customer_items.c.product_id == product_id).limit(1))).first()
-    return None if row is None else model.Item(row.product_id, row.brand, row.category)
-
-
 async def items_by_product(conn: AsyncConnection, product_ids: list[str]
                            ) -> dict[str, model.Item]:
     """A product's brand and category (any of its SKUs' rows: they all say the same)."""

@@ -416,15 +416,14 @@ def _count_work(engine: AsyncEngine, *, transactions: bool) -> None:
     Counted: what SQLAlchemy sends through a cursor (SQLite's BEGIN IMMEDIATE included, being
     one); not the driver's own BEGIN/COMMIT on PostgreSQL, nor COPY (`insert_rows`), nor the
     dedicated LISTEN and lock connections."""
-    # One child counter per (outcome,) origin, looked up once: a dict read per statement.
-    statements: dict[str, Any] = {}
-    ended: dict[tuple[str, str], Any] = {}
+    # One child counter per label values, looked up once: a dict read per statement.
+    statements: dict[tuple[str, ...], Any] = {}
+    ended: dict[tuple[str, ...], Any] = {}
 
-    def _child(family: Any, cache: dict[Any, Any], key: Any) -> Any:
-        child = cache.get(key)
+    def _child(family: Any, cache: dict[tuple[str, ...], Any], *labels: str) -> Any:
+        child = cache.get(labels)
         if child is None:
-            child = cache[key] = family.labels(*key) if isinstance(key, tuple) \
-                else family.labels(key)
+            child = cache[labels] = family.labels(*labels)
         return child
 
     @event.listens_for(engine.sync_engine, "before_cursor_execute")
@@ -437,13 +436,13 @@ def _count_work(engine: AsyncEngine, *, transactions: bool) -> None:
 
     @event.listens_for(engine.sync_engine, "commit")
     def _on_commit(_conn: Any) -> None:
-        _child(DB_TRANSACTIONS, ended, ("commit", WORK_ORIGIN.get())).inc()
+        _child(DB_TRANSACTIONS, ended, "commit", WORK_ORIGIN.get()).inc()
 
     @event.listens_for(engine.sync_engine, "rollback")
     def _on_rollback(_conn: Any) -> None:
         # A read's connection closed without a commit counts here too (SQLite's deferred
         # read transactions, `snapshot`), as well as a write that failed.
-        _child(DB_TRANSACTIONS, ended, ("rollback", WORK_ORIGIN.get())).inc()
+        _child(DB_TRANSACTIONS, ended, "rollback", WORK_ORIGIN.get()).inc()
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:

@@ -68,8 +68,7 @@ async def on_stock_changed(conn: AsyncConnection, envelope: Envelope) -> None:
 async def save_availabilities(conn: AsyncConnection) -> None:
     """The batch's SKUs, one statement (an adjustment's share was one statement of its own)."""
     newest: dict[str, tuple[int, int]] = gathered("recs.availability", dict)
-    await store.save_availability(conn, {sku: state for sku, state in sorted(newest.items())},
-                                  utcnow())
+    await store.save_availability(conn, dict(sorted(newest.items())), utcnow())
 
 
 async def on_product(conn: AsyncConnection, envelope: Envelope) -> None:
