@@ -78,7 +78,7 @@ from instock.platform.bus.health import BackboneMonitor
 from instock.platform.bus.relay import Relay
 from instock.platform.cache import grouped_cache
 from instock.platform.db import Database
-from instock.platform.drain import Drain, Duties, readiness_refusal
+from instock.platform.drain import CloseWhileDraining, Drain, Duties, readiness_refusal
 from instock.platform.edges import ANY, EdgeMiddleware, EdgeRules
 from instock.platform.flags import versioned_flags
 from instock.platform.graphql import (
@@ -470,6 +470,7 @@ def create_app(settings: Settings | None = None,
     # The client's address, for the limits and the logs: X-Forwarded-For only from a trusted
     # proxy (`instock serve` turns uvicorn's own handling off, which trusts 127.0.0.1).
     app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=rate_limits.trusted_proxies(settings))
+    app.add_middleware(CloseWhileDraining, drain=app.state.drain)
     telemetry.install(app)  # added last, so outermost: it times and logs everything
     tracing.instrument_app(app)  # around even that: its log lines name the request's span
     # A request is matched against the routes in this order, one router at a time (a router

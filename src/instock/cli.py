@@ -167,6 +167,7 @@ def serve(host: str | None = typer.Option(None, "--host"),
                     workers=workers, log_level="warning", access_log=False,
                     proxy_headers=False,
                     timeout_graceful_shutdown=settings.shutdown_timeout_seconds,
+                    timeout_keep_alive=settings.keep_alive_seconds,
                     ssl_certfile=str(certfile) if certfile else None,
                     ssl_keyfile=str(keyfile) if keyfile else None)
 

@@ -98,6 +98,11 @@ class Settings(BaseSettings):
     # How often each API process serving inventory samples instock_oversold_units.
     oversell_watch_seconds: float = Field(default=5.0, gt=0, le=3600)
     shutdown_timeout_seconds: int = Field(default=10, ge=1, le=600)
+    # How long an idle keep-alive connection stays open. Longer than a load balancer keeps an
+    # idle one to reuse (HAProxy purges its pool every 5 s by default, AWS ALB after 60 s), so
+    # the balancer, never this server, closes it: a server closing an idle connection as the
+    # balancer sends a request on it leaves that request unanswered. (Uvicorn's default is 5 s.)
+    keep_alive_seconds: float = Field(default=75.0, gt=0, le=3600)
     log_level: str = "info"
     log_json: bool = True
     # Tracing (OpenTelemetry) is off unless spans have somewhere to go: an OTLP/HTTP collector

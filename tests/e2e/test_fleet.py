@@ -2,10 +2,10 @@
 workers behind a real HAProxy, on one database backend (PostgreSQL when there is one) and a
 real bus.
 
-- One API process told to stop (SIGTERM): its /readyz turns 503 at once, the balancer takes it
-  out before it exits (no request is routed to it after that), a slow request it was serving
-  completes, the load through the balancer never sees an error, and the supervisor starts it
-  again.
+- One API process told to stop (SIGTERM): its /readyz turns 503 at once (each answer now closes
+  its connection), the balancer takes it out before it exits (no request is routed to it after
+  that), a slow request it was serving completes, the load through the balancer never sees an
+  error, and the supervisor starts it again.
 - A canary (`instock fleet canary`) under the same load: a sound release passes and leaves the
   weights as they were; a release whose stock read raises is rolled back on its error rate, and
   a sound one while something oversells is rolled back on instock_oversold_units.
@@ -278,6 +278,9 @@ async def test_a_stopped_process_leaves_the_rotation_finishes_its_work_and_is_re
         async with httpx.AsyncClient(base_url=f"http://{address}", timeout=5) as http:
             ready = await http.get("/readyz")
         assert ready.status_code == 503 and ready.json()["type"].endswith("/draining"), ready.text
+        # Every answer while draining closes its connection: the balancer is left no idle one
+        # for uvicorn's stop to cut under a request.
+        assert ready.headers.get("connection") == "close", ready.headers
         assert time.monotonic() - told < 2.0  # at once: within the drain, not after it
         while _alive(pid):
             await asyncio.sleep(0.05)

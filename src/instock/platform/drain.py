@@ -30,6 +30,7 @@ from contextvars import ContextVar
 from typing import Any
 
 import structlog
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from instock.platform.errors import problem_document
 
@@ -110,6 +111,34 @@ class Drain:
         retry_ms = random.randint(*RECONNECT_WINDOW_MS)  # noqa: S311 - spreading load, no secret
         body = json.dumps({"reason": RESTART_REASON, "retry_ms": retry_ms})
         return f"retry: {retry_ms}\nevent: reconnect\ndata: {body}\n\n"
+
+
+class CloseWhileDraining:
+    """ASGI middleware: while draining, every HTTP response says `Connection: close`.
+
+    A load balancer keeps idle connections to each server and reuses them. Uvicorn's graceful
+    stop closes the idle ones, and a request the balancer sends on one at that instant gets no
+    answer: HAProxy then closes its *client's* connection without a response (so the client
+    may retry), which a client that does not retry sees as an error. A draining process that
+    closes each connection after its answer leaves none idle to be cut.
+    """
+
+    def __init__(self, app: ASGIApp, drain: Drain) -> None:
+        self.app = app
+        self.drain = drain
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self.drain.draining:
+            await self.app(scope, receive, send)
+            return
+
+        async def closing(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []),
+                                                  (b"connection", b"close")]}
+            await send(message)
+
+        await self.app(scope, receive, closing)
 
 
 def readiness_refusal() -> dict[str, Any]:
