@@ -5,11 +5,23 @@ inventory runs in its process or in another."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Protocol
 
 from instock.inventory.model import Adjustment, Channel, Reservation
 from instock.inventory.reservation_batch import ReserveRequest
 from instock.platform.entry_context import EntryContext
+
+
+class ReservationGate(Protocol):
+    """Who may reserve SKUs that are in a drop, asked before every reservation. The composition
+    root wires it to the drops context, so inventory never reads drops' tables; it must answer
+    a SKU in no drop without I/O (it is on every reservation's path)."""
+
+    async def admit(self, skus: Iterable[str], customer_id: str | None,
+                    drop_pass: str | None) -> None:
+        """Return if the reservation may go ahead, else raise the house's error saying why
+        (nothing is reserved then)."""
 
 
 class Inventory(Protocol):

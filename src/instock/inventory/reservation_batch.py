@@ -29,6 +29,7 @@ class ReserveRequest:
     channel: str = "web"
     customer_id: str | None = None
     ttl_seconds: int | None = None
+    drop_pass: str | None = None  # the pass a drop's waiting room gave (port.ReservationGate)
 
 
 @dataclass(frozen=True)
