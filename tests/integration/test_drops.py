@@ -237,6 +237,21 @@ async def test_a_first_come_drop_opens_to_anyone_at_its_start(http: Http) -> Non
     assert (await stock_of(http, "fc-1"))["reserved"] == 1
 
 
+async def test_a_drops_per_customer_limit_holds_beside_the_skus_own(http: Http) -> None:
+    await stocked(http, "lim", {"lim-1": 10, "lim-2": 10})
+    await schedule(http, skus=["lim-1"], starts_at=soon(0), mode="first_come",
+                   per_customer_limit=1)
+    await asyncio.sleep(0.05)
+    assert (await reserve(http, "c1", "lim-1")).status_code == 201
+    second = await reserve(http, "c1", "lim-1")
+    assert second.status_code == 409 and second.json()["type"].endswith(
+        "customer-limit-exceeded"), second.text
+    assert (await reserve(http, "c2", "lim-1")).status_code == 201
+    # A SKU in no drop keeps no limit it did not have.
+    assert [(await reserve(http, "c1", "lim-2")).status_code for _ in range(2)] == [201, 201]
+    assert (await stock_of(http, "lim-1"))["reserved"] == 2
+
+
 @pytest.mark.parametrize(("change", "field"), [
     ({"skus": []}, "skus"),
     ({"skus": ["no-such-sku"]}, "skus"),

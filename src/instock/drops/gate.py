@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import datetime
+from types import MappingProxyType
 
 from instock.drops import model
 from instock.drops.errors import DropNotStarted, DropPassInvalid, DropPassRequired
@@ -24,6 +25,7 @@ from instock.platform.db import utcnow
 from instock.platform.memo import Memo
 
 Gates = Mapping[str, model.Gate]
+NO_LIMITS: Mapping[str, int] = MappingProxyType({})
 
 
 class DropGate:
@@ -34,26 +36,30 @@ class DropGate:
         self._clock = clock
 
     async def admit(self, skus: Iterable[str], customer_id: str | None,
-                    drop_pass: str | None) -> None:
-        """Return if the reservation may go ahead; else raise the drop's refusal (nothing is
-        reserved then). Raises DropNotStarted, DropPassRequired or DropPassInvalid."""
+                    drop_pass: str | None) -> Mapping[str, int]:
+        """The per-customer limits the drops set on these SKUs, if the reservation may go
+        ahead; else raise the drop's refusal (nothing is reserved then): DropNotStarted,
+        DropPassRequired or DropPassInvalid."""
         gates = await self._gates.get(None)
         if not gates:
-            return
+            return NO_LIMITS
         by_drop: dict[str, tuple[model.Gate, list[str]]] = {}
         for sku in skus:
             gate = gates.get(sku)
             if gate is not None:
                 by_drop.setdefault(gate.drop_id, (gate, []))[1].append(sku)
         if not by_drop:
-            return
+            return NO_LIMITS
         now = self._clock()
+        limits: dict[str, int] = {}
         for drop_id in sorted(by_drop):  # the same answer whatever order the lines came in
             gate, held = by_drop[drop_id]
             if not gate.gates(now):
                 continue
             if now < gate.starts_at:
                 raise DropNotStarted(drop_id, gate.starts_at, sorted(held))
+            if gate.per_customer_limit is not None:
+                limits.update(dict.fromkeys(held, gate.per_customer_limit))
             if gate.mode is model.Mode.FIRST_COME:
                 continue
             if drop_pass is None:
@@ -65,6 +71,7 @@ class DropGate:
             problem = model.pass_problem(claims, drop_id, customer_id, now)
             if problem is not None:
                 raise DropPassInvalid(drop_id, problem)
+        return limits
 
     def heard(self, envelopes: Iterable[Envelope]) -> None:
         """Events committed here or heard from the bus: a drop's makes the copy old."""

@@ -190,13 +190,14 @@ class Gate:
     mode: Mode
     starts_at: datetime
     ends_at: datetime | None
+    per_customer_limit: int | None = None
 
     def gates(self, now: datetime) -> bool:
         return self.ends_at is None or now < self.ends_at
 
 
 def gate_of(drop: Drop) -> Gate:
-    return Gate(drop.id, drop.mode, drop.starts_at, drop.ends_at)
+    return Gate(drop.id, drop.mode, drop.starts_at, drop.ends_at, drop.per_customer_limit)
 
 
 def overlapping(drop: Drop, live: list[Drop]) -> set[str]:

@@ -391,9 +391,11 @@ class InventoryService:
         recipes = await self._require_stocked_skus(line_skus, "lines.sku")
         components = model.explode(lines, recipes)
         skus = frozenset(line_skus | set(components))
-        if self.gate is not None:  # a kit made of a drop's SKUs is gated as they are
-            await self.gate.admit(skus, request.customer_id, request.drop_pass)
-        hold = Hold(request, lines, recipes, await self.channel(request.channel), ttl, ctx, skus)
+        # A kit made of a drop's SKUs is gated as they are.
+        limits = ({} if self.gate is None else
+                  await self.gate.admit(skus, request.customer_id, request.drop_pass))
+        hold = Hold(request, lines, recipes, await self.channel(request.channel), ttl, ctx, skus,
+                    limits)
         try:
             reservation = await self._lanes.submit(RESERVATIONS_LANE, hold)
         except InsufficientStockConflict as refused:
