@@ -36,6 +36,15 @@ async def http(database_url: str, tmp_path: Path) -> AsyncIterator[Http]:
         yield app, client
 
 
+@pytest.fixture
+async def slow_refresh(database_url: str, tmp_path: Path) -> AsyncIterator[Http]:
+    """An app whose copy of the drops' SKUs would wait a minute to look again by itself."""
+    app = create_app(make_settings(database_url, tmp_path, drop_gate_refresh_seconds=60.0))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://test") as client:
+        yield app, client
+
+
 def soon(seconds: float) -> datetime:
     return datetime.now(UTC) + timedelta(seconds=seconds)
 
@@ -235,6 +244,17 @@ async def test_a_first_come_drop_opens_to_anyone_at_its_start(http: Http) -> Non
     await until(starts)
     assert (await reserve(http, "c1", "fc-1")).status_code == 201
     assert (await stock_of(http, "fc-1"))["reserved"] == 1
+
+
+async def test_a_new_drop_gates_at_once_in_the_process_that_scheduled_it(
+        slow_refresh: Http) -> None:
+    http = slow_refresh
+    await stocked(http, "new", {"new-1": 5, "new-2": 5})
+    assert (await reserve(http, "c1", "new-1")).status_code == 201  # the gate's copy is made
+    await schedule(http, skus=["new-1"], starts_at=soon(60), mode="queue", admit_per_second=5)
+    # Its own drop.scheduled.v1, at commit, made the copy old: no minute-long window.
+    refused(await reserve(http, "c1", "new-1"), 409, "drop-not-started", "lines.sku")
+    assert (await reserve(http, "c1", "new-2")).status_code == 201
 
 
 async def test_a_drops_per_customer_limit_holds_beside_the_skus_own(http: Http) -> None:

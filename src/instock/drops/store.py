@@ -42,6 +42,8 @@ drop_tickets = sa.Table(
     sa.Column("arrived_at", UTCDateTime, nullable=False),
 )
 # Positions are counts of the places before one: this index answers them without the rows.
+# Place keys are lowercase hex (a digest, or a UUIDv7 whose dashes all stand at the same
+# places), which every collation orders as Python orders them (model.Place).
 sa.Index("ix_drop_tickets_place", drop_tickets.c.drop_id, drop_tickets.c.lane,
          drop_tickets.c.place_key)
 
