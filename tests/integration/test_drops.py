@@ -21,6 +21,9 @@ from instock.platform.auth import Role
 from tests.support import make_settings
 
 PROBLEMS = "https://instock.dev/problems/"
+RESERVE = """mutation($pass: String) {
+  reserve(lines: [{sku: "hype-1", quantity: 1}], dropPass: $pass) { id lines { sku quantity } }
+}"""
 Http = tuple[FastAPI, httpx.AsyncClient]
 
 
@@ -176,6 +179,21 @@ async def test_a_queue_drop_gates_reservations_and_admits_through_its_room(http:
     stock = await stock_of(http, "hype-1")
     assert (stock["reserved"], stock["available"]) == (1, 9)
     assert (await stock_of(http, "plain-1"))["reserved"] == 1
+
+    # GraphQL's reserve is the same door: no pass, refused; its own pass, reserved.
+    async def graph(customer: str, drop_pass: str | None) -> dict[str, Any]:
+        answer = await client.post("/graphql", headers=auth(app, Role.CUSTOMER, customer),
+                                   json={"query": RESERVE, "variables": {"pass": drop_pass}})
+        assert answer.status_code == 200, answer.text
+        body: dict[str, Any] = answer.json()
+        return body
+
+    bare = await graph("c5", None)
+    assert bare["errors"][0]["extensions"]["type"] == PROBLEMS + "drop-pass-required", bare
+    held = await graph("c5", states["c5"]["pass"])
+    assert "errors" not in held and held["data"]["reserve"]["lines"] == [
+        {"sku": "hype-1", "quantity": 1}], held
+    assert (await stock_of(http, "hype-1"))["reserved"] == 2
 
 
 async def test_tickets_are_tamper_proof_and_a_customers_own(http: Http) -> None:
