@@ -104,7 +104,22 @@ def test_a_sku_is_in_one_live_drop_at_a_time() -> None:
 
 
 def test_a_gate_gates_until_the_drop_ends() -> None:
-    gate = model.gate_of(drop(ends_at=START + timedelta(hours=1)))
+    gate = model.gate_of(drop(ends_at=START + timedelta(hours=1), per_customer_limit=2))
     assert gate.gates(START + timedelta(minutes=59))
+    assert gate.limit(START + timedelta(minutes=59)) == 2
     assert not gate.gates(START + timedelta(hours=1))
+    assert gate.entry(START + timedelta(hours=1)) is model.Entry.ANYONE
+    assert gate.limit(START + timedelta(hours=1)) is None
     assert model.gate_of(drop()).gates(START + timedelta(days=365))
+
+
+@pytest.mark.parametrize(("mode", "before", "after"), [
+    (Mode.FIRST_COME, model.Entry.NO_ONE, model.Entry.ANYONE),
+    (Mode.QUEUE, model.Entry.NO_ONE, model.Entry.ADMITTED),
+    (Mode.DRAW, model.Entry.NO_ONE, model.Entry.ADMITTED),
+])
+def test_who_may_reserve_before_and_from_the_start(mode: Mode, before: model.Entry,
+                                                   after: model.Entry) -> None:
+    gate = model.gate_of(drop(mode=mode))
+    assert gate.entry(START - timedelta(microseconds=1)) is before
+    assert gate.entry(START) is after

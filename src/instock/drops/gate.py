@@ -54,13 +54,12 @@ class DropGate:
         limits: dict[str, int] = {}
         for drop_id in sorted(by_drop):  # the same answer whatever order the lines came in
             gate, held = by_drop[drop_id]
-            if not gate.gates(now):
-                continue
-            if now < gate.starts_at:
+            entry = gate.entry(now)
+            if entry is model.Entry.NO_ONE:
                 raise DropNotStarted(drop_id, gate.starts_at, sorted(held))
-            if gate.per_customer_limit is not None:
-                limits.update(dict.fromkeys(held, gate.per_customer_limit))
-            if gate.mode is model.Mode.FIRST_COME:
+            if (limit := gate.limit(now)) is not None:
+                limits.update(dict.fromkeys(held, limit))
+            if entry is model.Entry.ANYONE:
                 continue
             if drop_pass is None:
                 raise DropPassRequired(drop_id, sorted(held))

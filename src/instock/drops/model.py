@@ -195,6 +195,24 @@ class Gate:
     def gates(self, now: datetime) -> bool:
         return self.ends_at is None or now < self.ends_at
 
+    def entry(self, now: datetime) -> Entry:
+        """Who may reserve the drop's SKUs now."""
+        if not self.gates(now):
+            return Entry.ANYONE  # the drop is over: its SKUs sell as any others
+        if now < self.starts_at:
+            return Entry.NO_ONE
+        return Entry.ANYONE if self.mode is Mode.FIRST_COME else Entry.ADMITTED
+
+    def limit(self, now: datetime) -> int | None:
+        """The per-customer limit the drop sets now (none once it is over)."""
+        return self.per_customer_limit if self.gates(now) else None
+
+
+class Entry(StrEnum):
+    ANYONE = "anyone"
+    NO_ONE = "no_one"  # not started
+    ADMITTED = "admitted"  # only with a pass: from the waiting room (or, later, a draw)
+
 
 def gate_of(drop: Drop) -> Gate:
     return Gate(drop.id, drop.mode, drop.starts_at, drop.ends_at, drop.per_customer_limit)
