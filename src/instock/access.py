@@ -91,7 +91,7 @@ REST: dict[str, Door] = {
     "POST /v1/orders/{order_id}/ship": door(FULFILMENT),
     "POST /v1/orders/{order_id}/deliver": door(FULFILMENT),
     "POST /v1/orders/{order_id}/returns": door(SUPPORT, SERVICE),
-    # customers, waitlist, polls, notifications, recommendations
+    # customers, waitlist, drops, polls, notifications, recommendations
     "PUT /v1/customers/{customer_id}": door(SUPPORT, customers=OWN),
     "GET /v1/customers/{customer_id}": door(SUPPORT, customers=OWN),
     "GET /v1/customers/{customer_id}/export": door(SUPPORT, customers=OWN),
@@ -105,6 +105,10 @@ REST: dict[str, Door] = {
     "POST /v1/waitlist": door(SUPPORT, SERVICE, customers=OWN),
     "GET /v1/waitlist": door(SUPPORT, SERVICE, customers=OWN),
     "DELETE /v1/waitlist/{sku}": door(SUPPORT, SERVICE, customers=OWN),
+    "POST /v1/drops": door(MERCHANDISER),
+    "GET /v1/drops/{drop_id}": door(*STAFF_ROLES, customers=ANY),
+    "POST /v1/drops/{drop_id}/tickets": door(SUPPORT, SERVICE, customers=OWN),
+    "GET /v1/drops/{drop_id}/tickets/{ticket}": door(SUPPORT, SERVICE, customers=OWN),
     "POST /v1/polls": door(MERCHANDISER),
     "GET /v1/polls/next": door(MERCHANDISER, SUPPORT, SERVICE, customers=OWN, anonymous=True),
     "GET /v1/polls/{poll_id}": door(MERCHANDISER, SUPPORT, SERVICE),

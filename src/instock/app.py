@@ -25,6 +25,8 @@ import instock.catalog.api
 import instock.channels.api
 import instock.customers.api
 import instock.customers.store
+import instock.drops.api
+import instock.drops.store
 import instock.experiments.api
 import instock.experiments.store
 import instock.identity.api
@@ -53,6 +55,8 @@ from instock.channels.connector import connector_factory
 from instock.channels.service import ChannelsService
 from instock.config import Settings, get_settings
 from instock.customers.service import CustomersService
+from instock.drops.service import DropSettings, DropsService
+from instock.drops.tokens import DropTokens
 from instock.experiments.service import CONVERSIONS, ExperimentsService
 from instock.graphql_schema import graphql_schema
 from instock.identity.service import IdentityService
@@ -142,6 +146,7 @@ class Container:
     notifications: NotificationsService
     identity: IdentityService
     analytics: AnalyticsService
+    drops: DropsService
 
     def relay(self) -> Relay:
         # The relay checks events against the models the published schemas are generated
@@ -246,7 +251,17 @@ def build(settings: Settings | None = None, span_exporter: SpanExporter | None =
                                               settings.pii_master_key_file, settings.state_dir))
     customers = CustomersService(db, privacy)
     polls = PollsService(db, PollSettings(settings.poll_minutes_between))
-    db.on_commit(partial(keep_copies_fresh, catalog_service, inventory_service))
+    drops = DropsService(
+        db, catalog_service, inventory_service,
+        DropTokens(tokens_secret, settings.jwt_issuer,
+                   pass_ttl_seconds=settings.drop_pass_seconds,
+                   ticket_ttl_seconds=settings.drop_ticket_seconds),
+        DropSettings(settings.drop_pass_seconds, settings.drop_ticket_seconds,
+                     settings.drop_gate_refresh_seconds))
+    # Every reservation of a drop's SKUs asks the drops context first, wherever it comes from
+    # (REST, GraphQL, the checkout saga, gRPC): inventory holds the port, never drops' tables.
+    inventory_service.gate = drops.gate
+    db.on_commit(partial(keep_copies_fresh, catalog_service, inventory_service, drops))
     container = Container(settings, db, tokens, catalog_service, inventory_service,
                           WaitlistService(db, catalog_service, inventory_service, WaveSettings(
                               settings.back_in_stock_wave_factor,
@@ -264,7 +279,8 @@ def build(settings: Settings | None = None, span_exporter: SpanExporter | None =
                                           revocation_poll_seconds=(
                                               settings.oauth_revocation_poll_seconds)),
                           AnalyticsService(db, catalog_service, inventory_service,
-                                           recommendations, polls))
+                                           recommendations, polls),
+                          drops)
     container.backbone.consumers = list(container.consumer_specs())
     privacy.registry = personal_data(container)
     return container
@@ -285,6 +301,8 @@ def personal_data(c: Container) -> list[PersonalData]:
                          c.inventory.export_subject, c.inventory.erase_subject),
             PersonalData("waitlist", instock.waitlist.store.PERSONAL_TABLES,
                          c.waitlist.export_subject, c.waitlist.erase_subject),
+            PersonalData("drops", instock.drops.store.PERSONAL_TABLES,
+                         c.drops.export_subject, c.drops.erase_subject),
             PersonalData("notifications", instock.notifications.store.PERSONAL_TABLES,
                          c.notifications.export_subject, c.notifications.erase_subject),
             PersonalData("recommendations", instock.recommendations.store.PERSONAL_TABLES,
@@ -308,11 +326,12 @@ def reconcile_settings(settings: Settings) -> ReconcileSettings:
 
 
 def keep_copies_fresh(catalog: CatalogService, inventory: InventoryService,
-                      envelopes: list[Envelope]) -> None:
+                      drops: DropsService, envelopes: list[Envelope]) -> None:
     """Events committed by this process (at commit) or heard from the bus: the read copies
     they made old are dropped."""
     catalog.heard(envelopes)
     inventory.heard(envelopes)
+    drops.heard(envelopes)
 
 
 def background_work(container: Container, hub: LiveHub) -> list[Coroutine[Any, Any, None]]:
@@ -342,7 +361,8 @@ ROUTERS = {"recommendations": instock.recommendations.api.router,
            "webhooks": instock.webhooks.api.router, "channels": instock.channels.api.router,
            "experiments": instock.experiments.api.router,
            "reconciliation": instock.reconciliation.api.router,
-           "identity": instock.identity.api.router, "analytics": instock.analytics.api.router}
+           "identity": instock.identity.api.router, "analytics": instock.analytics.api.router,
+           "drops": instock.drops.api.router}
 
 
 async def serve_rpc(container: Container) -> RpcServer | None:
@@ -369,7 +389,8 @@ def live_hub(container: Container) -> LiveHub:
         container.inventory.sold_out.observe(update.key, (update.version or 0, available == 0))
 
     def copies(envelope: Envelope) -> None:  # other processes' changes age our copies
-        keep_copies_fresh(container.catalog, container.inventory, [envelope])
+        keep_copies_fresh(container.catalog, container.inventory, container.drops,
+                          [envelope])
 
     return LiveHub(container.bus, snapshot, schemas.validate_model, on_stock=heard,
                    on_event=copies,
@@ -447,6 +468,7 @@ def create_app(settings: Settings | None = None,
     app.state.recommendations = container.recommendations
     app.state.identity = container.identity
     app.state.analytics = container.analytics
+    app.state.drops = container.drops
     app.state.channel_stock = channel_stock(container.inventory)
     app.state.graphql_results = Results()
     errors.install_handlers(app)

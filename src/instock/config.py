@@ -157,6 +157,13 @@ class Settings(BaseSettings):
     # Polls: a session is shown at most one poll per this many minutes (the same one may come
     # back on a reload; another waits).
     poll_minutes_between: float = Field(default=30.0, ge=0)
+    # Drops: an admission pass from a waiting room is good for `drop_pass_seconds`, a queue
+    # ticket for `drop_ticket_seconds` (asking again re-issues it, same place); each process's
+    # copy of which SKUs are in a drop (the reservation gate) is at most
+    # `drop_gate_refresh_seconds` old, and refreshed at once on a `drop.*` event.
+    drop_pass_seconds: float = Field(default=120.0, gt=0, le=3600)
+    drop_ticket_seconds: float = Field(default=86_400.0, gt=0)
+    drop_gate_refresh_seconds: float = Field(default=1.0, ge=0)
     # Origins of other sites' pages that embed the poll widget, comma-separated
     # (`https://shop.example,https://www.shop.example`): their browsers may call the API (CORS).
     # Empty: only pages served by instock itself.

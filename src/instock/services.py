@@ -15,7 +15,7 @@ from collections.abc import Iterable
 # through all of them): the storefront's hottest routes come first.
 CONTEXTS = ("recommendations", "inventory", "live", "catalog", "waitlist", "customers",
             "privacy", "polls", "notifications", "orders", "payments", "webhooks", "channels",
-            "experiments", "reconciliation", "identity", "analytics")
+            "experiments", "reconciliation", "identity", "analytics", "drops")
 SURFACES = ("web", "graphql")
 NAMES = CONTEXTS + SURFACES
 ALL = frozenset(NAMES)

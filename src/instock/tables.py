@@ -4,6 +4,7 @@ import instock.analytics.store
 import instock.catalog.store
 import instock.channels.store
 import instock.customers.store
+import instock.drops.store
 import instock.experiments.store
 import instock.identity.store
 import instock.inventory.store

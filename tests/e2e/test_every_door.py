@@ -94,6 +94,10 @@ async def served(servers: ServerFactory) -> AsyncIterator[tuple[str, dict[str, A
         await create_location(admin, "wh-door")
         await receive(admin, "door-1", "wh-door", 20)
         await receive(admin, "door-2", "wh-door", 20)
+        await create_product(admin, "door-drop", ["door-d1"])
+        drop = (await admin.post("/v1/drops", json={
+            "skus": ["door-d1"], "starts_at": "2026-01-01T00:00:00Z", "mode": "queue",
+            "admit_per_second": 1})).json()
     async with client(server.base_url, Role.CUSTOMER, B) as b:
         line = {"sku": "door-1", "quantity": 1}
         reservation = (await b.post("/v1/reservations", json={"lines": [line]})).json()
@@ -103,8 +107,10 @@ async def served(servers: ServerFactory) -> AsyncIterator[tuple[str, dict[str, A
         assert order["status"] in ("paid", "fulfilment_requested", "pending_fulfilment"), order
         assert (await b.post("/v1/waitlist", json={"sku": "door-2"})).status_code == 201
         assert (await b.put(f"/v1/customers/{B}", json={"name": "Bee"})).status_code == 200
+        ticket = (await b.post(f"/v1/drops/{drop['id']}/tickets")).json()
     yield server.base_url, {"reservation": reservation["id"], "cart": cart["id"],
-                            "order": order["id"], "order_status": order["status"]}
+                            "order": order["id"], "order_status": order["status"],
+                            "drop": drop["id"], "ticket": ticket["ticket"]}
 
 
 async def test_every_rest_door_lets_in_whom_the_table_says(
@@ -166,6 +172,10 @@ def on_b(resources: dict[str, Any]) -> dict[str, tuple[str, dict[str, str] | Non
         "POST /v1/waitlist": ("/v1/waitlist", None, {"sku": "door-1", "customer_id": B}),
         "GET /v1/waitlist": ("/v1/waitlist", {"customer_id": B}, None),
         "DELETE /v1/waitlist/{sku}": ("/v1/waitlist/door-2", {"customer_id": B}, None),
+        "POST /v1/drops/{drop_id}/tickets": (f"/v1/drops/{resources['drop']}/tickets", None,
+                                             {"customer_id": B}),
+        "GET /v1/drops/{drop_id}/tickets/{ticket}": (
+            f"/v1/drops/{resources['drop']}/tickets/{resources['ticket']}", None, None),
         "GET /v1/polls/next": ("/v1/polls/next", {"session_id": "s-1", "context": "product_page",
                                                   "customer_id": B}, None),
         "POST /v1/polls/{poll_id}/answers": ("/v1/polls/nope/answers", None, {

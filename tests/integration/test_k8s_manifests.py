@@ -65,7 +65,7 @@ ARGO_SCHEMAS = {"Rollout": K8S / "schemas" / "rollout-argoproj-v1alpha1.json",
 
 # The fleet (issue 22): each service's Deployment and the contexts it mounts.
 FLEET = {
-    "inventory": {"inventory", "catalog", "live", "waitlist"},
+    "inventory": {"inventory", "catalog", "live", "waitlist", "drops"},
     "orders": {"orders", "payments"},
     "recommendations": {"recommendations", "experiments"},
     "profiles": {"customers", "privacy", "identity", "polls"},

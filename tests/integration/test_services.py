@@ -40,7 +40,7 @@ def test_a_process_documents_only_its_contexts_routes(tmp_path: Path) -> None:
                    for p in orders)
     # Split over processes, the contexts still serve every route once, and no route twice.
     parts = [routes(tmp_path, ",".join(group)) for group in (
-        ("inventory", "catalog", "live", "waitlist"), ("orders", "payments"),
+        ("inventory", "catalog", "live", "waitlist", "drops"), ("orders", "payments"),
         ("recommendations", "experiments"), ("customers", "privacy", "identity", "polls"),
         ("notifications", "webhooks", "channels"), ("analytics", "reconciliation"))]
     assert set().union(*parts) == everything

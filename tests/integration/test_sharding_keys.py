@@ -88,6 +88,9 @@ TABLES: dict[str, tuple[str, str]] = {
     "experiments": (LOCAL, "A/B tests, read by id"),
     "experiment_exposures": (LOCAL, "who saw which variant"),
     "experiment_conversions": (LOCAL, "who converted"),
+    "drops": (LOCAL, "drops, read by id (a shop runs a handful at a time)"),
+    "drop_tickets": (LOCAL, "a drop's waiting room, by drop and customer; positions are "
+                            "counted across it"),
     "polls": (LOCAL, "polls, read by id"),
     "poll_answers": (LOCAL, "answers by poll and session or customer"),
     "poll_choices": (LOCAL, "an answer's choices"),

@@ -264,10 +264,15 @@ def reserving_customer(principal: Principal, customer_id: str | None) -> str | N
 @router.post("/v1/reservations", status_code=201, response_model=ReservationOut)
 async def reserve(body: ReservationIn, request: Request,
                   principal: Principal = Depends(RESERVERS),
-                  inventory: InventoryService = Depends(service)) -> ReservationOut:
+                  inventory: InventoryService = Depends(service),
+                  drop_pass: str | None = Header(default=None, alias="Drop-Pass",
+                                                 max_length=2000, description=(
+                                                     "the pass a drop's waiting room gave: "
+                                                     "required for its SKUs"))) -> ReservationOut:
     reservation = await inventory.reserve(
         ReserveRequest([Line(line.sku, line.quantity) for line in body.lines], body.channel,
-                       reserving_customer(principal, body.customer_id), body.ttl_seconds),
+                       reserving_customer(principal, body.customer_id), body.ttl_seconds,
+                       drop_pass),
         entry_context(request, principal, "reservation"))
     return render_reservation(reservation)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import date, datetime
-from typing import cast
+from typing import Annotated, cast
 
 import strawberry
 from strawberry.dataloader import DataLoader
@@ -304,7 +304,10 @@ class InventoryMutation:
     @strawberry.mutation(description="hold stock: all lines or none (REST POST /v1/reservations)")
     async def reserve(self, info: Info, lines: list[LineInput], channel: str = "web",
                       customer_id: str | None = None,
-                      ttl_seconds: int | None = None) -> ReservationOut:
+                      ttl_seconds: int | None = None,
+                      drop_pass: Annotated[str | None, strawberry.argument(description=(
+                          "the pass a drop's waiting room gave (REST: the Drop-Pass header): "
+                          "required for its SKUs"))] = None) -> ReservationOut:
         principal = require(info, *api.RESERVER_ROLES)
         body = parse(api.ReservationIn, {
             "lines": [{"sku": line.sku, "quantity": line.quantity} for line in lines],
@@ -312,7 +315,7 @@ class InventoryMutation:
         customer = api.reserving_customer(principal, body.customer_id)
         reservation = await service(info).reserve(
             ReserveRequest([Line(line.sku, line.quantity) for line in body.lines], body.channel,
-                           customer, body.ttl_seconds),
+                           customer, body.ttl_seconds, drop_pass),
             entry_context(info, principal, "reservation"))
         return render_reservation(reservation)
 

@@ -9,8 +9,8 @@ for the whole batch), then, for what they do not settle, in one stock transactio
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
 from instock.inventory import model, store
@@ -29,6 +29,7 @@ class ReserveRequest:
     channel: str = "web"
     customer_id: str | None = None
     ttl_seconds: int | None = None
+    drop_pass: str | None = None  # the pass a drop's waiting room gave (port.ReservationGate)
 
 
 @dataclass(frozen=True)
@@ -42,16 +43,24 @@ class Hold:
     ttl: timedelta
     ctx: EntryContext
     skus: frozenset[str]  # its lines' SKUs and their components: what its batch locks
+    # Per-customer limits a drop sets on its SKUs (the gate's answer), beside the SKUs' own.
+    drop_limits: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def scope(self) -> str | None:
         return self.ctx.idempotency_scope()
 
+    def limit_of(self, sku: str, items: dict[str, model.Item]) -> int | None:
+        """The tighter of the SKU's own per-customer limit and its drop's (None: neither)."""
+        limits = [n for n in (items[sku].per_customer_limit, self.drop_limits.get(sku))
+                  if n is not None]
+        return min(limits) if limits else None
+
     def limited(self, items: dict[str, model.Item]) -> list[Line]:
         """The lines a per-customer limit applies to (none for an anonymous buyer)."""
         if self.request.customer_id is None:
             return []
-        return [line for line in self.lines if items[line.sku].per_customer_limit is not None]
+        return [line for line in self.lines if self.limit_of(line.sku, items) is not None]
 
 
 class ReserveBatch:
@@ -120,7 +129,7 @@ class ReserveBatch:
             raise
         limited = hold.limited(tx.items)
         for line in limited:
-            model.check_customer_limit(line.sku, tx.items[line.sku].per_customer_limit,
+            model.check_customer_limit(line.sku, hold.limit_of(line.sku, tx.items),
                                        self.held.get((customer or "", line.sku), 0),
                                        line.quantity)
         self.refused.clear()

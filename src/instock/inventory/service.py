@@ -30,6 +30,7 @@ from instock.inventory.model import (
     Reservation,
     StockLevel,
 )
+from instock.inventory.port import ReservationGate
 from instock.inventory.reservation_batch import Hold, ReserveBatch, ReserveRequest, refused_by_flags
 from instock.inventory.transition_batch import Transition
 from instock.inventory.unit_of_work import StockTx, StockView, stock_view
@@ -83,6 +84,8 @@ class InventoryService:
         self.max_ttl = max_ttl_seconds
         self.conflict_retries = conflict_retries
         self.clock = clock
+        # Drops' say on who may reserve their SKUs (set by the composition root; None: none).
+        self.gate: ReservationGate | None = None
         # Per SKU: nothing left to sell at that version. Refuses a drop's late buyers without
         # the database; written after every stock transaction commits.
         self.sold_out = sold_out or LocalFlags(ttl_seconds=1.0)
@@ -388,7 +391,11 @@ class InventoryService:
         recipes = await self._require_stocked_skus(line_skus, "lines.sku")
         components = model.explode(lines, recipes)
         skus = frozenset(line_skus | set(components))
-        hold = Hold(request, lines, recipes, await self.channel(request.channel), ttl, ctx, skus)
+        # A kit made of a drop's SKUs is gated as they are.
+        limits = ({} if self.gate is None else
+                  await self.gate.admit(skus, request.customer_id, request.drop_pass))
+        hold = Hold(request, lines, recipes, await self.channel(request.channel), ttl, ctx, skus,
+                    limits)
         try:
             reservation = await self._lanes.submit(RESERVATIONS_LANE, hold)
         except InsufficientStockConflict as refused:

@@ -55,7 +55,8 @@ EVENT_MODULES = ("instock.catalog.events", "instock.inventory.events", "instock.
                  "instock.webhooks.events", "instock.recommendations.events",
                  "instock.experiments.events", "instock.reconciliation.events",
                  "instock.customers.events", "instock.polls.events",
-                 "instock.notifications.events", "instock.analytics.events")
+                 "instock.notifications.events", "instock.analytics.events",
+                 "instock.drops.events")
 
 
 def _subclasses(cls: type[DomainEvent]) -> Iterator[type[DomainEvent]]:

@@ -1,0 +1,141 @@
+"""Drop routes: merchandisers schedule drops; shoppers (or the storefront's service acting for
+them) take a place in a drop's waiting room and ask for their standing, which carries the pass
+that reservations of the drop's SKUs require (`Drop-Pass` header on POST /v1/reservations)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Path, Request
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from instock.drops import model
+from instock.drops.service import DropsService
+from instock.platform.auth import STAFF, Principal, Role, requires
+from instock.platform.errors import ValidationFailed, problem_responses
+from instock.platform.http import CallerId
+from instock.platform.telemetry import correlation_id
+
+router = APIRouter(prefix="/v1/drops", tags=["drops"],
+                   responses=problem_responses(400, 401, 403, 404, 409, 422))
+MERCHANDISERS = requires(Role.MERCHANDISER)
+READERS = requires(*STAFF, Role.CUSTOMER)
+SHOPPER_ROLES = (Role.CUSTOMER, Role.SUPPORT, Role.SERVICE)
+SHOPPERS = requires(*SHOPPER_ROLES)
+TicketToken = Annotated[str, Path(min_length=1, max_length=2000)]
+
+
+async def service(request: Request) -> DropsService:
+    svc: DropsService = request.app.state.drops
+    return svc
+
+
+class DropIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    skus: list[CallerId] = Field(min_length=1, max_length=model.MAX_SKUS)
+    starts_at: AwareDatetime = Field(description="RFC 3339, with its offset")
+    mode: Literal["first_come", "queue", "draw"]
+    admit_per_second: float = Field(0.0, ge=0, le=model.MAX_ADMIT_PER_SECOND,
+                                    allow_inf_nan=False, description=(
+                                        "queue mode: shoppers the waiting room admits per "
+                                        "second from the start (more than 0)"))
+    per_customer_limit: int | None = Field(None, ge=1, le=1_000_000)
+    channels: list[CallerId] = Field(default_factory=list, max_length=100,
+                                     description="the channels it sells on; none: every one")
+    ends_at: AwareDatetime | None = Field(None, description=(
+        "when its SKUs are sold as any others again; none: they stay gated"))
+
+
+class DropOut(BaseModel):
+    id: str
+    skus: list[str]
+    starts_at: datetime
+    mode: str
+    admit_per_second: float
+    per_customer_limit: int | None
+    channels: list[str]
+    ends_at: datetime | None
+    created_at: datetime
+
+
+class TicketIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    customer_id: CallerId | None = Field(None, description=(
+        "staff name the customer; a customer's token names itself"))
+
+
+class TicketOut(BaseModel):
+    ticket: str = Field(description="signed: show it to ask for your standing")
+    position: int = Field(description="1 is next; before the start, provisional (those who "
+                                      "came before it are shuffled at the start)")
+
+
+class StandingOut(BaseModel):
+    position: int
+    admitted: bool
+    admission_pass: str | None = Field(serialization_alias="pass", description=(
+        "when admitted: send it as the Drop-Pass header when reserving; short-lived"))
+    sold_out: bool = Field(description="nothing left: the room admits no one any more")
+    wait_seconds: float = Field(description="estimated wait at the drop's admission rate")
+
+
+def render(drop: model.Drop) -> DropOut:
+    return DropOut(id=drop.id, skus=list(drop.skus), starts_at=drop.starts_at,
+                   mode=drop.mode.value, admit_per_second=drop.admit_per_second,
+                   per_customer_limit=drop.per_customer_limit, channels=list(drop.channels),
+                   ends_at=drop.ends_at, created_at=drop.created_at)
+
+
+def customer_of(principal: Principal, customer_id: str | None) -> str:
+    customer = customer_id or (principal.subject if principal.is_customer else None)
+    if customer is None:
+        raise ValidationFailed("customer_id", "staff must name the customer")
+    principal.assert_acts_for(customer)
+    return customer
+
+
+@router.post("", status_code=201, response_model=DropOut, responses=problem_responses(409))
+async def schedule_drop(body: DropIn, request: Request,
+                        principal: Principal = Depends(MERCHANDISERS),
+                        drops: DropsService = Depends(service)) -> DropOut:
+    """Schedule a drop: until `starts_at` its SKUs cannot be reserved; from then on `mode`
+    decides who may. A SKU is in one live drop at a time (409 otherwise)."""
+    drop = model.Drop(
+        id="", skus=tuple(body.skus), starts_at=body.starts_at, mode=model.Mode(body.mode),
+        admit_per_second=body.admit_per_second, per_customer_limit=body.per_customer_limit,
+        channels=tuple(dict.fromkeys(body.channels)), ends_at=body.ends_at, seed="",
+        created_at=body.starts_at,  # the service stamps its own
+        created_by=f"{principal.role.value}:{principal.subject}")
+    return render(await drops.schedule(drop, correlation_id(request)))
+
+
+@router.get("/{drop_id}", response_model=DropOut)
+async def get_drop(drop_id: CallerId, principal: Principal = Depends(READERS),
+                   drops: DropsService = Depends(service)) -> DropOut:
+    return render(await drops.get(drop_id))
+
+
+@router.post("/{drop_id}/tickets", status_code=201, response_model=TicketOut,
+             responses=problem_responses(409))
+async def take_ticket(drop_id: CallerId, body: TicketIn | None = None,
+                      principal: Principal = Depends(SHOPPERS),
+                      drops: DropsService = Depends(service)) -> TicketOut:
+    """A place in the drop's waiting room (queue mode): by arrival, those who came before the
+    start shuffled among themselves. Asking again keeps the place."""
+    customer = customer_of(principal, body.customer_id if body else None)
+    ticket = await drops.take_ticket(drop_id, customer)
+    return TicketOut(ticket=ticket.token, position=ticket.position)
+
+
+@router.get("/{drop_id}/tickets/{ticket}", response_model=StandingOut)
+async def ticket_standing(drop_id: CallerId, ticket: TicketToken,
+                          principal: Principal = Depends(SHOPPERS),
+                          drops: DropsService = Depends(service)) -> StandingOut:
+    """The ticket's position now; once the room admits it (and stock is left), a pass good for
+    a short while (ask again for a fresh one). A forged or expired ticket is 422."""
+    admission = await drops.admission(drop_id, ticket, principal.assert_acts_for)
+    standing = admission.standing
+    return StandingOut(position=standing.position, admitted=standing.admitted,
+                       admission_pass=admission.admission_pass, sold_out=standing.sold_out,
+                       wait_seconds=round(standing.wait_seconds, 3))

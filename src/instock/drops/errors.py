@@ -1,0 +1,53 @@
+"""What a drop refuses, as problem+json types. Each names the field at fault (`Drop-Pass`,
+the header; `ticket`; `lines.sku`) and why, and the drop it is about."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from instock.platform.errors import Conflict, Forbidden, ValidationFailed
+
+HEADER = "Drop-Pass"
+
+
+class DropNotStarted(Conflict):
+    """409: the SKUs exist and will be sold, just not yet (come back at `starts_at`)."""
+
+    slug, title = "drop-not-started", "The drop has not started"
+
+    def __init__(self, drop_id: str, starts_at: datetime, skus: list[str]) -> None:
+        super().__init__(f"drop {drop_id} starts at {starts_at.isoformat()}: "
+                         f"{', '.join(skus)} cannot be reserved before",
+                         drop_id=drop_id, starts_at=starts_at.isoformat(), skus=skus,
+                         errors=[{"field": "lines.sku",
+                                  "reason": "in a drop that has not started"}])
+
+
+class DropPassRequired(Forbidden):
+    """403: the drop admits through its waiting room; this reservation brought no pass."""
+
+    slug, title = "drop-pass-required", "A drop pass is required"
+
+    def __init__(self, drop_id: str, skus: list[str]) -> None:
+        super().__init__(f"reserving {', '.join(skus)} needs a pass for drop {drop_id} "
+                         f"(the {HEADER} header)", drop_id=drop_id, skus=skus,
+                         errors=[{"field": HEADER, "reason": "missing"}])
+
+
+class DropPassInvalid(Forbidden):
+    """403: a pass came, but it is forged, expired, or for another drop or customer."""
+
+    slug, title = "drop-pass-invalid", "The drop pass is not valid"
+
+    def __init__(self, drop_id: str, reason: str) -> None:
+        super().__init__(f"{HEADER}: {reason}", drop_id=drop_id,
+                         errors=[{"field": HEADER, "reason": reason}])
+
+
+class DropTicketInvalid(ValidationFailed):
+    """422: the ticket in the path is forged, expired, or for another drop."""
+
+    slug, title = "drop-ticket-invalid", "The queue ticket is not valid"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__("ticket", reason)

@@ -1,0 +1,29 @@
+"""Events the drops context publishes. A scheduled drop is news to every API process: each
+keeps a copy of which SKUs are in a drop (the reservation gate) and refreshes it on hearing one."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import ClassVar
+
+from pydantic import Field
+
+from instock.platform.bus.envelope import DomainEvent
+
+
+class DropScheduled(DomainEvent):
+    """A merchandiser scheduled a drop: from now on its SKUs are gated."""
+
+    type: ClassVar[str] = "drop.scheduled.v1"
+    drop_id: str
+    skus: list[str]
+    mode: str = Field(description="first_come, queue or draw")
+    starts_at: datetime
+    ends_at: datetime | None
+    admit_per_second: float
+    per_customer_limit: int | None
+    channels: list[str] = Field(description="the channels it sells on; empty: every channel")
+
+    @property
+    def subject(self) -> str:
+        return self.drop_id

@@ -1,0 +1,232 @@
+"""Drop rules, free of I/O: what a drop is and when it is valid, the waiting room's order, how
+many it has admitted by a given moment, and what a ticket or a pass says (its claims).
+
+The waiting room holds no mutable shared state of its own: a shopper's place is a key computed
+once, when the ticket is taken, and admission is arithmetic on the clock. That is what lets any
+number of API processes answer for the same room and agree, and a killed process lose nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import math
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from instock.drops.events import DropScheduled
+
+MAX_SKUS = 100
+MAX_ADMIT_PER_SECOND = 100_000.0
+
+
+class Mode(StrEnum):
+    FIRST_COME = "first_come"  # at the start, anyone may reserve
+    QUEUE = "queue"  # at the start, the waiting room admits shoppers at a rate
+    DRAW = "draw"  # at the start, the drawn winners may reserve (draws: a later slice)
+
+
+class InvalidDrop(ValueError):
+    """A drop (or a request about one) that breaks a rule; names the field and the reason."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Drop:
+    """A scheduled release of some SKUs. Before `starts_at` no one may reserve them; from then
+    on `mode` decides who may, until `ends_at` (None: the drop gates its SKUs for good)."""
+
+    id: str
+    skus: tuple[str, ...]
+    starts_at: datetime
+    mode: Mode
+    admit_per_second: float  # queue mode: shoppers admitted per second from the start
+    per_customer_limit: int | None
+    channels: tuple[str, ...]  # empty: every channel
+    ends_at: datetime | None
+    # The shuffle of the shoppers who arrived before the start is keyed by this: stored with
+    # the drop, so every process (and every restart) computes the same order.
+    seed: str
+    created_at: datetime
+    created_by: str
+
+    def started(self, now: datetime) -> bool:
+        return now >= self.starts_at
+
+    def over(self, now: datetime) -> bool:
+        return self.ends_at is not None and now >= self.ends_at
+
+
+def check_drop(drop: Drop) -> None:
+    """Raise InvalidDrop naming the first field that breaks a rule."""
+    if not drop.skus:
+        raise InvalidDrop("skus", "at least one SKU is required")
+    if len(drop.skus) > MAX_SKUS:
+        raise InvalidDrop("skus", f"at most {MAX_SKUS} SKUs")
+    if len(set(drop.skus)) != len(drop.skus):
+        raise InvalidDrop("skus", "a SKU is listed twice")
+    if drop.starts_at.tzinfo is None:
+        raise InvalidDrop("starts_at", "must carry a time zone (RFC 3339)")
+    if not math.isfinite(drop.admit_per_second) or drop.admit_per_second < 0:
+        raise InvalidDrop("admit_per_second", "must be a number of zero or more")
+    if drop.admit_per_second > MAX_ADMIT_PER_SECOND:
+        raise InvalidDrop("admit_per_second", f"at most {MAX_ADMIT_PER_SECOND:.0f}")
+    if drop.mode is Mode.QUEUE and drop.admit_per_second == 0:
+        raise InvalidDrop("admit_per_second", "a queue drop admits at least some shoppers")
+    if drop.per_customer_limit is not None and drop.per_customer_limit < 1:
+        raise InvalidDrop("per_customer_limit", "must be 1 or more")
+    if drop.ends_at is not None and drop.ends_at <= drop.starts_at:
+        raise InvalidDrop("ends_at", "must be after starts_at")
+
+
+# -- the waiting room's order ---------------------------------------------------------------
+
+PRE_START, AFTER_START = 0, 1
+
+
+@dataclass(frozen=True, order=True)
+class Place:
+    """Where a ticket stands: ordered by lane, then key. Everyone who arrived before the start
+    (lane 0) comes before everyone after it (lane 1); within lane 0 the key is a keyed hash of
+    the ticket's id (a shuffle nobody can steer by arriving early or retrying), within lane 1
+    it is the ticket's id, a UUIDv7, so by arrival."""
+
+    lane: int
+    key: str
+
+
+def place(drop: Drop, ticket_id: str, arrived_at: datetime) -> Place:
+    if arrived_at < drop.starts_at:
+        digest = hmac.new(drop.seed.encode(), ticket_id.encode(), hashlib.sha256).hexdigest()
+        return Place(PRE_START, digest)
+    return Place(AFTER_START, ticket_id)
+
+
+def admitted_through(drop: Drop, now: datetime) -> int:
+    """How many places (from the first) the room has admitted by `now`:
+    floor(admit_per_second x seconds since the start), none before it.
+
+    Arithmetic rather than a stored counter advanced by whoever asks: every process computes
+    the same number from the drop's row and the clock, with no row to contend for and nothing
+    to lose when a process dies. The one thing it does not know is stock: the service stops
+    admitting when the drop's SKUs are sold out (`Standing.sold_out`)."""
+    if not drop.started(now):
+        return 0
+    elapsed = (now - drop.starts_at).total_seconds()
+    return math.floor(drop.admit_per_second * elapsed)
+
+
+def wait_estimate(drop: Drop, position: int, now: datetime) -> float:
+    """Seconds until `position` is admitted at the drop's rate (0: admitted)."""
+    if position <= admitted_through(drop, now) or drop.admit_per_second <= 0:
+        return 0.0
+    at = drop.starts_at + timedelta(seconds=position / drop.admit_per_second)
+    return max(0.0, (at - now).total_seconds())
+
+
+@dataclass(frozen=True)
+class Standing:
+    """A ticket holder's state in the room now."""
+
+    position: int  # 1-based rank in the stored order
+    admitted: bool
+    sold_out: bool
+    wait_seconds: float
+
+
+def standing(drop: Drop, position: int, now: datetime, sold_out: bool) -> Standing:
+    """Admitted when the room has reached the position and there is stock left to sell."""
+    admitted = (drop.mode is Mode.QUEUE and position <= admitted_through(drop, now)
+                and not sold_out)
+    return Standing(position, admitted, sold_out,
+                    0.0 if admitted or sold_out else wait_estimate(drop, position, now))
+
+
+# -- tickets and passes ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TicketClaims:
+    """What a queue ticket says: this customer holds this place in this drop's room."""
+
+    drop_id: str
+    customer_id: str
+    ticket_id: str
+
+
+@dataclass(frozen=True)
+class PassClaims:
+    """What an admission pass says: this customer may reserve this drop's SKUs until then."""
+
+    drop_id: str
+    customer_id: str
+    expires_at: datetime
+
+
+def pass_problem(claims: PassClaims, drop_id: str, customer_id: str | None,
+                 now: datetime) -> str | None:
+    """Why a genuine pass does not let this reservation through (None: it does)."""
+    if claims.drop_id != drop_id:
+        return "the pass is for another drop"
+    if customer_id is None:
+        return "a drop pass admits the customer it names: the reservation names none"
+    if claims.customer_id != customer_id:
+        return "the pass is for another customer"
+    if now >= claims.expires_at:
+        return "the pass has expired"
+    return None
+
+
+@dataclass(frozen=True)
+class Gate:
+    """What the reservation path needs to know of a drop, per SKU (the per-process cache)."""
+
+    drop_id: str
+    mode: Mode
+    starts_at: datetime
+    ends_at: datetime | None
+    per_customer_limit: int | None = None
+
+    def gates(self, now: datetime) -> bool:
+        return self.ends_at is None or now < self.ends_at
+
+    def entry(self, now: datetime) -> Entry:
+        """Who may reserve the drop's SKUs now."""
+        if not self.gates(now):
+            return Entry.ANYONE  # the drop is over: its SKUs sell as any others
+        if now < self.starts_at:
+            return Entry.NO_ONE
+        return Entry.ANYONE if self.mode is Mode.FIRST_COME else Entry.ADMITTED
+
+    def limit(self, now: datetime) -> int | None:
+        """The per-customer limit the drop sets now (none once it is over)."""
+        return self.per_customer_limit if self.gates(now) else None
+
+
+class Entry(StrEnum):
+    ANYONE = "anyone"
+    NO_ONE = "no_one"  # not started
+    ADMITTED = "admitted"  # only with a pass: from the waiting room (or, later, a draw)
+
+
+def gate_of(drop: Drop) -> Gate:
+    return Gate(drop.id, drop.mode, drop.starts_at, drop.ends_at, drop.per_customer_limit)
+
+
+def overlapping(drop: Drop, live: list[Drop]) -> set[str]:
+    """The drop's SKUs already in another live drop: a SKU is in one drop at a time, so the
+    gate has one answer for it."""
+    return set(drop.skus) & {sku for other in live for sku in other.skus}
+
+
+def scheduled(drop: Drop) -> DropScheduled:
+    return DropScheduled(drop_id=drop.id, skus=list(drop.skus), mode=drop.mode.value,
+                         starts_at=drop.starts_at, ends_at=drop.ends_at,
+                         admit_per_second=drop.admit_per_second,
+                         per_customer_limit=drop.per_customer_limit,
+                         channels=list(drop.channels))

@@ -1,0 +1,152 @@
+"""Drop use cases: schedule a drop (stored and published as `drop.scheduled.v1` in one
+transaction), take a place in its waiting room, and read a place's standing (with a pass once
+admitted). The gate that reservations of drop SKUs pass through is built here (drops/gate.py)."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+from instock.catalog.service import CatalogService
+from instock.drops import model, store
+from instock.drops.errors import DropTicketInvalid
+from instock.drops.gate import DropGate, Gates
+from instock.drops.tokens import BadToken, DropTokens
+from instock.inventory.service import InventoryService
+from instock.platform.bus import Envelope, outbox
+from instock.platform.db import Database, utcnow
+from instock.platform.errors import Conflict, NotFound, ValidationFailed
+from instock.platform.ids import new_id
+
+
+@dataclass(frozen=True)
+class DropSettings:
+    pass_ttl_seconds: float = 120.0  # an admission pass is good for this long
+    ticket_ttl_seconds: float = 86_400.0  # a ticket is re-issued (same place) on asking again
+    gate_refresh_seconds: float = 1.0  # how stale a process's copy of the drops' SKUs may be
+
+
+@dataclass(frozen=True)
+class Ticket:
+    token: str  # the signed ticket the shopper shows to ask for their standing
+    position: int
+
+
+@dataclass(frozen=True)
+class Admission:
+    standing: model.Standing
+    admission_pass: str | None  # a pass when admitted, good for `pass_ttl_seconds`
+
+
+class DropsService:
+    def __init__(self, db: Database, catalog: CatalogService, inventory: InventoryService,
+                 tokens: DropTokens, settings: DropSettings | None = None,
+                 clock: Callable[[], datetime] = utcnow) -> None:
+        self.db = db
+        self.catalog = catalog
+        self.inventory = inventory
+        self.tokens = tokens
+        self.settings = settings or DropSettings()
+        self.clock = clock
+        self.gate = DropGate(self._gates, tokens, self.settings.gate_refresh_seconds, clock)
+
+    async def schedule(self, drop: model.Drop, correlation_id: str | None = None) -> model.Drop:
+        """Store a new drop (its id, seed and creation time are ours) and publish it; 422
+        naming the bad field, 409 when a SKU is already in another live drop."""
+        now = self.clock()
+        drop = replace(drop, id=new_id(), seed=secrets.token_hex(16), created_at=now)
+        try:
+            model.check_drop(drop)
+        except model.InvalidDrop as exc:
+            raise ValidationFailed(exc.field, exc.reason) from exc
+        unknown = await self.catalog.unknown_skus(set(drop.skus))
+        if unknown:
+            raise ValidationFailed("skus", f"unknown SKU {', '.join(sorted(unknown))}")
+        async with self.db.write() as conn:
+            taken = model.overlapping(drop, await store.live_drops(conn, now))
+            if taken:
+                raise Conflict(f"{', '.join(sorted(taken))} already in a live drop",
+                               skus=sorted(taken))
+            await store.add_drop(conn, drop)
+            await outbox.add(conn, [model.scheduled(drop)], correlation_id)
+        return drop
+
+    async def get(self, drop_id: str) -> model.Drop:
+        async with self.db.read() as conn:
+            drop = await store.get_drop(conn, drop_id)
+        if drop is None:
+            raise NotFound(f"drop {drop_id} does not exist")
+        return drop
+
+    async def take_ticket(self, drop_id: str, customer_id: str) -> Ticket:
+        """A place in the drop's waiting room: by arrival, except that those who came before
+        the start are shuffled among themselves (model.place). Asking again gives the same
+        place (in a fresh ticket); 409 for a drop without a waiting room or one that ended."""
+        now = self.clock()
+        drop = await self.get(drop_id)
+        if drop.mode is not model.Mode.QUEUE:
+            raise Conflict(f"drop {drop_id} is {drop.mode.value}: it has no waiting room")
+        if drop.over(now):
+            raise Conflict(f"drop {drop_id} has ended")
+        ticket_id = new_id()
+        async with self.db.write() as conn:
+            await store.add_ticket(conn, drop.id, customer_id, ticket_id,
+                                   model.place(drop, ticket_id, now), now)
+            found = await store.ticket_of(conn, drop.id, customer_id)
+            assert found is not None  # ours, or the one that was there
+            position = await store.position(conn, drop.id, found[1])
+        token = self.tokens.ticket(model.TicketClaims(drop.id, customer_id, found[0]), now)
+        return Ticket(token, position)
+
+    async def admission(self, drop_id: str, ticket: str,
+                        acts_for: Callable[[str], None]) -> Admission:
+        """The ticket's standing now, with a fresh pass if admitted. A forged, expired or
+        unknown ticket, or one for another drop, is 422 naming `ticket`; `acts_for` refuses
+        a caller who may not act for the ticket's customer."""
+        try:
+            claims = self.tokens.read_ticket(ticket)
+        except BadToken as exc:
+            raise DropTicketInvalid(exc.reason) from None
+        if claims.drop_id != drop_id:
+            raise DropTicketInvalid("the ticket is for another drop")
+        acts_for(claims.customer_id)
+        drop = await self.get(drop_id)
+        now = self.clock()
+        async with self.db.read() as conn:
+            found = await store.ticket_of(conn, drop.id, claims.customer_id)
+            if found is None or found[0] != claims.ticket_id:
+                raise DropTicketInvalid("the waiting room holds no such ticket")
+            position = await store.position(conn, drop.id, found[1])
+        # Stock is asked only of those the room has reached: the rest wait either way.
+        reached = position <= model.admitted_through(drop, now)
+        standing = model.standing(drop, position, now, reached and await self._sold_out(drop))
+        if not standing.admitted:
+            return Admission(standing, None)
+        granted = self.tokens.pass_for(drop.id, claims.customer_id, now)
+        return Admission(standing, self.tokens.admission_pass(granted, now))
+
+    async def _sold_out(self, drop: model.Drop) -> bool:
+        """Whether none of the drop's SKUs can be sold any more: admission stops then."""
+        views = await self.inventory.stocks(drop.skus, cached=True)
+        return all(view.available <= 0 for view in views.values())
+
+    async def _gates(self, _: None) -> Gates:
+        async with self.db.read() as conn:
+            live = await store.live_drops(conn, self.clock())
+        return {sku: model.gate_of(drop) for drop in live for sku in drop.skus}
+
+    def heard(self, envelopes: list[Envelope]) -> None:
+        self.gate.heard(envelopes)
+
+    # -- personal data (the privacy registry calls these) ------------------------------------
+
+    async def export_subject(self, customer_id: str) -> dict[str, Any]:
+        async with self.db.read() as conn:
+            return {"drop_tickets": await store.export_customer(conn, customer_id)}
+
+    async def erase_subject(self, customer_id: str, pseudonym: str) -> None:
+        async with self.db.write() as conn:
+            await store.pseudonymise(conn, customer_id, pseudonym)

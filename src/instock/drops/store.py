@@ -1,0 +1,113 @@
+"""Drops persistence: the drops (their SKUs and channels as JSON), and the waiting room's
+tickets, one per drop and customer, each with its place (lane and key) in the room's order.
+
+A ticket's position is its rank in that order, counted by the database: every process asks the
+same rows and gets the same answer, and a restart reorders no one."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from instock.drops import model
+from instock.platform.db import UTCDateTime, dialect_insert, metadata, rows_where
+
+PERSONAL = {"personal": True}
+
+drops = sa.Table(
+    "drops", metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("skus", sa.JSON, nullable=False),
+    sa.Column("mode", sa.String(16), nullable=False),
+    sa.Column("starts_at", UTCDateTime, nullable=False),
+    sa.Column("ends_at", UTCDateTime, nullable=True),
+    sa.Column("admit_per_second", sa.Float, nullable=False),
+    sa.Column("per_customer_limit", sa.Integer, nullable=True),
+    sa.Column("channels", sa.JSON, nullable=False),
+    sa.Column("seed", sa.String(64), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=False),  # staff, never a shopper
+)
+
+drop_tickets = sa.Table(
+    "drop_tickets", metadata,
+    sa.Column("drop_id", sa.String(64), primary_key=True),
+    sa.Column("customer_id", sa.String(128), primary_key=True, info=PERSONAL),
+    sa.Column("ticket_id", sa.String(64), nullable=False),
+    sa.Column("lane", sa.Integer, nullable=False),
+    sa.Column("place_key", sa.String(64), nullable=False),
+    sa.Column("arrived_at", UTCDateTime, nullable=False),
+)
+# Positions are counts of the places before one: this index answers them without the rows.
+# Place keys are lowercase hex (a digest, or a UUIDv7 whose dashes all stand at the same
+# places), which every collation orders as Python orders them (model.Place).
+sa.Index("ix_drop_tickets_place", drop_tickets.c.drop_id, drop_tickets.c.lane,
+         drop_tickets.c.place_key)
+
+PERSONAL_TABLES = frozenset({"drop_tickets"})
+
+
+def _drop(row: Any) -> model.Drop:
+    return model.Drop(row.id, tuple(row.skus), row.starts_at, model.Mode(row.mode),
+                      float(row.admit_per_second), row.per_customer_limit, tuple(row.channels),
+                      row.ends_at, row.seed, row.created_at, row.created_by)
+
+
+async def add_drop(conn: AsyncConnection, drop: model.Drop) -> None:
+    await conn.execute(drops.insert().values(
+        id=drop.id, skus=list(drop.skus), mode=drop.mode.value, starts_at=drop.starts_at,
+        ends_at=drop.ends_at, admit_per_second=drop.admit_per_second,
+        per_customer_limit=drop.per_customer_limit, channels=list(drop.channels),
+        seed=drop.seed, created_at=drop.created_at, created_by=drop.created_by))
+
+
+async def get_drop(conn: AsyncConnection, drop_id: str) -> model.Drop | None:
+    row = (await conn.execute(sa.select(drops).where(drops.c.id == drop_id))).first()
+    return None if row is None else _drop(row)
+
+
+async def live_drops(conn: AsyncConnection, now: datetime) -> list[model.Drop]:
+    """Drops that still gate their SKUs (not ended): a shop runs a handful at a time."""
+    rows = await conn.execute(sa.select(drops).where(
+        sa.or_(drops.c.ends_at.is_(None), drops.c.ends_at > now)))
+    return [_drop(row) for row in rows]
+
+
+async def add_ticket(conn: AsyncConnection, drop_id: str, customer_id: str, ticket_id: str,
+                     place: model.Place, at: datetime) -> None:
+    """Take a place in the room, unless the customer holds one (their first place stands:
+    asking again never moves anyone)."""
+    await conn.execute(dialect_insert(conn, drop_tickets).on_conflict_do_nothing(), [{
+        "drop_id": drop_id, "customer_id": customer_id, "ticket_id": ticket_id,
+        "lane": place.lane, "place_key": place.key, "arrived_at": at}])
+
+
+async def ticket_of(conn: AsyncConnection, drop_id: str,
+                    customer_id: str) -> tuple[str, model.Place] | None:
+    """The customer's ticket id and place in the drop's room, if they hold one."""
+    row = (await conn.execute(sa.select(drop_tickets).where(
+        drop_tickets.c.drop_id == drop_id, drop_tickets.c.customer_id == customer_id))).first()
+    return None if row is None else (row.ticket_id, model.Place(row.lane, row.place_key))
+
+
+async def position(conn: AsyncConnection, drop_id: str, place: model.Place) -> int:
+    """1 + how many places of the room come before this one."""
+    before = (await conn.execute(sa.select(sa.func.count()).select_from(drop_tickets).where(
+        drop_tickets.c.drop_id == drop_id,
+        sa.or_(drop_tickets.c.lane < place.lane,
+               sa.and_(drop_tickets.c.lane == place.lane,
+                       drop_tickets.c.place_key < place.key))))).scalar_one()
+    return int(before) + 1
+
+
+async def export_customer(conn: AsyncConnection, customer_id: str) -> list[dict[str, object]]:
+    return await rows_where(conn, drop_tickets.c.customer_id, customer_id)
+
+
+async def pseudonymise(conn: AsyncConnection, customer_id: str, pseudonym: str) -> None:
+    """The tickets stay (their places are others' positions) under the pseudonym."""
+    await conn.execute(drop_tickets.update().where(drop_tickets.c.customer_id == customer_id)
+                       .values(customer_id=pseudonym))
