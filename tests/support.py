@@ -103,6 +103,13 @@ def migrated_database(backend: str, tmp_path: Path) -> Iterator[str]:
 TEST_SECRET = "test-secret-that-is-long-enough-for-hs256-keys"
 
 
+# What a person's browser sends (a drop's bot scoring reads them: drops/bots.py).
+BROWSER_HEADERS = {
+    "User-Agent": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+                  "Chrome/131.0 Safari/537.36",
+    "Accept-Language": "en-GB,en;q=0.9", "Sec-CH-UA": '"Chromium";v="131"'}
+
+
 def make_settings(database_url: str, tmp_path: Path, **overrides: object) -> Settings:
     values: dict[str, object] = {
         "database_url": database_url, "state_dir": tmp_path / "state", "jwt_secret": TEST_SECRET,

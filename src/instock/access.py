@@ -107,6 +107,7 @@ REST: dict[str, Door] = {
     "DELETE /v1/waitlist/{sku}": door(SUPPORT, SERVICE, customers=OWN),
     "POST /v1/drops": door(MERCHANDISER),
     "GET /v1/drops/{drop_id}": door(*STAFF_ROLES, customers=ANY),
+    "GET /v1/drops/{drop_id}/challenge": door(SUPPORT, SERVICE, customers=OWN),
     "POST /v1/drops/{drop_id}/tickets": door(SUPPORT, SERVICE, customers=OWN),
     "GET /v1/drops/{drop_id}/tickets/{ticket}": door(SUPPORT, SERVICE, customers=OWN),
     "POST /v1/polls": door(MERCHANDISER),

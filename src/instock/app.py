@@ -257,7 +257,8 @@ def build(settings: Settings | None = None, span_exporter: SpanExporter | None =
                    pass_ttl_seconds=settings.drop_pass_seconds,
                    ticket_ttl_seconds=settings.drop_ticket_seconds),
         DropSettings(settings.drop_pass_seconds, settings.drop_ticket_seconds,
-                     settings.drop_gate_refresh_seconds))
+                     settings.drop_gate_refresh_seconds, settings.drop_proof_bits,
+                     settings.drop_challenge_seconds))
     # Every reservation of a drop's SKUs asks the drops context first, wherever it comes from
     # (REST, GraphQL, the checkout saga, gRPC): inventory holds the port, never drops' tables.
     inventory_service.gate = drops.gate

@@ -164,6 +164,11 @@ class Settings(BaseSettings):
     drop_pass_seconds: float = Field(default=120.0, gt=0, le=3600)
     drop_ticket_seconds: float = Field(default=86_400.0, gt=0)
     drop_gate_refresh_seconds: float = Field(default=1.0, ge=0)
+    # The proof of work a shopper solves before taking a ticket (drops/bots.py): leading zero
+    # bits of SHA-256, 65,536 hashes on average at 16; 0 asks none (the proof rule then never
+    # trips). A challenge must come back within `drop_challenge_seconds`.
+    drop_proof_bits: int = Field(default=16, ge=0, le=32)
+    drop_challenge_seconds: float = Field(default=300.0, gt=0, le=86_400)
     # Origins of other sites' pages that embed the poll widget, comma-separated
     # (`https://shop.example,https://www.shop.example`): their browsers may call the API (CORS).
     # Empty: only pages served by instock itself.

@@ -23,6 +23,7 @@ import websockets
 
 from instock.access import GRAPHQL, OWN, REST, WEBSOCKET, Door
 from instock.app import graphql_schema
+from instock.drops.bots import solve
 from instock.platform.auth import Role
 from tests.e2e.harness import (
     Database,
@@ -35,7 +36,7 @@ from tests.e2e.harness import (
 )
 from tests.e2e.sandboxes import start_payments
 from tests.graphql_doors import OWN_CUSTOMER, classify, operation, operations
-from tests.support import backends, make_settings, migrated_database
+from tests.support import BROWSER_HEADERS, backends, make_settings, migrated_database
 
 # Who may pass a door is the access table's and the auth code's, not the database's.
 pytestmark = [pytest.mark.slow, pytest.mark.one_backend]
@@ -107,7 +108,12 @@ async def served(servers: ServerFactory) -> AsyncIterator[tuple[str, dict[str, A
         assert order["status"] in ("paid", "fulfilment_requested", "pending_fulfilment"), order
         assert (await b.post("/v1/waitlist", json={"sku": "door-2"})).status_code == 201
         assert (await b.put(f"/v1/customers/{B}", json={"name": "Bee"})).status_code == 200
-        ticket = (await b.post(f"/v1/drops/{drop['id']}/tickets")).json()
+        # A place taken as a person's browser takes it: the proof of work solved.
+        issued = (await b.get(f"/v1/drops/{drop['id']}/challenge")).json()
+        proof = {"challenge": issued["challenge"],
+                 "solution": solve(issued["challenge"], issued["difficulty"])}
+        ticket = (await b.post(f"/v1/drops/{drop['id']}/tickets", json=proof,
+                               headers=BROWSER_HEADERS)).json()
     yield server.base_url, {"reservation": reservation["id"], "cart": cart["id"],
                             "order": order["id"], "order_status": order["status"],
                             "drop": drop["id"], "ticket": ticket["ticket"]}
@@ -172,6 +178,8 @@ def on_b(resources: dict[str, Any]) -> dict[str, tuple[str, dict[str, str] | Non
         "POST /v1/waitlist": ("/v1/waitlist", None, {"sku": "door-1", "customer_id": B}),
         "GET /v1/waitlist": ("/v1/waitlist", {"customer_id": B}, None),
         "DELETE /v1/waitlist/{sku}": ("/v1/waitlist/door-2", {"customer_id": B}, None),
+        "GET /v1/drops/{drop_id}/challenge": (f"/v1/drops/{resources['drop']}/challenge",
+                                              {"customer_id": B}, None),
         "POST /v1/drops/{drop_id}/tickets": (f"/v1/drops/{resources['drop']}/tickets", None,
                                              {"customer_id": B}),
         "GET /v1/drops/{drop_id}/tickets/{ticket}": (

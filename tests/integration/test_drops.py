@@ -15,16 +15,18 @@ import pytest
 from fastapi import FastAPI
 
 from instock.app import create_app
+from instock.drops.bots import solve
 from instock.drops.model import PassClaims
 from instock.drops.service import DropsService
 from instock.platform.auth import Role
-from tests.support import make_settings
+from tests.support import BROWSER_HEADERS, make_settings
 
 PROBLEMS = "https://instock.dev/problems/"
 RESERVE = """mutation($pass: String) {
   reserve(lines: [{sku: "hype-1", quantity: 1}], dropPass: $pass) { id lines { sku quantity } }
 }"""
 Http = tuple[FastAPI, httpx.AsyncClient]
+PROOF_BITS = 8  # the proof of work these tests' shoppers solve: a few hundred hashes
 
 
 def auth(app: FastAPI, role: Role, subject: str = "someone") -> dict[str, str]:
@@ -33,7 +35,7 @@ def auth(app: FastAPI, role: Role, subject: str = "someone") -> dict[str, str]:
 
 @pytest.fixture
 async def http(database_url: str, tmp_path: Path) -> AsyncIterator[Http]:
-    app = create_app(make_settings(database_url, tmp_path))
+    app = create_app(make_settings(database_url, tmp_path, drop_proof_bits=PROOF_BITS))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
                                  base_url="http://test") as client:
         yield app, client
@@ -42,7 +44,8 @@ async def http(database_url: str, tmp_path: Path) -> AsyncIterator[Http]:
 @pytest.fixture
 async def slow_refresh(database_url: str, tmp_path: Path) -> AsyncIterator[Http]:
     """An app whose copy of the drops' SKUs would wait a minute to look again by itself."""
-    app = create_app(make_settings(database_url, tmp_path, drop_gate_refresh_seconds=60.0))
+    app = create_app(make_settings(database_url, tmp_path, drop_gate_refresh_seconds=60.0,
+                                   drop_proof_bits=PROOF_BITS))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
                                  base_url="http://test") as client:
         yield app, client
@@ -103,9 +106,15 @@ async def reserve(http: Http, customer: str, sku: str,
 
 
 async def ticket(http: Http, drop_id: str, customer: str) -> dict[str, Any]:
+    """A place, taken as a person's browser does: the proof of work solved (drops/bots.py)."""
     app, client = http
-    taken = await client.post(f"/v1/drops/{drop_id}/tickets",
-                              headers=auth(app, Role.CUSTOMER, customer))
+    headers = auth(app, Role.CUSTOMER, customer)
+    issued = await client.get(f"/v1/drops/{drop_id}/challenge", headers=headers)
+    assert issued.status_code == 200, issued.text
+    proof = {"challenge": issued.json()["challenge"],
+             "solution": solve(issued.json()["challenge"], issued.json()["difficulty"])}
+    taken = await client.post(f"/v1/drops/{drop_id}/tickets", json=proof,
+                              headers={**headers, **BROWSER_HEADERS})
     assert taken.status_code == 201, taken.text
     body: dict[str, Any] = taken.json()
     return body

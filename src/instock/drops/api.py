@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Path, Request
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from instock.drops import model
-from instock.drops.service import DropsService
+from instock.drops.service import DropsService, Entry
 from instock.platform.auth import STAFF, Principal, Role, requires
 from instock.platform.errors import ValidationFailed, problem_responses
 from instock.platform.http import CallerId
@@ -63,6 +63,17 @@ class TicketIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     customer_id: CallerId | None = Field(None, description=(
         "staff name the customer; a customer's token names itself"))
+    challenge: str | None = Field(None, max_length=2000, description=(
+        "the proof-of-work challenge from GET /v1/drops/{id}/challenge"))
+    solution: str | None = Field(None, max_length=64, description=(
+        "a string such that SHA-256(challenge + ':' + solution) starts with `difficulty` "
+        "zero bits"))
+
+
+class ChallengeOut(BaseModel):
+    challenge: str
+    difficulty: int = Field(description="leading zero bits the solution's hash must have")
+    expires_at: datetime
 
 
 class TicketOut(BaseModel):
@@ -78,6 +89,8 @@ class StandingOut(BaseModel):
         "when admitted: send it as the Drop-Pass header when reserving; short-lived"))
     sold_out: bool = Field(description="nothing left: the room admits no one any more")
     wait_seconds: float = Field(description="estimated wait at the drop's admission rate")
+    held_for_review: bool = Field(False, description=(
+        "the bot scoring held this place: it is not admitted until staff decide"))
 
 
 def render(drop: model.Drop) -> DropOut:
@@ -116,15 +129,36 @@ async def get_drop(drop_id: CallerId, principal: Principal = Depends(READERS),
     return render(await drops.get(drop_id))
 
 
+@router.get("/{drop_id}/challenge", response_model=ChallengeOut)
+async def challenge(drop_id: CallerId, customer_id: CallerId | None = None,
+                    principal: Principal = Depends(SHOPPERS),
+                    drops: DropsService = Depends(service)) -> ChallengeOut:
+    """A proof-of-work challenge to solve before taking a ticket: milliseconds for a person's
+    browser, real CPU for a farm of identities. Signed, for this shopper and drop only."""
+    token, difficulty, expires_at = drops.challenge(drop_id, customer_of(principal, customer_id))
+    return ChallengeOut(challenge=token, difficulty=difficulty, expires_at=expires_at)
+
+
+# What the bot scoring reads of a shopper's own client (drops/bots.py).
+SCORED_HEADERS = ("user-agent", "accept-language", "sec-ch-ua")
+
+
 @router.post("/{drop_id}/tickets", status_code=201, response_model=TicketOut,
              responses=problem_responses(409))
-async def take_ticket(drop_id: CallerId, body: TicketIn | None = None,
+async def take_ticket(drop_id: CallerId, request: Request, body: TicketIn | None = None,
                       principal: Principal = Depends(SHOPPERS),
                       drops: DropsService = Depends(service)) -> TicketOut:
     """A place in the drop's waiting room (queue mode): by arrival, those who came before the
-    start shuffled among themselves. Asking again keeps the place."""
+    start shuffled among themselves. Asking again keeps the place. Scored for bots: send the
+    solved challenge; a refusal (403 `drop-entry-refused`) says which rules it tripped."""
     customer = customer_of(principal, body.customer_id if body else None)
-    ticket = await drops.take_ticket(drop_id, customer)
+    # The headers and address are the shopper's only when the shopper's own client calls; a
+    # service acting for them (the storefront's server) is judged by the proof alone.
+    own = principal.is_customer
+    entry = Entry(body.challenge if body else None, body.solution if body else None,
+                  {h: request.headers.get(h, "") for h in SCORED_HEADERS} if own else None,
+                  request.client.host if own and request.client else None)
+    ticket = await drops.take_ticket(drop_id, customer, entry)
     return TicketOut(ticket=ticket.token, position=ticket.position)
 
 
@@ -138,4 +172,5 @@ async def ticket_standing(drop_id: CallerId, ticket: TicketToken,
     standing = admission.standing
     return StandingOut(position=standing.position, admitted=standing.admitted,
                        admission_pass=admission.admission_pass, sold_out=standing.sold_out,
-                       wait_seconds=round(standing.wait_seconds, 3))
+                       wait_seconds=round(standing.wait_seconds, 3),
+                       held_for_review=admission.held_for_review)

@@ -4,6 +4,7 @@ the header; `ticket`; `lines.sku`) and why, and the drop it is about."""
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from instock.platform.errors import Conflict, Forbidden, ValidationFailed
 
@@ -51,3 +52,17 @@ class DropTicketInvalid(ValidationFailed):
 
     def __init__(self, reason: str) -> None:
         super().__init__("ticket", reason)
+
+
+class DropEntryRefused(Forbidden):
+    """403: the bot scoring refused this ask for a place (drops/bots.py); the verdict says
+    which rules it tripped, so a person wrongly refused (or staff) can see why."""
+
+    slug, title = "drop-entry-refused", "Refused a place in the waiting room"
+
+    def __init__(self, drop_id: str, verdict: dict[str, Any]) -> None:
+        rules = ", ".join(r["rule"] for r in verdict["reasons"])
+        super().__init__(f"this request looks automated ({rules})", drop_id=drop_id,
+                         verdict=verdict, errors=[{"field": "challenge" if any(
+                             r["rule"].endswith("proof-of-work") for r in verdict["reasons"])
+                             else "request", "reason": rules}])

@@ -7,12 +7,14 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
+from prometheus_client import Counter
+
 from instock.catalog.service import CatalogService
-from instock.drops import model, store
-from instock.drops.errors import DropTicketInvalid
+from instock.drops import bots, model, store
+from instock.drops.errors import DropEntryRefused, DropTicketInvalid
 from instock.drops.gate import DropGate, Gates
 from instock.drops.tokens import BadToken, DropTokens
 from instock.inventory.service import InventoryService
@@ -21,12 +23,31 @@ from instock.platform.db import Database, utcnow
 from instock.platform.errors import Conflict, NotFound, ValidationFailed
 from instock.platform.ids import new_id
 
+BOT_DECISIONS = Counter("instock_drop_entry_decisions_total",
+                        "Waiting-room tickets scored by the bot rules, by decision "
+                        "(admit, review, refuse)", ["decision"])
+
 
 @dataclass(frozen=True)
 class DropSettings:
     pass_ttl_seconds: float = 120.0  # an admission pass is good for this long
     ticket_ttl_seconds: float = 86_400.0  # a ticket is re-issued (same place) on asking again
     gate_refresh_seconds: float = 1.0  # how stale a process's copy of the drops' SKUs may be
+    # Proof of work asked of each shopper taking a ticket (drops/bots.py); 0: none asked.
+    proof_bits: int = bots.DEFAULT_DIFFICULTY
+    challenge_seconds: float = 300.0  # a challenge must be solved and sent within this
+
+
+@dataclass(frozen=True)
+class Entry:
+    """What a ticket request brought and showed, for the bot scoring: the solved challenge,
+    and, when the shopper's own client is calling (not a service acting for them), its headers
+    (lower-cased names) and address."""
+
+    challenge: str | None = None
+    solution: str | None = None
+    headers: dict[str, str] | None = None
+    client_address: str | None = None
 
 
 @dataclass(frozen=True)
@@ -39,6 +60,8 @@ class Ticket:
 class Admission:
     standing: model.Standing
     admission_pass: str | None  # a pass when admitted, good for `pass_ttl_seconds`
+    held_for_review: bool = False  # the bot scoring held it: never admitted until staff say
+    verdict: dict[str, Any] | None = None
 
 
 class DropsService:
@@ -81,20 +104,73 @@ class DropsService:
             raise NotFound(f"drop {drop_id} does not exist")
         return drop
 
-    async def take_ticket(self, drop_id: str, customer_id: str) -> Ticket:
+    def challenge(self, drop_id: str, customer_id: str) -> tuple[str, int, datetime]:
+        """A proof-of-work challenge for this shopper's ticket: (challenge, difficulty, when
+        it expires). Signed, not stored: any process checks it."""
+        now = self.clock()
+        expires = now + timedelta(seconds=self.settings.challenge_seconds)
+        token = self.tokens.challenge(drop_id, customer_id, self.settings.proof_bits, now,
+                                      expires - now, secrets.token_urlsafe(12))
+        return token, self.settings.proof_bits, expires
+
+    def _proof(self, entry: Entry, drop_id: str, customer_id: str, now: datetime) -> bots.Proof:
+        if self.settings.proof_bits == 0:
+            return bots.Proof.SOLVED  # none asked
+        if entry.challenge is None:
+            return bots.Proof.MISSING
+        try:
+            claims = self.tokens.read_challenge(entry.challenge)
+        except BadToken:
+            return bots.Proof.INVALID
+        return bots.judge(claims, entry.challenge, entry.solution, drop_id=drop_id,
+                          customer_id=customer_id, now=now)
+
+    async def _verdict(self, conn: Any, drop: model.Drop, customer_id: str, entry: Entry,
+                       client_key: str | None, now: datetime) -> bots.Verdict:
+        asks, client_asks, others, since = await store.asking(conn, drop.id, customer_id,
+                                                              client_key)
+        # Asks per minute since the shopper's first (a person asks once or twice); a minute
+        # at least, so the first few asks are never a rate.
+        minutes = max(1.0, (now - since).total_seconds() / 60) if since else 1.0
+        return bots.score(bots.Signals(
+            self._proof(entry, drop.id, customer_id, now),
+            client_requests_per_minute=round((client_asks + 1) / minutes),
+            shopper_requests_per_minute=round((asks + 1) / minutes),
+            shoppers_on_client=others + 1, headers=entry.headers or {}))
+
+    async def take_ticket(self, drop_id: str, customer_id: str,
+                          entry: Entry | None = None) -> Ticket:
         """A place in the drop's waiting room: by arrival, except that those who came before
         the start are shuffled among themselves (model.place). Asking again gives the same
-        place (in a fresh ticket); 409 for a drop without a waiting room or one that ended."""
+        place (in a fresh ticket); 409 for a drop without a waiting room or one that ended.
+
+        Each ask is scored (drops/bots.py): a refused one is 403 `drop-entry-refused` with the
+        rules it tripped and takes no place; one held for review takes its place but is not
+        admitted (its standing says so)."""
         now = self.clock()
+        entry = entry or Entry()
         drop = await self.get(drop_id)
         if drop.mode is not model.Mode.QUEUE:
             raise Conflict(f"drop {drop_id} is {drop.mode.value}: it has no waiting room")
         if drop.over(now):
             raise Conflict(f"drop {drop_id} has ended")
         ticket_id = new_id()
+        client_key = (self.tokens.client_key(entry.client_address)
+                      if entry.client_address else None)
         async with self.db.write() as conn:
-            await store.add_ticket(conn, drop.id, customer_id, ticket_id,
-                                   model.place(drop, ticket_id, now), now)
+            verdict = await self._verdict(conn, drop, customer_id, entry, client_key, now)
+            if verdict.decision is bots.Decision.REFUSE:
+                BOT_DECISIONS.labels(verdict.decision.value).inc()
+                raise DropEntryRefused(drop.id, verdict.as_json())
+            held = await store.ticket_of(conn, drop.id, customer_id)
+            if held is None:
+                await store.add_ticket(conn, drop.id, customer_id, ticket_id,
+                                       model.place(drop, ticket_id, now), now,
+                                       decision=verdict.decision.value,
+                                       verdict=verdict.as_json(), client_key=client_key)
+                BOT_DECISIONS.labels(verdict.decision.value).inc()
+            else:
+                await store.asked_again(conn, drop.id, customer_id)
             found = await store.ticket_of(conn, drop.id, customer_id)
             assert found is not None  # ours, or the one that was there
             position = await store.position(conn, drop.id, found[1])
@@ -120,6 +196,12 @@ class DropsService:
             if found is None or found[0] != claims.ticket_id:
                 raise DropTicketInvalid("the waiting room holds no such ticket")
             position = await store.position(conn, drop.id, found[1])
+            decided = await store.decision_of(conn, drop.id, claims.customer_id)
+        if decided is not None and decided[0] == bots.Decision.REVIEW.value:
+            # Held for review: the place stands (no one behind moves up), no pass until staff
+            # decide.
+            held = replace(model.standing(drop, position, now, sold_out=False), admitted=False)
+            return Admission(held, None, held_for_review=True, verdict=decided[1])
         # Stock is asked only of those the room has reached: the rest wait either way.
         reached = position <= model.admitted_through(drop, now)
         standing = model.standing(drop, position, now, reached and await self._sold_out(drop))

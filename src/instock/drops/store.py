@@ -40,12 +40,20 @@ drop_tickets = sa.Table(
     sa.Column("lane", sa.Integer, nullable=False),
     sa.Column("place_key", sa.String(64), nullable=False),
     sa.Column("arrived_at", UTCDateTime, nullable=False),
+    # The bot scoring's verdict on the first ask (drops/bots.py): "review" holds the place
+    # without admitting it; a refused shopper has no row at all.
+    sa.Column("decision", sa.String(8), nullable=False, server_default="admit"),
+    sa.Column("verdict", sa.JSON, nullable=True),
+    # A keyed hash of the client address (never the address): shoppers sharing one are counted.
+    sa.Column("client_key", sa.String(64), nullable=True, info=PERSONAL),
+    sa.Column("asks", sa.Integer, nullable=False, server_default="1"),  # tickets asked for
 )
 # Positions are counts of the places before one: this index answers them without the rows.
 # Place keys are lowercase hex (a digest, or a UUIDv7 whose dashes all stand at the same
 # places), which every collation orders as Python orders them (model.Place).
 sa.Index("ix_drop_tickets_place", drop_tickets.c.drop_id, drop_tickets.c.lane,
          drop_tickets.c.place_key)
+sa.Index("ix_drop_tickets_client", drop_tickets.c.drop_id, drop_tickets.c.client_key)
 
 PERSONAL_TABLES = frozenset({"drop_tickets"})
 
@@ -77,12 +85,48 @@ async def live_drops(conn: AsyncConnection, now: datetime) -> list[model.Drop]:
 
 
 async def add_ticket(conn: AsyncConnection, drop_id: str, customer_id: str, ticket_id: str,
-                     place: model.Place, at: datetime) -> None:
+                     place: model.Place, at: datetime, *, decision: str = "admit",
+                     verdict: dict[str, Any] | None = None,
+                     client_key: str | None = None) -> None:
     """Take a place in the room, unless the customer holds one (their first place stands:
     asking again never moves anyone)."""
     await conn.execute(dialect_insert(conn, drop_tickets).on_conflict_do_nothing(), [{
         "drop_id": drop_id, "customer_id": customer_id, "ticket_id": ticket_id,
-        "lane": place.lane, "place_key": place.key, "arrived_at": at}])
+        "lane": place.lane, "place_key": place.key, "arrived_at": at, "decision": decision,
+        "verdict": verdict, "client_key": client_key, "asks": 1}])
+
+
+async def asked_again(conn: AsyncConnection, drop_id: str, customer_id: str) -> None:
+    await conn.execute(drop_tickets.update().where(
+        drop_tickets.c.drop_id == drop_id, drop_tickets.c.customer_id == customer_id,
+    ).values(asks=drop_tickets.c.asks + 1))
+
+
+async def asking(conn: AsyncConnection, drop_id: str, customer_id: str,
+                 client_key: str | None) -> tuple[int, int, int, datetime | None]:
+    """What the room knows of who is asking: (the shopper's asks, the asks from this client
+    address, the other shoppers from it, the shopper's first ask) in this drop."""
+    mine = (await conn.execute(sa.select(drop_tickets.c.asks, drop_tickets.c.arrived_at).where(
+        drop_tickets.c.drop_id == drop_id,
+        drop_tickets.c.customer_id == customer_id))).first()
+    client_asks = others = 0
+    if client_key is not None:
+        row = (await conn.execute(sa.select(
+            sa.func.coalesce(sa.func.sum(drop_tickets.c.asks), 0),
+            sa.func.count().filter(drop_tickets.c.customer_id != customer_id)).where(
+            drop_tickets.c.drop_id == drop_id,
+            drop_tickets.c.client_key == client_key))).one()
+        client_asks, others = int(row[0]), int(row[1])
+    return ((mine.asks, client_asks, others, mine.arrived_at) if mine is not None
+            else (0, client_asks, others, None))
+
+
+async def decision_of(conn: AsyncConnection, drop_id: str,
+                      customer_id: str) -> tuple[str, dict[str, Any] | None] | None:
+    row = (await conn.execute(sa.select(drop_tickets.c.decision, drop_tickets.c.verdict).where(
+        drop_tickets.c.drop_id == drop_id,
+        drop_tickets.c.customer_id == customer_id))).first()
+    return None if row is None else (row.decision, row.verdict)
 
 
 async def ticket_of(conn: AsyncConnection, drop_id: str,
@@ -110,4 +154,4 @@ async def export_customer(conn: AsyncConnection, customer_id: str) -> list[dict[
 async def pseudonymise(conn: AsyncConnection, customer_id: str, pseudonym: str) -> None:
     """The tickets stay (their places are others' positions) under the pseudonym."""
     await conn.execute(drop_tickets.update().where(drop_tickets.c.customer_id == customer_id)
-                       .values(customer_id=pseudonym))
+                       .values(customer_id=pseudonym, client_key=None))

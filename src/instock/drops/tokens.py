@@ -12,10 +12,11 @@ from typing import Any
 
 import jwt
 
-from instock.drops import model
+from instock.drops import bots, model
 
 TICKET_AUDIENCE = "instock-drop-ticket"
 ADMISSION_AUDIENCE = "instock-drop-pass"
+CHALLENGE_AUDIENCE = "instock-drop-challenge"
 _REQUIRED = ["exp", "iat", "iss", "aud", "sub", "drop"]
 
 
@@ -77,3 +78,24 @@ class DropTokens:
         claims = self._decode(ADMISSION_AUDIENCE, token, "pass")
         return model.PassClaims(str(claims["drop"]), str(claims["sub"]),
                                 datetime.fromtimestamp(int(claims["exp"]), tz=UTC))
+
+    def challenge(self, drop_id: str, customer_id: str, difficulty: int, now: datetime,
+                  ttl: timedelta, nonce: str) -> str:
+        """A proof-of-work challenge for this shopper and drop (drops/bots.py): the client
+        hashes this very string with its solution. `nonce` (random, from the caller) makes
+        each one different, so no solution is worth keeping."""
+        return self._encode(CHALLENGE_AUDIENCE, {
+            "sub": customer_id, "drop": drop_id, "dif": difficulty, "jti": nonce,
+            "iat": now, "exp": now + ttl})
+
+    def read_challenge(self, token: str) -> bots.Challenge:
+        claims = self._decode(CHALLENGE_AUDIENCE, token, "challenge")
+        if not isinstance(claims.get("dif"), int):
+            raise BadToken("not a genuine challenge")
+        return bots.Challenge(str(claims["drop"]), str(claims["sub"]), int(claims["dif"]),
+                              datetime.fromtimestamp(int(claims["exp"]), tz=UTC))
+
+    def client_key(self, address: str) -> str:
+        """A keyed hash of a client address: shoppers sharing an address can be counted
+        without the address being stored."""
+        return hmac.new(self._key, f"client {address}".encode(), hashlib.sha256).hexdigest()[:32]

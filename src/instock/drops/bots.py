@@ -1,0 +1,169 @@
+"""Telling people from bots in a drop (pure): a proof-of-work challenge, and the rules that
+score a ticket or draw entry from what the server saw, each decision explained.
+
+Proof of work (hashcash): the server hands out a signed challenge naming the shopper, the drop
+and an expiry (a JWT: drops/tokens.py); the client finds a `solution` such that
+SHA-256(challenge ":" solution) starts with `difficulty` zero bits. A person's browser pays
+that once per drop (2**difficulty hashes on average: 65,536 at 16 bits, about 0.1 s in
+CPython here); a farm entering with thousands of identities pays it thousands of times. The
+challenge is signed, so the server stores nothing to check it, and it cannot be moved to
+another shopper or drop, or used after it expires.
+
+Scoring: every rule is declared once in `RULES` with its weight and the reason shown to staff;
+`score` adds the weights of the rules a request's `Signals` trip and decides by two thresholds
+(held for review, refused). Nothing is hidden in code elsewhere: changing a weight is changing
+this table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+DEFAULT_DIFFICULTY = 16  # leading zero bits: 65,536 hashes on average
+MAX_DIFFICULTY = 32
+
+
+class Proof(StrEnum):
+    SOLVED = "solved"
+    MISSING = "missing"
+    INVALID = "invalid"  # forged, expired, another's, or not solved
+
+
+@dataclass(frozen=True)
+class Challenge:
+    """What a proof-of-work challenge says (drops/tokens.py signs and reads it)."""
+
+    drop_id: str
+    customer_id: str
+    difficulty: int
+    expires_at: datetime
+
+
+def leading_zero_bits(digest: bytes) -> int:
+    bits = 0
+    for byte in digest:
+        if byte:
+            return bits + 8 - byte.bit_length()
+        bits += 8
+    return bits
+
+
+def work(token: str, solution: str) -> int:
+    """How many leading zero bits this solution earns on this challenge."""
+    return leading_zero_bits(hashlib.sha256(f"{token}:{solution}".encode()).digest())
+
+
+def judge(claims: Challenge, token: str, solution: str | None, *, drop_id: str,
+          customer_id: str, now: datetime) -> Proof:
+    """SOLVED when this genuine challenge is this shopper's, for this drop, unexpired, and the
+    solution earns its difficulty; INVALID otherwise (the caller maps an unreadable token to
+    INVALID and no token to MISSING)."""
+    if (claims.drop_id != drop_id or claims.customer_id != customer_id or now >= claims.expires_at
+            or solution is None or len(solution) > 64
+            or work(token, solution) < claims.difficulty):
+        return Proof.INVALID
+    return Proof.SOLVED
+
+
+def solve(token: str, difficulty: int) -> str:
+    """A solution, found the way a client would: counting up (what the storefront's script
+    does, and what the tests and the bench use as a person's browser)."""
+    n = 0
+    while work(token, str(n)) < difficulty:
+        n += 1
+    return str(n)
+
+
+# -- scoring ---------------------------------------------------------------------------------
+
+
+class Decision(StrEnum):
+    ADMIT = "admit"
+    REVIEW = "review"  # held: staff decide (the ops console lists them with their reasons)
+    REFUSE = "refuse"
+
+
+@dataclass(frozen=True)
+class Signals:
+    """What the server saw of one ticket or entry request, and around it."""
+
+    proof: Proof
+    client_requests_per_minute: int = 0  # from this client address, any shopper
+    shopper_requests_per_minute: int = 0  # with this shopper's token
+    shoppers_on_client: int = 1  # distinct shoppers seen from this client address in the drop
+    shoppers_on_fingerprint: int = 1  # sharing this payment method / address fingerprint
+    failed_payments: int = 0  # this shopper's declined payments in the last day
+    headers: Mapping[str, str] = field(default_factory=dict)  # lower-cased names
+
+
+def _headless(headers: Mapping[str, str]) -> bool:
+    agent = headers.get("user-agent", "")
+    brands = headers.get("sec-ch-ua", "")
+    return ("headless" in agent.lower() or "headless" in brands.lower()
+            or any(tool in agent for tool in ("python-requests", "curl/", "Go-http-client",
+                                              "python-httpx", "aiohttp", "Scrapy")))
+
+
+def _browserless(headers: Mapping[str, str]) -> bool:
+    """No Accept-Language and no user agent: every browser sends both."""
+    return not headers.get("accept-language") or not headers.get("user-agent")
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    weight: int
+    why: str
+    trips: Callable[[Signals], bool]
+
+
+# The one place the rules live. Weights add up; REVIEW_AT and REFUSE_AT decide. A missing proof
+# alone reviews (an old client), a missing proof with any other sign refuses.
+RULES: tuple[Rule, ...] = (
+    Rule("no-proof-of-work", 40, "no proof of work with the request",
+         lambda s: s.proof is Proof.MISSING),
+    Rule("bad-proof-of-work", 60, "a proof of work that does not hold (forged, expired, "
+         "another shopper's or unsolved)", lambda s: s.proof is Proof.INVALID),
+    Rule("fast-client", 30, "more than 30 requests a minute from this address",
+         lambda s: s.client_requests_per_minute > 30),
+    Rule("fast-shopper", 30, "more than 10 requests a minute with this shopper's token",
+         lambda s: s.shopper_requests_per_minute > 10),
+    Rule("crowded-client", 25, "more than 5 shoppers from this address in this drop",
+         lambda s: s.shoppers_on_client > 5),
+    Rule("repeated-identity", 50, "a payment method or address shared with other shoppers "
+         "in this drop", lambda s: s.shoppers_on_fingerprint > 1),
+    Rule("headless-browser", 35, "the request names a headless browser or an HTTP library",
+         lambda s: _headless(s.headers)),
+    Rule("browserless-headers", 15, "no Accept-Language or User-Agent header",
+         lambda s: _browserless(s.headers)),
+    Rule("failed-payments", 20, "3 or more declined payments in the last day",
+         lambda s: s.failed_payments >= 3),
+)
+REVIEW_AT = 40
+REFUSE_AT = 70
+
+
+@dataclass(frozen=True)
+class Verdict:
+    score: int
+    decision: Decision
+    reasons: tuple[tuple[str, int, str], ...]  # (rule, weight, why) of each rule tripped
+
+    def as_json(self) -> dict[str, Any]:
+        return {"score": self.score, "decision": self.decision.value,
+                "reasons": [{"rule": name, "weight": weight, "why": why}
+                            for name, weight, why in self.reasons]}
+
+
+def score(signals: Signals, rules: tuple[Rule, ...] = RULES, *, review_at: int = REVIEW_AT,
+          refuse_at: int = REFUSE_AT) -> Verdict:
+    tripped = tuple((r.name, r.weight, r.why) for r in rules if r.trips(signals))
+    total = sum(weight for _, weight, _ in tripped)
+    decision = (Decision.REFUSE if total >= refuse_at else
+                Decision.REVIEW if total >= review_at else Decision.ADMIT)
+    return Verdict(total, decision, tripped)

@@ -1,0 +1,146 @@
+"""Bot scoring in a drop's waiting room over HTTP on a real database (issue 24): a person's
+browser that solved its proof of work takes a place; a scripted bot (fast, one address for
+many identities, an HTTP library's headers, no proof of work) is refused with its reasons and
+takes none; a doubtful ask is held for review, keeps its place and is never admitted; and a
+challenge is its shopper's and its drop's alone."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from instock.app import create_app
+from instock.drops.bots import solve
+from instock.platform.auth import Role
+from tests.integration.test_drops import (
+    PROBLEMS,
+    Http,
+    auth,
+    schedule,
+    soon,
+    standing,
+    stocked,
+    until,
+)
+from tests.support import BROWSER_HEADERS as BROWSER
+from tests.support import make_settings
+
+BITS = 10  # the proof of work in these tests: ~1,000 hashes, a millisecond or so
+
+
+@pytest.fixture
+async def http(database_url: str, tmp_path: Path) -> AsyncIterator[Http]:
+    app = create_app(make_settings(database_url, tmp_path, drop_proof_bits=BITS))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://test") as client:
+        yield app, client
+
+
+async def challenge(http: Http, drop_id: str, customer: str) -> dict[str, Any]:
+    app, client = http
+    got = await client.get(f"/v1/drops/{drop_id}/challenge",
+                           headers=auth(app, Role.CUSTOMER, customer))
+    assert got.status_code == 200, got.text
+    body: dict[str, Any] = got.json()
+    assert body["difficulty"] == BITS
+    return body
+
+
+async def ask(http: Http, drop_id: str, customer: str, *, headers: dict[str, str],
+              proof: dict[str, str] | None) -> httpx.Response:
+    app, client = http
+    return await client.post(f"/v1/drops/{drop_id}/tickets", json=proof or {},
+                             headers={**auth(app, Role.CUSTOMER, customer), **headers})
+
+
+async def solved(http: Http, drop_id: str, customer: str) -> dict[str, str]:
+    issued = await challenge(http, drop_id, customer)
+    return {"challenge": issued["challenge"],
+            "solution": solve(issued["challenge"], issued["difficulty"])}
+
+
+async def queue_drop(http: Http, seconds: float = 60) -> dict[str, Any]:
+    await stocked(http, "hype", {"hype-1": 10})
+    return await schedule(http, skus=["hype-1"], starts_at=soon(seconds), mode="queue",
+                          admit_per_second=1000)
+
+
+async def test_a_person_gets_through_and_a_scripted_bot_is_refused_with_its_reasons(
+        http: Http) -> None:
+    drop = await queue_drop(http)
+    person = await ask(http, drop["id"], "person", headers=BROWSER,
+                       proof=await solved(http, drop["id"], "person"))
+    assert person.status_code == 201, person.text
+    assert person.json()["position"] == 1
+
+    # The bot: an HTTP library's headers, no proof of work, twelve identities from one
+    # address, asking again and again.
+    refusals = []
+    for n in range(12):
+        for _ in range(3):
+            answer = await ask(http, drop["id"], f"bot-{n}", headers={}, proof=None)
+            assert answer.status_code == 403, answer.text
+            refusals.append(answer.json())
+    problem = refusals[-1]
+    assert problem["type"] == PROBLEMS + "drop-entry-refused", problem
+    assert problem["errors"][0]["field"] == "challenge", problem
+    rules = {r["rule"] for r in problem["verdict"]["reasons"]}
+    assert {"no-proof-of-work", "headless-browser", "browserless-headers"} <= rules, rules
+    assert problem["verdict"]["decision"] == "refuse"
+    reasons = problem["verdict"]["reasons"]
+    assert problem["verdict"]["score"] == sum(r["weight"] for r in reasons)
+
+    # No bot took a place: with the next person the room holds two (before the start their
+    # order is a shuffle, so which is first is not ours to say).
+    later = await ask(http, drop["id"], "person-2", headers=BROWSER,
+                      proof=await solved(http, drop["id"], "person-2"))
+    assert later.status_code == 201, later.text
+    first = (await standing(http, drop["id"], person.json()["ticket"], "person")).json()
+    assert sorted([first["position"], later.json()["position"]]) == [1, 2]
+
+
+async def test_a_doubtful_ask_is_held_its_place_kept_and_never_admitted(http: Http) -> None:
+    drop = await queue_drop(http, seconds=1.0)
+    # A browser without a proof (an old page, say): held for review, not refused.
+    held = await ask(http, drop["id"], "old-page", headers=BROWSER, proof=None)
+    assert held.status_code == 201, held.text
+    fine = await ask(http, drop["id"], "fine", headers=BROWSER,
+                     proof=await solved(http, drop["id"], "fine"))
+    assert fine.status_code == 201, fine.text
+    await until(soon(1.2))
+    kept = (await standing(http, drop["id"], held.json()["ticket"], "old-page")).json()
+    assert kept["held_for_review"] and not kept["admitted"] and kept["pass"] is None, kept
+    let_in = (await standing(http, drop["id"], fine.json()["ticket"], "fine")).json()
+    assert let_in["admitted"] and let_in["pass"] and not let_in["held_for_review"], let_in
+    assert {kept["position"], let_in["position"]} == {1, 2}  # the held place still counts
+
+
+async def test_a_challenge_is_its_shoppers_and_its_drops_alone(http: Http) -> None:
+    drop = await queue_drop(http)
+    mine = await solved(http, drop["id"], "alice")
+    # Bob sends Alice's solved challenge: it is not his, so it counts as an invalid proof.
+    bob = await ask(http, drop["id"], "bob", headers=BROWSER, proof=mine)
+    assert bob.status_code == 201, bob.text  # a browser with a bad proof is held, not refused
+    state = (await standing(http, drop["id"], bob.json()["ticket"], "bob")).json()
+    assert state["held_for_review"], state
+    # A forged challenge with an HTTP library's headers: refused.
+    forged = {"challenge": mine["challenge"][:-3] + "abc", "solution": mine["solution"]}
+    answer = await ask(http, drop["id"], "carol", headers={}, proof=forged)
+    assert answer.status_code == 403, answer.text
+    assert "bad-proof-of-work" in {r["rule"] for r in answer.json()["verdict"]["reasons"]}
+    # Alice's own: admitted to the room.
+    alice = await ask(http, drop["id"], "alice", headers=BROWSER, proof=mine)
+    assert alice.status_code == 201, alice.text
+
+
+async def test_a_malformed_proof_is_422_naming_the_field(http: Http) -> None:
+    drop = await queue_drop(http)
+    answer = await ask(http, drop["id"], "dan", headers=BROWSER,
+                       proof={"challenge": "x", "solution": "9" * 65})
+    assert answer.status_code == 422, answer.text
+    assert answer.headers["content-type"].startswith("application/problem+json")
+    assert "solution" in answer.text
