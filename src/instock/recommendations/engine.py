@@ -20,6 +20,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from instock.recommendations import rules
+from instock.recommendations.artefacts import Artefacts, install
 from instock.recommendations.data import (
     CART,
     PURCHASE,
@@ -492,12 +493,14 @@ class Engine:
                     rules.REASONS[reason].format(anchor=anchor))
 
 
-def fit(snapshot: Snapshot, history: Sequence[Mapping[str, Any]],
-        k: int = 20) -> tuple[Hybrid, FitReport]:
+def fit(snapshot: Snapshot, history: Sequence[Mapping[str, Any]], k: int = 20,
+        trained: Artefacts | None = None) -> tuple[Hybrid, FitReport]:
     """Fit (and, with enough history, tune) a new hybrid; CPU work for a thread.
 
     Weights are tuned on a time split of the stored history (the last 20% of time as
     validation), as the offline evaluation does; a shop with too little keeps the starting blend.
+    `trained` statistics (`instock recs train`, of a longer log than the history read here)
+    replace the ones the history gives.
     """
     began = time.perf_counter()
     log = history_log(snapshot, history)
@@ -512,6 +515,8 @@ def fit(snapshot: Snapshot, history: Sequence[Mapping[str, Any]],
         weights = tune_hybrid(split, positions, k)
     hybrid = Hybrid(serving_components(span), weights)
     hybrid.fit(log)
+    if trained is not None:
+        install(trained, hybrid, snapshot.code)
     return hybrid, FitReport(len(log), weights, len(positions) if tuned else 0,
                              round(time.perf_counter() - began, 2))
 

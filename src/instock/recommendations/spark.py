@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +33,7 @@ from instock.recommendations.training import AlsSettings, Parameters, item_ids, 
 
 DEFAULT_MASTER = "local[2]"
 # Local mode shuffles tiny partitions: Spark's default of 200 would spend its time on tasks.
-LOCAL_SHUFFLE_PARTITIONS = 4
+LOCAL_SHUFFLE_PARTITIONS = 2
 EVENT = T.StructType([
     T.StructField("seq", T.StringType(), False), T.StructField("item", T.StringType(), False),
     T.StructField("time", T.DoubleType(), False), T.StructField("kind", T.IntegerType(), False),
@@ -39,18 +41,25 @@ EVENT = T.StructType([
 TRAIN_STEPS = 6
 
 
-def session(master: str = DEFAULT_MASTER) -> SparkSession:
+def session(master: str = DEFAULT_MASTER, conf: Mapping[str, str] | None = None) -> SparkSession:
     """The Spark session (made once per process: a second call gets the same one)."""
     # Python UDFs run in worker processes that must import instock: this very interpreter.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     builder = (SparkSession.builder.master(master).appName("instock-recs")
                .config("spark.ui.enabled", "false")
+               .config("spark.ui.showConsoleProgress", "false")  # Rich shows progress
                .config("spark.sql.session.timeZone", "UTC"))
     if master.startswith("local"):
         builder = builder.config("spark.sql.shuffle.partitions", LOCAL_SHUFFLE_PARTITIONS)
+    for key, value in (conf or {}).items():
+        builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
+    if master.startswith("local") and spark.sparkContext.getCheckpointDir() is None:
+        # ALS checkpoints every 10 iterations when it can: without it the lineage of its
+        # iterations grows until the JVM's stack overflows. (A cluster needs a shared one.)
+        spark.sparkContext.setCheckpointDir(tempfile.mkdtemp(prefix="instock-spark-"))
     return spark
 
 
@@ -157,13 +166,16 @@ def vector(values: DataFrame, n: int) -> FloatArray:
 def als_factors(events: DataFrame, settings: AlsSettings, n: int) -> npt.NDArray[np.float32]:
     """Item factors of Spark MLlib's implicit ALS on sequence x item counts (zeros for an item
     it gave none)."""
+    partitions = int(events.sparkSession.conf.get("spark.sql.shuffle.partitions") or 10)
     seqs = events.select("seq").distinct().rdd.map(lambda r: r[0]).zipWithIndex().toDF(
         ["seq", "u"])
     counts = events.join(seqs, "seq").groupBy("u", "i").agg(
         F.count(F.lit(1)).cast("float").alias("c"))
     als = ALS(rank=settings.factors, maxIter=settings.iterations,
               regParam=settings.regularization, alpha=settings.alpha, implicitPrefs=True,
-              seed=settings.seed, userCol="u", itemCol="i", ratingCol="c")
+              seed=settings.seed, userCol="u", itemCol="i", ratingCol="c",
+              # blocks as many as the shuffle's partitions: MLlib's 10 are for a cluster
+              numUserBlocks=partitions, numItemBlocks=partitions)
     model = als.fit(counts)
     factors = np.zeros((n, settings.factors), np.float32)
     for row in model.itemFactors.collect():
