@@ -125,6 +125,16 @@ def _progress(console: Console) -> Progress:
                     console=console)
 
 
+def _stored_events(limit: int, err: Console) -> Any:
+    """The database's newest behaviour events as a log (RawEvents)."""
+    from instock.cli import with_container  # the command that mounts this one: loaded
+    from instock.recommendations.training import stored_events
+
+    with err.status("reading the stored behaviour events"):
+        rows = with_container(lambda c: c.recommendations.stored_behaviour(limit))
+    return stored_events(rows)
+
+
 def _spark_session(master: str) -> Any:
     """A Spark session, or a clear error when PySpark is not installed."""
     try:
@@ -138,7 +148,12 @@ def _spark_session(master: str) -> Any:
 
 @recs_app.command("train")
 def train_command(
-    data: Path = typer.Option(..., "--data", help="A log in the `csv` format of evaluate."),
+    data: Path | None = typer.Option(None, "--data",
+                                     help="A log in the `csv` format of evaluate."),
+    from_db: bool = typer.Option(False, "--from-db", help="Read the stored behaviour events "
+                                 "of INSTOCK_DATABASE_URL instead of --data."),
+    limit: int = typer.Option(5_000_000, "--limit", min=1,
+                              help="--from-db: at most this many of the newest events."),
     out: Path = typer.Option(..., "--out", help="The artefact to publish (a symlink, swapped "
                              "atomically onto each new version)."),
     engine: TrainEngine = typer.Option(
@@ -151,11 +166,15 @@ def train_command(
     from instock.recommendations.artefacts import ArtefactError, publish
     from instock.recommendations.evaluate import FormatError
 
-    if not data.is_file():
+    if (data is None) == (not from_db):
+        raise typer.BadParameter("give a log (--data) or --from-db, one of them",
+                                 param_hint="--data/--from-db")
+    if data is not None and not data.is_file():
         raise typer.BadParameter(f"{data} is not a file", param_hint="--data")
     err = Console(stderr=True)
     began = time.perf_counter()
     try:
+        raw = _stored_events(limit, err) if from_db else None
         if engine is TrainEngine.spark:
             session = _spark_session(master)
             from instock.recommendations import spark
@@ -166,14 +185,20 @@ def train_command(
                 def step(label: str, done: int, total: int) -> None:
                     bar.update(task, description=label, completed=done, total=total)
 
-                artefact = spark.train(session, spark.parse_rows(spark.csv_rows(session, data)),
-                                       progress=step)
+                if raw is not None:
+                    events = spark.raw_events(session, raw)
+                else:
+                    assert data is not None  # one of them, checked above
+                    events = spark.parse_rows(spark.csv_rows(session, data))
+                artefact = spark.train(session, events, progress=step)
         else:
             from instock.recommendations.evaluate import read_csv_log
             from instock.recommendations.training import train_local
 
-            with err.status("local: reading the log"):
-                raw = read_csv_log(data)
+            if raw is None:
+                assert data is not None  # one of them, checked above
+                with err.status("local: reading the log"):
+                    raw = read_csv_log(data)
             if raw.skipped:
                 err.print(f"[yellow]skipped {raw.skipped} malformed row(s)[/yellow]")
             with err.status("local: fitting the statistics and ALS"):

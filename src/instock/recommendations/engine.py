@@ -356,7 +356,7 @@ class Engine:
         code = self.catalogue.code.get(row.get("product_id") or "")
         kind = KINDS.get(row["kind"])
         if code is not None and kind is not None:
-            event = Event(seq_of(subject), code, _epoch(row["occurred_at"]), kind)
+            event = Event(seq_of(subject), code, epoch(row["occurred_at"]), kind)
             self.hybrid.update(event)
             if self._since_fit is not None:
                 self._since_fit.append(event)
@@ -382,7 +382,7 @@ class Engine:
             shopper.searches.append(row["query"])
         code = self.catalogue.code.get(row.get("product_id") or "")
         if code is not None and kind in KINDS:
-            shopper.events.append((code, KINDS[kind], _epoch(row["occurred_at"])))
+            shopper.events.append((code, KINDS[kind], epoch(row["occurred_at"])))
             if kind == "purchase":
                 shopper.bought.add(code)
         return True
@@ -537,7 +537,7 @@ def history_log(snapshot: Snapshot, history: Sequence[Mapping[str, Any]]) -> Eve
         subject = subject_of(row.get("customer_id"), row.get("session_id"))
         seq.append(seq_of(subject))
         item.append(code)
-        when.append(_epoch(row["occurred_at"]))
+        when.append(epoch(row["occurred_at"]))
         kind.append(KINDS[row["kind"]])
     log = EventLog.build(seq, item, when, kind, snapshot.n_items, snapshot.attributes)
     log.features = snapshot.features
@@ -554,7 +554,7 @@ def subject_of(customer_id: str | None, session_id: str | None) -> str:
     return f"c:{customer_id}" if customer_id else f"s:{session_id}"
 
 
-def _epoch(value: datetime | str | float) -> float:
+def epoch(value: datetime | str | float) -> float:
     if isinstance(value, datetime):
         return value.timestamp()
     if isinstance(value, str):

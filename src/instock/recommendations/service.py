@@ -329,6 +329,11 @@ class RecommendationsService:
         self.engine.share_catalogue()
         keep_out_of_collections()
 
+    async def stored_behaviour(self, limit: int) -> list[dict[str, Any]]:
+        """The newest `limit` behaviour events, oldest first (what `recs train` reads)."""
+        async with self.db.read() as conn:
+            return await store.recent_behaviour(conn, limit)
+
     async def refit(self) -> eng.FitReport:
         """Fit on stored history in a thread; the live model serves (and learns) meanwhile."""
         snapshot = self.engine.start_fit()

@@ -27,7 +27,7 @@ from pyspark.sql import types as T
 
 from instock.recommendations.artefacts import Artefacts, statistics
 from instock.recommendations.data import FloatArray
-from instock.recommendations.evaluate import check_csv_header, csv_event
+from instock.recommendations.evaluate import RawEvents, check_csv_header, csv_event
 from instock.recommendations.protocol import Progress
 from instock.recommendations.training import AlsSettings, Parameters, item_ids, parameters
 
@@ -95,6 +95,13 @@ def csv_rows(spark: SparkSession, path: Path) -> DataFrame:
     rows = spark.read.option("header", True).csv(str(path))
     check_csv_header(path, rows.columns)
     return rows
+
+
+def raw_events(spark: SparkSession, raw: RawEvents) -> DataFrame:
+    """Events already read in process (the database's) as a DataFrame, in their order."""
+    rows = zip(raw.seq, raw.item, raw.time, raw.kind, range(len(raw.seq)), strict=True)
+    return spark.createDataFrame(list(rows), "seq string, item string, time double, "
+                                 "kind int, pos long")
 
 
 # ---------------------------------------------------------------------------------------------

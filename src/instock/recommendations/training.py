@@ -8,6 +8,7 @@ its parameters from here, so both engines write the same artefacts for the same 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -16,7 +17,7 @@ import numpy as np
 from instock.recommendations.artefacts import Artefacts, statistics
 from instock.recommendations.baselines import ImplicitALS
 from instock.recommendations.data import EventLog
-from instock.recommendations.engine import DAY, serving_components
+from instock.recommendations.engine import DAY, KINDS, epoch, serving_components, subject_of
 from instock.recommendations.evaluate import RawEvents
 from instock.recommendations.model import CoOccurrence, SequentialRules, Trending
 
@@ -76,6 +77,17 @@ def parameters(first: float, last: float, als: AlsSettings) -> Parameters:
     _, sequential, _, trending = statistic_components(span_of(first, last))
     return Parameters(sequential.steps, trending.half_life, last,
                       tuple(float(w) for w in trending.kind_weights), als)
+
+
+def stored_events(rows: Iterable[Mapping[str, Any]]) -> RawEvents:
+    """Stored behaviour rows (the database's, oldest first) as a log, read as a refit reads
+    them (`engine.history_log`): a shopper's events are one sequence, other kinds are left out."""
+    raw = RawEvents()
+    for row in rows:
+        if row["kind"] in KINDS and row.get("product_id"):
+            raw.add(subject_of(row.get("customer_id"), row.get("session_id")),
+                    str(row["product_id"]), epoch(row["occurred_at"]), KINDS[row["kind"]])
+    return raw
 
 
 def item_ids(raw_items: list[str]) -> list[str]:

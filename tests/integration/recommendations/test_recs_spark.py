@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import pytest
 import scipy.sparse as sp
 from typer.testing import CliRunner
 
+from instock.app import Container
 from instock.recommendations import artefacts as files
 from instock.recommendations.artefacts import Artefacts
 from instock.recommendations.baselines import ImplicitALS
@@ -29,7 +31,8 @@ from instock.recommendations.data import Context
 from instock.recommendations.engine import Snapshot, fit
 from instock.recommendations.evaluate import read_csv_log
 from instock.recommendations.scores import best
-from instock.recommendations.training import train_local
+from instock.recommendations.training import stored_events, train_local
+from tests.support import INSTOCK, instock_env
 
 K = 20
 CLUSTERS, PER_CLUSTER = 3, 25
@@ -212,6 +215,49 @@ def test_train_command_publishes_an_artefact(log: Path, tmp_path: Path) -> None:
     bad = CliRunner().invoke(recs_app, ["train", "--data", str(log), "--out", str(out),
                                         "--engine", "flink"])
     assert bad.exit_code == 2 and "flink" in bad.output
+
+
+async def stored_log(container: Container) -> None:
+    """Behaviour recorded as the API records it: three shoppers, views then a purchase."""
+    now = datetime.now(UTC)
+    rows = [{"kind": "purchase" if i % 9 == 8 else "view", "session_id": f"s-{i % 3}",
+             "product_id": f"P-{(i * 7) % 11}", "occurred_at": now - timedelta(minutes=90 - i)}
+            for i in range(60)]
+    await container.recommendations.record(rows)
+
+
+@pytest.mark.one_backend
+async def test_train_command_reads_the_stored_behaviour(container: Container, database_url: str,
+                                                        tmp_path: Path) -> None:
+    await stored_log(container)
+    out = tmp_path / "recs"
+    done = subprocess.run([INSTOCK, "recs", "train", "--from-db", "--out", str(out)],
+                          env=instock_env(database_url, tmp_path), capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    artefact = files.load(out)
+    assert artefact.events == 60 and artefact.n_items == 11
+    rows = await container.recommendations.stored_behaviour(1000)
+    assert_same_matrix(artefact.sequential, train_local(stored_events(rows)).sequential)
+    both = subprocess.run([INSTOCK, "recs", "train", "--from-db", "--data", str(tmp_path),
+                           "--out", str(out)], env=instock_env(database_url, tmp_path),
+                          capture_output=True, text=True, timeout=120)
+    assert both.returncode == 2 and "--from-db" in both.stderr
+
+
+@pytest.mark.one_backend
+async def test_spark_counts_the_stored_behaviour_as_the_local_engine(
+        spark: Any, container: Container) -> None:
+    from instock.recommendations import spark as engine
+
+    await stored_log(container)
+    raw = stored_events(await container.recommendations.stored_behaviour(1000))
+    local = train_local(raw)
+    distributed = engine.train(spark, engine.raw_events(spark, raw))
+    assert local.item_ids == distributed.item_ids
+    assert_same_matrix(local.cooccurrence, distributed.cooccurrence)
+    assert_same_matrix(local.sequential, distributed.sequential)
+    assert np.array_equal(local.trending, distributed.trending)
 
 
 def test_help_names_the_engines() -> None:
