@@ -151,7 +151,7 @@ def publish(artefacts: Artefacts, path: Path) -> Path:
     link.symlink_to(version.name)
     previous = path.resolve() if path.is_symlink() else None
     os.replace(link, path)  # the atomic step
-    for old in sorted(path.parent.glob(f"{path.name}.*")):
+    for old in path.parent.glob(f"{path.name}.[0-9]*T[0-9]*"):  # versions only
         if old.is_dir() and old not in (version, previous):
             shutil.rmtree(old, ignore_errors=True)
     return version

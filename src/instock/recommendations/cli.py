@@ -159,7 +159,8 @@ def train_command(
     engine: TrainEngine = typer.Option(
         TrainEngine.local, "--engine", help="local: in process (the default); spark: PySpark, "
         "for logs too big for one process."),
-    master: str = typer.Option(SPARK_MASTER, "--master", help="Spark master (--engine spark)."),
+    master: str | None = typer.Option(None, "--master", help="Spark master (--engine spark; "
+                                      f"default {SPARK_MASTER})."),
 ) -> None:
     """Fit the served components' statistics (co-occurrence, sequential rules, popularity with
     decay, ALS) from a log and publish them as an artefact (INSTOCK_RECS_ARTEFACTS loads it)."""
@@ -169,6 +170,8 @@ def train_command(
     if (data is None) == (not from_db):
         raise typer.BadParameter("give a log (--data) or --from-db, one of them",
                                  param_hint="--data/--from-db")
+    if master is not None and engine is not TrainEngine.spark:
+        raise typer.BadParameter("--master is for --engine spark", param_hint="--master")
     if data is not None and not data.is_file():
         raise typer.BadParameter(f"{data} is not a file", param_hint="--data")
     err = Console(stderr=True)
@@ -176,7 +179,7 @@ def train_command(
     try:
         raw = _stored_events(limit, err) if from_db else None
         if engine is TrainEngine.spark:
-            session = _spark_session(master)
+            session = _spark_session(master or SPARK_MASTER)
             from instock.recommendations import spark
 
             with _progress(err) as bar:

@@ -215,6 +215,9 @@ def test_train_command_publishes_an_artefact(log: Path, tmp_path: Path) -> None:
     bad = CliRunner().invoke(recs_app, ["train", "--data", str(log), "--out", str(out),
                                         "--engine", "flink"])
     assert bad.exit_code == 2 and "flink" in bad.output
+    local_master = CliRunner().invoke(recs_app, ["train", "--data", str(log), "--out", str(out),
+                                                 "--master", "local[4]"])
+    assert local_master.exit_code == 2 and "--engine spark" in local_master.output
 
 
 async def stored_log(container: Container) -> None:
