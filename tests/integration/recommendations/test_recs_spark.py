@@ -168,6 +168,14 @@ def test_als_of_either_engine_recommends_alike(trained: dict[str, Artefacts],
     overlap = np.mean([len(np.intersect1d(a, b)) / K
                        for a, b in zip(tops["local"], tops["spark"], strict=True)])
     assert overlap >= 0.6, overlap
+    # and they find each context's cluster as well as each other (items are coded in id order,
+    # a cluster a block; chance would be a third)
+    home = [np.bincount(np.asarray(items) // PER_CLUSTER).argmax() for items in contexts]
+    in_cluster = {name: np.mean([np.mean(t // PER_CLUSTER == h)
+                                 for t, h in zip(top, home, strict=True)])
+                  for name, top in tops.items()}
+    assert min(in_cluster.values()) > 0.45, in_cluster
+    assert abs(in_cluster["local"] - in_cluster["spark"]) < 0.1, in_cluster
 
 
 def test_stream_counts_new_events_as_a_refit_on_the_whole_log(
