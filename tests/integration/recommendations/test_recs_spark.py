@@ -20,17 +20,22 @@ from typing import Any
 import numpy as np
 import pytest
 import scipy.sparse as sp
+import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from instock.app import Container
+from instock.platform.bus.consumer import Consumer
+from instock.platform.bus.outbox import outbox
 from instock.recommendations import artefacts as files
 from instock.recommendations.artefacts import Artefacts
 from instock.recommendations.baselines import ImplicitALS
 from instock.recommendations.cli import SPARK_MISSING, recs_app
 from instock.recommendations.data import Context
 from instock.recommendations.engine import Snapshot, fit
-from instock.recommendations.evaluate import read_csv_log
+from instock.recommendations.evaluate import RawEvents, read_csv_log
+from instock.recommendations.events import BehaviourRecorded
 from instock.recommendations.scores import best
+from instock.recommendations.stream_files import behaviour_files
 from instock.recommendations.training import stored_events, train_local
 from tests.support import INSTOCK, instock_env
 
@@ -269,6 +274,31 @@ async def test_spark_counts_the_stored_behaviour_as_the_local_engine(
     assert_same_matrix(local.cooccurrence, distributed.cooccurrence)
     assert_same_matrix(local.sequential, distributed.sequential)
     assert np.array_equal(local.trending, distributed.trending)
+
+
+@pytest.mark.one_backend
+async def test_the_bus_drops_behaviour_as_files_the_stream_reads(container: Container,
+                                                                 tmp_path: Path) -> None:
+    await stored_log(container)
+    async with container.db.read() as conn:
+        envelopes = (await conn.execute(sa.select(outbox.c.envelope).where(
+            outbox.c.type == BehaviourRecorded.type).order_by(outbox.c.created_at))).scalars()
+        recorded = list(envelopes)
+    worker = Consumer(container.db, container.bus, behaviour_files(tmp_path / "incoming"))
+    for envelope in recorded:
+        assert await worker.handle(envelope) == "applied"
+    dropped = sorted((tmp_path / "incoming").glob("*.csv"))
+    assert len(dropped) == 60 and not list((tmp_path / "incoming").glob(".*"))
+    # read by the `csv` log's rules (the stream's), they are the stored events
+    raw = RawEvents()
+    for path in dropped:
+        one = read_csv_log(path)
+        assert not one.skipped
+        for seq, item, when, kind in zip(one.seq, one.item, one.time, one.kind, strict=True):
+            raw.add(seq, item, when, kind)
+    stored = stored_events(await container.recommendations.stored_behaviour(1000))
+    assert sorted(zip(raw.seq, raw.item, raw.time, raw.kind, strict=True)) == sorted(
+        zip(stored.seq, stored.item, stored.time, stored.kind, strict=True))
 
 
 def test_help_names_the_engines() -> None:
