@@ -39,8 +39,9 @@ PAIR_STATISTICS = {"cooccurrence": "cooccurrence", "sequential": "sequential",
                    "sequential_ctx": "sequential"}
 COUNT_STATISTICS = {"popularity": "popularity", "trending": "trending"}
 # Engines sum the same terms in different orders, so raw sums differ in their last bits and
-# equal scores could tie-break differently; 12 significant digits are far beyond what ranks need.
-SIGNIFICANT_DIGITS = 12
+# equal scores could tie-break differently; 40 significant bits (about 12 digits) are far beyond
+# what ranks need.
+SIGNIFICANT_BITS = 40
 
 
 class ArtefactError(ValueError):
@@ -48,13 +49,11 @@ class ArtefactError(ValueError):
 
 
 def canonical(values: npt.ArrayLike) -> FloatArray:
-    """Values rounded to SIGNIFICANT_DIGITS: the same whichever engine summed them."""
-    out = np.asarray(values, np.float64).copy()
-    nonzero = out != 0
-    magnitude = np.floor(np.log10(np.abs(out[nonzero])))
-    scale = 10.0 ** (SIGNIFICANT_DIGITS - 1 - magnitude)
-    out[nonzero] = np.round(out[nonzero] * scale) / scale
-    return out
+    """Values rounded to SIGNIFICANT_BITS: the same whichever engine summed them."""
+    # in binary, by the mantissa: no scale factor to overflow at extreme magnitudes
+    mantissa, exponent = np.frexp(np.asarray(values, np.float64))
+    rounded = np.round(mantissa * 2.0**SIGNIFICANT_BITS) / 2.0**SIGNIFICANT_BITS
+    return np.asarray(np.ldexp(rounded, exponent), np.float64)
 
 
 def canonical_matrix(matrix: sp.spmatrix | sp.sparray, n: int) -> sp.csr_matrix:
