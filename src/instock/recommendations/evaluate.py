@@ -185,6 +185,9 @@ REES46_COLUMNS = (
 # optional (a log of one kind, say a user's views or purchases in time order, is all views).
 CSV_COLUMNS = ("item_id", "timestamp")
 CSV_SEQUENCE_COLUMNS = ("session_id", "user_id")
+# The files `instock recs stream` reads carry these columns, in this order (a streaming source
+# has one schema for every file); the `recs-stream-files` consumer writes them.
+STREAM_COLUMNS = ("session_id", "item_id", "timestamp", "event_type")
 
 
 def _rees46_columns(rec: dict[str, str]) -> tuple[Any, ...]:

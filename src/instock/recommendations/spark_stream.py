@@ -1,7 +1,8 @@
 """`instock recs stream --engine spark`: keep published artefacts current as events arrive.
 
 A Structured Streaming job over a directory where new behaviour events land as CSV files (the
-`csv` log format, the relay's or anyone's drop). Each micro-batch updates the statistics and
+`csv` log format with the columns STREAM_COLUMNS: the `recs-stream-files` consumer's drop, or
+anyone's). Each micro-batch updates the statistics and
 publishes a new artefact version atomically (`artefacts.publish`):
 
 - co-occurrence and sequential rules only change within the sequences the batch touches, so
@@ -18,13 +19,13 @@ overwrites its own partition and is skipped once the published artefact says it 
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
+from pyspark.errors import StreamingQueryException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -32,6 +33,7 @@ from pyspark.sql import types as T
 from instock.recommendations import artefacts as files
 from instock.recommendations import spark as engine
 from instock.recommendations.artefacts import statistics
+from instock.recommendations.evaluate import STREAM_COLUMNS
 from instock.recommendations.training import AlsSettings, parameters
 
 # Event positions of batch b start at (b + 2) << 40: after the training log's (batch -1), in
@@ -53,21 +55,15 @@ class Stream:
         self.events = state / "events"
         self.batches = 0
 
-    def seed(self, history: Path | None) -> list[str]:
-        """The columns of the log; on the first run, the training log becomes batch -1."""
-        columns_file = self.state / "columns.json"
-        if columns_file.exists():
-            columns: list[str] = json.loads(columns_file.read_text())
-            return columns
+    def seed(self, history: Path | None) -> None:
+        """On the first run, the training log becomes batch -1 of the kept events."""
+        if self.events.exists():
+            return
         if history is None:
             raise StreamError(f"{self.state} is new: --history must name the log the artefact "
                               "was trained on (the stream counts new events beside its events)")
         rows = engine.csv_rows(self.spark, history)
-        events = engine.parse_rows(rows, offset=self._offset(HISTORY_BATCH))
-        self._save(events, HISTORY_BATCH)
-        self.state.mkdir(parents=True, exist_ok=True)
-        columns_file.write_text(json.dumps(rows.columns))
-        return list(rows.columns)
+        self._save(engine.parse_rows(rows, offset=self._offset(HISTORY_BATCH)), HISTORY_BATCH)
 
     @staticmethod
     def _offset(batch: int) -> int:
@@ -141,9 +137,11 @@ def run(spark: SparkSession, source: Path, artefact: Path, state: Path,
     if not source.is_dir():
         raise StreamError(f"{source} is not a directory")
     stream = Stream(spark, source, artefact, state)
-    columns = stream.seed(history)
-    schema = T.StructType([T.StructField(c, T.StringType()) for c in columns])
-    rows = spark.readStream.schema(schema).option("header", True).csv(str(source))
+    stream.seed(history)
+    schema = T.StructType([T.StructField(c, T.StringType()) for c in STREAM_COLUMNS])
+    # a file whose header is not STREAM_COLUMNS stops the stream rather than being misread
+    rows = spark.readStream.schema(schema).option("header", True).option(
+        "enforceSchema", False).csv(str(source))
     writer = rows.writeStream.foreachBatch(
         lambda df, batch: stream.run_batch(df, int(batch))).option(
         "checkpointLocation", str(state / "checkpoint"))
@@ -157,6 +155,8 @@ def run(spark: SparkSession, source: Path, artefact: Path, state: Path,
             query.awaitTermination()
         else:
             query.awaitTermination(None if max_seconds is None else math.ceil(max_seconds))
+    except StreamingQueryException as exc:  # a bad file, a failed batch: its first line says
+        raise StreamError(f"the stream stopped: {str(exc).strip().splitlines()[0]}") from exc
     finally:
         if query.isActive:
             query.stop()

@@ -22,10 +22,10 @@ from instock.platform.bus import Envelope
 from instock.platform.bus.consumer import ConsumerSpec, gathered
 from instock.platform.ids import new_id
 from instock.recommendations.engine import KINDS, subject_of
+from instock.recommendations.evaluate import STREAM_COLUMNS
 from instock.recommendations.events import BehaviourRecorded
 
 NAME = "recs-stream-files"
-HEADER = ("session_id", "item_id", "timestamp", "event_type")  # evaluate's `csv` format
 _ROWS = "recs.stream_files"
 
 
@@ -55,7 +55,7 @@ def behaviour_files(folder: Path) -> ConsumerSpec:
         hidden = folder / f".{name}"
         with hidden.open("w", newline="", encoding="utf-8") as fh:
             writer = csv.writer(fh)
-            writer.writerow(HEADER)
+            writer.writerow(STREAM_COLUMNS)
             writer.writerows(rows)
         os.replace(hidden, folder / name)
 

@@ -12,7 +12,7 @@ import csv
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,7 @@ from instock.recommendations.baselines import ImplicitALS
 from instock.recommendations.cli import SPARK_MISSING, recs_app
 from instock.recommendations.data import Context
 from instock.recommendations.engine import Snapshot, fit
-from instock.recommendations.evaluate import RawEvents, read_csv_log
+from instock.recommendations.evaluate import STREAM_COLUMNS, RawEvents, read_csv_log
 from instock.recommendations.events import BehaviourRecorded
 from instock.recommendations.scores import best
 from instock.recommendations.stream_files import behaviour_files
@@ -67,10 +67,10 @@ def synthetic_rows(seed: int, sessions: int, start: float) -> list[list[str]]:
     return rows
 
 
-def write_log(path: Path, rows: list[list[str]]) -> Path:
+def write_log(path: Path, rows: list[list[str]], header: Sequence[str] = HEADER) -> Path:
     with path.open("w", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow(HEADER)
+        writer.writerow(header)
         writer.writerows(rows)
     return path
 
@@ -195,7 +195,9 @@ def test_stream_counts_new_events_as_a_refit_on_the_whole_log(
     for i, row in enumerate(later[:60]):
         row[0] = f"s1-{i % 30}" if row[0] else row[0]
     later[5][2] = "item-new-1"
-    write_log(source / "batch-1.csv", later)
+    write_log(source / "batch-1.csv", [[session or user, item, when, kind]
+                                       for session, user, item, when, kind in later],
+              STREAM_COLUMNS)
 
     runner = CliRunner()
     args = ["stream", "--engine", "spark", "--source", str(source), "--out", str(out),
@@ -217,6 +219,13 @@ def test_stream_counts_new_events_as_a_refit_on_the_whole_log(
     # the same files again: nothing new to count, nothing published
     again = runner.invoke(recs_app, args)
     assert again.exit_code == 0, again.output
+    assert files.load(out).created_at == streamed.created_at
+
+    # a file in another layout stops the stream with a clear error, and counts nothing
+    write_log(source / "batch-2.csv", [["i9", "s9", "1700600000", "view"]],
+              ["item_id", "session_id", "timestamp", "event_type"])
+    wrong = runner.invoke(recs_app, args)
+    assert wrong.exit_code == 2 and "the stream stopped" in wrong.output, wrong.output
     assert files.load(out).created_at == streamed.created_at
 
 
