@@ -220,7 +220,7 @@ def train_command(
 @recs_app.command("stream")
 def stream_command(
     source: Path = typer.Option(..., "--source", help="Directory where new events land as "
-                                "CSV files (the `csv` log format)."),
+                                "CSV files (header session_id,item_id,timestamp,event_type)."),
     out: Path = typer.Option(..., "--out", help="The published artefact to keep current."),
     state: Path = typer.Option(..., "--state", help="The job's own directory (events it "
                                "counted, Spark's checkpoint)."),
