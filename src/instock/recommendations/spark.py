@@ -31,18 +31,18 @@ from instock.recommendations.evaluate import RawEvents, check_csv_header, csv_ev
 from instock.recommendations.protocol import Progress
 from instock.recommendations.training import AlsSettings, Parameters, item_ids, parameters
 
-DEFAULT_MASTER = "local[2]"
 # Local mode shuffles tiny partitions: Spark's default of 200 would spend its time on tasks.
 LOCAL_SHUFFLE_PARTITIONS = 2
 EVENT = T.StructType([
     T.StructField("seq", T.StringType(), False), T.StructField("item", T.StringType(), False),
     T.StructField("time", T.DoubleType(), False), T.StructField("kind", T.IntegerType(), False),
 ])
-TRAIN_STEPS = 6
+TRAIN_STEPS = 5  # the progress steps of `train`
 
 
-def session(master: str = DEFAULT_MASTER, conf: Mapping[str, str] | None = None) -> SparkSession:
-    """The Spark session (made once per process: a second call gets the same one)."""
+def session(master: str, conf: Mapping[str, str] | None = None) -> SparkSession:
+    """The Spark session on `master` (local[N], spark://host:port, yarn...) with `conf`; made
+    once per process: a second call gets the same one."""
     # Python UDFs run in worker processes that must import instock: this very interpreter.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
