@@ -166,6 +166,7 @@ def train_command(
     decay, ALS) from a log and publish them as an artefact (INSTOCK_RECS_ARTEFACTS loads it)."""
     from instock.recommendations.artefacts import ArtefactError, publish
     from instock.recommendations.evaluate import FormatError
+    from instock.recommendations.training import EmptyLog
 
     if (data is None) == (not from_db):
         raise typer.BadParameter("give a log (--data) or --from-db, one of them",
@@ -207,10 +208,10 @@ def train_command(
             with err.status("local: fitting the statistics and ALS"):
                 artefact = train_local(raw)
         version = publish(artefact, out)
-    except (FormatError, ValueError) as exc:
-        raise typer.BadParameter(str(exc), param_hint="--data") from exc
     except ArtefactError as exc:
         raise typer.BadParameter(str(exc), param_hint="--out") from exc
+    except (FormatError, EmptyLog, FileNotFoundError) as exc:
+        raise typer.BadParameter(str(exc), param_hint="--data") from exc
     typer.echo(json.dumps({"artefact": str(out), "version": str(version),
                            "engine": engine.value, "items": artefact.n_items,
                            "events": artefact.events,

@@ -29,7 +29,13 @@ from instock.recommendations.artefacts import Artefacts, statistics
 from instock.recommendations.data import FloatArray
 from instock.recommendations.evaluate import RawEvents, check_csv_header, csv_event
 from instock.recommendations.protocol import Progress
-from instock.recommendations.training import AlsSettings, Parameters, item_ids, parameters
+from instock.recommendations.training import (
+    AlsSettings,
+    EmptyLog,
+    Parameters,
+    item_ids,
+    parameters,
+)
 
 # Local mode shuffles tiny partitions: Spark's default of 200 would spend its time on tasks.
 LOCAL_SHUFFLE_PARTITIONS = 2
@@ -203,7 +209,7 @@ def train(spark: SparkSession, events: DataFrame, als: AlsSettings | None = None
     summary: Any = events.agg(F.count(F.lit(1)).alias("n"), F.min("time").alias("first"),
                               F.max("time").alias("last")).first()
     if not summary["n"]:
-        raise ValueError("the log holds no readable event")
+        raise EmptyLog("the log holds no readable event")
     items = item_ids([row["item"] for row in events.select("item").distinct().collect()])
     params = parameters(summary["first"], summary["last"], als or AlsSettings.default())
     coded = with_codes(spark, events, items).cache()

@@ -21,7 +21,9 @@ from instock.recommendations.engine import DAY, KINDS, epoch, serving_components
 from instock.recommendations.evaluate import RawEvents
 from instock.recommendations.model import CoOccurrence, SequentialRules, Trending
 
-ENGINES = ("local", "spark")
+
+class EmptyLog(ValueError):
+    """Nothing to train on: the log holds no readable event."""
 
 
 @dataclass(frozen=True)
@@ -104,7 +106,7 @@ def event_log(raw: RawEvents, items: list[str]) -> EventLog:
 def train_local(raw: RawEvents, als: AlsSettings | None = None) -> Artefacts:
     """Fit the statistics with the models' own code."""
     if not raw.seq:
-        raise ValueError("the log holds no readable event")
+        raise EmptyLog("the log holds no readable event")
     items = item_ids(raw.item)
     log = event_log(raw, items)
     params = parameters(float(log.time.min()), float(log.time.max()), als or AlsSettings.default())

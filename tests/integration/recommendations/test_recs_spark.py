@@ -240,6 +240,13 @@ def test_train_command_publishes_an_artefact(log: Path, tmp_path: Path) -> None:
     local_master = CliRunner().invoke(recs_app, ["train", "--data", str(log), "--out", str(out),
                                                  "--master", "local[4]"])
     assert local_master.exit_code == 2 and "--engine spark" in local_master.output
+    empty = CliRunner().invoke(recs_app, ["train", "--data", str(write_log(
+        tmp_path / "empty.csv", [])), "--out", str(out)], terminal_width=200)
+    assert empty.exit_code == 2 and "no readable event" in empty.output
+    (tmp_path / "plain").mkdir()
+    not_published = CliRunner().invoke(recs_app, ["train", "--data", str(log), "--out",
+                                                  str(tmp_path / "plain")], terminal_width=200)
+    assert not_published.exit_code == 2 and "--out" in not_published.output
 
 
 async def stored_log(container: Container) -> None:
