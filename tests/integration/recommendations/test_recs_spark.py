@@ -36,7 +36,7 @@ from instock.recommendations.evaluate import STREAM_COLUMNS, RawEvents, read_csv
 from instock.recommendations.events import BehaviourRecorded
 from instock.recommendations.scores import best
 from instock.recommendations.stream_files import behaviour_files
-from instock.recommendations.training import stored_events, train_local
+from instock.recommendations.training import AlsSettings, stored_events, train_local
 from tests.support import INSTOCK, instock_env
 
 K = 20
@@ -46,6 +46,9 @@ KINDS = ["view", "view", "view", "add_to_cart", "wishlist", "purchase"]
 # The JVM's quick compiler: these jobs are too short for the optimising one to pay off (and
 # its frames are larger: ALS's deep lineage needs the bigger stack).
 FAST_JVM = {"spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1 -Xss16m"}
+# ALS as the baseline configures it but smaller: 75 items need no 64 factors, and Spark's
+# iterations are jobs of their own.
+ALS = AlsSettings(factors=16, regularization=0.1, alpha=10.0, iterations=8, seed=0)
 
 
 def synthetic_rows(seed: int, sessions: int, start: float) -> list[list[str]]:
@@ -103,8 +106,8 @@ def trained(spark: Any, log: Path, tmp_path_factory: pytest.TempPathFactory
     from instock.recommendations import spark as engine
 
     out = tmp_path_factory.mktemp("artefacts")
-    made = {"local": train_local(read_csv_log(log)),
-            "spark": engine.train(spark, engine.parse_rows(engine.csv_rows(spark, log)))}
+    made = {"local": train_local(read_csv_log(log), ALS),
+            "spark": engine.train(spark, engine.parse_rows(engine.csv_rows(spark, log)), ALS)}
     return {name: files.load(files.publish(a, out / name)) for name, a in made.items()}
 
 
@@ -179,7 +182,7 @@ def test_als_of_either_engine_recommends_alike(trained: dict[str, Artefacts],
     in_cluster = {name: np.mean([np.mean(t // PER_CLUSTER == h)
                                  for t, h in zip(top, home, strict=True)])
                   for name, top in tops.items()}
-    assert min(in_cluster.values()) > 0.45, in_cluster
+    assert min(in_cluster.values()) > 0.55, in_cluster
     assert abs(in_cluster["local"] - in_cluster["spark"]) < 0.1, in_cluster
 
 
@@ -284,8 +287,8 @@ async def test_spark_counts_the_stored_behaviour_as_the_local_engine(
 
     await stored_log(container)
     raw = stored_events(await container.recommendations.stored_behaviour(1000))
-    local = train_local(raw)
-    distributed = engine.train(spark, engine.raw_events(spark, raw))
+    local = train_local(raw, ALS)
+    distributed = engine.train(spark, engine.raw_events(spark, raw), ALS)
     assert local.item_ids == distributed.item_ids
     assert_same_matrix(local.cooccurrence, distributed.cooccurrence)
     assert_same_matrix(local.sequential, distributed.sequential)
