@@ -13,7 +13,7 @@ PROMTOOL := /usr/bin/promtool
 HAPROXY := /usr/sbin/haproxy
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint venv proto clean lock audit fleet
+.PHONY: run test lint venv proto clean lock audit fleet spark
 
 # Every package of the tree, pinned with its hashes (requirements.lock, made from pyproject.toml
 # by `make lock`), pip and the build backend included; then instock itself on top, resolving
@@ -23,6 +23,16 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/pip install --quiet --require-hashes -r requirements.lock
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
+
+# PySpark for `instock recs train/stream --engine spark` (the `spark` extra of pyproject.toml):
+# on demand only, it is not in requirements.lock. It needs a Java runtime (17 or 21).
+SPARK_STAMP := $(VENV)/.spark
+$(SPARK_STAMP): $(STAMP) pyproject.toml
+	@command -v java >/dev/null || { echo "PySpark needs Java 17 or 21 (java is not on PATH)" >&2; exit 1; }
+	$(BIN)/pip install --quiet --no-build-isolation -e '.[spark]'
+	touch $@
+
+spark: $(SPARK_STAMP)
 
 # The gRPC stubs (src/instock/rpc/*_pb2*.py), generated from proto/ by grpcio-tools: built
 # here, never committed. After a change to a .proto, `make proto` (any target below does it).

@@ -111,6 +111,7 @@ from instock.recommendations.service import (
     RecommendationsService,
     RecsSettings,
 )
+from instock.recommendations.stream_files import behaviour_files
 from instock.reconciliation.model import RepairPolicy
 from instock.reconciliation.service import ReconcileSettings, ReconciliationService
 from instock.waitlist.service import WaitlistService, WaveSettings
@@ -159,7 +160,8 @@ class Container:
         """The durable consumers of the given contexts (every one of this code base by
         default), by name."""
         by_context = {
-            "recommendations": [AVAILABILITY, CATALOGUE, POLL_ANSWERS, PROFILES],
+            "recommendations": [AVAILABILITY, CATALOGUE, POLL_ANSWERS, PROFILES,
+                                *self._stream_files()],
             "waitlist": [self.waitlist.notifier()],
             "notifications": [self.notifications.consumer()], "webhooks": [FANOUT],
             "channels": [self.channels.stock_consumer(), self.channels.orders_consumer()],
@@ -169,6 +171,11 @@ class Container:
             "analytics": [self.analytics.consumer()]}
         return {spec.name: spec for context, specs in by_context.items()
                 if context in contexts for spec in specs}
+
+    def _stream_files(self) -> list[ConsumerSpec]:
+        """Behaviour events as files for `instock recs stream`, when a directory is set."""
+        folder = self.settings.recs_stream_dir
+        return [behaviour_files(folder)] if folder is not None else []
 
     def consumer(self, name: str) -> Consumer:
         return Consumer(self.db, self.bus, self.consumer_specs()[name],
@@ -242,7 +249,7 @@ def build(settings: Settings | None = None, span_exporter: SpanExporter | None =
         db, grouped_cache(settings.redis_url, settings.recs_cache_ttl_seconds,
                           f"recs:{db.url.database}"),
         RecsSettings(settings.recs_cache_ttl_seconds, settings.recs_refit_seconds,
-                     settings.recs_history_limit))
+                     settings.recs_history_limit, settings.recs_artefacts))
     experiments = ExperimentsService(db, models=MODEL_NAMES,
                                      stored_actions=recommendations.actions_of)
     # Each list names the experiment variant its shopper is in (set here: each needs the other).

@@ -154,6 +154,12 @@ class Settings(BaseSettings):
     recs_refit_seconds: float = Field(default=600.0, gt=0)
     recs_history_limit: int = Field(default=500_000, ge=1)
     recs_cache_ttl_seconds: float = Field(default=60.0, gt=0)
+    # Statistics trained offline (`instock recs train --out DIR`, kept current by `instock recs
+    # stream`): when the artefact exists, each refit takes its counts instead of the history's.
+    recs_artefacts: Path | None = None
+    # Where the `recs-stream-files` consumer drops behaviour events as CSV files for
+    # `instock recs stream --source` (the consumer runs only when this is set).
+    recs_stream_dir: Path | None = None
     # Polls: a session is shown at most one poll per this many minutes (the same one may come
     # back on a reload; another waits).
     poll_minutes_between: float = Field(default=30.0, ge=0)

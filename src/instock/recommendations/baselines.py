@@ -66,7 +66,16 @@ class ImplicitALS:
                 random_state=self.seed,
             )
             model.fit(counts, show_progress=False)
-        self._factors = np.asarray(model.item_factors, np.float32)
+        self.load_factors(model.item_factors)
+
+    @property
+    def item_factors(self) -> npt.NDArray[np.float32]:
+        return self._factors
+
+    def load_factors(self, item_factors: npt.ArrayLike) -> None:
+        """Take item factors fitted elsewhere (an artefact, Spark's ALS); rows are item codes."""
+        self._factors = np.asarray(item_factors, np.float32)
+        self.n_items = len(self._factors)
         self._yty = self._factors.T.astype(np.float64) @ self._factors
 
     def update(self, event: Event) -> None:

@@ -20,6 +20,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from instock.recommendations import rules
+from instock.recommendations.artefacts import Artefacts, install
 from instock.recommendations.data import (
     CART,
     PURCHASE,
@@ -355,7 +356,7 @@ class Engine:
         code = self.catalogue.code.get(row.get("product_id") or "")
         kind = KINDS.get(row["kind"])
         if code is not None and kind is not None:
-            event = Event(seq_of(subject), code, _epoch(row["occurred_at"]), kind)
+            event = Event(seq_of(subject), code, epoch(row["occurred_at"]), kind)
             self.hybrid.update(event)
             if self._since_fit is not None:
                 self._since_fit.append(event)
@@ -381,7 +382,7 @@ class Engine:
             shopper.searches.append(row["query"])
         code = self.catalogue.code.get(row.get("product_id") or "")
         if code is not None and kind in KINDS:
-            shopper.events.append((code, KINDS[kind], _epoch(row["occurred_at"])))
+            shopper.events.append((code, KINDS[kind], epoch(row["occurred_at"])))
             if kind == "purchase":
                 shopper.bought.add(code)
         return True
@@ -492,12 +493,14 @@ class Engine:
                     rules.REASONS[reason].format(anchor=anchor))
 
 
-def fit(snapshot: Snapshot, history: Sequence[Mapping[str, Any]],
-        k: int = 20) -> tuple[Hybrid, FitReport]:
+def fit(snapshot: Snapshot, history: Sequence[Mapping[str, Any]], k: int = 20,
+        trained: Artefacts | None = None) -> tuple[Hybrid, FitReport]:
     """Fit (and, with enough history, tune) a new hybrid; CPU work for a thread.
 
     Weights are tuned on a time split of the stored history (the last 20% of time as
     validation), as the offline evaluation does; a shop with too little keeps the starting blend.
+    `trained` statistics (`instock recs train`, of a longer log than the history read here)
+    replace the ones the history gives.
     """
     began = time.perf_counter()
     log = history_log(snapshot, history)
@@ -512,6 +515,8 @@ def fit(snapshot: Snapshot, history: Sequence[Mapping[str, Any]],
         weights = tune_hybrid(split, positions, k)
     hybrid = Hybrid(serving_components(span), weights)
     hybrid.fit(log)
+    if trained is not None:
+        install(trained, hybrid, snapshot.code)
     return hybrid, FitReport(len(log), weights, len(positions) if tuned else 0,
                              round(time.perf_counter() - began, 2))
 
@@ -532,7 +537,7 @@ def history_log(snapshot: Snapshot, history: Sequence[Mapping[str, Any]]) -> Eve
         subject = subject_of(row.get("customer_id"), row.get("session_id"))
         seq.append(seq_of(subject))
         item.append(code)
-        when.append(_epoch(row["occurred_at"]))
+        when.append(epoch(row["occurred_at"]))
         kind.append(KINDS[row["kind"]])
     log = EventLog.build(seq, item, when, kind, snapshot.n_items, snapshot.attributes)
     log.features = snapshot.features
@@ -549,7 +554,7 @@ def subject_of(customer_id: str | None, session_id: str | None) -> str:
     return f"c:{customer_id}" if customer_id else f"s:{session_id}"
 
 
-def _epoch(value: datetime | str | float) -> float:
+def epoch(value: datetime | str | float) -> float:
     if isinstance(value, datetime):
         return value.timestamp()
     if isinstance(value, str):

@@ -184,6 +184,10 @@ REES46_COLUMNS = (
 # A shop's own log: sessions or users (session_id or user_id), items and times; event_type is
 # optional (a log of one kind, say a user's views or purchases in time order, is all views).
 CSV_COLUMNS = ("item_id", "timestamp")
+CSV_SEQUENCE_COLUMNS = ("session_id", "user_id")
+# The files `instock recs stream` reads carry these columns, in this order (a streaming source
+# has one schema for every file); the `recs-stream-files` consumer writes them.
+STREAM_COLUMNS = ("session_id", "item_id", "timestamp", "event_type")
 
 
 def _rees46_columns(rec: dict[str, str]) -> tuple[Any, ...]:
@@ -200,6 +204,23 @@ def _csv_columns(rec: dict[str, str]) -> tuple[Any, ...]:
     attrs = {name: rec[name] for name in ("category", "brand", "price") if name in rec}
     kind = kind_code(rec["event_type"]) if "event_type" in rec else VIEW
     return seq, rec["item_id"], parse_time(rec["timestamp"]), kind, attrs
+
+
+def read_csv_log(path: Path) -> RawEvents:
+    """A shop's own log (the `csv` format): see CSV_COLUMNS."""
+    return _read_with_header(path, _csv_columns, CSV_COLUMNS, CSV_SEQUENCE_COLUMNS)
+
+
+def csv_event(rec: dict[str, str]) -> tuple[str, str, float, int]:
+    """One row of a `csv` log as (sequence, item, time, kind); ValueError/KeyError if bad.
+
+    The one reading of a row, for engines that read the file themselves (Spark)."""
+    seq, item, when, kind, _ = _csv_columns(rec)
+    return seq, item, when, kind
+
+
+def check_csv_header(path: Path, header: list[str]) -> None:
+    _check_header(path, header, CSV_COLUMNS, CSV_SEQUENCE_COLUMNS)
 
 
 def _split(raw: RawEvents, is_train: np.ndarray) -> Split:
@@ -256,8 +277,7 @@ def load(path: str | Path, fmt: str) -> Dataset:
         raw = _read_with_header(p, _rees46_columns, REES46_COLUMNS)
         return _unsplit_dataset(p.name, raw)
     if fmt == "csv":
-        raw = _read_with_header(p, _csv_columns, CSV_COLUMNS, ("session_id", "user_id"))
-        return _unsplit_dataset(p.name, raw)
+        return _unsplit_dataset(p.name, read_csv_log(p))
     raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
 
 

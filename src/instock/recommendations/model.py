@@ -251,6 +251,14 @@ class Trending(_Model):
         self.counts = np.bincount(log.item, weights=w, minlength=log.n_items).astype(float)
         self._pool, self._top = None, None
 
+    def load(self, counts: FloatArray, anchor: float, half_life: float) -> None:
+        """Take counts fitted elsewhere (a trained artefact), relative to their anchor time."""
+        self.half_life = half_life
+        self.n_items = max(self.n_items, len(counts))
+        self.counts = _grow(np.asarray(counts, float), self.n_items)
+        self.anchor = anchor
+        self._pool, self._top, self._touched = None, None, set()
+
     def update(self, event: Event) -> None:
         self.n_items = max(self.n_items, event.item + 1)
         self.counts = _grow(self.counts, self.n_items)

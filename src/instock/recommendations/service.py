@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -36,8 +37,8 @@ from instock.platform.retry import keep_running
 from instock.platform.runtime import keep_out_of_collections
 from instock.platform.telemetry import RECS_CACHE, RECS_FRESHNESS
 from instock.polls.events import PollAnswered
+from instock.recommendations import artefacts, store
 from instock.recommendations import engine as eng
-from instock.recommendations import store
 from instock.recommendations.events import BehaviourRecorded, SessionMerged
 
 log = structlog.get_logger(__name__)
@@ -152,6 +153,7 @@ class RecsSettings:
     cache_ttl_seconds: float = 60.0
     refit_seconds: float = 600.0
     history_limit: int = 500_000
+    artefacts: Path | None = None  # published by `instock recs train`, read at every refit
 
 
 Assign = Callable[[str], Awaitable[Assignment | None]]
@@ -327,12 +329,20 @@ class RecommendationsService:
         self.engine.share_catalogue()
         keep_out_of_collections()
 
+    async def stored_behaviour(self, limit: int) -> list[dict[str, Any]]:
+        """The newest `limit` behaviour events, oldest first (what `recs train` reads)."""
+        async with self.db.read() as conn:
+            return await store.recent_behaviour(conn, limit)
+
     async def refit(self) -> eng.FitReport:
         """Fit on stored history in a thread; the live model serves (and learns) meanwhile."""
         snapshot = self.engine.start_fit()
         async with self.db.read() as conn:
             history = await store.recent_behaviour(conn, self.settings.history_limit)
-        hybrid, report = await asyncio.to_thread(eng.fit, snapshot, history)
+        trained = None
+        if self.settings.artefacts is not None and self.settings.artefacts.exists():
+            trained = await asyncio.to_thread(artefacts.load, self.settings.artefacts)
+        hybrid, report = await asyncio.to_thread(eng.fit, snapshot, history, trained=trained)
         self.engine.install(hybrid)
         keep_out_of_collections()
         log.info("recs_fitted", events=report.events, seconds=report.seconds,

@@ -9,7 +9,10 @@ from typing import Any
 import numpy as np
 
 from instock.recommendations import rules
+from instock.recommendations.data import VIEW
 from instock.recommendations.engine import Engine, Item, fit, subject_of
+from instock.recommendations.evaluate import RawEvents
+from instock.recommendations.training import AlsSettings, train_local
 
 
 def item(pid: str, brand: str = "Acme", category: str = "hoodies",
@@ -127,6 +130,26 @@ def test_a_refit_tunes_the_blend_on_stored_history() -> None:
     shopper = engine.remember(subject_of(None, "fresh"), [event("view", "i3-1")])
     top = [p.product_id for p in engine.recommend(shopper, "home", 3)]
     assert "i3-2" in top  # what follows i3-1 in every stored session
+
+
+def test_a_refit_takes_the_counts_of_a_trained_artefact() -> None:
+    # trained elsewhere on a log where z always follows a; the refit's own history is empty
+    raw = RawEvents()
+    for s in range(30):
+        for k, pid in enumerate(("a", "z", "gone")):
+            raw.add(f"s{s}", pid, float(s * 10 + k), VIEW)
+    trained = train_local(raw, AlsSettings(4, 0.1, 10.0, 2, 0))
+    # the catalogue codes products in another order, and no longer has "gone"
+    engine = engine_with(*(item(pid) for pid in ("m", "z", "n", "a", "o")))
+    hybrid, report = fit(engine.start_fit(), [], trained=trained)
+    engine.install(hybrid)
+    assert report.events == 0
+    code = engine.catalogue.code
+    sequential = engine.hybrid.components["sequential"].pairs.base  # type: ignore[attr-defined]
+    assert sequential[code["a"], code["z"]] == 30.0 and sequential.sum() == 30.0
+    shopper = engine.remember(subject_of(None, "fresh"), [event("view", "a")])
+    assert shown(engine, subject_of(None, "fresh"))[0] == "z"
+    assert shopper.events
 
 
 def test_merged_sessions_are_remembered_newest_kept(monkeypatch: Any) -> None:
