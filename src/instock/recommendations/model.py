@@ -329,14 +329,20 @@ class CoOccurrence(_Model):
 class SequentialRules(_Model):
     """Directed rules a -> b when b follows a within `steps` events, weighted 1/gap.
 
-    This is the sequential-rules method of the session-rec benchmark; scores sum the rules of the
-    last `context_size` items with recency weights.
+    This is the sequential-rules method of the session-rec benchmark (its sr.py with weighting
+    'div'): a repeated item makes a rule to itself, as there, and each item keeps only its
+    `pruning` strongest rules (0 keeps all), ties kept by the lower item code (session-rec keeps
+    the first inserted). Scores sum the rules of the last `context_size` items with recency
+    weights. Online updates add rules unpruned until the next fit.
     """
 
-    def __init__(self, steps: int = 10, context_size: int = 1, decay: float = 1.0):
+    def __init__(
+        self, steps: int = 10, context_size: int = 1, decay: float = 1.0, pruning: int = 20
+    ) -> None:
         self.steps = steps
         self.context_size = context_size
         self.decay = decay
+        self.pruning = pruning
         self.pairs = PairCounts()
         self._recent = _RecentItems(per_seq=steps)
 
@@ -351,6 +357,8 @@ class SequentialRules(_Model):
         c = np.concatenate(cols) if cols else np.zeros(0, np.int64)
         v = np.concatenate(vals) if vals else np.zeros(0)
         self.pairs.fit(r, c, v, log.n_items)
+        if self.pruning > 0:
+            self.pairs.base = _strongest_per_row(self.pairs.base, self.pruning)
         self._recent.seed(log)
 
     def update(self, event: Event) -> None:
@@ -363,6 +371,17 @@ class SequentialRules(_Model):
     def opinion(self, ctx: Context) -> Sparse:
         items, w = _context_tail(ctx, self.n_items, self.context_size, self.decay)
         return self.pairs.combine(items, w)
+
+
+def _strongest_per_row(m: sp.csr_matrix, keep: int) -> sp.csr_matrix:
+    """Each row's `keep` largest entries (ties: lower column first), the rest dropped."""
+    m = m.tocsr()
+    m.sort_indices()
+    rows = np.repeat(np.arange(m.shape[0]), np.diff(m.indptr))
+    order = np.lexsort((m.indices, -m.data, rows))  # by row, then strongest, then column
+    rank = np.arange(len(order)) - m.indptr[rows[order]]
+    kept = order[rank < keep]
+    return sp.csr_matrix((m.data[kept], (rows[kept], m.indices[kept])), shape=m.shape)
 
 
 def _last_positions(
