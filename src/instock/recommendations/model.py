@@ -30,6 +30,7 @@ from instock.recommendations.data import (
     FloatArray,
     IntArray,
 )
+from instock.recommendations.latent import DEFAULT_ALS_ALPHA, LatentFactors
 from instock.recommendations.scores import EMPTY_INTS, Dense, Opinion, Sparse, best, ragged
 
 # Each component's best items that a blend considers (tuning considers the same): a list shows
@@ -784,11 +785,13 @@ class Hybrid:
         return max((getattr(m, "n_items", 0) for m in self.components.values()), default=0)
 
 
-def default_components(time_span: float) -> dict[str, Component]:
+def default_components(
+    time_span: float, als_alpha: float = DEFAULT_ALS_ALPHA
+) -> dict[str, Component]:
     """The hybrid's candidate components; the tuner decides which matter for a shop.
 
     Decays are relative (per event, or a share of the training time span), so nothing here
-    depends on a particular data set.
+    depends on a particular data set; ALS's confidence weight is tuned per log.
     """
     span = max(time_span, 1.0)
     return {
@@ -798,6 +801,7 @@ def default_components(time_span: float) -> dict[str, Component]:
         "sequential": SequentialRules(steps=10, context_size=1),
         "sequential_ctx": SequentialRules(steps=10, context_size=5, decay=0.5),
         "sknn": SessionKNN(),
+        "als": LatentFactors(alpha=als_alpha),
         "content": ContentSimilarity(),
         "affinity_view": CustomerAffinity(only(VIEW)),
         "affinity_cart": CustomerAffinity(only(CART)),
