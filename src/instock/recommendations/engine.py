@@ -277,6 +277,7 @@ class FitReport:
     weights: dict[str, float]
     tuned_on: int  # validation targets, 0 when the starting blend was kept
     seconds: float
+    changes: dict[str, dict[str, Any]] = field(default_factory=dict)  # hyper-parameters chosen
 
 
 class Engine:
@@ -519,7 +520,7 @@ def fit(snapshot: Snapshot, history: Sequence[Mapping[str, Any]],
     hybrid = Hybrid(serving_components(span, changes), weights)
     hybrid.fit(log)
     return hybrid, FitReport(len(log), weights, len(positions) if tuned else 0,
-                             round(time.perf_counter() - began, 2))
+                             round(time.perf_counter() - began, 2), changes)
 
 
 def serving_components(span: float, changes: Mapping[str, Mapping[str, Any]] | None = None

@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 
 from instock.recommendations import rules
-from instock.recommendations.engine import Engine, Item, fit, subject_of
+from instock.recommendations.comparison import hyper_parameters
+from instock.recommendations.engine import Engine, Item, fit, serving_components, subject_of
 
 
 def item(pid: str, brand: str = "Acme", category: str = "hoodies",
@@ -124,6 +125,13 @@ def test_a_refit_tunes_the_blend_on_stored_history() -> None:
     engine.install(hybrid)
     assert report.events == 1500 and report.tuned_on > 0
     assert report.weights != {}
+    # what is served is what was chosen: every component (ALS too), with the chosen changes
+    assert set(hybrid.components) == set(report.weights)
+    for name, change in report.changes.items():
+        assert hyper_parameters(hybrid.components[name]).items() >= change.items()
+    served = serving_components(1.0, {"sknn": {"k": 7}, "als": {"factors": 8}})
+    assert hyper_parameters(served["sknn"])["k"] == 7 and not served["sknn"].auto_flush
+    assert hyper_parameters(served["als"])["factors"] == 8
     shopper = engine.remember(subject_of(None, "fresh"), [event("view", "i3-1")])
     top = [p.product_id for p in engine.recommend(shopper, "home", 3)]
     assert "i3-2" in top  # what follows i3-1 in every stored session
