@@ -15,7 +15,7 @@ from instock.recommendations.data import FloatArray, IntArray
 from instock.recommendations.model import CANDIDATES, Component, Hybrid, normalise
 from instock.recommendations.protocol import Progress, Split
 
-FACTORS = (0.0, 0.25, 0.5, 2.0, 4.0)
+FACTORS = (0.0, 0.25, 0.5, 0.7, 1.4, 2.0, 4.0)
 
 
 @dataclass
