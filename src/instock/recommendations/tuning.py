@@ -74,7 +74,11 @@ def collect(
 
 def blended_ranks(c: Candidates, weights: FloatArray) -> FloatArray:
     """Rank of each target under the blend; ties count half, as random tie-breaking would."""
-    blend = weights.astype(np.float32) @ c.scores
+    return _ranks(c, weights.astype(np.float32) @ c.scores)
+
+
+def _ranks(c: Candidates, blend: FloatArray) -> FloatArray:
+    """`blended_ranks` from the blended score of every column."""
     mine = blend[c.target_col][c.segment]
     n = c.n_targets
     ahead = np.bincount(c.segment, weights=blend > mine, minlength=n)
@@ -105,7 +109,8 @@ def tune_weights(
         return dict.fromkeys(c.names, 1.0)
     if start is not None:
         w = w * np.array([start.get(name, 1.0) for name in c.names])
-    best = objective(blended_ranks(c, w), k)
+    blend = w.astype(np.float32) @ c.scores
+    best = objective(_ranks(c, blend), k)
     for _ in range(rounds):
         improved = False
         for j in range(len(w)):
@@ -115,9 +120,11 @@ def tune_weights(
                 trial[j] = base * f
                 if not trial.any():
                     continue
-                value = objective(blended_ranks(c, trial), k)
+                # one weight changes: one row updates the blend (not a product with all rows)
+                trial_blend = blend + np.float32(trial[j] - w[j]) * c.scores[j]
+                value = objective(_ranks(c, trial_blend), k)
                 if value > best + 1e-9:
-                    best, w, improved = value, trial, True
+                    best, w, blend, improved = value, trial, trial_blend, True
         if not improved:
             break
     w = w / w.max()
