@@ -210,7 +210,7 @@ def install(artefacts: Artefacts, hybrid: Hybrid, code_of: Mapping[str, int]) ->
             continue
         assert isinstance(model, CoOccurrence | SequentialRules)
         coo = _remap_matrix(getattr(artefacts, statistic), codes, n)
-        model.pairs.fit(coo.row.astype(np.int64), coo.col.astype(np.int64), coo.data, n)
+        model.load_pairs(coo.row.astype(np.int64), coo.col.astype(np.int64), coo.data, n)
         model.n_items = max(model.n_items, n)
     for name, statistic in COUNT_STATISTICS.items():
         model = hybrid.components.get(name)

@@ -82,6 +82,11 @@ def evaluate_command(
         TargetKind.next, "--target", help="next event, or next purchase only."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print only the JSON report on stdout."),
+    budget_seconds: float = typer.Option(
+        120.0, "--budget-seconds", min=0.0,
+        help="Time for choosing the hybrid's components, hyper-parameters and weights on "
+             "validation data (the base configuration is always tuned).",
+    ),
 ) -> None:
     """HR@k, MRR@k, NDCG@k and coverage of instock's hybrid and the baselines on one data set."""
     # imported here: NumPy/SciPy/implicit would slow down every other `instock` command
@@ -106,7 +111,8 @@ def evaluate_command(
             bar.update(tasks[label], completed=done)
 
         try:
-            report = evaluate(data, fmt.value, k=k, target=target.value, progress=progress)
+            report = evaluate(data, fmt.value, k=k, target=target.value, progress=progress,
+                              budget_seconds=budget_seconds)
         except (FormatError, FileNotFoundError) as exc:
             raise typer.BadParameter(str(exc), param_hint="--data/--format") from exc
     if report["skipped_rows"]:

@@ -60,9 +60,13 @@ def chosen_configuration(components: Mapping[str, Component], weights: Mapping[s
 
 def hyper_parameters(component: Any) -> dict[str, Any]:
     """The component's constructor arguments as it keeps them (JSON-ready)."""
+    return {name: _plain(value) for name, value in constructor_arguments(component).items()}
+
+
+def constructor_arguments(component: object) -> dict[str, Any]:
+    """The component's constructor arguments as it keeps them (a variant changes some)."""
     names = [p for p in inspect.signature(type(component).__init__).parameters if p != "self"]
-    return {name: _plain(getattr(component, name)) for name in names
-            if hasattr(component, name)}
+    return {name: getattr(component, name) for name in names if hasattr(component, name)}
 
 
 def _plain(value: Any) -> Any:

@@ -34,6 +34,7 @@ from instock.recommendations.data import (
 )
 from instock.recommendations.model import Hybrid, default_components
 from instock.recommendations.protocol import Split, price_bands, target_positions, time_split
+from instock.recommendations.search import configured
 
 DAY = 86_400.0
 KINDS = {"view": VIEW, "click": VIEW, "add_to_cart": CART, "wishlist": WISHLIST,
@@ -48,11 +49,16 @@ SESSION_MEMORY = timedelta(days=30)
 MAX_MERGED_SESSIONS = 1_000_000
 # Below this many validation targets a tuned blend is noise: the starting blend serves instead.
 MIN_TUNING_TARGETS = 200
+# A refit (in a thread, off the request path) spends at most this long trying variants of the
+# hybrid after tuning its blend: the thread shares the process's GIL with the requests, so a
+# long search every refit would show in their latency (offline, `recs evaluate` takes longer).
+FIT_BUDGET_SECONDS = 15.0
 # The blend of a shop without enough history to tune on: every signal counts, content and
-# stated preferences most (they are all a new shop has).
+# stated preferences most (they are all a new shop has); ALS waits for a tuned blend (factors
+# of a short history are noise).
 STARTING_WEIGHTS: Mapping[str, float] = {
     "trending": 0.5, "popularity": 0.25, "cooccurrence": 1.0, "sequential": 1.0,
-    "sequential_ctx": 0.5, "sknn": 1.0, "content": 1.0, "affinity_view": 0.5,
+    "sequential_ctx": 0.5, "sknn": 1.0, "als": 0.0, "content": 1.0, "affinity_view": 0.5,
     "affinity_cart": 1.0, "affinity_wishlist": 1.0, "affinity_purchase": 0.5,
 }
 # What an experiment's variant may name as its model: the blend, or one of its parts alone.
@@ -274,6 +280,7 @@ class FitReport:
     weights: dict[str, float]
     tuned_on: int  # validation targets, 0 when the starting blend was kept
     seconds: float
+    changes: dict[str, dict[str, Any]] = field(default_factory=dict)  # hyper-parameters chosen
 
 
 class Engine:
@@ -506,23 +513,27 @@ def fit(snapshot: Snapshot, history: Sequence[Mapping[str, Any]], k: int = 20,
     log = history_log(snapshot, history)
     span = max(float(np.ptp(log.time)) if len(log) else 0.0, DAY)
     weights = dict(STARTING_WEIGHTS)
+    changes: dict[str, dict[str, Any]] = {}
     split = Split(log, time_split(log.time), snapshot.n_items)
     positions = target_positions(split)
     tuned = len(positions) >= MIN_TUNING_TARGETS
     if tuned:
         from instock.recommendations.evaluate import tune_hybrid  # loaders: not on every import
 
-        weights = tune_hybrid(split, positions, k)
-    hybrid = Hybrid(serving_components(span), weights)
+        chosen = tune_hybrid(split, positions, k, budget_seconds=FIT_BUDGET_SECONDS)
+        weights, changes = chosen.weights, chosen.changes
+    hybrid = Hybrid(serving_components(span, changes), weights)
     hybrid.fit(log)
     if trained is not None:
         install(trained, hybrid, snapshot.code)
     return hybrid, FitReport(len(log), weights, len(positions) if tuned else 0,
-                             round(time.perf_counter() - began, 2))
+                             round(time.perf_counter() - began, 2), changes)
 
 
-def serving_components(span: float) -> dict[str, Any]:
-    components = default_components(span)
+def serving_components(span: float, changes: Mapping[str, Mapping[str, Any]] | None = None
+                       ) -> dict[str, Any]:
+    """The default components with the hyper-parameters a refit chose changed."""
+    components = configured(span, changes or {})
     components["sknn"].auto_flush = False  # type: ignore[attr-defined]
     return components
 

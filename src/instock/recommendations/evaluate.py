@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,7 +21,8 @@ from threadpoolctl import threadpool_limits
 from instock.recommendations import comparison
 from instock.recommendations.baselines import baseline_models, tune_als
 from instock.recommendations.data import VIEW, IntArray, kind_code
-from instock.recommendations.model import Hybrid, Recommender, default_components
+from instock.recommendations.latent import DEFAULT_ALS_ALPHA
+from instock.recommendations.model import Component, Hybrid, Recommender
 from instock.recommendations.protocol import (
     Progress,
     Split,
@@ -31,7 +32,7 @@ from instock.recommendations.protocol import (
     target_positions,
     time_split,
 )
-from instock.recommendations.tuning import collect, tune_weights
+from instock.recommendations.search import DEFAULT_BUDGET_SECONDS, Chosen, choose
 
 FORMATS: tuple[str, ...] = ("yoochoose", "taobao", "rees46", "csv")
 YOOCHOOSE_PREFIX = "yoochoose-clicks-100k_"
@@ -302,29 +303,35 @@ def validation_targets(tune: Split, target: str) -> tuple[IntArray, str]:
 
 
 def tune_hybrid(
-    tune: Split, positions: IntArray, k: int, progress: Progress | None = None
-) -> dict[str, float]:
-    """Blend weights from the validation split of the training data."""
-    hybrid = Hybrid(default_components(tune.time_span))
-    if not len(positions):
-        return hybrid.weights
-    hybrid.fit(tune.train)
-    cands = collect(hybrid, tune, _sample(positions, MAX_TUNING_TARGETS), progress=progress)
-    return tune_weights(cands, k)
+    tune: Split,
+    positions: IntArray,
+    k: int,
+    progress: Progress | None = None,
+    fitted: Mapping[str, Component] | None = None,
+    budget_seconds: float = DEFAULT_BUDGET_SECONDS,
+    started: float | None = None,
+) -> Chosen:
+    """The hybrid's components, hyper-parameters and weights, chosen on the validation split of
+    the training data within the budget (see `search.choose`)."""
+    return choose(tune, _sample(positions, MAX_TUNING_TARGETS), k, budget_seconds, progress,
+                  fitted, started)
 
 
-def _tune(data: Dataset, target: str, k: int, progress: Progress | None) -> dict[str, Any]:
-    """Everything learnt from the validation split: hybrid weights and ALS's alpha."""
+def _tune(data: Dataset, target: str, k: int, budget_seconds: float,
+          progress: Progress | None) -> tuple[Chosen, dict[str, Any]]:
+    """Everything learnt from the validation split: ALS's alpha, then the hybrid (with that
+    ALS as one of its components), all within the budget."""
     began = time.perf_counter()
     valid, tuned_on = validation_targets(data.tune, target)
-    weights = tune_hybrid(data.tune, valid, k, progress)
     als_valid = _sample(valid, MAX_ALS_TUNING_TARGETS)
-    als_alpha, als_scores = tune_als(data.tune, als_valid, k, progress=progress)
-    return {
-        "weights": weights,
+    als, als_scores = tune_als(data.tune, als_valid, k, progress=progress)
+    chosen = tune_hybrid(data.tune, valid, k, progress, {"als": als} if als else None,
+                         budget_seconds, began)
+    return chosen, {
+        "weights": chosen.weights,
         "validation_targets": len(valid),
         "tuned_on": tuned_on if len(valid) else "nothing (no validation targets)",
-        "als_alpha": als_alpha,
+        "als_alpha": als.alpha if als else DEFAULT_ALS_ALPHA,
         "als_validation_hr_plus_mrr": als_scores,
         "seconds": round(time.perf_counter() - began, 2),
     }
@@ -360,8 +367,11 @@ def evaluate(
     k: int = 20,
     target: str = "next",
     progress: Progress | None = None,
+    budget_seconds: float = DEFAULT_BUDGET_SECONDS,
 ) -> dict[str, Any]:
-    """Run the protocol for instock's hybrid and every baseline; returns the report as a dict."""
+    """Run the protocol for instock's hybrid and every baseline; returns the report as a dict.
+
+    `budget_seconds` bounds the choice of the hybrid on validation data (`search.choose`)."""
     if target not in ("next", "purchase"):
         raise ValueError(f"unknown target {target!r}; expected next or purchase")
     data = load(path, fmt)
@@ -369,9 +379,10 @@ def evaluate(
     positions = target_positions(split, purchase_only=target == "purchase")
     # Scoring is many small matrix products: BLAS threads only add overhead there.
     with threadpool_limits(1, "blas"):
-        tuning = _tune(data, target, k, progress)
+        chosen, tuning = _tune(data, target, k, budget_seconds, progress)
         weights = tuning.pop("weights")
-        used = {n: c for n, c in default_components(split.time_span).items() if weights[n] > 0}
+        configured = chosen.components(split.time_span, tuning["als_alpha"])
+        used = {n: c for n, c in configured.items() if weights[n] > 0}
         models = {"instock": Hybrid(used, weights), **baseline_models(tuning["als_alpha"])}
         results, ranks = _run(models, split, positions, k, progress)
     return {
@@ -382,8 +393,11 @@ def evaluate(
         "models": results,
         # Is the hybrid's lead real? Its paired difference to the best baseline, per metric.
         "versus_best_baseline": comparison.versus_best_baseline(ranks, "instock", k),
-        "chosen": comparison.chosen_configuration(used, weights, als_alpha=tuning["als_alpha"],
-                                                  tuned_on=tuning["tuned_on"]),
+        "chosen": comparison.chosen_configuration(
+            used, weights, als_alpha=tuning["als_alpha"], tuned_on=tuning["tuned_on"],
+            searched=chosen.trials, validation_objective=chosen.validation_objective,
+            budget_seconds=budget_seconds, budget_spent=chosen.budget_spent,
+            seconds=tuning["seconds"]),
         "weights": weights,
         "tuning": tuning,
         "catalogue": split.n_train_items,

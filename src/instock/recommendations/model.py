@@ -30,6 +30,7 @@ from instock.recommendations.data import (
     FloatArray,
     IntArray,
 )
+from instock.recommendations.latent import DEFAULT_ALS_ALPHA, LatentFactors
 from instock.recommendations.scores import EMPTY_INTS, Dense, Opinion, Sparse, best, ragged
 
 # Each component's best items that a blend considers (tuning considers the same): a list shows
@@ -322,6 +323,10 @@ class CoOccurrence(_Model):
             self.pairs.fit(r, c, np.ones(len(r)), log.n_items)
         self._recent.seed(log)
 
+    def load_pairs(self, rows: IntArray, cols: IntArray, vals: FloatArray, n: int) -> None:
+        """Take pair counts trained elsewhere (`instock recs train`)."""
+        self.pairs.fit(rows, cols, vals, n)
+
     def update(self, event: Event) -> None:
         self.n_items = max(self.n_items, event.item + 1)
         self.pairs.grow(self.n_items)
@@ -337,14 +342,20 @@ class CoOccurrence(_Model):
 class SequentialRules(_Model):
     """Directed rules a -> b when b follows a within `steps` events, weighted 1/gap.
 
-    This is the sequential-rules method of the session-rec benchmark; scores sum the rules of the
-    last `context_size` items with recency weights.
+    This is the sequential-rules method of the session-rec benchmark (its sr.py with weighting
+    'div'): a repeated item makes a rule to itself, as there, and each item keeps only its
+    `pruning` strongest rules (0 keeps all), ties kept by the lower item code (session-rec keeps
+    the first inserted). Scores sum the rules of the last `context_size` items with recency
+    weights. Online updates add rules unpruned until the next fit.
     """
 
-    def __init__(self, steps: int = 10, context_size: int = 1, decay: float = 1.0):
+    def __init__(
+        self, steps: int = 10, context_size: int = 1, decay: float = 1.0, pruning: int = 20
+    ) -> None:
         self.steps = steps
         self.context_size = context_size
         self.decay = decay
+        self.pruning = pruning
         self.pairs = PairCounts()
         self._recent = _RecentItems(per_seq=steps)
 
@@ -358,8 +369,15 @@ class SequentialRules(_Model):
         r = np.concatenate(rows) if rows else np.zeros(0, np.int64)
         c = np.concatenate(cols) if cols else np.zeros(0, np.int64)
         v = np.concatenate(vals) if vals else np.zeros(0)
-        self.pairs.fit(r, c, v, log.n_items)
+        self.load_pairs(r, c, v, log.n_items)
         self._recent.seed(log)
+
+    def load_pairs(self, rows: IntArray, cols: IntArray, vals: FloatArray, n: int) -> None:
+        """Take every rule's weight (from a fit, or trained elsewhere: `instock recs train`
+        keeps them all) and keep each item's `pruning` strongest."""
+        self.pairs.fit(rows, cols, vals, n)
+        if self.pruning > 0:
+            self.pairs.base = _strongest_per_row(self.pairs.base, self.pruning)
 
     def update(self, event: Event) -> None:
         self.n_items = max(self.n_items, event.item + 1)
@@ -371,6 +389,17 @@ class SequentialRules(_Model):
     def opinion(self, ctx: Context) -> Sparse:
         items, w = _context_tail(ctx, self.n_items, self.context_size, self.decay)
         return self.pairs.combine(items, w)
+
+
+def _strongest_per_row(m: sp.csr_matrix, keep: int) -> sp.csr_matrix:
+    """Each row's `keep` largest entries (ties: lower column first), the rest dropped."""
+    m = m.tocsr()
+    m.sort_indices()
+    rows = np.repeat(np.arange(m.shape[0]), np.diff(m.indptr))
+    order = np.lexsort((m.indices, -m.data, rows))  # by row, then strongest, then column
+    rank = np.arange(len(order)) - m.indptr[rows[order]]
+    kept = order[rank < keep]
+    return sp.csr_matrix((m.data[kept], (rows[kept], m.indices[kept])), shape=m.shape)
 
 
 def _last_positions(
@@ -773,11 +802,13 @@ class Hybrid:
         return max((getattr(m, "n_items", 0) for m in self.components.values()), default=0)
 
 
-def default_components(time_span: float) -> dict[str, Component]:
+def default_components(
+    time_span: float, als_alpha: float = DEFAULT_ALS_ALPHA
+) -> dict[str, Component]:
     """The hybrid's candidate components; the tuner decides which matter for a shop.
 
     Decays are relative (per event, or a share of the training time span), so nothing here
-    depends on a particular data set.
+    depends on a particular data set; ALS's confidence weight is tuned per log.
     """
     span = max(time_span, 1.0)
     return {
@@ -787,6 +818,7 @@ def default_components(time_span: float) -> dict[str, Component]:
         "sequential": SequentialRules(steps=10, context_size=1),
         "sequential_ctx": SequentialRules(steps=10, context_size=5, decay=0.5),
         "sknn": SessionKNN(),
+        "als": LatentFactors(alpha=als_alpha),
         "content": ContentSimilarity(),
         "affinity_view": CustomerAffinity(only(VIEW)),
         "affinity_cart": CustomerAffinity(only(CART)),

@@ -24,6 +24,7 @@ REASONS: Mapping[str, str] = {
     "sequential": "shoppers looked at this next after {anchor}",
     "sequential_ctx": "shoppers looked at this next after {anchor}",
     "sknn": "shoppers with similar visits liked this",
+    "als": "shoppers with tastes like yours liked this",
     "content": "similar to {anchor}",
     "affinity_view": "you looked at this",
     "affinity_cart": "still in your cart",

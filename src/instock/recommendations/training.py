@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 
 from instock.recommendations.artefacts import Artefacts, statistics
-from instock.recommendations.baselines import ImplicitALS
 from instock.recommendations.data import EventLog
 from instock.recommendations.engine import DAY, KINDS, epoch, serving_components, subject_of
 from instock.recommendations.evaluate import RawEvents
+from instock.recommendations.latent import LatentFactors
 from instock.recommendations.model import CoOccurrence, SequentialRules, Trending
 
 
@@ -38,7 +38,7 @@ class AlsSettings:
 
     @classmethod
     def default(cls) -> AlsSettings:
-        als = ImplicitALS()
+        als = LatentFactors()
         return cls(als.factors, als.regularization, als.alpha, als.iterations, als.seed)
 
 
@@ -72,6 +72,9 @@ def statistic_components(span: float) -> tuple[CoOccurrence, SequentialRules, Tr
     assert cooccurrence.window is None and math.isinf(popularity.half_life)
     assert components["sequential_ctx"].steps == sequential.steps  # type: ignore[attr-defined]
     assert np.array_equal(popularity.kind_weights, trending.kind_weights)
+    # An artefact keeps every rule: the serving component prunes its own (load_pairs), so a
+    # change of its pruning needs no retraining, and the engines count one definition.
+    sequential.pruning = 0
     return cooccurrence, sequential, popularity, trending
 
 
@@ -116,7 +119,7 @@ def train_local(raw: RawEvents, als: AlsSettings | None = None) -> Artefacts:
         model.fit(log)
     assert trending.anchor == params.anchor
     settings = params.als
-    factoriser = ImplicitALS(settings.factors, settings.regularization, settings.alpha,
+    factoriser = LatentFactors(settings.factors, settings.regularization, settings.alpha,
                              settings.iterations, settings.seed)
     factoriser.fit(log)
     return statistics(items, cooccurrence.pairs.base, sequential.pairs.base, popularity.counts,

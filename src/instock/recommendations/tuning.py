@@ -7,15 +7,15 @@ operations; a coordinate search over the weights then costs seconds, not a re-ru
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from instock.recommendations.data import FloatArray, IntArray
-from instock.recommendations.model import CANDIDATES, Hybrid
+from instock.recommendations.model import CANDIDATES, Component, Hybrid, normalise
 from instock.recommendations.protocol import Progress, Split
 
-FACTORS = (0.0, 0.25, 0.5, 2.0, 4.0)
+FACTORS = (0.0, 0.25, 0.5, 0.7, 1.4, 2.0, 4.0)
 
 
 @dataclass
@@ -30,6 +30,7 @@ class Candidates:
     segment: IntArray
     target_col: IntArray
     n_items: int
+    items: IntArray = field(default_factory=lambda: np.zeros(0, np.int64))  # per column
 
     @property
     def n_targets(self) -> int:
@@ -45,7 +46,7 @@ def collect(
 ) -> Candidates:
     """Score each target with every (fitted) component; keep each one's top `depth` items."""
     n_cat = split.n_train_items
-    blocks, segs, tcols = [], [], []
+    blocks, segs, tcols, items = [], [], [], []
     offset = 0
     for t, pos in enumerate(positions):
         ctx = split.context_at(int(pos))
@@ -55,6 +56,7 @@ def collect(
         cand = np.union1d(tops[tops < n_cat], [target])
         blocks.append(hybrid.component_scores(opinions, cand).astype(np.float32))
         segs.append(np.full(len(cand), t))
+        items.append(cand.astype(np.int64))
         tcols.append(offset + int(np.searchsorted(cand, target)))
         offset += len(cand)
         if progress is not None and ((t + 1) % 200 == 0 or t + 1 == len(positions)):
@@ -66,12 +68,17 @@ def collect(
         segment=np.concatenate(segs) if segs else np.zeros(0, np.int64),
         target_col=np.asarray(tcols, np.int64),
         n_items=n_cat,
+        items=np.concatenate(items) if items else np.zeros(0, np.int64),
     )
 
 
 def blended_ranks(c: Candidates, weights: FloatArray) -> FloatArray:
     """Rank of each target under the blend; ties count half, as random tie-breaking would."""
-    blend = weights.astype(np.float32) @ c.scores
+    return _ranks(c, weights.astype(np.float32) @ c.scores)
+
+
+def _ranks(c: Candidates, blend: FloatArray) -> FloatArray:
+    """`blended_ranks` from the blended score of every column."""
     mine = blend[c.target_col][c.segment]
     n = c.n_targets
     ahead = np.bincount(c.segment, weights=blend > mine, minlength=n)
@@ -90,14 +97,20 @@ def objective(ranks: FloatArray, k: int) -> float:
     return float(hit.mean() + np.where(hit, 1.0 / ranks, 0.0).mean())
 
 
-def tune_weights(c: Candidates, k: int, rounds: int = 6) -> dict[str, float]:
-    """Coordinate search over non-negative weights, multiplicative steps, from equal weights."""
+def tune_weights(
+    c: Candidates, k: int, rounds: int = 6, start: dict[str, float] | None = None
+) -> dict[str, float]:
+    """Coordinate search over non-negative weights, multiplicative steps, from equal weights
+    (or from `start`, e.g. the weights of a configuration that differs in one component)."""
     # Components silent on every validation target (no attributes, no carts...) get 0:
     # their weight cannot be learnt, and a live shop should not trust them blindly.
     w = (c.scores > 0).any(axis=1).astype(float) if c.scores.size else np.ones(len(c.names))
     if not w.any():
         return dict.fromkeys(c.names, 1.0)
-    best = objective(blended_ranks(c, w), k)
+    if start is not None:
+        w = w * np.array([start.get(name, 1.0) for name in c.names])
+    blend = w.astype(np.float32) @ c.scores
+    best = objective(_ranks(c, blend), k)
     for _ in range(rounds):
         improved = False
         for j in range(len(w)):
@@ -107,10 +120,32 @@ def tune_weights(c: Candidates, k: int, rounds: int = 6) -> dict[str, float]:
                 trial[j] = base * f
                 if not trial.any():
                     continue
-                value = objective(blended_ranks(c, trial), k)
+                # one weight changes: one row updates the blend (not a product with all rows)
+                trial_blend = blend + np.float32(trial[j] - w[j]) * c.scores[j]
+                value = objective(_ranks(c, trial_blend), k)
                 if value > best + 1e-9:
-                    best, w, improved = value, trial, True
+                    best, w, blend, improved = value, trial, trial_blend, True
         if not improved:
             break
     w = w / w.max()
     return {name: round(float(x), 4) for name, x in zip(c.names, w, strict=True)}
+
+
+def rescored(c: Candidates, name: str, component: Component, split: Split,
+             positions: IntArray) -> Candidates:
+    """`c` with one component's row replaced by another (fitted) component's scores at the same
+    candidates: a variant of one component costs one opinion per target, not a collect.
+
+    The candidates stay those the original components proposed; a variant of the same model
+    proposes mostly the same items, and the final evaluation ranks what the chosen hybrid
+    itself proposes.
+    """
+    row = np.zeros(c.scores.shape[1], np.float32)
+    bounds = np.r_[0, np.cumsum(np.bincount(c.segment, minlength=c.n_targets))]
+    for t, pos in enumerate(positions):
+        lo, hi = int(bounds[t]), int(bounds[t + 1])
+        opinion = component.opinion(split.context_at(int(pos)))
+        row[lo:hi] = normalise(opinion.at(c.items[lo:hi]))
+    scores = c.scores.copy()
+    scores[c.names.index(name)] = row
+    return replace(c, scores=scores)

@@ -21,6 +21,10 @@ YOOCHOOSE = DATA / "yoochoose_rsc15_100k"
 TAOBAO = DATA / "taobao_userbehavior_subset" / "UserBehavior_subset.csv"
 REES46 = DATA / "rees46_schema_sample" / "2019-Oct-sample.csv"
 BASELINES = ("popularity", "cooccurrence", "sequential_rules", "als")
+# The budget for choosing the hybrid in these tests: none, so the base configuration is tuned
+# (ALS's alpha and the blend weights) and no variant tried; CI time, not the best hybrid
+# possible. The search itself is tested in tests/unit/recommendations/test_recs_search.py.
+SMALL_BUDGET = 0.0
 
 
 def needs(path: Path) -> pytest.MarkDecorator:
@@ -66,13 +70,17 @@ def assert_shape(report: dict[str, Any], k: int = 20) -> None:
     assert all(report["weights"][name] > 0 for name in chosen["components"])
     assert set(chosen["hyper_parameters"]) == set(chosen["components"])
     assert chosen["als_alpha"] == report["tuning"]["als_alpha"]
+    # what the search tried: the base configuration first, then variants while time was left
+    if report["tuning"]["validation_targets"]:
+        assert chosen["searched"][0]["component"] is None and chosen["seconds"] > 0
+        assert chosen["validation_objective"] == max(t["objective"] for t in chosen["searched"])
     json.dumps(report, allow_nan=False)  # serialisable as is, strict JSON
 
 
 @pytest.mark.slow
 @needs(YOOCHOOSE)
 def test_yoochoose_hybrid_beats_every_baseline() -> None:
-    report = evaluate(YOOCHOOSE, "yoochoose", k=20)
+    report = evaluate(YOOCHOOSE, "yoochoose", k=20, budget_seconds=SMALL_BUDGET)
     assert_shape(report)
     assert report["targets"] == 10152  # every test click after the first, item seen in training
     models = report["models"]
@@ -88,7 +96,7 @@ def test_yoochoose_hybrid_beats_every_baseline() -> None:
 @pytest.mark.slow
 @needs(TAOBAO)
 def test_taobao_next_event_hybrid_beats_every_baseline() -> None:
-    report = evaluate(TAOBAO, "taobao", k=20, target="next")
+    report = evaluate(TAOBAO, "taobao", k=20, target="next", budget_seconds=SMALL_BUDGET)
     assert_shape(report)
     assert report["skipped_rows"] == 1  # the truncated last line, reported, not fatal
     assert report["targets"] > 1000
@@ -100,7 +108,7 @@ def test_taobao_next_event_hybrid_beats_every_baseline() -> None:
 @pytest.mark.slow
 @needs(TAOBAO)
 def test_taobao_next_purchase_hybrid_beats_every_baseline() -> None:
-    report = evaluate(TAOBAO, "taobao", k=20, target="purchase")
+    report = evaluate(TAOBAO, "taobao", k=20, target="purchase", budget_seconds=SMALL_BUDGET)
     assert_shape(report)
     assert 50 <= report["targets"] < 1750  # purchases only
     assert_hybrid_wins(report)
@@ -109,7 +117,8 @@ def test_taobao_next_purchase_hybrid_beats_every_baseline() -> None:
 @needs(REES46)
 def test_cli_evaluates_the_rees46_sample_as_json() -> None:
     result = CliRunner().invoke(
-        recs_app, ["evaluate", "--data", str(REES46), "--format", "rees46", "--json"]
+        recs_app, ["evaluate", "--data", str(REES46), "--format", "rees46", "--json",
+                   "--budget-seconds", "0"]
     )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
@@ -163,7 +172,50 @@ def test_a_shop_log_never_seen_before_hybrid_beats_every_baseline(tmp_path: Path
     split, as it would for any shop's export."""
     log = tmp_path / "shop.csv"
     synthetic_shop_log(log, seed)
-    report = evaluate(log, "csv", k=20)
+    report = evaluate(log, "csv", k=20, budget_seconds=SMALL_BUDGET)
     assert_shape(report)
     assert report["targets"] > 1000
+    assert_hybrid_wins(report)
+
+
+def latent_taste_log(path: Path, seed: int) -> None:
+    """Users whose taste mixes two of twelve hidden topics: no order within a visit, no
+    attribute naming the topics, so what predicts the next item is the user's whole history
+    (the structure a factorisation finds); users also return to items they viewed."""
+    rng = np.random.default_rng(seed)
+    n_items, n_topics = 1200, 12
+    topic = rng.integers(n_topics, size=n_items)
+    popularity = rng.pareto(1.5, size=n_items) + 1.0
+    by_topic = [np.flatnonzero(topic == z) for z in range(n_topics)]
+    rows, t = [], 1_700_000_000.0
+    for user in range(1500):
+        taste = rng.choice(n_topics, size=2, replace=False)
+        share = rng.dirichlet([2.0, 2.0])
+        seen: list[int] = []
+        for _ in range(int(rng.integers(2, 6))):
+            for _ in range(int(rng.integers(3, 9))):
+                t += float(rng.exponential(30))
+                if seen and rng.random() < 0.15:
+                    item = int(rng.choice(seen))
+                else:
+                    items = by_topic[int(rng.choice(taste, p=share))]
+                    item = int(rng.choice(items, p=popularity[items] / popularity[items].sum()))
+                seen.append(item)
+                rows.append(f"u{user},i{item},{int(t)}\n")
+            t += float(rng.exponential(86_400))
+    with path.open("w") as out:
+        out.write("user_id,item_id,timestamp\n")
+        out.writelines(rows)
+
+
+@pytest.mark.slow
+def test_a_latent_taste_log_hybrid_beats_every_baseline(tmp_path: Path) -> None:
+    """ALS's kind of structure: the hybrid, choosing its components on the log's own
+    validation split, must use its ALS component and still beat the ALS baseline."""
+    log = tmp_path / "taste.csv"
+    latent_taste_log(log, seed=5)
+    report = evaluate(log, "csv", k=20, budget_seconds=SMALL_BUDGET)
+    assert_shape(report)
+    assert report["targets"] > 1000
+    assert "als" in report["chosen"]["components"]
     assert_hybrid_wins(report)

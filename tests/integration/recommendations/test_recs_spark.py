@@ -28,12 +28,12 @@ from instock.platform.bus.consumer import Consumer
 from instock.platform.bus.outbox import outbox
 from instock.recommendations import artefacts as files
 from instock.recommendations.artefacts import Artefacts
-from instock.recommendations.baselines import ImplicitALS
 from instock.recommendations.cli import SPARK_MISSING, recs_app
 from instock.recommendations.data import Context
 from instock.recommendations.engine import Snapshot, fit
 from instock.recommendations.evaluate import STREAM_COLUMNS, RawEvents, read_csv_log
 from instock.recommendations.events import BehaviourRecorded
+from instock.recommendations.latent import LatentFactors
 from instock.recommendations.scores import best
 from instock.recommendations.stream_files import behaviour_files
 from instock.recommendations.training import AlsSettings, stored_events, train_local
@@ -169,7 +169,7 @@ def test_als_of_either_engine_recommends_alike(trained: dict[str, Artefacts],
     tops = {}
     for name, artefact in trained.items():
         assert artefact.als_factors is not None
-        als = ImplicitALS(alpha=artefact.params["als"]["alpha"])
+        als = LatentFactors(alpha=artefact.params["als"]["alpha"])
         als.load_factors(artefact.als_factors)
         tops[name] = [best(np.arange(als.n_items), als.score(Context.of(items)), K)
                       for items in contexts]

@@ -3,8 +3,9 @@
 import numpy as np
 import scipy.sparse as sp
 
-from instock.recommendations.baselines import ImplicitALS, baseline_models
+from instock.recommendations.baselines import baseline_models
 from instock.recommendations.data import Context, EventLog
+from instock.recommendations.latent import LatentFactors
 
 
 def block_log() -> EventLog:
@@ -20,7 +21,7 @@ def block_log() -> EventLog:
 
 
 def test_als_ranks_items_of_the_same_block_first() -> None:
-    model = ImplicitALS(factors=4, alpha=10.0, iterations=10)
+    model = LatentFactors(factors=4, alpha=10.0, iterations=10)
     model.fit(block_log())
     scores = model.score(Context.of([5, 6]))
     assert set(np.argsort(-scores)[:4].tolist()) == {4, 5, 6, 7}
@@ -31,7 +32,7 @@ def test_fold_in_matches_implicit_recalculate_user() -> None:
     from implicit.cpu.als import AlternatingLeastSquares
 
     log = block_log()
-    ours = ImplicitALS(factors=4, alpha=10.0, regularization=0.1, iterations=5)
+    ours = LatentFactors(factors=4, alpha=10.0, regularization=0.1, iterations=5)
     ours.fit(log)
     theirs = AlternatingLeastSquares(factors=4, alpha=10.0, regularization=0.1)
     theirs.item_factors = ours._factors.copy()
@@ -42,3 +43,26 @@ def test_fold_in_matches_implicit_recalculate_user() -> None:
 
 def test_baselines_are_the_four_named_in_the_issue() -> None:
     assert list(baseline_models()) == ["popularity", "cooccurrence", "sequential_rules", "als"]
+
+
+def test_als_opinion_agrees_with_its_dense_scores() -> None:
+    """As a hybrid component: `top` is the best of the dense scores, `at` reads them, items
+    newer than the model score 0, and an empty context has no opinion."""
+    model = LatentFactors(factors=4, alpha=10.0, iterations=10)
+    model.fit(block_log())
+    opinion = model.opinion(Context.of([5, 6]))
+    dense = opinion.dense(8)
+    assert set(opinion.top(3).tolist()) == set(np.argsort(-dense)[:3].tolist())
+    np.testing.assert_allclose(opinion.at(np.array([7, 0, 9])), [dense[7], dense[0], 0.0],
+                               rtol=1e-5)
+    assert len(model.opinion(Context.of([])).top(5)) == 0
+    assert len(model.opinion(Context.of([42])).top(5)) == 0  # unknown items only
+
+
+def test_als_is_a_hybrid_component_served_with_the_others() -> None:
+    from instock.recommendations.engine import STARTING_WEIGHTS, serving_components
+    from instock.recommendations.model import default_components
+
+    assert isinstance(default_components(1.0)["als"], LatentFactors)
+    assert isinstance(serving_components(1.0)["als"], LatentFactors)
+    assert set(STARTING_WEIGHTS) == set(default_components(1.0))

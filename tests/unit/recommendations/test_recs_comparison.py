@@ -86,7 +86,7 @@ def test_the_chosen_configuration_lists_what_is_used_with_its_parameters() -> No
     assert chosen["components"] == ["popularity", "sequential"]
     assert chosen["weights"] == {"popularity": 1.0, "sequential": 0.5}
     assert chosen["hyper_parameters"]["sequential"] == {"steps": 7, "context_size": 2,
-                                                        "decay": 1.0}
+                                                        "decay": 1.0, "pruning": 20}
     assert chosen["hyper_parameters"]["popularity"]["half_life"] == "inf"  # JSON has no inf
     assert chosen["als_alpha"] == 40.0
     assert hyper_parameters(Trending(half_life=2.5))["half_life"] == 2.5

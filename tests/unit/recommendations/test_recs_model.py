@@ -119,6 +119,51 @@ def test_sequential_rules_online_update() -> None:
     assert best(model, Context.of([0]), exclude=(0,)) == 5
 
 
+def test_sequential_rules_by_hand() -> None:
+    """[0, 1, 2, 1] with steps=2 gives 0->1 1, 1->2 1, 0->2 1/2, 2->1 1 and 1->1 1/2 (the
+    repeat; 0 is three steps before it); [0, 2] adds 0->2 1; [3, 4] and [3, 5] tie."""
+    log = log_of([[0, 1, 2, 1], [0, 2], [3, 4], [3, 5]])
+    model = SequentialRules(steps=2, pruning=0)
+    model.fit(log)
+    np.testing.assert_allclose(model.score(Context.of([0])), [0, 1, 1.5, 0, 0, 0])
+    np.testing.assert_allclose(model.score(Context.of([1])), [0, 0.5, 1, 0, 0, 0])
+    np.testing.assert_allclose(model.score(Context.of([2])), [0, 1, 0, 0, 0, 0])
+    pruned = SequentialRules(steps=2, pruning=1)  # each item keeps its strongest rule
+    pruned.fit(log)
+    np.testing.assert_allclose(pruned.score(Context.of([0])), [0, 0, 1.5, 0, 0, 0])
+    np.testing.assert_allclose(pruned.score(Context.of([1])), [0, 0, 1, 0, 0, 0])
+    np.testing.assert_allclose(pruned.score(Context.of([3])), [0, 0, 0, 0, 1, 0])
+
+
+def session_rec_rules(sessions: list[list[int]], steps: int, pruning: int) -> dict[int, dict[
+        int, float]]:
+    """session-rec's sr.py fit (weighting 'div'), transcribed loop for loop."""
+    rules: dict[int, dict[int, float]] = {}
+    for items in sessions:
+        last: list[int] = []
+        for item in items:
+            for i in range(1, min(steps, len(last)) + 1):
+                row = rules.setdefault(last[-i], {})
+                row[item] = row.get(item, 0.0) + 1.0 / i
+            last.append(item)
+    # most_common keeps insertion order among ties; ours keeps the lower item: compare sets
+    # of scores, which agree either way
+    return {a: dict(sorted(row.items(), key=lambda kv: -kv[1])[:pruning])
+            for a, row in rules.items()}
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.lists(st.integers(0, 9), min_size=1, max_size=12), min_size=1, max_size=10),
+       st.integers(1, 5), st.integers(1, 4))
+def test_sequential_rules_match_session_rec(sessions: list[list[int]], steps: int,
+                                            pruning: int) -> None:
+    model = SequentialRules(steps=steps, pruning=pruning)
+    model.fit(log_of(sessions, n_items=10))
+    for a, row in session_rec_rules(sessions, steps, pruning).items():
+        scores = model.score(Context.of([a]))
+        assert sorted(scores[scores > 0].tolist()) == pytest.approx(sorted(row.values()))
+
+
 @settings(max_examples=40, deadline=None)
 @given(
     st.lists(st.lists(st.integers(0, 7), min_size=1, max_size=6), min_size=2, max_size=8),

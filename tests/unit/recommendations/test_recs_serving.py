@@ -9,8 +9,9 @@ from typing import Any
 import numpy as np
 
 from instock.recommendations import rules
+from instock.recommendations.comparison import hyper_parameters
 from instock.recommendations.data import VIEW
-from instock.recommendations.engine import Engine, Item, fit, subject_of
+from instock.recommendations.engine import Engine, Item, fit, serving_components, subject_of
 from instock.recommendations.evaluate import RawEvents
 from instock.recommendations.training import AlsSettings, train_local
 
@@ -127,6 +128,13 @@ def test_a_refit_tunes_the_blend_on_stored_history() -> None:
     engine.install(hybrid)
     assert report.events == 1500 and report.tuned_on > 0
     assert report.weights != {}
+    # what is served is what was chosen: every component (ALS too), with the chosen changes
+    assert set(hybrid.components) == set(report.weights)
+    for name, change in report.changes.items():
+        assert hyper_parameters(hybrid.components[name]).items() >= change.items()
+    served = serving_components(1.0, {"sknn": {"k": 7}, "als": {"factors": 8}})
+    assert hyper_parameters(served["sknn"])["k"] == 7 and not served["sknn"].auto_flush
+    assert hyper_parameters(served["als"])["factors"] == 8
     shopper = engine.remember(subject_of(None, "fresh"), [event("view", "i3-1")])
     top = [p.product_id for p in engine.recommend(shopper, "home", 3)]
     assert "i3-2" in top  # what follows i3-1 in every stored session
@@ -170,3 +178,8 @@ def test_main_reasons_name_the_largest_share() -> None:
     # index 2 ties: the earlier component; index 1 has no share; None is a filler
     assert rules.main_reasons(parts, [0, 1, None, 2]) == ["trending", "new", "new", "trending"]
     assert rules.main_reasons({}, [0, None]) == ["new", "new"]
+
+
+def test_every_served_component_has_a_reason_to_show() -> None:
+    """A pick names the component that scored it most; each must have words for shoppers."""
+    assert set(serving_components(86_400.0)) <= set(rules.REASONS)
