@@ -86,7 +86,19 @@ def spark() -> Iterator[Any]:
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     session = engine.session("local[2]", conf=FAST_JVM)
     yield session
+    from pyspark import SparkContext
+
+    gateway = SparkContext._gateway
     session.stop()
+    # stop() ends the Spark context, not its JVM: left alone it idles on a core's share and a
+    # gigabyte until pytest exits, slowing every test after this module.
+    if gateway is not None:
+        gateway.shutdown()
+        process = getattr(gateway, "proc", None)
+        if process is not None:
+            process.terminate()
+            process.wait(30)
+        SparkContext._gateway = SparkContext._jvm = None
 
 
 @pytest.fixture(scope="module")
