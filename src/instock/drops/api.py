@@ -13,8 +13,8 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from instock.drops import model
 from instock.drops.service import DropsService, Entry
 from instock.platform.auth import STAFF, Principal, Role, requires
-from instock.platform.errors import ValidationFailed, problem_responses
-from instock.platform.http import CallerId
+from instock.platform.errors import problem_responses
+from instock.platform.http import CallerId, customer_of
 from instock.platform.telemetry import correlation_id
 
 router = APIRouter(prefix="/v1/drops", tags=["drops"],
@@ -98,14 +98,6 @@ def render(drop: model.Drop) -> DropOut:
                    mode=drop.mode.value, admit_per_second=drop.admit_per_second,
                    per_customer_limit=drop.per_customer_limit, channels=list(drop.channels),
                    ends_at=drop.ends_at, created_at=drop.created_at)
-
-
-def customer_of(principal: Principal, customer_id: str | None) -> str:
-    customer = customer_id or (principal.subject if principal.is_customer else None)
-    if customer is None:
-        raise ValidationFailed("customer_id", "staff must name the customer")
-    principal.assert_acts_for(customer)
-    return customer
 
 
 @router.post("", status_code=201, response_model=DropOut, responses=problem_responses(409))

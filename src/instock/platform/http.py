@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field, StringConstraints
 from instock.platform import tracing
 from instock.platform.auth import Principal
 from instock.platform.entry_context import EntryContext
+from instock.platform.errors import ValidationFailed
 from instock.platform.ids import CALLER_ID_PATTERN
 from instock.platform.telemetry import correlation_id
 
@@ -29,3 +30,13 @@ def entry_context(request: Request, principal: Principal, reason: str = "") -> E
                         correlation_id=correlation_id(request),
                         idempotency_key=getattr(request.state, "idempotency_key", None),
                         traceparent=tracing.current_traceparent())
+
+
+def customer_of(principal: Principal, customer_id: str | None) -> str:
+    """Whom a customer-owned request is for: a customer names itself (or no one), staff must
+    name the customer; a customer acting for another is refused."""
+    customer = customer_id or (principal.subject if principal.is_customer else None)
+    if customer is None:
+        raise ValidationFailed("customer_id", "staff must name the customer")
+    principal.assert_acts_for(customer)
+    return customer

@@ -8,8 +8,8 @@ from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel
 
 from instock.platform.auth import Principal, Role, requires
-from instock.platform.errors import ValidationFailed, problem_responses
-from instock.platform.http import CallerId
+from instock.platform.errors import problem_responses
+from instock.platform.http import CallerId, customer_of
 from instock.waitlist.model import Entry
 from instock.waitlist.service import WaitlistService
 
@@ -34,14 +34,6 @@ class EntryOut(BaseModel):
     customer_id: str
     created_at: datetime
     notified_at: datetime | None
-
-
-def customer_of(principal: Principal, customer_id: str | None) -> str:
-    customer = customer_id or (principal.subject if principal.is_customer else None)
-    if customer is None:
-        raise ValidationFailed("customer_id", "staff must name the customer")
-    principal.assert_acts_for(customer)
-    return customer
 
 
 def render_entry(entry: Entry) -> EntryOut:

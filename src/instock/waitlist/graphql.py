@@ -6,6 +6,7 @@ import strawberry
 from strawberry.experimental.pydantic import type as from_model
 
 from instock.platform.graphql import Info, parse, require
+from instock.platform.http import customer_of
 from instock.waitlist import api
 from instock.waitlist.service import WaitlistService
 
@@ -23,5 +24,5 @@ class WaitlistMutation:
         principal = require(info, *api.MEMBER_ROLES)
         body = parse(api.JoinIn, {"sku": sku, "customer_id": customer_id})
         waitlist: WaitlistService = info.context.state.waitlist
-        entry = await waitlist.join(body.sku, api.customer_of(principal, body.customer_id))
+        entry = await waitlist.join(body.sku, customer_of(principal, body.customer_id))
         return WaitlistEntry.from_pydantic(api.render_entry(entry))
