@@ -22,6 +22,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 import pytest
 
 from instock.platform.bus import Bus, Delivery, Envelope, connect
+from instock.platform.bus.base import GAP
 from instock.platform.bus.memory import MemoryBus
 from instock.platform.bus.rabbitmq import RabbitStreamsBus
 from instock.platform.bus.rabbitmq_link import Address, Link
@@ -383,11 +384,15 @@ class Ears:
 
 
 def _probes(envelopes: list[Envelope]) -> list[Envelope]:
-    return [e for e in envelopes if e["data"]["label"] == "probe"]
+    return [e for e in envelopes if e["type"] != GAP and e["data"]["label"] == "probe"]
 
 
 def _news(envelopes: list[Envelope]) -> list[str]:
-    return [e["id"] for e in envelopes if e["data"]["label"] != "probe"]
+    return [e["id"] for e in envelopes if e["type"] != GAP and e["data"]["label"] != "probe"]
+
+
+def _gaps(envelopes: list[Envelope]) -> int:
+    return sum(e["type"] == GAP for e in envelopes)
 
 
 async def test_listeners_get_only_what_is_published_after_they_start(make_bus: MakeBus) -> None:
@@ -428,6 +433,9 @@ async def test_a_listener_that_falls_behind_never_holds_up_publishing(target: Ta
     got = _news(heard)
     assert got == [i for i in ids(burst) if i in set(got)]  # in order, newest last
     assert got == (ids(burst) if lossless else ids(burst)[-5:])
+    # a listener that lost some is told so, once, before what it still has
+    assert _gaps(heard) == (0 if lossless else 1)
+    assert lossless or heard[0]["type"] == GAP
 
 
 async def test_history_replays_from_since_in_order_and_ends(bus: Bus) -> None:
@@ -480,9 +488,14 @@ async def test_consume_and_listen_survive_a_dropped_connection(target: Target,
         await publisher.publish(second := events(1, "second"))
         # durable: what was published while the connection was down still arrives
         assert _news(await take(consumer, until=second[-1], wait=3 * WAIT)) == ids(second)
-        # ephemeral: the listener is back (it may have missed what came while it was away)
+        # ephemeral: the listener is back (it may have missed what came while it was away, and
+        # then it is told so: NATS's core subscription keeps nothing; the others resume)
         await ears.all_hear_a_probe(publisher, wait=3 * WAIT)
         assert _probes(ears.heard[0])
+        missed = _news(ears.heard[0]) != ids(first) + ids(second)
+        assert _gaps(ears.heard[0]) >= (1 if missed or target.scheme in {"nats", "tls"} else 0)
+        if target.scheme not in {"nats", "tls"}:
+            assert _gaps(ears.heard[0]) == 0 and not missed
         await ears.stop()
     finally:
         await proxy.close()

@@ -17,6 +17,7 @@ from instock.inventory.model import Adjustment, AdjustmentKind, Channel, Line
 from instock.inventory.reservation_batch import ReserveRequest
 from instock.live.events import Update
 from instock.live.service import Connection
+from instock.platform.bus.memory import MemoryBus
 from instock.platform.bus.schemas import validate
 from instock.platform.db import utcnow
 from tests.integration.helpers import CTX, add_location, add_product, receive
@@ -237,3 +238,24 @@ async def test_two_processes_changing_different_components_keep_the_kit_in_order
     assert counts[0] == 400 and counts == sorted(counts, reverse=True)
     truth = await c.inventory.stock("KIT")
     assert (truth.version, truth.available) == (max(sequences), counts[-1])
+
+
+async def test_a_listener_that_missed_changes_sends_every_watched_sku_afresh(
+        c: Container) -> None:
+    # A broker reconnect or a lagging listener loses events for this process: its clients must
+    # still end on the true count. Here the listener can hold one message, and A's change and
+    # B's arrive together, so A's is dropped; the hub is told of the gap and re-reads A.
+    await add_location(c, "wh")
+    await add_product(c, "p", ["A", "B"])
+    hub = live_hub(c)
+    hub.bus = bus = MemoryBus(listen_buffer=1)
+    connection = Connection()
+    async with running(hub.run()):
+        await asyncio.sleep(0.1)  # listening
+        await hub.watch(connection, ["A"])
+        assert (await next_state(connection, "A")).body["available"] == 0
+        await receive(c, "A", "wh", 5)
+        await receive(c, "B", "wh", 1)
+        await bus.publish(of_type(await outbox_rows(c), "inventory.stock_changed"))
+        assert (await next_state(connection, "A")).body["available"] == 5
+    await bus.close()

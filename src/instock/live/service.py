@@ -15,6 +15,7 @@ from instock.live.events import Update
 from instock.orders.events import OrderEvent
 from instock.platform import tracing
 from instock.platform.bus import Bus, Envelope
+from instock.platform.bus.base import GAP
 from instock.platform.bus.envelope import event_time
 from instock.platform.errors import NotFound
 from instock.platform.retry import keep_running
@@ -70,6 +71,7 @@ class LiveHub:
         self.on_event = on_event  # told every valid event heard
         self._by_sku: dict[str, set[Connection]] = {}
         self._by_topic: dict[str, set[Connection]] = {}
+        self._resyncs: set[asyncio.Task[None]] = set()
 
     async def run(self) -> None:
         """Listen to the bus for the life of the process; reconnects are the adapter's job,
@@ -78,7 +80,32 @@ class LiveHub:
 
     async def _listen(self) -> None:
         async for envelope in self.bus.listen():
-            self.dispatch(envelope)
+            if envelope.get("type") == GAP:
+                self._resync_soon()
+            else:
+                self.dispatch(envelope)
+
+    def _resync_soon(self) -> None:
+        # In a task: the listener keeps reading while the snapshots are read, and a newer
+        # event it hears meanwhile wins over an older snapshot (versions only move forward).
+        task = asyncio.create_task(self.resync())
+        self._resyncs.add(task)
+        task.add_done_callback(self._resyncs.discard)
+
+    async def resync(self) -> None:
+        """Offer every watched SKU's current state again: this process's listener may have
+        missed changes (a broker reconnect, or it fell behind), and a client must never be left
+        on a count that is no longer true. Clients that already have a version lose nothing."""
+        skus = list(self._by_sku)
+        log.info("live_resync", skus=len(skus))
+        for sku in skus:
+            try:
+                update = await self.snapshot(sku)
+            except Exception:  # the store is down too: the next gap or change will tell
+                log.exception("live_resync_failed", sku=sku)
+                return
+            for connection in list(self._by_sku.get(sku, ())):
+                connection.offer(update)
 
     def dispatch(self, envelope: Envelope) -> None:
         # The push to this process's SSE, WebSocket and GraphQL subscribers, in the trace of

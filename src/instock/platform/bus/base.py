@@ -11,6 +11,10 @@ Two ways to read:
 - `listen()`: an ephemeral fan-out. Every listener sees every message published after it started;
   nothing is stored for it. Each API process uses one for live push.
 `history(since)` reads what the bus keeps from a point in time up to now, for replays.
+
+A listener may miss messages: one that falls behind loses the oldest, and one whose connection
+dropped misses what was published meanwhile. It is then told so by an envelope of type `GAP`
+(no data), so that a reader holding state built from the stream reads that state afresh.
 """
 
 from __future__ import annotations
@@ -22,6 +26,11 @@ from datetime import datetime
 from typing import Any
 
 Envelope = dict[str, Any]
+GAP = "instock.bus.listen_gap"  # what listen() yields where this listener may have missed some
+
+
+def gap() -> Envelope:
+    return {"type": GAP, "id": None, "data": {}}
 
 
 @dataclass(eq=False)
@@ -55,7 +64,8 @@ class Bus(ABC):
 
     @abstractmethod
     def listen(self) -> AsyncIterator[Envelope]:
-        """Every message published from now on, to this listener only, forever."""
+        """Every message published from now on, to this listener only, forever; a `GAP`
+        envelope where some may have been missed (see the module's docstring)."""
 
     @abstractmethod
     def history(self, since: datetime) -> AsyncIterator[Envelope]:

@@ -11,7 +11,7 @@ from urllib.parse import parse_qs, urlsplit
 import orjson
 import structlog
 
-from instock.platform.bus.base import Envelope
+from instock.platform.bus.base import Envelope, gap
 from instock.platform.retry import retry
 
 log = structlog.get_logger(__name__)
@@ -103,6 +103,7 @@ class Mailbox:
         self._ready = asyncio.Event()
         self.closed = False
         self.dropped = 0
+        self.missed = False  # the connection dropped: what was published meanwhile is lost
 
     def put(self, item: str | bytes) -> None:
         if len(self._items) == self._items.maxlen:
@@ -114,23 +115,33 @@ class Mailbox:
         self.closed = True
         self._ready.set()
 
+    def reconnected(self) -> None:
+        """The connection came back: the reader is told it may have missed messages."""
+        self.missed = True
+        self._ready.set()
+
     async def get(self) -> str | bytes | None:
         """The next message, or None once closed. One reader per mailbox."""
         while not self.closed:
             if self._items:
                 return self._items.popleft()
+            if self.missed:
+                return b""  # nothing to read, but messages() has a gap to report
             self._ready.clear()
             await self._ready.wait()
         return None
 
     async def messages(self) -> AsyncIterator[Envelope]:
-        """Decode until closed, reporting what was dropped while this reader lagged."""
+        """Decode until closed; a GAP envelope where messages were dropped (this reader lagged)
+        or missed (the connection was down)."""
         while (item := await self.get()) is not None:
-            if self.dropped:
-                log.warning("bus.listener_dropped", dropped=self.dropped,
-                            reason="listener fell behind; oldest messages were dropped")
-                self.dropped = 0
-            if (envelope := decode(item, source="listen")) is not None:
+            if self.dropped or self.missed:
+                log.warning("bus.listener_gap", dropped=self.dropped, reconnected=self.missed,
+                            reason="oldest messages dropped (listener fell behind) or missed "
+                                   "(connection was down)")
+                self.dropped, self.missed = 0, False
+                yield gap()
+            if item and (envelope := decode(item, source="listen")) is not None:
                 yield envelope
 
 

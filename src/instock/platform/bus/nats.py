@@ -10,9 +10,10 @@ One stream (default "INSTOCK", created if missing: file storage, limits retentio
   ack_wait has passed since it was fetched; the first member to create the group fixes its
   ack_wait and start. Group names must be valid NATS names (no ".", "*", ">" or whitespace).
 - listen: a core NATS subscription on the stream's subjects feeding a bounded mailbox that drops
-  the oldest message when the listener falls behind (see memory.Mailbox). Being core NATS, a
-  listener misses what is published while its connection is down, and sees a relay's duplicate
-  re-publish that the stream itself discarded.
+  the oldest message when the listener falls behind (see common.Mailbox). Being core NATS, a
+  listener misses what is published while its connection is down (it is told so by a GAP
+  envelope after the reconnection), and sees a relay's duplicate re-publish that the stream
+  itself discarded.
 - history: an ephemeral pull consumer from `since` (the stream's own timestamps), read until
   the stream's last sequence at call time.
 Transient errors in consume()/listen() are logged and retried with backoff; publish() and
@@ -107,7 +108,7 @@ class NatsBus(Bus):
                     await asyncio.wait_for(nc.connect(
                         self._servers, name="instock", max_reconnect_attempts=-1,
                         reconnect_time_wait=1, error_cb=_on_error,
-                        disconnected_cb=_on_disconnected, reconnected_cb=_on_reconnected),
+                        disconnected_cb=_on_disconnected, reconnected_cb=self._on_reconnected),
                         CONNECT_TIMEOUT)
                     js = nc.jetstream()
                     await self._ensure_stream(js)
@@ -294,6 +295,11 @@ class NatsBus(Bus):
         with contextlib.suppress(Exception):
             await cleanup
 
+    async def _on_reconnected(self) -> None:
+        log.info("bus.nats_reconnected")
+        for box in self._mailboxes:  # core NATS kept nothing for them while the link was down
+            box.reconnected()
+
     async def ping(self) -> None:
         await self._connect()  # connects first if no one has yet
         assert self._nc is not None
@@ -318,5 +324,3 @@ async def _on_disconnected() -> None:
     log.warning("bus.nats_disconnected")
 
 
-async def _on_reconnected() -> None:
-    log.info("bus.nats_reconnected")
