@@ -43,13 +43,16 @@ class Ranker:
 
     @staticmethod
     def _kth_largest(scores: FloatArray, k: int) -> float:
-        # Most models score few items above 0; partitioning a mass of equal zeros is slow.
+        # Most models score few items above 0; partitioning a mass of equal zeros is slow. And
+        # numpy's introselect is pathological when asked for index n-k of an array with few
+        # distinct values (a popularity count: 7 ms for 45,000 items, not 0.4): select the
+        # (k-1)th of the negated array instead, as everywhere else here.
         positive = scores[scores > 0]
         if len(positive) >= k:
-            return float(np.partition(positive, len(positive) - k)[len(positive) - k])
+            return -float(np.partition(-positive, k - 1)[k - 1])
         if not np.any(scores < 0):
             return 0.0
-        return float(np.partition(scores, len(scores) - k)[len(scores) - k])
+        return -float(np.partition(-scores, k - 1)[k - 1])
 
 
 @dataclass
