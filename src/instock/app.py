@@ -249,7 +249,8 @@ def build(settings: Settings | None = None, span_exporter: SpanExporter | None =
         db, grouped_cache(settings.redis_url, settings.recs_cache_ttl_seconds,
                           f"recs:{db.url.database}"),
         RecsSettings(settings.recs_cache_ttl_seconds, settings.recs_refit_seconds,
-                     settings.recs_history_limit, settings.recs_artefacts))
+                     settings.recs_history_limit, settings.recs_artefacts,
+                     settings.recs_fit_budget_seconds))
     experiments = ExperimentsService(db, models=MODEL_NAMES,
                                      stored_actions=recommendations.actions_of)
     # Each list names the experiment variant its shopper is in (set here: each needs the other).

@@ -154,6 +154,9 @@ class Settings(BaseSettings):
     recs_refit_seconds: float = Field(default=600.0, gt=0)
     recs_history_limit: int = Field(default=500_000, ge=1)
     recs_cache_ttl_seconds: float = Field(default=60.0, gt=0)
+    # How long a refit may search for better components and hyper-parameters than the base
+    # configuration (whose weights are always tuned). Its thread shares the GIL with requests.
+    recs_fit_budget_seconds: float = Field(default=15.0, ge=0, le=3600)
     # Statistics trained offline (`instock recs train --out DIR`, kept current by `instock recs
     # stream`): when the artefact exists, each refit takes its counts instead of the history's.
     recs_artefacts: Path | None = None

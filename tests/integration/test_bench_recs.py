@@ -25,7 +25,8 @@ class Silent:
 
 def test_a_small_run_reports_its_shape_and_every_sold_out_is_gone(tmp_path: Path) -> None:
     plan = recs.Plan(items=2000, rate=50, seconds=3, shoppers=200, event_rate=10, probes=3,
-                     database="sqlite+aiosqlite:///bench.db", redis=None, workdir=tmp_path)
+                     database="sqlite+aiosqlite:///bench.db", redis=None, workdir=tmp_path,
+                     fit_budget_seconds=0)  # the base configuration: CI time, not the best blend
     result = run_loop(recs.run(plan, Silent()))
     report = result.report
     assert report["catalogue_items"] == 2000 and report["backend"] == "sqlite"
@@ -64,7 +65,7 @@ def test_a_fleet_run_spreads_shoppers_over_its_servers_and_its_worker_relays(
     assert PG_URL is not None and FLEET_BUS is not None
     plan = recs.Plan(items=2000, rate=50, seconds=3, shoppers=200, event_rate=10, probes=3,
                      database=PG_URL, redis=None, workdir=tmp_path, servers=2, bus=FLEET_BUS,
-                     worker=True)
+                     worker=True, fit_budget_seconds=0)
     report = run_loop(recs.run(plan, Silent())).report
     assert (report["servers"], report["worker"], report["backend"]) == (2, True, "postgresql")
     assert report["errors"] == 0, report["error_kinds"]

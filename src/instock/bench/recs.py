@@ -117,6 +117,7 @@ class Plan:
     bus: str = "memory://"  # several servers need a shared one (nats:// or redis://)
     worker: bool = False  # the relay, consumers, sweeper... in `instock worker all`, not the API
     tune_gc: bool = False  # freeze the bench's own heap once seeded (the CLI; not in tests)
+    fit_budget_seconds: float | None = None  # the servers' refit search (None: their default)
 
     @property
     def history_events(self) -> int:
@@ -289,6 +290,8 @@ async def _servers(plan: Plan, database_url: str) -> AsyncIterator[list[str]]:
                INSTOCK_BUS_URL=bus, **BENCH_SERVER_ENV)
     if plan.redis:
         env["INSTOCK_REDIS_URL"] = plan.redis
+    if plan.fit_budget_seconds is not None:
+        env["INSTOCK_RECS_FIT_BUDGET_SECONDS"] = str(plan.fit_budget_seconds)
     api_env = {**env, **api_only_env()} if plan.worker else env
     with contextlib.ExitStack() as running:
         started = []

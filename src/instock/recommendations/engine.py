@@ -501,7 +501,8 @@ class Engine:
 
 
 def fit(snapshot: Snapshot, history: Sequence[Mapping[str, Any]], k: int = 20,
-        trained: Artefacts | None = None) -> tuple[Hybrid, FitReport]:
+        trained: Artefacts | None = None, budget_seconds: float = FIT_BUDGET_SECONDS
+        ) -> tuple[Hybrid, FitReport]:
     """Fit (and, with enough history, tune) a new hybrid; CPU work for a thread.
 
     Weights are tuned on a time split of the stored history (the last 20% of time as
@@ -520,7 +521,7 @@ def fit(snapshot: Snapshot, history: Sequence[Mapping[str, Any]], k: int = 20,
     if tuned:
         from instock.recommendations.evaluate import tune_hybrid  # loaders: not on every import
 
-        chosen = tune_hybrid(split, positions, k, budget_seconds=FIT_BUDGET_SECONDS)
+        chosen = tune_hybrid(split, positions, k, budget_seconds=budget_seconds)
         weights, changes = chosen.weights, chosen.changes
     hybrid = Hybrid(serving_components(span, changes), weights)
     hybrid.fit(log)

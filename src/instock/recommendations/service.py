@@ -154,6 +154,7 @@ class RecsSettings:
     refit_seconds: float = 600.0
     history_limit: int = 500_000
     artefacts: Path | None = None  # published by `instock recs train`, read at every refit
+    fit_budget_seconds: float = eng.FIT_BUDGET_SECONDS  # a refit's search for variants
 
 
 Assign = Callable[[str], Awaitable[Assignment | None]]
@@ -342,7 +343,8 @@ class RecommendationsService:
         trained = None
         if self.settings.artefacts is not None and self.settings.artefacts.exists():
             trained = await asyncio.to_thread(artefacts.load, self.settings.artefacts)
-        hybrid, report = await asyncio.to_thread(eng.fit, snapshot, history, trained=trained)
+        hybrid, report = await asyncio.to_thread(eng.fit, snapshot, history, trained=trained,
+                                                 budget_seconds=self.settings.fit_budget_seconds)
         self.engine.install(hybrid)
         keep_out_of_collections()
         log.info("recs_fitted", events=report.events, seconds=report.seconds,
