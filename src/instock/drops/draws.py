@@ -36,7 +36,8 @@ from instock.platform.db import Database, utcnow
 from instock.platform.ids import new_id
 
 ENTRIES = Counter("instock_drop_draw_entries_total",
-                  "Draw entries taken, by the bot scoring's decision (admit, review)",
+                  "Draw entry asks scored by the bot rules, by decision: admit and review "
+                  "take an entry, refuse takes none",
                   ["decision"])
 WINNERS = Counter("instock_drop_draw_winners_total", "Entrants drawn as winners of a draw")
 ROLLOVERS = Counter("instock_drop_draw_rollovers_total",
