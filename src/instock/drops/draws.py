@@ -124,14 +124,18 @@ class DrawService:
                 return Entered(held.entry_id, held.decision == bots.Decision.REVIEW.value)
             if keyed is not None and await store.fingerprint_taken(conn, drop.id, keyed):
                 raise DropEntryDuplicate(drop.id)
-            await store.add_entry(conn, drop.id, customer_id, new_id(), now,
-                                  fingerprint=keyed, decision=verdict.decision.value,
-                                  verdict=verdict.as_json(), client_key=client_key)
-            found = await store.entry_of(conn, drop.id, customer_id)
-            if found is None:  # a concurrent entry took the fingerprint first
-                raise DropEntryDuplicate(drop.id)
+            entry_id = new_id()
+            if not await store.add_entry(conn, drop.id, customer_id, entry_id, now,
+                                         fingerprint=keyed, decision=verdict.decision.value,
+                                         verdict=verdict.as_json(), client_key=client_key):
+                # A concurrent ask of this customer entered first (theirs stands), or another
+                # customer's took the fingerprint.
+                found = await store.entry_of(conn, drop.id, customer_id)
+                if found is None:
+                    raise DropEntryDuplicate(drop.id)
+                return Entered(found.entry_id, found.decision == bots.Decision.REVIEW.value)
         ENTRIES.labels(verdict.decision.value).inc()
-        return Entered(found.entry_id, found.decision == bots.Decision.REVIEW.value)
+        return Entered(entry_id, verdict.decision is bots.Decision.REVIEW)
 
     # -- the draw ------------------------------------------------------------------------
 

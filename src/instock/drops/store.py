@@ -236,12 +236,14 @@ def _entry(row: Any) -> EntryRow:
 
 async def add_entry(conn: AsyncConnection, drop_id: str, customer_id: str, entry_id: str,
                     at: datetime, *, fingerprint: str | None, decision: str,
-                    verdict: dict[str, Any] | None, client_key: str | None) -> None:
-    """Enter, unless the customer (or the fingerprint) already did: the first entry stands."""
-    await conn.execute(dialect_insert(conn, drop_entries).on_conflict_do_nothing(), [{
+                    verdict: dict[str, Any] | None, client_key: str | None) -> bool:
+    """Enter, unless the customer (or the fingerprint) already did: the first entry stands.
+    False when one did (a concurrent ask won)."""
+    done = await conn.execute(dialect_insert(conn, drop_entries).on_conflict_do_nothing(), [{
         "entry_id": entry_id, "drop_id": drop_id, "customer_id": customer_id,
         "fingerprint": fingerprint, "arrived_at": at, "decision": decision,
         "verdict": verdict, "client_key": client_key, "asks": 1}])
+    return done.rowcount == 1
 
 
 async def entry_of(conn: AsyncConnection, drop_id: str, customer_id: str) -> EntryRow | None:
