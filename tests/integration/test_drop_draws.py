@@ -229,6 +229,11 @@ async def test_one_entry_per_identity_and_bad_input_changes_nothing(
     for_d1 = await client.post(f"/v1/drops/{drop['id']}/entries", json={"customer_id": "d1"},
                                headers=auth(app, Role.SERVICE))
     assert for_d1.status_code == 201 and for_d1.json()["entry"] == mine
+    # No proof of work: held for review, kept out of the draw, and it says so.
+    bare = await client.post(f"/v1/drops/{drop['id']}/entries", json={},
+                             headers={**auth(app, Role.CUSTOMER, "d3"), **BROWSER_HEADERS})
+    assert bare.status_code == 201 and bare.json()["held_for_review"] is True, bare.text
+    assert (await standing(http, drop["id"], bare.json()["entry"], "d3"))["status"] == "held"
     # A customer enters for itself only.
     assert (await client.post(f"/v1/drops/{drop['id']}/entries", json={"customer_id": "d9"},
                               headers=auth(app, Role.CUSTOMER, "d1"))).status_code == 403
@@ -247,7 +252,7 @@ async def test_one_entry_per_identity_and_bad_input_changes_nothing(
     refused(await enter(http, fc["id"], "d1"), 409, "drop-entries-closed", "entries_close_at")
     async with app.state.drops.db.read() as conn:
         rows = (await conn.execute(sa.select(store.drop_entries.c.customer_id))).scalars()
-        assert sorted(rows) == ["d1", "d2"]
+        assert sorted(rows) == ["d1", "d2", "d3"]
 
 
 @pytest.mark.parametrize(("change", "field"), [

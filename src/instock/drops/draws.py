@@ -242,7 +242,7 @@ class DrawService:
         now = self.clock()
         if drop_id is None:
             async with self.db.read() as conn:
-                ids = await store.drawn_live_drops(conn, now)
+                ids = [drop.id for drop in await store.drawn_live_drops(conn, now)]
         else:
             ids = [drop_id]
         told = 0
@@ -291,7 +291,10 @@ class DrawService:
             return
         skus = {str(line["sku"]) for line in data.get("lines", [])}
         at = datetime.fromisoformat(str(envelope["time"]))
-        for drop in await store.drawn_drops_entered_by(conn, str(customer)):
-            if skus & set(drop.skus):
+        # The few drawn drops first, then the entry by its unique key: never a scan of the
+        # entries by customer for each of inventory's reservations.
+        for drop in await store.drawn_live_drops(conn, at):
+            if (skus & set(drop.skus)
+                    and await store.entry_of(conn, drop.id, str(customer)) is not None):
                 await store.add_claim(conn, drop.id, str(customer), at,
                                       str(data["reservation_id"]))

@@ -314,12 +314,11 @@ async def get_draw(conn: AsyncConnection, drop_id: str) -> DrawRow | None:
                                             row.slots, list(row.entries), list(row.draw_order))
 
 
-async def drawn_drops_entered_by(conn: AsyncConnection, customer_id: str) -> list[model.Drop]:
-    """The drawn drops this customer entered: where a reservation of theirs may claim a right."""
+async def drawn_live_drops(conn: AsyncConnection, now: datetime) -> list[model.Drop]:
+    """The drops drawn and not over: a handful at a time, where rights are being claimed."""
     rows = await conn.execute(sa.select(drops).join(
-        drop_entries, drop_entries.c.drop_id == drops.c.id).join(
         drop_draws, drop_draws.c.drop_id == drops.c.id).where(
-        drop_entries.c.customer_id == customer_id))
+        sa.or_(drops.c.ends_at.is_(None), drops.c.ends_at > now)))
     return [_drop(row) for row in rows]
 
 
@@ -337,10 +336,3 @@ async def claims(conn: AsyncConnection, drop_id: str) -> dict[str, datetime]:
                               drop_entries.c.customer_id == drop_claims.c.customer_id)).where(
         drop_claims.c.drop_id == drop_id))
     return {row.entry_id: row.claimed_at for row in rows}
-
-
-async def drawn_live_drops(conn: AsyncConnection, now: datetime) -> list[str]:
-    rows = await conn.execute(sa.select(drops.c.id).join(
-        drop_draws, drop_draws.c.drop_id == drops.c.id).where(
-        sa.or_(drops.c.ends_at.is_(None), drops.c.ends_at > now)))
-    return list(rows.scalars())
