@@ -39,6 +39,10 @@ from tests.integration.test_drops import (
 from tests.support import BROWSER_HEADERS, make_settings
 
 BULK = 5_000
+GRAPH = """query($drop: String!, $entry: String!) {
+  drawEntry(dropId: $drop, entryId: $entry) { status rank dropPass claimUntil claimed }
+  dropDraw(dropId: $drop) { seed winners algorithm }
+}"""
 
 
 @pytest.fixture
@@ -173,6 +177,16 @@ async def test_winners_passes_admit_and_an_unclaimed_right_rolls_over(
     assert states[first]["status"] == "won" and states[first]["pass"]
     assert states[first]["rank"] == 1 and states[first]["claim_until"]
     assert states[third]["status"] == "waiting" and states[third]["pass"] is None
+
+    # GraphQL answers the same: the entry's standing with its pass, the published draw.
+    graph = await client.post("/graphql", headers=auth(app, Role.CUSTOMER, first), json={
+        "query": GRAPH, "variables": {"drop": drop["id"], "entry": order[0]}})
+    assert graph.status_code == 200 and "errors" not in graph.json(), graph.text
+    mine = graph.json()["data"]["drawEntry"]
+    assert (mine["status"], mine["rank"], mine["claimed"]) == ("won", 1, False)
+    assert mine["dropPass"] and mine["claimUntil"]
+    assert graph.json()["data"]["dropDraw"]["seed"] == drawn.json()["seed"]
+    assert graph.json()["data"]["dropDraw"]["winners"] == order[:2]
 
     # The winner's pass lets their reservation through; no pass, or another's, does not.
     assert (await reserve(http, first, "roll-1", states[first]["pass"])).status_code == 201
