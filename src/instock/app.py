@@ -168,7 +168,8 @@ class Container:
             "payments": [PAYMENT_EVENTS], "experiments": [CONVERSIONS],
             "customers": [self.customers.poll_answers_consumer(),
                           self.customers.behaviour_consumer()],
-            "analytics": [self.analytics.consumer()]}
+            "analytics": [self.analytics.consumer()],
+            "drops": [self.drops.draws.claims_consumer()]}
         return {spec.name: spec for context, specs in by_context.items()
                 if context in contexts for spec in specs}
 

@@ -18,6 +18,7 @@ from instock.analytics.graphql import AnalyticsQuery
 from instock.catalog.graphql import CatalogQuery
 from instock.config import Settings
 from instock.customers.graphql import CustomersMutation, CustomersQuery
+from instock.drops.graphql import DropsQuery
 from instock.experiments.graphql import ExperimentsQuery
 from instock.inventory.graphql import InventoryMutation, InventoryQuery
 from instock.live.graphql import LiveSubscription
@@ -50,7 +51,7 @@ GRAPHQL_DOCUMENTS = 1000  # distinct query documents kept parsed and validated
 QUERIES = (("catalog", CatalogQuery), ("inventory", InventoryQuery), ("orders", OrdersQuery),
            ("recommendations", RecommendationsQuery), ("experiments", ExperimentsQuery),
            ("webhooks", WebhooksQuery), ("customers", CustomersQuery), ("polls", PollsQuery),
-           ("analytics", AnalyticsQuery))
+           ("analytics", AnalyticsQuery), ("drops", DropsQuery))
 MUTATIONS = (("inventory", InventoryMutation), ("orders", OrdersMutation),
              ("recommendations", RecommendationsMutation), ("waitlist", WaitlistMutation),
              ("customers", CustomersMutation), ("polls", PollsMutation))

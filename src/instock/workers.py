@@ -38,6 +38,13 @@ async def run_stockout_alerts(container: Container) -> None:
         pause=settings.analytics_alert_seconds)
 
 
+async def run_draw_announcer(container: Container, every: float = 5.0) -> None:
+    """Tell entrants of drawn drops of the rights that rolled over to them (drop.won.v1, once
+    each). Every few seconds: a right holds from its window's start whether or not it has been
+    announced, so a late announcement costs the winner only notice."""
+    await keep_running(container.drops.draws.announce, "draw_announcer", pause=every)
+
+
 async def publish_refusals(inventory: InventoryService, every: float = 5.0) -> None:
     """An API process publishes the demand it refused for want of stock, every few seconds
     (whatever duties it runs: the counts are its own)."""
@@ -105,6 +112,8 @@ def worker_duties(container: Container) -> list[Coroutine[Any, Any, None]]:
                     for name in container.consumer_specs(served))
         if "channels" in served:
             work.append(run_channel_worker(container))
+        if "drops" in served:
+            work.append(run_draw_announcer(container))
         if "analytics" in served:
             work.append(run_analytics_upkeep(container))
             work.append(run_stockout_alerts(container))

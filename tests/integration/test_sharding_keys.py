@@ -91,6 +91,9 @@ TABLES: dict[str, tuple[str, str]] = {
     "drops": (LOCAL, "drops, read by id (a shop runs a handful at a time)"),
     "drop_tickets": (LOCAL, "a drop's waiting room, by drop and customer; positions are "
                             "counted across it"),
+    "drop_entries": (LOCAL, "a draw drop's entries, by drop and customer or fingerprint"),
+    "drop_draws": (LOCAL, "a drop's stored draw, by drop"),
+    "drop_claims": (LOCAL, "entrants who reserved a draw drop's SKUs, by drop and customer"),
     "polls": (LOCAL, "polls, read by id"),
     "poll_answers": (LOCAL, "answers by poll and session or customer"),
     "poll_choices": (LOCAL, "an answer's choices"),

@@ -113,6 +113,17 @@ def test_events_make_notifications_once_per_recipient_reason_subject_and_channel
                             staff_channels=frozenset()) == []
 
 
+def test_a_drop_win_mails_the_entrant_once_per_entry() -> None:
+    won = {"drop_id": "d1", "entry_id": "e1", "customer_id": "c1", "rank": 4,
+           "rolled_over": True, "skus": ["s1"], "claim_until": "2026-12-07T12:15:00+00:00"}
+    made = model.from_event("drop.won.v1", won, lambda: "n1", NOW,
+                            customer_channels=frozenset({"email", "sms"}),
+                            staff_channels=frozenset())
+    assert [(n.recipient, n.reason, n.subject, n.cause, n.channel) for n in made] == [
+        ("c1", "drop_won", "d1", "e1", "email")]
+    assert made[0].transactional and made[0].data["rolled_over"] is True
+
+
 def test_message_id_is_the_notifications_own() -> None:
     assert model.message_id("0190-ab", "instock <shop@brand.example>") == "<0190-ab@brand.example>"
     assert model.message_id("x", "shop@a.b") == model.message_id("x", "shop@a.b")
@@ -137,14 +148,15 @@ def test_pace_spaces_sends() -> None:
 
 
 @pytest.mark.parametrize("reason", ["back_in_stock", "order_confirmation", "order_shipped",
-                                    "order_refunded", "low_stock", "sold_out"])
+                                    "order_refunded", "low_stock", "sold_out", "drop_won"])
 def test_every_packaged_template_renders_and_html_is_escaped(reason: str) -> None:
     from instock.notifications.templates import Templates
 
     context = {"sku": "<b>S</b>", "available": 3, "threshold": 5, "order_id": "o-1",
                "total": "59.90", "currency": "EUR", "lines": [{"sku": "S", "quantity": 1}],
                "name": "Ann <script>", "unsubscribe_url": "https://x.example/u?token=t",
-               "shop_url": "https://x.example"}
+               "shop_url": "https://x.example", "drop_id": "d-1", "skus": ["<i>S</i>"],
+               "claim_until": "2026-12-07T12:15:00+00:00", "rolled_over": True}
     rendered = Templates().render(reason, "email", context)
     assert rendered.subject and "\n" not in rendered.subject
     assert rendered.html is not None and "<script>" not in rendered.html

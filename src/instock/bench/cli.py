@@ -448,6 +448,26 @@ def bench_privacy(
     typer.echo(json.dumps(report, indent=2) if json_out else report)
 
 
+@bench_app.command("draws")
+def bench_draws(
+    entries: int = typer.Option(5000, "--entries", min=1, help="entrants, one by one"),
+    units: int = typer.Option(100, "--units", min=0, help="units available: the winners"),
+    reads: int = typer.Option(500, "--reads", min=1, help="standings read after the draw"),
+    database: str = typer.Option(
+        "sqlite+aiosqlite:///bench.db", "--database", envvar="INSTOCK_DATABASE_URL",
+        help="chooses the backend; the bench creates a fresh database there"),
+    json_out: bool = typer.Option(True, "--json/--no-json"),
+) -> None:
+    """A draw drop's cost: entries per second through the service, the draw over them, and an
+    entrant's standing afterwards (p50/p99 in ms)."""
+    from instock.bench import draws
+
+    with tempfile.TemporaryDirectory() as workdir, _progress() as bar:
+        report = run_loop(draws.run(database, Path(workdir), entries, units, reads,
+                                    _Reporter(bar)))
+    typer.echo(json.dumps(report, indent=2) if json_out else report)
+
+
 @bench_app.command("notifications")
 def bench_notifications(
     count: int = typer.Option(1000, "--count", min=1, help="back-in-stock mails to send"),

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Path, Request
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from instock.drops import model
+from instock.drops.draws import Published
 from instock.drops.service import DropsService, Entry
 from instock.platform.auth import STAFF, Principal, Role, requires
 from instock.platform.errors import problem_responses
@@ -45,6 +46,14 @@ class DropIn(BaseModel):
                                      description="the channels it sells on; none: every one")
     ends_at: AwareDatetime | None = Field(None, description=(
         "when its SKUs are sold as any others again; none: they stay gated"))
+    entries_close_at: AwareDatetime | None = Field(None, description=(
+        "draw mode (required there): entries are taken until then, at or before starts_at"))
+    draw_winners: int | None = Field(None, ge=1, le=1_000_000, description=(
+        "draw mode: how many win; none: as many as units available at the draw"))
+    claim_seconds: float = Field(model.DEFAULT_CLAIM_SECONDS, gt=0,
+                                 le=model.MAX_CLAIM_SECONDS, allow_inf_nan=False,
+                                 description=("draw mode: how long a winner has to reserve "
+                                              "before the right passes to the next drawn"))
 
 
 class DropOut(BaseModel):
@@ -56,6 +65,9 @@ class DropOut(BaseModel):
     per_customer_limit: int | None
     channels: list[str]
     ends_at: datetime | None
+    entries_close_at: datetime | None
+    draw_winners: int | None
+    claim_seconds: float
     created_at: datetime
 
 
@@ -97,7 +109,9 @@ def render(drop: model.Drop) -> DropOut:
     return DropOut(id=drop.id, skus=list(drop.skus), starts_at=drop.starts_at,
                    mode=drop.mode.value, admit_per_second=drop.admit_per_second,
                    per_customer_limit=drop.per_customer_limit, channels=list(drop.channels),
-                   ends_at=drop.ends_at, created_at=drop.created_at)
+                   ends_at=drop.ends_at, entries_close_at=drop.entries_close_at,
+                   draw_winners=drop.draw_winners, claim_seconds=drop.claim_seconds,
+                   created_at=drop.created_at)
 
 
 @router.post("", status_code=201, response_model=DropOut, responses=problem_responses(409))
@@ -111,7 +125,9 @@ async def schedule_drop(body: DropIn, request: Request,
         admit_per_second=body.admit_per_second, per_customer_limit=body.per_customer_limit,
         channels=tuple(dict.fromkeys(body.channels)), ends_at=body.ends_at, seed="",
         created_at=body.starts_at,  # the service stamps its own
-        created_by=f"{principal.role.value}:{principal.subject}")
+        created_by=f"{principal.role.value}:{principal.subject}",
+        entries_close_at=body.entries_close_at, draw_winners=body.draw_winners,
+        claim_seconds=body.claim_seconds)
     return render(await drops.schedule(drop, correlation_id(request)))
 
 
@@ -135,6 +151,16 @@ async def challenge(drop_id: CallerId, customer_id: CallerId | None = None,
 SCORED_HEADERS = ("user-agent", "accept-language", "sec-ch-ua")
 
 
+def scored(request: Request, principal: Principal, body: TicketIn | None) -> Entry:
+    """What the bot scoring reads of a ticket or entry request. The headers and address are
+    the shopper's only when the shopper's own client calls; a service acting for them (the
+    storefront's server) is judged by the proof alone."""
+    own = principal.is_customer
+    return Entry(body.challenge if body else None, body.solution if body else None,
+                 {h: request.headers.get(h, "") for h in SCORED_HEADERS} if own else None,
+                 request.client.host if own and request.client else None)
+
+
 @router.post("/{drop_id}/tickets", status_code=201, response_model=TicketOut,
              responses=problem_responses(409))
 async def take_ticket(drop_id: CallerId, request: Request, body: TicketIn | None = None,
@@ -144,13 +170,7 @@ async def take_ticket(drop_id: CallerId, request: Request, body: TicketIn | None
     start shuffled among themselves. Asking again keeps the place. Scored for bots: send the
     solved challenge; a refusal (403 `drop-entry-refused`) says which rules it tripped."""
     customer = customer_of(principal, body.customer_id if body else None)
-    # The headers and address are the shopper's only when the shopper's own client calls; a
-    # service acting for them (the storefront's server) is judged by the proof alone.
-    own = principal.is_customer
-    entry = Entry(body.challenge if body else None, body.solution if body else None,
-                  {h: request.headers.get(h, "") for h in SCORED_HEADERS} if own else None,
-                  request.client.host if own and request.client else None)
-    ticket = await drops.take_ticket(drop_id, customer, entry)
+    ticket = await drops.take_ticket(drop_id, customer, scored(request, principal, body))
     return TicketOut(ticket=ticket.token, position=ticket.position)
 
 
@@ -166,3 +186,96 @@ async def ticket_standing(drop_id: CallerId, ticket: TicketToken,
                        admission_pass=admission.admission_pass, sold_out=standing.sold_out,
                        wait_seconds=round(standing.wait_seconds, 3),
                        held_for_review=admission.held_for_review)
+
+
+# -- draws -------------------------------------------------------------------------------------
+
+EntryId = Annotated[str, Path(min_length=1, max_length=64)]
+
+
+class EntryIn(TicketIn):
+    fingerprint: str | None = Field(None, min_length=8, max_length=256, description=(
+        "a stable fingerprint of the shopper's payment method or address (the storefront's); "
+        "one entry per fingerprint: another customer's entry with it is 409"))
+
+
+class EntryOut(BaseModel):
+    entry: str = Field(description="the entry's id: ask GET .../entries/{entry} after the draw")
+    held_for_review: bool = Field(description="the bot scoring held it: it is not drawn")
+
+
+class EntryStandingOut(BaseModel):
+    entry: str
+    status: str = Field(description=(
+        "waiting: not drawn yet, or a right may still roll over to it; won: holds (or used) "
+        "a right to reserve; expired: held one and let it lapse; lost: none left to reach "
+        "it; held: held for review, not drawn"))
+    rank: int | None = Field(description="its place in the draw's order, once a right reached it")
+    admission_pass: str | None = Field(serialization_alias="pass", description=(
+        "while the right is open: send it as the Drop-Pass header when reserving"))
+    claim_until: datetime | None = Field(description="when the right lapses unless used")
+    claimed: bool = Field(description="the entrant reserved the drop's SKUs within it")
+
+
+class DrawOut(BaseModel):
+    drop_id: str
+    seed: str = Field(description="secret until the draw; published with it")
+    drawn_at: datetime
+    algorithm: str
+    slots: int = Field(description="rights drawn: the first `slots` of the order win")
+    claim_seconds: float
+    entries: list[str] = Field(description="the entry ids drawn from, sorted")
+    winners: list[str] = Field(description="the first `slots` of the order, in order")
+    order: list[str] = Field(description="every entry in the draw's order: rollovers follow it")
+
+
+def render_draw(drawn: Published) -> DrawOut:
+    return DrawOut(drop_id=drawn.drop_id, seed=drawn.seed, drawn_at=drawn.drawn_at,
+                   algorithm=model.DRAW_ALGORITHM, slots=drawn.slots,
+                   claim_seconds=drawn.claim_seconds, entries=drawn.entries,
+                   winners=drawn.winners, order=drawn.order)
+
+
+@router.post("/{drop_id}/entries", status_code=201, response_model=EntryOut,
+             responses=problem_responses(409))
+async def enter_draw(drop_id: CallerId, request: Request, body: EntryIn | None = None,
+                     principal: Principal = Depends(SHOPPERS),
+                     drops: DropsService = Depends(service)) -> EntryOut:
+    """Enter a draw drop while its entries are open: one entry per customer (asking again
+    gives the same), and per fingerprint. Scored for bots as tickets are (send the solved
+    challenge); refused is 403 `drop-entry-refused`."""
+    customer = customer_of(principal, body.customer_id if body else None)
+    entered = await drops.draws.enter(drop_id, customer, scored(request, principal, body),
+                                      body.fingerprint if body else None)
+    return EntryOut(entry=entered.entry_id, held_for_review=entered.held_for_review)
+
+
+@router.get("/{drop_id}/entries/{entry_id}", response_model=EntryStandingOut)
+async def entry_standing(drop_id: CallerId, entry_id: EntryId,
+                         principal: Principal = Depends(SHOPPERS),
+                         drops: DropsService = Depends(service)) -> EntryStandingOut:
+    """The entry's standing now; while it holds a right, the pass to reserve with (good until
+    `claim_until`). An unknown entry is 404 `drop-entry-unknown`."""
+    got = await drops.draws.standing(drop_id, entry_id, principal.assert_acts_for)
+    return EntryStandingOut(entry=got.entry_id, status=got.status.value, rank=got.rank,
+                            admission_pass=got.admission_pass, claim_until=got.claim_until,
+                            claimed=got.claimed)
+
+
+@router.post("/{drop_id}/draw", response_model=DrawOut, responses=problem_responses(409))
+async def run_draw(drop_id: CallerId, request: Request,
+                   principal: Principal = Depends(MERCHANDISERS),
+                   drops: DropsService = Depends(service)) -> DrawOut:
+    """Draw the winners once the entries have closed (409 `drop-not-drawn` before). Drawing
+    again gives the same stored draw."""
+    drawn = await drops.draws.draw(drop_id, f"{principal.role.value}:{principal.subject}",
+                                   correlation_id(request))
+    return render_draw(drawn)
+
+
+@router.get("/{drop_id}/draw", response_model=DrawOut)
+async def get_draw(drop_id: CallerId, principal: Principal = Depends(READERS),
+                   drops: DropsService = Depends(service)) -> DrawOut:
+    """The draw with its seed, entries and order, for anyone to re-compute (`algorithm`); 409
+    `drop-not-drawn` before the draw."""
+    return render_draw(await drops.draws.published(drop_id))

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from instock.platform.errors import Conflict, Forbidden, ValidationFailed
+from instock.platform.errors import Conflict, Forbidden, NotFound, ValidationFailed
 
 HEADER = "Drop-Pass"
 
@@ -66,3 +66,47 @@ class DropEntryRefused(Forbidden):
                          verdict=verdict, errors=[{"field": "challenge" if any(
                              r["rule"].endswith("proof-of-work") for r in verdict["reasons"])
                              else "request", "reason": rules}])
+
+
+class DropEntriesClosed(Conflict):
+    """409: the draw's entry window has closed (or the drop takes no entries)."""
+
+    slug, title = "drop-entries-closed", "The drop takes no entries now"
+
+    def __init__(self, drop_id: str, reason: str) -> None:
+        super().__init__(f"drop {drop_id}: {reason}", drop_id=drop_id,
+                         errors=[{"field": "entries_close_at", "reason": reason}])
+
+
+class DropEntryDuplicate(Conflict):
+    """409: another customer entered this draw with the same payment method or address: one
+    entry per identity, so the second is refused (not merged into the first: it is someone
+    else's entry, and saying so is what lets a person who was wrongly matched ask support)."""
+
+    slug, title = "drop-entry-duplicate", "Already entered with this identity"
+
+    def __init__(self, drop_id: str) -> None:
+        super().__init__(f"drop {drop_id} has an entry with this fingerprint already",
+                         drop_id=drop_id, errors=[{
+                             "field": "fingerprint",
+                             "reason": "another customer entered with it"}])
+
+
+class DropEntryUnknown(NotFound):
+    """404: no such entry in this drop (forged, mistyped, or another drop's)."""
+
+    slug, title = "drop-entry-unknown", "No such entry"
+
+    def __init__(self, drop_id: str) -> None:
+        super().__init__(f"drop {drop_id} has no such entry", drop_id=drop_id,
+                         errors=[{"field": "entry", "reason": "no such entry in this drop"}])
+
+
+class DropNotDrawn(Conflict):
+    """409: the draw has not been made (its entries may still be open)."""
+
+    slug, title = "drop-not-drawn", "The draw has not been made"
+
+    def __init__(self, drop_id: str, reason: str) -> None:
+        super().__init__(f"drop {drop_id}: {reason}", drop_id=drop_id,
+                         errors=[{"field": "draw", "reason": reason}])

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -19,12 +20,14 @@ from instock.drops.events import DropScheduled
 
 MAX_SKUS = 100
 MAX_ADMIT_PER_SECOND = 100_000.0
+MAX_CLAIM_SECONDS = 7 * 86_400.0
+DEFAULT_CLAIM_SECONDS = 900.0
 
 
 class Mode(StrEnum):
     FIRST_COME = "first_come"  # at the start, anyone may reserve
     QUEUE = "queue"  # at the start, the waiting room admits shoppers at a rate
-    DRAW = "draw"  # at the start, the drawn winners may reserve (draws: a later slice)
+    DRAW = "draw"  # at the start, the drawn winners may reserve (model: draw order, rights)
 
 
 class InvalidDrop(ValueError):
@@ -54,6 +57,12 @@ class Drop:
     seed: str
     created_at: datetime
     created_by: str
+    # Draw mode: entries are taken until `entries_close_at` (at or before the start); then
+    # `draw_winners` are drawn (None: as many as units available at the draw), each with
+    # `claim_seconds` to reserve before their right rolls over to the next in the draw's order.
+    entries_close_at: datetime | None = None
+    draw_winners: int | None = None
+    claim_seconds: float = DEFAULT_CLAIM_SECONDS
 
     def started(self, now: datetime) -> bool:
         return now >= self.starts_at
@@ -82,6 +91,29 @@ def check_drop(drop: Drop) -> None:
         raise InvalidDrop("per_customer_limit", "must be 1 or more")
     if drop.ends_at is not None and drop.ends_at <= drop.starts_at:
         raise InvalidDrop("ends_at", "must be after starts_at")
+    check_draw(drop)
+
+
+def check_draw(drop: Drop) -> None:
+    """A draw needs its entry window closing at or before the start (the winners are known
+    when the SKUs open); the other modes take no entries."""
+    if drop.mode is not Mode.DRAW:
+        if drop.entries_close_at is not None:
+            raise InvalidDrop("entries_close_at", "only a draw drop takes entries")
+        if drop.draw_winners is not None:
+            raise InvalidDrop("draw_winners", "only a draw drop draws winners")
+        return
+    if drop.entries_close_at is None:
+        raise InvalidDrop("entries_close_at", "a draw drop needs its entry window's close")
+    if drop.entries_close_at.tzinfo is None:
+        raise InvalidDrop("entries_close_at", "must carry a time zone (RFC 3339)")
+    if drop.entries_close_at > drop.starts_at:
+        raise InvalidDrop("entries_close_at", "must be at or before starts_at")
+    if drop.draw_winners is not None and drop.draw_winners < 1:
+        raise InvalidDrop("draw_winners", "must be 1 or more")
+    if not math.isfinite(drop.claim_seconds) or not 0 < drop.claim_seconds <= MAX_CLAIM_SECONDS:
+        raise InvalidDrop("claim_seconds", f"must be more than 0 and at most "
+                                           f"{MAX_CLAIM_SECONDS:.0f}")
 
 
 # -- the waiting room's order ---------------------------------------------------------------
@@ -227,6 +259,95 @@ def overlapping(drop: Drop, live: list[Drop]) -> set[str]:
 def scheduled(drop: Drop) -> DropScheduled:
     return DropScheduled(drop_id=drop.id, skus=list(drop.skus), mode=drop.mode.value,
                          starts_at=drop.starts_at, ends_at=drop.ends_at,
+                         entries_close_at=drop.entries_close_at,
                          admit_per_second=drop.admit_per_second,
                          per_customer_limit=drop.per_customer_limit,
                          channels=list(drop.channels))
+
+
+# -- draws -------------------------------------------------------------------------------------
+
+DRAW_ALGORITHM = (
+    "hmac-sha256-sort-v1: rank every entry id by the lowercase hex of "
+    "HMAC-SHA256(key = the seed's UTF-8 bytes, message = the entry id's UTF-8 bytes), "
+    "ascending (ties by entry id); the first `slots` win, the rest follow in that order when "
+    "an unclaimed right rolls over")
+
+
+def draw_key(seed: str, entry_id: str) -> str:
+    return hmac.new(seed.encode(), entry_id.encode(), hashlib.sha256).hexdigest()
+
+
+def draw_order(seed: str, entry_ids: Sequence[str]) -> list[str]:
+    """The draw's order of `entry_ids` under `seed` (DRAW_ALGORITHM): the same for anyone who
+    has the published seed and entries, and no one can steer it without the seed, which stays
+    secret until the entries are closed and the draw is stored."""
+    return sorted(entry_ids, key=lambda entry: (draw_key(seed, entry), entry))
+
+
+@dataclass(frozen=True)
+class Right:
+    """An entrant's right to reserve: granted at `opens`, lapsing at `until` unless used."""
+
+    entry_id: str
+    rank: int  # 1-based, in the draw's order
+    opens: datetime
+    until: datetime
+    claimed: bool  # the entrant reserved the drop's SKUs before `until`
+
+
+@dataclass(frozen=True)
+class Rights:
+    granted: dict[str, Right]  # every right granted by now (open, used or lapsed), by entry
+    open: int  # rights open and not yet used now: while any, a rollover may reach further
+
+
+def rights(order: Sequence[str], slots: int, opens_at: datetime, window: timedelta,
+           claims: Mapping[str, datetime], now: datetime) -> Rights:
+    """Who holds a right to reserve at `now`, by arithmetic on the clock (like the queue's
+    `admitted_through`): the first `slots` of the order hold one from `opens_at` for `window`;
+    at the end of each window every right not used in it (no claim before its end) passes to
+    the next entrant in the order, for the next window. `claims` maps an entry to when it first
+    reserved; claims never change once made, so every process computes the same answer."""
+    granted: dict[str, Right] = {}
+    start, current, reached = opens_at, list(order[:slots]), min(slots, len(order))
+    open_now = 0
+    while current:
+        end = start + window
+        for entry in current:
+            at = claims.get(entry)
+            granted[entry] = Right(entry, len(granted) + 1, start, end,
+                                   at is not None and at < end)
+        if now < end:
+            open_now = sum(1 for entry in current if not granted[entry].claimed)
+            break
+        lapsed = sum(1 for entry in current if not granted[entry].claimed)
+        current = list(order[reached:reached + lapsed])
+        reached += len(current)
+        start = end
+    return Rights(granted, open_now)
+
+
+class EntryStatus(StrEnum):
+    WAITING = "waiting"  # not drawn yet, or a right may still roll over to it
+    WON = "won"  # holds a right now, or used one
+    LOST = "lost"  # no right, and none left to roll over
+    EXPIRED = "expired"  # held a right and let it lapse
+    HELD = "held"  # held for review by the bot scoring: not in the draw
+
+
+def entry_status(entry_id: str, drawn: Rights | None, now: datetime) -> EntryStatus:
+    if drawn is None:
+        return EntryStatus.WAITING
+    right = drawn.granted.get(entry_id)
+    if right is None:
+        return EntryStatus.WAITING if drawn.open else EntryStatus.LOST
+    if right.claimed or now < right.until:
+        return EntryStatus.WON
+    return EntryStatus.EXPIRED
+
+
+def claim_opens(drop: Drop, drawn_at: datetime) -> datetime:
+    """A winner's window opens at the draw, but no sooner than the start: nobody may reserve
+    the SKUs before it, so a window spent waiting for the start would be no window at all."""
+    return max(drawn_at, drop.starts_at)

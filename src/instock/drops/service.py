@@ -14,6 +14,7 @@ from prometheus_client import Counter
 
 from instock.catalog.service import CatalogService
 from instock.drops import bots, model, store
+from instock.drops.draws import DrawService
 from instock.drops.errors import DropEntryRefused, DropTicketInvalid
 from instock.drops.gate import DropGate, Gates
 from instock.drops.tokens import BadToken, DropTokens
@@ -75,6 +76,7 @@ class DropsService:
         self.settings = settings or DropSettings()
         self.clock = clock
         self.gate = DropGate(self._gates, tokens, self.settings.gate_refresh_seconds, clock)
+        self.draws = DrawService(db, inventory, tokens, self.get, self._verdict, clock)
 
     async def schedule(self, drop: model.Drop, correlation_id: str | None = None) -> model.Drop:
         """Store a new drop (its id, seed and creation time are ours) and publish it; 422
@@ -127,8 +129,10 @@ class DropsService:
 
     async def _verdict(self, conn: Any, drop: model.Drop, customer_id: str, entry: Entry,
                        client_key: str | None, now: datetime) -> bots.Verdict:
+        """The bot scoring of a ticket or (in a draw drop) an entry: the same rules."""
+        table = store.drop_entries if drop.mode is model.Mode.DRAW else store.drop_tickets
         asks, client_asks, others, since = await store.asking(conn, drop.id, customer_id,
-                                                              client_key)
+                                                              client_key, table)
         # Asks per minute since the shopper's first (a person asks once or twice); a minute
         # at least, so the first few asks are never a rate.
         minutes = max(1.0, (now - since).total_seconds() / 60) if since else 1.0
@@ -227,7 +231,7 @@ class DropsService:
 
     async def export_subject(self, customer_id: str) -> dict[str, Any]:
         async with self.db.read() as conn:
-            return {"drop_tickets": await store.export_customer(conn, customer_id)}
+            return dict(await store.export_customer(conn, customer_id))
 
     async def erase_subject(self, customer_id: str, pseudonym: str) -> None:
         async with self.db.write() as conn:

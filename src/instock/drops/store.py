@@ -6,6 +6,7 @@ same rows and gets the same answer, and a restart reorders no one."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -30,6 +31,10 @@ drops = sa.Table(
     sa.Column("seed", sa.String(64), nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("created_by", sa.String(200), nullable=False),  # staff, never a shopper
+    sa.Column("entries_close_at", UTCDateTime, nullable=True),  # draw mode
+    sa.Column("draw_winners", sa.Integer, nullable=True),
+    sa.Column("claim_seconds", sa.Float, nullable=False,
+              server_default=str(model.DEFAULT_CLAIM_SECONDS)),
 )
 
 drop_tickets = sa.Table(
@@ -55,13 +60,59 @@ sa.Index("ix_drop_tickets_place", drop_tickets.c.drop_id, drop_tickets.c.lane,
          drop_tickets.c.place_key)
 sa.Index("ix_drop_tickets_client", drop_tickets.c.drop_id, drop_tickets.c.client_key)
 
-PERSONAL_TABLES = frozenset({"drop_tickets"})
+# A draw drop's entries: one per drop and customer, and one per fingerprint when one is given
+# (a keyed hash of the payment method or address the storefront vouches for, never the raw
+# value). The bot scoring columns are the tickets' (the same `asking`).
+drop_entries = sa.Table(
+    "drop_entries", metadata,
+    sa.Column("entry_id", sa.String(64), primary_key=True),
+    sa.Column("drop_id", sa.String(64), nullable=False),
+    sa.Column("customer_id", sa.String(128), nullable=False, info=PERSONAL),
+    sa.Column("fingerprint", sa.String(64), nullable=True, info=PERSONAL),
+    sa.Column("arrived_at", UTCDateTime, nullable=False),
+    sa.Column("decision", sa.String(8), nullable=False, server_default="admit"),
+    sa.Column("verdict", sa.JSON, nullable=True),
+    sa.Column("client_key", sa.String(64), nullable=True, info=PERSONAL),
+    sa.Column("asks", sa.Integer, nullable=False, server_default="1"),
+    # When the entrant was told of a right (drop.won.v1): each right is announced once.
+    sa.Column("won_at", UTCDateTime, nullable=True),
+    sa.UniqueConstraint("drop_id", "customer_id", name="uq_drop_entries_customer"),
+    # NULLs never collide (both backends): entries without a fingerprint are not limited here.
+    sa.UniqueConstraint("drop_id", "fingerprint", name="uq_drop_entries_fingerprint"),
+)
+sa.Index("ix_drop_entries_client", drop_entries.c.drop_id, drop_entries.c.client_key)
+
+# One draw per drop (the primary key is what makes two concurrent draws one): the seed, kept
+# secret until this row exists, and what anyone needs to re-compute the order.
+drop_draws = sa.Table(
+    "drop_draws", metadata,
+    sa.Column("drop_id", sa.String(64), primary_key=True),
+    sa.Column("seed", sa.String(64), nullable=False),
+    sa.Column("drawn_at", UTCDateTime, nullable=False),
+    sa.Column("drawn_by", sa.String(200), nullable=False),
+    sa.Column("slots", sa.Integer, nullable=False),
+    sa.Column("entries", sa.JSON, nullable=False),  # the entry ids drawn from, sorted
+    sa.Column("draw_order", sa.JSON, nullable=False),  # model.draw_order of them
+)
+
+# Our copy of inventory's news that an entrant reserved the drop's SKUs (reservation.created.v1,
+# heard on the bus): a claim of their right. The first one counts; it never changes.
+drop_claims = sa.Table(
+    "drop_claims", metadata,
+    sa.Column("drop_id", sa.String(64), primary_key=True),
+    sa.Column("customer_id", sa.String(128), primary_key=True, info=PERSONAL),
+    sa.Column("claimed_at", UTCDateTime, nullable=False),
+    sa.Column("reservation_id", sa.String(64), nullable=False),
+)
+
+PERSONAL_TABLES = frozenset({"drop_tickets", "drop_entries", "drop_claims"})
 
 
 def _drop(row: Any) -> model.Drop:
     return model.Drop(row.id, tuple(row.skus), row.starts_at, model.Mode(row.mode),
                       float(row.admit_per_second), row.per_customer_limit, tuple(row.channels),
-                      row.ends_at, row.seed, row.created_at, row.created_by)
+                      row.ends_at, row.seed, row.created_at, row.created_by,
+                      row.entries_close_at, row.draw_winners, float(row.claim_seconds))
 
 
 async def add_drop(conn: AsyncConnection, drop: model.Drop) -> None:
@@ -69,7 +120,9 @@ async def add_drop(conn: AsyncConnection, drop: model.Drop) -> None:
         id=drop.id, skus=list(drop.skus), mode=drop.mode.value, starts_at=drop.starts_at,
         ends_at=drop.ends_at, admit_per_second=drop.admit_per_second,
         per_customer_limit=drop.per_customer_limit, channels=list(drop.channels),
-        seed=drop.seed, created_at=drop.created_at, created_by=drop.created_by))
+        seed=drop.seed, created_at=drop.created_at, created_by=drop.created_by,
+        entries_close_at=drop.entries_close_at, draw_winners=drop.draw_winners,
+        claim_seconds=drop.claim_seconds))
 
 
 async def get_drop(conn: AsyncConnection, drop_id: str) -> model.Drop | None:
@@ -96,26 +149,27 @@ async def add_ticket(conn: AsyncConnection, drop_id: str, customer_id: str, tick
         "verdict": verdict, "client_key": client_key, "asks": 1}])
 
 
-async def asked_again(conn: AsyncConnection, drop_id: str, customer_id: str) -> None:
-    await conn.execute(drop_tickets.update().where(
-        drop_tickets.c.drop_id == drop_id, drop_tickets.c.customer_id == customer_id,
-    ).values(asks=drop_tickets.c.asks + 1))
+async def asked_again(conn: AsyncConnection, drop_id: str, customer_id: str,
+                      table: sa.Table = drop_tickets) -> None:
+    await conn.execute(table.update().where(
+        table.c.drop_id == drop_id, table.c.customer_id == customer_id,
+    ).values(asks=table.c.asks + 1))
 
 
 async def asking(conn: AsyncConnection, drop_id: str, customer_id: str,
-                 client_key: str | None) -> tuple[int, int, int, datetime | None]:
-    """What the room knows of who is asking: (the shopper's asks, the asks from this client
-    address, the other shoppers from it, the shopper's first ask) in this drop."""
-    mine = (await conn.execute(sa.select(drop_tickets.c.asks, drop_tickets.c.arrived_at).where(
-        drop_tickets.c.drop_id == drop_id,
-        drop_tickets.c.customer_id == customer_id))).first()
+                 client_key: str | None, table: sa.Table = drop_tickets,
+                 ) -> tuple[int, int, int, datetime | None]:
+    """What the room (or the draw's entries: `table`) knows of who is asking: (the shopper's
+    asks, the asks from this client address, the other shoppers from it, the shopper's first
+    ask) in this drop."""
+    mine = (await conn.execute(sa.select(table.c.asks, table.c.arrived_at).where(
+        table.c.drop_id == drop_id, table.c.customer_id == customer_id))).first()
     client_asks = others = 0
     if client_key is not None:
         row = (await conn.execute(sa.select(
-            sa.func.coalesce(sa.func.sum(drop_tickets.c.asks), 0),
-            sa.func.count().filter(drop_tickets.c.customer_id != customer_id)).where(
-            drop_tickets.c.drop_id == drop_id,
-            drop_tickets.c.client_key == client_key))).one()
+            sa.func.coalesce(sa.func.sum(table.c.asks), 0),
+            sa.func.count().filter(table.c.customer_id != customer_id)).where(
+            table.c.drop_id == drop_id, table.c.client_key == client_key))).one()
         client_asks, others = int(row[0]), int(row[1])
     return ((mine.asks, client_asks, others, mine.arrived_at) if mine is not None
             else (0, client_asks, others, None))
@@ -147,11 +201,138 @@ async def position(conn: AsyncConnection, drop_id: str, place: model.Place) -> i
     return int(before) + 1
 
 
-async def export_customer(conn: AsyncConnection, customer_id: str) -> list[dict[str, object]]:
-    return await rows_where(conn, drop_tickets.c.customer_id, customer_id)
+async def export_customer(conn: AsyncConnection, customer_id: str
+                          ) -> dict[str, list[dict[str, object]]]:
+    return {"drop_tickets": await rows_where(conn, drop_tickets.c.customer_id, customer_id),
+            "drop_entries": await rows_where(conn, drop_entries.c.customer_id, customer_id),
+            "drop_claims": await rows_where(conn, drop_claims.c.customer_id, customer_id)}
 
 
 async def pseudonymise(conn: AsyncConnection, customer_id: str, pseudonym: str) -> None:
-    """The tickets stay (their places are others' positions) under the pseudonym."""
+    """The tickets and entries stay (their places are others' positions, the entries are in
+    published draws) under the pseudonym."""
     await conn.execute(drop_tickets.update().where(drop_tickets.c.customer_id == customer_id)
                        .values(customer_id=pseudonym, client_key=None))
+    await conn.execute(drop_entries.update().where(drop_entries.c.customer_id == customer_id)
+                       .values(customer_id=pseudonym, client_key=None, fingerprint=None))
+    await conn.execute(drop_claims.update().where(drop_claims.c.customer_id == customer_id)
+                       .values(customer_id=pseudonym))
+
+
+# -- draws: entries, the draw, claims ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EntryRow:
+    entry_id: str
+    customer_id: str
+    decision: str
+    verdict: dict[str, Any] | None
+
+
+def _entry(row: Any) -> EntryRow:
+    return EntryRow(row.entry_id, row.customer_id, row.decision, row.verdict)
+
+
+async def add_entry(conn: AsyncConnection, drop_id: str, customer_id: str, entry_id: str,
+                    at: datetime, *, fingerprint: str | None, decision: str,
+                    verdict: dict[str, Any] | None, client_key: str | None) -> bool:
+    """Enter, unless the customer (or the fingerprint) already did: the first entry stands.
+    False when one did (a concurrent ask won)."""
+    done = await conn.execute(dialect_insert(conn, drop_entries).on_conflict_do_nothing(), [{
+        "entry_id": entry_id, "drop_id": drop_id, "customer_id": customer_id,
+        "fingerprint": fingerprint, "arrived_at": at, "decision": decision,
+        "verdict": verdict, "client_key": client_key, "asks": 1}])
+    return done.rowcount == 1
+
+
+async def entry_of(conn: AsyncConnection, drop_id: str, customer_id: str) -> EntryRow | None:
+    row = (await conn.execute(sa.select(drop_entries).where(
+        drop_entries.c.drop_id == drop_id, drop_entries.c.customer_id == customer_id))).first()
+    return None if row is None else _entry(row)
+
+
+async def fingerprint_taken(conn: AsyncConnection, drop_id: str, fingerprint: str) -> bool:
+    found = await conn.execute(sa.select(drop_entries.c.entry_id).where(
+        drop_entries.c.drop_id == drop_id, drop_entries.c.fingerprint == fingerprint))
+    return found.first() is not None
+
+
+async def get_entry(conn: AsyncConnection, drop_id: str, entry_id: str) -> EntryRow | None:
+    row = (await conn.execute(sa.select(drop_entries).where(
+        drop_entries.c.drop_id == drop_id, drop_entries.c.entry_id == entry_id))).first()
+    return None if row is None else _entry(row)
+
+
+async def eligible_entries(conn: AsyncConnection, drop_id: str) -> list[str]:
+    """The ids of the entries that take part in the draw (not held for review), sorted."""
+    rows = await conn.execute(sa.select(drop_entries.c.entry_id).where(
+        drop_entries.c.drop_id == drop_id, drop_entries.c.decision != "review",
+    ).order_by(drop_entries.c.entry_id))
+    return list(rows.scalars())
+
+
+async def customers_of(conn: AsyncConnection, entry_ids: list[str]) -> dict[str, str]:
+    rows = await conn.execute(sa.select(drop_entries.c.entry_id, drop_entries.c.customer_id)
+                              .where(drop_entries.c.entry_id.in_(entry_ids)))
+    return {row.entry_id: row.customer_id for row in rows}
+
+
+async def mark_won(conn: AsyncConnection, entry_id: str, at: datetime) -> bool:
+    """Note that the entrant was told of their right; False when someone already did (each
+    right is announced once, whichever process gets there first)."""
+    done = await conn.execute(drop_entries.update().where(
+        drop_entries.c.entry_id == entry_id, drop_entries.c.won_at.is_(None)).values(won_at=at))
+    return done.rowcount == 1
+
+
+@dataclass(frozen=True)
+class DrawRow:
+    drop_id: str
+    seed: str
+    drawn_at: datetime
+    drawn_by: str
+    slots: int
+    entries: list[str]
+    order: list[str]
+
+
+async def add_draw(conn: AsyncConnection, draw: DrawRow) -> bool:
+    """Store the drop's draw; False when one is stored already (the primary key decides
+    between two processes drawing at once: the second waits for the first, then yields)."""
+    done = await conn.execute(dialect_insert(conn, drop_draws).on_conflict_do_nothing(), [{
+        "drop_id": draw.drop_id, "seed": draw.seed, "drawn_at": draw.drawn_at,
+        "drawn_by": draw.drawn_by, "slots": draw.slots, "entries": draw.entries,
+        "draw_order": draw.order}])
+    return done.rowcount == 1
+
+
+async def get_draw(conn: AsyncConnection, drop_id: str) -> DrawRow | None:
+    row = (await conn.execute(sa.select(drop_draws).where(
+        drop_draws.c.drop_id == drop_id))).first()
+    return None if row is None else DrawRow(row.drop_id, row.seed, row.drawn_at, row.drawn_by,
+                                            row.slots, list(row.entries), list(row.draw_order))
+
+
+async def drawn_live_drops(conn: AsyncConnection, now: datetime) -> list[model.Drop]:
+    """The drops drawn and not over: a handful at a time, where rights are being claimed."""
+    rows = await conn.execute(sa.select(drops).join(
+        drop_draws, drop_draws.c.drop_id == drops.c.id).where(
+        sa.or_(drops.c.ends_at.is_(None), drops.c.ends_at > now)))
+    return [_drop(row) for row in rows]
+
+
+async def add_claim(conn: AsyncConnection, drop_id: str, customer_id: str, at: datetime,
+                    reservation_id: str) -> None:
+    await conn.execute(dialect_insert(conn, drop_claims).on_conflict_do_nothing(), [{
+        "drop_id": drop_id, "customer_id": customer_id, "claimed_at": at,
+        "reservation_id": reservation_id}])
+
+
+async def claims(conn: AsyncConnection, drop_id: str) -> dict[str, datetime]:
+    """When each entrant who reserved the drop's SKUs first did, by entry id."""
+    rows = await conn.execute(sa.select(drop_entries.c.entry_id, drop_claims.c.claimed_at).join(
+        drop_entries, sa.and_(drop_entries.c.drop_id == drop_claims.c.drop_id,
+                              drop_entries.c.customer_id == drop_claims.c.customer_id)).where(
+        drop_claims.c.drop_id == drop_id))
+    return {row.entry_id: row.claimed_at for row in rows}

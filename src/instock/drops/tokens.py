@@ -99,3 +99,9 @@ class DropTokens:
         """A keyed hash of a client address: shoppers sharing an address can be counted
         without the address being stored."""
         return hmac.new(self._key, f"client {address}".encode(), hashlib.sha256).hexdigest()[:32]
+
+    def fingerprint_key(self, fingerprint: str) -> str:
+        """A keyed hash of a payment method or address fingerprint: entries sharing one are
+        found without the value being stored."""
+        return hmac.new(self._key, f"fingerprint {fingerprint}".encode(),
+                        hashlib.sha256).hexdigest()[:32]

@@ -35,13 +35,15 @@ UNSUBSCRIBE_SOURCE = "unsubscribe:one-click"
 PURPOSES: dict[str, dict[str, str]] = {
     "back_in_stock": {"email": "back_in_stock_email", "sms": "back_in_stock_sms"},
 }
-TRANSACTIONAL = frozenset({"order_confirmation", "order_shipped", "order_refunded"})
+# A drop win answers the customer's own entry: a service message, like an order's.
+TRANSACTIONAL = frozenset({"order_confirmation", "order_shipped", "order_refunded", "drop_won"})
 STAFF_REASONS = frozenset({"low_stock", "sold_out"})
 ORDER_REASONS = {"order.paid.v1": "order_confirmation", "order.shipped.v1": "order_shipped",
                  "order.refunded.v1": "order_refunded"}
 STOCK_REASONS = {"inventory.low_stock.v1": "low_stock", "inventory.sold_out.v1": "sold_out"}
 BACK_IN_STOCK = "waitlist.notified.v1"
-EVENT_TYPES = frozenset({BACK_IN_STOCK, *ORDER_REASONS, *STOCK_REASONS})
+DROP_WON = "drop.won.v1"
+EVENT_TYPES = frozenset({BACK_IN_STOCK, DROP_WON, *ORDER_REASONS, *STOCK_REASONS})
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,12 @@ def from_event(event_type: str, data: dict[str, Any], new_id: Any, now: datetime
         return [one(customer, customer, "back_in_stock", str(data["sku"]), str(data["cause"]),
                     channel, {"sku": data["sku"], "available": data["available"]})
                 for channel in sorted(customer_channels & {"email", "sms"})]
+    if event_type == DROP_WON:
+        customer = str(data["customer_id"])
+        return [one(customer, customer, "drop_won", str(data["drop_id"]), str(data["entry_id"]),
+                    "email", {"drop_id": data["drop_id"], "skus": list(data["skus"]),
+                              "claim_until": str(data["claim_until"]),
+                              "rolled_over": bool(data["rolled_over"])})]
     if event_type in STOCK_REASONS:
         payload = {"sku": data["sku"], "available": data["available"],
                    "threshold": data.get("threshold")}
