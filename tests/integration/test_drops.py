@@ -5,6 +5,7 @@ after the start, the waiting room's order and its passes, and refusals that rese
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -33,22 +34,27 @@ def auth(app: FastAPI, role: Role, subject: str = "someone") -> dict[str, str]:
     return {"Authorization": "Bearer " + app.state.tokens.mint(role, subject)}
 
 
-@pytest.fixture
-async def http(database_url: str, tmp_path: Path) -> AsyncIterator[Http]:
-    app = create_app(make_settings(database_url, tmp_path, drop_proof_bits=PROOF_BITS))
+@contextlib.asynccontextmanager
+async def drops_app(database_url: str, tmp_path: Path, **settings: Any) -> AsyncIterator[Http]:
+    """The API in-process (proof of work at PROOF_BITS unless told), and a client of it."""
+    app = create_app(make_settings(database_url, tmp_path,
+                                   **{"drop_proof_bits": PROOF_BITS, **settings}))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
                                  base_url="http://test") as client:
         yield app, client
+
+
+@pytest.fixture
+async def http(database_url: str, tmp_path: Path) -> AsyncIterator[Http]:
+    async with drops_app(database_url, tmp_path) as http:
+        yield http
 
 
 @pytest.fixture
 async def slow_refresh(database_url: str, tmp_path: Path) -> AsyncIterator[Http]:
     """An app whose copy of the drops' SKUs would wait a minute to look again by itself."""
-    app = create_app(make_settings(database_url, tmp_path, drop_gate_refresh_seconds=60.0,
-                                   drop_proof_bits=PROOF_BITS))
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                 base_url="http://test") as client:
-        yield app, client
+    async with drops_app(database_url, tmp_path, drop_gate_refresh_seconds=60.0) as http:
+        yield http
 
 
 def soon(seconds: float) -> datetime:

@@ -13,13 +13,13 @@ from typing import Any
 import httpx
 import pytest
 
-from instock.app import create_app
 from instock.drops.bots import solve
 from instock.platform.auth import Role
 from tests.integration.test_drops import (
     PROBLEMS,
     Http,
     auth,
+    drops_app,
     schedule,
     soon,
     standing,
@@ -27,17 +27,14 @@ from tests.integration.test_drops import (
     until,
 )
 from tests.support import BROWSER_HEADERS as BROWSER
-from tests.support import make_settings
 
 BITS = 10  # the proof of work in these tests: ~1,000 hashes, a millisecond or so
 
 
 @pytest.fixture
 async def http(database_url: str, tmp_path: Path) -> AsyncIterator[Http]:
-    app = create_app(make_settings(database_url, tmp_path, drop_proof_bits=BITS))
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                 base_url="http://test") as client:
-        yield app, client
+    async with drops_app(database_url, tmp_path, drop_proof_bits=BITS) as http:
+        yield http
 
 
 async def challenge(http: Http, drop_id: str, customer: str) -> dict[str, Any]:
