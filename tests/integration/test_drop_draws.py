@@ -248,6 +248,15 @@ async def test_one_entry_per_identity_and_bad_input_changes_nothing(
                              headers={**auth(app, Role.CUSTOMER, "d3"), **BROWSER_HEADERS})
     assert bare.status_code == 201 and bare.json()["held_for_review"] is True, bare.text
     assert (await standing(http, drop["id"], bare.json()["entry"], "d3"))["status"] == "held"
+    # Staff see it with its reasons, and refuse it: it says so, and stays out of the draw.
+    staff = auth(app, Role.MERCHANDISER)
+    held = (await client.get(f"/v1/drops/{drop['id']}/held", headers=staff)).json()["held"]
+    assert [(h["kind"], h["id"], h["customer_id"]) for h in held] == [
+        ("entry", bare.json()["entry"], "d3")]
+    decided = await client.post(f"/v1/drops/{drop['id']}/held/d3", json={"decision": "refuse"},
+                                headers=staff)
+    assert decided.status_code == 200 and decided.json()["decision"] == "refuse", decided.text
+    assert (await standing(http, drop["id"], bare.json()["entry"], "d3"))["status"] == "refused"
     # A customer enters for itself only.
     assert (await client.post(f"/v1/drops/{drop['id']}/entries", json={"customer_id": "d9"},
                               headers=auth(app, Role.CUSTOMER, "d1"))).status_code == 403

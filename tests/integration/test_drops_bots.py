@@ -141,3 +141,59 @@ async def test_a_malformed_proof_is_422_naming_the_field(http: Http) -> None:
     assert answer.status_code == 422, answer.text
     assert answer.headers["content-type"].startswith("application/problem+json")
     assert "solution" in answer.text
+
+
+async def test_staff_see_held_asks_with_their_reasons_and_decide_each_once(http: Http) -> None:
+    app, client = http
+    drop = await queue_drop(http, seconds=1.0)
+    staff = auth(app, Role.SUPPORT, "sam")
+    asks = {name: await ask(http, drop["id"], name, headers=BROWSER, proof=None)
+            for name in ("old-page", "bot-ish")}
+    assert all(a.status_code == 201 for a in asks.values())
+    fine = await ask(http, drop["id"], "fine", headers=BROWSER,
+                     proof=await solved(http, drop["id"], "fine"))
+    assert fine.status_code == 201, fine.text
+
+    async def positions() -> list[int]:
+        tickets = (("old-page", asks["old-page"]), ("fine", fine))
+        return [(await standing(http, drop["id"], a.json()["ticket"], name)).json()["position"]
+                for name, a in tickets]
+
+    before = await positions()
+    listed = await client.get(f"/v1/drops/{drop['id']}/held", headers=staff)
+    assert listed.status_code == 200, listed.text
+    held = listed.json()["held"]
+    assert [h["customer_id"] for h in held] == ["old-page", "bot-ish"]  # oldest first
+    assert {h["kind"] for h in held} == {"ticket"}
+    assert {r["rule"] for r in held[0]["verdict"]["reasons"]} == {"no-proof-of-work"}
+
+    # A shopper may not list or decide; a bad decision changes nothing.
+    shopper = auth(app, Role.CUSTOMER, "fine")
+    assert (await client.get(f"/v1/drops/{drop['id']}/held", headers=shopper)).status_code == 403
+    bad = await client.post(f"/v1/drops/{drop['id']}/held/old-page", headers=staff,
+                            json={"decision": "maybe"})
+    assert bad.status_code == 422 and "decision" in bad.text, bad.text
+
+    admitted = await client.post(f"/v1/drops/{drop['id']}/held/old-page", headers=staff,
+                                 json={"decision": "admit"})
+    assert admitted.status_code == 200, admitted.text
+    assert admitted.json()["verdict"]["review"]["by"] == "support:sam"
+    refused = await client.post(f"/v1/drops/{drop['id']}/held/bot-ish", headers=staff,
+                                json={"decision": "refuse"})
+    assert refused.status_code == 200, refused.text
+    again = await client.post(f"/v1/drops/{drop['id']}/held/bot-ish", headers=staff,
+                              json={"decision": "admit"})
+    assert again.status_code == 409, again.text  # decided once: the refusal stands
+    nobody = await client.post(f"/v1/drops/{drop['id']}/held/nobody", headers=staff,
+                               json={"decision": "admit"})
+    assert nobody.status_code == 404, nobody.text
+    assert (await client.get(f"/v1/drops/{drop['id']}/held", headers=staff)).json() == {
+        "held": []}
+
+    await until(soon(1.6))  # the room has reached every place
+    let_in = (await standing(http, drop["id"], asks["old-page"].json()["ticket"],
+                             "old-page")).json()
+    assert let_in["admitted"] and let_in["pass"] and not let_in["held_for_review"], let_in
+    out = await standing(http, drop["id"], asks["bot-ish"].json()["ticket"], "bot-ish")
+    assert out.status_code == 403 and out.json()["type"].endswith("drop-entry-refused"), out.text
+    assert await positions() == before  # a decision moves nobody's place

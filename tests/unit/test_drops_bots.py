@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from instock.drops import bots
 from instock.drops.bots import (
     RULES,
     Decision,
@@ -154,3 +155,18 @@ def test_every_rule_has_a_unique_name_a_weight_and_a_reason() -> None:
     names = [r.name for r in RULES]
     assert len(names) == len(set(names))
     assert all(r.weight > 0 and r.why for r in RULES)
+
+
+def test_staff_decide_only_a_held_ask_and_only_once() -> None:
+    assert bots.review(bots.Decision.REVIEW, bots.Decision.ADMIT) is bots.Decision.ADMIT
+    assert bots.review(bots.Decision.REVIEW, bots.Decision.REFUSE) is bots.Decision.REFUSE
+    for decided in (bots.Decision.ADMIT, bots.Decision.REFUSE):
+        with pytest.raises(bots.NotHeld):
+            bots.review(decided, bots.Decision.ADMIT)
+    with pytest.raises(bots.NotHeld):  # a review decides
+        bots.review(bots.Decision.REVIEW, bots.Decision.REVIEW)
+    at = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
+    verdict = {"score": 40, "reasons": [{"rule": "no-proof-of-work"}]}
+    kept = bots.reviewed(verdict, bots.Decision.ADMIT, "support:sam", at)
+    assert kept["reasons"] == verdict["reasons"]  # the scoring's reasons stay beside it
+    assert kept["review"] == {"decision": "admit", "by": "support:sam", "at": at.isoformat()}

@@ -5,13 +5,15 @@ that reservations of the drop's SKUs require (`Drop-Pass` header on POST /v1/res
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Request
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from instock.drops import model
+from instock.drops.bots import Decision
 from instock.drops.draws import Published
+from instock.drops.review import HeldAsk
 from instock.drops.service import DropsService, Entry
 from instock.platform.auth import STAFF, Principal, Role, requires
 from instock.platform.errors import problem_responses
@@ -279,3 +281,53 @@ async def get_draw(drop_id: CallerId, principal: Principal = Depends(READERS),
     """The draw with its seed, entries and order, for anyone to re-compute (`algorithm`); 409
     `drop-not-drawn` before the draw."""
     return render_draw(await drops.draws.published(drop_id))
+
+
+# -- staff review of held asks ----------------------------------------------------------------
+
+REVIEWERS = requires(Role.SUPPORT, Role.MERCHANDISER)
+
+
+class HeldOut(BaseModel):
+    kind: str = Field(description="ticket (waiting room) or entry (draw)")
+    id: str
+    customer_id: str
+    arrived_at: datetime
+    decision: str = Field(description="review while held; admit or refuse once decided")
+    verdict: dict[str, Any] | None = Field(description=(
+        "the bot scoring's score and the rules it tripped, and staff's review once decided"))
+
+
+class HeldList(BaseModel):
+    held: list[HeldOut]
+
+
+class ReviewIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    decision: Literal["admit", "refuse"]
+
+
+def render_held(ask: HeldAsk) -> HeldOut:
+    return HeldOut(kind=ask.kind, id=ask.id, customer_id=ask.customer_id,
+                   arrived_at=ask.arrived_at, decision=ask.decision, verdict=ask.verdict)
+
+
+@router.get("/{drop_id}/held", response_model=HeldList)
+async def held_asks(drop_id: CallerId, principal: Principal = Depends(REVIEWERS),
+                    drops: DropsService = Depends(service)) -> HeldList:
+    """The tickets (or draw entries) the bot scoring held for review, oldest first, each with
+    the rules it tripped."""
+    return HeldList(held=[render_held(ask) for ask in await drops.review.held(drop_id)])
+
+
+@router.post("/{drop_id}/held/{customer_id}", response_model=HeldOut,
+             responses=problem_responses(409))
+async def review_ask(drop_id: CallerId, customer_id: CallerId, body: ReviewIn,
+                     principal: Principal = Depends(REVIEWERS),
+                     drops: DropsService = Depends(service)) -> HeldOut:
+    """Decide a held ask: `admit` (it is admitted or drawn as any other, from the place it
+    has held all along) or `refuse` (its standing is 403 `drop-entry-refused` from then on).
+    409 if it is not held (decided already)."""
+    decided = await drops.review.decide(drop_id, customer_id, Decision(body.decision),
+                                        f"{principal.role.value}:{principal.subject}")
+    return render_held(decided)

@@ -160,6 +160,28 @@ class Verdict:
                             for name, weight, why in self.reasons]}
 
 
+class NotHeld(ValueError):
+    """Staff can decide only an ask the scoring held for review (once)."""
+
+
+def review(current: Decision, decision: Decision) -> Decision:
+    """Staff's decision on a held ask: admit (it goes on as any other) or refuse (it is never
+    admitted nor drawn, and says why). Its place does not change either way: nobody behind it
+    moves up or back."""
+    if current is not Decision.REVIEW:
+        raise NotHeld(f"the ask is decided ({current.value}), not held for review")
+    if decision is Decision.REVIEW:
+        raise NotHeld("a review decides: admit or refuse")
+    return decision
+
+
+def reviewed(verdict: Mapping[str, Any] | None, decision: Decision, by: str,
+             at: datetime) -> dict[str, Any]:
+    """The stored verdict with staff's decision added: the scoring's reasons stay beside it."""
+    return {**(verdict or {}), "review": {"decision": decision.value, "by": by,
+                                          "at": at.isoformat()}}
+
+
 def score(signals: Signals, rules: tuple[Rule, ...] = RULES, *, review_at: int = REVIEW_AT,
           refuse_at: int = REFUSE_AT) -> Verdict:
     tripped = tuple((r.name, r.weight, r.why) for r in rules if r.trips(signals))

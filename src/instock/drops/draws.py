@@ -213,8 +213,10 @@ class DrawService:
             acts_for(entry.customer_id)
             claims = await store.claims(conn, drop.id)
         now = self.clock()
-        if entry.decision == bots.Decision.REVIEW.value:
-            return EntryStanding(entry.entry_id, model.EntryStatus.HELD, None, None, None, False)
+        if entry.decision != bots.Decision.ADMIT.value:  # held, or refused on review
+            status = (model.EntryStatus.HELD if entry.decision == bots.Decision.REVIEW.value
+                      else model.EntryStatus.REFUSED)
+            return EntryStanding(entry.entry_id, status, None, None, None, False)
         stored = await self._stored(drop.id)
         rights = None if stored is None else self._rights(drop, stored, claims, now)
         status = model.entry_status(entry.entry_id, rights, now)

@@ -334,6 +334,7 @@ class EntryStatus(StrEnum):
     LOST = "lost"  # no right, and none left to roll over
     EXPIRED = "expired"  # held a right and let it lapse
     HELD = "held"  # held for review by the bot scoring: not in the draw
+    REFUSED = "refused"  # staff refused it on review: not in the draw
 
 
 def entry_status(entry_id: str, drawn: Rights | None, now: datetime) -> EntryStatus:

@@ -17,6 +17,7 @@ from instock.drops import bots, model, store
 from instock.drops.draws import DrawService
 from instock.drops.errors import DropEntryRefused, DropTicketInvalid
 from instock.drops.gate import DropGate, Gates
+from instock.drops.review import ReviewService
 from instock.drops.tokens import BadToken, DropTokens
 from instock.inventory.service import InventoryService
 from instock.platform.bus import Envelope, outbox
@@ -77,6 +78,7 @@ class DropsService:
         self.clock = clock
         self.gate = DropGate(self._gates, tokens, self.settings.gate_refresh_seconds, clock)
         self.draws = DrawService(db, inventory, tokens, self.get, self._verdict, clock)
+        self.review = ReviewService(db, self.get, clock)
 
     async def schedule(self, drop: model.Drop, correlation_id: str | None = None) -> model.Drop:
         """Store a new drop (its id, seed and creation time are ours) and publish it; 422
@@ -201,6 +203,8 @@ class DropsService:
                 raise DropTicketInvalid("the waiting room holds no such ticket")
             position = await store.position(conn, drop.id, found[1])
             decided = await store.decision_of(conn, drop.id, claims.customer_id)
+        if decided is not None and decided[0] == bots.Decision.REFUSE.value:
+            raise DropEntryRefused(drop.id, decided[1] or {"reasons": []})  # staff refused it
         if decided is not None and decided[0] == bots.Decision.REVIEW.value:
             # Held for review: the place stands (no one behind moves up), no pass until staff
             # decide.

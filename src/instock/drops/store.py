@@ -183,6 +183,51 @@ async def decision_of(conn: AsyncConnection, drop_id: str,
     return None if row is None else (row.decision, row.verdict)
 
 
+@dataclass(frozen=True)
+class HeldRow:
+    """A ticket or entry the scoring held (or staff since decided)."""
+
+    id: str  # the ticket's or entry's id
+    customer_id: str
+    arrived_at: datetime
+    decision: str
+    verdict: dict[str, Any] | None
+
+
+def _id_column(table: sa.Table) -> sa.Column[Any]:
+    return table.c.ticket_id if table is drop_tickets else table.c.entry_id
+
+
+async def held(conn: AsyncConnection, drop_id: str, table: sa.Table) -> list[HeldRow]:
+    """The drop's tickets (or entries: `table`) held for review, oldest first."""
+    rows = await conn.execute(sa.select(
+        _id_column(table).label("id"), table.c.customer_id, table.c.arrived_at,
+        table.c.decision, table.c.verdict,
+    ).where(table.c.drop_id == drop_id, table.c.decision == "review")
+        .order_by(table.c.arrived_at, table.c.customer_id))
+    return [HeldRow(r.id, r.customer_id, r.arrived_at, r.decision, r.verdict) for r in rows]
+
+
+async def ask_of(conn: AsyncConnection, drop_id: str, customer_id: str,
+                 table: sa.Table) -> HeldRow | None:
+    row = (await conn.execute(sa.select(
+        _id_column(table).label("id"), table.c.customer_id, table.c.arrived_at,
+        table.c.decision, table.c.verdict,
+    ).where(table.c.drop_id == drop_id, table.c.customer_id == customer_id))).first()
+    return None if row is None else HeldRow(row.id, row.customer_id, row.arrived_at,
+                                            row.decision, row.verdict)
+
+
+async def decide(conn: AsyncConnection, drop_id: str, customer_id: str, table: sa.Table,
+                 decision: str, verdict: dict[str, Any]) -> bool:
+    """Record staff's decision on a held ask; False if it was no longer held (decided by
+    someone else meanwhile)."""
+    done = await conn.execute(table.update().where(
+        table.c.drop_id == drop_id, table.c.customer_id == customer_id,
+        table.c.decision == "review").values(decision=decision, verdict=verdict))
+    return bool(done.rowcount)
+
+
 async def ticket_of(conn: AsyncConnection, drop_id: str,
                     customer_id: str) -> tuple[str, model.Place] | None:
     """The customer's ticket id and place in the drop's room, if they hold one."""
@@ -267,7 +312,7 @@ async def get_entry(conn: AsyncConnection, drop_id: str, entry_id: str) -> Entry
 async def eligible_entries(conn: AsyncConnection, drop_id: str) -> list[str]:
     """The ids of the entries that take part in the draw (not held for review), sorted."""
     rows = await conn.execute(sa.select(drop_entries.c.entry_id).where(
-        drop_entries.c.drop_id == drop_id, drop_entries.c.decision != "review",
+        drop_entries.c.drop_id == drop_id, drop_entries.c.decision == "admit",
     ).order_by(drop_entries.c.entry_id))
     return list(rows.scalars())
 
