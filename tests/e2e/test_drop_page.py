@@ -101,6 +101,8 @@ def test_a_shopper_waits_is_let_in_and_reserves_then_the_next_finds_it_sold_out(
             expect(page.locator("#room-status")).to_contain_text("has not started")
             expect(page.locator("#room-countdown")).to_contain_text("Drops in")
             expect(page.locator("#wait")).not_to_be_empty()
+            expect(page.locator("#room-sizes")).to_be_hidden()  # nothing to choose yet
+            expect(page.get_by_role("button", name="Reserve")).to_be_hidden()
             page.screenshot(path=str(shots / "drop-waiting.png"), full_page=True)
 
             # The room opens and admits the first place: "You're in", then reserve with the pass.

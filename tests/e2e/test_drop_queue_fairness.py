@@ -241,6 +241,7 @@ async def test_queue_is_fair_across_processes_and_a_killed_one_moves_no_one(
         # were not stored yet when ours was counted. Nobody arriving later goes in front.
         for s in late:
             assert final[s.customer] - WAVE < s.position <= final[s.customer], s
+        short = max(final[s.customer] - s.position for s in late)
 
         # -- the order -----------------------------------------------------------------------
         assert sorted(final.values()) == list(range(1, n_early + n_late + 1)), "places not 1..n"
@@ -332,7 +333,8 @@ async def test_queue_is_fair_across_processes_and_a_killed_one_moves_no_one(
         phase("admission and reserving")
         print(f"\n[e2e drop fairness] {n_early} early + {n_late} later shoppers over 2 processes "
               f"(one killed after {half - taken} later arrivals); admitted {len(admitted)} at "
-              f"the back-to-front read; sold {sold}/{UNITS} ({statuses}); seconds: {phases}")
+              f"the back-to-front read; a ticket's answered place short by at most {short}; "
+              f"sold {sold}/{UNITS} ({statuses}); seconds: {phases}")
     finally:
         for api in apis:
             await api.aclose()
