@@ -6,7 +6,9 @@ import { el, subjectOf, tokenFromPage } from "./graphql.js";
 const room = document.getElementById("room");
 const dropId = room.dataset.dropId;
 const token = tokenFromPage();
-const state = { drop: null, ticket: null, standing: null, selected: null, reserved: null };
+const state = {
+  drop: null, ticket: null, standing: null, selected: null, reserved: null, stop: null,
+};
 const POLL_MS = 1000;
 
 class Problem extends Error {
@@ -178,6 +180,7 @@ async function reserve() {
       { lines: [{ sku: state.selected, quantity: 1 }] },
       { "Drop-Pass": state.standing.pass });
     state.reserved = reservation;
+    state.stop?.(); // the place has done its work: no more asking
     held.dataset.status = "HELD";
     held.textContent = `${state.selected} is held for you until ` +
       `${new Date(reservation.expires_at).toLocaleTimeString()} (reservation ${reservation.id})`;
@@ -220,7 +223,7 @@ async function main() {
   document.getElementById("room-waitlist").addEventListener("click", joinWaitlist);
   const enter = async () => {
     state.ticket = sessionStorage.getItem(ticketKey()) || await takePlace();
-    watch(state.ticket, show, () => {
+    state.stop = watch(state.ticket, show, () => {
       sessionStorage.removeItem(ticketKey()); // expired or not ours: take the place again
       enter().catch(failed);
     });
