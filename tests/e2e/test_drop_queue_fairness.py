@@ -109,7 +109,7 @@ class Room:
 
     def __init__(self, drop_id: str, apis: list[httpx.AsyncClient]) -> None:
         self.drop_id = drop_id
-        self.apis = apis  # service-token clients, one per process (None: killed)
+        self.apis = apis  # service-token clients, one per process
 
     async def take(self, shopper: Shopper, server: int) -> None:
         api = self.apis[server]
@@ -122,7 +122,7 @@ class Room:
         read = await self.apis[server].get(f"/v1/drops/{self.drop_id}/tickets/{shopper.ticket}")
         assert read.status_code == 200, read.text
         body: dict[str, Any] = read.json()
-        assert body["held_for_review"] is False, body  # a solved proof, from a service: admitted
+        assert body["held_for_review"] is False, body  # a service, no proof asked: admitted
         return body
 
     async def positions(self, shoppers: Sequence[Shopper], server: int) -> dict[str, int]:
