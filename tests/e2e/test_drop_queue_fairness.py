@@ -16,9 +16,10 @@ ticket's lane), and the room's order is also read by SQL, as a second opinion. T
   the drop sold out in between;
 - nobody reserves the drop's SKU without a pass (403 `drop-pass-required`), nor with another
   customer's (403 `drop-pass-invalid`); 0 units oversold, by SQL over the allocations;
-- one process SIGKILLed mid-drop (while shoppers keep arriving) changes nobody's place: the
-  positions read before the kill equal those read from the survivor after it, and from the
-  killed process once restarted.
+- one process SIGKILLed mid-drop, while a wave of shoppers is in flight to it, changes nobody's
+  place: the positions read before the kill equal those read from the survivor after it, and
+  from the killed process once restarted; those the kill cut off ask the survivor again and hold
+  one place each (one stored before the kill is kept).
 
 Shoppers take places through the storefront's own service token acting for them (as the
 storefront's server does), so the bot scoring judges them by the proof of work alone: 2,000
@@ -45,6 +46,7 @@ import pytest
 from instock.platform.auth import Role
 from tests.e2e.harness import (
     Database,
+    Server,
     ServerFactory,
     assert_problem,
     bearer,
@@ -68,6 +70,7 @@ EARLY_MARGIN_SECONDS = 1.5  # no wave of early shoppers is sent closer to the st
 WAVE = 50  # answered before the next is sent: arrival order between waves is well defined
 EXTRA_BUYERS = 100  # admitted shoppers who try to reserve beyond the stock
 SAMPLE_EVERY = 8  # places read around the kill: every 8th shopper
+KILL_AFTER = 10  # answers of the kill's wave before the SIGKILL lands
 SWEEP_EVERY = 3  # places read at the end (from both processes), beside every buyer's
 # No proof of work asked: it would double the requests of 2,000 arrivals, and proves nothing
 # about order (tests/integration/test_drops_bots.py judges proofs; tests/e2e/test_drop_page.py
@@ -135,6 +138,28 @@ class Room:
         return found
 
 
+async def kill_mid_wave(room: Room, group: Sequence[Shopper], dying: Server) -> list[Shopper]:
+    """Send the wave to the dying process and SIGKILL it once KILL_AFTER have been answered;
+    the shoppers left without an answer."""
+    answered: list[Shopper] = []
+    cut: list[Shopper] = []
+
+    async def one(shopper: Shopper) -> None:
+        try:
+            await room.take(shopper, 0)
+        except httpx.TransportError:
+            cut.append(shopper)
+            return
+        answered.append(shopper)
+        if len(answered) == KILL_AFTER:
+            dying.sigkill()
+
+    await asyncio.gather(*(one(s) for s in group))
+    if dying.alive():  # every answer came before the kill could land
+        dying.sigkill()
+    return cut
+
+
 async def reserve(api: httpx.AsyncClient, customer: str,
                   drop_pass: str | None) -> httpx.Response:
     """The shopper's own reservation (their token replaces the client's service token)."""
@@ -198,16 +223,23 @@ async def test_queue_is_fair_across_processes_and_a_killed_one_moves_no_one(
         later = shoppers[taken:]
         half = taken + (len(later) // WAVE // 2) * WAVE
         for start in range(taken, len(shoppers), WAVE):
+            group = shoppers[start:start + WAVE]
             if start == half:
-                # Mid-drop: positions of a sample from the process about to die, then SIGKILL.
+                # Mid-drop: positions of a sample from the process about to die; then a wave
+                # sent to it alone, SIGKILLed while that wave is in flight. Those cut off ask
+                # the survivor again: a place stored before the kill is kept, none is doubled.
                 sample = shoppers[:half:SAMPLE_EVERY]
                 before_kill = await room.positions(sample, 0)
-                procs[0].sigkill()
+                cut = await kill_mid_wave(room, group, procs[0])
                 assert not procs[0].alive()
+                await asyncio.gather(*(room.take(s, 1) for s in cut))
                 assert await room.positions(sample, 1) == before_kill, (
                     "the survivor disagrees on places after the kill")
+                for s in group:
+                    s.wave = wave
+                wave += 1
                 phase("kill")
-            group = shoppers[start:start + WAVE]
+                continue
             # After the kill, the killed process's shoppers come through the survivor.
             await asyncio.gather(*(room.take(s, spread[s.customer] if procs[0].alive() else 1)
                                    for s in group))
@@ -225,8 +257,10 @@ async def test_queue_is_fair_across_processes_and_a_killed_one_moves_no_one(
 
         # The room's order as the database holds it (a second opinion beside the API): by
         # lane (those the server saw arrive before the start first), then place key.
-        rows = await servers.db.rows("SELECT customer_id, lane, place_key FROM drop_tickets "
-                                     "WHERE drop_id = :d", d=drop_id)
+        rows = await servers.db.rows("SELECT customer_id, lane, place_key, asks FROM "
+                                     "drop_tickets WHERE drop_id = :d", d=drop_id)
+        # Cut off by the kill after their place was stored: asked twice, one place.
+        kept = sum(1 for r in rows if r["asks"] > 1)
         assert len(rows) == SHOPPERS
         ranked = sorted(rows, key=lambda r: (r["lane"], r["place_key"]))
         final = {r["customer_id"]: rank for rank, r in enumerate(ranked, start=1)}
@@ -338,7 +372,9 @@ async def test_queue_is_fair_across_processes_and_a_killed_one_moves_no_one(
         assert tickets == SHOPPERS
         phase("admission and reserving")
         print(f"\n[e2e drop fairness] {n_early} early + {n_late} later shoppers over 2 processes "
-              f"(one killed after {half - taken} later arrivals); admitted {len(admitted)} of "
+              f"(one SIGKILLed mid-wave after {half - taken} later arrivals: {len(cut)} cut off "
+              f"and asked again, {kept} of them kept the place stored before the kill); "
+              f"admitted {len(admitted)} of "
               f"{read} read back to front; a ticket's answered place short by at most {short}; "
               f"sold {sold}/{UNITS} ({statuses}); seconds: {phases}")
     finally:
