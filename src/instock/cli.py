@@ -79,15 +79,21 @@ def migrate() -> None:
 
 
 @seed_app.command("demo")
-def seed_demo() -> None:
-    """Load the demo catalogue (a streetwear drop and a cosmetics line in lots). Idempotent."""
+def seed_demo() -> str:
+    """Load the demo catalogue (a streetwear drop and a cosmetics line in lots) and schedule
+    its queue drop unless one is live. Idempotent. Returns the drop's id."""
     from instock.config import get_settings
     from instock.migrate import upgrade
     from instock.seed import seed_demo as seed
+    from instock.seed import seed_demo_drop
 
     upgrade(get_settings().database_url)
     created = with_container(seed)
     err.print("[green]demo data loaded[/green]" if created else "demo data already present")
+    drop = with_container(seed_demo_drop)
+    err.print(f"demo queue drop {drop.id} ({', '.join(drop.skus)}) opens at "
+              f"{drop.starts_at.isoformat()}")
+    return drop.id
 
 
 @app.command()
@@ -126,8 +132,9 @@ def serve(host: str | None = typer.Option(None, "--host"),
         get_settings.cache_clear()
     settings = get_settings()
     host, port = host or settings.host, port or settings.port
+    drop_id = None
     if demo:
-        seed_demo()
+        drop_id = seed_demo()
     elif settings.migrate_on_start:  # off: migrated already (`instock fleet up` does it once)
         migrate()
     container = build()
@@ -143,6 +150,9 @@ def serve(host: str | None = typer.Option(None, "--host"),
     err.print("the drop storefront, signed in as a shopper, and the operations console:")
     typer.echo(f"{scheme}://{host}:{port}/#token={shopper}", err=True)
     typer.echo(f"{scheme}://{host}:{port}/ops#token={admin}", err=True)
+    if drop_id is not None:
+        err.print("watch the drop open (its waiting room, as the demo shopper):")
+        typer.echo(f"{scheme}://{host}:{port}/drops/{drop_id}#token={shopper}", err=True)
     err.print(f"GraphQL (GraphiQL in a browser): [bold]{scheme}://{host}:{port}/graphql[/bold]",
               soft_wrap=True)
     with contextlib.ExitStack() as beside:

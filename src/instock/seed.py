@@ -1,4 +1,5 @@
-"""The demo catalogue: a streetwear drop and a cosmetics line whose stock sits in lots."""
+"""The demo catalogue: a streetwear drop and a cosmetics line whose stock sits in lots; and a
+queue drop of the sneakers a newcomer can watch open a couple of minutes after `make run`."""
 
 from __future__ import annotations
 
@@ -7,12 +8,19 @@ from decimal import Decimal
 
 from instock.app import Container
 from instock.catalog.model import Product, Variant
+from instock.drops.model import Drop, Mode
 from instock.inventory.model import Adjustment, AdjustmentKind, Channel
 from instock.platform.db import utcnow
 from instock.platform.entry_context import EntryContext
 from instock.platform.errors import AlreadyExists
 
 SEED = EntryContext(actor="seed:demo", reason="demo data")
+# The demo's queue drop: the Runner One sneakers (25 of each size, one per customer), opening
+# DROP_LEAD after the demo starts, admitting DROP_RATE shoppers a second, for DROP_LENGTH.
+DROP_SKUS = tuple(f"RUN-1-{size}" for size in range(40, 46))
+DROP_LEAD = timedelta(minutes=2)
+DROP_LENGTH = timedelta(minutes=15)
+DROP_RATE = 2.0
 
 
 def demo_products(currency: str) -> list[Product]:
@@ -71,3 +79,20 @@ async def seed_demo(c: Container) -> bool:
     await receive("SERUM-C-30", "store-paris", 12, "LC-2401", days=45)
     await receive("BALM-01", "wh-berlin", 200, "LB-77", days=500)
     return True
+
+
+async def seed_demo_drop(c: Container) -> Drop:
+    """The demo's queue drop, scheduled unless one is live. Idempotent: while a drop of the
+    sneakers has not ended (started or not), that one is the demo's drop and nothing is made;
+    once it has ended (DROP_LENGTH after its start) the sneakers sell as any others, and the
+    next run schedules a fresh drop DROP_LEAD ahead. A drop is never moved: shoppers may hold
+    places in it."""
+    live = await c.drops.live_with(DROP_SKUS[0])
+    if live is not None:
+        return live
+    starts = c.drops.clock().replace(microsecond=0) + DROP_LEAD
+    drop = Drop(id="", skus=DROP_SKUS, starts_at=starts, mode=Mode.QUEUE,
+                admit_per_second=DROP_RATE, per_customer_limit=1, channels=(),
+                ends_at=starts + DROP_LENGTH, seed="",  # id, seed, created_at: the service's
+                created_at=starts, created_by=SEED.actor)
+    return await c.drops.schedule(drop)

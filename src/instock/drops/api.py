@@ -93,7 +93,9 @@ class ChallengeOut(BaseModel):
 class TicketOut(BaseModel):
     ticket: str = Field(description="signed: show it to ask for your standing")
     position: int = Field(description="1 is next; before the start, provisional (those who "
-                                      "came before it are shuffled at the start)")
+                                      "came before it are shuffled at the start); after it, "
+                                      "it can be short by shoppers arriving at the same "
+                                      "moment, not stored yet: ask the standing for the rank")
 
 
 class StandingOut(BaseModel):

@@ -108,6 +108,12 @@ class DropsService:
             raise NotFound(f"drop {drop_id} does not exist")
         return drop
 
+    async def live_with(self, sku: str) -> model.Drop | None:
+        """The live drop (not ended) that gates this SKU, if any: a SKU is in one at a time."""
+        async with self.db.read() as conn:
+            live = await store.live_drops(conn, self.clock())
+        return next((drop for drop in live if sku in drop.skus), None)
+
     def challenge(self, drop_id: str, customer_id: str) -> tuple[str, int, datetime]:
         """A proof-of-work challenge for this shopper's ticket: (challenge, difficulty, when
         it expires). Signed, not stored: any process checks it."""

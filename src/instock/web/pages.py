@@ -26,6 +26,13 @@ async def storefront(request: Request) -> HTMLResponse:
         "drop_starts_at": starts})
 
 
+@router.get("/drops/{drop_id}", response_class=HTMLResponse)
+async def drop_room(request: Request, drop_id: str) -> HTMLResponse:
+    """A drop's waiting room: the shopper's browser solves the proof of work, takes a place,
+    watches it move, and reserves with the pass once admitted (static/drop.js)."""
+    return templates.TemplateResponse(request, "drop.html", {"drop_id": drop_id})
+
+
 @router.get("/widget/polls.js", response_class=FileResponse)
 async def poll_widget() -> FileResponse:
     """The poll widget: one script tag renders a shopper's next poll into any page."""
