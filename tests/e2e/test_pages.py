@@ -33,7 +33,7 @@ from tests.e2e.harness import (
     token,
 )
 from tests.e2e.sandboxes import payments_env, start_payments
-from tests.support import backends, migrated_database
+from tests.support import BROWSER_HEADERS, backends, migrated_database
 
 pytestmark = pytest.mark.slow
 
@@ -224,6 +224,39 @@ def test_the_ops_console_shows_a_new_ledger_entry_live(page: Page, shop: Shop) -
     expect(figure.locator("svg rect.day")).to_have_count(28, timeout=5_000)
     expect(figure.locator("figcaption")).to_contain_text(re.compile(r"a day in stock \(28 d\)"))
     page.screenshot(path=shop.screenshots / "ops.png", full_page=True)
+
+
+def test_the_ops_console_shows_a_drops_room_and_staff_refuse_a_held_ask(page: Page,
+                                                                         shop: Shop) -> None:
+    async def held_ask() -> str:
+        async with httpx.AsyncClient(base_url=shop.url, headers=bearer(Role.ADMIN),
+                                     timeout=30) as client:
+            await create_product(client, "pw-drop", ["pw-drop-1"])
+            await receive(client, "pw-drop-1", "pw-wh", 3)
+            made = await client.post("/v1/drops", json={
+                "skus": ["pw-drop-1"], "mode": "queue", "admit_per_second": 5,
+                "starts_at": (datetime.now(UTC) + timedelta(hours=1)).isoformat()})
+            assert made.status_code == 201, made.text
+            # A browser without the proof of work: held for review, not refused.
+            ticket = await client.post(f"/v1/drops/{made.json()['id']}/tickets", json={},
+                                       headers={**bearer(Role.CUSTOMER, "pw-doubt"),
+                                                **BROWSER_HEADERS})
+            assert ticket.status_code == 201, ticket.text
+            drop_id: str = made.json()["id"]
+            return drop_id
+
+    drop_id = run(held_ask())
+    page.goto(f"{shop.url}/ops#token={token(Role.ADMIN, 'pw-ops')}")
+    expect(page.locator("body")).to_have_attribute("data-ready", "true", timeout=15_000)
+    row = page.locator(f'#drops tr[data-drop="{drop_id}"]')
+    expect(row.locator(".asks")).to_have_text("1")
+    expect(row.locator(".held")).to_have_text("1")
+    held = page.locator('#held li[data-customer="pw-doubt"]')
+    expect(held).to_contain_text("no-proof-of-work")
+    held.get_by_role("button", name="Refuse").click()
+    expect(held).to_have_count(0, timeout=5_000)
+    expect(row.locator(".refused")).to_have_text("1")
+    assert shop.rest("GET", f"/v1/drops/{drop_id}/held").json() == {"held": []}
 
 
 def test_before_the_drop_a_countdown_and_no_reserving(page: Page, shop: Shop) -> None:

@@ -159,6 +159,15 @@ async def test_staff_see_held_asks_with_their_reasons_and_decide_each_once(http:
         return [(await standing(http, drop["id"], a.json()["ticket"], name)).json()["position"]
                 for name, a in tickets]
 
+    async def room() -> dict[str, Any]:
+        live = await client.get("/v1/drops", headers=staff)
+        assert live.status_code == 200, live.text
+        (mine,) = [d for d in live.json()["drops"] if d["id"] == drop["id"]]
+        figures: dict[str, Any] = mine["room"]
+        return figures
+
+    assert await room() == {"asks": 3, "held": 2, "refused": 0, "reached": 0, "waiting": 3,
+                            "sold_out": False}
     before = await positions()
     listed = await client.get(f"/v1/drops/{drop['id']}/held", headers=staff)
     assert listed.status_code == 200, listed.text
@@ -197,3 +206,7 @@ async def test_staff_see_held_asks_with_their_reasons_and_decide_each_once(http:
     out = await standing(http, drop["id"], asks["bot-ish"].json()["ticket"], "bot-ish")
     assert out.status_code == 403 and out.json()["type"].endswith("drop-entry-refused"), out.text
     assert await positions() == before  # a decision moves nobody's place
+    assert await room() == {"asks": 3, "held": 0, "refused": 1, "reached": 3, "waiting": 0,
+                            "sold_out": False}
+    shopper_view = await client.get("/v1/drops", headers=auth(app, Role.CUSTOMER, "fine"))
+    assert shopper_view.status_code == 403, shopper_view.text

@@ -4,6 +4,7 @@ that reservations of the drop's SKUs require (`Drop-Pass` header on POST /v1/res
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -288,6 +289,33 @@ async def get_draw(drop_id: CallerId, principal: Principal = Depends(READERS),
 # -- staff review of held asks ----------------------------------------------------------------
 
 REVIEWERS = requires(Role.SUPPORT, Role.MERCHANDISER)
+
+
+class RoomOut(BaseModel):
+    asks: int = Field(description="tickets (queue) or entries (draw) taken")
+    held: int = Field(description="held for review by the bot scoring")
+    refused: int = Field(description="refused by staff on review")
+    reached: int = Field(description="queue: places the room has reached at its rate")
+    waiting: int = Field(description="queue: places still waiting")
+    sold_out: bool
+
+
+class LiveDropOut(DropOut):
+    room: RoomOut
+
+
+class LiveDrops(BaseModel):
+    drops: list[LiveDropOut]
+
+
+@router.get("", response_model=LiveDrops)
+async def live_drops(principal: Principal = Depends(REVIEWERS),
+                     drops: DropsService = Depends(service)) -> LiveDrops:
+    """Every drop not ended, soonest first, with its room's figures now (the ops console)."""
+    return LiveDrops(drops=[
+        LiveDropOut(**render(live.drop).model_dump(), room=RoomOut(
+            **dataclasses.asdict(live.figures), sold_out=live.sold_out))
+        for live in await drops.review.live()])
 
 
 class HeldOut(BaseModel):

@@ -179,6 +179,24 @@ def standing(drop: Drop, position: int, now: datetime, sold_out: bool) -> Standi
                     0.0 if admitted or sold_out else wait_estimate(drop, position, now))
 
 
+@dataclass(frozen=True)
+class RoomFigures:
+    """What staff see of a drop's room (or a draw's entries) now."""
+
+    asks: int  # tickets (queue) or entries (draw) taken
+    held: int  # held for review by the bot scoring, waiting for staff
+    refused: int  # refused by staff on review (refusals at the door take no place)
+    reached: int  # places the room has reached (queue: admitted unless held or refused)
+    waiting: int  # places not reached yet
+
+
+def room_figures(drop: Drop, by_decision: dict[str, int], now: datetime) -> RoomFigures:
+    asks = sum(by_decision.values())
+    reached = min(admitted_through(drop, now), asks) if drop.mode is Mode.QUEUE else 0
+    return RoomFigures(asks, by_decision.get("review", 0), by_decision.get("refuse", 0),
+                       reached, asks - reached if drop.mode is Mode.QUEUE else 0)
+
+
 # -- tickets and passes ------------------------------------------------------------------------
 
 

@@ -1,4 +1,5 @@
-"""Staff review of the asks the bot scoring held (drops/bots.py): list them with the scoring's
+"""The staff side of drops: the live drops with their rooms' figures (the ops console's panel),
+and review of the asks the bot scoring held (drops/bots.py): list them with the scoring's
 reasons, and decide each one, admit or refuse. A waiting-room ticket or a draw entry alike; the
 decision and who made it are stored beside the scoring's verdict, so every decision can be
 explained afterwards."""
@@ -31,12 +32,31 @@ class HeldAsk:
     verdict: dict[str, Any] | None
 
 
+@dataclass(frozen=True)
+class LiveDrop:
+    drop: model.Drop
+    figures: model.RoomFigures
+    sold_out: bool
+
+
 class ReviewService:
     def __init__(self, db: Database, get: Callable[[str], Awaitable[model.Drop]],
+                 sold_out: Callable[[model.Drop], Awaitable[bool]],
                  clock: Callable[[], datetime]) -> None:
         self.db = db
         self.get = get
+        self.sold_out = sold_out
         self.clock = clock
+
+    async def live(self) -> list[LiveDrop]:
+        """Every drop not ended, soonest first, with its room's figures now."""
+        now = self.clock()
+        async with self.db.read() as conn:
+            live = sorted(await store.live_drops(conn, now), key=lambda d: d.starts_at)
+            counts = [await store.decisions(conn, drop.id, _asks(drop)[1]) for drop in live]
+        return [LiveDrop(drop, model.room_figures(drop, by_decision, now),
+                         await self.sold_out(drop))
+                for drop, by_decision in zip(live, counts, strict=True)]
 
     async def held(self, drop_id: str) -> list[HeldAsk]:
         """The drop's asks waiting for staff, oldest first."""

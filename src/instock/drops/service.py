@@ -78,7 +78,7 @@ class DropsService:
         self.clock = clock
         self.gate = DropGate(self._gates, tokens, self.settings.gate_refresh_seconds, clock)
         self.draws = DrawService(db, inventory, tokens, self.get, self._verdict, clock)
-        self.review = ReviewService(db, self.get, clock)
+        self.review = ReviewService(db, self.get, self._sold_out, clock)
 
     async def schedule(self, drop: model.Drop, correlation_id: str | None = None) -> model.Drop:
         """Store a new drop (its id, seed and creation time are ours) and publish it; 422

@@ -137,6 +137,13 @@ async def live_drops(conn: AsyncConnection, now: datetime) -> list[model.Drop]:
     return [_drop(row) for row in rows]
 
 
+async def decisions(conn: AsyncConnection, drop_id: str, table: sa.Table) -> dict[str, int]:
+    """How many tickets (or entries: `table`) of the drop stand at each decision."""
+    rows = await conn.execute(sa.select(table.c.decision, sa.func.count()).where(
+        table.c.drop_id == drop_id).group_by(table.c.decision))
+    return {decision: int(count) for decision, count in rows}
+
+
 async def add_ticket(conn: AsyncConnection, drop_id: str, customer_id: str, ticket_id: str,
                      place: model.Place, at: datetime, *, decision: str = "admit",
                      verdict: dict[str, Any] | None = None,

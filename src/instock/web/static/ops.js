@@ -160,6 +160,49 @@ async function velocity(sku) {
     salesChart(sku, salesDays, a.velocity28d)));
 }
 
+// Drops: each live drop's room (REST, refreshed every few seconds), and the asks the bot
+// scoring held, each with its reasons and the two decisions staff can make.
+async function rest(method, path, body) {
+  const response = await fetch(path, { method, headers: {
+    Authorization: `Bearer ${token()}`, "Content-Type": "application/json" },
+    body: body === undefined ? undefined : JSON.stringify(body) });
+  const answer = await response.json();
+  if (!response.ok) throw new Error(answer.detail || `${method} ${path}: ${response.status}`);
+  return answer;
+}
+
+function heldItem(drop, ask) {
+  const reasons = (ask.verdict?.reasons || []).map((r) => `${r.rule} (${r.weight})`).join(", ");
+  const decide = (decision) => el("button", { type: "button", "data-decision": decision },
+    decision === "admit" ? "Admit" : "Refuse");
+  const item = el("li", { "data-customer": ask.customer_id, "data-drop": drop.id },
+    `${ask.customer_id}: ${ask.kind} held, score ${ask.verdict?.score ?? "?"} — ${reasons} `,
+    decide("admit"), decide("refuse"));
+  item.addEventListener("click", (event) => {
+    const decision = event.target.dataset?.decision;
+    if (!decision) return;
+    rest("POST", `/v1/drops/${encodeURIComponent(drop.id)}/held/` +
+      encodeURIComponent(ask.customer_id), { decision }).then(drops).catch(problem);
+  });
+  return item;
+}
+
+async function drops() {
+  const { drops: live } = await rest("GET", "/v1/drops");
+  document.querySelector("#drops tbody").replaceChildren(...live.map((d) => el("tr",
+    { "data-drop": d.id }, el("th", { scope: "row" }, `${d.id.slice(-8)} (${d.skus.join(", ")})`),
+    el("td", {}, d.mode), el("td", {}, new Date(d.starts_at).toLocaleString()),
+    el("td", {}, d.mode === "queue" ? String(d.admit_per_second) : ""),
+    el("td", { class: "asks" }, String(d.room.asks)), el("td", {}, String(d.room.reached)),
+    el("td", {}, String(d.room.waiting)), el("td", { class: "held" }, String(d.room.held)),
+    el("td", { class: "refused" }, String(d.room.refused)),
+    el("td", {}, d.room.sold_out ? "yes" : "no"))));
+  const held = await Promise.all(live.filter((d) => d.room.held > 0).map(async (d) =>
+    (await rest("GET", `/v1/drops/${encodeURIComponent(d.id)}/held`)).held
+      .map((ask) => heldItem(d, ask))));
+  document.getElementById("held").replaceChildren(...held.flat());
+}
+
 async function experiments() {
   const { experiments: all } = await api.run("OpsExperiments");
   const box = document.getElementById("experiments");
@@ -203,8 +246,9 @@ async function main() {
     const row = event.target.closest("tr[data-sku]");
     if (row) velocity(row.dataset.sku).catch(problem);
   });
-  await Promise.all([deliveries(), experiments(), audit()]).catch(problem);
+  await Promise.all([deliveries(), experiments(), audit(), drops()]).catch(problem);
   setInterval(() => deliveries().catch(problem), 5000);
+  setInterval(() => drops().catch(problem), 3000);
   setInterval(() => experiments().catch(problem), 15000);
   document.body.dataset.ready = "true";
 }
