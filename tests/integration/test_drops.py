@@ -339,3 +339,32 @@ async def test_only_merchandisers_schedule_and_a_sku_is_in_one_drop(http: Http) 
     assert twice.status_code == 409, twice.text
     missing = await client.get("/v1/drops/nope", headers=auth(app, Role.MERCHANDISER))
     assert missing.status_code == 404
+
+
+async def test_the_pass_carries_through_a_cart_and_checkout_refuses_without_one(
+        http: Http) -> None:
+    app, client = http
+    await stocked(http, "cart", {"cart-1": 5})
+    drop = await schedule(http, skus=["cart-1"], starts_at=soon(0), mode="queue",
+                          admit_per_second=1000)
+    await asyncio.sleep(0.05)
+    mine = await ticket(http, drop["id"], "c1")
+    drop_pass = (await standing(http, drop["id"], mine["ticket"], "c1")).json()["pass"]
+    headers = auth(app, Role.CUSTOMER, "c1")
+    cart = (await client.post("/v1/carts", json={}, headers=headers)).json()
+    add = f"/v1/carts/{cart['id']}/items"
+    line = {"sku": "cart-1", "quantity": 1}
+    refused(await client.post(add, json=line, headers=headers), 403, "drop-pass-required",
+            "Drop-Pass")
+    held = await client.post(add, json=line, headers={**headers, "Drop-Pass": drop_pass})
+    assert held.status_code == 200 and [i["sku"] for i in held.json()["items"]] == ["cart-1"]
+    assert (await stock_of(http, "cart-1"))["reserved"] == 1
+    # A checkout of lines reserves them in its saga: without the pass, refused at once (not
+    # retried: the saga gives up), with the drop's own problem inside; nothing reserved.
+    bare = await client.post("/v1/checkout", json={"lines": [line]},
+                             headers=auth(app, Role.CUSTOMER, "c2"))
+    assert bare.status_code == 403, bare.text
+    problem = refused(bare, 403, "reservation-refused", "Drop-Pass")
+    assert problem["refusal"]["type"] == PROBLEMS + "drop-pass-required", problem
+    assert problem["order_id"]
+    assert (await stock_of(http, "cart-1"))["reserved"] == 1

@@ -18,7 +18,7 @@ from instock.inventory.unit_of_work import StockView
 from instock.platform.auth import STAFF, Principal, Role, requires
 from instock.platform.errors import problem_responses
 from instock.platform.etags import etag, parse_if_match
-from instock.platform.http import CallerId, LineIn, entry_context
+from instock.platform.http import CallerId, DropPass, LineIn, entry_context
 
 router = APIRouter(tags=["inventory"],
                    responses=problem_responses(400, 401, 403, 404, 409, 412, 422))
@@ -265,10 +265,7 @@ def reserving_customer(principal: Principal, customer_id: str | None) -> str | N
 async def reserve(body: ReservationIn, request: Request,
                   principal: Principal = Depends(RESERVERS),
                   inventory: InventoryService = Depends(service),
-                  drop_pass: str | None = Header(default=None, alias="Drop-Pass",
-                                                 max_length=2000, description=(
-                                                     "the pass a drop's waiting room gave: "
-                                                     "required for its SKUs"))) -> ReservationOut:
+                  drop_pass: DropPass = None) -> ReservationOut:
     reservation = await inventory.reserve(
         ReserveRequest([Line(line.sku, line.quantity) for line in body.lines], body.channel,
                        reserving_customer(principal, body.customer_id), body.ttl_seconds,

@@ -14,7 +14,7 @@ from instock.orders.model import CartStatus, Order, OrderStatus, ReturnLine, Sag
 from instock.orders.service import OrdersService
 from instock.platform.auth import STAFF, Principal, Role, requires
 from instock.platform.errors import problem_responses
-from instock.platform.http import CallerId, LineIn, entry_context
+from instock.platform.http import CallerId, DropPass, LineIn, entry_context
 from instock.platform.telemetry import correlation_id
 from instock.platform.text import Printable
 
@@ -99,11 +99,14 @@ async def get_cart(cart_id: str, principal: Principal = Depends(BUYERS),
              responses=problem_responses(404, 409, 422))
 async def add_item(cart_id: str, body: LineIn, request: Request,
                    principal: Principal = Depends(BUYERS),
-                   orders: OrdersService = Depends(service)) -> CartOut:
-    """Hold more of a SKU; the cart's holds run `cart_hold_seconds` past the last touch."""
+                   orders: OrdersService = Depends(service),
+                   drop_pass: DropPass = None) -> CartOut:
+    """Hold more of a SKU; the cart's holds run `cart_hold_seconds` past the last touch. A SKU
+    of a drop needs the drop's pass (`Drop-Pass`), as a reservation does."""
     await own_cart(orders, cart_id, principal)
     return render_cart(await orders.add_to_cart(cart_id, body.sku, body.quantity,
-                                                entry_context(request, principal, "cart")))
+                                                entry_context(request, principal, "cart"),
+                                                drop_pass))
 
 
 @router.delete("/v1/carts/{cart_id}/items/{sku}", response_model=CartOut)
@@ -200,7 +203,8 @@ CHECKOUT_WAITING = "Placed; a step waits for the payment provider (poll the orde
                         **problem_responses(402, 404, 409, 422, 503)})
 async def checkout(body: CheckoutIn, request: Request, response: Response,
                    principal: Principal = Depends(BUYERS),
-                   orders: OrdersService = Depends(service)) -> OrderOut:
+                   orders: OrdersService = Depends(service),
+                   drop_pass: DropPass = None) -> OrderOut:
     """Turn a cart (or lines) into a paid order: reserve → authorise → commit → capture →
     hand to fulfilment. 201 when paid; 202 while a step waits for a provider (the saga goes
     on in the background: poll the order); 402/409/503 when it failed, stock released."""
@@ -210,7 +214,8 @@ async def checkout(body: CheckoutIn, request: Request, response: Response,
         channel=body.channel, customer_id=customer_for(principal, body.customer_id),
         cart_id=body.cart_id, lines=[Line(line.sku, line.quantity) for line in body.lines],
         correlation_id=correlation_id(request),
-        idempotency_scope=entry_context(request, principal).idempotency_scope())
+        idempotency_scope=entry_context(request, principal).idempotency_scope(),
+        drop_pass=drop_pass)
     if saga.status is SagaStatus.RUNNING:
         response.status_code = 202
     return render_order(order, saga)

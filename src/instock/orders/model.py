@@ -293,6 +293,9 @@ class FailureKind(StrEnum):
     HOLD_EXPIRED = "hold_expired"
     CONFLICT = "conflict"  # a conflict that kept coming back until the attempts ran out
     ORDER_MOVED_ON = "order_moved_on"  # the order moved on before the saga could act on it
+    # Inventory refused to reserve for this buyer (a drop's SKU without a valid pass): asking
+    # again changes nothing, so the saga gives up at once; the refusal is kept in its data.
+    RESERVATION_REFUSED = "reservation_refused"
 
 
 class SagaError(Exception):

@@ -37,7 +37,7 @@ from instock.payments.service import AlsoWrite, PaymentsService
 from instock.platform.bus import outbox
 from instock.platform.db import Database, utcnow
 from instock.platform.entry_context import EntryContext
-from instock.platform.errors import Conflict, NotFound
+from instock.platform.errors import Conflict, Forbidden, NotFound
 from instock.platform.ids import new_id
 from instock.platform.retry import backoff
 
@@ -279,9 +279,13 @@ class SagaRunner:
             terms = await self._terms(saga)
             try:
                 reservation = await self.inventory.reserve(ReserveRequest(
-                    terms.lines, terms.channel, terms.customer_id, hold), ctx)
+                    terms.lines, terms.channel, terms.customer_id, hold,
+                    _optional(saga.data.get("drop_pass"))), ctx)
             except InsufficientStockConflict as exc:
                 raise StepFailed(FailureKind.INSUFFICIENT_STOCK, str(exc)) from exc
+            except Forbidden as exc:  # e.g. drop-pass-required: the buyer may not, not yet
+                saga.data["refusal"] = exc.problem()
+                raise StepFailed(FailureKind.RESERVATION_REFUSED, str(exc)) from exc
             held = [reservation.id]
             saga.data["reservation_ids"] = held
 

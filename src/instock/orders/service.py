@@ -39,7 +39,13 @@ from instock.payments.errors import CircuitOpen, PaymentDeclined, PaymentUnavail
 from instock.platform.bus import outbox
 from instock.platform.db import Database, utcnow
 from instock.platform.entry_context import EntryContext
-from instock.platform.errors import Conflict, InstockError, NotFound, ValidationFailed
+from instock.platform.errors import (
+    Conflict,
+    Forbidden,
+    InstockError,
+    NotFound,
+    ValidationFailed,
+)
 from instock.platform.ids import new_id
 
 
@@ -59,6 +65,13 @@ class HoldExpired(Conflict):
     slug, title = "hold-expired", "The stock hold ran out before the payment completed"
 
 
+class ReservationRefused(Forbidden):
+    """403: inventory would not reserve the lines for this buyer; `refusal` is its own problem
+    (drop-pass-required, drop-pass-invalid: a drop's SKUs need the pass its room gave)."""
+
+    slug, title = "reservation-refused", "The stock may not be reserved for this buyer"
+
+
 def checkout_failure(order: Order, saga: Saga) -> InstockError:
     """The problem a failed checkout answers with; the order (cancelled) is named in it."""
     reason, extra = saga.failure or "checkout failed", {"order_id": order.id}
@@ -71,6 +84,10 @@ def checkout_failure(order: Order, saga: Saga) -> InstockError:
             return HoldExpired(reason, **extra)
         case FailureKind.CIRCUIT_OPEN:
             return CircuitOpen(reason, **extra)
+        case FailureKind.RESERVATION_REFUSED:
+            refusal = saga.data.get("refusal")
+            errors = refusal.get("errors", []) if isinstance(refusal, dict) else []
+            return ReservationRefused(reason, refusal=refusal, errors=errors, **extra)
         case _:
             return PaymentUnavailable(reason, **extra)
 
@@ -122,7 +139,7 @@ class OrdersService:
         return cart
 
     async def add_to_cart(self, cart_id: str, sku: str, quantity: int,
-                          ctx: EntryContext) -> Cart:
+                          ctx: EntryContext, drop_pass: str | None = None) -> Cart:
         """Hold `quantity` more of `sku` for the cart: a hold of its own, so adding never puts
         at risk what the cart already holds (in a drop the first unit is the one that counts)."""
         cart = await self._open_cart(cart_id)
@@ -130,7 +147,7 @@ class OrdersService:
             raise ValidationFailed("quantity", "must be at least 1")
         reservation = await self.inventory.reserve(
             ReserveRequest([Line(sku, quantity)], cart.channel, cart.customer_id,
-                           self.settings.cart_hold_seconds),
+                           self.settings.cart_hold_seconds, drop_pass),
             ctx if ctx.idempotency_key else EntryContext(ctx.actor, "cart",
                                                          ctx.correlation_id))
         async with self.db.write() as conn:
@@ -179,7 +196,8 @@ class OrdersService:
     async def checkout(self, *, channel: str, customer_id: str | None,
                        cart_id: str | None = None, lines: Sequence[Line] = (),
                        correlation_id: str | None = None,
-                       idempotency_scope: str | None = None) -> tuple[Order, Saga]:
+                       idempotency_scope: str | None = None,
+                       drop_pass: str | None = None) -> tuple[Order, Saga]:
         """Place an order and run its checkout saga as far as it goes now: the order with its
         saga, completed or still running (waiting for a provider). A checkout that failed
         raises its problem (declined, out of stock, hold expired, provider down), naming the
@@ -213,6 +231,10 @@ class OrdersService:
         data["terms"] = {"channel": order.channel, "customer_id": order.customer_id,
                          "total": str(order.total), "currency": order.currency}
         data["hold_seconds"] = self.settings.checkout_hold_seconds
+        if drop_pass is not None and cart_id is None:
+            # The saga reserves the lines, maybe after a crash in another process: it keeps
+            # the pass (short-lived; a cart's holds passed the gate when they were made).
+            data["drop_pass"] = drop_pass
         saga = Saga.start(new_id(), SagaKind.CHECKOUT, order.id, self.clock(), data)
         # Several transactions, with a provider called between them: each commits as it ends.
         # A keyed checkout needs no claim on its key: the order keeps the key.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Request
+from fastapi import Header, Request
 from pydantic import BaseModel, Field, StringConstraints
 
 from instock.platform import tracing
@@ -16,6 +16,10 @@ from instock.platform.telemetry import correlation_id
 
 # An id the caller chose (a SKU, a location, a channel): see CALLER_ID_PATTERN.
 CallerId = Annotated[str, StringConstraints(pattern=CALLER_ID_PATTERN)]
+# The pass a drop's waiting room (or draw) gave, on every route that reserves: required for the
+# drop's SKUs while it gates them (drops context, behind inventory's ReservationGate).
+DropPass = Annotated[str | None, Header(alias="Drop-Pass", max_length=2000, description=(
+    "the pass a drop's waiting room gave: required for its SKUs"))]
 
 
 class LineIn(BaseModel):
