@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +16,14 @@ import grpc
 import pytest
 
 from instock.app import Container, build
+from instock.drops.errors import DropPassRequired
+from instock.drops.model import Drop, Mode
 from instock.inventory.errors import InsufficientStockConflict, InvalidTransition
 from instock.inventory.grpc import SERVICE_NAME, InventoryServicer, RemoteInventory
 from instock.inventory.model import Adjustment, AdjustmentKind, Line, ReservationStatus
 from instock.inventory.reservation_batch import ReserveRequest
 from instock.platform.auth import TokenAuthority
+from instock.platform.db import utcnow
 from instock.platform.entry_context import EntryContext
 from instock.platform.errors import NotFound, Unauthorized, ValidationFailed
 from instock.platform.principal import Role
@@ -98,6 +102,28 @@ async def test_the_callee_s_errors_arrive_as_themselves(home: Container) -> None
                     sku="TEE", location="wh", kind="steal", quantity=1), safe=False)
             assert invalid.value.extensions["errors"] == [
                 {"field": "kind", "reason": "unknown adjustment kind 'steal'"}]
+        finally:
+            await inventory.close()
+
+
+async def test_a_drop_pass_goes_over_the_wire_and_a_refusal_comes_back_as_itself(
+        home: Container) -> None:
+    await stocked(home, "HYPE", 2)
+    now = utcnow()
+    drop = await home.drops.schedule(Drop(
+        id="", skus=("HYPE",), starts_at=now - timedelta(seconds=1), mode=Mode.QUEUE,
+        admit_per_second=10, per_customer_limit=None, channels=(), ends_at=None, seed="",
+        created_at=now, created_by="test"))
+    tokens = home.drops.tokens
+    drop_pass = tokens.admission_pass(tokens.pass_for(drop.id, "c-1", now), now)
+    async with await served(home, InventoryServicer(home.inventory, home.tokens)) as server:
+        inventory = remote(server, home.tokens)
+        try:
+            with pytest.raises(DropPassRequired):
+                await inventory.reserve(ReserveRequest([Line("HYPE", 1)], "web", "c-1", 60), CTX)
+            held = await inventory.reserve(
+                ReserveRequest([Line("HYPE", 1)], "web", "c-1", 60, drop_pass), CTX)
+            assert held.status is ReservationStatus.ACTIVE
         finally:
             await inventory.close()
 

@@ -141,7 +141,8 @@ class InventoryServicer(pb_grpc.InventoryServicer):
             held = await self.inventory.reserve(ReserveRequest(
                 [Line(line.sku, line.quantity) for line in request.lines],
                 request.channel or "web", _optional(request, "customer_id"),
-                _optional(request, "ttl_seconds")), entry_context(request.context, caller))
+                _optional(request, "ttl_seconds"), _optional(request, "drop_pass")),
+                entry_context(request.context, caller))
             return reservation_message(held)
         return await self._answer(context, "Reserve", work)
 
@@ -218,7 +219,8 @@ class RemoteInventory:
         message = pb.ReserveRequest(
             lines=[pb.Line(sku=line.sku, quantity=line.quantity) for line in request.lines],
             channel=request.channel, customer_id=request.customer_id,
-            ttl_seconds=request.ttl_seconds, context=context_message(ctx))
+            ttl_seconds=request.ttl_seconds, drop_pass=request.drop_pass,
+            context=context_message(ctx))
         # With a key, a repeat returns the first call's reservation: safe to retry.
         return reservation(await self._call("Reserve", message,
                                             safe=ctx.idempotency_key is not None))

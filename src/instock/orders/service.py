@@ -45,6 +45,7 @@ from instock.platform.errors import (
     InstockError,
     NotFound,
     ValidationFailed,
+    error_of,
 )
 from instock.platform.ids import new_id
 
@@ -65,13 +66,6 @@ class HoldExpired(Conflict):
     slug, title = "hold-expired", "The stock hold ran out before the payment completed"
 
 
-class ReservationRefused(Forbidden):
-    """403: inventory would not reserve the lines for this buyer; `refusal` is its own problem
-    (drop-pass-required, drop-pass-invalid: a drop's SKUs need the pass its room gave)."""
-
-    slug, title = "reservation-refused", "The stock may not be reserved for this buyer"
-
-
 def checkout_failure(order: Order, saga: Saga) -> InstockError:
     """The problem a failed checkout answers with; the order (cancelled) is named in it."""
     reason, extra = saga.failure or "checkout failed", {"order_id": order.id}
@@ -84,10 +78,11 @@ def checkout_failure(order: Order, saga: Saga) -> InstockError:
             return HoldExpired(reason, **extra)
         case FailureKind.CIRCUIT_OPEN:
             return CircuitOpen(reason, **extra)
-        case FailureKind.RESERVATION_REFUSED:
+        case FailureKind.RESERVATION_REFUSED:  # inventory's own refusal, as it was raised
             refusal = saga.data.get("refusal")
-            errors = refusal.get("errors", []) if isinstance(refusal, dict) else []
-            return ReservationRefused(reason, refusal=refusal, errors=errors, **extra)
+            if isinstance(refusal, dict):
+                return error_of({**refusal, **extra})
+            return Forbidden(reason, **extra)
         case _:
             return PaymentUnavailable(reason, **extra)
 

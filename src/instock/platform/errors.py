@@ -200,3 +200,27 @@ def install_handlers(app: FastAPI) -> None:
         return problem_response(problem_document(
             500, "internal-error", "Internal error", "The server could not complete the request.",
             request.url.path))
+
+
+def error_of(problem: dict[str, Any]) -> InstockError:
+    """The error a problem document describes (a remote call's, or one stored), as its own
+    class (found by the problem type's slug among the house's errors), carrying the same
+    detail and extensions."""
+    slug = str(problem.get("type", "")).rsplit("/", 1)[-1]
+    cls = _by_slug().get(slug, InstockError)
+    known = {"type", "title", "status", "detail", "instance"}
+    error = cls.__new__(cls)
+    InstockError.__init__(error, str(problem.get("detail", "")),
+                          **{k: v for k, v in problem.items() if k not in known})
+    return error
+
+
+def _by_slug() -> dict[str, type[InstockError]]:
+    """Every error class of the house by slug (the first, most general, wins a shared slug)."""
+    found: dict[str, type[InstockError]] = {}
+    pending: list[type[InstockError]] = [InstockError]
+    while pending:
+        cls = pending.pop(0)
+        found.setdefault(cls.slug, cls)
+        pending.extend(cls.__subclasses__())
+    return found

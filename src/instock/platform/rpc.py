@@ -31,7 +31,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from instock.platform import tracing
 from instock.platform.breaker import Breaker, BreakerOpen
-from instock.platform.errors import Forbidden, InstockError
+from instock.platform.errors import Forbidden, InstockError, error_of
 from instock.platform.principal import Principal, Role
 from instock.platform.retry import retry
 from instock.platform.tokens import InvalidToken, TokenAuthority
@@ -229,7 +229,7 @@ class Remote:
         or RemoteUnavailable for a transport failure."""
         problem = dict(err.trailing_metadata() or ()).get(PROBLEM_KEY)
         if problem:
-            return problem_error(orjson.loads(problem))
+            return error_of(orjson.loads(problem))
         if err.code() in _TRANSPORT:
             return RemoteUnavailable(f"{self.name}: {err.code().name.lower()}: {err.details()}")
         return RemoteUnavailable(f"{self.name} refused the call: {err.code().name}: "
@@ -239,29 +239,6 @@ class Remote:
         if self._channel is not None:
             await self._channel.close()
             self._channel = None
-
-
-def problem_error(problem: dict[str, Any]) -> InstockError:
-    """The error a problem document describes, as its own class (found by the problem type's
-    slug among the house's errors), carrying the same detail and extensions."""
-    slug = str(problem.get("type", "")).rsplit("/", 1)[-1]
-    cls = _by_slug().get(slug, InstockError)
-    known = {"type", "title", "status", "detail", "instance"}
-    error = cls.__new__(cls)
-    InstockError.__init__(error, str(problem.get("detail", "")),
-                          **{k: v for k, v in problem.items() if k not in known})
-    return error
-
-
-def _by_slug() -> dict[str, type[InstockError]]:
-    """Every error class of the house by slug (the first, most general, wins a shared slug)."""
-    found: dict[str, type[InstockError]] = {}
-    pending: list[type[InstockError]] = [InstockError]
-    while pending:
-        cls = pending.pop(0)
-        found.setdefault(cls.slug, cls)
-        pending.extend(cls.__subclasses__())
-    return found
 
 
 @contextlib.asynccontextmanager
