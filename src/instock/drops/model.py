@@ -147,6 +147,52 @@ def standing(drop: Drop, position: int, now: datetime, sold_out: bool) -> Standi
                     0.0 if admitted or sold_out else wait_estimate(drop, position, now))
 
 
+@dataclass(frozen=True)
+class Live:
+    """What the waiting room's live stream tells a ticket holder (no pass: the page asks the
+    authenticated GET for it once admitted)."""
+
+    position: int  # among those still waiting: 1 is next, 0 once the room has reached it
+    admitted: bool
+    sold_out: bool
+    wait_seconds: float
+    held_for_review: bool
+
+
+def live_standing(drop: Drop, position: int, held: bool, through: int, sold_out: bool,
+                  now: datetime) -> Live:
+    """A ticket at absolute `position` when the room has admitted `through` places: the
+    stream's view of `standing` (a place held for review moves up but is never admitted)."""
+    ahead = max(0, position - through)
+    admitted = drop.mode is Mode.QUEUE and ahead == 0 and not sold_out and not held
+    wait = 0.0 if admitted or sold_out or ahead == 0 else wait_estimate(drop, position, now)
+    return Live(ahead, admitted, sold_out, wait, held)
+
+
+def push_due(sent: Live | None, view: Live, since_push: float, every: float) -> bool:
+    """Whether a watcher is sent `view`: at once when it is admitted, held, or the drop sold
+    out (or came back); a move in the line only every `every` seconds, so that a room of
+    thousands moving every tick costs a push per watcher per `every`, not per tick."""
+    if sent is None:
+        return True
+    if (sent.admitted, sent.sold_out, sent.held_for_review) != (
+            view.admitted, view.sold_out, view.held_for_review):
+        return True
+    return view.position != sent.position and since_push >= every
+
+
+def admitted_at(drop: Drop, position: int) -> datetime:
+    """When the room reaches `position` at the drop's rate (the inverse of admitted_through)."""
+    return drop.starts_at + timedelta(seconds=position / drop.admit_per_second)
+
+
+def waited(drop: Drop, position: int, arrived_at: datetime) -> float:
+    """Seconds a ticket admitted at `position` waited: from its arrival (or the start, for
+    those who came before it) to its admission."""
+    return max(0.0, (admitted_at(drop, position) - max(arrived_at, drop.starts_at))
+               .total_seconds())
+
+
 # -- tickets and passes ------------------------------------------------------------------------
 
 
