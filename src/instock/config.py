@@ -179,7 +179,7 @@ class Settings(BaseSettings):
     # `drop_room_tick_seconds`, and tells a watcher it moved up at most every
     # `drop_room_push_seconds` (admission and a sell-out at once).
     drop_room_tick_seconds: float = Field(default=1.0, gt=0, le=60)
-    drop_room_push_seconds: float = Field(default=2.0, ge=0, le=600)
+    drop_room_push_seconds: float = Field(default=5.0, ge=0, le=600)
     # Origins of other sites' pages that embed the poll widget, comma-separated
     # (`https://shop.example,https://www.shop.example`): their browsers may call the API (CORS).
     # Empty: only pages served by instock itself.
