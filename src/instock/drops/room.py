@@ -50,6 +50,7 @@ STOCK_TURNS = frozenset({SoldOut.type, BackInStock.type})
 SoldOutCheck = Callable[[model.Drop], Awaitable[bool]]
 TicketCount = Callable[[str], Awaitable[int]]
 WAKE_CHUNK = 64  # watchers woken per turn of the event loop (see Room._push)
+SCAN_CHUNK = 1024  # watchers looked at per turn of the event loop
 EarlyKeys = Callable[[str], Awaitable[list[str]]]  # the drop's pre-start place keys, in order
 
 
@@ -117,6 +118,7 @@ class Room:
         self.watchers: set[Watcher] = set()
         self.through = 0
         self.sold_out = False
+        self.told_sold_out = False  # what the last push went by
         self.tickets = 0
         self.counted_at = float("-inf")
         self.ready = asyncio.Event()  # the first state is known
@@ -200,11 +202,19 @@ class Room:
         woken all in one turn they would hold every other request of the process until the
         last had written (the loaded p99 of `bench drop --mode queue` showed it)."""
         drop, now, mono = self.drop, self.rooms.clock(), time.monotonic()
-        every = self.rooms.settings.push_seconds
+        every, through = self.rooms.settings.push_seconds, self.through
+        turned, self.told_sold_out = self.sold_out != self.told_sold_out, self.sold_out
         woken = 0
-        for watcher in list(self.watchers):  # a copy: watchers come and go while we yield
-            view = self.view(watcher, now)
+        for scanned, watcher in enumerate(list(self.watchers)):  # a copy: we yield below
+            if scanned % SCAN_CHUNK == SCAN_CHUNK - 1:
+                await asyncio.sleep(0)
             sent = watcher.sent
+            # Most watchers, most ticks: no sell-out turned, still on the same side of the
+            # line as last told, and told of a move too recently. Nothing to build for them.
+            if (sent is not None and not turned and mono - watcher.sent_at < every
+                    and (watcher.position > through) == (sent.position > 0)):
+                continue
+            view = self.view(watcher, now)
             if not model.push_due(sent, view, mono - watcher.sent_at, every):
                 continue
             if view.admitted and sent is not None and not sent.admitted:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -154,6 +155,9 @@ async def _measure(plan: QueuePlan, server: Server, api: Api, report: Reporter) 
     connected = max(crowd.connected, 1)
     body = {
         "mode": "queue", "database": backend_of(plan.database), "waiting": plan.waiting,
+        # This machine's load when done: the bench, the server and whatever else runs here
+        # share its cores, and the latencies move with it.
+        "cpus": os.cpu_count(), "load_average": [round(x, 2) for x in os.getloadavg()],
         "connected": crowd.connected, "failed": dict(crowd.failures),
         "connect_seconds": round(connect_seconds, 2),
         "memory": {"rss_before_mb": round(rss / 1024, 1),
