@@ -49,8 +49,9 @@ STOCK_TURNS = frozenset({SoldOut.type, BackInStock.type})
 
 SoldOutCheck = Callable[[model.Drop], Awaitable[bool]]
 TicketCount = Callable[[str], Awaitable[int]]
-WAKE_CHUNK = 64  # watchers woken per turn of the event loop (see Room._push)
+WAKE_CHUNK = 16  # watchers woken per turn of the event loop (see Room._push)
 SCAN_CHUNK = 1024  # watchers looked at per turn of the event loop
+SPREAD = 0.5  # the share of a tick a tick's wake-ups are spread over
 EarlyKeys = Callable[[str], Awaitable[list[str]]]  # the drop's pre-start place keys, in order
 
 
@@ -197,14 +198,16 @@ class Room:
                 watcher.key = None
 
     async def _push(self) -> None:
-        """Wake the watchers with news, `WAKE_CHUNK` at a time with a turn of the event loop
-        between: a sell-out wakes ten thousand streams, and each writes its frame when woken;
-        woken all in one turn they would hold every other request of the process until the
-        last had written (the loaded p99 of `bench drop --mode queue` showed it)."""
+        """Wake the watchers with news. Not all in one turn of the event loop: each woken
+        stream writes its frame at once, and a thousand writing in one turn would hold every
+        other request of the process for that long, once per turn it needs (a request
+        awaiting the database takes several). So the due are found first (yielding every
+        `SCAN_CHUNK` looked at), then woken `WAKE_CHUNK` at a time, paced over
+        `SPREAD` of a tick (a sell-out reaches ten thousand within half a second)."""
         drop, now, mono = self.drop, self.rooms.clock(), time.monotonic()
         every, through = self.rooms.settings.push_seconds, self.through
         turned, self.told_sold_out = self.sold_out != self.told_sold_out, self.sold_out
-        woken = 0
+        due: list[tuple[Watcher, model.Live]] = []
         for scanned, watcher in enumerate(list(self.watchers)):  # a copy: we yield below
             if scanned % SCAN_CHUNK == SCAN_CHUNK - 1:
                 await asyncio.sleep(0)
@@ -215,14 +218,19 @@ class Room:
                     and (watcher.position > through) == (sent.position > 0)):
                 continue
             view = self.view(watcher, now)
-            if not model.push_due(sent, view, mono - watcher.sent_at, every):
+            if model.push_due(sent, view, mono - watcher.sent_at, every):
+                due.append((watcher, view))
+        chunks = -(-len(due) // WAKE_CHUNK)
+        pause = self.rooms.settings.tick_seconds * SPREAD / max(1, chunks)
+        for woken, (watcher, view) in enumerate(due, 1):
+            if watcher not in self.watchers:  # gone while we paused
                 continue
+            sent = watcher.sent
             if view.admitted and sent is not None and not sent.admitted:
                 DROP_WAIT.observe(model.waited(drop, watcher.position, watcher.arrived_at))
             watcher.offer(view, mono)
-            woken += 1
-            if woken % WAKE_CHUNK == 0:
-                await asyncio.sleep(0)
+            if woken % WAKE_CHUNK == 0 and woken < len(due):
+                await asyncio.sleep(pause)
 
 
 class Rooms:
