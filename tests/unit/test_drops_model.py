@@ -151,6 +151,12 @@ def test_a_move_in_line_waits_its_turn_but_admission_and_sell_out_do_not() -> No
     assert not model.push_due(sent, sent, 10.0, 2.0)  # nothing new: no push
     assert model.push_due(sent, model.Live(0, True, False, 0.0, False), 0.1, 2.0)
     assert model.push_due(sent, model.Live(5, False, True, 0.0, False), 0.1, 2.0)
+    # Far back, a small move waits until it is a few percent, or old.
+    deep, nearer = model.Live(1000, False, False, 500.0, False), model.Live(990, False, False,
+                                                                            495.0, False)
+    assert not model.push_due(deep, nearer, 2.0, 2.0)
+    assert model.push_due(deep, nearer, 12.0, 2.0)
+    assert model.push_due(deep, model.Live(950, False, False, 475.0, False), 2.0, 2.0)
 
 
 def test_an_admitted_ticket_waited_from_its_arrival_or_the_start() -> None:

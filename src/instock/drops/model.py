@@ -169,16 +169,27 @@ def live_standing(drop: Drop, position: int, held: bool, through: int, sold_out:
     return Live(ahead, admitted, sold_out, wait, held)
 
 
+# A move in the line is worth telling when it is at least this share of where the watcher
+# stood (the front hears of every move, the back of every few percent), or once it is this
+# many `every`s old, whatever its size.
+MOVE_SHARE = 0.05
+STALE_AFTER = 6
+
+
 def push_due(sent: Live | None, view: Live, since_push: float, every: float) -> bool:
     """Whether a watcher is sent `view`: at once when it is admitted, held, or the drop sold
-    out (or came back); a move in the line only every `every` seconds, so that a room of
-    thousands moving every tick costs a push per watcher per `every`, not per tick."""
+    out (or came back); a move in the line at most every `every` seconds, and then only a
+    move worth telling (MOVE_SHARE, STALE_AFTER), so that a room of thousands moving every
+    tick costs far less than a push per watcher per `every`."""
     if sent is None:
         return True
     if (sent.admitted, sent.sold_out, sent.held_for_review) != (
             view.admitted, view.sold_out, view.held_for_review):
         return True
-    return view.position != sent.position and since_push >= every
+    moved = abs(sent.position - view.position)
+    if not moved or since_push < every:
+        return False
+    return moved >= sent.position * MOVE_SHARE or since_push >= every * STALE_AFTER
 
 
 def admitted_at(drop: Drop, position: int) -> datetime:
