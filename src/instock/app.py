@@ -55,6 +55,7 @@ from instock.channels.connector import connector_factory
 from instock.channels.service import ChannelsService
 from instock.config import Settings, get_settings
 from instock.customers.service import CustomersService
+from instock.drops.room import RoomSettings
 from instock.drops.service import DropSettings, DropsService
 from instock.drops.tokens import DropTokens
 from instock.experiments.service import CONVERSIONS, ExperimentsService
@@ -189,6 +190,7 @@ class Container:
         if isinstance(self.orders.inventory, RemoteInventory):
             await self.orders.inventory.close()
         await self.experiments.close()
+        await self.drops.rooms.close()
         await self.recommendations.cache.close()
         await self.inventory.sold_out.close()
         await self.payments.provider.close()
@@ -267,7 +269,9 @@ def build(settings: Settings | None = None, span_exporter: SpanExporter | None =
                    ticket_ttl_seconds=settings.drop_ticket_seconds),
         DropSettings(settings.drop_pass_seconds, settings.drop_ticket_seconds,
                      settings.drop_gate_refresh_seconds, settings.drop_proof_bits,
-                     settings.drop_challenge_seconds))
+                     settings.drop_challenge_seconds,
+                     RoomSettings(settings.drop_room_tick_seconds,
+                                  settings.drop_room_push_seconds)))
     # Every reservation of a drop's SKUs asks the drops context first, wherever it comes from
     # (REST, GraphQL, the checkout saga, gRPC): inventory holds the port, never drops' tables.
     inventory_service.gate = drops.gate

@@ -178,6 +178,11 @@ class Settings(BaseSettings):
     # trips). A challenge must come back within `drop_challenge_seconds`.
     drop_proof_bits: int = Field(default=16, ge=0, le=32)
     drop_challenge_seconds: float = Field(default=300.0, gt=0, le=86_400)
+    # The live waiting room (SSE, drops/room.py): each process recomputes a drop's room every
+    # `drop_room_tick_seconds`, and tells a watcher it moved up at most every
+    # `drop_room_push_seconds` (admission and a sell-out at once).
+    drop_room_tick_seconds: float = Field(default=1.0, gt=0, le=60)
+    drop_room_push_seconds: float = Field(default=5.0, ge=0, le=600)
     # Origins of other sites' pages that embed the poll widget, comma-separated
     # (`https://shop.example,https://www.shop.example`): their browsers may call the API (CORS).
     # Empty: only pages served by instock itself.

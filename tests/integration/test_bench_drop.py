@@ -95,3 +95,29 @@ def test_a_drop_says_by_when_every_buyer_had_an_answer(database_url: str,
     assert row["errors"] == 0, row
     # Every buyer was released at once, so the last answer came no sooner than the slowest.
     assert row["answered_within_ms"] >= row["p99_ms"] > 0, row
+
+
+def test_queue_mode_holds_a_waiting_room_and_measures_what_it_costs(
+        database_url: str, tmp_path: Path) -> None:
+    result = subprocess.run(
+        [INSTOCK, "bench", "drop", "--mode", "queue", "--waiting", "100", "--seconds", "1",
+         "--rate", "5", "--plot", str(tmp_path / "queue.png")],
+        env=instock_env(database_url, tmp_path), cwd=tmp_path, capture_output=True, text=True,
+        timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout)
+    assert (report["mode"], report["waiting"], report["connected"]) == ("queue", 100, 100)
+    assert report["failed"] == {} and report["memory"]["per_waiting_kb"] is not None
+    assert report["cpu"]["connect_ms_per_waiting"] > 0
+    store = report["storefront"]
+    for phase in ("unloaded", "loaded"):
+        assert store[phase]["errors"] == 0, store
+        assert store[phase]["reserve"]["requests"] == store[phase]["product"]["requests"] > 0
+        assert 0 < store[phase]["all"]["p50_ms"] <= store[phase]["all"]["p99_ms"], store
+    assert store["p99_ratio"] > 0 and isinstance(store["within_goal"], bool)
+    # Streams were told of admissions as the room reached them (how close to the configured
+    # rate is the bench's to say, not the test's).
+    admission = report["admission"]
+    assert admission["configured_per_s"] == 5 and admission["observed"] >= 2, admission
+    assert admission["measured_per_s"] > 0, admission
+    assert Path(report["plot"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -123,3 +123,44 @@ def test_who_may_reserve_before_and_from_the_start(mode: Mode, before: model.Ent
     gate = model.gate_of(drop(mode=mode))
     assert gate.entry(START - timedelta(microseconds=1)) is before
     assert gate.entry(START) is after
+
+
+# -- the live room ---------------------------------------------------------------------------
+
+
+def test_the_live_position_counts_those_still_waiting_until_the_room_reaches_it() -> None:
+    d, now = drop(), START + timedelta(seconds=3)  # 2/s: six admitted
+    through = model.admitted_through(d, now)
+    assert through == 6
+    waiting = model.live_standing(d, 10, False, through, False, now)
+    assert (waiting.position, waiting.admitted, waiting.wait_seconds) == (4, False, 2.0)
+    reached = model.live_standing(d, 6, False, through, False, now)
+    assert (reached.position, reached.admitted, reached.wait_seconds) == (0, True, 0.0)
+    held = model.live_standing(d, 6, True, through, False, now)
+    assert (held.position, held.admitted, held.held_for_review) == (0, False, True)
+    gone = model.live_standing(d, 6, False, through, True, now)
+    assert (gone.admitted, gone.sold_out, gone.wait_seconds) == (False, True, 0.0)
+
+
+def test_a_move_in_line_waits_its_turn_but_admission_and_sell_out_do_not() -> None:
+    sent = model.Live(5, False, False, 2.5, False)
+    moved = model.Live(4, False, False, 2.0, False)
+    assert model.push_due(None, moved, 0.0, 2.0)
+    assert not model.push_due(sent, moved, 1.0, 2.0)
+    assert model.push_due(sent, moved, 2.0, 2.0)
+    assert not model.push_due(sent, sent, 10.0, 2.0)  # nothing new: no push
+    assert model.push_due(sent, model.Live(0, True, False, 0.0, False), 0.1, 2.0)
+    assert model.push_due(sent, model.Live(5, False, True, 0.0, False), 0.1, 2.0)
+    # Far back, a small move waits until it is a few percent, or old.
+    deep, nearer = model.Live(1000, False, False, 500.0, False), model.Live(990, False, False,
+                                                                            495.0, False)
+    assert not model.push_due(deep, nearer, 2.0, 2.0)
+    assert model.push_due(deep, nearer, 12.0, 2.0)
+    assert model.push_due(deep, model.Live(950, False, False, 475.0, False), 2.0, 2.0)
+
+
+def test_an_admitted_ticket_waited_from_its_arrival_or_the_start() -> None:
+    d = drop()  # 2/s: position 10 is admitted 5 s after the start
+    assert model.admitted_at(d, 10) == START + timedelta(seconds=5)
+    assert model.waited(d, 10, START - timedelta(hours=1)) == 5.0
+    assert model.waited(d, 10, START + timedelta(seconds=4)) == 1.0

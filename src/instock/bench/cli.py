@@ -15,6 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedCo
 
 from instock.bench import drop, events
 from instock.bench.buses import default_buses
+from instock.bench.drop import queue as drop_queue
 from instock.bench.local import run_loop
 from instock.bench.plot import (
     analytics_chart,
@@ -23,6 +24,7 @@ from instock.bench.plot import (
     events_chart,
     graphql_chart,
     privacy_chart,
+    queue_chart,
     reconcile_chart,
     recs_chart,
     writes_chart,
@@ -51,8 +53,15 @@ def bench_drop(
         help="runs redis_gate, and gives the drop lane its Redis, as the app would"),
     mode: str = typer.Option(
         "drop", "--mode", help="drop: each buyer asks once; sustained: buyers ask again and "
-        "again for --seconds while every sell-out is restocked with --units more"),
-    seconds: float = typer.Option(10.0, "--seconds", min=0.1, help="sustained mode's length"),
+        "again for --seconds while every sell-out is restocked with --units more; queue: "
+        "--waiting shoppers hold a waiting room's live standing open on one server, and what "
+        "that costs it (memory and CPU each, storefront latency, the admission rate)"),
+    seconds: float = typer.Option(10.0, "--seconds", min=0.1, help="sustained mode's length; "
+                                  "queue mode: each storefront measurement's"),
+    waiting: int = typer.Option(10_000, "--waiting", min=1,
+                                help="queue mode: shoppers waiting, each with its stream open"),
+    rate: float = typer.Option(20.0, "--rate", min=0.01,
+                               help="queue mode: the waiting room's admit_per_second"),
     pool: int = typer.Option(20, "--pool", min=1,
                              help="database connections of the per-request strategies "
                              "(and Redis connections of the gate)"),
@@ -69,6 +78,9 @@ def bench_drop(
     oversold and lost reservations, not just timed."""
     if mode not in drop.MODES:
         raise typer.BadParameter(f"use one of {', '.join(drop.MODES)}", param_hint="--mode")
+    if mode == "queue":
+        _bench_queue(drop_queue.QueuePlan(waiting, rate, seconds, database), plot, json_out)
+        return
     try:
         chosen = drop.choose(strategy, redis=redis is not None, http=http is not None)
     except ValueError as exc:
@@ -85,6 +97,18 @@ def bench_drop(
         drop_chart(report["strategies"], result.latencies_ms,
                    f"instock bench drop: {report['database']}, {units} units, {buyers} buyers, "
                    f"{mode}{' over HTTP' if http else ''}", plot, report.get("livez_rps"))
+        report["plot"] = str(plot)
+    typer.echo(json.dumps(report, indent=2) if json_out else report)
+
+
+def _bench_queue(plan: drop_queue.QueuePlan, plot: Path | None, json_out: bool) -> None:
+    with _progress() as bar:
+        result = run_loop(drop_queue.run(plan, _Reporter(bar)))
+    report = result.report
+    if plot is not None and plot != Path():  # --plot "" draws nothing
+        queue_chart(report, result.latencies_ms,
+                    f"instock bench drop --mode queue: {report['database']}, "
+                    f"{report['connected']} waiting, admitting {plan.rate:g}/s", plot)
         report["plot"] = str(plot)
     typer.echo(json.dumps(report, indent=2) if json_out else report)
 

@@ -323,3 +323,27 @@ def fleet_chart(report: dict[str, Any], latencies_ms: dict[str, NDArray[np.float
                   "fraction of requests", legend_size=7, goal_ms=None)
     fig.suptitle(title)
     _save(fig, path)
+
+
+def queue_chart(report: dict[str, Any], latencies_ms: dict[str, NDArray[np.float64]],
+                title: str, path: Path) -> None:
+    """Left: the storefront's requests with nobody waiting and with the room full (latency
+    CDFs). Right: p50 and p99 of each kind of request, unloaded against loaded."""
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.8))
+    _latency_cdfs(left, latencies_ms, "request start -> answer (ms)",
+                  "fraction of storefront requests answered")
+    store = report["storefront"]
+    kinds = ["product", "stock", "reserve", "all"]
+    width = 0.2
+    for offset, (phase, stat) in enumerate((("unloaded", "p50_ms"), ("loaded", "p50_ms"),
+                                            ("unloaded", "p99_ms"), ("loaded", "p99_ms"))):
+        values = [store[phase][kind][stat] or 0 for kind in kinds]
+        right.bar(np.arange(len(kinds)) + (offset - 1.5) * width, values, width,
+                  label=f"{phase} {stat.removesuffix('_ms')}")
+    right.set_xticks(np.arange(len(kinds)), kinds)
+    right.set_ylabel("ms")
+    right.set_title(f"p99 loaded/unloaded: {store['p99_ratio']}x (goal within 2x)")
+    right.legend(fontsize=8)
+    fig.suptitle(title)
+    _save(fig, path)

@@ -1,4 +1,4 @@
-"""An SSE subscription to instock's stock stream, read straight off the socket (beside
+"""An SSE subscription to one of instock's streams, read straight off the socket (beside
 `wire.py`, the benches' raw HTTP/1.1): an httpx client per connection would cost more than the
 server does."""
 
@@ -19,8 +19,13 @@ class SseStream:
 
     @classmethod
     async def open(cls, port: int, skus: list[str]) -> SseStream:
+        return await cls.open_path(port, f"/v1/stream/inventory?skus={','.join(skus)}")
+
+    @classmethod
+    async def open_path(cls, port: int, path: str) -> SseStream:
+        """Any SSE stream of the server (a drop ticket's standing, say)."""
         reader, writer = await asyncio.open_connection(HOST, port)
-        writer.write(f"GET /v1/stream/inventory?skus={','.join(skus)} HTTP/1.1\r\n"
+        writer.write(f"GET {path} HTTP/1.1\r\n"
                      f"Host: {HOST}:{port}\r\nAccept: text/event-stream\r\n\r\n".encode())
         try:
             status, headers = await read_head(reader)

@@ -5,20 +5,24 @@ that reservations of the drop's SKUs require (`Drop-Pass` header on POST /v1/res
 from __future__ import annotations
 
 import dataclasses
+import json
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Request
+from fastapi.responses import StreamingResponse
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from instock.drops import model
 from instock.drops.bots import Decision
 from instock.drops.draws import Published
 from instock.drops.review import HeldAsk
+from instock.drops.room import Watcher
 from instock.drops.service import DropsService, Entry
 from instock.platform.auth import STAFF, Principal, Role, requires
 from instock.platform.errors import problem_responses
 from instock.platform.http import CallerId, customer_of
+from instock.platform.sse import event_stream
 from instock.platform.telemetry import correlation_id
 
 router = APIRouter(prefix="/v1/drops", tags=["drops"],
@@ -361,3 +365,56 @@ async def review_ask(drop_id: CallerId, customer_id: CallerId, body: ReviewIn,
     decided = await drops.review.decide(drop_id, customer_id, Decision(body.decision),
                                         f"{principal.role.value}:{principal.subject}")
     return render_held(decided)
+
+
+# Where a shopper joins the waitlist of a SKU (the waitlist context's route: POST {"sku"}),
+# offered to everyone still waiting when a drop sells out.
+WAITLIST_JOIN = "/v1/waitlist"
+
+
+@router.get("/{drop_id}/tickets/{ticket}/events", response_class=StreamingResponse,
+            responses={200: {"content": {"text/event-stream": {}}, "description": (
+                "`standing` events as Server-Sent Events")}})
+async def ticket_events(drop_id: CallerId, ticket: TicketToken, request: Request,
+                        drops: DropsService = Depends(service)) -> StreamingResponse:
+    """The ticket's standing, live: a `standing` event now and whenever it changes —
+    `{"position", "admitted", "sold_out", "wait_seconds", "held_for_review", "waitlist"}`, where
+    `position` counts those still waiting (1: next; 0 once the room has reached the ticket) and
+    moves as the room admits those ahead (told at most every few seconds; admission and a
+    sell-out at once); once sold out, `waitlist` offers the drop's SKUs' waitlist (`POST`
+    `href` with `{"sku"}`). A comment line every few seconds keeps proxies open.
+
+    The signed ticket in the path is the credential (EventSource cannot send headers), so the
+    stream never carries the pass: once admitted, the page asks the authenticated
+    `GET /v1/drops/{id}/tickets/{ticket}` for it. A forged or expired ticket is 422."""
+    watcher = await drops.watch(drop_id, ticket)
+    return event_stream(_StandingFeed(watcher), request.app.state.drain,
+                        request.app.state.settings.live_heartbeat_seconds)
+
+
+class _StandingFeed:
+    """A waiting-room watcher as an SSE feed (platform/sse.py)."""
+
+    def __init__(self, watcher: Watcher) -> None:
+        self.watcher = watcher
+
+    async def next(self, heartbeat: float) -> str:
+        view = await self.watcher.next(heartbeat)
+        if view is None:
+            return ""
+        return f"event: standing\ndata: {live_json(view, self.watcher.drop)}\n\n"
+
+    def wake(self) -> None:
+        self.watcher.wake()
+
+    def close(self) -> None:
+        self.watcher.close()
+
+
+def live_json(view: model.Live, drop: model.Drop) -> str:
+    waitlist = ({"href": WAITLIST_JOIN, "method": "POST", "skus": list(drop.skus)}
+                if view.sold_out else None)
+    return json.dumps({"position": view.position, "admitted": view.admitted,
+                       "sold_out": view.sold_out, "wait_seconds": round(view.wait_seconds, 3),
+                       "held_for_review": view.held_for_review, "waitlist": waitlist},
+                      separators=(",", ":"))

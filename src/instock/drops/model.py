@@ -197,6 +197,63 @@ def room_figures(drop: Drop, by_decision: dict[str, int], now: datetime) -> Room
                        reached, asks - reached if drop.mode is Mode.QUEUE else 0)
 
 
+@dataclass(frozen=True)
+class Live:
+    """What the waiting room's live stream tells a ticket holder (no pass: the page asks the
+    authenticated GET for it once admitted)."""
+
+    position: int  # among those still waiting: 1 is next, 0 once the room has reached it
+    admitted: bool
+    sold_out: bool
+    wait_seconds: float
+    held_for_review: bool
+
+
+def live_standing(drop: Drop, position: int, held: bool, through: int, sold_out: bool,
+                  now: datetime) -> Live:
+    """A ticket at absolute `position` when the room has admitted `through` places: the
+    stream's view of `standing` (a place held for review moves up but is never admitted)."""
+    ahead = max(0, position - through)
+    admitted = drop.mode is Mode.QUEUE and ahead == 0 and not sold_out and not held
+    wait = 0.0 if admitted or sold_out or ahead == 0 else wait_estimate(drop, position, now)
+    return Live(ahead, admitted, sold_out, wait, held)
+
+
+# A move in the line is worth telling when it is at least this share of where the watcher
+# stood (the front hears of every move, the back of every few percent), or once it is this
+# many `every`s old, whatever its size.
+MOVE_SHARE = 0.05
+STALE_AFTER = 6
+
+
+def push_due(sent: Live | None, view: Live, since_push: float, every: float) -> bool:
+    """Whether a watcher is sent `view`: at once when it is admitted, held, or the drop sold
+    out (or came back); a move in the line at most every `every` seconds, and then only a
+    move worth telling (MOVE_SHARE, STALE_AFTER), so that a room of thousands moving every
+    tick costs far less than a push per watcher per `every`."""
+    if sent is None:
+        return True
+    if (sent.admitted, sent.sold_out, sent.held_for_review) != (
+            view.admitted, view.sold_out, view.held_for_review):
+        return True
+    moved = abs(sent.position - view.position)
+    if not moved or since_push < every:
+        return False
+    return moved >= sent.position * MOVE_SHARE or since_push >= every * STALE_AFTER
+
+
+def admitted_at(drop: Drop, position: int) -> datetime:
+    """When the room reaches `position` at the drop's rate (the inverse of admitted_through)."""
+    return drop.starts_at + timedelta(seconds=position / drop.admit_per_second)
+
+
+def waited(drop: Drop, position: int, arrived_at: datetime) -> float:
+    """Seconds a ticket admitted at `position` waited: from its arrival (or the start, for
+    those who came before it) to its admission."""
+    return max(0.0, (admitted_at(drop, position) - max(arrived_at, drop.starts_at))
+               .total_seconds())
+
+
 # -- tickets and passes ------------------------------------------------------------------------
 
 

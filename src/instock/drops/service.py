@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -18,6 +18,7 @@ from instock.drops.draws import DrawService
 from instock.drops.errors import DropEntryRefused, DropTicketInvalid
 from instock.drops.gate import DropGate, Gates
 from instock.drops.review import ReviewService
+from instock.drops.room import Rooms, RoomSettings, Watcher
 from instock.drops.tokens import BadToken, DropTokens
 from instock.inventory.service import InventoryService
 from instock.platform.bus import Envelope, outbox
@@ -38,6 +39,7 @@ class DropSettings:
     # Proof of work asked of each shopper taking a ticket (drops/bots.py); 0: none asked.
     proof_bits: int = bots.DEFAULT_DIFFICULTY
     challenge_seconds: float = 300.0  # a challenge must be solved and sent within this
+    room: RoomSettings = field(default_factory=RoomSettings)  # the live room (drops/room.py)
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,8 @@ class DropsService:
         self.gate = DropGate(self._gates, tokens, self.settings.gate_refresh_seconds, clock)
         self.draws = DrawService(db, inventory, tokens, self.get, self._verdict, clock)
         self.review = ReviewService(db, self.get, self._sold_out, clock)
+        self.rooms = Rooms(self._sold_out, self._tickets, self._early_keys, self.settings.room,
+                           clock)
 
     async def schedule(self, drop: model.Drop, correlation_id: str | None = None) -> model.Drop:
         """Store a new drop (its id, seed and creation time are ours) and publish it; 422
@@ -194,12 +198,7 @@ class DropsService:
         """The ticket's standing now, with a fresh pass if admitted. A forged, expired or
         unknown ticket, or one for another drop, is 422 naming `ticket`; `acts_for` refuses
         a caller who may not act for the ticket's customer."""
-        try:
-            claims = self.tokens.read_ticket(ticket)
-        except BadToken as exc:
-            raise DropTicketInvalid(exc.reason) from None
-        if claims.drop_id != drop_id:
-            raise DropTicketInvalid("the ticket is for another drop")
+        claims = self._claims(drop_id, ticket)
         acts_for(claims.customer_id)
         drop = await self.get(drop_id)
         now = self.clock()
@@ -224,6 +223,40 @@ class DropsService:
         granted = self.tokens.pass_for(drop.id, claims.customer_id, now)
         return Admission(standing, self.tokens.admission_pass(granted, now))
 
+    async def watch(self, drop_id: str, ticket: str) -> Watcher:
+        """Watch the ticket's standing live (drops/room.py): its place is read once, here; a
+        forged, expired or unknown ticket, or one for another drop, is 422 naming `ticket`.
+
+        The signed ticket alone authorises it (EventSource sends no headers): the stream says
+        where the ticket stands, never its pass, which only the authenticated GET gives."""
+        claims = self._claims(drop_id, ticket)
+        drop = await self.get(drop_id)
+        async with self.db.read() as conn:
+            held = await store.held_by(conn, drop.id, claims.customer_id)
+            if held is None or held.ticket_id != claims.ticket_id:
+                raise DropTicketInvalid("the waiting room holds no such ticket")
+            position = await store.position(conn, drop.id, held.place)
+        return await self.rooms.watch(drop, held.place, position,
+                                      held.decision == bots.Decision.REVIEW.value,
+                                      held.arrived_at)
+
+    def _claims(self, drop_id: str, ticket: str) -> model.TicketClaims:
+        try:
+            claims = self.tokens.read_ticket(ticket)
+        except BadToken as exc:
+            raise DropTicketInvalid(exc.reason) from None
+        if claims.drop_id != drop_id:
+            raise DropTicketInvalid("the ticket is for another drop")
+        return claims
+
+    async def _tickets(self, drop_id: str) -> int:
+        async with self.db.read() as conn:
+            return await store.tickets(conn, drop_id)
+
+    async def _early_keys(self, drop_id: str) -> list[str]:
+        async with self.db.read() as conn:
+            return await store.early_keys(conn, drop_id)
+
     async def _sold_out(self, drop: model.Drop) -> bool:
         """Whether none of the drop's SKUs can be sold any more: admission stops then."""
         views = await self.inventory.stocks(drop.skus, cached=True)
@@ -236,6 +269,7 @@ class DropsService:
 
     def heard(self, envelopes: list[Envelope]) -> None:
         self.gate.heard(envelopes)
+        self.rooms.heard(envelopes)
 
     # -- personal data (the privacy registry calls these) ------------------------------------
 

@@ -243,6 +243,40 @@ async def ticket_of(conn: AsyncConnection, drop_id: str,
     return None if row is None else (row.ticket_id, model.Place(row.lane, row.place_key))
 
 
+@dataclass(frozen=True)
+class Held:
+    """What a ticket holder's live stream reads of its row, once, when it connects."""
+
+    ticket_id: str
+    place: model.Place
+    arrived_at: datetime
+    decision: str
+
+
+async def held_by(conn: AsyncConnection, drop_id: str, customer_id: str) -> Held | None:
+    row = (await conn.execute(sa.select(
+        drop_tickets.c.ticket_id, drop_tickets.c.lane, drop_tickets.c.place_key,
+        drop_tickets.c.arrived_at, drop_tickets.c.decision).where(
+        drop_tickets.c.drop_id == drop_id, drop_tickets.c.customer_id == customer_id))).first()
+    return None if row is None else Held(row.ticket_id, model.Place(row.lane, row.place_key),
+                                         row.arrived_at, row.decision)
+
+
+async def tickets(conn: AsyncConnection, drop_id: str) -> int:
+    """How many places the room holds (the index answers it)."""
+    return int((await conn.execute(sa.select(sa.func.count()).select_from(drop_tickets).where(
+        drop_tickets.c.drop_id == drop_id))).scalar_one())
+
+
+async def early_keys(conn: AsyncConnection, drop_id: str) -> list[str]:
+    """The place keys of those who came before the start, in the room's order: ranks for
+    many tickets in one read (their positions are final once the drop has started)."""
+    rows = await conn.execute(sa.select(drop_tickets.c.place_key).where(
+        drop_tickets.c.drop_id == drop_id, drop_tickets.c.lane == model.PRE_START,
+    ).order_by(drop_tickets.c.place_key))
+    return [row.place_key for row in rows]
+
+
 async def position(conn: AsyncConnection, drop_id: str, place: model.Place) -> int:
     """1 + how many places of the room come before this one."""
     before = (await conn.execute(sa.select(sa.func.count()).select_from(drop_tickets).where(

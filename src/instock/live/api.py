@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, WebSocket, WebSocketDisconnect
@@ -21,6 +20,7 @@ from instock.platform.auth import STAFF, Principal, TokenAuthority, requires
 from instock.platform.drain import RESTART_CLOSE_CODE, RESTART_REASON, Drain
 from instock.platform.errors import NotFound, ValidationFailed, problem_responses
 from instock.platform.ids import CALLER_ID_PATTERN, is_caller_id
+from instock.platform.sse import event_stream
 from instock.platform.telemetry import LIVE_CONNECTIONS
 
 router = APIRouter(tags=["live"], responses=problem_responses(401, 403, 404, 422))
@@ -83,31 +83,26 @@ def _sse_topic(request: Request, topic: str) -> StreamingResponse:
 
 def _sse(request: Request, connection: Connection) -> StreamingResponse:
     live = hub(request)
-    heartbeat = live.heartbeat_seconds
-    drain: Drain = request.app.state.drain
+    return event_stream(_Feed(live, connection), request.app.state.drain,
+                        live.heartbeat_seconds, LIVE_CONNECTIONS.labels("sse"))
 
-    async def frames() -> AsyncIterator[str]:
-        LIVE_CONNECTIONS.labels("sse").inc()
-        try:
-            # A stopping process wakes the stream, which sends what it holds, then its
-            # farewell (reconnect, after a randomised `retry:`), and ends: the client comes
-            # back through the load balancer to a process that stays, resuming by
-            # Last-Event-ID.
-            with drain.track(connection.ready.set):
-                yield "retry: 2000\n\n"
-                while not drain.closing:
-                    updates = await connection.next(heartbeat)
-                    if updates:
-                        yield _sse_batch(connection, updates)
-                    elif not drain.closing:
-                        yield ": ping\n\n"
-                yield drain.sse_farewell()
-        finally:
-            live.close(connection)
-            LIVE_CONNECTIONS.labels("sse").dec()
 
-    return StreamingResponse(frames(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+class _Feed:
+    """A hub connection as an SSE feed (platform/sse.py): its updates as frames; reconnecting
+    clients resume by Last-Event-ID."""
+
+    def __init__(self, live: LiveHub, connection: Connection) -> None:
+        self.live, self.connection = live, connection
+
+    async def next(self, heartbeat: float) -> str:
+        updates = await self.connection.next(heartbeat)
+        return _sse_batch(self.connection, updates) if updates else ""
+
+    def wake(self) -> None:
+        self.connection.ready.set()
+
+    def close(self) -> None:
+        self.live.close(self.connection)
 
 
 def _sse_batch(connection: Connection, updates: list[Update]) -> str:

@@ -101,6 +101,25 @@ OVERSOLD_UNITS = Gauge("instock_oversold_units",
                        "Units held (reserved + committed) beyond on hand, over every stock level")
 LIVE_CONNECTIONS = Gauge("instock_live_connections", "Open SSE and WebSocket connections",
                          ["kind"])
+# The drops' waiting rooms (drops/room.py), per drop, as each process watching a room sees it:
+# the counts are the same arithmetic on the same rows in every process (take the max over
+# processes), the watchers are each process's own (sum them).
+DROP_TICKETS = Gauge("instock_drop_room_tickets", "Places taken in a drop's waiting room",
+                     ["drop"])
+DROP_QUEUE_LENGTH = Gauge("instock_drop_room_queue_length",
+                          "Places in a drop's waiting room not yet admitted", ["drop"])
+DROP_ADMITTED = Gauge("instock_drop_room_admitted",
+                      "Places a drop's waiting room has admitted so far", ["drop"])
+DROP_ADMIT_RATE = Gauge("instock_drop_room_admit_rate",
+                        "Shoppers per second a drop's waiting room admits now (0 before the "
+                        "start, once sold out, or after the end)", ["drop"])
+DROP_WAIT = Histogram("instock_drop_room_wait_seconds",
+                      "How long admitted shoppers waited, arrival (or the start) to admission, "
+                      "of those watching their standing live when admitted",
+                      buckets=(1, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200))
+DROP_WATCHERS = Gauge("instock_drop_room_watchers",
+                      "Shoppers watching their standing in a drop's waiting room (SSE) on this "
+                      "process", ["drop"])
 
 CORRELATION_HEADER = "X-Correlation-ID"
 

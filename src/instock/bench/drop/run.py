@@ -19,7 +19,7 @@ from instock.bench.local import Reporter, backend_of, logs_to_stderr
 from instock.platform.runtime import tune_for_throughput
 
 STRATEGIES = ("for_update", "occ_retry", "conditional_update", "redis_gate", "drop_lane")
-MODES = ("drop", "sustained")
+MODES = ("drop", "sustained", "queue")  # queue: bench/drop/queue.py
 
 
 @dataclass(frozen=True)
