@@ -26,6 +26,9 @@ THROUGHPUT_KEY = pytest.StashKey[list[dict[str, Any]]]()
 def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
     if request.node.get_closest_marker("one_backend") and PG_URL and request.param != "postgresql":
         pytest.skip("one backend is enough for this test: PostgreSQL, as it is configured")
+    if request.node.get_closest_marker("postgresql_only") and request.param != "postgresql":
+        pytest.skip("several processes on one database: PostgreSQL only "
+                    "(set INSTOCK_TEST_DATABASE_URL)")
     # Migrated before any server starts, so several can start at once without racing.
     with migrated_database(request.param, tmp_path) as url:
         yield Database(request.param, url, tmp_path)

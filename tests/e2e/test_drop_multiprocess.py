@@ -26,10 +26,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -52,9 +50,8 @@ from tests.e2e.harness import (
     set_customer_limit,
     stock,
 )
-from tests.support import PG_URL, migrated_database
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.postgresql_only]
 
 SERVERS = 3
 LOCATION = "wh-1"
@@ -73,13 +70,6 @@ REQUESTS_PER_CUSTOMER = 4
 TWINS_EVERY = 5  # every 5th customer sends its first request three times, one per server
 
 
-@pytest.fixture(params=[pytest.param("postgresql", marks=pytest.mark.skipif(
-    not PG_URL, reason="several processes on one database: PostgreSQL only "
-                       "(set INSTOCK_TEST_DATABASE_URL)"))])
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    """This module's tests run on PostgreSQL only (overrides the conftest's fixture)."""
-    with migrated_database(request.param, tmp_path) as url:
-        yield Database(request.param, url, tmp_path)
 
 
 # -- the scenario ------------------------------------------------------------------------------

@@ -33,11 +33,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
-from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
@@ -45,7 +44,6 @@ import pytest
 
 from instock.platform.auth import Role
 from tests.e2e.harness import (
-    Database,
     Server,
     ServerFactory,
     assert_problem,
@@ -55,9 +53,8 @@ from tests.e2e.harness import (
     create_product,
     receive,
 )
-from tests.support import PG_URL, migrated_database
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.postgresql_only]
 
 SKU, LOCATION = "fair-hot", "fair-wh"
 UNITS, LIMIT = 300, 1
@@ -80,13 +77,6 @@ LEAD_SECONDS = 5.0  # from scheduling the drop to its start: the early shoppers 
 T = TypeVar("T")
 
 
-@pytest.fixture(params=[pytest.param("postgresql", marks=pytest.mark.skipif(
-    not PG_URL, reason="several processes on one database: PostgreSQL only "
-                       "(set INSTOCK_TEST_DATABASE_URL)"))])
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    """This module's test runs on PostgreSQL only (overrides the conftest's fixture)."""
-    with migrated_database(request.param, tmp_path) as url:
-        yield Database(request.param, url, tmp_path)
 
 
 @dataclass

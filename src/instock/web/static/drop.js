@@ -9,7 +9,7 @@ const token = tokenFromPage();
 const state = {
   drop: null, ticket: null, standing: null, selected: null, reserved: null, stop: null,
 };
-const POLL_MS = 1000;
+const RETRY_MS = 1000;
 
 class Problem extends Error {
   constructor(status, body) {
@@ -85,24 +85,31 @@ async function takePlace() {
   return taken.ticket;
 }
 
-// The one place that learns how the ticket stands: a poll a second today; an EventSource on
-// GET /v1/drops/{id}/tickets/{ticket}/events (event `standing`, same fields) can replace it
-// without touching the rest. Calls onStanding with each answer; returns a stop function.
+function ticketPath(ticket) {
+  return `/v1/drops/${dropId}/tickets/${encodeURIComponent(ticket)}`;
+}
+
+// The one place that learns how the ticket stands: the room pushes it (SSE, event `standing`:
+// position among those still waiting, admitted, sold out, wait, waitlist). The browser's
+// EventSource reconnects by itself after a network error; a refused stream (a ticket that is
+// forged, expired or not ours: 422) is closed for good, and the place is taken again.
+// Calls onStanding with each view; returns a stop function.
 function watch(ticket, onStanding, onLost) {
-  let stopped = false;
-  let timer = null;
-  const ask = async () => {
-    try {
-      onStanding(await rest("GET", `/v1/drops/${dropId}/tickets/${encodeURIComponent(ticket)}`));
-      live(true);
-    } catch (error) {
-      live(false);
-      if (error instanceof Problem && error.status === 422) return onLost(error);
-    }
-    if (!stopped) timer = setTimeout(ask, POLL_MS);
-  };
-  ask();
-  return () => { stopped = true; clearTimeout(timer); };
+  const source = new EventSource(`${ticketPath(ticket)}/events`);
+  source.addEventListener("standing", (event) => {
+    live(true);
+    onStanding(JSON.parse(event.data));
+  });
+  source.addEventListener("error", () => {
+    live(false);
+    if (source.readyState !== EventSource.CLOSED) return; // reconnecting
+    rest("GET", ticketPath(ticket)).then(() => setTimeout(() => {
+      state.stop = watch(ticket, onStanding, onLost); // the stream ended: watch again
+    }, RETRY_MS), (error) => {
+      if (error instanceof Problem && error.status === 422) onLost(error);
+    });
+  });
+  return () => source.close();
 }
 
 function waitText(seconds) {
@@ -120,7 +127,7 @@ function show(standing) {
   document.getElementById("standing").hidden = false;
   const position = document.getElementById("position");
   position.dataset.position = String(standing.position);
-  position.textContent = started() ? `${standing.position}`
+  position.textContent = standing.admitted ? "your turn" : started() ? `${standing.position}`
     : `${standing.position} (for now: everyone here before the start is shuffled at it)`;
   document.getElementById("wait").textContent = standing.admitted || standing.sold_out
     ? "none" : waitText(standing.wait_seconds);
@@ -176,9 +183,11 @@ function sizes() {
 async function reserve() {
   const held = document.getElementById("held");
   try {
+    // The stream never carries the pass: a fresh one from the authenticated standing.
+    const { pass } = await rest("GET", ticketPath(state.ticket));
+    if (!pass) throw new Error("the room has not let you in (yet)");
     const reservation = await rest("POST", "/v1/reservations",
-      { lines: [{ sku: state.selected, quantity: 1 }] },
-      { "Drop-Pass": state.standing.pass });
+      { lines: [{ sku: state.selected, quantity: 1 }] }, { "Drop-Pass": pass });
     state.reserved = reservation;
     state.stop?.(); // the place has done its work: no more asking
     held.dataset.status = "HELD";
