@@ -15,6 +15,7 @@ import asyncio
 import json
 import re
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -99,6 +100,11 @@ async def served(servers: ServerFactory) -> AsyncIterator[tuple[str, dict[str, A
         drop = (await admin.post("/v1/drops", json={
             "skus": ["door-d1"], "starts_at": "2026-01-01T00:00:00Z", "mode": "queue",
             "admit_per_second": 1})).json()
+        await create_product(admin, "door-draw", ["door-e1"])
+        now = datetime.now(UTC)
+        draw = (await admin.post("/v1/drops", json={
+            "skus": ["door-e1"], "mode": "draw", "starts_at": (now + timedelta(days=1)).isoformat(),
+            "entries_close_at": (now + timedelta(hours=1)).isoformat()})).json()
     async with client(server.base_url, Role.CUSTOMER, B) as b:
         line = {"sku": "door-1", "quantity": 1}
         reservation = (await b.post("/v1/reservations", json={"lines": [line]})).json()
@@ -114,9 +120,15 @@ async def served(servers: ServerFactory) -> AsyncIterator[tuple[str, dict[str, A
                  "solution": solve(issued["challenge"], issued["difficulty"])}
         ticket = (await b.post(f"/v1/drops/{drop['id']}/tickets", json=proof,
                                headers=BROWSER_HEADERS)).json()
+        issued = (await b.get(f"/v1/drops/{draw['id']}/challenge")).json()
+        proof = {"challenge": issued["challenge"],
+                 "solution": solve(issued["challenge"], issued["difficulty"])}
+        entry = (await b.post(f"/v1/drops/{draw['id']}/entries", json=proof,
+                              headers=BROWSER_HEADERS)).json()
     yield server.base_url, {"reservation": reservation["id"], "cart": cart["id"],
                             "order": order["id"], "order_status": order["status"],
-                            "drop": drop["id"], "ticket": ticket["ticket"]}
+                            "drop": drop["id"], "ticket": ticket["ticket"],
+                            "draw": draw["id"], "entry": entry["entry"]}
 
 
 async def test_every_rest_door_lets_in_whom_the_table_says(
@@ -184,6 +196,10 @@ def on_b(resources: dict[str, Any]) -> dict[str, tuple[str, dict[str, str] | Non
                                              {"customer_id": B}),
         "GET /v1/drops/{drop_id}/tickets/{ticket}": (
             f"/v1/drops/{resources['drop']}/tickets/{resources['ticket']}", None, None),
+        "POST /v1/drops/{drop_id}/entries": (f"/v1/drops/{resources['draw']}/entries", None,
+                                             {"customer_id": B}),
+        "GET /v1/drops/{drop_id}/entries/{entry_id}": (
+            f"/v1/drops/{resources['draw']}/entries/{resources['entry']}", None, None),
         "GET /v1/polls/next": ("/v1/polls/next", {"session_id": "s-1", "context": "product_page",
                                                   "customer_id": B}, None),
         "POST /v1/polls/{poll_id}/answers": ("/v1/polls/nope/answers", None, {
