@@ -88,9 +88,12 @@ class Fleet:
 
 
 def _free_run(count: int) -> int:
-    """A port followed by count - 1 more, all free now."""
+    """A port followed by count - 1 more, all free now. Below Linux's ephemeral range (32768
+    up): a port there can be taken between this check and the fleet's use of it by any
+    outgoing connection's local end or any other server asked to bind port 0 (a rolling
+    restart's spare slot once lost its port that way)."""
     for _ in range(200):
-        base = random.randint(20_000, 50_000)
+        base = random.randint(20_000, 32_000)
         try:
             with contextlib.ExitStack() as held:
                 for port in range(base, base + count):
