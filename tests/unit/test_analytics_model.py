@@ -190,6 +190,10 @@ def test_cover_and_stockout_date() -> None:
     assert nothing_sells.days is None and nothing_sells.stockout_on is None
     gone = model.cover(0, rate, date(2026, 12, 1), out_since=T0 + 20 * D)
     assert gone.days == 0 and gone.stockout_on == (T0 + 20 * D).date()
+    # Two billion units at one a month (what a fuzzer stocks): past the calendar, no date.
+    endless = model.cover(2_000_000_000, model.velocity(1, 28 * D), date(2026, 12, 1))
+    assert endless.days is not None and endless.days > 700_000_000
+    assert endless.stockout_on is None
 
 
 def test_sell_through_and_conversion() -> None:

@@ -282,7 +282,9 @@ def cover(available: int, rate: Velocity, today: date,
         return available / per_day if per_day > 0 else None
 
     found = days(rate.per_day)
-    stockout_on = today + timedelta(days=math.floor(found)) if found is not None else None
+    # A stock-out past the calendar's end (a million units selling one a month) has no date.
+    stockout_on = (today + timedelta(days=math.floor(found))
+                   if found is not None and found < (date.max - today).days else None)
     return Cover(found, days(rate.high), days(rate.low), stockout_on)
 
 
