@@ -8,20 +8,18 @@ shorter. One backend (PostgreSQL when configured) bounds the browser time."""
 
 from __future__ import annotations
 
-import asyncio
-import os
 import re
-from collections.abc import Coroutine, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
 import pytest
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
 from instock.platform.auth import Role
+from tests.e2e.browser import chromium, run
 from tests.e2e.harness import (
     Database,
     Server,
@@ -36,16 +34,9 @@ from tests.support import backends, migrated_database
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = os.environ.get("INSTOCK_CHROMIUM", "/usr/bin/chromium")
 SKU = "dp-shoe-42"
 LEAD_SECONDS = 6.0  # the first shopper opens the page, solves and takes a place in this
 T = TypeVar("T")
-
-
-def run(coroutine: Coroutine[Any, Any, T]) -> T:
-    """Async harness code from this sync test (the sync Playwright API holds a loop here)."""
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, coroutine).result()
 
 
 async def _stock_and_drop(server: Server) -> dict[str, Any]:
@@ -82,61 +73,55 @@ def open_room(page: Page, url: str, drop_id: str, shopper: str) -> None:
 def test_a_shopper_waits_is_let_in_and_reserves_then_the_next_finds_it_sold_out(
         shop: tuple[str, dict[str, Any]], tmp_path_factory: pytest.TempPathFactory) -> None:
     url, drop = shop
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"no Chromium at {CHROMIUM}: `make test` installs Debian's chromium")
     shots = tmp_path_factory.getbasetemp() / "screenshots"
     shots.mkdir(exist_ok=True)
     errors: list[str] = []
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            context = browser.new_context(viewport={"width": 1000, "height": 800})
-            page = context.new_page()
-            page.on("pageerror", lambda error: errors.append(str(error)))
+    with chromium() as browser:
+        context = browser.new_context(viewport={"width": 1000, "height": 800})
+        page = context.new_page()
+        page.on("pageerror", lambda error: errors.append(str(error)))
 
-            # Before the start: the browser proves its work, takes a place and shows it.
-            open_room(page, url, drop["id"], "dp-first")
-            assert datetime.now(UTC) < datetime.fromisoformat(drop["starts_at"]), (
-                "the page took its place after the start: raise LEAD_SECONDS")
-            expect(page.locator("#position")).to_have_attribute("data-position", "1")
-            expect(page.locator("#room-status")).to_contain_text("has not started")
-            expect(page.locator("#room-countdown")).to_contain_text("Drops in")
-            expect(page.locator("#wait")).not_to_be_empty()
-            expect(page.locator("#room-sizes")).to_be_hidden()  # nothing to choose yet
-            expect(page.get_by_role("button", name="Reserve")).to_be_hidden()
-            page.screenshot(path=str(shots / "drop-waiting.png"), full_page=True)
+        # Before the start: the browser proves its work, takes a place and shows it.
+        open_room(page, url, drop["id"], "dp-first")
+        assert datetime.now(UTC) < datetime.fromisoformat(drop["starts_at"]), (
+            "the page took its place after the start: raise LEAD_SECONDS")
+        expect(page.locator("#position")).to_have_attribute("data-position", "1")
+        expect(page.locator("#room-status")).to_contain_text("has not started")
+        expect(page.locator("#room-countdown")).to_contain_text("Drops in")
+        expect(page.locator("#wait")).not_to_be_empty()
+        expect(page.locator("#room-sizes")).to_be_hidden()  # nothing to choose yet
+        expect(page.get_by_role("button", name="Reserve")).to_be_hidden()
+        page.screenshot(path=str(shots / "drop-waiting.png"), full_page=True)
 
-            # The room opens and admits the first place: "You're in", then reserve with the pass.
-            expect(page.get_by_role("heading", name="You're in")).to_be_visible(
-                timeout=LEAD_SECONDS * 1000 + 10_000)
-            expect(page.locator("[data-live-status]")).to_have_text("live")
-            reserve = page.get_by_role("button", name="Reserve")
-            expect(reserve).to_be_disabled()  # nothing chosen yet
-            page.get_by_label(SKU, exact=True).check()
-            reserve.click()
-            expect(page.locator("#held")).to_contain_text(f"{SKU} is held for you")
-            page.screenshot(path=str(shots / "drop-admitted.png"), full_page=True)
-            held = httpx.get(f"{url}/v1/inventory/{SKU}", headers=bearer(Role.ADMIN)).json()
-            assert held["reserved"] == 1 and held["available"] == 0, held
+        # The room opens and admits the first place: "You're in", then reserve with the pass.
+        expect(page.get_by_role("heading", name="You're in")).to_be_visible(
+            timeout=LEAD_SECONDS * 1000 + 10_000)
+        expect(page.locator("[data-live-status]")).to_have_text("live")
+        reserve = page.get_by_role("button", name="Reserve")
+        expect(reserve).to_be_disabled()  # nothing chosen yet
+        page.get_by_label(SKU, exact=True).check()
+        reserve.click()
+        expect(page.locator("#held")).to_contain_text(f"{SKU} is held for you")
+        page.screenshot(path=str(shots / "drop-admitted.png"), full_page=True)
+        held = httpx.get(f"{url}/v1/inventory/{SKU}", headers=bearer(Role.ADMIN)).json()
+        assert held["reserved"] == 1 and held["available"] == 0, held
 
-            # The next shopper arrives after the last unit went: sold out, and the waitlist.
-            other = context.new_page()
-            other.on("pageerror", lambda error: errors.append(str(error)))
-            open_room(other, url, drop["id"], "dp-second")
-            # Its place counts those still ahead of it, as the room's stream tells it.
-            expect(other.locator("#position")).to_have_attribute("data-position",
-                                                                 re.compile(r"^\d+$"))
-            expect(other.get_by_role("heading", name="Sold out")).to_be_visible(
-                timeout=10_000)
-            expect(other.get_by_role("heading", name="You're in")).to_be_hidden()
-            expect(other.get_by_role("button", name="Reserve")).to_be_hidden()
-            other.get_by_label(SKU, exact=True).check()
-            other.get_by_role("button", name="Join the waitlist").press("Enter")
-            expect(other.locator("#held")).to_contain_text(f"We will tell you when {SKU}")
-            other.screenshot(path=str(shots / "drop-sold-out.png"), full_page=True)
-            context.close()
-        finally:
-            browser.close()
+        # The next shopper arrives after the last unit went: sold out, and the waitlist.
+        other = context.new_page()
+        other.on("pageerror", lambda error: errors.append(str(error)))
+        open_room(other, url, drop["id"], "dp-second")
+        # Its place counts those still ahead of it, as the room's stream tells it.
+        expect(other.locator("#position")).to_have_attribute("data-position",
+                                                             re.compile(r"^\d+$"))
+        expect(other.get_by_role("heading", name="Sold out")).to_be_visible(
+            timeout=10_000)
+        expect(other.get_by_role("heading", name="You're in")).to_be_hidden()
+        expect(other.get_by_role("button", name="Reserve")).to_be_hidden()
+        other.get_by_label(SKU, exact=True).check()
+        other.get_by_role("button", name="Join the waitlist").press("Enter")
+        expect(other.locator("#held")).to_contain_text(f"We will tell you when {SKU}")
+        other.screenshot(path=str(shots / "drop-sold-out.png"), full_page=True)
+        context.close()
     assert not errors, errors
     waiting = httpx.get(f"{url}/v1/waitlist", headers=bearer(Role.CUSTOMER, "dp-second"))
     assert [e["sku"] for e in waiting.json()] == [SKU]

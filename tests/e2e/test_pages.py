@@ -7,11 +7,8 @@ pages are written under the session's pytest folder (`<basetemp>/screenshots/`).
 
 from __future__ import annotations
 
-import asyncio
-import os
 import re
-from collections.abc import Coroutine, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,9 +16,10 @@ from typing import Any, TypeVar
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from instock.platform.auth import Role
+from tests.e2e.browser import chromium, run
 from tests.e2e.harness import (
     Database,
     Server,
@@ -37,7 +35,6 @@ from tests.support import BROWSER_HEADERS, backends, migrated_database
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = os.environ.get("INSTOCK_CHROMIUM", "/usr/bin/chromium")
 PRODUCT = "pw-tee"
 SIZES = {"S": 5, "M": 5, "L": 2, "XL": 5}
 OTHERS = ["pw-cap", "pw-bag", "pw-socks", "pw-scarf"]
@@ -66,13 +63,6 @@ class Shop:
 
     def available(self, sku: str) -> int:
         return int(self.rest("GET", f"/v1/inventory/{sku}").json()["available"])
-
-
-def run(coroutine: Coroutine[Any, Any, T]) -> T:
-    """Run async harness code from these sync tests: in a thread of its own, since the sync
-    Playwright API keeps an event loop running in the test's thread."""
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, coroutine).result()
 
 
 def sku(size: str) -> str:
@@ -117,13 +107,8 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
 @pytest.fixture(scope="module")
 def browser(shop: Shop) -> Iterator[Browser]:
     """After the shop: its set-up runs event loops, which the sync API's own loop forbids."""
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"no Chromium at {CHROMIUM}: `make test` installs Debian's chromium")
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM,
-                                              args=["--no-sandbox"])
+    with chromium() as launched:
         yield launched
-        launched.close()
 
 
 @pytest.fixture
