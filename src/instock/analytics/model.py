@@ -21,8 +21,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
-
-from scipy.stats import chi2, norm
+from statistics import NormalDist
 
 NO_CHANNEL = ""  # a movement no channel made: a receipt, a count, a return
 NO_LOCATION = ""  # behaviour: a view is of a SKU, not of a warehouse
@@ -254,6 +253,10 @@ def in_stock_time(periods: Sequence[Period], since: datetime, until: datetime) -
 
 
 def velocity(units: int, in_stock: timedelta, *, level: float = 0.90) -> Velocity:
+    # scipy.stats costs a second to import, so it is imported where the interval is computed,
+    # not by every process that imports the model (the API's start, every CLI command).
+    from scipy.stats import chi2
+
     days = max(in_stock / DAY, 1.0)
     low = 0.0 if units == 0 else float(chi2.ppf((1 - level) / 2, 2 * units)) / 2 / days
     high = float(chi2.ppf(1 - (1 - level) / 2, 2 * units + 2)) / 2 / days
@@ -344,7 +347,7 @@ def demand_history(days: Sequence[Day], min_in_stock: float = 0.5) -> list[int]:
 def _z(service_level: float) -> float:
     if not 0 < service_level < 1:
         raise ValueError("service level must be within (0, 1)")
-    return float(norm.ppf(service_level))
+    return NormalDist().inv_cdf(service_level)
 
 
 def reorder_point(

@@ -9,9 +9,8 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
+from statistics import NormalDist
 from typing import Any
-
-from scipy.stats import norm
 
 MIN_VARIANTS, MAX_VARIANTS = 2, 10
 SHARE_TOLERANCE = 1e-9
@@ -251,9 +250,9 @@ def compare(converted_c: int, exposed_c: int, converted_v: int, exposed_v: int,
     z = p_value = None
     if se_pooled > 0:  # everyone or no one converted: no variation to test
         z = diff / se_pooled
-        p_value = float(2 * norm.sf(abs(z)))
+        p_value = math.erfc(abs(z) / math.sqrt(2))  # two-sided: 2 * the normal's upper tail
     se = math.sqrt(p_c * (1 - p_c) / exposed_c + p_v * (1 - p_v) / exposed_v)
-    margin = float(norm.ppf(1 - alpha / 2)) * se
+    margin = NormalDist().inv_cdf(1 - alpha / 2) * se
     return Comparison(p_c, p_v, diff, uplift(p_c, p_v), z, p_value, diff - margin,
                       diff + margin, p_value is not None and p_value < alpha)
 
