@@ -72,8 +72,11 @@ def test_the_lookup_hash_is_stable_normalised_and_keyed() -> None:
     assert Keyring.parse(f"{NEW},{OLD}").lookup_hashes("ANN@example.com")[1] == h
 
 
+# Fixed ids: the keys are made per run, and test ids must not change between runs (or workers).
 @pytest.mark.parametrize("text", ["", "nokey", "k:not-base64!", "k:AAAA", f"{OLD},{OLD}",
-                                  "bad kid:" + OLD.split(":")[1]])
+                                  "bad kid:" + OLD.split(":")[1]],
+                         ids=["empty", "no-key", "not-base64", "short-key", "repeated-kid",
+                              "bad-kid"])
 def test_a_bad_keyring_is_refused(text: str) -> None:
     with pytest.raises(ValueError):
         Keyring.parse(text)
