@@ -279,6 +279,10 @@ async def test_recommendations_view_left_behind_is_found_once_the_stock_stands_s
     await stocked(c, "R-11", 10)
     await run_consumers(c, "recs-availability")  # the view hears the stock: the same
     assert (await reconciler(c, NO_GRACE).run_pass()).drifts == []
+    # A policy moves the SKU's version, not what it has available: the view is not stale.
+    await c.inventory.set_policy("R-11", per_customer_limit=2, low_stock_threshold=None)
+    await run_consumers(c, "recs-availability")
+    assert (await reconciler(c, NO_GRACE).run_pass()).drifts == []
     await c.inventory.reserve(ReserveRequest([Line("R-11", 4)]), CTX)  # the view misses it
     patient = reconciler(c, replace(NO_GRACE, grace_seconds=3600))
     assert [d["kind"] for d in (await patient.run_pass()).suspected] == ["recs_stock_stale"]

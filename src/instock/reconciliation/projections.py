@@ -25,10 +25,13 @@ KINDS = frozenset({RECS_STALE, LISTING_STALE, MARKETPLACE})
 def recs_view(stock: Mapping[str, tuple[int, int]],
               projected: Mapping[str, tuple[int, int]]) -> list[Finding]:
     """`stock` and `projected`: sku -> (version, available). A SKU the projection never heard
-    of is left alone (it may not run here); one it holds must be the stock's."""
+    of is left alone (it may not run here); one it holds must say what the stock says is
+    available. Its version may be older: recommendations hear stock changes only, and a SKU's
+    version also moves when its policy is set (inventory.policy_changed.v1), which changes
+    nothing a recommendation shows."""
     found = []
     for sku, (version, available) in sorted(projected.items()):
-        if sku not in stock or stock[sku] == (version, available):
+        if sku not in stock or stock[sku][1] == available:
             continue
         now_version, now_available = stock[sku]
         found.append(Finding(
