@@ -347,3 +347,44 @@ async def test_a_forged_or_expired_ticket_gets_no_subscription(live: Http) -> No
         assert extensions["type"] == PROBLEMS + "drop-ticket-invalid", message
         assert extensions["errors"] == [{"field": "ticket", "reason": reason}], message
     assert drops.rooms._rooms == {}  # no watcher was made for any of them
+
+
+async def over_websocket(url: str, token: str, headers: dict[str, str], query: str,
+                         variables: dict[str, Any]) -> dict[str, Any]:
+    """One operation over graphql-transport-ws, the token in connection_init, `headers` on the
+    handshake (what a browser's WebSocket sends): its one result."""
+    async with websockets.connect(url, subprotocols=["graphql-transport-ws"],
+                                  additional_headers=headers) as socket:
+        await socket.send(json.dumps({"type": "connection_init",
+                                      "payload": {"Authorization": f"Bearer {token}"}}))
+        assert json.loads(await socket.recv())["type"] == "connection_ack"
+        await socket.send(json.dumps({"id": "1", "type": "subscribe", "payload": {
+            "query": query, "variables": variables}}))
+        async with asyncio.timeout(READ_TIMEOUT):
+            message: dict[str, Any] = json.loads(await socket.recv())
+        payload: dict[str, Any] = ({"errors": message["payload"]} if message["type"] == "error"
+                                   else message["payload"])
+        return payload
+
+
+async def test_a_ticket_over_a_websocket_is_scored_from_its_handshake(live: Http) -> None:
+    app, client = live
+    url = str(client.base_url).replace("http://", "ws://") + "/graphql"
+    await stocked(live, "ws", {"ws-1": 3})
+    drop = await schedule(live, skus=["ws-1"], starts_at=datetime.now(UTC), mode="queue",
+                          admit_per_second=1000)
+    token = app.state.tokens.mint(Role.CUSTOMER, "wendy")
+    issued = (await client.get(f"/v1/drops/{drop['id']}/challenge",
+                               headers=auth(app, Role.CUSTOMER, "wendy"))).json()
+    proof = {"challenge": issued["challenge"],
+             "solution": solve(issued["challenge"], issued["difficulty"])}
+    person = await over_websocket(url, token, BROWSER_HEADERS, TAKE, {"drop": drop["id"], **proof})
+    assert "errors" not in person, person
+    assert person["data"]["takeDropTicket"]["position"] == 1
+    # A client with an HTTP library's handshake and no proof: refused as REST refuses it.
+    bot = await over_websocket(url, app.state.tokens.mint(Role.CUSTOMER, "wbot"),
+                               {"User-Agent": "python-httpx/0.28"}, TAKE, {"drop": drop["id"]})
+    extensions = problem_of(bot, "drop-entry-refused", "challenge")
+    assert "headless-browser" in {r["rule"] for r in extensions["verdict"]["reasons"]}
+    assert (await client.get("/v1/drops", headers=auth(app, Role.SUPPORT))).json()[
+        "drops"][0]["room"]["asks"] == 1  # only wendy's
