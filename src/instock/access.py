@@ -188,6 +188,8 @@ GRAPHQL: dict[str, Door] = {
     "Query.dropCurves": door(*STAFF_ROLES),
     "Query.salesDays": door(*STAFF_ROLES),
     "Query.reorderLists": door(*STAFF_ROLES),
+    "Query.drop": door(*STAFF_ROLES, customers=ANY),
+    "Query.dropTicket": door(SUPPORT, SERVICE, customers=OWN),
     "Query.drawEntry": door(SUPPORT, SERVICE, customers=OWN),
     "Query.dropDraw": door(*STAFF_ROLES, customers=ANY),
     "Mutation.reserve": door(SUPPORT, SERVICE, customers=OWN),
@@ -201,6 +203,8 @@ GRAPHQL: dict[str, Door] = {
     "Mutation.joinWaitlist": door(SUPPORT, SERVICE, customers=OWN),
     "Mutation.updateCustomer": door(SUPPORT, customers=OWN),
     "Mutation.answerPoll": door(MERCHANDISER, SUPPORT, SERVICE, customers=OWN, anonymous=True),
+    "Mutation.scheduleDrop": door(MERCHANDISER),
+    "Mutation.takeDropTicket": door(SUPPORT, SERVICE, customers=OWN),
     "Subscription.stockChanged": PUBLIC,
     "Subscription.ledger": door(*STAFF_ROLES),
     "Subscription.reservations": door(*STAFF_ROLES),
@@ -209,6 +213,8 @@ GRAPHQL: dict[str, Door] = {
     "Subscription.orderChanged": door(*STAFF_ROLES, customers=OWN),
     "Subscription.recommendationsChanged": door(MERCHANDISER, SUPPORT, SERVICE, customers=OWN,
                                                 anonymous=True),
+    # The signed ticket is the credential, as for the SSE stream; it never carries the pass.
+    "Subscription.dropStanding": PUBLIC,
 }
 
 # The REST WebSocket (`/v1/ws`): stock for anyone; the staff streams need a staff token.

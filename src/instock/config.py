@@ -183,6 +183,11 @@ class Settings(BaseSettings):
     # `drop_room_push_seconds` (admission and a sell-out at once).
     drop_room_tick_seconds: float = Field(default=1.0, gt=0, le=60)
     drop_room_push_seconds: float = Field(default=5.0, ge=0, le=600)
+    # Draws: each process of the embedded default (and `instock worker all`) draws every draw
+    # drop whose entries have closed, looking every `drop_draw_seconds` (run_draws; several may
+    # run: a drop has one stored draw). Staff may still draw at once (POST .../draw).
+    run_draws: bool = True
+    drop_draw_seconds: float = Field(default=5.0, gt=0, le=3600)
     # Origins of other sites' pages that embed the poll widget, comma-separated
     # (`https://shop.example,https://www.shop.example`): their browsers may call the API (CORS).
     # Empty: only pages served by instock itself.

@@ -18,7 +18,7 @@ from instock.analytics.graphql import AnalyticsQuery
 from instock.catalog.graphql import CatalogQuery
 from instock.config import Settings
 from instock.customers.graphql import CustomersMutation, CustomersQuery
-from instock.drops.graphql import DropsQuery
+from instock.drops.graphql import DropsMutation, DropsQuery, DropsSubscription
 from instock.experiments.graphql import ExperimentsQuery
 from instock.inventory.graphql import InventoryMutation, InventoryQuery
 from instock.live.graphql import LiveSubscription
@@ -54,8 +54,10 @@ QUERIES = (("catalog", CatalogQuery), ("inventory", InventoryQuery), ("orders", 
            ("analytics", AnalyticsQuery), ("drops", DropsQuery))
 MUTATIONS = (("inventory", InventoryMutation), ("orders", OrdersMutation),
              ("recommendations", RecommendationsMutation), ("waitlist", WaitlistMutation),
-             ("customers", CustomersMutation), ("polls", PollsMutation))
-SUBSCRIPTIONS = (("live", LiveSubscription), ("recommendations", RecommendationsSubscription))
+             ("customers", CustomersMutation), ("polls", PollsMutation),
+             ("drops", DropsMutation))
+SUBSCRIPTIONS = (("live", LiveSubscription), ("recommendations", RecommendationsSubscription),
+                 ("drops", DropsSubscription))
 
 
 def graphql_contexts(served: frozenset[str]) -> frozenset[str]:

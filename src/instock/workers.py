@@ -45,6 +45,13 @@ async def run_draw_announcer(container: Container, every: float = 5.0) -> None:
     await keep_running(container.drops.draws.announce, "draw_announcer", pause=every)
 
 
+async def run_draws_at_close(container: Container, every: float) -> None:
+    """Draw each draw drop once its entries close, within `every` seconds, whoever else runs
+    this too (the stored draw is one: drops/draws.py). POST /v1/drops/{id}/draw stays for
+    staff who will not wait."""
+    await keep_running(container.drops.draws.draw_closed, "draws_at_close", pause=every)
+
+
 async def publish_refusals(inventory: InventoryService, every: float = 5.0) -> None:
     """An API process publishes the demand it refused for want of stock, every few seconds
     (whatever duties it runs: the counts are its own)."""
@@ -88,7 +95,7 @@ async def run_consumer(consumer: Consumer) -> None:
 # The settings that switch `worker_duties` on, one each (keep the two together).
 WORKER_DUTY_SETTINGS = ("run_sweeper", "run_relay", "run_consumers", "run_sagas",
                         "run_webhook_delivery", "run_reconciler", "run_back_in_stock_waves",
-                        "run_notifications")
+                        "run_notifications", "run_draws")
 
 
 def api_only_env() -> dict[str, str]:
@@ -127,4 +134,6 @@ def worker_duties(container: Container) -> list[Coroutine[Any, Any, None]]:
         work.append(container.waitlist.run_waves())
     if settings.run_notifications and "notifications" in served:
         work.append(run_notifications(container.notifications))
+    if settings.run_draws and "drops" in served:
+        work.append(run_draws_at_close(container, settings.drop_draw_seconds))
     return work

@@ -61,17 +61,19 @@ def test_graphql_has_the_served_contexts_fields(tmp_path: Path) -> None:
 
 def test_consumers_and_duties_are_the_served_contexts(tmp_path: Path) -> None:
     everything = build(make_settings(MEMORY, tmp_path, run_sweeper=True, run_sagas=True,
-                                     run_consumers=True, run_relay=True))
+                                     run_consumers=True, run_relay=True, run_draws=True))
     orders = build(make_settings(MEMORY, tmp_path, services="orders,payments", run_sweeper=True,
-                                 run_sagas=True, run_consumers=True, run_relay=True))
+                                 run_sagas=True, run_consumers=True, run_relay=True,
+                                 run_draws=True))
     assert set(orders.consumer_specs(orders.settings.served)) == {"payment-events"}
     assert len(everything.consumer_specs(everything.settings.served)) > 10
     mine, all_ = worker_duties(orders), worker_duties(everything)
     try:
         names = [d.__qualname__ for d in mine]
         assert "run_sagas" in names and "run_sweeper" not in names  # the sweeper: inventory's
+        assert "run_draws_at_close" not in names  # drops' duty
         assert names.count("run_consumer") == 1
-        assert {"run_sagas", "run_sweeper", "run_channel_worker"} <= {
+        assert {"run_sagas", "run_sweeper", "run_channel_worker", "run_draws_at_close"} <= {
             d.__qualname__ for d in all_}
     finally:
         for coroutine in mine + all_:

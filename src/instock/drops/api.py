@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import StreamingResponse
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from starlette.requests import HTTPConnection
 
 from instock.drops import model
 from instock.drops.bots import Decision
@@ -31,7 +32,8 @@ MERCHANDISERS = requires(Role.MERCHANDISER)
 READERS = requires(*STAFF, Role.CUSTOMER)
 SHOPPER_ROLES = (Role.CUSTOMER, Role.SUPPORT, Role.SERVICE)
 SHOPPERS = requires(*SHOPPER_ROLES)
-TicketToken = Annotated[str, Path(min_length=1, max_length=2000)]
+TICKET_MAX = 2000  # characters of a signed ticket
+TicketToken = Annotated[str, Path(min_length=1, max_length=TICKET_MAX)]
 
 
 async def service(request: Request) -> DropsService:
@@ -129,7 +131,13 @@ async def schedule_drop(body: DropIn, request: Request,
                         drops: DropsService = Depends(service)) -> DropOut:
     """Schedule a drop: until `starts_at` its SKUs cannot be reserved; from then on `mode`
     decides who may. A SKU is in one live drop at a time (409 otherwise)."""
-    drop = model.Drop(
+    return render(await drops.schedule(drop_of(body, principal), correlation_id(request)))
+
+
+def drop_of(body: DropIn, principal: Principal) -> model.Drop:
+    """The drop a merchandiser asks for (REST's body or GraphQL's input, checked by DropIn);
+    the service gives it its id, seed and creation time."""
+    return model.Drop(
         id="", skus=tuple(body.skus), starts_at=body.starts_at, mode=model.Mode(body.mode),
         admit_per_second=body.admit_per_second, per_customer_limit=body.per_customer_limit,
         channels=tuple(dict.fromkeys(body.channels)), ends_at=body.ends_at, seed="",
@@ -137,7 +145,6 @@ async def schedule_drop(body: DropIn, request: Request,
         created_by=f"{principal.role.value}:{principal.subject}",
         entries_close_at=body.entries_close_at, draw_winners=body.draw_winners,
         claim_seconds=body.claim_seconds)
-    return render(await drops.schedule(drop, correlation_id(request)))
 
 
 @router.get("/{drop_id}", response_model=DropOut)
@@ -160,10 +167,11 @@ async def challenge(drop_id: CallerId, customer_id: CallerId | None = None,
 SCORED_HEADERS = ("user-agent", "accept-language", "sec-ch-ua")
 
 
-def scored(request: Request, principal: Principal, body: TicketIn | None) -> Entry:
-    """What the bot scoring reads of a ticket or entry request. The headers and address are
-    the shopper's only when the shopper's own client calls; a service acting for them (the
-    storefront's server) is judged by the proof alone."""
+def scored(request: HTTPConnection, principal: Principal, body: TicketIn | None) -> Entry:
+    """What the bot scoring reads of a ticket or entry request: an HTTP request, or the
+    WebSocket a GraphQL mutation came over (its handshake's headers, its peer). The headers and
+    address are the shopper's only when the shopper's own client calls; a service acting for
+    them (the storefront's server) is judged by the proof alone."""
     own = principal.is_customer
     return Entry(body.challenge if body else None, body.solution if body else None,
                  {h: request.headers.get(h, "") for h in SCORED_HEADERS} if own else None,
@@ -411,10 +419,15 @@ class _StandingFeed:
         self.watcher.close()
 
 
+def waitlist_offer(view: model.Live, drop: model.Drop) -> dict[str, Any] | None:
+    """Once sold out, where those still waiting join the drop's SKUs' waitlist (SSE and the
+    GraphQL subscription offer the same)."""
+    return ({"href": WAITLIST_JOIN, "method": "POST", "skus": list(drop.skus)}
+            if view.sold_out else None)
+
+
 def live_json(view: model.Live, drop: model.Drop) -> str:
-    waitlist = ({"href": WAITLIST_JOIN, "method": "POST", "skus": list(drop.skus)}
-                if view.sold_out else None)
     return json.dumps({"position": view.position, "admitted": view.admitted,
                        "sold_out": view.sold_out, "wait_seconds": round(view.wait_seconds, 3),
-                       "held_for_review": view.held_for_review, "waitlist": waitlist},
-                      separators=(",", ":"))
+                       "held_for_review": view.held_for_review,
+                       "waitlist": waitlist_offer(view, drop)}, separators=(",", ":"))

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+import structlog
 from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -43,6 +44,8 @@ WINNERS = Counter("instock_drop_draw_winners_total", "Entrants drawn as winners 
 ROLLOVERS = Counter("instock_drop_draw_rollovers_total",
                     "Rights to reserve that passed to the next entrant, one lapsed unused")
 RESERVED = "reservation.created.v1"
+AUTO_DRAWER = "worker:draw-at-close"  # who drew, in the stored draw, when no one asked
+log = structlog.get_logger(__name__)
 
 if TYPE_CHECKING:
     from instock.drops.service import Entry
@@ -172,6 +175,23 @@ class DrawService:
         WINNERS.inc(len(events))
         self._draws[drop.id] = row
         return self._published(drop, row)
+
+    async def draw_closed(self) -> list[str]:
+        """Draw every live draw drop whose entries have closed and that has no draw yet (the
+        workers, every few seconds: "at close, winners are drawn" without staff asking); the
+        ids drawn. `draw` itself makes two processes doing this at once one stored draw. A
+        drop that fails to draw is logged and tried again next time; the others go on."""
+        async with self.db.read() as conn:
+            due = await store.closed_undrawn_drops(conn, self.clock())
+        drawn = []
+        for drop in due:
+            try:
+                await self.draw(drop.id, AUTO_DRAWER)
+            except Exception:
+                log.exception("drop_auto_draw_failed", drop_id=drop.id)
+                continue
+            drawn.append(drop.id)
+        return drawn
 
     async def _units(self, drop: model.Drop) -> int:
         views = await self.inventory.stocks(drop.skus)

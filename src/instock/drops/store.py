@@ -408,6 +408,16 @@ async def drawn_live_drops(conn: AsyncConnection, now: datetime) -> list[model.D
     return [_drop(row) for row in rows]
 
 
+async def closed_undrawn_drops(conn: AsyncConnection, now: datetime) -> list[model.Drop]:
+    """Draw drops whose entries have closed, with no draw stored yet, not over: due a draw."""
+    rows = await conn.execute(sa.select(drops).outerjoin(
+        drop_draws, drop_draws.c.drop_id == drops.c.id).where(
+        drops.c.mode == model.Mode.DRAW.value, drops.c.entries_close_at <= now,
+        drop_draws.c.drop_id.is_(None),
+        sa.or_(drops.c.ends_at.is_(None), drops.c.ends_at > now)))
+    return [_drop(row) for row in rows]
+
+
 async def add_claim(conn: AsyncConnection, drop_id: str, customer_id: str, at: datetime,
                     reservation_id: str) -> None:
     await conn.execute(dialect_insert(conn, drop_claims).on_conflict_do_nothing(), [{
