@@ -191,3 +191,11 @@ async def test_failures_older_than_the_window_count_for_nothing_and_are_forgotte
         kept = (await conn.execute(sa.select(store.drop_payment_failures.c.order_id).where(
             store.drop_payment_failures.c.customer_id == "lapsed"))).scalars().all()
     assert kept == ["new"]
+
+    # They are the shopper's personal data: exported, and gone on erasure.
+    exported = await worker.drops.export_subject("lapsed")
+    assert [row["order_id"] for row in exported["drop_payment_failures"]] == ["new"]
+    await worker.drops.erase_subject("lapsed", "anon-1")
+    assert (await worker.drops.export_subject("lapsed"))["drop_payment_failures"] == []
+    async with worker.db.read() as conn:
+        assert await store.payment_failures(conn, "anon-1", now - window) == 0
