@@ -55,6 +55,7 @@ from instock.channels.connector import connector_factory
 from instock.channels.service import ChannelsService
 from instock.config import Settings, get_settings
 from instock.customers.service import CustomersService
+from instock.drops.declines import PAYMENT_FAILURES
 from instock.drops.room import RoomSettings
 from instock.drops.service import DropSettings, DropsService
 from instock.drops.tokens import DropTokens
@@ -170,7 +171,7 @@ class Container:
             "customers": [self.customers.poll_answers_consumer(),
                           self.customers.behaviour_consumer()],
             "analytics": [self.analytics.consumer()],
-            "drops": [self.drops.draws.claims_consumer()]}
+            "drops": [self.drops.draws.claims_consumer(), PAYMENT_FAILURES]}
         return {spec.name: spec for context, specs in by_context.items()
                 if context in contexts for spec in specs}
 

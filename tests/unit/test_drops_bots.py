@@ -151,6 +151,33 @@ def test_headless_chrome_is_named_even_with_a_proof() -> None:
     assert [name for name, _, _ in verdict.reasons] == ["headless-browser"]
 
 
+def test_failed_payment_attempts_score_a_few_and_hold_a_card_tester() -> None:
+    def person(failures: int) -> bots.Verdict:
+        return score(Signals(Proof.SOLVED, failed_payments=failures, headers=BROWSER))
+
+    assert person(0).score == person(2).score == 0 and not person(2).reasons
+    # A few declines (an expired card) score, and are explained, but alone hold no one.
+    few = person(3)
+    assert (few.decision, few.score) == (Decision.ADMIT, 20), few
+    assert few.as_json()["reasons"] == [{
+        "rule": "failed-payments", "weight": 20,
+        "why": "3 or more failed payment attempts in the last day"}]
+    assert person(9) == few
+    # Many (a card tester) are held for review on their own, both rules named.
+    many = person(10)
+    assert (many.decision, many.score) == (Decision.REVIEW, 45), many
+    assert [name for name, _, _ in many.reasons] == ["failed-payments", "many-failed-payments"]
+    # A few beside one other sign that alone lets a shopper through tip it to a review.
+    agent = BROWSER["user-agent"].replace("Chrome/", "HeadlessChrome/")
+    headless = {**BROWSER, "user-agent": agent}
+    assert score(Signals(Proof.SOLVED, headers=headless)).decision is Decision.ADMIT
+    tipped = score(Signals(Proof.SOLVED, failed_payments=3, headers=headless))
+    assert (tipped.decision, tipped.score) == (Decision.REVIEW, 55), tipped
+    # With no proof of work besides, a card tester is refused.
+    assert score(Signals(Proof.MISSING, failed_payments=10,
+                         headers=BROWSER)).decision is Decision.REFUSE
+
+
 def test_every_rule_has_a_unique_name_a_weight_and_a_reason() -> None:
     names = [r.name for r in RULES]
     assert len(names) == len(set(names))

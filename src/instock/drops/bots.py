@@ -20,12 +20,17 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
 DEFAULT_DIFFICULTY = 16  # leading zero bits: 65,536 hashes on average
 MAX_DIFFICULTY = 32
+# How far back a shopper's failed payment attempts count (heard from checkout's
+# `order.payment_failed.v1`; drops/declines.py keeps them). A day: a farm testing stolen cards,
+# or cycling them before a drop, fails many times within hours, while a person whose card was
+# refused last week should not carry that into this week's drop.
+FAILED_PAYMENTS_WINDOW = timedelta(days=1)
 
 
 class Proof(StrEnum):
@@ -97,7 +102,7 @@ class Signals:
     shopper_requests_per_minute: int = 0  # with this shopper's token
     shoppers_on_client: int = 1  # distinct shoppers seen from this client address in the drop
     shoppers_on_fingerprint: int = 1  # sharing this payment method / address fingerprint
-    failed_payments: int = 0  # this shopper's declined payments in the last day
+    failed_payments: int = 0  # this shopper's failed payment attempts in the last day
     headers: Mapping[str, str] = field(default_factory=dict)  # lower-cased names
 
 
@@ -141,8 +146,12 @@ RULES: tuple[Rule, ...] = (
          lambda s: _headless(s.headers)),
     Rule("browserless-headers", 15, "no Accept-Language or User-Agent header",
          lambda s: _browserless(s.headers)),
-    Rule("failed-payments", 20, "3 or more declined payments in the last day",
+    # A few declines are a person's expired card (alone they score, never hold); many are a
+    # card tester, held for review on their own (the two add up: 45).
+    Rule("failed-payments", 20, "3 or more failed payment attempts in the last day",
          lambda s: s.failed_payments >= 3),
+    Rule("many-failed-payments", 25, "10 or more failed payment attempts in the last day",
+         lambda s: s.failed_payments >= 10),
 )
 REVIEW_AT = 40
 REFUSE_AT = 70

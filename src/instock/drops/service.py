@@ -13,7 +13,7 @@ from typing import Any
 from prometheus_client import Counter
 
 from instock.catalog.service import CatalogService
-from instock.drops import bots, model, store
+from instock.drops import bots, declines, model, store
 from instock.drops.draws import DrawService
 from instock.drops.errors import DropEntryRefused, DropTicketInvalid
 from instock.drops.gate import DropGate, Gates
@@ -152,7 +152,9 @@ class DropsService:
             self._proof(entry, drop.id, customer_id, now),
             client_requests_per_minute=round((client_asks + 1) / minutes),
             shopper_requests_per_minute=round((asks + 1) / minutes),
-            shoppers_on_client=others + 1, headers=entry.headers or {}))
+            shoppers_on_client=others + 1,
+            failed_payments=await declines.failed_payments(conn, customer_id, now),
+            headers=entry.headers or {}))
 
     async def take_ticket(self, drop_id: str, customer_id: str,
                           entry: Entry | None = None) -> Ticket:

@@ -105,7 +105,21 @@ drop_claims = sa.Table(
     sa.Column("reservation_id", sa.String(64), nullable=False),
 )
 
-PERSONAL_TABLES = frozenset({"drop_tickets", "drop_entries", "drop_claims"})
+# Our copy of checkout's news that a shopper's payment attempt failed (order.payment_failed.v1,
+# heard on the bus: drops/declines.py), for the bot scoring: one row per failed checkout, kept
+# for bots.FAILED_PAYMENTS_WINDOW (older ones are pruned as the shopper's next one arrives).
+drop_payment_failures = sa.Table(
+    "drop_payment_failures", metadata,
+    sa.Column("order_id", sa.String(64), primary_key=True),  # one failure per checkout
+    sa.Column("customer_id", sa.String(128), nullable=False, info=PERSONAL),
+    sa.Column("failed_at", UTCDateTime, nullable=False),
+)
+# Counts a shopper's recent failures from the index alone.
+sa.Index("ix_drop_payment_failures_customer", drop_payment_failures.c.customer_id,
+         drop_payment_failures.c.failed_at)
+
+PERSONAL_TABLES = frozenset({"drop_tickets", "drop_entries", "drop_claims",
+                             "drop_payment_failures"})
 
 
 def _drop(row: Any) -> model.Drop:
@@ -291,7 +305,9 @@ async def export_customer(conn: AsyncConnection, customer_id: str
                           ) -> dict[str, list[dict[str, object]]]:
     return {"drop_tickets": await rows_where(conn, drop_tickets.c.customer_id, customer_id),
             "drop_entries": await rows_where(conn, drop_entries.c.customer_id, customer_id),
-            "drop_claims": await rows_where(conn, drop_claims.c.customer_id, customer_id)}
+            "drop_claims": await rows_where(conn, drop_claims.c.customer_id, customer_id),
+            "drop_payment_failures": await rows_where(
+                conn, drop_payment_failures.c.customer_id, customer_id)}
 
 
 async def pseudonymise(conn: AsyncConnection, customer_id: str, pseudonym: str) -> None:
@@ -303,6 +319,9 @@ async def pseudonymise(conn: AsyncConnection, customer_id: str, pseudonym: str) 
                        .values(customer_id=pseudonym, client_key=None, fingerprint=None))
     await conn.execute(drop_claims.update().where(drop_claims.c.customer_id == customer_id)
                        .values(customer_id=pseudonym))
+    # Only ever a signal about the shopper for a day: nothing else refers to them.
+    await conn.execute(drop_payment_failures.delete().where(
+        drop_payment_failures.c.customer_id == customer_id))
 
 
 # -- draws: entries, the draw, claims ------------------------------------------------------
@@ -432,3 +451,25 @@ async def claims(conn: AsyncConnection, drop_id: str) -> dict[str, datetime]:
                               drop_entries.c.customer_id == drop_claims.c.customer_id)).where(
         drop_claims.c.drop_id == drop_id))
     return {row.entry_id: row.claimed_at for row in rows}
+
+
+# -- failed payment attempts, heard from checkout ------------------------------------------
+
+
+async def add_payment_failure(conn: AsyncConnection, order_id: str, customer_id: str,
+                              at: datetime, prune_before: datetime) -> None:
+    """Count the checkout's failure once (heard twice, it is one), and forget the shopper's
+    failures too old to count any more."""
+    await conn.execute(dialect_insert(conn, drop_payment_failures).on_conflict_do_nothing(), [{
+        "order_id": order_id, "customer_id": customer_id, "failed_at": at}])
+    await conn.execute(drop_payment_failures.delete().where(
+        drop_payment_failures.c.customer_id == customer_id,
+        drop_payment_failures.c.failed_at < prune_before))
+
+
+async def payment_failures(conn: AsyncConnection, customer_id: str, since: datetime) -> int:
+    """How many of the shopper's checkouts failed on payment since then."""
+    return int((await conn.execute(sa.select(sa.func.count()).select_from(
+        drop_payment_failures).where(
+        drop_payment_failures.c.customer_id == customer_id,
+        drop_payment_failures.c.failed_at >= since))).scalar_one())

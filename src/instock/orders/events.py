@@ -1,7 +1,8 @@
-"""Events the orders context publishes: one per change of an order's status.
+"""Events the orders context publishes: one per change of an order's status, and a checkout's
+failed payment attempt.
 
-Their subject is the order id and their sequence the order's version after the change, so a
-consumer can tell a late event from a new one.
+Their subject is the order id and (the status changes') sequence the order's version after
+the change, so a consumer can tell a late event from a new one.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from instock.platform.bus.envelope import DomainEvent
 
@@ -92,3 +93,25 @@ class OrderRefunded(OrderEvent):
     """All money taken was given back."""
 
     type: ClassVar[str] = "order.refunded.v1"
+
+
+class CheckoutPaymentFailed(DomainEvent):
+    """A checkout gave up because the provider declined its payment (or the payment failed):
+    one attempt of this customer's that did not pay. Written with the saga's failure, once per
+    checkout. Not an OrderEvent: the order's cancellation follows as `order.cancelled.v1`; this
+    says, in fields, whose payment failed and why (the drops' bot scoring counts them)."""
+
+    type: ClassVar[str] = "order.payment_failed.v1"
+    order_id: str
+    customer_id: str | None = Field(description="the buyer; none for a guest checkout")
+    channel: str
+    payment_id: str | None = Field(description="the payment the provider refused")
+    reason: str = Field(description="the provider's decline code (e.g. generic_decline, "
+                                    "insufficient_funds), or 'failed'")
+    amount: Decimal
+    currency: str
+
+    @property
+    def subject(self) -> str:
+        """The order."""
+        return self.order_id

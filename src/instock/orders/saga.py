@@ -30,6 +30,7 @@ from instock.inventory.model import AdjustmentKind, Line, ReservationStatus
 from instock.inventory.port import Inventory
 from instock.inventory.reservation_batch import ReserveRequest
 from instock.orders import store
+from instock.orders.events import CheckoutPaymentFailed
 from instock.orders.model import FailureKind, Order, OrderStatus, Saga, SagaStatus, Step
 from instock.payments.errors import CircuitOpen, PaymentDeclined, PaymentUnavailable
 from instock.payments.model import CAPTURED_FAMILY, Payment, PaymentStatus
@@ -90,6 +91,8 @@ class SagaRunner:
         self.owner = process_owner()
         # Sagas whose step just stored their progress with its own last write.
         self._stored: set[str] = set()
+        # Events a step that failed leaves for the transaction that stores the failure.
+        self._news: dict[str, list[CheckoutPaymentFailed]] = {}
         self._steps: dict[Step, Callable[[Saga], Awaitable[None]]] = {
             Step.RESERVE: self._reserve, Step.AUTHORISE: self._authorise,
             Step.COMMIT: self._commit, Step.CAPTURE: self._capture, Step.FULFIL: self._fulfil,
@@ -133,10 +136,12 @@ class SagaRunner:
             step = saga.step
             assert step is not None
             stored = await self._attempt(saga, step)
+            news = self._news.pop(saga.id, [])
             moved_on = saga.status is SagaStatus.RUNNING and saga.step is not step
             if not stored and not (moved_on and step in STORED_WITH_NEXT):
                 async with self.db.write() as conn:
                     await self._save(conn, saga)
+                    await outbox.add(conn, news, _correlation(saga))
             if self.settings.kill_after == step.value:
                 os.kill(os.getpid(), signal.SIGKILL)
         return saga
@@ -319,6 +324,13 @@ class SagaRunner:
                 order_id=saga.order_id, amount=terms.total, currency=terms.currency,
                 idempotency_key=f"saga:{saga.id}:authorise", then=store_done)
         except PaymentDeclined as exc:
+            # Whose attempt failed, said with the saga's failure (`_drive`), so once per
+            # checkout: a rerun after a crash before that is refused again (the payment stays
+            # declined) and says it then. Also when a webhook stored the decline first.
+            self._news[saga.id] = [CheckoutPaymentFailed(
+                order_id=saga.order_id, customer_id=terms.customer_id, channel=terms.channel,
+                payment_id=exc.payment_id, reason=exc.reason, amount=terms.total,
+                currency=terms.currency)]
             raise StepFailed(FailureKind.PAYMENT_DECLINED, str(exc)) from exc
         saga.data["payment_id"] = payment.id
         done()
