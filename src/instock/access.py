@@ -205,6 +205,7 @@ GRAPHQL: dict[str, Door] = {
     "Mutation.answerPoll": door(MERCHANDISER, SUPPORT, SERVICE, customers=OWN, anonymous=True),
     "Mutation.scheduleDrop": door(MERCHANDISER),
     "Mutation.takeDropTicket": door(SUPPORT, SERVICE, customers=OWN),
+    "Mutation.enterDraw": door(SUPPORT, SERVICE, customers=OWN),
     "Subscription.stockChanged": PUBLIC,
     "Subscription.ledger": door(*STAFF_ROLES),
     "Subscription.reservations": door(*STAFF_ROLES),

@@ -43,6 +43,10 @@ GET_DROP = f"""query($id: String!) {{ drop(id: $id) {{ {DROP_FIELDS} }} }}"""
 TAKE = """mutation($drop: String!, $customer: String, $challenge: String, $solution: String) {
   takeDropTicket(dropId: $drop, customerId: $customer, challenge: $challenge,
                  solution: $solution) { ticket position } }"""
+ENTER = """mutation($drop: String!, $customer: String, $challenge: String, $solution: String,
+                  $fingerprint: String) {
+  enterDraw(dropId: $drop, customerId: $customer, challenge: $challenge, solution: $solution,
+            fingerprint: $fingerprint) { entry heldForReview } }"""
 STANDING = """query($drop: String!, $ticket: String!) {
   dropTicket(dropId: $drop, ticket: $ticket) {
     position admitted dropPass soldOut waitSeconds heldForReview } }"""
@@ -218,6 +222,114 @@ async def test_tickets_and_standings_as_rest_with_the_same_bot_scoring(live: Htt
     problem_of(forged, "drop-ticket-invalid", "ticket")
     problem_of(await graph(live, STANDING, {"drop": drop["id"], "ticket": "x" * 2001},
                            auth(app, Role.CUSTOMER, "ann")), "validation-error", "ticket")
+
+
+async def enter_by_graph(http: Http, drop_id: str, customer: str, *, proof: bool = True,
+                         headers: dict[str, str] | None = None,
+                         **variables: Any) -> dict[str, Any]:
+    """enterDraw as a person's browser calls it: the proof of work solved."""
+    app, client = http
+    variables["drop"] = drop_id
+    if proof:
+        issued = (await client.get(f"/v1/drops/{drop_id}/challenge",
+                                   headers=auth(app, Role.CUSTOMER, customer))).json()
+        variables |= {"challenge": issued["challenge"],
+                      "solution": solve(issued["challenge"], issued["difficulty"])}
+    return await graph(http, ENTER, variables, {**auth(app, Role.CUSTOMER, customer),
+                                                **(BROWSER_HEADERS if headers is None
+                                                   else headers)})
+
+
+async def enter_by_rest(http: Http, drop_id: str, customer: str, *, proof: bool = True,
+                        headers: dict[str, str] | None = None, **body: Any) -> Any:
+    app, client = http
+    if proof:
+        issued = (await client.get(f"/v1/drops/{drop_id}/challenge",
+                                   headers=auth(app, Role.CUSTOMER, customer))).json()
+        body |= {"challenge": issued["challenge"],
+                 "solution": solve(issued["challenge"], issued["difficulty"])}
+    return await client.post(f"/v1/drops/{drop_id}/entries", json=body, headers={
+        **auth(app, Role.CUSTOMER, customer),
+        **(BROWSER_HEADERS if headers is None else headers)})
+
+
+async def test_enter_draw_answers_and_refuses_as_rest_does(live: Http) -> None:
+    app, _ = live
+    await stocked(live, "dr", {"dr-1": 5, "dr-2": 5})
+    closes = (datetime.now(UTC) + timedelta(minutes=5)).isoformat()
+    drop = await schedule(live, skus=["dr-1"], starts_at=closes, mode="draw",
+                          entries_close_at=closes)
+    card = "gq-card-0123456789"
+    mine = await enter_by_graph(live, drop["id"], "ann", fingerprint=card)
+    assert "errors" not in mine, mine
+    entered = mine["data"]["enterDraw"]
+    assert entered["heldForReview"] is False and entered["entry"]
+    # Asking again, either way, gives the one entry.
+    again = await enter_by_rest(live, drop["id"], "ann", fingerprint=card)
+    assert again.status_code == 201, again.text
+    assert again.json() == {"entry": entered["entry"], "held_for_review": False}
+    assert (await enter_by_graph(live, drop["id"], "ann"))["data"]["enterDraw"] == entered
+    standing = await graph(live, """query($drop: String!, $entry: String!) {
+      drawEntry(dropId: $drop, entryId: $entry) { status } }""",
+                           {"drop": drop["id"], "entry": entered["entry"]},
+                           auth(app, Role.CUSTOMER, "ann"))
+    assert standing["data"]["drawEntry"]["status"] == "waiting", standing
+
+    # Another customer with ann's card: the same 409 as REST, and no entry.
+    dup = problem_of(await enter_by_graph(live, drop["id"], "bob", fingerprint=card),
+                     "drop-entry-duplicate", "fingerprint")
+    by_rest = refused(await enter_by_rest(live, drop["id"], "bob", fingerprint=card), 409,
+                      "drop-entry-duplicate", "fingerprint")
+    assert dup["errors"] == by_rest["errors"] and dup["drop_id"] == drop["id"]
+    # A scripted bot: refused with the verdict REST gives it.
+    bot = problem_of(await enter_by_graph(live, drop["id"], "bot-1", proof=False, headers={}),
+                     "drop-entry-refused", "challenge")
+    bot_rest = refused(await enter_by_rest(live, drop["id"], "bot-2", proof=False, headers={}),
+                       403, "drop-entry-refused", "challenge")
+    assert bot["verdict"]["decision"] == bot_rest["verdict"]["decision"] == "refuse"
+    assert ({r["rule"] for r in bot["verdict"]["reasons"]}
+            == {r["rule"] for r in bot_rest["verdict"]["reasons"]}
+            >= {"no-proof-of-work", "headless-browser", "browserless-headers"})
+    # A browser without a proof: held, as REST holds it.
+    held = await enter_by_graph(live, drop["id"], "old-page", proof=False)
+    assert held["data"]["enterDraw"]["heldForReview"] is True, held
+    # Bad input, as REST names it; staff must name the customer; a customer only itself.
+    problem_of(await enter_by_graph(live, drop["id"], "cy", fingerprint="abc"),
+               "validation-error", "fingerprint")
+    problem_of(await graph(live, ENTER, {"drop": drop["id"]}, auth(app, Role.SUPPORT)),
+               "validation-error", "customer_id")
+    other = await graph(live, ENTER, {"drop": drop["id"], "customer": "zed"},
+                        auth(app, Role.CUSTOMER, "ann"))
+    assert other["errors"][0]["extensions"]["code"] == "FORBIDDEN", other
+    for_ann = await graph(live, ENTER, {"drop": drop["id"], "customer": "ann"},
+                          auth(app, Role.SERVICE))
+    assert for_ann["data"]["enterDraw"]["entry"] == entered["entry"], for_ann
+    async with app.state.drops.db.read() as conn:
+        rows = (await conn.execute(sa.select(store.drop_entries.c.customer_id).where(
+            store.drop_entries.c.drop_id == drop["id"]))).scalars()
+        assert sorted(rows) == ["ann", "old-page"]
+
+    # Closed: a queue drop takes no entries, and a draw's window ends at its close.
+    queue = await schedule(live, skus=["dr-2"], starts_at=datetime.now(UTC), mode="queue",
+                           admit_per_second=10)
+    closed = problem_of(await enter_by_graph(live, queue["id"], "ann"),
+                        "drop-entries-closed", "entries_close_at")
+    closed_rest = refused(await enter_by_rest(live, queue["id"], "ann"), 409,
+                          "drop-entries-closed", "entries_close_at")
+    assert closed["errors"] == closed_rest["errors"]
+
+
+async def test_enter_draw_after_the_close_is_refused_as_rest_refuses_it(live: Http) -> None:
+    await stocked(live, "late", {"late-1": 5})
+    closes = datetime.now(UTC) + timedelta(seconds=1)
+    drop = await schedule(live, skus=["late-1"], starts_at=closes, mode="draw",
+                          entries_close_at=closes.isoformat())
+    await asyncio.sleep(max(0.0, (closes - datetime.now(UTC)).total_seconds()) + 0.1)
+    closed = problem_of(await enter_by_graph(live, drop["id"], "late"),
+                        "drop-entries-closed", "entries_close_at")
+    closed_rest = refused(await enter_by_rest(live, drop["id"], "late"), 409,
+                          "drop-entries-closed", "entries_close_at")
+    assert closed["errors"] == closed_rest["errors"]
 
 
 class Subscription:

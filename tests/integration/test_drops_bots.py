@@ -1,20 +1,26 @@
 """Bot scoring in a drop's waiting room over HTTP on a real database (issue 24): a person's
 browser that solved its proof of work takes a place; a scripted bot (fast, one address for
 many identities, an HTTP library's headers, no proof of work) is refused with its reasons and
-takes none; a doubtful ask is held for review, keeps its place and is never admitted; and a
+takes none; a doubtful ask is held for review, keeps its place and is never admitted; a
+payment method or address fingerprint many shoppers give is held with its reasons; and a
 challenge is its shopper's and its drop's alone."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
+from instock.drops import bots, store
 from instock.drops.bots import solve
+from instock.drops.service import DropsService
 from instock.platform.auth import Role
+from instock.platform.ids import new_id
 from tests.integration.test_drops import (
     PROBLEMS,
     Http,
@@ -210,3 +216,104 @@ async def test_staff_see_held_asks_with_their_reasons_and_decide_each_once(http:
                             "sold_out": False}
     shopper_view = await client.get("/v1/drops", headers=auth(app, Role.CUSTOMER, "fine"))
     assert shopper_view.status_code == 403, shopper_view.text
+
+
+async def test_a_fingerprint_many_shoppers_give_across_drops_is_held_with_its_reasons(
+        http: Http) -> None:
+    """Tickets and entries alike count the shoppers on a fingerprint, in every drop of the
+    last 30 days: a household's few score, a farm's many are held for staff with the reasons
+    named; a person with a fresh fingerprint gets through; the fingerprint is kept keyed."""
+    app, client = http
+    card = "farm-card-" + new_id()  # unique: the count spans every drop in the database
+    room = await queue_drop(http)
+    answers = [await ask(http, room["id"], f"farm-{n}", headers=BROWSER,
+                         proof={**await solved(http, room["id"], f"farm-{n}"),
+                                "fingerprint": card})
+               for n in range(4)]
+    assert [a.status_code for a in answers] == [201] * 4, [a.text for a in answers]
+    staff = auth(app, Role.SUPPORT, "sam")
+    # Four on one card score (the third and fourth) but hold no one: a household's share.
+    assert (await client.get(f"/v1/drops/{room['id']}/held", headers=staff)).json() == {
+        "held": []}
+    async with app.state.drops.db.read() as conn:
+        kept = dict((await conn.execute(sa.select(
+            store.drop_tickets.c.customer_id, store.drop_tickets.c.verdict).where(
+            store.drop_tickets.c.drop_id == room["id"]))).all())
+        keys = set((await conn.execute(sa.select(store.drop_tickets.c.fingerprint))).scalars())
+    assert [r["rule"] for r in kept["farm-3"]["reasons"]] == ["shared-identity"], kept
+    assert kept["farm-1"]["reasons"] == [], kept
+    assert keys == {app.state.drops.tokens.fingerprint_key(card)}  # never the raw value
+
+    # The fifth shopper on the card, in another drop (a draw): held for review, and staff
+    # see why.
+    await stocked(http, "raffle", {"raffle-1": 5})
+    closes = soon(60).isoformat()
+    draw = await schedule(http, skus=["raffle-1"], starts_at=closes, mode="draw",
+                          entries_close_at=closes)
+    fifth = await enter(http, draw["id"], "farm-4", card)
+    assert fifth.status_code == 201 and fifth.json()["held_for_review"] is True, fifth.text
+    listed = (await client.get(f"/v1/drops/{draw['id']}/held", headers=staff)).json()["held"]
+    assert [(h["kind"], h["customer_id"]) for h in listed] == [("entry", "farm-4")]
+    verdict = listed[0]["verdict"]
+    assert (verdict["score"], verdict["decision"]) == (50, "review"), verdict
+    assert verdict["reasons"] == [
+        {"rule": "shared-identity", "weight": 20, "why": "a payment method or address 3 or "
+                                                         "more shoppers gave in the last 30 days"},
+        {"rule": "repeated-identity", "weight": 30, "why": "a payment method or address 5 or "
+                                                           "more shoppers gave in the last 30 "
+                                                           "days"}]
+    # The sixth, with a headless browser besides: refused, and no ticket taken.
+    headless = {**BROWSER, "User-Agent": BROWSER["User-Agent"].replace("Chrome/",
+                                                                       "HeadlessChrome/")}
+    sixth = await ask(http, room["id"], "farm-5", headers=headless,
+                      proof={**await solved(http, room["id"], "farm-5"), "fingerprint": card})
+    assert sixth.status_code == 403, sixth.text
+    assert {"shared-identity", "repeated-identity", "headless-browser"} == {
+        r["rule"] for r in sixth.json()["verdict"]["reasons"]}
+
+    # A person with a fresh fingerprint gets through, in either drop.
+    fresh = "card-" + new_id()
+    person = await enter(http, draw["id"], "person", fresh)
+    assert person.status_code == 201 and person.json()["held_for_review"] is False, person.text
+    again = await ask(http, room["id"], "person", headers=BROWSER,
+                      proof={**await solved(http, room["id"], "person"), "fingerprint": fresh})
+    assert again.status_code == 201, again.text
+    async with app.state.drops.db.read() as conn:
+        (ticket_verdict,) = (await conn.execute(sa.select(store.drop_tickets.c.verdict).where(
+            store.drop_tickets.c.customer_id == "person"))).scalars()
+    assert ticket_verdict["reasons"] == []  # two asks by one person are one shopper
+
+
+async def test_shoppers_on_a_fingerprint_older_than_the_window_do_not_count(
+        http: Http) -> None:
+    app, _ = http
+    card = "old-card-" + new_id()
+    drops: DropsService = app.state.drops
+    long_ago = drops.clock() - bots.FINGERPRINT_WINDOW - timedelta(hours=1)
+    async with drops.db.write() as conn:  # ten shoppers on it, a month and more ago
+        await conn.execute(store.drop_tickets.insert(), [
+            {"drop_id": "old-drop", "customer_id": f"old-{n}", "ticket_id": new_id(),
+             "lane": 1, "place_key": f"{n:04x}", "arrived_at": long_ago,
+             "fingerprint": drops.tokens.fingerprint_key(card)} for n in range(10)])
+    room = await queue_drop(http)
+    now = await ask(http, room["id"], "new-owner", headers=BROWSER,
+                    proof={**await solved(http, room["id"], "new-owner"), "fingerprint": card})
+    assert now.status_code == 201, now.text
+    async with drops.db.read() as conn:
+        (verdict,) = (await conn.execute(sa.select(store.drop_tickets.c.verdict).where(
+            store.drop_tickets.c.customer_id == "new-owner"))).scalars()
+    assert verdict["reasons"] == [], verdict
+
+
+async def test_a_fingerprint_is_checked_as_the_entries_is(http: Http) -> None:
+    room = await queue_drop(http)
+    short = await ask(http, room["id"], "eve", headers=BROWSER,
+                      proof={**await solved(http, room["id"], "eve"), "fingerprint": "abc"})
+    assert short.status_code == 422 and "fingerprint" in short.text, short.text
+
+
+async def enter(http: Http, drop_id: str, customer: str, fingerprint: str) -> httpx.Response:
+    app, client = http
+    return await client.post(f"/v1/drops/{drop_id}/entries", json={
+        **await solved(http, drop_id, customer), "fingerprint": fingerprint},
+        headers={**auth(app, Role.CUSTOMER, customer), **BROWSER})

@@ -130,8 +130,8 @@ def test_a_scripted_bot_is_refused_and_told_why() -> None:
     verdict = score(bot)
     assert verdict.decision is Decision.REFUSE
     assert {name for name, _, _ in verdict.reasons} == {
-        "no-proof-of-work", "fast-client", "fast-shopper", "crowded-client", "repeated-identity",
-        "headless-browser", "browserless-headers"}
+        "no-proof-of-work", "fast-client", "fast-shopper", "crowded-client", "shared-identity",
+        "repeated-identity", "headless-browser", "browserless-headers"}
     assert verdict.score == sum(w for _, w, _ in verdict.reasons)
     assert verdict.as_json()["reasons"][0] == {"rule": "no-proof-of-work", "weight": 40,
                                                 "why": "no proof of work with the request"}
@@ -140,8 +140,33 @@ def test_a_scripted_bot_is_refused_and_told_why() -> None:
 def test_one_doubtful_sign_is_held_for_review_not_refused() -> None:
     old_client = score(Signals(Proof.MISSING, headers=BROWSER))
     assert old_client.decision is Decision.REVIEW
-    shared_card = score(Signals(Proof.SOLVED, shoppers_on_fingerprint=2, headers=BROWSER))
+    shared_card = score(Signals(Proof.SOLVED, shoppers_on_fingerprint=5, headers=BROWSER))
     assert shared_card.decision is Decision.REVIEW
+
+
+def test_a_fingerprint_a_household_shares_scores_and_one_a_farm_shares_holds() -> None:
+    def person(sharing: int, headers: dict[str, str] = BROWSER) -> bots.Verdict:
+        return score(Signals(Proof.SOLVED, shoppers_on_fingerprint=sharing, headers=headers))
+
+    assert person(1) == person(2) == score(Signals(Proof.SOLVED, headers=BROWSER))
+    assert not person(2).reasons  # two people on a card: a couple, nothing to say
+    household = person(3)
+    assert (household.decision, household.score) == (Decision.ADMIT, 20), household
+    assert household.as_json()["reasons"] == [{
+        "rule": "shared-identity", "weight": 20,
+        "why": "a payment method or address 3 or more shoppers gave in the last 30 days"}]
+    assert person(4) == household
+    farm = person(5)
+    assert (farm.decision, farm.score) == (Decision.REVIEW, 50), farm
+    assert [name for name, _, _ in farm.reasons] == ["shared-identity", "repeated-identity"]
+    assert person(bots.FINGERPRINT_COUNT_CAP) == farm  # the count's cap is past every rule
+    # A farm's fingerprint beside one more sign that alone lets a shopper through: refused.
+    headless = {**BROWSER, "user-agent": BROWSER["user-agent"].replace("Chrome/",
+                                                                       "HeadlessChrome/")}
+    assert person(1, headless).decision is Decision.ADMIT
+    assert person(5, headless).decision is Decision.REFUSE
+    assert score(Signals(Proof.SOLVED, shoppers_on_fingerprint=5, failed_payments=3,
+                         headers=BROWSER)).decision is Decision.REFUSE
 
 
 def test_headless_chrome_is_named_even_with_a_proof() -> None:

@@ -89,6 +89,9 @@ class TicketIn(BaseModel):
     solution: str | None = Field(None, max_length=64, description=(
         "a string such that SHA-256(challenge + ':' + solution) starts with `difficulty` "
         "zero bits"))
+    fingerprint: str | None = Field(None, min_length=8, max_length=256, description=(
+        "a stable fingerprint of the shopper's payment method or address (the storefront's), "
+        "kept only as a keyed hash: many shoppers giving one is a sign of a bot farm"))
 
 
 class ChallengeOut(BaseModel):
@@ -175,7 +178,8 @@ def scored(request: HTTPConnection, principal: Principal, body: TicketIn | None)
     own = principal.is_customer
     return Entry(body.challenge if body else None, body.solution if body else None,
                  {h: request.headers.get(h, "") for h in SCORED_HEADERS} if own else None,
-                 request.client.host if own and request.client else None)
+                 request.client.host if own and request.client else None,
+                 body.fingerprint if body else None)
 
 
 @router.post("/{drop_id}/tickets", status_code=201, response_model=TicketOut,
@@ -212,8 +216,9 @@ EntryId = Annotated[str, Path(min_length=1, max_length=64)]
 
 class EntryIn(TicketIn):
     fingerprint: str | None = Field(None, min_length=8, max_length=256, description=(
-        "a stable fingerprint of the shopper's payment method or address (the storefront's); "
-        "one entry per fingerprint: another customer's entry with it is 409"))
+        "a stable fingerprint of the shopper's payment method or address (the storefront's), "
+        "kept only as a keyed hash: one entry per fingerprint (another customer's entry with "
+        "it is 409), and many shoppers giving one across drops is a sign of a bot farm"))
 
 
 class EntryOut(BaseModel):
@@ -262,8 +267,7 @@ async def enter_draw(drop_id: CallerId, request: Request, body: EntryIn | None =
     gives the same), and per fingerprint. Scored for bots as tickets are (send the solved
     challenge); refused is 403 `drop-entry-refused`."""
     customer = customer_of(principal, body.customer_id if body else None)
-    entered = await drops.draws.enter(drop_id, customer, scored(request, principal, body),
-                                      body.fingerprint if body else None)
+    entered = await drops.draws.enter(drop_id, customer, scored(request, principal, body))
     return EntryOut(entry=entered.entry_id, held_for_review=entered.held_for_review)
 
 

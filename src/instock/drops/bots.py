@@ -31,6 +31,14 @@ MAX_DIFFICULTY = 32
 # or cycling them before a drop, fails many times within hours, while a person whose card was
 # refused last week should not carry that into this week's drop.
 FAILED_PAYMENTS_WINDOW = timedelta(days=1)
+# How far back the shoppers on a payment method or address fingerprint count, across every
+# drop's tickets and entries. A month: a farm's cards and drop addresses are reused drop after
+# drop (drops come weekly or so), so a shorter window would see each drop's few alone; a longer
+# one would pin on a flat's new tenants, or a card passed on, the shoppers of years ago.
+FINGERPRINT_WINDOW = timedelta(days=30)
+# The count stops here: past the last rule's threshold more changes nothing, and a farm's
+# fingerprint shared by thousands of identities costs one bounded read.
+FINGERPRINT_COUNT_CAP = 20
 
 
 class Proof(StrEnum):
@@ -101,7 +109,9 @@ class Signals:
     client_requests_per_minute: int = 0  # from this client address, any shopper
     shopper_requests_per_minute: int = 0  # with this shopper's token
     shoppers_on_client: int = 1  # distinct shoppers seen from this client address in the drop
-    shoppers_on_fingerprint: int = 1  # sharing this payment method / address fingerprint
+    # Distinct shoppers (this one included) whose tickets or entries gave this payment method
+    # or address fingerprint within FINGERPRINT_WINDOW, any drop; counted up to the cap.
+    shoppers_on_fingerprint: int = 1
     failed_payments: int = 0  # this shopper's failed payment attempts in the last day
     headers: Mapping[str, str] = field(default_factory=dict)  # lower-cased names
 
@@ -140,8 +150,15 @@ RULES: tuple[Rule, ...] = (
          lambda s: s.shopper_requests_per_minute > 10),
     Rule("crowded-client", 25, "more than 5 shoppers from this address in this drop",
          lambda s: s.shoppers_on_client > 5),
-    Rule("repeated-identity", 50, "a payment method or address shared with other shoppers "
-         "in this drop", lambda s: s.shoppers_on_fingerprint > 1),
+    # A household shares a card or an address: two people trip nothing, three or four score
+    # (never held on that alone); a farm runs many identities on a few cards and addresses:
+    # five or more are held for review on that alone (the two add up to 50), and refused beside
+    # any other sign that scores 20 or more. Within one draw, a second customer's entry with
+    # the fingerprint is refused outright besides (409 `drop-entry-duplicate`, drops/draws.py).
+    Rule("shared-identity", 20, "a payment method or address 3 or more shoppers gave in the "
+         "last 30 days", lambda s: s.shoppers_on_fingerprint >= 3),
+    Rule("repeated-identity", 30, "a payment method or address 5 or more shoppers gave in the "
+         "last 30 days", lambda s: s.shoppers_on_fingerprint >= 5),
     Rule("headless-browser", 35, "the request names a headless browser or an HTTP library",
          lambda s: _headless(s.headers)),
     Rule("browserless-headers", 15, "no Accept-Language or User-Agent header",

@@ -50,7 +50,8 @@ log = structlog.get_logger(__name__)
 if TYPE_CHECKING:
     from instock.drops.service import Entry
 
-Score = Callable[[AsyncConnection, model.Drop, str, "Entry", str | None, datetime],
+# (conn, drop, customer, entry, client address key, fingerprint key, now): the service's scoring.
+Score = Callable[[AsyncConnection, model.Drop, str, "Entry", str | None, str | None, datetime],
                  Awaitable[bots.Verdict]]
 
 
@@ -100,11 +101,11 @@ class DrawService:
 
     # -- entering ------------------------------------------------------------------------
 
-    async def enter(self, drop_id: str, customer_id: str, entry: Entry,
-                    fingerprint: str | None = None) -> Entered:
+    async def enter(self, drop_id: str, customer_id: str, entry: Entry) -> Entered:
         """The customer's entry in the draw (the same one on asking again). Scored as tickets
-        are: refused is 403 `drop-entry-refused` and enters nothing; held for review enters,
-        but is left out of the draw. A fingerprint another customer entered with is 409
+        are (the shoppers on its fingerprint across drops among the signs): refused is 403
+        `drop-entry-refused` and enters nothing; held for review enters, but is left out of
+        the draw. A fingerprint another customer entered this draw with is 409
         `drop-entry-duplicate`; a closed window (or a drop that is no draw) 409."""
         now = self.clock()
         drop = await self.get(drop_id)
@@ -115,9 +116,9 @@ class DrawService:
                 drop.id, f"entries closed at {drop.entries_close_at.isoformat()}")
         client_key = (self.tokens.client_key(entry.client_address)
                       if entry.client_address else None)
-        keyed = self.tokens.fingerprint_key(fingerprint) if fingerprint else None
+        keyed = self.tokens.fingerprint_key(entry.fingerprint) if entry.fingerprint else None
         async with self.db.write() as conn:
-            verdict = await self.score(conn, drop, customer_id, entry, client_key, now)
+            verdict = await self.score(conn, drop, customer_id, entry, client_key, keyed, now)
             if verdict.decision is bots.Decision.REFUSE:
                 ENTRIES.labels(verdict.decision.value).inc()
                 raise DropEntryRefused(drop.id, verdict.as_json())

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import strawberry
 
 from instock.drops import api, model
-from instock.drops.service import Admission, DropsService
-from instock.platform.auth import STAFF, Role
+from instock.drops.service import Admission, DropsService, Entry
+from instock.platform.auth import STAFF, Principal, Role
 from instock.platform.errors import ValidationFailed
 from instock.platform.graphql import Info, correlation_id, parse, require
 from instock.platform.http import customer_of
@@ -112,6 +112,14 @@ class DrawEntry:
 
 
 @strawberry.type
+class DrawEntered:
+    """An entry as POST /v1/drops/{id}/entries answers it."""
+
+    entry: str = strawberry.field(description="the entry's id: ask `drawEntry` after the draw")
+    held_for_review: bool = strawberry.field(description="the bot scoring held it: not drawn")
+
+
+@strawberry.type
 class DropDraw:
     drop_id: str
     seed: str
@@ -197,19 +205,45 @@ class DropsMutation:
         "as there: send the solved challenge of GET /v1/drops/{id}/challenge; refused is "
         "FORBIDDEN `drop-entry-refused` with the rules it tripped"))
     async def take_drop_ticket(self, info: Info, drop_id: str, customer_id: str | None = None,
-                               challenge: str | None = None,
-                               solution: str | None = None) -> DropTicket:
+                               challenge: str | None = None, solution: str | None = None,
+                               fingerprint: str | None = None) -> DropTicket:
         principal = require(info, *api.SHOPPER_ROLES)
-        given = {"customer_id": customer_id, "challenge": challenge, "solution": solution}
-        body = parse(api.TicketIn, {k: v for k, v in given.items() if v is not None})
-        customer = customer_of(principal, body.customer_id)
-        # The request the operation came in (HTTP, or the WebSocket's handshake): the bot
-        # scoring reads the shopper's client from it exactly as the REST route does.
-        request = info.context.request
-        assert request is not None  # an operation comes over HTTP or a WebSocket
-        taken = await service(info).take_ticket(drop_id, customer,
-                                                api.scored(request, principal, body))
+        body = _body(api.TicketIn, customer_id=customer_id, challenge=challenge,
+                     solution=solution, fingerprint=fingerprint)
+        taken = await service(info).take_ticket(drop_id, customer_of(principal, body.customer_id),
+                                                _scored(info, principal, body))
         return DropTicket(ticket=taken.token, position=taken.position)
+
+    @strawberry.mutation(description=(
+        "enter a draw drop while its entries are open (POST /v1/drops/{id}/entries): one entry "
+        "per customer (asking again gives the same) and per fingerprint (another customer's is "
+        "CONFLICT `drop-entry-duplicate`); scored for bots as a ticket is (refused is FORBIDDEN "
+        "`drop-entry-refused`); after the close, CONFLICT `drop-entries-closed`"))
+    async def enter_draw(self, info: Info, drop_id: str, customer_id: str | None = None,
+                         challenge: str | None = None, solution: str | None = None,
+                         fingerprint: str | None = None) -> DrawEntered:
+        principal = require(info, *api.SHOPPER_ROLES)
+        body = _body(api.EntryIn, customer_id=customer_id, challenge=challenge,
+                     solution=solution, fingerprint=fingerprint)
+        entered = await service(info).draws.enter(
+            drop_id, customer_of(principal, body.customer_id), _scored(info, principal, body))
+        return DrawEntered(entry=entered.entry_id, held_for_review=entered.held_for_review)
+
+
+In = TypeVar("In", bound=api.TicketIn)
+
+
+def _body(model_: type[In], **given: str | None) -> In:
+    """The arguments checked by the REST route's own body model (the same fields named)."""
+    return parse(model_, {k: v for k, v in given.items() if v is not None})
+
+
+def _scored(info: Info, principal: Principal, body: api.TicketIn) -> Entry:
+    """What the bot scoring reads of the request the operation came in (HTTP, or the
+    WebSocket's handshake), exactly as the REST route reads it."""
+    request = info.context.request
+    assert request is not None  # an operation comes over HTTP or a WebSocket
+    return api.scored(request, principal, body)
 
 
 @strawberry.type

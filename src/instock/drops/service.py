@@ -44,14 +44,16 @@ class DropSettings:
 
 @dataclass(frozen=True)
 class Entry:
-    """What a ticket request brought and showed, for the bot scoring: the solved challenge,
-    and, when the shopper's own client is calling (not a service acting for them), its headers
-    (lower-cased names) and address."""
+    """What a ticket (or entry) request brought and showed, for the bot scoring: the solved
+    challenge, the payment method or address fingerprint the storefront vouched for (raw: only
+    its keyed hash is kept), and, when the shopper's own client is calling (not a service
+    acting for them), its headers (lower-cased names) and address."""
 
     challenge: str | None = None
     solution: str | None = None
     headers: dict[str, str] | None = None
     client_address: str | None = None
+    fingerprint: str | None = None
 
 
 @dataclass(frozen=True)
@@ -140,11 +142,17 @@ class DropsService:
                           customer_id=customer_id, now=now)
 
     async def _verdict(self, conn: Any, drop: model.Drop, customer_id: str, entry: Entry,
-                       client_key: str | None, now: datetime) -> bots.Verdict:
-        """The bot scoring of a ticket or (in a draw drop) an entry: the same rules."""
+                       client_key: str | None, fingerprint: str | None,
+                       now: datetime) -> bots.Verdict:
+        """The bot scoring of a ticket or (in a draw drop) an entry: the same rules. The keys
+        are the keyed hashes of the client address and of the fingerprint."""
         table = store.drop_entries if drop.mode is model.Mode.DRAW else store.drop_tickets
         asks, client_asks, others, since = await store.asking(conn, drop.id, customer_id,
                                                               client_key, table)
+        # Across drops, tickets and entries alike: a farm reuses its cards in every drop.
+        sharing = 0 if fingerprint is None else await store.shoppers_on_fingerprint(
+            conn, fingerprint, customer_id, now - bots.FINGERPRINT_WINDOW,
+            bots.FINGERPRINT_COUNT_CAP - 1)
         # Asks per minute since the shopper's first (a person asks once or twice); a minute
         # at least, so the first few asks are never a rate.
         minutes = max(1.0, (now - since).total_seconds() / 60) if since else 1.0
@@ -153,6 +161,7 @@ class DropsService:
             client_requests_per_minute=round((client_asks + 1) / minutes),
             shopper_requests_per_minute=round((asks + 1) / minutes),
             shoppers_on_client=others + 1,
+            shoppers_on_fingerprint=sharing + 1,
             failed_payments=await declines.failed_payments(conn, customer_id, now),
             headers=entry.headers or {}))
 
@@ -175,8 +184,10 @@ class DropsService:
         ticket_id = new_id()
         client_key = (self.tokens.client_key(entry.client_address)
                       if entry.client_address else None)
+        keyed = self.tokens.fingerprint_key(entry.fingerprint) if entry.fingerprint else None
         async with self.db.write() as conn:
-            verdict = await self._verdict(conn, drop, customer_id, entry, client_key, now)
+            verdict = await self._verdict(conn, drop, customer_id, entry, client_key, keyed,
+                                          now)
             if verdict.decision is bots.Decision.REFUSE:
                 BOT_DECISIONS.labels(verdict.decision.value).inc()
                 raise DropEntryRefused(drop.id, verdict.as_json())
@@ -185,7 +196,8 @@ class DropsService:
                 await store.add_ticket(conn, drop.id, customer_id, ticket_id,
                                        model.place(drop, ticket_id, now), now,
                                        decision=verdict.decision.value,
-                                       verdict=verdict.as_json(), client_key=client_key)
+                                       verdict=verdict.as_json(), client_key=client_key,
+                                       fingerprint=keyed)
                 BOT_DECISIONS.labels(verdict.decision.value).inc()
             else:
                 await store.asked_again(conn, drop.id, customer_id)

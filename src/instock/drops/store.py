@@ -52,6 +52,9 @@ drop_tickets = sa.Table(
     # A keyed hash of the client address (never the address): shoppers sharing one are counted.
     sa.Column("client_key", sa.String(64), nullable=True, info=PERSONAL),
     sa.Column("asks", sa.Integer, nullable=False, server_default="1"),  # tickets asked for
+    # A keyed hash of the payment method or address fingerprint the storefront vouched for
+    # (drops/tokens.py), as an entry's: a bot signal only, many places may share one.
+    sa.Column("fingerprint", sa.String(64), nullable=True, info=PERSONAL),
 )
 # Positions are counts of the places before one: this index answers them without the rows.
 # Place keys are lowercase hex (a digest, or a UUIDv7 whose dashes all stand at the same
@@ -59,6 +62,9 @@ drop_tickets = sa.Table(
 sa.Index("ix_drop_tickets_place", drop_tickets.c.drop_id, drop_tickets.c.lane,
          drop_tickets.c.place_key)
 sa.Index("ix_drop_tickets_client", drop_tickets.c.drop_id, drop_tickets.c.client_key)
+# The shoppers on a fingerprint across drops (shoppers_on_fingerprint), from the index alone.
+sa.Index("ix_drop_tickets_fingerprint", drop_tickets.c.fingerprint, drop_tickets.c.arrived_at,
+         drop_tickets.c.customer_id)
 
 # A draw drop's entries: one per drop and customer, and one per fingerprint when one is given
 # (a keyed hash of the payment method or address the storefront vouches for, never the raw
@@ -81,6 +87,8 @@ drop_entries = sa.Table(
     sa.UniqueConstraint("drop_id", "fingerprint", name="uq_drop_entries_fingerprint"),
 )
 sa.Index("ix_drop_entries_client", drop_entries.c.drop_id, drop_entries.c.client_key)
+sa.Index("ix_drop_entries_fingerprint", drop_entries.c.fingerprint, drop_entries.c.arrived_at,
+         drop_entries.c.customer_id)
 
 # One draw per drop (the primary key is what makes two concurrent draws one): the seed, kept
 # secret until this row exists, and what anyone needs to re-compute the order.
@@ -160,14 +168,14 @@ async def decisions(conn: AsyncConnection, drop_id: str, table: sa.Table) -> dic
 
 async def add_ticket(conn: AsyncConnection, drop_id: str, customer_id: str, ticket_id: str,
                      place: model.Place, at: datetime, *, decision: str = "admit",
-                     verdict: dict[str, Any] | None = None,
-                     client_key: str | None = None) -> None:
+                     verdict: dict[str, Any] | None = None, client_key: str | None = None,
+                     fingerprint: str | None = None) -> None:
     """Take a place in the room, unless the customer holds one (their first place stands:
     asking again never moves anyone)."""
     await conn.execute(dialect_insert(conn, drop_tickets).on_conflict_do_nothing(), [{
         "drop_id": drop_id, "customer_id": customer_id, "ticket_id": ticket_id,
         "lane": place.lane, "place_key": place.key, "arrived_at": at, "decision": decision,
-        "verdict": verdict, "client_key": client_key, "asks": 1}])
+        "verdict": verdict, "client_key": client_key, "fingerprint": fingerprint, "asks": 1}])
 
 
 async def asked_again(conn: AsyncConnection, drop_id: str, customer_id: str,
@@ -194,6 +202,20 @@ async def asking(conn: AsyncConnection, drop_id: str, customer_id: str,
         client_asks, others = int(row[0]), int(row[1])
     return ((mine.asks, client_asks, others, mine.arrived_at) if mine is not None
             else (0, client_asks, others, None))
+
+
+async def shoppers_on_fingerprint(conn: AsyncConnection, fingerprint: str, customer_id: str,
+                                  since: datetime, at_most: int) -> int:
+    """How many other shoppers gave this (keyed) fingerprint with a ticket or an entry, in any
+    drop, since then: each counted once, and no more than `at_most` (the read stops there)."""
+    others = sa.union(*(
+        sa.select(table.c.customer_id).where(
+            table.c.fingerprint == fingerprint, table.c.arrived_at >= since,
+            table.c.customer_id != customer_id)
+        for table in (drop_tickets, drop_entries))).subquery()
+    capped = sa.select(others.c.customer_id).limit(at_most).subquery()
+    return int((await conn.execute(
+        sa.select(sa.func.count()).select_from(capped))).scalar_one())
 
 
 async def decision_of(conn: AsyncConnection, drop_id: str,
@@ -314,7 +336,7 @@ async def pseudonymise(conn: AsyncConnection, customer_id: str, pseudonym: str) 
     """The tickets and entries stay (their places are others' positions, the entries are in
     published draws) under the pseudonym."""
     await conn.execute(drop_tickets.update().where(drop_tickets.c.customer_id == customer_id)
-                       .values(customer_id=pseudonym, client_key=None))
+                       .values(customer_id=pseudonym, client_key=None, fingerprint=None))
     await conn.execute(drop_entries.update().where(drop_entries.c.customer_id == customer_id)
                        .values(customer_id=pseudonym, client_key=None, fingerprint=None))
     await conn.execute(drop_claims.update().where(drop_claims.c.customer_id == customer_id)
