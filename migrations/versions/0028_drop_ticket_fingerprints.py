@@ -21,9 +21,9 @@ def upgrade() -> None:
     with op.batch_alter_table("drop_tickets") as table:
         table.add_column(sa.Column("fingerprint", sa.String(64), nullable=True))
     op.create_index("ix_drop_tickets_fingerprint", "drop_tickets",
-                    ["fingerprint", "arrived_at", "customer_id"])
+                    ["fingerprint", "customer_id", "arrived_at"])
     op.create_index("ix_drop_entries_fingerprint", "drop_entries",
-                    ["fingerprint", "arrived_at", "customer_id"])
+                    ["fingerprint", "customer_id", "arrived_at"])
 
 
 def downgrade() -> None:

@@ -305,6 +305,32 @@ async def test_shoppers_on_a_fingerprint_older_than_the_window_do_not_count(
     assert verdict["reasons"] == [], verdict
 
 
+async def test_the_shoppers_on_a_fingerprint_are_counted_once_each_up_to_the_cap(
+        http: Http) -> None:
+    app, _ = http
+    drops: DropsService = app.state.drops
+    key, now = drops.tokens.fingerprint_key("shared-" + new_id()), drops.clock()
+    # 30 shoppers with a ticket, 10 of them (and 5 more) with an entry besides, in draws of
+    # their own (a draw takes one entry per fingerprint).
+    async with drops.db.write() as conn:
+        await conn.execute(store.drop_tickets.insert(), [
+            {"drop_id": "room", "customer_id": f"s-{n:02d}", "ticket_id": new_id(), "lane": 1,
+             "place_key": f"{n:04x}", "arrived_at": now, "fingerprint": key}
+            for n in range(30)])
+        await conn.execute(store.drop_entries.insert(), [
+            {"entry_id": new_id(), "drop_id": f"draw-{n}", "customer_id": f"s-{n:02d}",
+             "arrived_at": now, "fingerprint": key} for n in range(20, 35)])
+
+    async def others(customer: str, at_most: int) -> int:
+        async with drops.db.read() as conn:
+            return await store.shoppers_on_fingerprint(conn, key, customer,
+                                                       now - bots.FINGERPRINT_WINDOW, at_most)
+
+    assert await others("someone", 100) == 35
+    assert await others("s-00", 100) == 34  # never the shopper asking
+    assert await others("someone", 19) == await others("s-34", 19) == 19
+
+
 async def test_a_fingerprint_is_checked_as_the_entries_is(http: Http) -> None:
     room = await queue_drop(http)
     short = await ask(http, room["id"], "eve", headers=BROWSER,

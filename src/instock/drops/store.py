@@ -62,9 +62,10 @@ drop_tickets = sa.Table(
 sa.Index("ix_drop_tickets_place", drop_tickets.c.drop_id, drop_tickets.c.lane,
          drop_tickets.c.place_key)
 sa.Index("ix_drop_tickets_client", drop_tickets.c.drop_id, drop_tickets.c.client_key)
-# The shoppers on a fingerprint across drops (shoppers_on_fingerprint), from the index alone.
-sa.Index("ix_drop_tickets_fingerprint", drop_tickets.c.fingerprint, drop_tickets.c.arrived_at,
-         drop_tickets.c.customer_id)
+# The shoppers on a fingerprint across drops (shoppers_on_fingerprint) from the index alone,
+# each once, in order: the first few of a farm's thousands are read, not all of them.
+sa.Index("ix_drop_tickets_fingerprint", drop_tickets.c.fingerprint, drop_tickets.c.customer_id,
+         drop_tickets.c.arrived_at)
 
 # A draw drop's entries: one per drop and customer, and one per fingerprint when one is given
 # (a keyed hash of the payment method or address the storefront vouches for, never the raw
@@ -87,8 +88,8 @@ drop_entries = sa.Table(
     sa.UniqueConstraint("drop_id", "fingerprint", name="uq_drop_entries_fingerprint"),
 )
 sa.Index("ix_drop_entries_client", drop_entries.c.drop_id, drop_entries.c.client_key)
-sa.Index("ix_drop_entries_fingerprint", drop_entries.c.fingerprint, drop_entries.c.arrived_at,
-         drop_entries.c.customer_id)
+sa.Index("ix_drop_entries_fingerprint", drop_entries.c.fingerprint, drop_entries.c.customer_id,
+         drop_entries.c.arrived_at)
 
 # One draw per drop (the primary key is what makes two concurrent draws one): the seed, kept
 # secret until this row exists, and what anyone needs to re-compute the order.
@@ -207,12 +208,16 @@ async def asking(conn: AsyncConnection, drop_id: str, customer_id: str,
 async def shoppers_on_fingerprint(conn: AsyncConnection, fingerprint: str, customer_id: str,
                                   since: datetime, at_most: int) -> int:
     """How many other shoppers gave this (keyed) fingerprint with a ticket or an entry, in any
-    drop, since then: each counted once, and no more than `at_most` (the read stops there)."""
-    others = sa.union(*(
-        sa.select(table.c.customer_id).where(
-            table.c.fingerprint == fingerprint, table.c.arrived_at >= since,
-            table.c.customer_id != customer_id)
-        for table in (drop_tickets, drop_entries))).subquery()
+    drop, since then: each counted once, and no more than `at_most`. Each table gives its first
+    `at_most` shoppers in the fingerprint index's order (a scan that stops there, however many
+    a farm has put on it); their union counts exactly up to `at_most`, since either side alone
+    reaches it or both gave every shopper they hold."""
+    firsts = [sa.select(table.c.customer_id).where(
+        table.c.fingerprint == fingerprint, table.c.arrived_at >= since,
+        table.c.customer_id != customer_id,
+    ).distinct().order_by(table.c.customer_id).limit(at_most).subquery()
+        for table in (drop_tickets, drop_entries)]
+    others = sa.union(*(sa.select(first.c.customer_id) for first in firsts)).subquery()
     capped = sa.select(others.c.customer_id).limit(at_most).subquery()
     return int((await conn.execute(
         sa.select(sa.func.count()).select_from(capped))).scalar_one())
