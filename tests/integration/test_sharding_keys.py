@@ -94,6 +94,8 @@ TABLES: dict[str, tuple[str, str]] = {
     "drop_entries": (LOCAL, "a draw drop's entries, by drop and customer or fingerprint"),
     "drop_draws": (LOCAL, "a drop's stored draw, by drop"),
     "drop_claims": (LOCAL, "entrants who reserved a draw drop's SKUs, by drop and customer"),
+    "drop_payment_failures": (LOCAL, "a customer's failed checkouts, counted by customer for "
+                                     "the drops' bot scoring"),
     "polls": (LOCAL, "polls, read by id"),
     "poll_answers": (LOCAL, "answers by poll and session or customer"),
     "poll_choices": (LOCAL, "an answer's choices"),
