@@ -29,6 +29,7 @@ from instock.drops.errors import (
     DropNotDrawn,
 )
 from instock.drops.events import DropWon
+from instock.drops.store import draws as draw_store
 from instock.drops.tokens import DropTokens
 from instock.inventory.service import InventoryService
 from instock.platform.bus import Envelope, outbox
@@ -97,7 +98,7 @@ class DrawService:
         self.score = score
         self.clock = clock
         # A stored draw never changes: each process keeps the ones it has read.
-        self._draws: dict[str, store.DrawRow] = {}
+        self._draws: dict[str, draw_store.DrawRow] = {}
 
     # -- entering ------------------------------------------------------------------------
 
@@ -122,19 +123,19 @@ class DrawService:
             if verdict.decision is bots.Decision.REFUSE:
                 ENTRIES.labels(verdict.decision.value).inc()
                 raise DropEntryRefused(drop.id, verdict.as_json())
-            held = await store.entry_of(conn, drop.id, customer_id)
+            held = await draw_store.entry_of(conn, drop.id, customer_id)
             if held is not None:
                 await store.asked_again(conn, drop.id, customer_id, store.drop_entries)
                 return Entered(held.entry_id, held.decision == bots.Decision.REVIEW.value)
-            if keyed is not None and await store.fingerprint_taken(conn, drop.id, keyed):
+            if keyed is not None and await draw_store.fingerprint_taken(conn, drop.id, keyed):
                 raise DropEntryDuplicate(drop.id)
             entry_id = new_id()
-            if not await store.add_entry(conn, drop.id, customer_id, entry_id, now,
+            if not await draw_store.add_entry(conn, drop.id, customer_id, entry_id, now,
                                          fingerprint=keyed, decision=verdict.decision.value,
                                          verdict=verdict.as_json(), client_key=client_key):
                 # A concurrent ask of this customer entered first (theirs stands), or another
                 # customer's took the fingerprint.
-                found = await store.entry_of(conn, drop.id, customer_id)
+                found = await draw_store.entry_of(conn, drop.id, customer_id)
                 if found is None:
                     raise DropEntryDuplicate(drop.id)
                 return Entered(found.entry_id, found.decision == bots.Decision.REVIEW.value)
@@ -161,15 +162,15 @@ class DrawService:
         slots = drop.draw_winners or await self._units(drop)
         seed = secrets.token_hex(32)
         async with self.db.write() as conn:
-            entries = await store.eligible_entries(conn, drop.id)
-            row = store.DrawRow(drop.id, seed, now, drawn_by, slots, entries,
+            entries = await draw_store.eligible_entries(conn, drop.id)
+            row = draw_store.DrawRow(drop.id, seed, now, drawn_by, slots, entries,
                                 model.draw_order(seed, entries))
-            if await store.add_draw(conn, row):
+            if await draw_store.add_draw(conn, row):
                 rights = model.rights(row.order, slots, model.claim_opens(drop, now),
                                       timedelta(seconds=drop.claim_seconds), {}, now)
                 events = await self._announce(conn, drop, rights, slots, now)
             else:  # drawn by another at the same moment: theirs stands
-                found = await store.get_draw(conn, drop.id)
+                found = await draw_store.get_draw(conn, drop.id)
                 assert found is not None
                 row, events = found, []
             await outbox.add(conn, events, correlation_id)
@@ -183,7 +184,7 @@ class DrawService:
         ids drawn. `draw` itself makes two processes doing this at once one stored draw. A
         drop that fails to draw is logged and tried again next time; the others go on."""
         async with self.db.read() as conn:
-            due = await store.closed_undrawn_drops(conn, self.clock())
+            due = await draw_store.closed_undrawn_drops(conn, self.clock())
         drawn = []
         for drop in due:
             try:
@@ -206,15 +207,15 @@ class DrawService:
             raise DropNotDrawn(drop.id, "not drawn yet: the seed is published with the draw")
         return self._published(drop, stored)
 
-    def _published(self, drop: model.Drop, row: store.DrawRow) -> Published:
+    def _published(self, drop: model.Drop, row: draw_store.DrawRow) -> Published:
         return Published(drop.id, row.seed, row.drawn_at, row.slots, drop.claim_seconds,
                          row.entries, row.order)
 
-    async def _stored(self, drop_id: str) -> store.DrawRow | None:
+    async def _stored(self, drop_id: str) -> draw_store.DrawRow | None:
         if drop_id in self._draws:
             return self._draws[drop_id]
         async with self.db.read() as conn:
-            row = await store.get_draw(conn, drop_id)
+            row = await draw_store.get_draw(conn, drop_id)
         if row is not None:
             self._draws[drop_id] = row
         return row
@@ -228,11 +229,11 @@ class DrawService:
         refuses a caller who may not act for the entry's customer."""
         drop = await self.get(drop_id)
         async with self.db.read() as conn:
-            entry = await store.get_entry(conn, drop.id, entry_id)
+            entry = await draw_store.get_entry(conn, drop.id, entry_id)
             if entry is None:
                 raise DropEntryUnknown(drop.id)
             acts_for(entry.customer_id)
-            claims = await store.claims(conn, drop.id)
+            claims = await draw_store.claims(conn, drop.id)
         now = self.clock()
         if entry.decision != bots.Decision.ADMIT.value:  # held, or refused on review
             status = (model.EntryStatus.HELD if entry.decision == bots.Decision.REVIEW.value
@@ -251,7 +252,7 @@ class DrawService:
         return EntryStanding(entry.entry_id, status, right.rank, granted, right.until,
                              right.claimed)
 
-    def _rights(self, drop: model.Drop, row: store.DrawRow, claims: dict[str, datetime],
+    def _rights(self, drop: model.Drop, row: draw_store.DrawRow, claims: dict[str, datetime],
                 now: datetime) -> model.Rights:
         return model.rights(row.order, row.slots, model.claim_opens(drop, row.drawn_at),
                             timedelta(seconds=drop.claim_seconds), claims, now)
@@ -265,7 +266,7 @@ class DrawService:
         now = self.clock()
         if drop_id is None:
             async with self.db.read() as conn:
-                ids = [drop.id for drop in await store.drawn_live_drops(conn, now)]
+                ids = [drop.id for drop in await draw_store.drawn_live_drops(conn, now)]
         else:
             ids = [drop_id]
         told = 0
@@ -275,7 +276,7 @@ class DrawService:
             if stored is None or drop.over(now):
                 continue
             async with self.db.write() as conn:
-                rights = self._rights(drop, stored, await store.claims(conn, drop.id), now)
+                rights = self._rights(drop, stored, await draw_store.claims(conn, drop.id), now)
                 events = await self._announce(conn, drop, rights, stored.slots, now)
                 await outbox.add(conn, events, None)
             ROLLOVERS.inc(len(events))
@@ -286,10 +287,10 @@ class DrawService:
                         slots: int, now: datetime) -> list[DropWon]:
         """drop.won.v1 for each open right not announced yet (marked in this transaction)."""
         opened = [r for r in rights.granted.values() if not r.claimed and now < r.until]
-        customers = await store.customers_of(conn, [r.entry_id for r in opened])
+        customers = await draw_store.customers_of(conn, [r.entry_id for r in opened])
         events = []
         for right in opened:
-            if await store.mark_won(conn, right.entry_id, now):
+            if await draw_store.mark_won(conn, right.entry_id, now):
                 events.append(DropWon(
                     drop_id=drop.id, entry_id=right.entry_id,
                     customer_id=customers[right.entry_id], rank=right.rank,
@@ -316,8 +317,8 @@ class DrawService:
         at = datetime.fromisoformat(str(envelope["time"]))
         # The few drawn drops first, then the entry by its unique key: never a scan of the
         # entries by customer for each of inventory's reservations.
-        for drop in await store.drawn_live_drops(conn, at):
+        for drop in await draw_store.drawn_live_drops(conn, at):
             if (skus & set(drop.skus)
-                    and await store.entry_of(conn, drop.id, str(customer)) is not None):
-                await store.add_claim(conn, drop.id, str(customer), at,
+                    and await draw_store.entry_of(conn, drop.id, str(customer)) is not None):
+                await draw_store.add_claim(conn, drop.id, str(customer), at,
                                       str(data["reservation_id"]))

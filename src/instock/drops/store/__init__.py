@@ -1,5 +1,6 @@
 """Drops persistence: the drops (their SKUs and channels as JSON), and the waiting room's
 tickets, one per drop and customer, each with its place (lane and key) in the room's order.
+Every table of the context is declared here; a draw's queries are in `store/draws.py`.
 
 A ticket's position is its rank in that order, counted by the database: every process asks the
 same rows and gets the same answer, and a restart reorders no one."""
@@ -131,7 +132,7 @@ PERSONAL_TABLES = frozenset({"drop_tickets", "drop_entries", "drop_claims",
                              "drop_payment_failures"})
 
 
-def _drop(row: Any) -> model.Drop:
+def drop_from_row(row: Any) -> model.Drop:
     return model.Drop(row.id, tuple(row.skus), row.starts_at, model.Mode(row.mode),
                       float(row.admit_per_second), row.per_customer_limit, tuple(row.channels),
                       row.ends_at, row.seed, row.created_at, row.created_by,
@@ -150,14 +151,14 @@ async def add_drop(conn: AsyncConnection, drop: model.Drop) -> None:
 
 async def get_drop(conn: AsyncConnection, drop_id: str) -> model.Drop | None:
     row = (await conn.execute(sa.select(drops).where(drops.c.id == drop_id))).first()
-    return None if row is None else _drop(row)
+    return None if row is None else drop_from_row(row)
 
 
 async def live_drops(conn: AsyncConnection, now: datetime) -> list[model.Drop]:
     """Drops that still gate their SKUs (not ended): a shop runs a handful at a time."""
     rows = await conn.execute(sa.select(drops).where(
         sa.or_(drops.c.ends_at.is_(None), drops.c.ends_at > now)))
-    return [_drop(row) for row in rows]
+    return [drop_from_row(row) for row in rows]
 
 
 async def decisions(conn: AsyncConnection, drop_id: str, table: sa.Table) -> dict[str, int]:
@@ -349,135 +350,6 @@ async def pseudonymise(conn: AsyncConnection, customer_id: str, pseudonym: str) 
     # Only ever a signal about the shopper for a day: nothing else refers to them.
     await conn.execute(drop_payment_failures.delete().where(
         drop_payment_failures.c.customer_id == customer_id))
-
-
-# -- draws: entries, the draw, claims ------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class EntryRow:
-    entry_id: str
-    customer_id: str
-    decision: str
-    verdict: dict[str, Any] | None
-
-
-def _entry(row: Any) -> EntryRow:
-    return EntryRow(row.entry_id, row.customer_id, row.decision, row.verdict)
-
-
-async def add_entry(conn: AsyncConnection, drop_id: str, customer_id: str, entry_id: str,
-                    at: datetime, *, fingerprint: str | None, decision: str,
-                    verdict: dict[str, Any] | None, client_key: str | None) -> bool:
-    """Enter, unless the customer (or the fingerprint) already did: the first entry stands.
-    False when one did (a concurrent ask won)."""
-    done = await conn.execute(dialect_insert(conn, drop_entries).on_conflict_do_nothing(), [{
-        "entry_id": entry_id, "drop_id": drop_id, "customer_id": customer_id,
-        "fingerprint": fingerprint, "arrived_at": at, "decision": decision,
-        "verdict": verdict, "client_key": client_key, "asks": 1}])
-    return done.rowcount == 1
-
-
-async def entry_of(conn: AsyncConnection, drop_id: str, customer_id: str) -> EntryRow | None:
-    row = (await conn.execute(sa.select(drop_entries).where(
-        drop_entries.c.drop_id == drop_id, drop_entries.c.customer_id == customer_id))).first()
-    return None if row is None else _entry(row)
-
-
-async def fingerprint_taken(conn: AsyncConnection, drop_id: str, fingerprint: str) -> bool:
-    found = await conn.execute(sa.select(drop_entries.c.entry_id).where(
-        drop_entries.c.drop_id == drop_id, drop_entries.c.fingerprint == fingerprint))
-    return found.first() is not None
-
-
-async def get_entry(conn: AsyncConnection, drop_id: str, entry_id: str) -> EntryRow | None:
-    row = (await conn.execute(sa.select(drop_entries).where(
-        drop_entries.c.drop_id == drop_id, drop_entries.c.entry_id == entry_id))).first()
-    return None if row is None else _entry(row)
-
-
-async def eligible_entries(conn: AsyncConnection, drop_id: str) -> list[str]:
-    """The ids of the entries that take part in the draw (not held for review), sorted."""
-    rows = await conn.execute(sa.select(drop_entries.c.entry_id).where(
-        drop_entries.c.drop_id == drop_id, drop_entries.c.decision == "admit",
-    ).order_by(drop_entries.c.entry_id))
-    return list(rows.scalars())
-
-
-async def customers_of(conn: AsyncConnection, entry_ids: list[str]) -> dict[str, str]:
-    rows = await conn.execute(sa.select(drop_entries.c.entry_id, drop_entries.c.customer_id)
-                              .where(drop_entries.c.entry_id.in_(entry_ids)))
-    return {row.entry_id: row.customer_id for row in rows}
-
-
-async def mark_won(conn: AsyncConnection, entry_id: str, at: datetime) -> bool:
-    """Note that the entrant was told of their right; False when someone already did (each
-    right is announced once, whichever process gets there first)."""
-    done = await conn.execute(drop_entries.update().where(
-        drop_entries.c.entry_id == entry_id, drop_entries.c.won_at.is_(None)).values(won_at=at))
-    return done.rowcount == 1
-
-
-@dataclass(frozen=True)
-class DrawRow:
-    drop_id: str
-    seed: str
-    drawn_at: datetime
-    drawn_by: str
-    slots: int
-    entries: list[str]
-    order: list[str]
-
-
-async def add_draw(conn: AsyncConnection, draw: DrawRow) -> bool:
-    """Store the drop's draw; False when one is stored already (the primary key decides
-    between two processes drawing at once: the second waits for the first, then yields)."""
-    done = await conn.execute(dialect_insert(conn, drop_draws).on_conflict_do_nothing(), [{
-        "drop_id": draw.drop_id, "seed": draw.seed, "drawn_at": draw.drawn_at,
-        "drawn_by": draw.drawn_by, "slots": draw.slots, "entries": draw.entries,
-        "draw_order": draw.order}])
-    return done.rowcount == 1
-
-
-async def get_draw(conn: AsyncConnection, drop_id: str) -> DrawRow | None:
-    row = (await conn.execute(sa.select(drop_draws).where(
-        drop_draws.c.drop_id == drop_id))).first()
-    return None if row is None else DrawRow(row.drop_id, row.seed, row.drawn_at, row.drawn_by,
-                                            row.slots, list(row.entries), list(row.draw_order))
-
-
-async def drawn_live_drops(conn: AsyncConnection, now: datetime) -> list[model.Drop]:
-    """The drops drawn and not over: a handful at a time, where rights are being claimed."""
-    rows = await conn.execute(sa.select(drops).join(
-        drop_draws, drop_draws.c.drop_id == drops.c.id).where(
-        sa.or_(drops.c.ends_at.is_(None), drops.c.ends_at > now)))
-    return [_drop(row) for row in rows]
-
-
-async def closed_undrawn_drops(conn: AsyncConnection, now: datetime) -> list[model.Drop]:
-    """Draw drops whose entries have closed, with no draw stored yet, not over: due a draw."""
-    rows = await conn.execute(sa.select(drops).outerjoin(
-        drop_draws, drop_draws.c.drop_id == drops.c.id).where(
-        drops.c.mode == model.Mode.DRAW.value, drops.c.entries_close_at <= now,
-        drop_draws.c.drop_id.is_(None),
-        sa.or_(drops.c.ends_at.is_(None), drops.c.ends_at > now)))
-    return [_drop(row) for row in rows]
-
-
-async def add_claim(conn: AsyncConnection, drop_id: str, customer_id: str, at: datetime,
-                    reservation_id: str) -> None:
-    await conn.execute(dialect_insert(conn, drop_claims).on_conflict_do_nothing(), [{
-        "drop_id": drop_id, "customer_id": customer_id, "claimed_at": at,
-        "reservation_id": reservation_id}])
-
-
-async def claims(conn: AsyncConnection, drop_id: str) -> dict[str, datetime]:
-    """When each entrant who reserved the drop's SKUs first did, by entry id."""
-    rows = await conn.execute(sa.select(drop_entries.c.entry_id, drop_claims.c.claimed_at).join(
-        drop_entries, sa.and_(drop_entries.c.drop_id == drop_claims.c.drop_id,
-                              drop_entries.c.customer_id == drop_claims.c.customer_id)).where(
-        drop_claims.c.drop_id == drop_id))
-    return {row.entry_id: row.claimed_at for row in rows}
 
 
 # -- failed payment attempts, heard from checkout ------------------------------------------
