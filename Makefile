@@ -71,6 +71,10 @@ run: $(STAMP) $(STUBS)
 	$(BIN)/python -m compileall -q src
 	INSTOCK_TRACE_CONSOLE=$${INSTOCK_TRACE_CONSOLE:-true} $(BIN)/instock serve --demo
 
+# The suite runs on two workers (pytest-xdist), each taking a whole file at a time, so a file's
+# module fixtures are set up once: most of an end-to-end test's time is spent waiting on the
+# processes it started. Tests marked `serial` restart a service the others use (the machine's
+# RabbitMQ), so they run alone, after the rest.
 # Where PYTHONDONTWRITEBYTECODE is set (it is on the CI machine), every process would compile
 # instock's 230 modules from source: about a second at each start of the many server
 # processes the end-to-end tests spawn. compileall writes the bytecode once, whatever it says.
@@ -79,7 +83,8 @@ test: $(STAMP) $(STUBS) $(CHROMIUM) $(PROMTOOL) $(HAPROXY)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	$(BIN)/python -m compileall -q src
-	$(BIN)/pytest -q --durations=30
+	$(BIN)/pytest -q -n 2 --dist loadfile -m "not serial" --durations=30
+	$(BIN)/pytest -q -m serial --durations=10
 
 # After a change to the dependencies in pyproject.toml.
 lock: $(STAMP)

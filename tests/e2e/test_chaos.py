@@ -77,7 +77,8 @@ MAX_ERROR_RATE = 0.10
 SEED = 22
 CONSUMERS = ("recs-availability", "analytics")
 
-pytestmark = [pytest.mark.slow,
+# serial: it restarts the machine's RabbitMQ, which the other tests use (make test runs it alone).
+pytestmark = [pytest.mark.slow, pytest.mark.serial,
               pytest.mark.skipif(PG_URL is None, reason="the chaos test runs on PostgreSQL "
                                  "only: set INSTOCK_TEST_DATABASE_URL")]
 

@@ -560,6 +560,7 @@ async def _publish_when_back(bus: Bus, envelopes: list[Envelope], wait: float) -
             await asyncio.sleep(0.5)
 
 
+@pytest.mark.serial  # the machine's RabbitMQ stops under every other test using it
 async def test_a_broker_restart_loses_nothing_and_publishing_resumes(target: Target,
                                                                      make_bus: MakeBus) -> None:
     """RabbitMQ's `stop_app` / `start_app` under a consumer, a listener and a publisher: what
