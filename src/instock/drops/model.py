@@ -236,10 +236,17 @@ def push_due(sent: Live | None, view: Live, since_push: float, every: float) -> 
     if (sent.admitted, sent.sold_out, sent.held_for_review) != (
             view.admitted, view.sold_out, view.held_for_review):
         return True
-    moved = abs(sent.position - view.position)
+    return move_due(sent.position, view.position, since_push, every)
+
+
+def move_due(told: int, ahead: int, since_push: float, every: float) -> bool:
+    """Whether a move in the line from `told` to `ahead` places is worth telling now (the
+    move half of `push_due`, on two numbers: the room asks it of every watcher every tick
+    before building anyone's standing)."""
+    moved = abs(told - ahead)
     if not moved or since_push < every:
         return False
-    return moved >= sent.position * MOVE_SHARE or since_push >= every * STALE_AFTER
+    return moved >= told * MOVE_SHARE or since_push >= every * STALE_AFTER
 
 
 def admitted_at(drop: Drop, position: int) -> datetime:

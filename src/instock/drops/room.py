@@ -49,7 +49,7 @@ STOCK_TURNS = frozenset({SoldOut.type, BackInStock.type})
 
 SoldOutCheck = Callable[[model.Drop], Awaitable[bool]]
 TicketCount = Callable[[str], Awaitable[int]]
-WAKE_CHUNK = 16  # watchers woken per turn of the event loop (see Room._push)
+WAKE_CHUNK = 8  # watchers woken per turn of the event loop (see Room._push)
 SCAN_CHUNK = 1024  # watchers looked at per turn of the event loop
 SPREAD = 0.5  # the share of a tick a tick's wake-ups are spread over
 EarlyKeys = Callable[[str], Awaitable[list[str]]]  # the drop's pre-start place keys, in order
@@ -213,9 +213,13 @@ class Room:
                 await asyncio.sleep(0)
             sent = watcher.sent
             # Most watchers, most ticks: no sell-out turned, still on the same side of the
-            # line as last told, and told of a move too recently. Nothing to build for them.
-            if (sent is not None and not turned and mono - watcher.sent_at < every
-                    and (watcher.position > through) == (sent.position > 0)):
+            # line as last told, and no move worth telling yet (told too recently, or moved
+            # too little for where they stand). Nothing to build for them: a standing costs
+            # microseconds, and ten thousand of them a tick held the loop for milliseconds.
+            if (sent is not None and not turned
+                    and (watcher.position > through) == (sent.position > 0)
+                    and not model.move_due(sent.position, max(0, watcher.position - through),
+                                           mono - watcher.sent_at, every)):
                 continue
             view = self.view(watcher, now)
             if model.push_due(sent, view, mono - watcher.sent_at, every):

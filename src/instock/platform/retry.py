@@ -52,22 +52,41 @@ async def retry(operation: Callable[[], Awaitable[T]], *, retry_on: tuple[type[E
         return (isinstance(exc, retry_on) and not isinstance(exc, except_for)
                 and (retry_if is None or retry_if(exc)))
 
-    def wait(state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome else None
+    def delay(exc: BaseException | None, failures: int) -> float:
         asked = wait_asked(exc) if wait_asked is not None and exc is not None else None
         if asked is not None:
             return min(asked, max_delay)
-        return backoff(state.attempt_number + 1, base=base_delay, cap=max_delay, jitter=1.0,
+        return backoff(failures, base=base_delay, cap=max_delay, jitter=1.0,
                        draw=random.random())  # noqa: S311 - jitter, not a secret
 
+    def told(exc: BaseException | None) -> None:
+        if on_retry is not None and isinstance(exc, Exception):
+            on_retry(exc)
+
+    # The first attempt outside tenacity: almost every call succeeds at once, and tenacity's
+    # machinery for one call (its retrying object, call state, a thread-local, a future with
+    # its lock: some fifty objects in reference cycles) is garbage only the cyclic collector
+    # frees, a pause in the middle of other requests. Its first wait and hook are as tenacity
+    # would run them (the wait, then `before_sleep`, then the sleep).
+    try:
+        return await operation()
+    except Exception as exc:
+        if attempts <= 1 or not retryable(exc):
+            raise
+        pause = delay(exc, 2)  # tenacity's attempt_number + 1 after the first attempt
+        told(exc)
+    await asyncio.sleep(pause)
+
+    def wait(state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        return delay(exc, state.attempt_number + 2)  # counting the first attempt, above
+
     def before_sleep(state: RetryCallState) -> None:
-        if on_retry is not None and state.outcome is not None:
-            exc = state.outcome.exception()
-            if isinstance(exc, Exception):
-                on_retry(exc)
+        if state.outcome is not None:
+            told(state.outcome.exception())
 
     async for attempt in AsyncRetrying(
-            stop=stop_after_attempt(attempts), retry=retry_if_exception(retryable),
+            stop=stop_after_attempt(attempts - 1), retry=retry_if_exception(retryable),
             wait=wait, before_sleep=before_sleep, reraise=True):
         with attempt:
             return await operation()
