@@ -21,6 +21,7 @@ from instock.drops.review import HeldAsk
 from instock.drops.room import Watcher
 from instock.drops.service import DropsService, Entry
 from instock.platform.auth import STAFF, Principal, Role, requires
+from instock.platform.db import utcnow
 from instock.platform.errors import problem_responses
 from instock.platform.http import CallerId, customer_of
 from instock.platform.sse import event_stream
@@ -49,7 +50,16 @@ class DropIn(BaseModel):
     admit_per_second: float = Field(0.0, ge=0, le=model.MAX_ADMIT_PER_SECOND,
                                     allow_inf_nan=False, description=(
                                         "queue mode: shoppers the waiting room admits per "
-                                        "second from the start (more than 0)"))
+                                        "second from the start (more than 0); by capacity, "
+                                        "the starting rate"))
+    admission: Literal["fixed", "capacity"] = Field("fixed", description=(
+        "queue mode: `fixed` admits at admit_per_second throughout; `capacity` starts there "
+        "and then admits as fast as admitted shoppers get through checkout (measured)"))
+    max_admit_per_second: float | None = Field(None, gt=0, le=model.MAX_ADMIT_PER_SECOND,
+                                               allow_inf_nan=False, description=(
+                                                   "admission by capacity: the most it "
+                                                   "admits per second (at least "
+                                                   "admit_per_second)"))
     per_customer_limit: int | None = Field(None, ge=1, le=1_000_000)
     channels: list[CallerId] = Field(default_factory=list, max_length=100,
                                      description="the channels it sells on; none: every one")
@@ -71,6 +81,10 @@ class DropOut(BaseModel):
     starts_at: datetime
     mode: str
     admit_per_second: float
+    admission: str
+    max_admit_per_second: float | None
+    current_admit_per_second: float = Field(description=(
+        "what the room admits per second now (by capacity: as last measured)"))
     per_customer_limit: int | None
     channels: list[str]
     ends_at: datetime | None
@@ -122,6 +136,9 @@ class StandingOut(BaseModel):
 def render(drop: model.Drop) -> DropOut:
     return DropOut(id=drop.id, skus=list(drop.skus), starts_at=drop.starts_at,
                    mode=drop.mode.value, admit_per_second=drop.admit_per_second,
+                   admission=drop.admission.value,
+                   max_admit_per_second=drop.max_admit_per_second,
+                   current_admit_per_second=model.rate_at(drop, utcnow()),
                    per_customer_limit=drop.per_customer_limit, channels=list(drop.channels),
                    ends_at=drop.ends_at, entries_close_at=drop.entries_close_at,
                    draw_winners=drop.draw_winners, claim_seconds=drop.claim_seconds,
@@ -147,7 +164,8 @@ def drop_of(body: DropIn, principal: Principal) -> model.Drop:
         created_at=body.starts_at,  # the service stamps its own
         created_by=f"{principal.role.value}:{principal.subject}",
         entries_close_at=body.entries_close_at, draw_winners=body.draw_winners,
-        claim_seconds=body.claim_seconds)
+        claim_seconds=body.claim_seconds, admission=model.Admission(body.admission),
+        max_admit_per_second=body.max_admit_per_second)
 
 
 @router.get("/{drop_id}", response_model=DropOut)

@@ -33,6 +33,9 @@ class ScheduledDrop:
     starts_at: datetime
     mode: str = strawberry.field(description="first_come, queue or draw")
     admit_per_second: float
+    admission: str = strawberry.field(description="fixed or capacity")
+    max_admit_per_second: float | None
+    current_admit_per_second: float
     per_customer_limit: int | None
     channels: list[str]
     ends_at: datetime | None
@@ -52,6 +55,8 @@ class DropInput:
     starts_at: datetime
     mode: str = strawberry.field(description="first_come, queue or draw")
     admit_per_second: float | None = None
+    admission: str | None = strawberry.field(default=None, description="fixed or capacity")
+    max_admit_per_second: float | None = None
     per_customer_limit: int | None = None
     channels: list[str] | None = None
     ends_at: datetime | None = None
