@@ -121,12 +121,16 @@ async def test_shoppers_who_get_through_raise_the_rate_and_two_processes_agree(
     assert fast and slow, "each capacity drop had its rate measured"
     assert written == len(fast) + len(slow)  # one segment per drop and moment, whoever wrote
     assert all(row.from_at > row.written_at for row in [*fast, *slow])  # never in the past
-    assert all(row.rate > 4.0 for row in fast)  # got through: up by the headroom
-    assert all(row.rate == pytest.approx(0.4) for row in slow)  # stalled: the floor
+    # Stalled: the floor, a tenth of the start. Got through: 1.5 x what did, above the floor
+    # (how far above depends on how fast this test's shoppers were: the rule's numbers are
+    # the unit tests').
+    assert all(row.rate == pytest.approx(0.4) for row in slow)
+    assert all(row.through > 0 for row in fast)
+    assert min(row.rate for row in fast) > 0.4
 
     # Both processes read the same segments: the same admissions at any moment; and the API
     # shows the rate once its first change has come.
-    first = min(row.from_at for row in fast)
+    first = max(min(row.from_at for row in fast), min(row.from_at for row in slow))
     await until(first)
     for drop in drops.values():
         read = [await worker.drops.get(drop["id"]) for worker in (one, two)]
@@ -136,8 +140,8 @@ async def test_shoppers_who_get_through_raise_the_rate_and_two_processes_agree(
     rates = {sku: (await client.get(f"/v1/drops/{drop['id']}", headers=auth(
         app, Role.MERCHANDISER))).json()["current_admit_per_second"]
         for sku, drop in drops.items()}
-    assert rates["cap-fast"] > 4.0 > rates["cap-slow"]
-    later = first + timedelta(seconds=10)
+    assert rates["cap-fast"] > rates["cap-slow"] == pytest.approx(0.4)
+    later = max(row.from_at for row in [*fast, *slow]) + timedelta(minutes=2)
     fast_drop = await one.drops.get(drops["cap-fast"]["id"])
     slow_drop = await one.drops.get(drops["cap-slow"]["id"])
     assert model.admitted_through(fast_drop, later) > model.admitted_through(slow_drop, later)
@@ -150,9 +154,8 @@ async def test_a_fixed_rate_drop_is_never_measured_and_keeps_its_interface(
     await stocked(http, "fix", {"fix-1": 10})
     drop = await schedule(http, skus=["fix-1"], starts_at=soon(-5).isoformat(), mode="queue",
                           admit_per_second=3.0)
-    assert drop["admission"] == "fixed"
-    assert drop["max_admit_per_second"] is None
-    assert drop["current_admit_per_second"] == 3.0
+    # It answers as a drop always has: no admission fields.
+    assert not {"admission", "max_admit_per_second", "current_admit_per_second"} & set(drop)
     assert await one.drops.capacity.recompute() == 0
     assert await segments(one, drop["id"]) == []
 

@@ -81,10 +81,14 @@ class DropOut(BaseModel):
     starts_at: datetime
     mode: str
     admit_per_second: float
-    admission: str
-    max_admit_per_second: float | None
-    current_admit_per_second: float = Field(description=(
-        "what the room admits per second now (by capacity: as last measured)"))
+    # A capacity drop's only: a fixed-rate drop answers as it always has (the routes leave
+    # out what render did not set).
+    admission: Literal["capacity"] | None = Field(None, description=(
+        "present when the room admits by measured checkout capacity"))
+    max_admit_per_second: float | None = Field(None, description=(
+        "admission by capacity: the most it admits per second (none: no ceiling of its own)"))
+    current_admit_per_second: float | None = Field(None, description=(
+        "admission by capacity: what the room admits per second now, as last measured"))
     per_customer_limit: int | None
     channels: list[str]
     ends_at: datetime | None
@@ -136,16 +140,23 @@ class StandingOut(BaseModel):
 def render(drop: model.Drop) -> DropOut:
     return DropOut(id=drop.id, skus=list(drop.skus), starts_at=drop.starts_at,
                    mode=drop.mode.value, admit_per_second=drop.admit_per_second,
-                   admission=drop.admission.value,
-                   max_admit_per_second=drop.max_admit_per_second,
-                   current_admit_per_second=model.rate_at(drop, utcnow()),
                    per_customer_limit=drop.per_customer_limit, channels=list(drop.channels),
                    ends_at=drop.ends_at, entries_close_at=drop.entries_close_at,
                    draw_winners=drop.draw_winners, claim_seconds=drop.claim_seconds,
-                   created_at=drop.created_at)
+                   created_at=drop.created_at, **capacity_of(drop))
 
 
-@router.post("", status_code=201, response_model=DropOut, responses=problem_responses(409))
+def capacity_of(drop: model.Drop) -> dict[str, Any]:
+    """What a capacity drop says of its admission (nothing for a fixed-rate one)."""
+    if drop.admission is not model.Admission.CAPACITY:
+        return {}
+    return {"admission": drop.admission.value,
+            "max_admit_per_second": drop.max_admit_per_second,
+            "current_admit_per_second": model.rate_at(drop, utcnow())}
+
+
+@router.post("", status_code=201, response_model=DropOut, responses=problem_responses(409),
+             response_model_exclude_unset=True)
 async def schedule_drop(body: DropIn, request: Request,
                         principal: Principal = Depends(MERCHANDISERS),
                         drops: DropsService = Depends(service)) -> DropOut:
@@ -168,7 +179,7 @@ def drop_of(body: DropIn, principal: Principal) -> model.Drop:
         max_admit_per_second=body.max_admit_per_second)
 
 
-@router.get("/{drop_id}", response_model=DropOut)
+@router.get("/{drop_id}", response_model=DropOut, response_model_exclude_unset=True)
 async def get_drop(drop_id: CallerId, principal: Principal = Depends(READERS),
                    drops: DropsService = Depends(service)) -> DropOut:
     return render(await drops.get(drop_id))
@@ -342,12 +353,12 @@ class LiveDrops(BaseModel):
     drops: list[LiveDropOut]
 
 
-@router.get("", response_model=LiveDrops)
+@router.get("", response_model=LiveDrops, response_model_exclude_unset=True)
 async def live_drops(principal: Principal = Depends(REVIEWERS),
                      drops: DropsService = Depends(service)) -> LiveDrops:
     """Every drop not ended, soonest first, with its room's figures now (the ops console)."""
     return LiveDrops(drops=[
-        LiveDropOut(**render(live.drop).model_dump(), room=RoomOut(
+        LiveDropOut(**render(live.drop).model_dump(exclude_unset=True), room=RoomOut(
             **dataclasses.asdict(live.figures), sold_out=live.sold_out))
         for live in await drops.review.live()])
 

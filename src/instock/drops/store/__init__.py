@@ -188,11 +188,14 @@ async def get_drop(conn: AsyncConnection, drop_id: str) -> model.Drop | None:
     return None if row is None else (await with_rates(conn, [drop_from_row(row)]))[0]
 
 
-async def live_drops(conn: AsyncConnection, now: datetime) -> list[model.Drop]:
-    """Drops that still gate their SKUs (not ended): a shop runs a handful at a time."""
+async def live_drops(conn: AsyncConnection, now: datetime, *,
+                     rates: bool = False) -> list[model.Drop]:
+    """Drops that still gate their SKUs (not ended): a shop runs a handful at a time; with
+    their rate segments when asked (the gate needs none)."""
     rows = await conn.execute(sa.select(drops).where(
         sa.or_(drops.c.ends_at.is_(None), drops.c.ends_at > now)))
-    return await with_rates(conn, [drop_from_row(row) for row in rows])
+    found = [drop_from_row(row) for row in rows]
+    return await with_rates(conn, found) if rates else found
 
 
 async def with_rates(conn: AsyncConnection, found: list[model.Drop]) -> list[model.Drop]:
