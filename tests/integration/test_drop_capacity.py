@@ -22,6 +22,7 @@ from instock.app import Container, build, create_app
 from instock.drops import model, store
 from instock.platform.auth import Role
 from instock.platform.bus.outbox import outbox
+from instock.workers import worker_duties
 from tests.integration.test_drops import (
     PROBLEMS,
     PROOF_BITS,
@@ -205,3 +206,15 @@ async def test_schedule_drop_in_graphql_takes_capacity_admission(setup: Setup) -
                                  json={"query": query, "variables": {"input": given}})).json()
     assert refused["data"] is None
     assert "max_admit_per_second" in str(refused["errors"])
+
+
+async def test_the_workers_measure_only_when_their_setting_says(
+        database_url: str, tmp_path: Path) -> None:
+    for on in (False, True):
+        worker = build(make_settings(database_url, tmp_path, run_drop_capacity=on))
+        duties = worker_duties(worker)
+        names = {duty.cr_code.co_name for duty in duties}
+        for duty in duties:
+            duty.close()  # none started
+        await worker.close()
+        assert ("run_drop_capacity" in names) is on
