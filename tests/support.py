@@ -115,7 +115,7 @@ def make_settings(database_url: str, tmp_path: Path, **overrides: object) -> Set
         "database_url": database_url, "state_dir": tmp_path / "state", "jwt_secret": TEST_SECRET,
         "run_sweeper": False, "run_relay": False, "run_consumers": False,
         "run_webhook_delivery": False, "run_sagas": False, "run_recommender": False,
-        "run_reconciler": False, "run_draws": False,
+        "run_reconciler": False, "run_draws": False, "run_drop_capacity": False,
         "migrate_on_start": False, "log_level": "warning", "tune_gc": False,
         # The tests' receivers and marketplaces listen on 127.0.0.1 (platform/outbound.py).
         "outbound_allow_loopback": True}

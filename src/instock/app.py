@@ -171,7 +171,8 @@ class Container:
             "customers": [self.customers.poll_answers_consumer(),
                           self.customers.behaviour_consumer()],
             "analytics": [self.analytics.consumer()],
-            "drops": [self.drops.draws.claims_consumer(), PAYMENT_FAILURES]}
+            "drops": [self.drops.draws.claims_consumer(), PAYMENT_FAILURES,
+                      self.drops.capacity.consumer()]}
         return {spec.name: spec for context, specs in by_context.items()
                 if context in contexts for spec in specs}
 
@@ -272,7 +273,8 @@ def build(settings: Settings | None = None, span_exporter: SpanExporter | None =
                      settings.drop_gate_refresh_seconds, settings.drop_proof_bits,
                      settings.drop_challenge_seconds,
                      RoomSettings(settings.drop_room_tick_seconds,
-                                  settings.drop_room_push_seconds)))
+                                  settings.drop_room_push_seconds),
+                     settings.drop_capacity_seconds))
     # Every reservation of a drop's SKUs asks the drops context first, wherever it comes from
     # (REST, GraphQL, the checkout saga, gRPC): inventory holds the port, never drops' tables.
     inventory_service.gate = drops.gate

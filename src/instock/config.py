@@ -188,6 +188,12 @@ class Settings(BaseSettings):
     # run: a drop has one stored draw). Staff may still draw at once (POST .../draw).
     run_draws: bool = True
     drop_draw_seconds: float = Field(default=5.0, gt=0, le=3600)
+    # Capacity drops (admission "capacity", drops/capacity.py): each process of the embedded
+    # default (and `instock worker all`) measures their checkouts and sets their rate, which may
+    # change every `drop_capacity_seconds` (run_drop_capacity; several may run: one rate is
+    # stored per drop and period).
+    run_drop_capacity: bool = True
+    drop_capacity_seconds: float = Field(default=10.0, gt=0, le=3600)
     # Origins of other sites' pages that embed the poll widget, comma-separated
     # (`https://shop.example,https://www.shop.example`): their browsers may call the API (CORS).
     # Empty: only pages served by instock itself.

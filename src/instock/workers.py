@@ -52,6 +52,13 @@ async def run_draws_at_close(container: Container, every: float) -> None:
     await keep_running(container.drops.draws.draw_closed, "draws_at_close", pause=every)
 
 
+async def run_drop_capacity(container: Container, every: float) -> None:
+    """Set each capacity drop's rate from its measured checkouts, once per `every` seconds
+    (looked at twice as often, so no period is missed; the stored segment is one whoever else
+    runs this: drops/capacity.py)."""
+    await keep_running(container.drops.capacity.recompute, "drop_capacity", pause=every / 2)
+
+
 async def publish_refusals(inventory: InventoryService, every: float = 5.0) -> None:
     """An API process publishes the demand it refused for want of stock, every few seconds
     (whatever duties it runs: the counts are its own)."""
@@ -95,7 +102,7 @@ async def run_consumer(consumer: Consumer) -> None:
 # The settings that switch `worker_duties` on, one each (keep the two together).
 WORKER_DUTY_SETTINGS = ("run_sweeper", "run_relay", "run_consumers", "run_sagas",
                         "run_webhook_delivery", "run_reconciler", "run_back_in_stock_waves",
-                        "run_notifications", "run_draws")
+                        "run_notifications", "run_draws", "run_drop_capacity")
 
 
 def api_only_env() -> dict[str, str]:
@@ -136,4 +143,6 @@ def worker_duties(container: Container) -> list[Coroutine[Any, Any, None]]:
         work.append(run_notifications(container.notifications))
     if settings.run_draws and "drops" in served:
         work.append(run_draws_at_close(container, settings.drop_draw_seconds))
+    if settings.run_drop_capacity and "drops" in served:
+        work.append(run_drop_capacity(container, settings.drop_capacity_seconds))
     return work

@@ -94,6 +94,8 @@ TABLES: dict[str, tuple[str, str]] = {
     "drop_entries": (LOCAL, "a draw drop's entries, by drop and customer or fingerprint"),
     "drop_draws": (LOCAL, "a drop's stored draw, by drop"),
     "drop_claims": (LOCAL, "entrants who reserved a draw drop's SKUs, by drop and customer"),
+    "drop_rate_segments": (LOCAL, "a capacity drop's changes of rate, by drop"),
+    "drop_checkouts": (LOCAL, "a capacity drop's checkouts heard from inventory, by drop"),
     "drop_payment_failures": (LOCAL, "a customer's failed checkouts, counted by customer for "
                                      "the drops' bot scoring"),
     "polls": (LOCAL, "polls, read by id"),

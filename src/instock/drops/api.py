@@ -21,6 +21,7 @@ from instock.drops.review import HeldAsk
 from instock.drops.room import Watcher
 from instock.drops.service import DropsService, Entry
 from instock.platform.auth import STAFF, Principal, Role, requires
+from instock.platform.db import utcnow
 from instock.platform.errors import problem_responses
 from instock.platform.http import CallerId, customer_of
 from instock.platform.sse import event_stream
@@ -49,7 +50,16 @@ class DropIn(BaseModel):
     admit_per_second: float = Field(0.0, ge=0, le=model.MAX_ADMIT_PER_SECOND,
                                     allow_inf_nan=False, description=(
                                         "queue mode: shoppers the waiting room admits per "
-                                        "second from the start (more than 0)"))
+                                        "second from the start (more than 0); by capacity, "
+                                        "the starting rate"))
+    admission: Literal["fixed", "capacity"] = Field("fixed", description=(
+        "queue mode: `fixed` admits at admit_per_second throughout; `capacity` starts there "
+        "and then admits as fast as admitted shoppers get through checkout (measured)"))
+    max_admit_per_second: float | None = Field(None, gt=0, le=model.MAX_ADMIT_PER_SECOND,
+                                               allow_inf_nan=False, description=(
+                                                   "admission by capacity: the most it "
+                                                   "admits per second (at least "
+                                                   "admit_per_second)"))
     per_customer_limit: int | None = Field(None, ge=1, le=1_000_000)
     channels: list[CallerId] = Field(default_factory=list, max_length=100,
                                      description="the channels it sells on; none: every one")
@@ -71,6 +81,14 @@ class DropOut(BaseModel):
     starts_at: datetime
     mode: str
     admit_per_second: float
+    # A capacity drop's only: a fixed-rate drop answers as it always has (the routes leave
+    # out what render did not set).
+    admission: Literal["capacity"] | None = Field(None, description=(
+        "present when the room admits by measured checkout capacity"))
+    max_admit_per_second: float | None = Field(None, description=(
+        "admission by capacity: the most it admits per second (none: no ceiling of its own)"))
+    current_admit_per_second: float | None = Field(None, description=(
+        "admission by capacity: what the room admits per second now, as last measured"))
     per_customer_limit: int | None
     channels: list[str]
     ends_at: datetime | None
@@ -125,10 +143,20 @@ def render(drop: model.Drop) -> DropOut:
                    per_customer_limit=drop.per_customer_limit, channels=list(drop.channels),
                    ends_at=drop.ends_at, entries_close_at=drop.entries_close_at,
                    draw_winners=drop.draw_winners, claim_seconds=drop.claim_seconds,
-                   created_at=drop.created_at)
+                   created_at=drop.created_at, **capacity_of(drop))
 
 
-@router.post("", status_code=201, response_model=DropOut, responses=problem_responses(409))
+def capacity_of(drop: model.Drop) -> dict[str, Any]:
+    """What a capacity drop says of its admission (nothing for a fixed-rate one)."""
+    if drop.admission is not model.Admission.CAPACITY:
+        return {}
+    return {"admission": drop.admission.value,
+            "max_admit_per_second": drop.max_admit_per_second,
+            "current_admit_per_second": model.rate_at(drop, utcnow())}
+
+
+@router.post("", status_code=201, response_model=DropOut, responses=problem_responses(409),
+             response_model_exclude_unset=True)
 async def schedule_drop(body: DropIn, request: Request,
                         principal: Principal = Depends(MERCHANDISERS),
                         drops: DropsService = Depends(service)) -> DropOut:
@@ -147,10 +175,11 @@ def drop_of(body: DropIn, principal: Principal) -> model.Drop:
         created_at=body.starts_at,  # the service stamps its own
         created_by=f"{principal.role.value}:{principal.subject}",
         entries_close_at=body.entries_close_at, draw_winners=body.draw_winners,
-        claim_seconds=body.claim_seconds)
+        claim_seconds=body.claim_seconds, admission=model.Admission(body.admission),
+        max_admit_per_second=body.max_admit_per_second)
 
 
-@router.get("/{drop_id}", response_model=DropOut)
+@router.get("/{drop_id}", response_model=DropOut, response_model_exclude_unset=True)
 async def get_drop(drop_id: CallerId, principal: Principal = Depends(READERS),
                    drops: DropsService = Depends(service)) -> DropOut:
     return render(await drops.get(drop_id))
@@ -324,12 +353,12 @@ class LiveDrops(BaseModel):
     drops: list[LiveDropOut]
 
 
-@router.get("", response_model=LiveDrops)
+@router.get("", response_model=LiveDrops, response_model_exclude_unset=True)
 async def live_drops(principal: Principal = Depends(REVIEWERS),
                      drops: DropsService = Depends(service)) -> LiveDrops:
     """Every drop not ended, soonest first, with its room's figures now (the ops console)."""
     return LiveDrops(drops=[
-        LiveDropOut(**render(live.drop).model_dump(), room=RoomOut(
+        LiveDropOut(**render(live.drop).model_dump(exclude_unset=True), room=RoomOut(
             **dataclasses.asdict(live.figures), sold_out=live.sold_out))
         for live in await drops.review.live()])
 

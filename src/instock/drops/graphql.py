@@ -14,6 +14,7 @@ import strawberry
 from instock.drops import api, model
 from instock.drops.service import Admission, DropsService, Entry
 from instock.platform.auth import STAFF, Principal, Role
+from instock.platform.db import utcnow
 from instock.platform.errors import ValidationFailed
 from instock.platform.graphql import Info, correlation_id, parse, require
 from instock.platform.http import customer_of
@@ -33,6 +34,10 @@ class ScheduledDrop:
     starts_at: datetime
     mode: str = strawberry.field(description="first_come, queue or draw")
     admit_per_second: float
+    admission: str = strawberry.field(description="fixed or capacity")
+    max_admit_per_second: float | None
+    current_admit_per_second: float = strawberry.field(description=(
+        "what the room admits per second now (by capacity: as last measured)"))
     per_customer_limit: int | None
     channels: list[str]
     ends_at: datetime | None
@@ -43,7 +48,10 @@ class ScheduledDrop:
 
 
 def render(drop: model.Drop) -> ScheduledDrop:
-    return ScheduledDrop(**api.render(drop).model_dump())
+    # A field for every drop here (a query names what it wants): a fixed-rate drop's admission
+    # is "fixed" at its admit_per_second.
+    return ScheduledDrop(**{**api.render(drop).model_dump(), "admission": drop.admission.value,
+                            "current_admit_per_second": model.rate_at(drop, utcnow())})
 
 
 @strawberry.input(description="as POST /v1/drops' body (the same rules, the same fields named)")
@@ -52,6 +60,8 @@ class DropInput:
     starts_at: datetime
     mode: str = strawberry.field(description="first_come, queue or draw")
     admit_per_second: float | None = None
+    admission: str | None = strawberry.field(default=None, description="fixed or capacity")
+    max_admit_per_second: float | None = None
     per_customer_limit: int | None = None
     channels: list[str] | None = None
     ends_at: datetime | None = None

@@ -30,6 +30,11 @@ class Mode(StrEnum):
     DRAW = "draw"  # at the start, the drawn winners may reserve (model: draw order, rights)
 
 
+class Admission(StrEnum):
+    FIXED = "fixed"  # queue mode: the merchandiser's admit_per_second, for the whole drop
+    CAPACITY = "capacity"  # queue mode: from admit_per_second, then as checkout keeps up
+
+
 class InvalidDrop(ValueError):
     """A drop (or a request about one) that breaks a rule; names the field and the reason."""
 
@@ -63,6 +68,12 @@ class Drop:
     entries_close_at: datetime | None = None
     draw_winners: int | None = None
     claim_seconds: float = DEFAULT_CLAIM_SECONDS
+    # Queue mode, by capacity: the rate follows measured checkout capacity (capacity_rate),
+    # never above `max_admit_per_second` (None: MAX_ADMIT_PER_SECOND). `rates` are the stored
+    # changes of rate after the start, read with the drop (a fixed-rate drop has none).
+    admission: Admission = Admission.FIXED
+    max_admit_per_second: float | None = None
+    rates: tuple[Segment, ...] = ()
 
     def started(self, now: datetime) -> bool:
         return now >= self.starts_at
@@ -87,11 +98,27 @@ def check_drop(drop: Drop) -> None:
         raise InvalidDrop("admit_per_second", f"at most {MAX_ADMIT_PER_SECOND:.0f}")
     if drop.mode is Mode.QUEUE and drop.admit_per_second == 0:
         raise InvalidDrop("admit_per_second", "a queue drop admits at least some shoppers")
+    check_admission(drop)
     if drop.per_customer_limit is not None and drop.per_customer_limit < 1:
         raise InvalidDrop("per_customer_limit", "must be 1 or more")
     if drop.ends_at is not None and drop.ends_at <= drop.starts_at:
         raise InvalidDrop("ends_at", "must be after starts_at")
     check_draw(drop)
+
+
+def check_admission(drop: Drop) -> None:
+    """Admission by capacity is a waiting room's; its ceiling is at least its starting rate."""
+    top = drop.max_admit_per_second
+    if drop.admission is Admission.CAPACITY and drop.mode is not Mode.QUEUE:
+        raise InvalidDrop("admission", "only a queue drop admits by capacity")
+    if top is None:
+        return
+    if drop.admission is not Admission.CAPACITY:
+        raise InvalidDrop("max_admit_per_second", "only a drop admitting by capacity has one")
+    if not math.isfinite(top) or top > MAX_ADMIT_PER_SECOND:
+        raise InvalidDrop("max_admit_per_second", f"at most {MAX_ADMIT_PER_SECOND:.0f}")
+    if top < drop.admit_per_second:
+        raise InvalidDrop("max_admit_per_second", "must be at least admit_per_second")
 
 
 def check_draw(drop: Drop) -> None:
@@ -139,26 +166,120 @@ def place(drop: Drop, ticket_id: str, arrived_at: datetime) -> Place:
     return Place(AFTER_START, ticket_id)
 
 
+@dataclass(frozen=True)
+class Segment:
+    """From `from_at` on (until the next segment's), the room admits `rate` places a second."""
+
+    from_at: datetime
+    rate: float
+
+
+def segments(drop: Drop) -> list[Segment]:
+    """The drop's rate over time: its admit_per_second from the start, then each stored
+    change after it, in order (a fixed-rate drop: the one segment)."""
+    later = sorted((seg for seg in drop.rates if seg.from_at > drop.starts_at),
+                   key=lambda seg: seg.from_at)
+    return [Segment(drop.starts_at, drop.admit_per_second), *later]
+
+
 def admitted_through(drop: Drop, now: datetime) -> int:
-    """How many places (from the first) the room has admitted by `now`:
-    floor(admit_per_second x seconds since the start), none before it.
+    """How many places (from the first) the room has admitted by `now`: the floor of the sum,
+    over the drop's rate segments, of rate x the seconds of the segment before `now` (one
+    segment: floor(admit_per_second x seconds since the start)); none before the start.
 
     Arithmetic rather than a stored counter advanced by whoever asks: every process computes
-    the same number from the drop's row and the clock, with no row to contend for and nothing
-    to lose when a process dies. The one thing it does not know is stock: the service stops
-    admitting when the drop's SKUs are sold out (`Standing.sold_out`)."""
+    the same number from the drop's rows and the clock, with no row to contend for and nothing
+    to lose when a process dies. A capacity drop's segments are written ahead of the moment
+    they take effect (capacity.next_change), so every process has read one before it counts.
+    The one thing it does not know is stock: the service stops admitting when the drop's SKUs
+    are sold out (`Standing.sold_out`)."""
     if not drop.started(now):
         return 0
-    elapsed = (now - drop.starts_at).total_seconds()
-    return math.floor(drop.admit_per_second * elapsed)
+    return math.floor(_admitted(segments(drop), now))
+
+
+def _admitted(segs: Sequence[Segment], now: datetime) -> float:
+    total = 0.0
+    for seg, after in zip(segs, [*segs[1:], None], strict=True):
+        end = now if after is None else min(now, after.from_at)
+        if end <= seg.from_at:
+            continue  # not begun by now (or of no length)
+        total += seg.rate * (end - seg.from_at).total_seconds()
+    return total
+
+
+def rate_at(drop: Drop, now: datetime) -> float:
+    """The rate the room admits at by `now` (the starting rate before the start)."""
+    rate = drop.admit_per_second
+    for seg in segments(drop):
+        if seg.from_at <= now:
+            rate = seg.rate
+    return rate
 
 
 def wait_estimate(drop: Drop, position: int, now: datetime) -> float:
-    """Seconds until `position` is admitted at the drop's rate (0: admitted)."""
+    """Seconds until `position` is admitted at the drop's rates (the current one carried on
+    past the last known change; 0: admitted)."""
     if position <= admitted_through(drop, now) or drop.admit_per_second <= 0:
         return 0.0
-    at = drop.starts_at + timedelta(seconds=position / drop.admit_per_second)
-    return max(0.0, (at - now).total_seconds())
+    return max(0.0, (admitted_at(drop, position) - now).total_seconds())
+
+
+# -- admission by measured checkout capacity ---------------------------------------------------
+
+# The capacity rule. A waiting room exists so that checkout is not swamped; what checkout can
+# take is measured by how fast the shoppers it admitted get through it: their reservations of
+# the drop's SKUs (heard from inventory) that ended in a checkout (committed) or that the
+# shopper left (released or cancelled), per second over the last window. One that expired, or
+# is still open, is a shopper stuck in checkout: it counts as nothing got through. The next
+# rate is HEADROOM x that measured rate, so a room whose shoppers keep up grows by that factor
+# a period (it can only measure what it admitted), and one whose checkout stalls falls to what
+# gets through; bounded below by FLOOR_SHARE of the starting rate (the room never closes on a
+# slow minute) and above by the drop's max_admit_per_second. With no checkout begun or ended
+# in the window (the room is empty, or nobody admitted has reserved yet) there is nothing
+# measured, and the rate stays.
+HEADROOM = 1.5
+FLOOR_SHARE = 0.1
+WINDOW_PERIODS = 3  # the window measured is this many recomputation periods
+
+
+@dataclass(frozen=True)
+class Throughput:
+    """Admitted shoppers' checkouts of a drop, measured over `seconds` up to now."""
+
+    through: int  # ended in a checkout or left by the shopper within the window
+    open: int  # begun and not ended now (or ended by expiring within the window)
+    seconds: float
+
+
+def capacity_rate(drop: Drop, measured: Throughput) -> float | None:
+    """The rate the capacity rule sets from what was measured (None: nothing measured, the
+    rate stays)."""
+    if (measured.through == 0 and measured.open == 0) or measured.seconds <= 0:
+        return None
+    top = drop.max_admit_per_second or MAX_ADMIT_PER_SECOND
+    floor = drop.admit_per_second * FLOOR_SHARE
+    return min(top, max(floor, HEADROOM * measured.through / measured.seconds))
+
+
+def next_change(drop: Drop, now: datetime, period: float, lead: float) -> datetime | None:
+    """When a rate measured now takes effect: the first period boundary (the start plus a
+    whole number of `period`s) at least `lead` seconds ahead, so that every process has read
+    it (each reads the segments at least every `lead`) before it counts; never one in the
+    past, which would move admissions already told. None until a full period has run (nothing
+    to measure yet) or once the drop is over."""
+    if drop.admission is not Admission.CAPACITY or period <= 0:
+        return None
+    since = (now - drop.starts_at).total_seconds()
+    if since < period:
+        return None
+    at = drop.starts_at + timedelta(seconds=period * math.ceil((since + lead) / period))
+    return None if drop.ends_at is not None and at >= drop.ends_at else at
+
+
+def measure_window(drop: Drop, now: datetime, period: float) -> float:
+    """The seconds measured: the last WINDOW_PERIODS periods, none before the start."""
+    return min(period * WINDOW_PERIODS, max(0.0, (now - drop.starts_at).total_seconds()))
 
 
 @dataclass(frozen=True)
@@ -250,8 +371,15 @@ def move_due(told: int, ahead: int, since_push: float, every: float) -> bool:
 
 
 def admitted_at(drop: Drop, position: int) -> datetime:
-    """When the room reaches `position` at the drop's rate (the inverse of admitted_through)."""
-    return drop.starts_at + timedelta(seconds=position / drop.admit_per_second)
+    """When the room reaches `position` at the drop's rates (the inverse of admitted_through;
+    past the last segment its rate goes on)."""
+    segs, before = segments(drop), 0.0
+    for seg, after in zip(segs, [*segs[1:], None], strict=True):
+        span = None if after is None else (after.from_at - seg.from_at).total_seconds()
+        if seg.rate > 0 and (span is None or before + seg.rate * span >= position):
+            return seg.from_at + timedelta(seconds=(position - before) / seg.rate)
+        before += seg.rate * (span or 0.0)
+    return datetime.max.replace(tzinfo=drop.starts_at.tzinfo)  # no rate ever reaches it
 
 
 def waited(drop: Drop, position: int, arrived_at: datetime) -> float:

@@ -52,7 +52,7 @@ class ReviewService:
         """Every drop not ended, soonest first, with its room's figures now."""
         now = self.clock()
         async with self.db.read() as conn:
-            live = sorted(await store.live_drops(conn, now), key=lambda d: d.starts_at)
+            live = sorted(await store.live_drops(conn, now, rates=True), key=lambda d: d.starts_at)
             counts = [await store.decisions(conn, drop.id, _asks(drop)[1]) for drop in live]
         return [LiveDrop(drop, model.room_figures(drop, by_decision, now),
                          await self.sold_out(drop))

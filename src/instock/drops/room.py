@@ -53,6 +53,7 @@ WAKE_CHUNK = 8  # watchers woken per turn of the event loop (see Room._push)
 SCAN_CHUNK = 1024  # watchers looked at per turn of the event loop
 SPREAD = 0.5  # the share of a tick a tick's wake-ups are spread over
 EarlyKeys = Callable[[str], Awaitable[list[str]]]  # the drop's pre-start place keys, in order
+Rates = Callable[[model.Drop], Awaitable[model.Drop]]  # the drop with its stored rate segments
 
 
 @dataclass(frozen=True)
@@ -171,6 +172,12 @@ class Room:
     async def _refresh(self) -> None:
         """The room's state now: how many admitted, whether sold out, (now and then) how many
         tickets; the gauges follow. A failed read keeps the last state (logged)."""
+        if self.rooms.rates is not None and self.drop.admission is model.Admission.CAPACITY:
+            # A capacity drop's rate segments, read once a tick for all its watchers.
+            try:
+                self.drop = await self.rooms.rates(self.drop)
+            except Exception:
+                log.exception("drop_room_rates_failed", drop_id=self.drop.id)
         drop, now, mono = self.drop, self.rooms.clock(), time.monotonic()
         self.through = model.admitted_through(drop, now)
         try:
@@ -187,7 +194,7 @@ class Room:
         DROP_ADMITTED.labels(drop.id).set(admitted)
         DROP_QUEUE_LENGTH.labels(drop.id).set(max(0, self.tickets - self.through))
         admitting = drop.started(now) and not self.sold_out and not drop.over(now)
-        DROP_ADMIT_RATE.labels(drop.id).set(drop.admit_per_second if admitting else 0.0)
+        DROP_ADMIT_RATE.labels(drop.id).set(model.rate_at(drop, now) if admitting else 0.0)
 
     def _rank(self, keys: list[str]) -> None:
         """Final positions of those who came before the start, from the room's early keys
@@ -242,8 +249,9 @@ class Rooms:
 
     def __init__(self, sold_out: SoldOutCheck, tickets: TicketCount, early_keys: EarlyKeys,
                  settings: RoomSettings | None = None,
-                 clock: Callable[[], datetime] = utcnow) -> None:
+                 clock: Callable[[], datetime] = utcnow, rates: Rates | None = None) -> None:
         self.sold_out = sold_out
+        self.rates = rates
         self.tickets = tickets
         self.early_keys = early_keys
         self.settings = settings or RoomSettings()

@@ -14,6 +14,7 @@ from prometheus_client import Counter
 
 from instock.catalog.service import CatalogService
 from instock.drops import bots, declines, model, store
+from instock.drops.capacity import CapacityService
 from instock.drops.draws import DrawService
 from instock.drops.errors import DropEntryRefused, DropTicketInvalid
 from instock.drops.gate import DropGate, Gates
@@ -40,6 +41,8 @@ class DropSettings:
     proof_bits: int = bots.DEFAULT_DIFFICULTY
     challenge_seconds: float = 300.0  # a challenge must be solved and sent within this
     room: RoomSettings = field(default_factory=RoomSettings)  # the live room (drops/room.py)
+    # Capacity drops (drops/capacity.py): their rate may change every this many seconds.
+    capacity_seconds: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -84,7 +87,11 @@ class DropsService:
         self.draws = DrawService(db, inventory, tokens, self.get, self._verdict, clock)
         self.review = ReviewService(db, self.get, self._sold_out, clock)
         self.rooms = Rooms(self._sold_out, self._tickets, self._early_keys, self.settings.room,
-                           clock)
+                           clock, rates=self._rates)
+        # A rate change is written this far ahead of its moment: a room reads the rates every
+        # tick, a request reads them with the drop, so all have it before it counts.
+        self.capacity = CapacityService(db, self.settings.capacity_seconds,
+                                        max(1.0, 2 * self.settings.room.tick_seconds), clock)
 
     async def schedule(self, drop: model.Drop, correlation_id: str | None = None) -> model.Drop:
         """Store a new drop (its id, seed and creation time are ours) and publish it; 422
@@ -266,6 +273,11 @@ class DropsService:
     async def _tickets(self, drop_id: str) -> int:
         async with self.db.read() as conn:
             return await store.tickets(conn, drop_id)
+
+    async def _rates(self, drop: model.Drop) -> model.Drop:
+        """The drop with its rate segments as stored now (a room's read, once per tick)."""
+        async with self.db.read() as conn:
+            return (await store.with_rates(conn, [drop]))[0]
 
     async def _early_keys(self, drop_id: str) -> list[str]:
         async with self.db.read() as conn:

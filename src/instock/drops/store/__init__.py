@@ -7,7 +7,7 @@ same rows and gets the same answer, and a restart reorders no one."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -36,7 +36,37 @@ drops = sa.Table(
     sa.Column("draw_winners", sa.Integer, nullable=True),
     sa.Column("claim_seconds", sa.Float, nullable=False,
               server_default=str(model.DEFAULT_CLAIM_SECONDS)),
+    # Queue mode: "fixed" (admit_per_second throughout) or "capacity" (drop_rate_segments).
+    sa.Column("admission", sa.String(16), nullable=False, server_default="fixed"),
+    sa.Column("max_admit_per_second", sa.Float, nullable=True),
 )
+
+# A capacity drop's changes of rate (model.Segment): from `from_at` on the room admits `rate` a
+# second. Appended ahead of the moment they take effect (model.next_change), never changed: the
+# key is what makes two processes recomputing the same period write one.
+drop_rate_segments = sa.Table(
+    "drop_rate_segments", metadata,
+    sa.Column("drop_id", sa.String(64), primary_key=True),
+    sa.Column("from_at", UTCDateTime, primary_key=True),
+    sa.Column("rate", sa.Float, nullable=False),
+    sa.Column("written_at", UTCDateTime, nullable=False),
+    sa.Column("through", sa.Integer, nullable=False),  # what was measured (model.Throughput)
+    sa.Column("open", sa.Integer, nullable=False),
+    sa.Column("seconds", sa.Float, nullable=False),
+)
+
+# Our copy of inventory's news of the reservations of a capacity drop's SKUs (reservation.*.v1,
+# heard on the bus: drops/capacity.py): when each began and how it ended, the measure of
+# checkout capacity. No customer: only the drop's throughput is read from it.
+drop_checkouts = sa.Table(
+    "drop_checkouts", metadata,
+    sa.Column("drop_id", sa.String(64), primary_key=True),
+    sa.Column("reservation_id", sa.String(64), primary_key=True),
+    sa.Column("reserved_at", UTCDateTime, nullable=False),
+    sa.Column("ended_at", UTCDateTime, nullable=True),
+    sa.Column("outcome", sa.String(16), nullable=True),  # "through" or "expired"
+)
+sa.Index("ix_drop_checkouts_ended", drop_checkouts.c.drop_id, drop_checkouts.c.ended_at)
 
 drop_tickets = sa.Table(
     "drop_tickets", metadata,
@@ -136,7 +166,10 @@ def drop_from_row(row: Any) -> model.Drop:
     return model.Drop(row.id, tuple(row.skus), row.starts_at, model.Mode(row.mode),
                       float(row.admit_per_second), row.per_customer_limit, tuple(row.channels),
                       row.ends_at, row.seed, row.created_at, row.created_by,
-                      row.entries_close_at, row.draw_winners, float(row.claim_seconds))
+                      row.entries_close_at, row.draw_winners, float(row.claim_seconds),
+                      model.Admission(row.admission),
+                      None if row.max_admit_per_second is None
+                      else float(row.max_admit_per_second))
 
 
 async def add_drop(conn: AsyncConnection, drop: model.Drop) -> None:
@@ -146,19 +179,38 @@ async def add_drop(conn: AsyncConnection, drop: model.Drop) -> None:
         per_customer_limit=drop.per_customer_limit, channels=list(drop.channels),
         seed=drop.seed, created_at=drop.created_at, created_by=drop.created_by,
         entries_close_at=drop.entries_close_at, draw_winners=drop.draw_winners,
-        claim_seconds=drop.claim_seconds))
+        claim_seconds=drop.claim_seconds, admission=drop.admission.value,
+        max_admit_per_second=drop.max_admit_per_second))
 
 
 async def get_drop(conn: AsyncConnection, drop_id: str) -> model.Drop | None:
     row = (await conn.execute(sa.select(drops).where(drops.c.id == drop_id))).first()
-    return None if row is None else drop_from_row(row)
+    return None if row is None else (await with_rates(conn, [drop_from_row(row)]))[0]
 
 
-async def live_drops(conn: AsyncConnection, now: datetime) -> list[model.Drop]:
-    """Drops that still gate their SKUs (not ended): a shop runs a handful at a time."""
+async def live_drops(conn: AsyncConnection, now: datetime, *,
+                     rates: bool = False) -> list[model.Drop]:
+    """Drops that still gate their SKUs (not ended): a shop runs a handful at a time; with
+    their rate segments when asked (the gate needs none)."""
     rows = await conn.execute(sa.select(drops).where(
         sa.or_(drops.c.ends_at.is_(None), drops.c.ends_at > now)))
-    return [drop_from_row(row) for row in rows]
+    found = [drop_from_row(row) for row in rows]
+    return await with_rates(conn, found) if rates else found
+
+
+async def with_rates(conn: AsyncConnection, found: list[model.Drop]) -> list[model.Drop]:
+    """The drops with their stored changes of rate (one read, for the capacity drops only:
+    a fixed-rate drop has none to read)."""
+    ids = [drop.id for drop in found if drop.admission is model.Admission.CAPACITY]
+    if not ids:
+        return found
+    rows = await conn.execute(sa.select(
+        drop_rate_segments.c.drop_id, drop_rate_segments.c.from_at, drop_rate_segments.c.rate,
+    ).where(drop_rate_segments.c.drop_id.in_(ids)).order_by(drop_rate_segments.c.from_at))
+    by_drop: dict[str, list[model.Segment]] = {}
+    for row in rows:
+        by_drop.setdefault(row.drop_id, []).append(model.Segment(row.from_at, float(row.rate)))
+    return [replace(drop, rates=tuple(by_drop.get(drop.id, ()))) for drop in found]
 
 
 async def decisions(conn: AsyncConnection, drop_id: str, table: sa.Table) -> dict[str, int]:

@@ -1,0 +1,91 @@
+"""Admission by measured checkout capacity (issue 24): a capacity drop's waiting room starts at
+its admit_per_second and then admits as fast as its admitted shoppers get through checkout
+(model.capacity_rate).
+
+The measure: inventory says when a reservation of the drop's SKUs is created and how it ends
+(`reservation.*.v1`, heard by the `drops-checkouts` consumer into a drops table: drops never
+reads inventory's or orders' tables); while the drop admits, every such reservation is an
+admitted shopper's, since the gate lets no one else reserve them. A shopper heard late counts
+from when inventory wrote it.
+
+The rate: every `period` seconds a duty (workers.run_drop_capacity, on every process that runs
+the workers' duties) measures the last window and appends the rate it sets as a segment from the
+next period boundary at least `lead` seconds ahead (model.next_change), so every process has
+read it before it takes effect and no admission already told moves. Two processes measuring the
+same period write one segment (its key); whichever wrote first stands, and every process sums
+the same stored segments (model.admitted_through).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from instock.drops import model
+from instock.drops.store import capacity as capacity_store
+from instock.platform.bus import Envelope
+from instock.platform.bus.consumer import ConsumerSpec
+from instock.platform.db import Database, utcnow
+
+log = structlog.get_logger(__name__)
+BEGAN = "reservation.created.v1"
+# How a checkout ends: through it (paid, or the shopper let go) or stuck until it expired.
+ENDINGS = {"reservation.committed.v1": capacity_store.THROUGH,
+           "reservation.released.v1": capacity_store.THROUGH,
+           "reservation.cancelled.v1": capacity_store.THROUGH,
+           "reservation.expired.v1": capacity_store.EXPIRED}
+
+
+class CapacityService:
+    def __init__(self, db: Database, period: float, lead: float,
+                 clock: Callable[[], datetime] = utcnow) -> None:
+        self.db = db
+        self.period = period  # seconds between the rate's possible changes
+        self.lead = lead  # how far ahead of its moment a change is written
+        self.clock = clock
+
+    def consumer(self) -> ConsumerSpec:
+        # Unordered: each event is applied so that any order of one reservation's gives the
+        # same row (store.capacity.began/ended).
+        return ConsumerSpec("drops-checkouts", frozenset({BEGAN, *ENDINGS}), self.on_reservation,
+                            ordered=False)
+
+    async def on_reservation(self, conn: AsyncConnection, envelope: Envelope) -> None:
+        data = envelope["data"]
+        skus = {str(line["sku"]) for line in data.get("lines", [])}
+        at = datetime.fromisoformat(str(envelope["time"]))
+        reservation = str(data["reservation_id"])
+        # The few admitting capacity drops, then the SKUs: most reservations are of no drop.
+        for drop in await capacity_store.admitting_drops(conn, at):
+            if not skus & set(drop.skus):
+                continue
+            if envelope["type"] == BEGAN:
+                await capacity_store.began(conn, drop.id, reservation, at)
+            else:
+                await capacity_store.ended(conn, drop.id, reservation, at,
+                                           ENDINGS[str(envelope["type"])])
+
+    async def recompute(self) -> int:
+        """Measure each admitting capacity drop and append the rate its measure sets (unless
+        this period's is written already, or nothing was measured); how many were written."""
+        now = self.clock()
+        async with self.db.read() as conn:
+            due = await capacity_store.admitting_drops(conn, now)
+        written = 0
+        for drop in due:
+            at = model.next_change(drop, now, self.period, self.lead)
+            if at is None:
+                continue
+            since = now - timedelta(seconds=model.measure_window(drop, now, self.period))
+            async with self.db.write() as conn:
+                measured = await capacity_store.throughput(conn, drop.id, since, now)
+                rate = model.capacity_rate(drop, measured)
+                if rate is not None and await capacity_store.add_segment(
+                        conn, drop.id, model.Segment(at, rate), measured, now):
+                    written += 1
+                    log.info("drop_rate_set", drop_id=drop.id, rate=rate, from_at=at.isoformat(),
+                             through=measured.through, open=measured.open)
+        return written
