@@ -13,7 +13,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from instock.drops import model
-from instock.drops.model import Admission, Mode, Segment, Throughput
+from instock.drops.model import Admission, Mode, Segment
+from instock.drops.model import capacity as capacity_model
+from instock.drops.model.capacity import Throughput
 from tests.unit.test_drops_model import START, drop
 
 rates = st.floats(min_value=0.01, max_value=1_000.0, allow_nan=False)
@@ -94,16 +96,16 @@ def test_admitted_at_is_the_inverse_of_admitted_through(
 def test_the_capacity_rule_follows_what_gets_through_within_its_bounds() -> None:
     room = capacity(admit_per_second=10.0, max_admit_per_second=40.0)
     # 60 through in 30 s is 2/s measured: 1.5 x 2 = 3/s.
-    assert model.capacity_rate(room, Throughput(60, 5, 30.0)) == pytest.approx(3.0)
+    assert capacity_model.capacity_rate(room, Throughput(60, 5, 30.0)) == pytest.approx(3.0)
     # Stuck: nothing through, shoppers open in checkout: the floor, a tenth of the start.
-    assert model.capacity_rate(room, Throughput(0, 12, 30.0)) == pytest.approx(1.0)
+    assert capacity_model.capacity_rate(room, Throughput(0, 12, 30.0)) == pytest.approx(1.0)
     # Keeping up fast: up to the ceiling, never past it.
-    assert model.capacity_rate(room, Throughput(900, 0, 30.0)) == 40.0
+    assert capacity_model.capacity_rate(room, Throughput(900, 0, 30.0)) == 40.0
     # No ceiling named: the absolute one.
-    assert model.capacity_rate(replace(room, max_admit_per_second=None),
+    assert capacity_model.capacity_rate(replace(room, max_admit_per_second=None),
                                Throughput(900, 0, 30.0)) == pytest.approx(45.0)
     # Nothing measured (no checkout begun or ended): the rate stays.
-    assert model.capacity_rate(room, Throughput(0, 0, 30.0)) is None
+    assert capacity_model.capacity_rate(room, Throughput(0, 0, 30.0)) is None
 
 
 @given(through=st.integers(0, 10_000), open_=st.integers(0, 10_000),
@@ -111,27 +113,29 @@ def test_the_capacity_rule_follows_what_gets_through_within_its_bounds() -> None
 def test_the_capacity_rate_is_always_within_floor_and_ceiling(
         through: int, open_: int, seconds: float, start: float) -> None:
     room = capacity(admit_per_second=start, max_admit_per_second=start * 4)
-    rate = model.capacity_rate(room, Throughput(through, open_, seconds))
+    rate = capacity_model.capacity_rate(room, Throughput(through, open_, seconds))
     if through == 0 and open_ == 0:
         assert rate is None
     else:
         assert rate is not None
-        assert start * model.FLOOR_SHARE <= rate <= start * 4
-        more = model.capacity_rate(room, Throughput(through + 1, open_, seconds))
+        assert start * capacity_model.FLOOR_SHARE <= rate <= start * 4
+        more = capacity_model.capacity_rate(room, Throughput(through + 1, open_, seconds))
         assert more is not None and more >= rate  # more through never lowers it
 
 
 def test_a_measured_rate_takes_effect_at_a_boundary_far_enough_ahead() -> None:
     room = capacity()
-    assert model.next_change(room, at(5), period=10, lead=2) is None  # a period first
-    assert model.next_change(room, at(10), period=10, lead=2) == at(20)
-    assert model.next_change(room, at(17.9), period=10, lead=2) == at(20)
-    assert model.next_change(room, at(18.5), period=10, lead=2) == at(30)  # too close: next
-    assert model.next_change(drop(), at(50), period=10, lead=2) is None  # fixed rate
+    assert capacity_model.next_change(room, at(5), period=10, lead=2) is None  # a period first
+    assert capacity_model.next_change(room, at(10), period=10, lead=2) == at(20)
+    assert capacity_model.next_change(room, at(17.9), period=10, lead=2) == at(20)
+    # too close: the next one
+    assert capacity_model.next_change(room, at(18.5), period=10, lead=2) == at(30)
+    assert capacity_model.next_change(drop(), at(50), period=10, lead=2) is None  # fixed rate
     ending = capacity(ends_at=at(25))
-    assert model.next_change(ending, at(18.5), period=10, lead=2) is None
-    assert model.measure_window(room, at(12), period=10) == 12.0
-    assert model.measure_window(room, at(500), period=10) == 10 * model.WINDOW_PERIODS
+    assert capacity_model.next_change(ending, at(18.5), period=10, lead=2) is None
+    assert capacity_model.measure_window(room, at(12), period=10) == 12.0
+    window = 10 * capacity_model.WINDOW_PERIODS
+    assert capacity_model.measure_window(room, at(500), period=10) == window
 
 
 @pytest.mark.parametrize(("changes", "field"), [

@@ -22,6 +22,7 @@ from instock.bench.drop.engine import settings_for
 from instock.bench.local import Reporter, backend_of, scratch_database
 from instock.catalog.model import Product, Variant
 from instock.drops import model
+from instock.drops.model import draws as draw_model
 from instock.drops.service import DropSettings, DropsService, Entry
 from instock.inventory.model import Adjustment, AdjustmentKind
 from instock.migrate import upgrade
@@ -70,7 +71,7 @@ async def run(database: str, workdir: Path, entries: int, units: int, reads: int
             start = time.perf_counter()
             drawn = await drops.draws.draw(drop.id, "bench")
             draw_seconds = time.perf_counter() - start
-            assert len(drawn.entries) == entries and model.draw_order(
+            assert len(drawn.entries) == entries and draw_model.draw_order(
                 drawn.seed, drawn.entries) == drawn.order
             fresh = DropsService(c.db, c.catalog, c.inventory, c.drops.tokens,
                                  clock=lambda: now[0])  # a process that has not read the draw

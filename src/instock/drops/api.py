@@ -17,6 +17,7 @@ from starlette.requests import HTTPConnection
 from instock.drops import model
 from instock.drops.bots import Decision
 from instock.drops.draws import Published
+from instock.drops.model import draws as draw_model
 from instock.drops.review import HeldAsk
 from instock.drops.room import Watcher
 from instock.drops.service import DropsService, Entry
@@ -282,7 +283,7 @@ class DrawOut(BaseModel):
 
 def render_draw(drawn: Published) -> DrawOut:
     return DrawOut(drop_id=drawn.drop_id, seed=drawn.seed, drawn_at=drawn.drawn_at,
-                   algorithm=model.DRAW_ALGORITHM, slots=drawn.slots,
+                   algorithm=draw_model.DRAW_ALGORITHM, slots=drawn.slots,
                    claim_seconds=drawn.claim_seconds, entries=drawn.entries,
                    winners=drawn.winners, order=drawn.order)
 

@@ -1,6 +1,6 @@
 """Admission by measured checkout capacity (issue 24): a capacity drop's waiting room starts at
 its admit_per_second and then admits as fast as its admitted shoppers get through checkout
-(model.capacity_rate).
+(capacity_model.capacity_rate).
 
 The measure: inventory says when a reservation of the drop's SKUs is created and how it ends
 (`reservation.*.v1`, heard by the `drops-checkouts` consumer into a drops table: drops never
@@ -10,8 +10,8 @@ from when inventory wrote it.
 
 The rate: every `period` seconds a duty (workers.run_drop_capacity, on every process that runs
 the workers' duties) measures the last window and appends the rate it sets as a segment from the
-next period boundary at least `lead` seconds ahead (model.next_change), so every process has
-read it before it takes effect and no admission already told moves. Two processes measuring the
+next period boundary at least `lead` seconds ahead (model.capacity.next_change), so every process
+has read it before it takes effect and no admission already told moves. Two processes measuring the
 same period write one segment (its key); whichever wrote first stands, and every process sums
 the same stored segments (model.admitted_through).
 """
@@ -25,6 +25,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from instock.drops import model
+from instock.drops.model import capacity as capacity_model
 from instock.drops.store import capacity as capacity_store
 from instock.platform.bus import Envelope
 from instock.platform.bus.consumer import ConsumerSpec
@@ -76,13 +77,13 @@ class CapacityService:
             due = await capacity_store.admitting_drops(conn, now)
         written = 0
         for drop in due:
-            at = model.next_change(drop, now, self.period, self.lead)
+            at = capacity_model.next_change(drop, now, self.period, self.lead)
             if at is None:
                 continue
-            since = now - timedelta(seconds=model.measure_window(drop, now, self.period))
+            since = now - timedelta(seconds=capacity_model.measure_window(drop, now, self.period))
             async with self.db.write() as conn:
                 measured = await capacity_store.throughput(conn, drop.id, since, now)
-                rate = model.capacity_rate(drop, measured)
+                rate = capacity_model.capacity_rate(drop, measured)
                 if rate is not None and await capacity_store.add_segment(
                         conn, drop.id, model.Segment(at, rate), measured, now):
                     written += 1

@@ -4,7 +4,7 @@
 its right is open), publish the draw with its seed, hear inventory's reservations as claims of
 rights, and announce the rights that roll over.
 
-Who holds a right at a moment is arithmetic (model.rights) on the stored draw, the claims and
+Who holds a right at a moment is arithmetic (draw_model.rights) on the stored draw, the claims and
 the clock: no process advances a shared cursor, so every process answers the same.
 """
 
@@ -29,6 +29,7 @@ from instock.drops.errors import (
     DropNotDrawn,
 )
 from instock.drops.events import DropWon
+from instock.drops.model import draws as draw_model
 from instock.drops.store import draws as draw_store
 from instock.drops.tokens import DropTokens
 from instock.inventory.service import InventoryService
@@ -65,7 +66,7 @@ class Entered:
 @dataclass(frozen=True)
 class EntryStanding:
     entry_id: str
-    status: model.EntryStatus
+    status: draw_model.EntryStatus
     rank: int | None  # in the draw's order, once reached by a right
     admission_pass: str | None
     claim_until: datetime | None
@@ -164,9 +165,9 @@ class DrawService:
         async with self.db.write() as conn:
             entries = await draw_store.eligible_entries(conn, drop.id)
             row = draw_store.DrawRow(drop.id, seed, now, drawn_by, slots, entries,
-                                model.draw_order(seed, entries))
+                                draw_model.draw_order(seed, entries))
             if await draw_store.add_draw(conn, row):
-                rights = model.rights(row.order, slots, model.claim_opens(drop, now),
+                rights = draw_model.rights(row.order, slots, draw_model.claim_opens(drop, now),
                                       timedelta(seconds=drop.claim_seconds), {}, now)
                 events = await self._announce(conn, drop, rights, slots, now)
             else:  # drawn by another at the same moment: theirs stands
@@ -236,12 +237,12 @@ class DrawService:
             claims = await draw_store.claims(conn, drop.id)
         now = self.clock()
         if entry.decision != bots.Decision.ADMIT.value:  # held, or refused on review
-            status = (model.EntryStatus.HELD if entry.decision == bots.Decision.REVIEW.value
-                      else model.EntryStatus.REFUSED)
+            status = (draw_model.EntryStatus.HELD if entry.decision == bots.Decision.REVIEW.value
+                      else draw_model.EntryStatus.REFUSED)
             return EntryStanding(entry.entry_id, status, None, None, None, False)
         stored = await self._stored(drop.id)
         rights = None if stored is None else self._rights(drop, stored, claims, now)
-        status = model.entry_status(entry.entry_id, rights, now)
+        status = draw_model.entry_status(entry.entry_id, rights, now)
         right = None if rights is None else rights.granted.get(entry.entry_id)
         if right is None:
             return EntryStanding(entry.entry_id, status, None, None, None, False)
@@ -253,8 +254,8 @@ class DrawService:
                              right.claimed)
 
     def _rights(self, drop: model.Drop, row: draw_store.DrawRow, claims: dict[str, datetime],
-                now: datetime) -> model.Rights:
-        return model.rights(row.order, row.slots, model.claim_opens(drop, row.drawn_at),
+                now: datetime) -> draw_model.Rights:
+        return draw_model.rights(row.order, row.slots, draw_model.claim_opens(drop, row.drawn_at),
                             timedelta(seconds=drop.claim_seconds), claims, now)
 
     # -- rollovers ---------------------------------------------------------------------------
@@ -283,7 +284,7 @@ class DrawService:
             told += len(events)
         return told
 
-    async def _announce(self, conn: AsyncConnection, drop: model.Drop, rights: model.Rights,
+    async def _announce(self, conn: AsyncConnection, drop: model.Drop, rights: draw_model.Rights,
                         slots: int, now: datetime) -> list[DropWon]:
         """drop.won.v1 for each open right not announced yet (marked in this transaction)."""
         opened = [r for r in rights.granted.values() if not r.claimed and now < r.until]

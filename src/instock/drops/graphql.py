@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import strawberry
 
 from instock.drops import api, model
+from instock.drops.model import draws as draw_model
 from instock.drops.service import Admission, DropsService, Entry
 from instock.platform.auth import STAFF, Principal, Role
 from instock.platform.db import utcnow
@@ -194,7 +195,7 @@ class DropsQuery:
         require(info, *STAFF, Role.CUSTOMER)
         drawn = await service(info).draws.published(drop_id)
         return DropDraw(drop_id=drawn.drop_id, seed=drawn.seed, drawn_at=drawn.drawn_at,
-                        algorithm=model.DRAW_ALGORITHM, slots=drawn.slots,
+                        algorithm=draw_model.DRAW_ALGORITHM, slots=drawn.slots,
                         entries=drawn.entries, winners=drawn.winners, order=drawn.order)
 
 

@@ -42,15 +42,16 @@ drops = sa.Table(
 )
 
 # A capacity drop's changes of rate (model.Segment): from `from_at` on the room admits `rate` a
-# second. Appended ahead of the moment they take effect (model.next_change), never changed: the
-# key is what makes two processes recomputing the same period write one.
+# second. Appended ahead of the moment they take effect (model.capacity.next_change), never
+# changed: the key is what makes two processes recomputing the same period write one.
 drop_rate_segments = sa.Table(
     "drop_rate_segments", metadata,
     sa.Column("drop_id", sa.String(64), primary_key=True),
     sa.Column("from_at", UTCDateTime, primary_key=True),
     sa.Column("rate", sa.Float, nullable=False),
     sa.Column("written_at", UTCDateTime, nullable=False),
-    sa.Column("through", sa.Integer, nullable=False),  # what was measured (model.Throughput)
+    # what was measured (model.capacity.Throughput)
+    sa.Column("through", sa.Integer, nullable=False),
     sa.Column("open", sa.Integer, nullable=False),
     sa.Column("seconds", sa.Float, nullable=False),
 )
@@ -132,7 +133,7 @@ drop_draws = sa.Table(
     sa.Column("drawn_by", sa.String(200), nullable=False),
     sa.Column("slots", sa.Integer, nullable=False),
     sa.Column("entries", sa.JSON, nullable=False),  # the entry ids drawn from, sorted
-    sa.Column("draw_order", sa.JSON, nullable=False),  # model.draw_order of them
+    sa.Column("draw_order", sa.JSON, nullable=False),  # model.draws.draw_order of them
 )
 
 # Our copy of inventory's news that an entrant reserved the drop's SKUs (reservation.created.v1,

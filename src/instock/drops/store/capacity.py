@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from instock.drops import model
+from instock.drops.model import capacity as capacity_model
 from instock.drops.store import drop_checkouts, drop_from_row, drop_rate_segments, drops
 from instock.platform.db import dialect_insert
 
@@ -43,8 +44,8 @@ async def ended(conn: AsyncConnection, drop_id: str, reservation_id: str, at: da
 
 
 async def throughput(conn: AsyncConnection, drop_id: str, since: datetime,
-                     now: datetime) -> model.Throughput:
-    """The drop's checkouts since then (model.Throughput): through, and open or expired."""
+                     now: datetime) -> capacity_model.Throughput:
+    """The drop's checkouts since then (capacity_model.Throughput): through, and open or expired."""
     row = (await conn.execute(sa.select(
         sa.func.count().filter(drop_checkouts.c.ended_at >= since,
                                drop_checkouts.c.outcome == THROUGH),
@@ -53,11 +54,11 @@ async def throughput(conn: AsyncConnection, drop_id: str, since: datetime,
             sa.and_(drop_checkouts.c.ended_at >= since,
                     drop_checkouts.c.outcome == EXPIRED)))).where(
         drop_checkouts.c.drop_id == drop_id))).one()
-    return model.Throughput(int(row[0]), int(row[1]), (now - since).total_seconds())
+    return capacity_model.Throughput(int(row[0]), int(row[1]), (now - since).total_seconds())
 
 
 async def add_segment(conn: AsyncConnection, drop_id: str, segment: model.Segment,
-                      measured: model.Throughput, now: datetime) -> bool:
+                      measured: capacity_model.Throughput, now: datetime) -> bool:
     """Append the drop's rate from `segment.from_at`; False when one is already there for that
     moment (another process measured the same period first: theirs stands)."""
     done = await conn.execute(dialect_insert(conn, drop_rate_segments).values(

@@ -1,5 +1,6 @@
 """Drop rules, free of I/O: what a drop is and when it is valid, the waiting room's order, how
-many it has admitted by a given moment, and what a ticket or a pass says (its claims).
+many it has admitted by a given moment, and what a ticket or a pass says (its claims). A draw's
+rules (its order, the rights it grants) are in `model/draws.py`.
 
 The waiting room holds no mutable shared state of its own: a shopper's place is a key computed
 once, when the ticket is taken, and admission is arithmetic on the clock. That is what lets any
@@ -11,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -225,63 +226,6 @@ def wait_estimate(drop: Drop, position: int, now: datetime) -> float:
     return max(0.0, (admitted_at(drop, position) - now).total_seconds())
 
 
-# -- admission by measured checkout capacity ---------------------------------------------------
-
-# The capacity rule. A waiting room exists so that checkout is not swamped; what checkout can
-# take is measured by how fast the shoppers it admitted get through it: their reservations of
-# the drop's SKUs (heard from inventory) that ended in a checkout (committed) or that the
-# shopper left (released or cancelled), per second over the last window. One that expired, or
-# is still open, is a shopper stuck in checkout: it counts as nothing got through. The next
-# rate is HEADROOM x that measured rate, so a room whose shoppers keep up grows by that factor
-# a period (it can only measure what it admitted), and one whose checkout stalls falls to what
-# gets through; bounded below by FLOOR_SHARE of the starting rate (the room never closes on a
-# slow minute) and above by the drop's max_admit_per_second. With no checkout begun or ended
-# in the window (the room is empty, or nobody admitted has reserved yet) there is nothing
-# measured, and the rate stays.
-HEADROOM = 1.5
-FLOOR_SHARE = 0.1
-WINDOW_PERIODS = 3  # the window measured is this many recomputation periods
-
-
-@dataclass(frozen=True)
-class Throughput:
-    """Admitted shoppers' checkouts of a drop, measured over `seconds` up to now."""
-
-    through: int  # ended in a checkout or left by the shopper within the window
-    open: int  # begun and not ended now (or ended by expiring within the window)
-    seconds: float
-
-
-def capacity_rate(drop: Drop, measured: Throughput) -> float | None:
-    """The rate the capacity rule sets from what was measured (None: nothing measured, the
-    rate stays)."""
-    if (measured.through == 0 and measured.open == 0) or measured.seconds <= 0:
-        return None
-    top = drop.max_admit_per_second or MAX_ADMIT_PER_SECOND
-    floor = drop.admit_per_second * FLOOR_SHARE
-    return min(top, max(floor, HEADROOM * measured.through / measured.seconds))
-
-
-def next_change(drop: Drop, now: datetime, period: float, lead: float) -> datetime | None:
-    """When a rate measured now takes effect: the first period boundary (the start plus a
-    whole number of `period`s) at least `lead` seconds ahead, so that every process has read
-    it (each reads the segments at least every `lead`) before it counts; never one in the
-    past, which would move admissions already told. None until a full period has run (nothing
-    to measure yet) or once the drop is over."""
-    if drop.admission is not Admission.CAPACITY or period <= 0:
-        return None
-    since = (now - drop.starts_at).total_seconds()
-    if since < period:
-        return None
-    at = drop.starts_at + timedelta(seconds=period * math.ceil((since + lead) / period))
-    return None if drop.ends_at is not None and at >= drop.ends_at else at
-
-
-def measure_window(drop: Drop, now: datetime, period: float) -> float:
-    """The seconds measured: the last WINDOW_PERIODS periods, none before the start."""
-    return min(period * WINDOW_PERIODS, max(0.0, (now - drop.starts_at).total_seconds()))
-
-
 @dataclass(frozen=True)
 class Standing:
     """A ticket holder's state in the room now."""
@@ -473,92 +417,3 @@ def scheduled(drop: Drop) -> DropScheduled:
                          admit_per_second=drop.admit_per_second,
                          per_customer_limit=drop.per_customer_limit,
                          channels=list(drop.channels))
-
-
-# -- draws -------------------------------------------------------------------------------------
-
-DRAW_ALGORITHM = (
-    "hmac-sha256-sort-v1: rank every entry id by the lowercase hex of "
-    "HMAC-SHA256(key = the seed's UTF-8 bytes, message = the entry id's UTF-8 bytes), "
-    "ascending (ties by entry id); the first `slots` win, the rest follow in that order when "
-    "an unclaimed right rolls over")
-
-
-def draw_key(seed: str, entry_id: str) -> str:
-    return hmac.new(seed.encode(), entry_id.encode(), hashlib.sha256).hexdigest()
-
-
-def draw_order(seed: str, entry_ids: Sequence[str]) -> list[str]:
-    """The draw's order of `entry_ids` under `seed` (DRAW_ALGORITHM): the same for anyone who
-    has the published seed and entries, and no one can steer it without the seed, which stays
-    secret until the entries are closed and the draw is stored."""
-    return sorted(entry_ids, key=lambda entry: (draw_key(seed, entry), entry))
-
-
-@dataclass(frozen=True)
-class Right:
-    """An entrant's right to reserve: granted at `opens`, lapsing at `until` unless used."""
-
-    entry_id: str
-    rank: int  # 1-based, in the draw's order
-    opens: datetime
-    until: datetime
-    claimed: bool  # the entrant reserved the drop's SKUs before `until`
-
-
-@dataclass(frozen=True)
-class Rights:
-    granted: dict[str, Right]  # every right granted by now (open, used or lapsed), by entry
-    open: int  # rights open and not yet used now: while any, a rollover may reach further
-
-
-def rights(order: Sequence[str], slots: int, opens_at: datetime, window: timedelta,
-           claims: Mapping[str, datetime], now: datetime) -> Rights:
-    """Who holds a right to reserve at `now`, by arithmetic on the clock (like the queue's
-    `admitted_through`): the first `slots` of the order hold one from `opens_at` for `window`;
-    at the end of each window every right not used in it (no claim before its end) passes to
-    the next entrant in the order, for the next window. `claims` maps an entry to when it first
-    reserved; claims never change once made, so every process computes the same answer."""
-    granted: dict[str, Right] = {}
-    start, current, reached = opens_at, list(order[:slots]), min(slots, len(order))
-    open_now = 0
-    while current:
-        end = start + window
-        for entry in current:
-            at = claims.get(entry)
-            granted[entry] = Right(entry, len(granted) + 1, start, end,
-                                   at is not None and at < end)
-        if now < end:
-            open_now = sum(1 for entry in current if not granted[entry].claimed)
-            break
-        lapsed = sum(1 for entry in current if not granted[entry].claimed)
-        current = list(order[reached:reached + lapsed])
-        reached += len(current)
-        start = end
-    return Rights(granted, open_now)
-
-
-class EntryStatus(StrEnum):
-    WAITING = "waiting"  # not drawn yet, or a right may still roll over to it
-    WON = "won"  # holds a right now, or used one
-    LOST = "lost"  # no right, and none left to roll over
-    EXPIRED = "expired"  # held a right and let it lapse
-    HELD = "held"  # held for review by the bot scoring: not in the draw
-    REFUSED = "refused"  # staff refused it on review: not in the draw
-
-
-def entry_status(entry_id: str, drawn: Rights | None, now: datetime) -> EntryStatus:
-    if drawn is None:
-        return EntryStatus.WAITING
-    right = drawn.granted.get(entry_id)
-    if right is None:
-        return EntryStatus.WAITING if drawn.open else EntryStatus.LOST
-    if right.claimed or now < right.until:
-        return EntryStatus.WON
-    return EntryStatus.EXPIRED
-
-
-def claim_opens(drop: Drop, drawn_at: datetime) -> datetime:
-    """A winner's window opens at the draw, but no sooner than the start: nobody may reserve
-    the SKUs before it, so a window spent waiting for the start would be no window at all."""
-    return max(drawn_at, drop.starts_at)
