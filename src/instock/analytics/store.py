@@ -18,7 +18,15 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from instock.analytics.model import COUNTERS, NO_LOCATION, FactKey, Level, Period
-from instock.platform.db import UTCDateTime, among, insert_for, metadata, prebuilt, upsert
+from instock.platform.db import (
+    UTCDateTime,
+    among,
+    any_of,
+    insert_for,
+    metadata,
+    prebuilt,
+    upsert,
+)
 
 facts = sa.Table(
     "analytics_facts", metadata,
@@ -205,8 +213,15 @@ async def periods_reaching(conn: AsyncConnection, since: datetime) -> dict[str, 
 
 async def load_levels(conn: AsyncConnection, skus: Iterable[str]
                       ) -> dict[tuple[str, str], Level]:
-    rows = await conn.execute(sa.select(levels).where(among(conn, levels.c.sku, sorted(skus))))
+    rows = await conn.execute(_LOAD_LEVELS(conn), {"skus": sorted(skus)})
     return {(row.sku, row.location): _level(row) for row in rows}
+
+
+# Read on every fold: built once (see `prebuilt`).
+_LOAD_LEVELS = prebuilt(lambda dialect: sa.select(levels).where(
+    any_of(dialect, levels.c.sku, "skus")))
+_OPEN_PERIODS = prebuilt(lambda dialect: sa.select(periods).where(
+    any_of(dialect, periods.c.sku, "skus"), periods.c.ended_at.is_(None)))
 
 
 def _level(row: Any) -> Level:
@@ -221,8 +236,7 @@ async def save_levels(conn: AsyncConnection, found: Mapping[tuple[str, str], Lev
 
 
 async def open_periods(conn: AsyncConnection, skus: Iterable[str]) -> dict[str, Period]:
-    rows = await conn.execute(sa.select(periods).where(
-        among(conn, periods.c.sku, sorted(skus)), periods.c.ended_at.is_(None)))
+    rows = await conn.execute(_OPEN_PERIODS(conn), {"skus": sorted(skus)})
     return {row.sku: _period(row) for row in rows}
 
 

@@ -254,8 +254,11 @@ def _item(row: Any) -> Item:
     return Item(row.sku, row.version, row.per_customer_limit, row.low_stock_threshold)
 
 
+_GET_ITEMS = prebuilt(lambda dialect: sa.select(items).where(any_of(dialect, items.c.sku, "skus")))
+
+
 async def get_items(conn: AsyncConnection, skus: Iterable[str]) -> dict[str, Item]:
-    rows = await conn.execute(sa.select(items).where(among(conn, items.c.sku, skus)))
+    rows = await conn.execute(_GET_ITEMS(conn), {"skus": list(skus)})
     return {row.sku: _item(row) for row in rows}
 
 
@@ -659,9 +662,25 @@ async def channels_of(conn: AsyncConnection, reservation_ids: Iterable[str]) -> 
     ids = sorted(set(reservation_ids))
     if not ids:
         return {}
-    rows = await conn.execute(sa.select(reservations.c.id, reservations.c.channel).where(
-        among(conn, reservations.c.id, ids)))
+    rows = await conn.execute(_CHANNELS_OF(conn), {"ids": ids})
     return {row.id: row.channel for row in rows}
+
+
+_CHANNELS_OF = prebuilt(lambda dialect: sa.select(reservations.c.id, reservations.c.channel)
+                        .where(any_of(dialect, reservations.c.id, "ids")))
+
+
+# `_ledger_after_by_arrays`' two statements, built once (PostgreSQL only: see `prebuilt`).
+_CHECKED = array_rows("k", sku=(ledger.c.sku, "skus"), location=(ledger.c.location, "locations"),
+                      version=(ledger.c.version, "versions"))
+_LEDGER_AFTER_VERSIONS = sa.select(ledger).join(_CHECKED, sa.and_(
+    ledger.c.sku == _CHECKED.c.sku, ledger.c.location == _CHECKED.c.location,
+    ledger.c.version > _CHECKED.c.version))
+_LEVELS = array_rows("k", sku=(ledger.c.sku, "skus"), location=(ledger.c.location, "locations"))
+_LEDGER_OF_UNCHECKED = (
+    sa.select(ledger).outerjoin(_LEVELS, sa.and_(ledger.c.sku == _LEVELS.c.sku,
+                                                 ledger.c.location == _LEVELS.c.location))
+    .where(any_of("postgresql", ledger.c.sku, "wanted"), _LEVELS.c.sku.is_(None)))
 
 
 async def _ledger_after_by_arrays(conn: AsyncConnection, wanted: set[str],
@@ -669,23 +688,16 @@ async def _ledger_after_by_arrays(conn: AsyncConnection, wanted: set[str],
     """`ledger_after` in two statements of fixed text whatever the number of SKUs: the new
     entries of each checkpointed level (a range scan each), and every entry of the SKUs' other
     levels (never checkpointed)."""
-    c = ledger.c
     checked = [(sku, location, version) for (sku, location), version in after.items()
                if sku in wanted]
-    skus = [sku for sku, _, _ in checked]
-    locations = [location for _, location, _ in checked]
-    versions = [version for _, _, version in checked]
+    keys = {"skus": [sku for sku, _, _ in checked],
+            "locations": [location for _, location, _ in checked]}
     entries: list[LedgerEntry] = []
     if checked:
-        keys = array_rows("k", sku=(c.sku, skus), location=(c.location, locations),
-                          version=(c.version, versions))
-        entries += map(_entry, await conn.execute(sa.select(ledger).join(keys, sa.and_(
-            c.sku == keys.c.sku, c.location == keys.c.location, c.version > keys.c.version))))
-    levels = array_rows("k", sku=(c.sku, skus), location=(c.location, locations))
+        entries += map(_entry, await conn.execute(
+            _LEDGER_AFTER_VERSIONS, {**keys, "versions": [version for _, _, version in checked]}))
     entries += map(_entry, await conn.execute(
-        sa.select(ledger).outerjoin(levels, sa.and_(c.sku == levels.c.sku,
-                                                    c.location == levels.c.location))
-        .where(among(conn, c.sku, sorted(wanted)), levels.c.sku.is_(None))))
+        _LEDGER_OF_UNCHECKED, {**keys, "wanted": sorted(wanted)}))
     return sorted(entries, key=lambda e: (e.sku, e.location, e.version))
 
 

@@ -567,14 +567,14 @@ def among(conn: AsyncConnection, column: sa.ColumnElement[Any],
     return column.in_(wanted)
 
 
-def array_rows(name: str, **columns: tuple[sa.ColumnElement[Any], Iterable[Any]]
-               ) -> sa.TableValuedAlias:
-    """PostgreSQL only: rows given as one array parameter per column, `unnest(:a, :b, ...) AS
-    name(a, b, ...)`, to join a table against many keys at once. Like `among`, one SQL text and
-    one cached compilation whatever the count; an OR of per-key conditions is built, keyed and
-    compiled anew on every call (milliseconds of the event loop for a few hundred keys)."""
-    arrays = [sa.literal(list(values), postgresql.ARRAY(column.type))
-              for column, values in columns.values()]
+def array_rows(name: str, **columns: tuple[sa.ColumnElement[Any], str]) -> sa.TableValuedAlias:
+    """PostgreSQL only: rows given as one array parameter per column (each column's parameter
+    named), `unnest(:a, :b, ...) AS name(a, b, ...)`, to join a table against many keys at
+    once. Like `any_of`, one SQL text and one cached compilation whatever the count, for a
+    prebuilt statement; an OR of per-key conditions is built, keyed and compiled anew on every
+    call (milliseconds of the event loop for a few hundred keys)."""
+    arrays = [sa.bindparam(param, type_=postgresql.ARRAY(column.type))
+              for column, param in columns.values()]
     return sa.func.unnest(*arrays).table_valued(*columns).render_derived(name=name)
 
 
