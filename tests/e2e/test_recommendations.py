@@ -131,6 +131,14 @@ async def test_a_sold_out_item_leaves_every_cached_list_within_a_second(
         await eventually(gone, "p0 gone from every list", timeout=1.5)
 
 
+async def similar_to(api: httpx.AsyncClient, product_id: str, others: set[str]) -> bool | None:
+    """True once `others` are all among the products content similarity finds like this one."""
+    body = await recs(api, session_id=f"probe-{uuid.uuid4()}", limit=50,
+                      context=f"product:{product_id}")
+    found = {i["product_id"] for i in body["items"] if i["reason"]["code"] == "content"}
+    return True if others <= found else None
+
+
 async def test_cold_start_from_preference_answers(servers: ServerFactory) -> None:
     server = await servers.start()
     catalogue = {f"a{i}": {"brand": "Acme"} for i in range(4)}
@@ -138,6 +146,10 @@ async def test_cold_start_from_preference_answers(servers: ServerFactory) -> Non
     await shop(server.base_url, {f"{p}-M": 3 for p in catalogue}, **catalogue)
     async with client(server.base_url, Role.SERVICE) as api:
         await knows(api, [f"{p}-M" for p in catalogue])
+        # knows() sees content similarity hold some attributes; the answer needs every Nova's
+        # (they are shared in batches: a local CI run once asked between two).
+        await eventually(lambda: similar_to(api, "n0", {"n1", "n2", "n3"}),
+                         "content similarity knows every Nova", timeout=20)
         answer = {"type": "preference", "session_id": "new-visitor", "attribute": "brand",
                   "value": "Nova"}
         assert (await events(api, answer)).status_code == 202
