@@ -154,3 +154,12 @@ def test_bad_capacity_drops_name_the_field(changes: dict[str, object], field: st
 def test_a_capacity_drop_passes() -> None:
     model.check_drop(capacity(max_admit_per_second=2.0))
     model.check_drop(capacity())
+
+
+def test_the_scheduled_event_tells_how_the_room_admits() -> None:
+    """Other contexts (and the bus's consumers) learn a capacity drop's admission and its
+    ceiling from `drop.scheduled.v1`; a fixed-rate drop says `fixed` and no ceiling."""
+    by_capacity = model.scheduled(capacity(max_admit_per_second=40.0))
+    assert (by_capacity.admission, by_capacity.max_admit_per_second) == ("capacity", 40.0)
+    fixed = model.scheduled(drop())
+    assert (fixed.admission, fixed.max_admit_per_second) == ("fixed", None)

@@ -22,7 +22,13 @@ class DropScheduled(DomainEvent):
     ends_at: datetime | None
     entries_close_at: datetime | None = Field(None, description=(
         "draw mode: when its entries close (the draw follows)"))
-    admit_per_second: float
+    admit_per_second: float = Field(description=(
+        "queue mode: the rate it admits at (by capacity: the starting rate)"))
+    admission: str = Field("fixed", description=(
+        "queue mode: fixed (admit_per_second throughout) or capacity (measured checkout "
+        "capacity decides the rate from the start on)"))
+    max_admit_per_second: float | None = Field(None, description=(
+        "admission by capacity: the most it admits per second (none: no ceiling of its own)"))
     per_customer_limit: int | None
     channels: list[str] = Field(description="the channels it sells on; empty: every channel")
 

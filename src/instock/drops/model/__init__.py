@@ -415,5 +415,7 @@ def scheduled(drop: Drop) -> DropScheduled:
                          starts_at=drop.starts_at, ends_at=drop.ends_at,
                          entries_close_at=drop.entries_close_at,
                          admit_per_second=drop.admit_per_second,
+                         admission=drop.admission.value,
+                         max_admit_per_second=drop.max_admit_per_second,
                          per_customer_limit=drop.per_customer_limit,
                          channels=list(drop.channels))
