@@ -19,11 +19,9 @@ from fastapi import FastAPI
 
 from instock.app import create_app
 from instock.bench.local import free_port
-from instock.drops import room as room_module
 from instock.drops.model import TicketClaims
 from instock.drops.service import DropsService
 from instock.platform.auth import Role
-from instock.platform.sse import PING
 from tests.integration.test_drops import PROOF_BITS, auth, refused, schedule, stocked, ticket
 from tests.support import make_settings
 
@@ -195,32 +193,3 @@ async def test_a_forged_or_expired_ticket_gets_no_stream(
                            admit_per_second=1)
     refused(await client.get(f"/v1/drops/{other['id']}/tickets/{mine['ticket']}/events"), 422,
             "drop-ticket-invalid", "ticket")
-
-
-async def test_a_quiet_watcher_gets_its_heartbeats_from_the_rooms_ticker(
-        database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Nothing to tell (the drop is an hour away, moves are told every 10 minutes): the
-    stream still sends its heartbeat comment, and the room's ticker is what wakes it, paced
-    with its other wake-ups, not a timer of each watcher's own (ten thousand of those made the
-    garbage that stalled a process). The watcher's own timer is put out of the test's reach."""
-    monkeypatch.setattr(room_module, "FALLBACK_TICKS", 100_000)
-    app = create_app(make_settings(database_url, tmp_path, drop_proof_bits=PROOF_BITS,
-                                   drop_room_tick_seconds=0.05, drop_room_push_seconds=600,
-                                   live_heartbeat_seconds=0.2))
-    async with served(app) as client:
-        http = (app, client)
-        await stocked(http, "quiet", {"quiet-1": 5})
-        drop = await schedule(http, skus=["quiet-1"], mode="queue", admit_per_second=1,
-                              starts_at=datetime.now(UTC) + timedelta(hours=1))
-        place = await ticket(http, drop["id"], "q1")
-        path = f"/v1/drops/{drop['id']}/tickets/{place['ticket']}/events"
-        async with client.stream("GET", path) as response:
-            assert response.status_code == 200
-            standings = beats = 0
-            async with asyncio.timeout(READ_TIMEOUT):
-                async for line in response.aiter_lines():
-                    standings += line.startswith("event: standing")
-                    beats += line == PING.strip()
-                    if beats == 3:
-                        break
-    assert standings == 1  # the first standing, then only heartbeats

@@ -52,7 +52,6 @@ TicketCount = Callable[[str], Awaitable[int]]
 WAKE_CHUNK = 8  # watchers woken per turn of the event loop (see Room._push)
 SCAN_CHUNK = 1024  # watchers looked at per turn of the event loop
 SPREAD = 0.5  # the share of a tick a tick's wake-ups are spread over
-FALLBACK_TICKS = 3  # a watcher's own heartbeat timer fires this many ticks after the room's
 EarlyKeys = Callable[[str], Awaitable[list[str]]]  # the drop's pre-start place keys, in order
 Rates = Callable[[model.Drop], Awaitable[model.Drop]]  # the drop with its stored rate segments
 
@@ -67,8 +66,8 @@ class RoomSettings:
 class Watcher:
     """One ticket holder's stream: its place, what it was last sent, and its wake-up."""
 
-    __slots__ = ("arrived_at", "beat_at", "beat_every", "held", "key", "pending", "position",
-                 "ready", "room", "sent", "sent_at")
+    __slots__ = ("arrived_at", "held", "key", "pending", "position", "ready", "room",
+                 "sent", "sent_at")
 
     def __init__(self, room: Room, place: model.Place, position: int, held: bool,
                  arrived_at: datetime) -> None:
@@ -84,10 +83,6 @@ class Watcher:
         self.sent_at = 0.0  # time.monotonic() of the last push
         self.pending: model.Live | None = None
         self.ready = asyncio.Event()
-        # Its stream's last frame (standing or heartbeat), and the heartbeat it asked for: the
-        # room's ticker wakes it for a heartbeat when due (see `next`).
-        self.beat_at = time.monotonic()
-        self.beat_every = float("inf")
 
     @property
     def drop(self) -> model.Drop:
@@ -98,23 +93,13 @@ class Watcher:
         self.ready.set()
 
     async def next(self, heartbeat: float) -> model.Live | None:
-        """The newest standing not yet sent, or None after `heartbeat` seconds of quiet.
-
-        The room's ticker wakes a quiet watcher for its heartbeat, paced with its other
-        wake-ups, rather than a timer of the watcher's own firing: ten thousand timers
-        expiring each raised a timeout through the waiting task, hundreds a second, and
-        that garbage (tracebacks hold frames) is what made the long collections that stalled
-        the process. The timer here only fires if no ticker runs (`FALLBACK_TICKS` ticks
-        late), and is cancelled unexpired otherwise."""
-        self.beat_every = heartbeat
+        """The newest standing not yet sent, or None after `heartbeat` seconds of quiet."""
         if self.pending is None:
-            late = FALLBACK_TICKS * self.room.rooms.settings.tick_seconds
             # asyncio.timeout, not wait_for: no task per wake (live/service.py's reason).
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(heartbeat + late):
+                async with asyncio.timeout(heartbeat):
                     await self.ready.wait()
         self.ready.clear()
-        self.beat_at = time.monotonic()
         view, self.pending = self.pending, None
         return view
 
@@ -225,17 +210,15 @@ class Room:
         other request of the process for that long, once per turn it needs (a request
         awaiting the database takes several). So the due are found first (yielding every
         `SCAN_CHUNK` looked at), then woken `WAKE_CHUNK` at a time, paced over
-        `SPREAD` of a tick (a sell-out reaches ten thousand within half a second). Quiet
-        watchers whose heartbeat is due are woken in the same paced turns."""
+        `SPREAD` of a tick (a sell-out reaches ten thousand within half a second)."""
         drop, now, mono = self.drop, self.rooms.clock(), time.monotonic()
         every, through = self.rooms.settings.push_seconds, self.through
         turned, self.told_sold_out = self.sold_out != self.told_sold_out, self.sold_out
-        due: list[tuple[Watcher, model.Live | None]] = []  # None: a heartbeat
+        due: list[tuple[Watcher, model.Live]] = []
         for scanned, watcher in enumerate(list(self.watchers)):  # a copy: we yield below
             if scanned % SCAN_CHUNK == SCAN_CHUNK - 1:
                 await asyncio.sleep(0)
             sent = watcher.sent
-            quiet = mono - watcher.beat_at >= watcher.beat_every
             # Most watchers, most ticks: no sell-out turned, still on the same side of the
             # line as last told, and no move worth telling yet (told too recently, or moved
             # too little for where they stand). Nothing to build for them: a standing costs
@@ -244,28 +227,21 @@ class Room:
                     and (watcher.position > through) == (sent.position > 0)
                     and not model.move_due(sent.position, max(0, watcher.position - through),
                                            mono - watcher.sent_at, every)):
-                if quiet:
-                    due.append((watcher, None))
                 continue
             view = self.view(watcher, now)
             if model.push_due(sent, view, mono - watcher.sent_at, every):
                 due.append((watcher, view))
-            elif quiet:
-                due.append((watcher, None))
         chunks = -(-len(due) // WAKE_CHUNK)
         pause = self.rooms.settings.tick_seconds * SPREAD / max(1, chunks)
-        for woken, (watcher, told) in enumerate(due, 1):
-            if woken % WAKE_CHUNK == 1 and woken > 1:
-                await asyncio.sleep(pause)
+        for woken, (watcher, view) in enumerate(due, 1):
             if watcher not in self.watchers:  # gone while we paused
                 continue
-            if told is None:
-                watcher.wake()  # nothing new: its stream sends a heartbeat
-                continue
             sent = watcher.sent
-            if told.admitted and sent is not None and not sent.admitted:
+            if view.admitted and sent is not None and not sent.admitted:
                 DROP_WAIT.observe(model.waited(drop, watcher.position, watcher.arrived_at))
-            watcher.offer(told, mono)
+            watcher.offer(view, mono)
+            if woken % WAKE_CHUNK == 0 and woken < len(due):
+                await asyncio.sleep(pause)
 
 
 class Rooms:
