@@ -20,6 +20,8 @@ from instock.recommendations.scores import EMPTY_FLOATS, EMPTY_INTS, Opinion, Sp
 
 ALS_ALPHAS = (1.0, 10.0, 40.0)
 DEFAULT_ALS_ALPHA = 10.0
+# The hybrid's ALS finds its own candidates among this many items (see LatentFactors.pool).
+SERVING_POOL = 10_000
 
 F32 = npt.NDArray[np.float32]
 
@@ -29,6 +31,12 @@ class LatentFactors:
 
     `alpha` is the confidence per count: implicit's default of 1 is far too low for click logs,
     the paper's 40 can be too high, hence it is tuned per log (see `baselines.tune_als`).
+
+    `pool`: where its own best items are looked for, the `pool` items of the largest factors
+    (ALS gives items seen more the longer vectors), so an opinion's `top` costs a product with
+    those rather than with the whole catalogue (on 100,000 items that product was most of a
+    served list's time); any item asked for by name (`at`) is still scored exactly. None: the
+    whole catalogue, as the baseline does.
     """
 
     def __init__(
@@ -38,8 +46,10 @@ class LatentFactors:
         alpha: float = DEFAULT_ALS_ALPHA,
         iterations: int = 15,
         seed: int = 0,
+        pool: int | None = None,
     ) -> None:
         self.factors = factors
+        self.pool = pool
         self.regularization = regularization
         self.alpha = alpha
         self.iterations = iterations
@@ -47,6 +57,8 @@ class LatentFactors:
         self.n_items = 0
         self._factors: F32 = np.zeros((0, factors), np.float32)
         self._yty: FloatArray = np.zeros((factors, factors))
+        self._pool: IntArray | None = None  # item codes, sorted; None: every item
+        self._pool_factors: F32 = self._factors
 
     def fit(self, log: EventLog) -> None:
         from implicit.cpu.als import AlternatingLeastSquares  # heavy import, only when used
@@ -84,6 +96,13 @@ class LatentFactors:
         self._factors = np.asarray(item_factors, np.float32)
         self.n_items = len(self._factors)
         self._yty = self._factors.T.astype(np.float64) @ self._factors
+        self._pool, self._pool_factors = None, self._factors
+        if self.pool is not None and self.n_items > self.pool:
+            norms = np.einsum("ij,ij->i", self._factors, self._factors)
+            # ties broken by item code, so the pool is the same wherever it is computed
+            order = np.lexsort((np.arange(self.n_items), -norms))
+            self._pool = np.sort(order[: self.pool]).astype(np.int64)
+            self._pool_factors = np.ascontiguousarray(self._factors[self._pool])
 
     def update(self, event: Event) -> None:
         """No-op: a shopper's new events are folded in at scoring; new items need a refit."""
@@ -105,7 +124,8 @@ class LatentFactors:
         if not len(items) or not self._yty.any():
             return Sparse(EMPTY_INTS, EMPTY_FLOATS)
         # float32 on both sides: mixing dtypes would copy the whole factor matrix per call
-        return _UserOpinion(self._factors, self._fold_in(items).astype(np.float32))
+        return _UserOpinion(self._factors, self._fold_in(items).astype(np.float32),
+                            self._pool, self._pool_factors)
 
     def score(self, ctx: Context, candidates: IntArray | None = None) -> FloatArray:
         opinion = self.opinion(ctx)
@@ -115,10 +135,13 @@ class LatentFactors:
 
 
 class _UserOpinion:
-    """A folded-in user: dot products with the item factors, all of them only for `top`."""
+    """A folded-in user: dot products with the item factors, all of them only for `top` (or
+    those of the pool, when the model has one)."""
 
-    def __init__(self, factors: F32, user: F32) -> None:
+    def __init__(self, factors: F32, user: F32, pool: IntArray | None = None,
+                 pool_factors: F32 | None = None) -> None:
         self.factors, self.user = factors, user
+        self.pool, self.pool_factors = pool, pool_factors
         self._all: FloatArray | None = None
 
     def _scores(self) -> FloatArray:
@@ -127,6 +150,8 @@ class _UserOpinion:
         return self._all
 
     def top(self, n: int) -> IntArray:
+        if self.pool is not None and self.pool_factors is not None:
+            return best(self.pool, (self.pool_factors @ self.user).astype(np.float64), n)
         scores = self._scores()
         return best(np.arange(len(scores)), scores, n)
 

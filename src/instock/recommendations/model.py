@@ -30,7 +30,7 @@ from instock.recommendations.data import (
     FloatArray,
     IntArray,
 )
-from instock.recommendations.latent import DEFAULT_ALS_ALPHA, LatentFactors
+from instock.recommendations.latent import DEFAULT_ALS_ALPHA, SERVING_POOL, LatentFactors
 from instock.recommendations.scores import EMPTY_INTS, Dense, Opinion, Sparse, best, ragged
 
 # Each component's best items that a blend considers (tuning considers the same): a list shows
@@ -818,7 +818,7 @@ def default_components(
         "sequential": SequentialRules(steps=10, context_size=1),
         "sequential_ctx": SequentialRules(steps=10, context_size=5, decay=0.5),
         "sknn": SessionKNN(),
-        "als": LatentFactors(alpha=als_alpha),
+        "als": LatentFactors(alpha=als_alpha, pool=SERVING_POOL),
         "content": ContentSimilarity(),
         "affinity_view": CustomerAffinity(only(VIEW)),
         "affinity_cart": CustomerAffinity(only(CART)),

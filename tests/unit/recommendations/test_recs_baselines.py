@@ -66,3 +66,35 @@ def test_als_is_a_hybrid_component_served_with_the_others() -> None:
     assert isinstance(default_components(1.0)["als"], LatentFactors)
     assert isinstance(serving_components(1.0)["als"], LatentFactors)
     assert set(STARTING_WEIGHTS) == set(default_components(1.0))
+
+
+def test_a_pooled_als_finds_its_best_among_the_longest_factors_and_scores_any_item() -> None:
+    """The served component looks for its own candidates among the `pool` items with the
+    longest factors (the most-seen: cheap on a big catalogue), still scores any item asked
+    for exactly, and is the baseline itself when the catalogue fits in the pool."""
+    rng = np.random.default_rng(7)
+    factors = rng.normal(size=(50, 4)).astype(np.float32)
+    factors[[3, 11, 27]] *= 10  # the three longest
+    pooled, exact = LatentFactors(factors=4, pool=3), LatentFactors(factors=4)
+    for model in (pooled, exact):
+        model.load_factors(factors)
+    context = Context.of([3, 11])
+    opinion, dense = pooled.opinion(context), exact.opinion(context).dense(50)
+    assert set(opinion.top(10).tolist()) <= {3, 11, 27}
+    assert set(opinion.top(10).tolist()) == {i for i in (3, 11, 27) if dense[i] > 0}
+    np.testing.assert_allclose(opinion.at(np.array([0, 27, 49])), dense[[0, 27, 49]],
+                               rtol=1e-5)
+    roomy = LatentFactors(factors=4, pool=50)
+    roomy.load_factors(factors)
+    assert set(roomy.opinion(context).top(5).tolist()) == set(
+        exact.opinion(context).top(5).tolist())
+
+
+def test_the_served_als_is_pooled_and_the_baseline_is_not() -> None:
+    from instock.recommendations.latent import SERVING_POOL
+    from instock.recommendations.model import default_components
+
+    served = default_components(1.0)["als"]
+    assert isinstance(served, LatentFactors) and served.pool == SERVING_POOL
+    baseline = baseline_models()["als"]
+    assert isinstance(baseline, LatentFactors) and baseline.pool is None
