@@ -327,12 +327,12 @@ async def test_a_callers_first_write_commits_with_the_pending_payment_or_not_at_
             return int(await conn.scalar(sa.text("SELECT count(*) FROM test_first")) or 0)
 
     key = new_id()
-    before = (await payments.sandbox.stats())["requests"]
+    before = (await payments.sandbox.stats()).get("requests", 0)
     with pytest.raises(RuntimeError):
         await payments.service.authorise(order_id="order-f", amount=Decimal("5"), currency="EUR",
                                          idempotency_key=key, first=broken)
     assert await payments.service.for_order("order-f") == [] and await rows() == 0
-    assert (await payments.sandbox.stats())["requests"] == before  # never asked
+    assert (await payments.sandbox.stats()).get("requests", 0) == before  # never asked
 
     payment = await payments.service.authorise(order_id="order-f", amount=Decimal("5"),
                                                currency="EUR", idempotency_key=key, first=record)
