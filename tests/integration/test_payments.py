@@ -305,3 +305,38 @@ async def test_a_callers_write_commits_with_the_providers_answer_or_not_at_all(
     captured = await payments.service.capture(again.id, idempotency_key=new_id(), then=record)
     assert captured.status is S.CAPTURED
     assert await rows() == [(again.id, "authorised"), (again.id, "captured")]
+
+
+async def test_a_callers_first_write_commits_with_the_pending_payment_or_not_at_all(
+        payments: Rig) -> None:
+    """`first` (a checkout's saga adopting its holds) runs in the transaction that records the
+    payment before the provider is asked: when it fails, nothing is recorded and the provider
+    is not asked; a retry with the key records both, and runs it again on a later retry."""
+    async with payments.db.write() as conn:
+        await conn.execute(sa.text("CREATE TABLE test_first (n INTEGER)"))
+
+    async def record(conn: AsyncConnection) -> None:
+        await conn.execute(sa.text("INSERT INTO test_first VALUES (1)"))
+
+    async def broken(conn: AsyncConnection) -> None:
+        await record(conn)
+        raise RuntimeError("the caller's write failed")
+
+    async def rows() -> int:
+        async with payments.db.read() as conn:
+            return int(await conn.scalar(sa.text("SELECT count(*) FROM test_first")) or 0)
+
+    key = new_id()
+    before = (await payments.sandbox.stats()).get("requests", 0)
+    with pytest.raises(RuntimeError):
+        await payments.service.authorise(order_id="order-f", amount=Decimal("5"), currency="EUR",
+                                         idempotency_key=key, first=broken)
+    assert await payments.service.for_order("order-f") == [] and await rows() == 0
+    assert (await payments.sandbox.stats()).get("requests", 0) == before  # never asked
+
+    payment = await payments.service.authorise(order_id="order-f", amount=Decimal("5"),
+                                               currency="EUR", idempotency_key=key, first=record)
+    assert payment.status is S.AUTHORISED and await rows() == 1
+    again = await payments.service.authorise(order_id="order-f", amount=Decimal("5"),
+                                             currency="EUR", idempotency_key=key, first=record)
+    assert again.id == payment.id and await rows() == 2

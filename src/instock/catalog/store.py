@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from instock.catalog.model import Product, Variant
-from instock.platform.db import Money, UTCDateTime, metadata
+from instock.platform.db import Money, UTCDateTime, any_of, metadata, prebuilt
 from instock.platform.errors import VersionConflict
 
 products = sa.Table(
@@ -57,12 +57,17 @@ async def existing_skus(conn: AsyncConnection, skus: Iterable[str]) -> set[str]:
     return {row.sku for row in rows}
 
 
+# Every checkout prices its lines: built once, the SKUs given at execution (see
+# `platform.db.prebuilt`).
+_PRICES = prebuilt(lambda dialect: sa.select(variants.c.sku, products.c.price,
+                                             products.c.currency)
+                   .join(products, products.c.id == variants.c.product_id)
+                   .where(any_of(dialect, variants.c.sku, "skus")))
+
+
 async def prices(conn: AsyncConnection, skus: Iterable[str]) -> dict[str, tuple[Decimal, str]]:
     """Each SKU's price and currency (its product's)."""
-    rows = await conn.execute(
-        sa.select(variants.c.sku, products.c.price, products.c.currency)
-        .join(products, products.c.id == variants.c.product_id)
-        .where(variants.c.sku.in_(list(skus))))
+    rows = await conn.execute(_PRICES(conn), {"skus": list(skus)})
     return {row.sku: (row.price, row.currency) for row in rows}
 
 

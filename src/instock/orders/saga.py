@@ -57,10 +57,11 @@ class StepFailed(Exception):
 
 
 # Steps whose effect a rerun finds done (a commit finds its reservations committed, and goes
-# on): when one succeeds, its progress is stored with the next step's own write (the
-# capture's, with the provider's answer) instead of in a transaction of its own. A crash in
-# between runs it again, which changes nothing.
-STORED_WITH_NEXT = frozenset({Step.COMMIT})
+# on; a reservation made under the saga's key is found again): when one succeeds, its progress
+# is stored with the next step's own first write (the capture's, with the provider's answer;
+# the authorisation's, with its payment recorded before the provider is asked) instead of in a
+# transaction of its own. A crash in between runs it again, which changes nothing.
+STORED_WITH_NEXT = frozenset({Step.RESERVE, Step.COMMIT})
 
 
 def pause_after(failures: int) -> timedelta:
@@ -211,20 +212,27 @@ class SagaRunner:
         in the same transaction (a transaction less per step, and the two cannot part)."""
         advanced = None
         async with self.db.write() as conn:
-            order = await store.get_order(conn, order_id)
-            if order is None:
-                raise NotFound(f"order {order_id} does not exist")
-            before, held = order.version, list(order.reservation_ids)
-            change(order, self.clock())
-            await store.update_order(conn, order, before, self.clock())
-            if order.reservation_ids != held:
-                await store.link_reservations(conn, order.id, order.reservation_ids)
-            await outbox.add(conn, order.events, correlation_id)
-            order.events.clear()
+            order = await self._change_in(conn, order_id, change, correlation_id)
             if finishing is not None:
                 advanced = await self._store_done(conn, finishing)
         if finishing is not None and advanced is not None:  # committed: the step is done
             self._done(finishing, advanced)
+        return order
+
+    async def _change_in(self, conn: AsyncConnection, order_id: str,
+                         change: Callable[[Order, datetime], None],
+                         correlation_id: str | None) -> Order:
+        """`change_order`'s read, change and write, in the caller's transaction."""
+        order = await store.get_order(conn, order_id)
+        if order is None:
+            raise NotFound(f"order {order_id} does not exist")
+        before, held = order.version, list(order.reservation_ids)
+        change(order, self.clock())
+        await store.update_order(conn, order, before, self.clock())
+        if order.reservation_ids != held:
+            await store.link_reservations(conn, order.id, order.reservation_ids)
+        await outbox.add(conn, order.events, correlation_id)
+        order.events.clear()
         return order
 
     async def _store_done(self, conn: AsyncConnection, saga: Saga, **data: Any) -> Saga:
@@ -291,13 +299,20 @@ class SagaRunner:
             except Forbidden as exc:  # e.g. drop-pass-required: the buyer may not, not yet
                 saga.data["refusal"] = exc.problem()
                 raise StepFailed(FailureKind.RESERVATION_REFUSED, str(exc)) from exc
-            held = [reservation.id]
-            saga.data["reservation_ids"] = held
+            saga.data["reservation_ids"] = [reservation.id]
+        # Stored with the authorisation's first write (STORED_WITH_NEXT): `_adopt_holds`.
+
+    async def _adopt_holds(self, conn: AsyncConnection, saga: Saga) -> None:
+        """In the transaction that records the payment, before the provider is asked: the
+        order takes the holds the reservation step made, and the saga's progress (the holds
+        in its data, the step it is at) is stored with them. A rerun does it again."""
+        held = list(_strings(saga.data.get("reservation_ids")))
 
         def adopt(o: Order, now: datetime) -> None:
             o.reservation_ids = held
 
-        await self.change_order(saga.order_id, adopt, _correlation(saga), finishing=saga)
+        await self._change_in(conn, saga.order_id, adopt, _correlation(saga))
+        await self._save(conn, saga)
 
     def _done_with_payment(self, saga: Saga, reached: Collection[PaymentStatus]
                            ) -> tuple[AlsoWrite, Callable[[], None]]:
@@ -322,7 +337,8 @@ class SagaRunner:
         try:
             payment = await self.payments.authorise(
                 order_id=saga.order_id, amount=terms.total, currency=terms.currency,
-                idempotency_key=f"saga:{saga.id}:authorise", then=store_done)
+                idempotency_key=f"saga:{saga.id}:authorise", then=store_done,
+                first=lambda conn: self._adopt_holds(conn, saga))
         except PaymentDeclined as exc:
             # Whose attempt failed, said with the saga's failure (`_drive`), so once per
             # checkout: a rerun after a crash before that is refused again (the payment stays

@@ -31,8 +31,9 @@ from instock.orders.model import (
 from instock.platform.db import (
     Money,
     UTCDateTime,
-    dialect_insert,
+    insert_for,
     metadata,
+    prebuilt,
     rows_where,
     set_where,
 )
@@ -153,14 +154,23 @@ def _order(row: Any) -> Order:
         refund_refs=list(row.refund_refs), version=row.version)
 
 
+# Every checkout inserts its order, its saga and (from a cart, or once it holds its stock) the
+# order's reservations: built once, the values given at execution (see `platform.db.prebuilt`).
+_INSERT_ORDER = orders.insert()
+_INSERT_KEYED_ORDER = prebuilt(lambda dialect: insert_for(dialect, orders)
+                               .on_conflict_do_nothing().returning(orders.c.id))
+_LINK = prebuilt(lambda dialect: insert_for(dialect, order_reservations)
+                 .on_conflict_do_nothing())
+_INSERT_SAGA = sagas.insert()
+
+
 async def insert_order(conn: AsyncConnection, order: Order, now: datetime,
                        idempotency_scope: str | None = None) -> bool:
     """Insert the order; False (nothing written) if one was placed with this scope already."""
     row = {**_order_row(order, now), "idempotency_scope": idempotency_scope}
     if idempotency_scope is None:
-        await conn.execute(orders.insert().values(row))
-    elif await conn.scalar(dialect_insert(conn, orders).values(row)
-                           .on_conflict_do_nothing().returning(orders.c.id)) is None:
+        await conn.execute(_INSERT_ORDER, row)
+    elif (await conn.execute(_INSERT_KEYED_ORDER(conn), row)).first() is None:
         return False
     await link_reservations(conn, order.id, order.reservation_ids)
     return True
@@ -169,9 +179,8 @@ async def insert_order(conn: AsyncConnection, order: Order, now: datetime,
 async def link_reservations(conn: AsyncConnection, order_id: str,
                             reservation_ids: Sequence[str]) -> None:
     if reservation_ids:
-        await conn.execute(dialect_insert(conn, order_reservations).values(
-            [{"reservation_id": r, "order_id": order_id} for r in reservation_ids])
-            .on_conflict_do_nothing())
+        await conn.execute(_LINK(conn), [{"reservation_id": r, "order_id": order_id}
+                                         for r in reservation_ids])
 
 
 async def holders(conn: AsyncConnection, reservation_ids: Sequence[str]
@@ -325,9 +334,9 @@ def _saga(row: Any) -> Saga:
 
 async def insert_saga(conn: AsyncConnection, saga: Saga, now: datetime, owner: str | None,
                       lease_until: datetime | None) -> None:
-    await conn.execute(sagas.insert().values(
-        id=saga.id, **_saga_row(saga), lease_owner=owner, lease_until=lease_until, version=1,
-        created_at=now, updated_at=now))
+    await conn.execute(_INSERT_SAGA, {
+        "id": saga.id, **_saga_row(saga), "lease_owner": owner, "lease_until": lease_until,
+        "version": 1, "created_at": now, "updated_at": now})
 
 
 async def save_saga(conn: AsyncConnection, saga: Saga, owner: str, now: datetime,

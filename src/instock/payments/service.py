@@ -46,6 +46,10 @@ CURRENCY = re.compile(r"^[A-Z]{3}$")
 # part and the step costs no transaction of its own. Called with the payment as stored (it
 # decides from its status); not called when the provider was not asked (nothing new to store).
 AlsoWrite = Callable[[AsyncConnection, Payment], Awaitable[None]]
+# A caller's own write, made in the transaction that records an authorisation `pending`, before
+# the provider is asked (also when a rerun finds it recorded): the checkout's saga stores the
+# order's holds and its progress there, a transaction less per checkout.
+FirstWrite = Callable[[AsyncConnection], Awaitable[None]]
 
 
 class PaymentsService:
@@ -57,16 +61,18 @@ class PaymentsService:
         self.webhook_tolerance = webhook_tolerance_seconds
 
     async def authorise(self, *, order_id: str, amount: Decimal, currency: str,
-                        idempotency_key: str, then: AlsoWrite | None = None) -> Payment:
+                        idempotency_key: str, then: AlsoWrite | None = None,
+                        first: FirstWrite | None = None) -> Payment:
         """Hold `amount` for the order; returns the payment, `authorised`. Raises
         PaymentDeclined (402), PaymentUnavailable (503; the outcome may be unknown: retry with
         the same key), CircuitOpen (503, no call made). `then`: the caller's own write, made in
-        the transaction that stores the provider's answer (see `AlsoWrite`)."""
+        the transaction that stores the provider's answer (see `AlsoWrite`); `first`: one made
+        in the transaction that records the payment before the provider is asked."""
         currency = currency.upper()
         minor = _minor(amount, currency)
         _check_key(idempotency_key)
         payment = await self._record(model.pending(new_id(), order_id, self.provider.name, amount,
-                                                   currency, idempotency_key, utcnow()))
+                                                   currency, idempotency_key, utcnow()), first)
         if (payment.order_id, payment.amount, payment.currency) != (order_id, amount, currency):
             raise IdempotencyKeyReused(
                 f"idempotency key {idempotency_key!r} was used for {payment.amount} "
@@ -160,9 +166,11 @@ class PaymentsService:
         async with self.db.read() as conn:
             return await store.of_order(conn, order_id)
 
-    async def _record(self, payment: Payment) -> Payment:
+    async def _record(self, payment: Payment, first: FirstWrite | None = None) -> Payment:
         """The payment of this key: the new one, or the one a first attempt recorded."""
         async with self.db.write() as conn:
+            if first is not None:
+                await first(conn)
             if await store.add(conn, payment):
                 return payment
             existing = await store.by_key(conn, payment.idempotency_key)

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from instock.payments.model import Payment, PaymentStatus
-from instock.platform.db import Money, UTCDateTime, dialect_insert, metadata
+from instock.platform.db import Money, UTCDateTime, insert_for, metadata, prebuilt
 
 payments = sa.Table(
     "payments", metadata,
@@ -40,15 +40,18 @@ def _payment(row: Any) -> Payment:
                    row.amount_refunded, row.decline_reason, row.updated_at, row.idempotency_key)
 
 
+# Every authorisation records its payment first: built once (see `platform.db.prebuilt`).
+_ADD = prebuilt(lambda dialect: insert_for(dialect, payments).on_conflict_do_nothing()
+                .returning(payments.c.id))
+
+
 async def add(conn: AsyncConnection, payment: Payment) -> bool:
     """Record a new payment; False (and nothing written) when its key is already taken."""
     values = {column: getattr(payment, column) for column in MUTABLE}
-    inserted = await conn.execute(
-        dialect_insert(conn, payments).values(
-            id=payment.id, order_id=payment.order_id, provider=payment.provider,
-            idempotency_key=payment.idempotency_key, amount=payment.amount,
-            currency=payment.currency, created_at=payment.updated_at, **values)
-        .on_conflict_do_nothing().returning(payments.c.id))
+    inserted = await conn.execute(_ADD(conn), {
+        "id": payment.id, "order_id": payment.order_id, "provider": payment.provider,
+        "idempotency_key": payment.idempotency_key, "amount": payment.amount,
+        "currency": payment.currency, "created_at": payment.updated_at, **values})
     return inserted.first() is not None
 
 

@@ -1,0 +1,135 @@
+"""The checkout saga's writes, transaction by transaction (issue 17): the order adopts the holds
+its reservation step made, and the saga stores that step done, in the transaction that records
+the payment before the provider is asked, not in one of their own; a rerun after a crash in
+between finds the reservation again and adopts it then. On a real database, paying through the
+payment sandbox as a real process."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from instock.app import Container, build
+from instock.inventory.model import Line, ReservationStatus
+from instock.orders.model import OrderStatus, SagaStatus, Step
+from instock.platform.db import Database
+from tests.integration.helpers import stocked
+from tests.payment_sandbox import Sandbox, payment_sandbox
+from tests.support import make_settings
+
+SKU = "TEE-01"
+
+
+@pytest.fixture(scope="module")
+def running_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
+    with payment_sandbox(tmp_path_factory.mktemp("sandbox")) as running:
+        yield running
+
+
+@pytest.fixture
+async def c(database_url: str, tmp_path: Path, running_sandbox: Sandbox
+            ) -> AsyncIterator[Container]:
+    await running_sandbox.reset()
+    container = build(make_settings(database_url, tmp_path, payment_provider="sandbox",
+                                    payments_url=running_sandbox.url))
+    await stocked(container, SKU, 5)
+    yield container
+    await container.close()
+
+
+class Transactions:
+    """The statements of each write transaction committed through `db`, in commit order."""
+
+    def __init__(self, db: Database) -> None:
+        self.engine = db.engine.sync_engine
+        self.open: dict[int, list[str]] = {}
+        self.committed: list[list[str]] = []
+
+    def statement(self, conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        self.open.setdefault(id(conn), []).append(" ".join(statement.split()))
+
+    def commit(self, conn: Any) -> None:
+        self.committed.append(self.open.pop(id(conn), []))
+
+    def __enter__(self) -> Transactions:
+        sa.event.listen(self.engine, "before_cursor_execute", self.statement)
+        sa.event.listen(self.engine, "commit", self.commit)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        sa.event.remove(self.engine, "before_cursor_execute", self.statement)
+        sa.event.remove(self.engine, "commit", self.commit)
+
+    def holding(self, start: str) -> list[list[str]]:
+        return [tx for tx in self.committed if any(s.startswith(start) for s in tx)]
+
+
+async def test_the_holds_are_adopted_with_the_payment_recorded_before_the_provider_call(
+        c: Container, running_sandbox: Sandbox) -> None:
+    with Transactions(c.db) as seen:
+        order, saga = await c.orders.checkout(channel="web", customer_id="ann",
+                                              lines=[Line(SKU, 2)])
+    assert order.status is OrderStatus.PAID and saga.status is SagaStatus.COMPLETED
+    [reservation_id] = order.reservation_ids
+    assert (await c.inventory.get_reservation(reservation_id)).status is \
+        ReservationStatus.COMMITTED
+    assert await c.orders.holders({reservation_id}) == {reservation_id: (order.id,
+                                                                         OrderStatus.PAID)}
+    # The payment is recorded (pending) in one transaction with the order's adoption of its
+    # holds and the saga's progress; no transaction adopts them alone.
+    [recorded] = seen.holding("INSERT INTO payments")
+    assert any(s.startswith("UPDATE orders") for s in recorded)
+    assert any(s.startswith("INSERT INTO order_reservations") for s in recorded)
+    assert any(s.startswith("UPDATE sagas") for s in recorded)
+    adoptions = seen.holding("INSERT INTO order_reservations")
+    assert adoptions == [recorded]
+    stats = await running_sandbox.stats()
+    assert (stats["intents_created"], stats["captures"]) == (1, 1)
+
+
+class Crash(BaseException):
+    """The process dies here: nothing after it runs (not an Exception: no step catches it)."""
+
+
+async def test_a_rerun_after_the_reservation_finds_it_and_adopts_it(
+        c: Container, database_url: str, tmp_path: Path, running_sandbox: Sandbox) -> None:
+    """A crash right after the reservation step (its progress not stored yet): the saga, run
+    again from its stored state by another process, gets the same reservation back, adopts it
+    with the payment recorded, and the checkout completes."""
+    steps = c.orders.runner._steps
+    reserve = steps[Step.RESERVE]
+    reached: list[str] = []
+
+    async def reserve_then_crash(saga: Any) -> None:
+        await reserve(saga)
+        reached.extend(saga.data["reservation_ids"])
+        raise Crash
+
+    steps[Step.RESERVE] = reserve_then_crash
+    with pytest.raises(Crash):
+        await c.orders.checkout(channel="web", customer_id="bob", lines=[Line(SKU, 1)])
+    steps[Step.RESERVE] = reserve
+    [order] = await c.orders.find("bob", None)
+    [stored] = await c.orders.sagas(order.id)
+    assert stored.step is Step.RESERVE and order.reservation_ids == [] and len(reached) == 1
+
+    # Another process takes the saga over once the dead one's lease has run out.
+    async with c.db.write() as conn:
+        await conn.execute(sa.text("UPDATE sagas SET lease_until = NULL WHERE id = :s"),
+                           {"s": stored.id})
+    other = build(make_settings(database_url, tmp_path / "other", payment_provider="sandbox",
+                                payments_url=running_sandbox.url))
+    try:
+        done = await other.orders.runner.drive(stored.id)
+    finally:
+        await other.close()
+    assert done.status is SagaStatus.COMPLETED
+    paid = await c.orders.get(order.id)
+    assert paid.status is OrderStatus.PAID and paid.reservation_ids == reached
+    reservation = await c.inventory.get_reservation(reached[0])
+    assert reservation.status is ReservationStatus.COMMITTED
+    assert (await c.inventory.stock(SKU)).totals.committed == 1
