@@ -102,9 +102,14 @@ def test_small_logs_get_more_epochs_for_enough_updates() -> None:
     pytest.importorskip("torch")
     log = routes_split(n_sessions=300).train
     runs = len(neural.windows(log, 20))
-    model = neural.GRU4Rec(factors=8, batch_size=64)
+    model = neural.GRU4Rec(factors=8, batch_size=16)
     model.fit(log)
-    assert model.epochs_done * -(-runs // 64) >= neural.MIN_UPDATES > neural.DEFAULT_EPOCHS
+    assert model.epochs_done * -(-runs // 16) >= neural.MIN_UPDATES
+    assert neural.DEFAULT_EPOCHS < model.epochs_done < neural.MAX_EPOCHS
+    # ... up to a limit: a log of a few sequences would take thousands
+    tiny = EventLog.build([0, 0, 0, 1, 1], [0, 1, 2, 1, 2], range(5))
+    model.fit(tiny)
+    assert model.epochs_done == neural.MAX_EPOCHS
 
 
 def test_the_tuner_keeps_it_only_when_validation_gains() -> None:
