@@ -13,7 +13,7 @@ PROMTOOL := /usr/bin/promtool
 HAPROXY := /usr/sbin/haproxy
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint venv proto clean lock audit fleet spark
+.PHONY: run test lint venv proto clean lock audit fleet spark neural
 
 # Every package of the tree, pinned with its hashes (requirements.lock, made from pyproject.toml
 # by `make lock`), pip and the build backend included; then instock itself on top, resolving
@@ -33,6 +33,16 @@ $(SPARK_STAMP): $(STAMP) pyproject.toml
 	touch $@
 
 spark: $(SPARK_STAMP)
+
+# PyTorch (CPU) for the hybrid's neural sequential component (the `neural` extra of
+# pyproject.toml, recommendations/neural.py): on demand only, it is not in requirements.lock.
+# Without it `recs evaluate` does not offer the component and says so in its `chosen`.
+NEURAL_STAMP := $(VENV)/.neural
+$(NEURAL_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/pip install --quiet --no-build-isolation -e '.[neural]'
+	touch $@
+
+neural: $(NEURAL_STAMP)
 
 # The gRPC stubs (src/instock/rpc/*_pb2*.py), generated from proto/ by grpcio-tools: built
 # here, never committed. After a change to a .proto, `make proto` (any target below does it).

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from instock.recommendations import comparison
+from instock.recommendations import comparison, neural
 from instock.recommendations.baselines import baseline_models, tune_als
 from instock.recommendations.data import VIEW, IntArray, kind_code
 from instock.recommendations.latent import DEFAULT_ALS_ALPHA
@@ -310,11 +310,13 @@ def tune_hybrid(
     fitted: Mapping[str, Component] | None = None,
     budget_seconds: float = DEFAULT_BUDGET_SECONDS,
     started: float | None = None,
+    offer_neural: bool = False,
 ) -> Chosen:
     """The hybrid's components, hyper-parameters and weights, chosen on the validation split of
-    the training data within the budget (see `search.choose`)."""
+    the training data within the budget (see `search.choose`; the neural component only when
+    offered: the offline evaluation does, a serving refit does not)."""
     return choose(tune, _sample(positions, MAX_TUNING_TARGETS), k, budget_seconds, progress,
-                  fitted, started)
+                  fitted, started, offer_neural)
 
 
 def _tune(data: Dataset, target: str, k: int, budget_seconds: float,
@@ -326,7 +328,7 @@ def _tune(data: Dataset, target: str, k: int, budget_seconds: float,
     als_valid = _sample(valid, MAX_ALS_TUNING_TARGETS)
     als, als_scores = tune_als(data.tune, als_valid, k, progress=progress)
     chosen = tune_hybrid(data.tune, valid, k, progress, {"als": als} if als else None,
-                         budget_seconds, began)
+                         budget_seconds, began, offer_neural=True)
     return chosen, {
         "weights": chosen.weights,
         "validation_targets": len(valid),
@@ -383,7 +385,8 @@ def evaluate(
         weights = tuning.pop("weights")
         configured = chosen.components(split.time_span, tuning["als_alpha"])
         used = {n: c for n, c in configured.items() if weights[n] > 0}
-        models = {"instock": Hybrid(used, weights), **baseline_models(tuning["als_alpha"])}
+        models = {"instock": Hybrid(used, weights), **baseline_models(tuning["als_alpha"]),
+                  **neural.as_tried(chosen.neural)}
         results, ranks = _run(models, split, positions, k, progress)
     return {
         "dataset": data.name,
@@ -397,7 +400,7 @@ def evaluate(
             used, weights, als_alpha=tuning["als_alpha"], tuned_on=tuning["tuned_on"],
             searched=chosen.trials, validation_objective=chosen.validation_objective,
             budget_seconds=budget_seconds, budget_spent=chosen.budget_spent,
-            seconds=tuning["seconds"]),
+            seconds=tuning["seconds"], neural=chosen.neural),
         "weights": weights,
         "tuning": tuning,
         "catalogue": split.n_train_items,

@@ -8,6 +8,11 @@ component's row at the candidates already collected (`tuning.rescored`), the wei
 re-tuned from the current ones, and the variant is kept if validation HR@k + MRR@k gains at
 least MIN_GAIN. Which components are used at all is the weights' business: a weight of 0 drops
 a component.
+
+Before the variants, when `offer_neural` (the offline evaluation; a serving refit does not) and
+PyTorch is installed, the neural sequential component (`neural.GRU4Rec`) is trained on a share
+of the budget, added as one more row at the collected candidates, and kept on the same terms:
+only if validation HR@k + MRR@k gains at least MIN_GAIN. `Chosen.neural` says what happened.
 """
 
 from __future__ import annotations
@@ -19,12 +24,15 @@ from typing import Any
 
 import numpy as np
 
-from instock.recommendations.comparison import constructor_arguments
+from instock.recommendations import neural
+from instock.recommendations.comparison import constructor_arguments, hyper_parameters
 from instock.recommendations.data import IntArray
 from instock.recommendations.latent import DEFAULT_ALS_ALPHA
 from instock.recommendations.model import Component, Hybrid, default_components
 from instock.recommendations.protocol import Progress, Split
 from instock.recommendations.tuning import (
+    Candidates,
+    added,
     blended_ranks,
     collect,
     objective,
@@ -38,6 +46,12 @@ VARIANT_ROUNDS = 2
 # A variant is kept only if validation HR@k + MRR@k gains at least this much: on a few thousand
 # targets smaller gains are noise, and chasing them trades the test's MRR for validation HR.
 MIN_GAIN = 0.001
+# The neural component's share of the budget (its epochs stop within it), and the least time
+# worth training it in: less gives a model that cannot earn its place.
+NEURAL_SHARE = 0.3
+NEURAL_MIN_SECONDS = 5.0
+NOT_IN_SERVING = "not offered by a serving refit (offline evaluation only)"
+NO_TORCH = "PyTorch is not installed (`make neural`)"
 
 # (component, changed hyper-parameters): the ones the session-rec benchmark found to matter
 # most first (sequential rules' steps, session-kNN's neighbours), then ALS's size, co-occurrence
@@ -69,9 +83,16 @@ class Chosen:
     trials: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
     budget_spent: bool = False
+    # offered, tried, kept, weight, hyper_parameters, the validation objective with and
+    # without it and of it alone, training seconds; or why it was not offered or not tried
+    neural: dict[str, Any] = field(
+        default_factory=lambda: {"offered": False, "reason": NOT_IN_SERVING})
 
     def components(self, time_span: float, als_alpha: float) -> dict[str, Component]:
-        return configured(time_span, self.changes, als_alpha)
+        made = configured(time_span, self.changes, als_alpha)
+        if self.neural.get("kept"):
+            made[neural.NAME] = neural.GRU4Rec(**self.neural["hyper_parameters"])
+        return made
 
 
 def variant(component: Component, change: Mapping[str, Any]) -> Component:
@@ -100,18 +121,20 @@ def choose(
     progress: Progress | None = None,
     fitted: Mapping[str, Component] | None = None,
     started: float | None = None,
+    offer_neural: bool = False,
 ) -> Chosen:
     """The hybrid for this log, chosen on `positions` of the validation split `tune`.
 
     `fitted` components (already fitted on `tune.train`) replace default ones of the same name.
     The budget counts from `started` (perf_counter; default now): the base configuration is
-    always tuned, variants only while time is left.
+    always tuned, the neural component (`offer_neural`) and variants only while time is left.
     """
     began = time.perf_counter() if started is None else started
     components: dict[str, Component] = {**default_components(tune.time_span), **(fitted or {})}
     changes: dict[str, dict[str, Any]] = {}
     if not len(positions):
-        return Chosen(changes, dict.fromkeys(components, 1.0), 0.0)
+        return Chosen(changes, dict.fromkeys(components, 1.0), 0.0,
+                      neural=_untried(offer_neural, "no validation targets"))
     train = tune.train
     for name, model in components.items():
         if name not in (fitted or {}):
@@ -121,6 +144,16 @@ def choose(
     best = objective(blended_ranks(cands, _value(weights, cands.names)), k)
     trials: list[dict[str, Any]] = [{"component": None, "change": {}, "objective": round(best, 4),
                                      "kept": True}]
+    report = _untried(offer_neural, "")
+    if report["offered"]:
+        left = budget_seconds - (time.perf_counter() - began)
+        share = min(NEURAL_SHARE * budget_seconds, left)
+        cands, weights, best, report = _try_neural(tune, positions, k, cands, weights, best,
+                                                   share, progress)
+        if report.get("tried"):
+            trials.append({"component": neural.NAME, "change": report["hyper_parameters"],
+                           "objective": report["validation_objective_with"],
+                           "kept": report["kept"]})
     spent = False
     todo = [(name, change) for name, change in VARIANTS if name in components]
     for done, (name, change) in enumerate(todo, start=1):
@@ -141,4 +174,50 @@ def choose(
         if progress is not None:
             progress("search: component variants", done, len(todo))
     return Chosen(changes, weights, round(best, 4), trials,
-                  round(time.perf_counter() - began, 2), spent)
+                  round(time.perf_counter() - began, 2), spent, report)
+
+
+def _untried(offer: bool, reason: str) -> dict[str, Any]:
+    """The neural report before (or instead of) a try: whether it is offered at all, and why
+    not."""
+    if not offer:
+        return {"offered": False, "reason": NOT_IN_SERVING}
+    if not neural.available():
+        return {"offered": False, "reason": NO_TORCH}
+    return {"offered": True, "tried": False, "kept": False, "reason": reason}
+
+
+def _try_neural(tune: Split, positions: IntArray, k: int, cands: Candidates,
+                weights: dict[str, float], best: float, seconds: float,
+                progress: Progress | None
+                ) -> tuple[Candidates, dict[str, float], float, dict[str, Any]]:
+    """The neural component trained for at most `seconds`, added to the candidates' scores,
+    the weights tuned again from the current ones; kept only if validation gains MIN_GAIN.
+
+    Returns the candidates, weights and validation objective to go on with (unchanged unless
+    kept) and the report."""
+    if seconds < NEURAL_MIN_SECONDS:
+        return cands, weights, best, _untried(True, f"budget left ({max(seconds, 0.0):.1f} s) "
+                                              f"below {NEURAL_MIN_SECONDS:g} s")
+    model = neural.GRU4Rec(max_seconds=seconds)
+    if progress is not None:
+        model.progress = lambda done, total: progress(f"search: {neural.NAME} epochs", done,
+                                                      total)
+    model.fit(tune.train)
+    trial = added(cands, neural.NAME, model, tune, positions)
+    trial_weights = tune_weights(trial, k, start=weights)
+    value = objective(blended_ranks(trial, _value(trial_weights, trial.names)), k)
+    alone = objective(blended_ranks(trial, _value({neural.NAME: 1.0}, trial.names)), k)
+    kept = value >= best + MIN_GAIN and trial_weights[neural.NAME] > 0
+    # what a refit trains: the epochs done within the share, then no time limit
+    final = variant(model, {"epochs": max(model.epochs_done, 1), "max_seconds": None})
+    report = {"offered": True, "tried": True, "kept": kept,
+              "weight": trial_weights[neural.NAME] if kept else 0.0,
+              "hyper_parameters": hyper_parameters(final),
+              "validation_objective_with": round(value, 4),
+              "validation_objective_without": round(best, 4),
+              "validation_objective_alone": round(alone, 4),
+              "train_seconds": model.fit_seconds, "share_seconds": round(seconds, 2)}
+    if kept:
+        return trial, trial_weights, value, report
+    return cands, weights, best, report

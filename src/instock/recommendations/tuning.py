@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 import numpy as np
+import numpy.typing as npt
 
 from instock.recommendations.data import FloatArray, IntArray
 from instock.recommendations.model import CANDIDATES, Component, Hybrid, normalise
@@ -140,12 +141,26 @@ def rescored(c: Candidates, name: str, component: Component, split: Split,
     proposes mostly the same items, and the final evaluation ranks what the chosen hybrid
     itself proposes.
     """
+    scores = c.scores.copy()
+    scores[c.names.index(name)] = _row(c, component, split, positions)
+    return replace(c, scores=scores)
+
+
+def added(c: Candidates, name: str, component: Component, split: Split,
+          positions: IntArray) -> Candidates:
+    """`c` with one more (fitted) component's row, scored at the same candidates (as
+    `rescored`: the items it alone would propose are left out of tuning, not of evaluation)."""
+    row = _row(c, component, split, positions)
+    return replace(c, names=[*c.names, name], scores=np.vstack([c.scores, row[np.newaxis]]))
+
+
+def _row(c: Candidates, component: Component, split: Split,
+         positions: IntArray) -> npt.NDArray[np.float32]:
+    """A component's normalised scores at every column of `c`."""
     row = np.zeros(c.scores.shape[1], np.float32)
     bounds = np.r_[0, np.cumsum(np.bincount(c.segment, minlength=c.n_targets))]
     for t, pos in enumerate(positions):
         lo, hi = int(bounds[t]), int(bounds[t + 1])
         opinion = component.opinion(split.context_at(int(pos)))
         row[lo:hi] = normalise(opinion.at(c.items[lo:hi]))
-    scores = c.scores.copy()
-    scores[c.names.index(name)] = row
-    return replace(c, scores=scores)
+    return row
