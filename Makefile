@@ -96,10 +96,13 @@ test: $(STAMP) $(STUBS) $(CHROMIUM) $(PROMTOOL) $(HAPROXY)
 	$(BIN)/pytest -q -n 2 --dist loadfile -m "not serial" --durations=30
 	$(BIN)/pytest -q -m serial --durations=10
 
-# After a change to the dependencies in pyproject.toml.
+# After a change to the dependencies in pyproject.toml. Extras stay in the lock: a package that
+# depends on `X[extra]` makes pip's hash-checking install look for `X[extra]` on the index, and
+# when X had a release newer than the pinned one (cachecontrol 0.15.0 for pip-audit's
+# `CacheControl[filecache]`) a lock with the extra stripped failed on a fresh machine.
 lock: $(STAMP)
 	$(BIN)/pip-compile --quiet --extra dev --all-build-deps --generate-hashes --allow-unsafe \
-		--strip-extras --no-header --output-file requirements.lock pyproject.toml
+		--no-header --output-file requirements.lock pyproject.toml
 
 # Known vulnerabilities in the locked tree (needs pypi.org; says so and exits 3 without it).
 audit: $(STAMP)
