@@ -72,9 +72,11 @@ FLEET = {
     "notifications": {"notifications", "webhooks", "channels"},
     "storefront": {"web", "graphql", "analytics", "reconciliation"},
 }
-# The names INSTOCK_SERVICES takes: each context with an api.py, the pages, GraphQL.
-CONTEXTS = {p.parent.name for p in (ROOT / "src" / "instock").glob("*/api.py")} | {
-    "web", "graphql"}
+# The names INSTOCK_SERVICES takes: each context with an api.py (or an api/ package), the
+# pages, GraphQL.
+CONTEXTS = {p.relative_to(ROOT / "src" / "instock").parts[0]
+            for p in (ROOT / "src" / "instock").glob("*/api*")
+            if p.name == "api.py" or (p / "__init__.py").exists()} | {"web", "graphql"}
 GRPC_SERVICES = {"inventory", "recommendations"}  # the contexts that serve gRPC
 # Settings the manifests set that instock.config.Settings gained with services apart (issue
 # 22): tolerated as unknown should these manifests land first; checked like any other after.
@@ -493,7 +495,7 @@ def context_of(route: Any) -> str | None:
         return "web"
     if module.startswith("strawberry.") and route.path == "/graphql":
         return "graphql"
-    found = re.fullmatch(r"instock\.([a-z_]+)\.api", module)
+    found = re.fullmatch(r"instock\.([a-z_]+)\.api(?:\.[a-z_]+)?", module)  # api.py or api/
     assert found and found[1] in CONTEXTS, f"{route.path}: whose is {module}?"
     return found[1]
 
