@@ -63,7 +63,7 @@ from instock.analytics.forecast import (
     seasonal_profile,
 )
 from instock.recommendations.data import PURCHASE, kind_code
-from instock.recommendations.evaluate import FormatError, RawEvents, parse_time, read_taobao
+from instock.recommendations.logs import FormatError, RawEvents, parse_time, read_taobao
 
 FORMATS: tuple[str, ...] = ("taobao", "csv")
 LEVELS: tuple[str, ...] = ("category", "sku")

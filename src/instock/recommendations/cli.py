@@ -90,7 +90,8 @@ def evaluate_command(
 ) -> None:
     """HR@k, MRR@k, NDCG@k and coverage of instock's hybrid and the baselines on one data set."""
     # imported here: NumPy/SciPy/implicit would slow down every other `instock` command
-    from instock.recommendations.evaluate import FormatError, evaluate
+    from instock.recommendations.evaluate import evaluate
+    from instock.recommendations.logs import FormatError
 
     if not data.exists():
         raise typer.BadParameter(f"{data} does not exist", param_hint="--data")
@@ -171,7 +172,7 @@ def train_command(
     """Fit the served components' statistics (co-occurrence, sequential rules, popularity with
     decay, ALS) from a log and publish them as an artefact (INSTOCK_RECS_ARTEFACTS loads it)."""
     from instock.recommendations.artefacts import ArtefactError, publish
-    from instock.recommendations.evaluate import FormatError
+    from instock.recommendations.logs import FormatError
     from instock.recommendations.training import EmptyLog
 
     if (data is None) == (not from_db):
@@ -202,7 +203,7 @@ def train_command(
                     events = spark.parse_rows(spark.csv_rows(session, data))
                 artefact = spark.train(session, events, progress=step)
         else:
-            from instock.recommendations.evaluate import read_csv_log
+            from instock.recommendations.logs import read_csv_log
             from instock.recommendations.training import train_local
 
             if raw is None:
@@ -245,7 +246,7 @@ def stream_command(
     """Keep an artefact current: count new events as they land, publish a new version a batch."""
     session = _spark_session(master)
     from instock.recommendations import spark_stream
-    from instock.recommendations.evaluate import FormatError
+    from instock.recommendations.logs import FormatError
 
     err = Console(stderr=True)
     try:

@@ -519,7 +519,7 @@ def fit(snapshot: Snapshot, history: Sequence[Mapping[str, Any]], k: int = 20,
     positions = target_positions(split)
     tuned = len(positions) >= MIN_TUNING_TARGETS
     if tuned:
-        from instock.recommendations.evaluate import tune_hybrid  # loaders: not on every import
+        from instock.recommendations.evaluate import tune_hybrid  # heavy: not on every import
 
         chosen = tune_hybrid(split, positions, k, budget_seconds=budget_seconds)
         weights, changes = chosen.weights, chosen.changes

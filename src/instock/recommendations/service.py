@@ -1,4 +1,4 @@
-"""Recommendation use cases against the live system (offline evaluation: evaluate.py).
+"""Recommendation use cases against the live system (offline: evaluate.py and logs.py).
 
 Behaviour events are stored and published in one transaction; every API process's engine hears
 them (and stock, product and order events) from the bus and learns within a second. Lists are

@@ -27,7 +27,7 @@ from pyspark.sql import types as T
 
 from instock.recommendations.artefacts import Artefacts, statistics
 from instock.recommendations.data import FloatArray
-from instock.recommendations.evaluate import RawEvents, check_csv_header, csv_event
+from instock.recommendations.logs import RawEvents, check_csv_header, csv_event
 from instock.recommendations.protocol import Progress
 from instock.recommendations.training import (
     AlsSettings,

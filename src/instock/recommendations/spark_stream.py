@@ -33,7 +33,7 @@ from pyspark.sql import types as T
 from instock.recommendations import artefacts as files
 from instock.recommendations import spark as engine
 from instock.recommendations.artefacts import statistics
-from instock.recommendations.evaluate import STREAM_COLUMNS
+from instock.recommendations.logs import STREAM_COLUMNS
 from instock.recommendations.training import AlsSettings, parameters
 
 # Event positions of batch b start at (b + 2) << 40: after the training log's (batch -1), in

@@ -22,8 +22,8 @@ from instock.platform.bus import Envelope
 from instock.platform.bus.consumer import ConsumerSpec, gathered
 from instock.platform.ids import new_id
 from instock.recommendations.engine import KINDS, subject_of
-from instock.recommendations.evaluate import STREAM_COLUMNS
 from instock.recommendations.events import BehaviourRecorded
+from instock.recommendations.logs import STREAM_COLUMNS
 
 NAME = "recs-stream-files"
 _ROWS = "recs.stream_files"

@@ -17,8 +17,8 @@ import numpy as np
 from instock.recommendations.artefacts import Artefacts, statistics
 from instock.recommendations.data import EventLog
 from instock.recommendations.engine import DAY, KINDS, epoch, serving_components, subject_of
-from instock.recommendations.evaluate import RawEvents
 from instock.recommendations.latent import LatentFactors
+from instock.recommendations.logs import RawEvents
 from instock.recommendations.model import CoOccurrence, SequentialRules, Trending
 
 

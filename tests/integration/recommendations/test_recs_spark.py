@@ -31,9 +31,9 @@ from instock.recommendations.artefacts import Artefacts
 from instock.recommendations.cli import SPARK_MISSING, recs_app
 from instock.recommendations.data import Context
 from instock.recommendations.engine import Snapshot, fit
-from instock.recommendations.evaluate import STREAM_COLUMNS, RawEvents, read_csv_log
 from instock.recommendations.events import BehaviourRecorded
 from instock.recommendations.latent import LatentFactors
+from instock.recommendations.logs import STREAM_COLUMNS, RawEvents, read_csv_log
 from instock.recommendations.scores import best
 from instock.recommendations.stream_files import behaviour_files
 from instock.recommendations.training import AlsSettings, stored_events, train_local

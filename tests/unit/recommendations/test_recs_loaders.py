@@ -8,13 +8,8 @@ from typer.testing import CliRunner
 
 from instock.recommendations.cli import recs_app
 from instock.recommendations.data import kind_code
-from instock.recommendations.evaluate import (
-    FormatError,
-    evaluate,
-    load,
-    parse_time,
-    read_taobao,
-)
+from instock.recommendations.evaluate import evaluate
+from instock.recommendations.logs import FormatError, load, parse_time, read_taobao
 
 TAOBAO_ROWS = [
     f"{u},{i},{i % 3},pv,{1511500000 + 60 * n}"

@@ -12,7 +12,7 @@ from instock.recommendations import rules
 from instock.recommendations.comparison import hyper_parameters
 from instock.recommendations.data import VIEW
 from instock.recommendations.engine import Engine, Item, fit, serving_components, subject_of
-from instock.recommendations.evaluate import RawEvents
+from instock.recommendations.logs import RawEvents
 from instock.recommendations.training import AlsSettings, train_local
 
 
