@@ -39,6 +39,6 @@ Latency and throughput are measured in this process, which also drives the buyer
 small machine the load generator takes CPU from the database and from the lane alike.
 """
 
-from instock.bench.drop.run import MODES, STRATEGIES, Plan, Result, choose, run
+from instock.bench.drop.run import MODES, STRATEGIES, SUSTAINED_SECONDS, Plan, Result, choose, run
 
-__all__ = ["MODES", "STRATEGIES", "Plan", "Result", "choose", "run"]
+__all__ = ["MODES", "STRATEGIES", "SUSTAINED_SECONDS", "Plan", "Result", "choose", "run"]

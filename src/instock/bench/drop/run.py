@@ -20,6 +20,7 @@ from instock.platform.runtime import tune_for_throughput
 
 STRATEGIES = ("for_update", "occ_retry", "conditional_update", "redis_gate", "drop_lane")
 MODES = ("drop", "sustained", "queue")  # queue: bench/drop/queue.py
+SUSTAINED_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,7 @@ class Plan:
     buyers: int
     strategies: tuple[str, ...]
     mode: str = "drop"
-    seconds: float = 10.0  # sustained mode only
+    seconds: float = SUSTAINED_SECONDS  # sustained mode only
     pool: int = 20
     database: str = "sqlite+aiosqlite:///bench.db"  # chooses the backend; never written into
     redis_url: str | None = None
