@@ -36,6 +36,12 @@ def test_a_small_run_reports_its_shape_and_every_sold_out_is_gone(tmp_path: Path
     assert report["requests"] == 150 and report["latency_ms"].keys() == QUANTILES
     assert 0 < report["latency_ms"]["p50"] <= report["latency_ms"]["p99"]
     assert 0 <= report["cache_hit_share"] <= 1
+    # What the server spent: every list not from the cache was ranked, and ranking is part of
+    # all the process's CPU per list.
+    cost = report["server_cpu"]
+    assert cost["fresh_lists"] == round(150 * (1 - report["cache_hit_share"])), cost
+    assert cost["blend_ms_per_fresh_list"] > 0, cost
+    assert cost["blend_ms_per_fresh_list"] * cost["fresh_lists"] < cost["ms_per_list"] * 150, cost
     assert report["cold_latency_ms"]["requests"] == 150
     # Every cold shopper is new, and blank: the first per context computes the list they share.
     assert 0 < report["cold_latency_ms"]["cached"] < 150

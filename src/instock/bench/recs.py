@@ -54,6 +54,7 @@ from instock.bench.local import (
     log_tail,
     logs_to_stderr,
     open_loop,
+    process_cpu_seconds,
     scratch_database,
     wait_answering,
 )
@@ -280,9 +281,9 @@ async def _insert(db: Database, batches: list[tuple[sa.Table, list[dict[str, Any
 
 
 @contextlib.asynccontextmanager
-async def _servers(plan: Plan, database_url: str) -> AsyncIterator[list[str]]:
+async def _servers(plan: Plan, database_url: str) -> AsyncIterator[list[tuple[str, int]]]:
     """`plan.servers` processes of `instock serve` on the seeded database, sharing the run's own
-    stream of the bus; yields their base URLs once each /readyz answers."""
+    stream of the bus; yields their base URLs and process ids once each /readyz answers."""
     bus = with_stream(plan.bus, f"instock_bench_recs_{uuid.uuid4().hex[:10]}")
     env = {k: v for k, v in os.environ.items() if not k.startswith("INSTOCK_")}
     env.update(INSTOCK_DATABASE_URL=database_url, INSTOCK_JWT_SECRET=SECRET,
@@ -309,7 +310,7 @@ async def _servers(plan: Plan, database_url: str) -> AsyncIterator[list[str]]:
                                    for base, log, process in started))
             if worker is not None and worker.poll() is not None:
                 raise RuntimeError(f"instock worker all exited: {log_tail(worker_log)}")
-            yield [base for base, _, _ in started]
+            yield [(base, process.pid) for base, _, process in started]
         finally:
             running.close()
             await drop_stream(bus)
@@ -629,16 +630,17 @@ async def run(plan: Plan, report: Reporter) -> Result:
             tune_for_throughput()
         report.note(f"starting {plan.servers} instock serve; waiting for the models to be "
                     "fitted")
-        async with _servers(plan, url) as bases, contextlib.AsyncExitStack() as sessions:
+        async with _servers(plan, url) as started, contextlib.AsyncExitStack() as sessions:
             http = [await sessions.enter_async_context(aiohttp.ClientSession(
                 base, timeout=aiohttp.ClientTimeout(total=30),
-                connector=aiohttp.TCPConnector(limit=CONNECTIONS))) for base in bases]
+                connector=aiohttp.TCPConnector(limit=CONNECTIONS))) for base, _ in started]
             client = Client(http, {"Authorization": f"Bearer {tokens.mint(Role.SERVICE, 'shop')}"},
                             {"Authorization": f"Bearer {tokens.mint(Role.ADMIN, 'bench')}"})
             fit_seconds = await wait_fitted(client)
             real = await create_real_products(client, plan.probes)
             await wait_visible(client, real)
-            measured = await _measure(client, shop, plan, real, report)
+            measured = await _measure(client, shop, plan, real, report,
+                                      [pid for _, pid in started])
     body = {
         "catalogue_items": plan.items, "history_events": history,
         "history_sessions": plan.history_sessions,
@@ -666,17 +668,17 @@ class Measured:
 
 
 async def _measure(client: Client, shop: Shop, plan: Plan, real: list[str],
-                   report: Reporter) -> Measured:
+                   report: Reporter, pids: list[int]) -> Measured:
     population = shop.sessions[: plan.shoppers]
     population += [f"bench-shopper-{i}" for i in range(plan.shoppers - len(population))]
     await serve_lists(client, shop, plan, [f"bench-warm-{i}" for i in range(20)], 20 / plan.rate,
                       lambda _: None, events=False)  # first-request costs are not what we ask
     unloaded = await one_at_a_time(client, shop, plan, _unloaded_sessions(shop, plan))
-    server_before = await _server_histograms(client.http)
+    server_before, cost_before = await _server_views(client.http, pids)
     steady = await serve_lists(client, shop, plan, population, plan.seconds,
                                report.task("steady lists", round(plan.rate * plan.seconds)),
                                events=True)
-    server_after = await _server_histograms(client.http)
+    server_after, cost_after = await _server_views(client.http, pids)
     cold_seconds = min(COLD_SECONDS, plan.seconds)
     cold_count = round(plan.rate * cold_seconds)
     cold = await serve_lists(client, shop, plan, [f"bench-cold-{i}" for i in range(cold_count)],
@@ -695,7 +697,8 @@ async def _measure(client: Client, shop: Shop, plan: Plan, real: list[str],
         sold_out.append(await sold_out_probe(client, pid, i))
         advance(1)
     return _summarise(plan, steady, cold, unloaded, event_probes, sold_out,
-                      _histogram_diffs(server_before, server_after), client.errors)
+                      _histogram_diffs(server_before, server_after),
+                      cost_after.minus(cost_before), client.errors)
 
 
 def _unloaded_sessions(shop: Shop, plan: Plan) -> list[str]:
@@ -712,7 +715,7 @@ def _probe_session(shop: Shop, plan: Plan, i: int) -> str:
 
 def _summarise(plan: Plan, steady: Load, cold: Load, unloaded: Samples,
                event_probes: list[EventProbe],
-               sold_out: list[SoldOutProbe], servers: list[Histogram],
+               sold_out: list[SoldOutProbe], servers: list[Histogram], cost: ServerCost,
                errors: Counter[str]) -> Measured:
     steady_ms = np.array(steady.latencies_ms)
     cold_ms = np.array(cold.latencies_ms)
@@ -732,6 +735,7 @@ def _summarise(plan: Plan, steady: Load, cold: Load, unloaded: Samples,
                                         "service time without queueing"},
         "server_side_ms": server_quantiles(_summed(servers)),
         "requests_per_server": [int(h.get(float("inf"), 0.0)) for h in servers],
+        "server_cpu": cost.per_list(steady.answered),
         "cache_hit_share": round(steady.cached / max(steady.answered, 1), 3),
         "event_post_ms": quantiles(np.array(steady.event_post_ms), (50, 99)),
         "cold_latency_ms": {**quantiles(cold_ms, (50, 99)), "requests": cold.answered,
@@ -783,17 +787,56 @@ _BUCKET = re.compile(r'^instock_http_request_duration_seconds_bucket\{(?P<labels
                      r'(?P<count>\S+)$')
 
 
+_COUNTER = re.compile(r'^(?P<name>instock_recs_blend_cpu_seconds_total|'
+                      r'instock_recs_cache_requests_total)(?:\{(?P<labels>[^}]*)\})? '
+                      r'(?P<value>\S+)$')
+
+
 Histogram = dict[float, float]  # cumulative count per upper bound (s)
 
 
-async def _server_histograms(servers: list[aiohttp.ClientSession]) -> list[Histogram]:
+@dataclass(frozen=True)
+class ServerCost:
+    """What the servers spent, summed: their processes' CPU (/proc), their serving threads' CPU
+    ranking fresh lists and how many (their /metrics)."""
+
+    cpu_seconds: float
+    blend_cpu_seconds: float
+    fresh_lists: float
+
+    def minus(self, before: ServerCost) -> ServerCost:
+        return ServerCost(self.cpu_seconds - before.cpu_seconds,
+                          self.blend_cpu_seconds - before.blend_cpu_seconds,
+                          self.fresh_lists - before.fresh_lists)
+
+    def per_list(self, answered: int) -> dict[str, Any]:
+        return {"ms_per_list": round(1000 * self.cpu_seconds / max(answered, 1), 2),
+                "blend_ms_per_fresh_list": round(
+                    1000 * self.blend_cpu_seconds / max(self.fresh_lists, 1), 2),
+                "fresh_lists": int(self.fresh_lists),
+                "note": "the steady phase: the servers' whole CPU per list answered (events, "
+                        "relay and consumers included), and of it their serving threads' "
+                        "ranking of each list not from the cache"}
+
+
+async def _server_views(servers: list[aiohttp.ClientSession], pids: list[int]
+                        ) -> tuple[list[Histogram], ServerCost]:
     """Per server, its own timing of 200-answered GET /v1/recommendations (from its /metrics):
-    what the server spent, without the client and the network."""
-    histograms = []
+    what the server spent, without the client and the network; and their costs, summed."""
+    histograms, blend, fresh = [], 0.0, 0.0
     for http in servers:
         async with http.get("/metrics") as response:
-            histograms.append(_buckets(await response.text()))
-    return histograms
+            text = await response.text()
+        histograms.append(_buckets(text))
+        for line in text.splitlines():
+            match = _COUNTER.match(line)
+            if match is None:
+                continue
+            if match["name"] == "instock_recs_blend_cpu_seconds_total":
+                blend += float(match["value"])
+            elif 'result="miss"' in (match["labels"] or ""):
+                fresh += float(match["value"])
+    return histograms, ServerCost(sum(map(process_cpu_seconds, pids)), blend, fresh)
 
 
 def _buckets(text: str) -> Histogram:

@@ -84,6 +84,9 @@ RECS_FRESHNESS = Gauge("instock_recs_freshness_seconds",
 RECS_CACHE = Counter("instock_recs_cache_requests_total",
                      "Recommendation lists asked for, by whether the cache had them (hit, miss)",
                      ["result"])
+RECS_BLEND_CPU = Counter("instock_recs_blend_cpu_seconds_total",
+                         "CPU time of the serving thread spent ranking fresh lists (the blend of "
+                         "the models and the rules; a cache miss each)")
 # Reconciliation: drifts open now, what a pass costs, and ledgers that failed verification.
 RECONCILIATION_DRIFTS = Gauge("instock_reconciliation_drifts",
                               "Drifts found by reconciliation and not yet decided")
