@@ -109,7 +109,7 @@ def test_queue_mode_holds_a_waiting_room_and_measures_what_it_costs(
     assert (report["mode"], report["waiting"], report["connected"]) == ("queue", 100, 100)
     assert report["failed"] == {} and report["memory"]["per_waiting_kb"] is not None
     assert report["cpu"]["connect_ms_per_waiting"] > 0
-    assert report["cpu"]["crowd_reader_percent"] >= 0  # the crowd's reader, at nice 19
+    assert report["cpu"]["crowd_reader_percent"] >= 0  # the crowd's reader's share of a core
     store = report["storefront"]
     for phase in ("unloaded", "loaded"):
         assert store[phase]["errors"] == 0, store

@@ -21,10 +21,9 @@ the slope of admitted position against the time each stream was told `admitted` 
 fit over every admission seen while connected), against the drop's configured rate (goal ±5%).
 
 This process drives every client on the same machine: reading ten thousand streams takes CPU
-the server would otherwise have. Their devices are not the server's machine, so while the room
-is full this process (the crowd's reader) runs at the lowest CPU priority (nice 19): it gets
-what the server and the visitors leave, instead of taking turns with them on two cores. The
-visitors' process runs at the bench's own priority, and the crowd's CPU share is reported.
+the server would otherwise have: its share of a core while the loaded visits run is reported
+(`cpu.crowd_reader_percent`). (Running it at nice 19 was tried: it delayed what the streams saw
+of admissions, and the measured admission rate with it.)
 """
 
 from __future__ import annotations
@@ -71,7 +70,6 @@ HOLD_SECONDS = 5.0  # how long the server's CPU is watched holding the room, not
 # (at most --seconds)
 UNITS = 1_000_000  # stock enough that neither drop sells out
 LOCATION = "bench-queue"
-CROWD_NICENESS = 19  # the crowd's reader, while the room is full: see the module docstring
 P2_GOAL, RATE_GOAL = 2.0, 0.05
 SECONDS = 30.0  # each storefront measurement, unless asked: 1,800 requests for its p99
 
@@ -139,8 +137,6 @@ async def _measure(plan: QueuePlan, server: Server, api: Api, report: Reporter) 
                                    report.task("unloaded visits", 1))
     positions = await _tickets(api, room, plan.waiting, report.task("tickets", plan.waiting))
     crowd = Crowd()
-    priority = os.getpriority(os.PRIO_PROCESS, 0)
-    os.setpriority(os.PRIO_PROCESS, 0, CROWD_NICENESS)
     rss, cpu = server.rss_kb(), server.cpu_seconds()
     advance = report.task("waiting shoppers connecting", plan.waiting)
     gate = asyncio.Semaphore(CONNECT_PARALLEL)
@@ -163,9 +159,8 @@ async def _measure(plan: QueuePlan, server: Server, api: Api, report: Reporter) 
     report.note("storefront visits, the room full")
     crowd_cpu, crowd_from = _own_cpu_seconds(), time.monotonic()
     loaded = await _visits_apart(server, passes, plan.seconds,
-                                 report.task("loaded visits", 1), priority)
+                                 report.task("loaded visits", 1))
     crowd_share = (_own_cpu_seconds() - crowd_cpu) / (time.monotonic() - crowd_from)
-    os.setpriority(os.PRIO_PROCESS, 0, priority)
     for stream in crowd.streams:
         stream.close()
     for task in tasks:
@@ -187,7 +182,7 @@ async def _measure(plan: QueuePlan, server: Server, api: Api, report: Reporter) 
                 "holding_us_per_waiting_per_s": round(hold_cpu * 1e6 / held_for / connected,
                                                       2),
                 "pushes_per_s": round(hold_pushes / held_for, 1),
-                # this process reading the streams while the loaded visits ran, at nice 19
+                # this process reading the streams while the loaded visits ran
                 "crowd_reader_percent": round(100 * crowd_share, 1)},
         "storefront": _compare(unloaded, loaded),
         "admission": _admission(crowd.admissions, plan.rate)}
@@ -279,25 +274,19 @@ async def _wait(crowd: Crowd, port: int, room: tuple[str, str], ticket: str, pos
 
 
 async def _visits_apart(server: Server, passes: list[tuple[str, str]], seconds: float,
-                        advance: Callable[[int], None], priority: int | None = None
-                        ) -> dict[str, list[float]]:
+                        advance: Callable[[int], None]) -> dict[str, list[float]]:
     """`_visits` from a process of its own: this one reads ten thousand streams, and its event
-    loop's delays would count as the server's. It runs at `priority` (the bench's own, not the
-    crowd's)."""
+    loop's delays would count as the server's."""
     loop = asyncio.get_running_loop()
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
         ms = await loop.run_in_executor(pool, _visits_in_process, server.base_url,
-                                        server.secret, passes, seconds, priority)
+                                        server.secret, passes, seconds)
     advance(1)
     return ms
 
 
 def _visits_in_process(base_url: str, secret: str, passes: list[tuple[str, str]],
-                       seconds: float, priority: int | None) -> dict[str, list[float]]:
-    if priority is not None:  # raising it back needs root (or CAP_SYS_NICE), as here
-        with contextlib.suppress(PermissionError):
-            os.setpriority(os.PRIO_PROCESS, 0, priority)
-
+                       seconds: float) -> dict[str, list[float]]:
     async def visits() -> dict[str, list[float]]:
         api = Api(base_url, secret)
         try:
