@@ -1,8 +1,10 @@
 """The checkout saga's writes, transaction by transaction (issue 17): the order adopts the holds
 its reservation step made, and the saga stores that step done, in the transaction that records
 the payment before the provider is asked, not in one of their own; a rerun after a crash in
-between finds the reservation again and adopts it then. On a real database, paying through the
-payment sandbox as a real process."""
+between finds the reservation again and adopts it then. A checkout neither reads back the order
+it placed nor the authorisation it stored: its steps start from what they wrote, conditionally
+on it still being so, and read the row when someone else changed it. On a real database, paying
+through the payment sandbox as a real process."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from instock.app import Container, build
 from instock.inventory.model import Line, ReservationStatus
 from instock.orders.model import OrderStatus, SagaStatus, Step
 from instock.platform.db import Database
-from tests.integration.helpers import stocked
+from tests.integration.helpers import counting, stocked
 from tests.payment_sandbox import Sandbox, payment_sandbox
 from tests.support import make_settings
 
@@ -133,3 +135,76 @@ async def test_a_rerun_after_the_reservation_finds_it_and_adopts_it(
     reservation = await c.inventory.get_reservation(reached[0])
     assert reservation.status is ReservationStatus.COMMITTED
     assert (await c.inventory.stock(SKU)).totals.committed == 1
+
+
+def _reads_of(statements: list[str], table: str) -> list[str]:
+    return [s for s in statements if " ".join(s.split()).startswith("SELECT")
+            and f" FROM {table} " in f"{' '.join(s.split())} "]
+
+
+async def test_a_checkout_reads_back_neither_its_order_nor_its_payment(c: Container) -> None:
+    with counting(c.db) as seen:
+        order, saga = await c.orders.checkout(channel="web", customer_id="cy",
+                                              lines=[Line(SKU, 1)])
+    assert order.status is OrderStatus.PAID and saga.status is SagaStatus.COMPLETED
+    assert _reads_of(seen, "orders") == [] and _reads_of(seen, "payments") == []
+    # The answer is the order as stored.
+    assert order == await c.orders.get(order.id)
+    payment = await c.payments.get(str(order.payment_id))
+    assert payment.status.value == "captured" and payment.amount_captured == order.total
+
+
+async def test_an_order_changed_meanwhile_is_read_and_changed_as_it_is(c: Container) -> None:
+    """Someone else writes the order between the saga's steps: the step that knew it finds
+    another version stored, writes nothing from its copy, reads the order and goes on."""
+    steps = c.orders.runner._steps
+    commit = steps[Step.COMMIT]
+
+    async def commit_then_meddle(saga: Any) -> None:
+        await commit(saga)
+        async with c.db.write() as conn:
+            await conn.execute(sa.text("UPDATE orders SET version = version + 1, "
+                                       "refund_refs = :refs WHERE id = :o"),
+                               {"o": saga.order_id, "refs": '["elsewhere"]'})
+
+    steps[Step.COMMIT] = commit_then_meddle
+    try:
+        with counting(c.db) as seen:
+            order, saga = await c.orders.checkout(channel="web", customer_id="di",
+                                                  lines=[Line(SKU, 1)])
+    finally:
+        steps[Step.COMMIT] = commit
+    assert saga.status is SagaStatus.COMPLETED and order.status is OrderStatus.PAID
+    assert len(_reads_of(seen, "orders")) == 1  # the fulfil step's, after its copy failed
+    stored = await c.orders.get(order.id)
+    assert stored == order and stored.refund_refs == ["elsewhere"]  # nothing overwritten
+    async with c.db.read() as conn:
+        paid = (await conn.execute(sa.text(
+            "SELECT count(*) FROM outbox WHERE subject = :o AND type = 'order.paid.v1'"),
+            {"o": order.id})).scalar_one()
+    assert paid == 1
+
+
+async def test_a_payment_changed_meanwhile_is_merged_as_stored(c: Container) -> None:
+    """The authorisation's row changes between authorise and capture (a webhook, say): the
+    capture's answer is not written over it from the saga's copy, but merged into it."""
+    steps = c.orders.runner._steps
+    commit = steps[Step.COMMIT]
+
+    async def commit_then_touch(saga: Any) -> None:
+        await commit(saga)
+        async with c.db.write() as conn:
+            await conn.execute(sa.text("UPDATE payments SET decline_reason = 'seen' "
+                                       "WHERE id = :p"), {"p": saga.data["payment_id"]})
+
+    steps[Step.COMMIT] = commit_then_touch
+    try:
+        with counting(c.db) as seen:
+            order, saga = await c.orders.checkout(channel="web", customer_id="ed",
+                                                  lines=[Line(SKU, 1)])
+    finally:
+        steps[Step.COMMIT] = commit
+    assert saga.status is SagaStatus.COMPLETED and order.status is OrderStatus.PAID
+    assert len(_reads_of(seen, "payments")) == 1  # the capture's locked read, after all
+    payment = await c.payments.get(str(order.payment_id))
+    assert payment.status.value == "captured" and payment.amount_captured == order.total

@@ -23,6 +23,7 @@ from instock.drops import model, store
 from instock.platform.auth import Role
 from instock.platform.bus.outbox import outbox
 from instock.workers import worker_duties
+from tests.integration.helpers import counting
 from tests.integration.test_drops import (
     PROBLEMS,
     PROOF_BITS,
@@ -218,3 +219,32 @@ async def test_the_workers_measure_only_when_their_setting_says(
             duty.close()  # none started
         await worker.close()
         assert ("run_drop_capacity" in names) is on
+
+
+async def test_a_batch_of_reservations_reads_the_capacity_drops_once(setup: Setup) -> None:
+    """The drops-checkouts consumer reads the admitting drops once for a batch of inventory's
+    events, not once an event, and still picks each event's drop by its SKUs and moment:
+    the admitted shopper's checkout is counted, the others' reservations (of no drop) not."""
+    app, client, one, _ = setup
+    http = (app, client)
+    await stocked(http, "capb", {"capb-drop": 10, "capb-plain": 10})
+    starts = soon(2.0)
+    drop = await schedule(http, skus=["capb-drop"], starts_at=starts.isoformat(), mode="queue",
+                          admission="capacity", admit_per_second=4.0)
+    token = (await ticket(http, drop["id"], "capb-0"))["ticket"]
+    await until(starts)
+    while not (got := (await standing(http, drop["id"], token, "capb-0")).json())["admitted"]:
+        await asyncio.sleep(0.1)
+    assert (await reserve(http, "capb-0", "capb-drop", got["pass"])).status_code == 201
+    for i in range(4):
+        assert (await reserve(http, f"capb-plain-{i}", "capb-plain")).status_code == 201
+    async with one.db.read() as conn:
+        found = await conn.execute(sa.select(outbox.c.envelope))
+        batch = [e for e in found.scalars() if e["type"] == "reservation.created.v1"]
+    assert len(batch) == 5
+    with counting(one.db) as seen:
+        await one.consumer("drops-checkouts").handle_batch(batch)
+    assert len([s for s in seen if " FROM drops" in " ".join(s.split())]) == 1
+    async with one.db.read() as conn:
+        counted = list(await conn.execute(sa.select(store.drop_checkouts)))
+    assert [(row.drop_id, row.ended_at) for row in counted] == [(drop["id"], None)]

@@ -24,6 +24,7 @@ from instock.drops.service import DropsService
 from instock.platform.auth import Role
 from instock.platform.bus.outbox import outbox
 from instock.platform.ids import new_id
+from tests.integration.helpers import counting
 from tests.integration.test_drops import (
     PROOF_BITS,
     Http,
@@ -299,3 +300,19 @@ async def test_bad_draw_drops_are_422_naming_the_field(
     answer = await client.post("/v1/drops", json=body, headers=auth(app, Role.MERCHANDISER))
     refused(answer, 422, "validation-error", field)
     assert (await reserve(http, "c1", "bad-1")).status_code == 201  # nothing was scheduled
+
+
+async def test_a_batch_of_reservations_reads_the_drawn_drops_once(
+        setup: tuple[FastAPI, httpx.AsyncClient, Container]) -> None:
+    """The drops-claims consumer reads the drawn drops once for a batch of inventory's
+    reservations, not once a reservation (most are of no drop)."""
+    app, client, worker = setup
+    http = (app, client)
+    await stocked(http, "few", {"few-1": 10})
+    for i in range(3):
+        assert (await reserve(http, f"few-{i}", "few-1")).status_code == 201
+    batch = await events(worker, "reservation.created.v1")
+    assert len(batch) == 3
+    with counting(worker.db) as seen:
+        await worker.consumer("drops-claims").handle_batch(batch)
+    assert len([s for s in seen if " FROM drops" in " ".join(s.split())]) == 1

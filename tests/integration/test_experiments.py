@@ -28,6 +28,7 @@ from instock.platform.bus.outbox import outbox
 from instock.platform.db import Database, utcnow
 from instock.platform.errors import PROBLEM_JSON, Conflict, NotFound, ValidationFailed
 from instock.recommendations.events import BehaviourRecorded
+from tests.integration.helpers import counting
 from tests.support import make_settings
 
 HALVES = [Variant("control", 0.5), Variant("hybrid", 0.5, {"model": "hybrid"})]
@@ -419,3 +420,28 @@ async def test_bad_requests_are_problems_and_change_nothing(
         assert refused.status_code == 403
         assert refused.headers["content-type"].startswith(PROBLEM_JSON)
     assert (await client.get("/v1/experiments")).json() == []
+
+
+async def test_a_batch_of_conversions_reads_the_exposures_once(container: Container) -> None:
+    """The conversions consumer reads the shoppers' exposures once for a batch of events, not
+    once an event, and attributes each as it would alone: after its exposure, once a kind."""
+    experiment_id = await started(container)
+    before = utcnow() - timedelta(minutes=5)
+    alice = await container.experiments.assign("alice")
+    bob = await container.experiments.assign("sess-bob")
+    await container.experiments.flush()
+    assert alice is not None and bob is not None
+    after = utcnow() + timedelta(seconds=1)
+    batch = [behaviour("click", before, customer="alice"),  # before exposure: not counted
+             behaviour("click", after, customer="alice"),
+             behaviour("click", after + timedelta(seconds=5), customer="alice"),
+             behaviour("add_to_cart", after, customer="bob", session="sess-bob"),
+             behaviour("click", after, customer="carol"),  # never exposed
+             paid("alice", after)]
+    with counting(container.db) as seen:
+        outcomes = await container.consumer("experiment-conversions").handle_batch(batch)
+    assert outcomes == ["applied"] * 6
+    assert len([s for s in seen if " FROM experiment_exposures" in " ".join(s.split())]) == 1
+    assert await conversions(container, experiment_id) == {
+        ("alice", "click", alice.variant), ("alice", "purchase", alice.variant),
+        ("sess-bob", "add_to_cart", bob.variant)}

@@ -28,7 +28,7 @@ from instock.drops import model
 from instock.drops.model import capacity as capacity_model
 from instock.drops.store import capacity as capacity_store
 from instock.platform.bus import Envelope
-from instock.platform.bus.consumer import ConsumerSpec
+from instock.platform.bus.consumer import ConsumerSpec, gathered
 from instock.platform.db import Database, utcnow
 
 log = structlog.get_logger(__name__)
@@ -38,6 +38,7 @@ ENDINGS = {"reservation.committed.v1": capacity_store.THROUGH,
            "reservation.released.v1": capacity_store.THROUGH,
            "reservation.cancelled.v1": capacity_store.THROUGH,
            "reservation.expired.v1": capacity_store.EXPIRED}
+_HEARD = "drops.capacity.heard"  # the consumer transaction's events (`gathered`)
 
 
 class CapacityService:
@@ -51,23 +52,40 @@ class CapacityService:
     def consumer(self) -> ConsumerSpec:
         # Unordered: each event is applied so that any order of one reservation's gives the
         # same row (store.capacity.began/ended).
+        # The transaction's events are gathered by the handler and written by `finish`, with
+        # one read of the admitting drops for all of them (not one an event).
         return ConsumerSpec("drops-checkouts", frozenset({BEGAN, *ENDINGS}), self.on_reservation,
-                            ordered=False)
+                            ordered=False, finish=self.write_checkouts)
 
     async def on_reservation(self, conn: AsyncConnection, envelope: Envelope) -> None:
-        data = envelope["data"]
-        skus = {str(line["sku"]) for line in data.get("lines", [])}
-        at = datetime.fromisoformat(str(envelope["time"]))
-        reservation = str(data["reservation_id"])
-        # The few admitting capacity drops, then the SKUs: most reservations are of no drop.
-        for drop in await capacity_store.admitting_drops(conn, at):
-            if not skus & set(drop.skus):
-                continue
-            if envelope["type"] == BEGAN:
-                await capacity_store.began(conn, drop.id, reservation, at)
-            else:
-                await capacity_store.ended(conn, drop.id, reservation, at,
-                                           ENDINGS[str(envelope["type"])])
+        heard: list[Envelope] = gathered(_HEARD, list)
+        heard.append(envelope)
+
+    async def write_checkouts(self, conn: AsyncConnection) -> None:
+        """What the transaction's gathered events say of capacity drops' checkouts."""
+        heard: list[Envelope] = gathered(_HEARD, list)
+        if not heard:
+            return
+        events = [(envelope, datetime.fromisoformat(str(envelope["time"]))) for envelope in heard]
+        heard.clear()
+        moments = [at for _, at in events]
+        # The few capacity drops admitting at any of these moments, then each event's own
+        # moment and SKUs: most reservations are of no drop.
+        drops = await capacity_store.admitting_within(conn, min(moments), max(moments))
+        if not drops:
+            return
+        for envelope, at in events:
+            data = envelope["data"]
+            skus = {str(line["sku"]) for line in data.get("lines", [])}
+            reservation = str(data["reservation_id"])
+            for drop in drops:
+                if not capacity_store.admitting_at(drop, at) or not skus & set(drop.skus):
+                    continue
+                if envelope["type"] == BEGAN:
+                    await capacity_store.began(conn, drop.id, reservation, at)
+                else:
+                    await capacity_store.ended(conn, drop.id, reservation, at,
+                                               ENDINGS[str(envelope["type"])])
 
     async def recompute(self) -> int:
         """Measure each admitting capacity drop and append the rate its measure sets (unless

@@ -34,7 +34,7 @@ from instock.drops.store import draws as draw_store
 from instock.drops.tokens import DropTokens
 from instock.inventory.service import InventoryService
 from instock.platform.bus import Envelope, outbox
-from instock.platform.bus.consumer import ConsumerSpec
+from instock.platform.bus.consumer import ConsumerSpec, gathered
 from instock.platform.db import Database, utcnow
 from instock.platform.ids import new_id
 
@@ -46,6 +46,7 @@ WINNERS = Counter("instock_drop_draw_winners_total", "Entrants drawn as winners 
 ROLLOVERS = Counter("instock_drop_draw_rollovers_total",
                     "Rights to reserve that passed to the next entrant, one lapsed unused")
 RESERVED = "reservation.created.v1"
+_RESERVATIONS = "drops.claims.reservations"  # the consumer transaction's (`gathered`)
 AUTO_DRAWER = "worker:draw-at-close"  # who drew, in the stored draw, when no one asked
 log = structlog.get_logger(__name__)
 
@@ -303,23 +304,39 @@ class DrawService:
 
     def claims_consumer(self) -> ConsumerSpec:
         # Unordered: each reservation is news of its own (a subject is one reservation).
+        # The transaction's events are gathered by the handler and claimed by `finish`, with
+        # one read of the drawn drops for all of them (not one an event).
         return ConsumerSpec("drops-claims", frozenset({RESERVED}), self.on_reservation,
                             ordered=False,
-                            wants=lambda e: bool((e.get("data") or {}).get("customer_id")))
+                            wants=lambda e: bool((e.get("data") or {}).get("customer_id")),
+                            finish=self.write_claims)
 
     async def on_reservation(self, conn: AsyncConnection, envelope: Envelope) -> None:
+        if (envelope.get("data") or {}).get("customer_id"):
+            heard: list[Envelope] = gathered(_RESERVATIONS, list)
+            heard.append(envelope)
+
+    async def write_claims(self, conn: AsyncConnection) -> None:
         """A reservation by an entrant of a drawn drop, of that drop's SKUs, claims their
-        right, at the moment inventory wrote it (the envelope's time), whenever we hear it."""
-        data = envelope["data"]
-        customer = data.get("customer_id")
-        if not customer:
+        right, at the moment inventory wrote it (the envelope's time), whenever we hear it;
+        the transaction's reservations in the order they came."""
+        heard: list[Envelope] = gathered(_RESERVATIONS, list)
+        if not heard:
             return
-        skus = {str(line["sku"]) for line in data.get("lines", [])}
-        at = datetime.fromisoformat(str(envelope["time"]))
-        # The few drawn drops first, then the entry by its unique key: never a scan of the
-        # entries by customer for each of inventory's reservations.
-        for drop in await draw_store.drawn_live_drops(conn, at):
-            if (skus & set(drop.skus)
-                    and await draw_store.entry_of(conn, drop.id, str(customer)) is not None):
-                await draw_store.add_claim(conn, drop.id, str(customer), at,
-                                      str(data["reservation_id"]))
+        events = [(envelope, datetime.fromisoformat(str(envelope["time"]))) for envelope in heard]
+        heard.clear()
+        # The few drawn drops not over at the earliest of these moments first, each event's
+        # own moment then, then the entry by its unique key: never a scan of the entries by
+        # customer for each of inventory's reservations.
+        drops = await draw_store.drawn_live_drops(conn, min(at for _, at in events))
+        if not drops:
+            return
+        for envelope, at in events:
+            data = envelope["data"]
+            customer = str(data["customer_id"])
+            skus = {str(line["sku"]) for line in data.get("lines", [])}
+            for drop in drops:
+                if ((drop.ends_at is None or drop.ends_at > at) and skus & set(drop.skus)
+                        and await draw_store.entry_of(conn, drop.id, customer) is not None):
+                    await draw_store.add_claim(conn, drop.id, customer, at,
+                                               str(data["reservation_id"]))

@@ -36,7 +36,7 @@ from instock.experiments.store import Exposure
 from instock.orders.events import OrderPaid
 from instock.platform import held
 from instock.platform.bus import Envelope, outbox
-from instock.platform.bus.consumer import ConsumerSpec
+from instock.platform.bus.consumer import ConsumerSpec, gathered
 from instock.platform.db import Database, utcnow
 from instock.platform.errors import Conflict, NotFound, ValidationFailed
 from instock.platform.ids import new_id
@@ -253,12 +253,13 @@ class ExperimentsService:
         actions = await self.stored_actions(shoppers, sorted(CONVERSION_KINDS), since)
         if not actions:
             return  # the usual case: no write transaction
+        conversions = [found for row in actions if (found := conversion_of({
+            "type": BEHAVIOUR, "data": {
+                "kind": row["kind"], "customer_id": row["customer_id"],
+                "session_id": row["session_id"],
+                "occurred_at": row["occurred_at"].isoformat()}})) is not None]
         async with self.db.write() as conn:
-            for row in actions:
-                await attribute(conn, {"type": BEHAVIOUR, "data": {
-                    "kind": row["kind"], "customer_id": row["customer_id"],
-                    "session_id": row["session_id"],
-                    "occurred_at": row["occurred_at"].isoformat()}})
+            await attribute_all(conn, conversions)
 
     def _remember(self, batch: dict[tuple[str, str], Exposure]) -> None:
         self._written.update(dict.fromkeys(batch))
@@ -322,26 +323,50 @@ def subject_keys(customer_id: str | None, session_id: str | None) -> list[str]:
 
 
 async def attribute(conn: AsyncConnection, envelope: Envelope) -> None:
-    """Record a conversion for each exposure of the shopper (by customer id or session id)
-    that came at or before it, within its experiment's run; once per experiment, subject and
-    kind, with the exposure's variant."""
+    """Gather a conversion event for `attribute_gathered`, which attributes the consumer
+    transaction's conversions together, in the order they came."""
     found = conversion_of(envelope)
-    if found is None:
+    if found is not None:
+        conversions: list[tuple[Kind, list[str], datetime]] = gathered(_CONVERSIONS, list)
+        conversions.append(found)
+
+
+async def attribute_gathered(conn: AsyncConnection) -> None:
+    """The consumer's `finish`: record a conversion for each exposure of the shopper (by
+    customer id or session id) that came at or before it, within its experiment's run; once
+    per experiment, subject and kind, with the exposure's variant. One read of the exposures
+    (and of their experiments) for all the transaction's conversions, not one an event."""
+    found: list[tuple[Kind, list[str], datetime]] = gathered(_CONVERSIONS, list)
+    conversions = list(found)
+    found.clear()
+    await attribute_all(conn, conversions)
+
+
+async def attribute_all(conn: AsyncConnection,
+                        conversions: Sequence[tuple[Kind, list[str], datetime]]) -> None:
+    """`attribute_gathered`'s work for these conversions (`conversion_of`), in order."""
+    if not conversions:
         return
-    kind, subjects, at = found
-    exposed = [e for e in await store.exposures_of(conn, subjects) if e.exposed_at <= at]
-    if not exposed:
+    everyone = await store.exposures_of(conn, sorted({s for _, subjects, _ in conversions
+                                                      for s in subjects}))
+    if not everyone:
         return
-    experiments = await store.get_many(conn, {e.experiment_id for e in exposed})
-    counted = [e for e in exposed
-               if e.experiment_id in experiments and experiments[e.experiment_id].counts(at)]
-    await store.convert(conn, counted, kind, at)
+    experiments = await store.get_many(conn, {e.experiment_id for e in everyone})
+    for kind, subjects, at in conversions:
+        exposed = [e for e in everyone if e.subject in subjects and e.exposed_at <= at]
+        if not exposed:
+            continue
+        counted = [e for e in exposed
+                   if e.experiment_id in experiments and experiments[e.experiment_id].counts(at)]
+        await store.convert(conn, counted, kind, at)
 
 
 BEHAVIOUR = BehaviourRecorded.type
 ORDER_PAID = OrderPaid.type
 CONVERSION_KINDS = frozenset(k.value for k in Kind)
 # Unordered: one shopper's events carry no sequence, and each counts once anyway.
+_CONVERSIONS = "experiments.conversions"  # the consumer transaction's (`gathered`)
 CONVERSIONS = ConsumerSpec("experiment-conversions", frozenset({BEHAVIOUR, ORDER_PAID}),
                            attribute, ordered=False,
-                           wants=lambda envelope: conversion_of(envelope) is not None)
+                           wants=lambda envelope: conversion_of(envelope) is not None,
+                           finish=attribute_gathered)

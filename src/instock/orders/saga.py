@@ -47,6 +47,10 @@ _STEPS = Counter("instock_saga_steps_total", "Saga steps run, by step and outcom
                  ["step", "outcome"])
 
 
+class _StaleCopy(Exception):
+    """The order a step knew was not the one stored (or the change refused it): read it."""
+
+
 class StepFailed(Exception):
     """A step failed for good (declined, out of stock, hold expired): undo, don't retry."""
 
@@ -94,6 +98,17 @@ class SagaRunner:
         self._stored: set[str] = set()
         # Events a step that failed leaves for the transaction that stores the failure.
         self._news: dict[str, list[CheckoutPaymentFailed]] = {}
+        # A checkout's order as this process last committed it, by saga id, while the drive
+        # that placed it runs (`drive_known`): its steps change that copy instead of reading
+        # the order again, their writes conditional on its version as ever, so a change made
+        # by anyone else meanwhile fails the write and the step reads the order then. None:
+        # not known now (in use by a step, or written by one that has not committed yet).
+        self._orders: dict[str, Order | None] = {}
+        # The authorisation the `authorise` step just stored, for the capture that follows it
+        # in the same drive: its status need not be read again, and its answer is written
+        # conditionally on the payment being as it was (else merged into the row, locked).
+        self._payments: dict[str, Payment] = {}
+        self._adopted: dict[str, Order] = {}
         self._steps: dict[Step, Callable[[Saga], Awaitable[None]]] = {
             Step.RESERVE: self._reserve, Step.AUTHORISE: self._authorise,
             Step.COMMIT: self._commit, Step.CAPTURE: self._capture, Step.FULFIL: self._fulfil,
@@ -118,8 +133,23 @@ class SagaRunner:
         `leased` is a saga this process just inserted with its lease: no need to claim it."""
         # Each step commits before the next one calls out (a provider) or a crash can come:
         # a request's held write (held.py) must not wait for its response here.
-        async with self.db.durable():
-            return await self._drive(saga_id, leased)
+        try:
+            async with self.db.durable():
+                return await self._drive(saga_id, leased)
+        finally:
+            self._payments.pop(saga_id, None)
+
+    async def drive_known(self, saga: Saga, order: Order) -> tuple[Saga, Order | None]:
+        """`drive` for a checkout saga this process just inserted with its lease and the order
+        it just placed (committed, its events published): the steps start from that order
+        instead of reading it, and the order as they left it (committed) is returned beside
+        the saga, None when a step could not know it."""
+        self._orders[saga.id] = _stored_copy(order)
+        try:
+            done = await self.drive(saga.id, leased=saga)
+        finally:
+            known = self._orders.pop(saga.id, None)
+        return done, known
 
     async def _drive(self, saga_id: str, leased: Saga | None) -> Saga:
         saga = leased
@@ -212,23 +242,54 @@ class SagaRunner:
         in the same transaction (a transaction less per step, and the two cannot part)."""
         advanced = None
         async with self.db.write() as conn:
-            order = await self._change_in(conn, order_id, change, correlation_id)
+            order = await self._change_in(conn, order_id, change, correlation_id, finishing)
             if finishing is not None:
                 advanced = await self._store_done(conn, finishing)
-        if finishing is not None and advanced is not None:  # committed: the step is done
-            self._done(finishing, advanced)
+        if finishing is not None:
+            self._remember(finishing, order)  # committed
+            if advanced is not None:  # committed: the step is done
+                self._done(finishing, advanced)
         return order
 
     async def _change_in(self, conn: AsyncConnection, order_id: str,
                          change: Callable[[Order, datetime], None],
-                         correlation_id: str | None) -> Order:
-        """`change_order`'s read, change and write, in the caller's transaction."""
+                         correlation_id: str | None, by: Saga | None = None) -> Order:
+        """`change_order`'s read, change and write, in the caller's transaction. `by`: the
+        saga whose step this is; the order it knows (`drive_known`) is changed without a
+        read, and read after all if that fails (changed meanwhile: the write's version check;
+        or the change refused it): the change then decides on the order as it is."""
+        known = self._orders.get(by.id) if by is not None else None
+        if by is not None and by.id in self._orders:
+            self._orders[by.id] = None  # in use: the caller remembers it once committed
+        if known is not None:
+            try:
+                return await self._change_from(conn, known, change, correlation_id, guess=True)
+            except _StaleCopy:
+                pass
         order = await store.get_order(conn, order_id)
         if order is None:
             raise NotFound(f"order {order_id} does not exist")
+        return await self._change_from(conn, order, change, correlation_id)
+
+    def _remember(self, saga: Saga, order: Order) -> None:
+        """The order as `saga`'s step committed it, kept if its drive knows the order."""
+        if saga.id in self._orders:
+            self._orders[saga.id] = _stored_copy(order)
+
+    async def _change_from(self, conn: AsyncConnection, order: Order,
+                           change: Callable[[Order, datetime], None],
+                           correlation_id: str | None, *, guess: bool = False) -> Order:
+        """Change the order and write it back with its events. `guess`: the order is a copy
+        that may be out of date; if the change refuses it, or its write finds another version
+        stored (nothing written then), _StaleCopy says to read the order and change that."""
         before, held = order.version, list(order.reservation_ids)
-        change(order, self.clock())
-        await store.update_order(conn, order, before, self.clock())
+        try:
+            change(order, self.clock())
+            await store.update_order(conn, order, before, self.clock())
+        except Exception as exc:
+            if guess:
+                raise _StaleCopy from exc
+            raise
         if order.reservation_ids != held:
             await store.link_reservations(conn, order.id, order.reservation_ids)
         await outbox.add(conn, order.events, correlation_id)
@@ -311,8 +372,9 @@ class SagaRunner:
         def adopt(o: Order, now: datetime) -> None:
             o.reservation_ids = held
 
-        await self._change_in(conn, saga.order_id, adopt, _correlation(saga))
+        adopted = await self._change_in(conn, saga.order_id, adopt, _correlation(saga), saga)
         await self._save(conn, saga)
+        self._adopted[saga.id] = adopted  # remembered once the payments service committed
 
     def _done_with_payment(self, saga: Saga, reached: Collection[PaymentStatus]
                            ) -> tuple[AlsoWrite, Callable[[], None]]:
@@ -340,6 +402,7 @@ class SagaRunner:
                 idempotency_key=f"saga:{saga.id}:authorise", then=store_done,
                 first=lambda conn: self._adopt_holds(conn, saga))
         except PaymentDeclined as exc:
+            self._adopted.pop(saga.id, None)  # the order is read again where it is needed
             # Whose attempt failed, said with the saga's failure (`_drive`), so once per
             # checkout: a rerun after a crash before that is refused again (the payment stays
             # declined) and says it then. Also when a webhook stored the decline first.
@@ -348,6 +411,13 @@ class SagaRunner:
                 payment_id=exc.payment_id, reason=exc.reason, amount=terms.total,
                 currency=terms.currency)]
             raise StepFailed(FailureKind.PAYMENT_DECLINED, str(exc)) from exc
+        except BaseException:
+            self._adopted.pop(saga.id, None)
+            raise
+        adopted = self._adopted.pop(saga.id, None)
+        if adopted is not None:  # the holds' adoption committed with the payment's record
+            self._remember(saga, adopted)
+        self._payments[saga.id] = payment
         saga.data["payment_id"] = payment.id
         done()
 
@@ -368,7 +438,7 @@ class SagaRunner:
         try:
             await self.payments.capture(str(saga.data["payment_id"]),
                                         idempotency_key=f"saga:{saga.id}:capture",
-                                        then=store_done)
+                                        then=store_done, known=self._payments.pop(saga.id, None))
         except PaymentDeclined as exc:
             raise StepFailed(FailureKind.PAYMENT_DECLINED, str(exc)) from exc
         done()
@@ -475,6 +545,15 @@ class Terms:
     total: Decimal
     currency: str
     lines: list[Line]
+
+
+def _stored_copy(order: Order) -> Order:
+    """The order as a read of its row would give it: its own lists, amounts as the database
+    gives them back (normalised), no events (those were written with it)."""
+    return replace(order, lines=list(order.lines), reservation_ids=list(order.reservation_ids),
+                   paid=order.paid.normalize(), refunded=order.refunded.normalize(),
+                   fulfilled=dict(order.fulfilled), history=list(order.history),
+                   refund_refs=list(order.refund_refs), events=[])
 
 
 def _optional(value: object) -> str | None:

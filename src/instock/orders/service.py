@@ -247,14 +247,17 @@ class OrdersService:
                 placed = await self._placed_by(idempotency_scope)
                 assert placed is not None
                 return await self._as_it_stands(placed)
+            known: Order | None = None
             if self.settings.inline:
                 try:
-                    saga = await self.runner.drive(saga.id, leased=saga)
+                    # The saga starts from the order placed here, not a read of it; the order
+                    # as its steps left it (committed) is the answer's.
+                    saga, known = await self.runner.drive_known(saga, order)
                 except store.LeaseLost:  # a step outlived the lease and a saga worker took
                     # the saga over: it goes on there, and the answer is where it stands now
                     [saga, *_] = [s for s in await self.sagas(order.id)
                                   if s.kind is SagaKind.CHECKOUT]
-        return await self._outcome(order.id, saga)
+        return await self._outcome(order.id, saga, known)
 
     async def _placed_by(self, idempotency_scope: str) -> Order | None:
         async with self.db.read() as conn:
@@ -272,8 +275,11 @@ class OrdersService:
                               if s.kind is SagaKind.CHECKOUT]
         return await self._outcome(order.id, saga)
 
-    async def _outcome(self, order_id: str, saga: Saga) -> tuple[Order, Saga]:
-        order = await self.get(order_id)
+    async def _outcome(self, order_id: str, saga: Saga,
+                       known: Order | None = None) -> tuple[Order, Saga]:
+        """The answer: the order (`known`: as this process's saga just committed it, else
+        read) and its saga, or the failed checkout's problem."""
+        order = known if known is not None else await self.get(order_id)
         if saga.status in (SagaStatus.COMPENSATING, SagaStatus.COMPENSATED):
             raise checkout_failure(order, saga)
         return order, saga

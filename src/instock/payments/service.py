@@ -84,16 +84,21 @@ class PaymentsService:
         return payment
 
     async def capture(self, payment_id: str, *, idempotency_key: str,
-                      then: AlsoWrite | None = None) -> Payment:
+                      then: AlsoWrite | None = None, known: Payment | None = None) -> Payment:
         """Take the held money; `captured`. Capturing a captured payment returns it.
-        `then`: as for `authorise`."""
-        payment = await self.get(payment_id)
+        `then`: as for `authorise`. `known`: the payment as the caller just had it from this
+        service (the authorisation it returned): not read again, and the answer is written
+        conditionally on the payment still being so (else merged into it as stored)."""
+        payment = known if known is not None and known.id == payment_id else None
+        if payment is None:
+            payment = await self.get(payment_id)
         if payment.status in model.CAPTURED_FAMILY:
             return payment
         _require(payment, model.CAPTURABLE, "captured")
         assert payment.provider_ref is not None  # an authorisation always names it
         return await self._apply(payment.id, await self.provider.capture(
-            payment.provider_ref, idempotency_key=idempotency_key), then)
+            payment.provider_ref, idempotency_key=idempotency_key), then,
+            known=None if payment is not known else payment)
 
     async def void(self, payment_id: str, *, idempotency_key: str) -> Payment:
         """Release the held money; `voided`. Voiding a voided, declined or failed payment
@@ -185,14 +190,24 @@ class PaymentsService:
                 currency=payment.currency, idempotency_key=payment.idempotency_key)
         except PaymentDeclined as declined:
             news = Observation(S.DECLINED, declined.provider_ref, decline_reason=declined.reason)
-        return await self._apply(payment.id, news, then)
+        return await self._apply(payment.id, news, then, known=payment)
 
     async def _apply(self, payment_id: str, news: Observation,
-                     then: AlsoWrite | None = None) -> Payment:
+                     then: AlsoWrite | None = None, known: Payment | None = None) -> Payment:
+        """Merge the provider's answer into the payment (forward only) in one transaction,
+        with `then`. `known`: the payment as this process last stored or read it: the merge
+        is made from it and written only if the row is still exactly that (one statement);
+        otherwise (a webhook merged first, or nothing new to write) from the row, locked."""
         async with self.db.write() as conn:
-            payment = await store.get(conn, payment_id, lock=True)
-            assert payment is not None  # payments are never deleted
-            after = await _merge(conn, payment, news)
+            after = None
+            if known is not None:
+                guess = model.observe(known, news, utcnow())
+                if guess is not known and await store.update_from(conn, known, guess):
+                    after = guess
+            if after is None:
+                payment = await store.get(conn, payment_id, lock=True)
+                assert payment is not None  # payments are never deleted
+                after = await _merge(conn, payment, news)
             if then is not None:
                 await then(conn, after)
             return after

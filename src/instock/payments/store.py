@@ -64,6 +64,22 @@ _BY_KEY = sa.select(payments).where(payments.c.idempotency_key == sa.bindparam("
 _BY_ID_LOCKED = _BY_ID.with_for_update()
 
 
+# The row as the caller knows it: every column a merge may change is what it was.
+_UPDATE_FROM = payments.update().where(
+    payments.c.id == sa.bindparam("at_id"),
+    *(payments.c[column].is_not_distinct_from(sa.bindparam(f"was_{column}"))
+      for column in MUTABLE))
+
+
+async def update_from(conn: AsyncConnection, before: Payment, after: Payment) -> bool:
+    """Write `after` if the payment's row is still `before` (compare-and-set); False (and
+    nothing written) if it was changed since."""
+    result = await conn.execute(_UPDATE_FROM, {
+        "at_id": after.id, **{column: getattr(after, column) for column in MUTABLE},
+        **{f"was_{column}": getattr(before, column) for column in MUTABLE}})
+    return result.rowcount == 1
+
+
 async def update(conn: AsyncConnection, payment: Payment) -> None:
     await conn.execute(_UPDATE, {"at_id": payment.id,
                                  **{column: getattr(payment, column) for column in MUTABLE}})
