@@ -8,7 +8,7 @@ through the payment sandbox as a real process."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from instock.app import Container, build
 from instock.inventory.model import Line, ReservationStatus
-from instock.orders.model import OrderStatus, SagaStatus, Step
+from instock.orders.model import Order, OrderStatus, Saga, SagaStatus, Step
 from instock.platform.db import Database
 from tests.integration.helpers import counting, stocked
 from tests.payment_sandbox import Sandbox, payment_sandbox
@@ -154,26 +154,35 @@ async def test_a_checkout_reads_back_neither_its_order_nor_its_payment(c: Contai
     assert payment.status.value == "captured" and payment.amount_captured == order.total
 
 
-async def test_an_order_changed_meanwhile_is_read_and_changed_as_it_is(c: Container) -> None:
-    """Someone else writes the order between the saga's steps: the step that knew it finds
-    another version stored, writes nothing from its copy, reads the order and goes on."""
+async def _checkout_meddled(c: Container, customer: str, statement: str,
+                            params: Callable[[Any], dict[str, Any]]
+                            ) -> tuple[Order, Saga, list[str]]:
+    """A checkout during which someone else runs `statement` (its `params` from the saga)
+    right after the commit step: the order, the saga and the statements the checkout sent."""
     steps = c.orders.runner._steps
     commit = steps[Step.COMMIT]
 
     async def commit_then_meddle(saga: Any) -> None:
         await commit(saga)
         async with c.db.write() as conn:
-            await conn.execute(sa.text("UPDATE orders SET version = version + 1, "
-                                       "refund_refs = :refs WHERE id = :o"),
-                               {"o": saga.order_id, "refs": '["elsewhere"]'})
+            await conn.execute(sa.text(statement), params(saga))
 
     steps[Step.COMMIT] = commit_then_meddle
     try:
         with counting(c.db) as seen:
-            order, saga = await c.orders.checkout(channel="web", customer_id="di",
+            order, saga = await c.orders.checkout(channel="web", customer_id=customer,
                                                   lines=[Line(SKU, 1)])
     finally:
         steps[Step.COMMIT] = commit
+    return order, saga, seen
+
+
+async def test_an_order_changed_meanwhile_is_read_and_changed_as_it_is(c: Container) -> None:
+    """Someone else writes the order between the saga's steps: the step that knew it finds
+    another version stored, writes nothing from its copy, reads the order and goes on."""
+    order, saga, seen = await _checkout_meddled(
+        c, "di", "UPDATE orders SET version = version + 1, refund_refs = :refs WHERE id = :o",
+        lambda saga: {"o": saga.order_id, "refs": '["elsewhere"]'})
     assert saga.status is SagaStatus.COMPLETED and order.status is OrderStatus.PAID
     assert len(_reads_of(seen, "orders")) == 1  # the fulfil step's, after its copy failed
     stored = await c.orders.get(order.id)
@@ -188,22 +197,9 @@ async def test_an_order_changed_meanwhile_is_read_and_changed_as_it_is(c: Contai
 async def test_a_payment_changed_meanwhile_is_merged_as_stored(c: Container) -> None:
     """The authorisation's row changes between authorise and capture (a webhook, say): the
     capture's answer is not written over it from the saga's copy, but merged into it."""
-    steps = c.orders.runner._steps
-    commit = steps[Step.COMMIT]
-
-    async def commit_then_touch(saga: Any) -> None:
-        await commit(saga)
-        async with c.db.write() as conn:
-            await conn.execute(sa.text("UPDATE payments SET decline_reason = 'seen' "
-                                       "WHERE id = :p"), {"p": saga.data["payment_id"]})
-
-    steps[Step.COMMIT] = commit_then_touch
-    try:
-        with counting(c.db) as seen:
-            order, saga = await c.orders.checkout(channel="web", customer_id="ed",
-                                                  lines=[Line(SKU, 1)])
-    finally:
-        steps[Step.COMMIT] = commit
+    order, saga, seen = await _checkout_meddled(
+        c, "ed", "UPDATE payments SET decline_reason = 'seen' WHERE id = :p",
+        lambda saga: {"p": saga.data["payment_id"]})
     assert saga.status is SagaStatus.COMPLETED and order.status is OrderStatus.PAID
     assert len(_reads_of(seen, "payments")) == 1  # the capture's locked read, after all
     payment = await c.payments.get(str(order.payment_id))

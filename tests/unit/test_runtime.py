@@ -22,7 +22,7 @@ print(json.dumps({"before": before, "after": after, "young": gc.get_threshold()[
 
 def test_a_server_process_runs_blas_on_one_thread_and_collects_less_often() -> None:
     done = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True,
-                              check=True, env={"OPENBLAS_NUM_THREADS": "2", "PATH": ""})
+                          check=True, env={"OPENBLAS_NUM_THREADS": "2", "PATH": ""})
     seen = json.loads(done.stdout)
     assert seen["after"] == [1] * len(seen["after"]) and seen["after"], seen
     assert seen["before"] == [2] * len(seen["after"]), "BLAS began on one thread"
