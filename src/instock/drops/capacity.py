@@ -79,7 +79,7 @@ class CapacityService:
             skus = {str(line["sku"]) for line in data.get("lines", [])}
             reservation = str(data["reservation_id"])
             for drop in drops:
-                if not capacity_store.admitting_at(drop, at) or not skus & set(drop.skus):
+                if not drop.started(at) or drop.over(at) or not skus & set(drop.skus):
                     continue
                 if envelope["type"] == BEGAN:
                     await capacity_store.began(conn, drop.id, reservation, at)

@@ -336,7 +336,7 @@ class DrawService:
             customer = str(data["customer_id"])
             skus = {str(line["sku"]) for line in data.get("lines", [])}
             for drop in drops:
-                if ((drop.ends_at is None or drop.ends_at > at) and skus & set(drop.skus)
+                if (not drop.over(at) and skus & set(drop.skus)
                         and await draw_store.entry_of(conn, drop.id, customer) is not None):
                     await draw_store.add_claim(conn, drop.id, customer, at,
                                                str(data["reservation_id"]))

@@ -98,7 +98,7 @@ class PaymentsService:
         assert payment.provider_ref is not None  # an authorisation always names it
         return await self._apply(payment.id, await self.provider.capture(
             payment.provider_ref, idempotency_key=idempotency_key), then,
-            known=None if payment is not known else payment)
+            known=payment if payment is known else None)
 
     async def void(self, payment_id: str, *, idempotency_key: str) -> Payment:
         """Release the held money; `voided`. Voiding a voided, declined or failed payment

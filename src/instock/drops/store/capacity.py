@@ -28,7 +28,7 @@ async def admitting_within(conn: AsyncConnection, earliest: datetime,
                            latest: datetime) -> list[model.Drop]:
     """The capacity drops admitting at some moment between `earliest` and `latest`: those of
     `admitting_drops` at each moment in between are among them (a consumer's one read for a
-    batch of events; it picks each event's drops by `admitting_at`)."""
+    batch of events; it picks each event's drops by `Drop.started` and `Drop.over`)."""
     rows = await conn.execute(_ADMITTING_WITHIN, {"earliest": earliest, "latest": latest})
     return [drop_from_row(row) for row in rows]
 
@@ -37,11 +37,6 @@ _ADMITTING_WITHIN = sa.select(drops).where(
     drops.c.admission == model.Admission.CAPACITY.value,
     drops.c.starts_at <= sa.bindparam("latest"),
     sa.or_(drops.c.ends_at.is_(None), drops.c.ends_at > sa.bindparam("earliest")))
-
-
-def admitting_at(drop: model.Drop, now: datetime) -> bool:
-    """`admitting_drops`'s condition, for one drop read by `admitting_within`."""
-    return drop.starts_at <= now and (drop.ends_at is None or drop.ends_at > now)
 
 
 async def began(conn: AsyncConnection, drop_id: str, reservation_id: str, at: datetime) -> None:
