@@ -14,7 +14,7 @@ from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
@@ -251,8 +251,7 @@ class Shopper:
         return stated[-1] if stated else None
 
 
-@dataclass(frozen=True)
-class Pick:
+class Pick(NamedTuple):  # a named tuple, as rules.Variant is: a list makes dozens
     product_id: str
     sku: str | None
     in_size: bool | None
@@ -483,18 +482,18 @@ class Engine:
         picked = rules.diversify(codes, adjusted, brand, category, limit)
         top = max((score[c] for c in picked), default=0.0) or 1.0
         reasons = rules.main_reasons(blend.parts, [position.get(c) for c in picked])
+        anchor = self.catalogue.items[int(ctx.items[-1])].title if len(ctx.items) else "this"
         # the shown score is the blend's, 0 for a filler with no signal behind it
         return [self._pick(c, choices.get(c) or self.choose(c, shopper.size), score[c] / top,
-                           reason, ctx) for c, reason in zip(picked, reasons, strict=True)]
+                           reason, ctx, anchor) for c, reason in zip(picked, reasons, strict=True)]
 
     def choose(self, code: int, size: str | None) -> rules.Choice:
         return rules.choose_variant(self.catalogue.variants(code), size)
 
     def _pick(self, code: int, choice: rules.Choice, score: float, reason: str,
-              ctx: Context) -> Pick:
+              ctx: Context, anchor: str) -> Pick:
         if reason == "content" and ctx.preferences and not len(ctx.items):
             reason = "preference"
-        anchor = self.catalogue.items[int(ctx.items[-1])].title if len(ctx.items) else "this"
         item = self.catalogue.items[code]
         return Pick(item.product_id, choice.sku, choice.in_size, round(score, 4), reason,
                     rules.REASONS[reason].format(anchor=anchor))
