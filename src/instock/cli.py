@@ -4,29 +4,60 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import json
 import os
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
 
-from instock.analytics.cli import analytics_app
-from instock.app import Container, build
-from instock.bench.cli import bench_app
-from instock.fleet.cli import fleet_app
 from instock.platform.auth import Role
-from instock.privacy.cli import privacy_app
-from instock.recommendations.cli import recs_app
-from instock.reconciliation.cli import reconcile_app
+
+if TYPE_CHECKING:
+    from instock.app import Container
 
 T = TypeVar("T")
 
-app = typer.Typer(help="instock: inventory that is never oversold, live.", no_args_is_help=True)
+# The command groups of other modules, each imported only when it is called (or listed by
+# --help): a command is a process of its own, and `instock fleet canary` or `instock sandbox
+# payments` need not import the whole app (seconds of CPU at every start) to run.
+LAZY_GROUPS = {
+    "recs": ("instock.recommendations.cli", "recs_app"),
+    "analytics": ("instock.analytics.cli", "analytics_app"),
+    "reconcile": ("instock.reconciliation.cli", "reconcile_app"),
+    "privacy": ("instock.privacy.cli", "privacy_app"),
+    "bench": ("instock.bench.cli", "bench_app"),
+    "fleet": ("instock.fleet.cli", "fleet_app"),  # HAProxy, API processes, workers: make fleet
+}
+
+
+class _LazyGroups(TyperGroup):
+    """The root command: LAZY_GROUPS mounted as they are asked for."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        """In the order they were mounted in before: the lazy ones after `worker`."""
+        names = [name for name in super().list_commands(ctx) if name not in LAZY_GROUPS]
+        at = names.index("worker") + 1 if "worker" in names else len(names)
+        return [*names[:at], *LAZY_GROUPS, *names[at:]]
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        if cmd_name in LAZY_GROUPS and cmd_name not in self.commands:
+            module, attribute = LAZY_GROUPS[cmd_name]
+            mounted = typer.Typer()  # as app.add_typer(sub_app, name=...) mounted it
+            mounted.add_typer(getattr(importlib.import_module(module), attribute), name=cmd_name)
+            root: Any = typer.main.get_command(mounted)
+            self.add_command(root.commands[cmd_name], cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+
+app = typer.Typer(help="instock: inventory that is never oversold, live.", no_args_is_help=True,
+                  cls=_LazyGroups)
 seed_app = typer.Typer(help="Load data.", no_args_is_help=True)
 audit_app = typer.Typer(help="Prove the ledger.", no_args_is_help=True)
 worker_app = typer.Typer(help="Background workers.", no_args_is_help=True)
@@ -37,12 +68,6 @@ app.add_typer(events_app, name="events")
 app.add_typer(seed_app, name="seed")
 app.add_typer(audit_app, name="audit")
 app.add_typer(worker_app, name="worker")
-app.add_typer(recs_app, name="recs")
-app.add_typer(analytics_app, name="analytics")
-app.add_typer(reconcile_app, name="reconcile")
-app.add_typer(privacy_app, name="privacy")
-app.add_typer(bench_app, name="bench")
-app.add_typer(fleet_app, name="fleet")  # HAProxy, API processes, workers: `make fleet`
 # Local stand-ins for the outside world (payments, marketplaces), each its own process.
 sandbox_app = typer.Typer(help="Local simulators of outside services.", no_args_is_help=True)
 app.add_typer(sandbox_app, name="sandbox")
@@ -59,6 +84,8 @@ console = Console()
 def with_container(work: Callable[[Container], Awaitable[T]]) -> T:
     """Run one async command against freshly built adapters, disposing of them after."""
     async def main() -> T:
+        from instock.app import build
+
         container = build()
         try:
             return await work(container)
@@ -101,6 +128,8 @@ def token(role: Role = typer.Option(..., "--role", help="the role the token carr
           subject: str | None = typer.Option(None, "--subject", help="user or customer id")
           ) -> None:
     """Print a bearer token for the configured key (the bare token alone on stdout)."""
+    from instock.app import build
+
     container = build()
     typer.echo(container.tokens.mint(role, subject))
 
@@ -137,6 +166,8 @@ def serve(host: str | None = typer.Option(None, "--host"),
         drop_id = seed_demo()
     elif settings.migrate_on_start:  # off: migrated already (`instock fleet up` does it once)
         migrate()
+    from instock.app import build
+
     container = build()
     admin = container.tokens.mint(Role.ADMIN, "admin")
     scheme = "https" if certfile else "http"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -27,17 +28,41 @@ async def wait_answering(server: Server, path: str) -> None:
     raise AssertionError(f"{path} not answering in {READY_TIMEOUT}s:\n{server.log_tail()}")
 
 
-async def start_payments(servers: ServerFactory, *args: str) -> Server:
-    """`instock sandbox payments` on a free port."""
-    port = free_port()
+async def start_payments(servers: ServerFactory, *args: str, port: int | None = None) -> Server:
+    """`instock sandbox payments` on a free port (or the one given)."""
+    port = port or free_port()
     server = servers.worker("sandbox", "payments", "--port", str(port), *args, port=port)
     await wait_answering(server, "/_sandbox/config")
     return server
 
 
-def payments_env(sandbox: Server, **extra: str) -> dict[str, str]:
-    """An API process's settings for that sandbox: quick timeouts and a quick breaker."""
-    return {"INSTOCK_PAYMENTS_URL": sandbox.base_url, "INSTOCK_PAYMENTS_TIMEOUT_SECONDS": "0.5",
+async def payments_and_api(servers: ServerFactory, api_env: Callable[[str], dict[str, str]]
+                           ) -> tuple[Server, Server]:
+    """The payment sandbox and an API process told its URL (`api_env(url)`), started at once:
+    (sandbox, api). An API process calls the provider only when a payment is made, so neither
+    start waits for the other (each costs seconds of imports). Should the sandbox's port be
+    taken meanwhile (by the API process itself, say), the two are started one after the other
+    instead, as before."""
+    port = free_port()
+    sandbox, api = await asyncio.gather(
+        start_payments(servers, port=port),
+        servers.start(**api_env(f"http://127.0.0.1:{port}")), return_exceptions=True)
+    if isinstance(api, BaseException):
+        raise api
+    if isinstance(sandbox, BaseException):
+        if "address already in use" not in str(sandbox).lower():
+            raise sandbox
+        api.stop()
+        sandbox = await start_payments(servers)
+        api = await servers.start(**api_env(sandbox.base_url))
+    return sandbox, api
+
+
+def payments_env(sandbox: Server | str, **extra: str) -> dict[str, str]:
+    """An API process's settings for that sandbox (or its URL): quick timeouts and a quick
+    breaker."""
+    url = sandbox if isinstance(sandbox, str) else sandbox.base_url
+    return {"INSTOCK_PAYMENTS_URL": url, "INSTOCK_PAYMENTS_TIMEOUT_SECONDS": "0.5",
             "INSTOCK_PAYMENTS_RETRY_ATTEMPTS": "2", "INSTOCK_PAYMENTS_BREAKER_THRESHOLD": "3",
             "INSTOCK_PAYMENTS_BREAKER_COOLDOWN_SECONDS": "1", **extra}
 

@@ -27,7 +27,7 @@ from tests.e2e.harness import (
     receive,
     stock,
 )
-from tests.e2e.sandboxes import configure, payments_env, start_payments
+from tests.e2e.sandboxes import configure, payments_and_api, payments_env
 
 pytestmark = pytest.mark.one_backend
 SKU = "JKT-M"
@@ -35,8 +35,7 @@ SKU = "JKT-M"
 
 
 async def shop(servers: ServerFactory, units: int = 5, **env: str) -> tuple[Server, Server]:
-    sandbox = await start_payments(servers)
-    api = await servers.start(**payments_env(sandbox, **env))
+    sandbox, api = await payments_and_api(servers, lambda url: payments_env(url, **env))
     async with client(api.base_url, Role.ADMIN) as admin:
         await create_product(admin, "jacket", [SKU])
         await create_location(admin, "wh-1")
@@ -225,9 +224,9 @@ async def test_a_keyed_checkout_retried_after_a_crash_gets_its_order_not_another
     payment is authorised) or after its last step, before it answers. The client retries with
     the same key on another process at once: it gets that order (paid, or still going and
     then paid), never "in progress" until a timeout, and never a second order or payment."""
-    sandbox = await start_payments(servers)
     lease = {"INSTOCK_SAGA_LEASE_SECONDS": "1"}
-    victim = await servers.start(**payments_env(sandbox, INSTOCK_SAGA_KILL_AFTER=kill, **lease))
+    sandbox, victim = await payments_and_api(servers, lambda url: payments_env(
+        url, INSTOCK_SAGA_KILL_AFTER=kill, **lease))
     async with client(victim.base_url, Role.ADMIN) as admin:
         await create_product(admin, "jacket", [SKU])
         await create_location(admin, "wh-1")

@@ -98,7 +98,7 @@ async def test_500_buyers_100_units_one_server(servers: ServerFactory,
 
 async def test_500_buyers_100_units_two_servers(servers: ServerFactory,
                                                throughput: list[dict[str, Any]]) -> None:
-    first, second = await servers.start(), await servers.start()
+    first, second = await servers.start_many(2)
     await setup_drop(first.base_url, ["sneaker-42"], UNITS)
     result = await reserve_burst([first.base_url, second.base_url],
                                  [{"lines": [{"sku": "sneaker-42", "quantity": 1}]}] * BUYERS)
@@ -117,7 +117,7 @@ async def test_500_buyers_100_units_two_servers(servers: ServerFactory,
 async def test_bundles_sharing_a_component(servers: ServerFactory,
                                            throughput: list[dict[str, Any]]) -> None:
     """Two kits draw on one component; a basket with both kits counts both against it."""
-    first, second = await servers.start(), await servers.start()
+    first, second = await servers.start_many(2)
     bundles = {"kit-duo": {"lace": 1, "sneaker": 1}, "kit-laces": {"lace": 2}}
     await setup_drop(first.base_url, ["lace", "sneaker"], UNITS, bundles)
     async with client(first.base_url, Role.ADMIN) as admin:

@@ -35,7 +35,7 @@ from tests.e2e.harness import (
     create_product,
     receive,
 )
-from tests.e2e.sandboxes import start_payments
+from tests.e2e.sandboxes import payments_and_api
 from tests.graphql_doors import OWN_CUSTOMER, classify, operation, operations
 from tests.support import BROWSER_HEADERS, backends, make_settings, migrated_database
 
@@ -89,8 +89,7 @@ def required_query(operation: dict[str, Any]) -> dict[str, str]:
 @pytest.fixture
 async def served(servers: ServerFactory) -> AsyncIterator[tuple[str, dict[str, Any]]]:
     """A server (with a payment provider, so B can have an order) and B's resources."""
-    payments = await start_payments(servers)
-    server = await servers.start(INSTOCK_PAYMENTS_URL=payments.base_url)
+    _, server = await payments_and_api(servers, lambda url: {"INSTOCK_PAYMENTS_URL": url})
     async with client(server.base_url, Role.ADMIN) as admin:
         await create_product(admin, "door", ["door-1", "door-2"])
         await create_location(admin, "wh-door")

@@ -445,11 +445,13 @@ async def _assert_every_change_consumed(database: Database) -> None:
 # -- a canary ---------------------------------------------------------------------------------
 
 
-async def _canary(fleet: Fleet, *args: str) -> tuple[int, dict[str, Any], str]:
+async def _canary(fleet: Fleet, *args: str, step_seconds: float = 4
+                  ) -> tuple[int, dict[str, Any], str]:
     """`instock fleet canary` with short steps: (exit code, its JSON verdict, its stderr)."""
     process = await asyncio.create_subprocess_exec(
-        INSTOCK, "fleet", "canary", "--steps", "30", "--step-seconds", "4", "--every", "0.5",
-        *args, env=fleet.env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        INSTOCK, "fleet", "canary", "--steps", "30", "--step-seconds", f"{step_seconds:g}",
+        "--every", "0.5", *args, env=fleet.env, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
     out, said = await asyncio.wait_for(process.communicate(), 180)
     assert process.returncode is not None
     verdict = json.loads(out) if process.returncode in (0, 1) else {}
@@ -503,9 +505,24 @@ async def test_a_canary_passes_or_is_rolled_back_on_its_errors_or_an_oversell(
     async with client(fleet.lb_url, Role.ADMIN) as admin:
         await create_product(admin, "cn", [sku])
         await receive(admin, sku, "wh-1", 5)
+    spare = [slot["address"] for slot in fleet.status()["slots"]
+             if slot["name"] not in {c["slot"] for c in fleet.children("api")}]
+    assert len(spare) == 1, fleet.status()
+
+    async def canary_up() -> bool:  # the only process on the spare slot's address
+        if trial.done():  # it ended before it was up: its verdict says why
+            return True
+        with contextlib.suppress(httpx.HTTPError):
+            async with httpx.AsyncClient(timeout=2) as http:
+                return (await http.get(f"http://{spare[0]}/readyz")).status_code == 200
+        return False
+
     async with running(Load(fleet.lb_url), 6):
-        trial = asyncio.create_task(_canary(fleet))
-        await asyncio.sleep(8.0)  # the canary serving (it starts in about 3 s)
+        # Its step is long, not to end before the oversell below is seen: it is rolled back
+        # the moment it is (a fixed wait for "serving" was outrun once the command started
+        # faster). The write follows the canary's being up, not a clock.
+        trial = asyncio.create_task(_canary(fleet, step_seconds=60))
+        await eventually(canary_up, "the canary up in the spare slot", timeout=120)
         # An oversell, as a release that wrote around the model's checks would leave it.
         await fleet.database.execute(sa.text(
             "UPDATE stock_levels SET reserved = on_hand + 2 WHERE sku = :sku").bindparams(sku=sku))

@@ -26,7 +26,7 @@ from tests.e2e.harness import (
     receive,
     stock,
 )
-from tests.e2e.sandboxes import configure, payments_env, start_payments
+from tests.e2e.sandboxes import configure, payments_and_api, payments_env
 from tests.marketplace import API_KEY, SECRET, simulator
 
 # The web request leaves this much after the marketplace purchase: the marketplace's path (a
@@ -39,9 +39,8 @@ SKUS = [f"LAST-{i}" for i in range(ROUNDS)]
 
 async def test_the_last_unit_sold_on_the_web_and_a_marketplace_at_once(
         servers: ServerFactory, database: Database, tmp_path: Path) -> None:
-    sandbox = await start_payments(servers)
-    await configure(sandbox, latency_ms=20)
-    api = await servers.start(**payments_env(sandbox))
+    sandbox, api = await payments_and_api(servers, payments_env)
+    await configure(sandbox, latency_ms=20)  # before any payment: the API has called it not yet
     webhook = f"{api.base_url}/v1/webhooks/marketplaces/mkt"
     async with simulator(tmp_path, webhook) as sim, client(api.base_url, Role.ADMIN) as admin, \
             client(api.base_url, Role.CUSTOMER, "web-buyer") as buyer:

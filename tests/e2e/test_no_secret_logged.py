@@ -25,7 +25,7 @@ from tests.e2e.harness import (
     create_product,
     receive,
 )
-from tests.e2e.sandboxes import start_payments
+from tests.e2e.sandboxes import payments_and_api
 from tests.support import TEST_SECRET
 from tests.webhook_receiver import Receiver
 
@@ -70,9 +70,9 @@ def test_the_card_scan_finds_cards_and_not_ids_or_times() -> None:
 
 async def test_a_full_run_logs_no_secret_and_no_card_number(servers: ServerFactory,
                                                             tmp_path: Path) -> None:
-    payments = await start_payments(servers)
-    server = await servers.start(INSTOCK_PAYMENTS_URL=payments.base_url,
-                                 INSTOCK_LOG_LEVEL="debug", INSTOCK_TRACE_CONSOLE="true")
+    _, server = await payments_and_api(servers, lambda url: {
+        "INSTOCK_PAYMENTS_URL": url, "INSTOCK_LOG_LEVEL": "debug",
+        "INSTOCK_TRACE_CONSOLE": "true"})
     receiver = await Receiver().start()
     tokens: list[str] = []
     try:

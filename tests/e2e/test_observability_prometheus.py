@@ -40,7 +40,7 @@ from tests.e2e.harness import (
     receive,
     token,
 )
-from tests.e2e.sandboxes import payments_env, start_payments
+from tests.e2e.sandboxes import payments_and_api, payments_env
 from tests.marketplace import API_KEY, SECRET, simulator
 from tests.observability import (
     Expression,
@@ -186,8 +186,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         factory = factories["instock"]
         try:
             async def start_shop() -> Server:
-                sandbox = await start_payments(factory)
-                api = await factory.start(**payments_env(sandbox))
+                _, api = await payments_and_api(factory, payments_env)
                 await drive_traffic(api, workdir)
                 return api
 
@@ -199,10 +198,15 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                     await receive(admin, SKU, "wh-obs", 20)
                 return api
 
-            api = asyncio.run(start_shop())
-            shops = {"instock": (api, factory.db)} | {
-                job: (asyncio.run(start_plain(other)), other.db)
-                for job, other in factories.items() if job != "instock"}
+            async def start_all() -> dict[str, Server]:  # at once: each start costs seconds
+                others = [job for job in factories if job != "instock"]
+                started = await asyncio.gather(
+                    start_shop(), *(start_plain(factories[job]) for job in others))
+                return dict(zip(["instock", *others], started, strict=True))
+
+            shops = {job: (server, factories[job].db)
+                     for job, server in asyncio.run(start_all()).items()}
+            api = shops["instock"][0]
 
             am_port = free_port()
             am_config = workdir / "alertmanager.yml"

@@ -31,7 +31,7 @@ from tests.e2e.harness import (
     create_product,
     receive,
 )
-from tests.e2e.sandboxes import configure, payments_env, start_payments
+from tests.e2e.sandboxes import configure, payments_and_api, payments_env
 
 # Verifying and applying a provider's events does not depend on the database behind them
 # (the payments context's integration tests run on both).
@@ -55,9 +55,8 @@ async def eventually(probe: Callable[[], Awaitable[T]], done: Callable[[T], bool
 
 
 async def shop(servers: ServerFactory, provider: str) -> tuple[Server, Server, str]:
-    sandbox = await start_payments(servers)
-    api = await servers.start(**payments_env(
-        sandbox, INSTOCK_PAYMENT_PROVIDER=provider, INSTOCK_PAYMENTS_WEBHOOK_SECRET=SECRET,
+    sandbox, api = await payments_and_api(servers, lambda url: payments_env(
+        url, INSTOCK_PAYMENT_PROVIDER=provider, INSTOCK_PAYMENTS_WEBHOOK_SECRET=SECRET,
         INSTOCK_PAYMENTS_WEBHOOK_TOLERANCE_SECONDS="300"))
     hook = f"{api.base_url}/v1/webhooks/payments/{provider}"
     await configure(sandbox, webhook_url=hook, webhook_secret=SECRET)

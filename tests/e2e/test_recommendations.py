@@ -265,7 +265,7 @@ async def test_two_processes_share_the_lists_and_hear_every_change(
     env = {"INSTOCK_BUS_URL": unique_bus(bus_url), "INSTOCK_REDIS_URL": REDIS_URL or ""}
     # a fleet's layout: API processes that only serve, `instock worker all` doing the rest
     api_env = {**env, **api_only_env()} if layout == "worker-beside" else env
-    first, second = await servers.start(**api_env), await servers.start(**api_env)
+    first, second = await servers.start_many(2, **api_env)
     worker = servers.worker("worker", "all", **env) if layout == "worker-beside" else None
     names = [f"q{i}" for i in range(6)]
     await shop(first.base_url, {f"{n}-M": 1 if n == "q0" else 5 for n in names},

@@ -31,7 +31,7 @@ from tests.e2e.harness import (
     receive,
     stock,
 )
-from tests.e2e.sandboxes import payments_env, start_payments
+from tests.e2e.sandboxes import payments_and_api, payments_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.one_backend]
 SKU = "HOOD-M"
@@ -68,9 +68,8 @@ async def test_orders_call_inventory_in_another_process(servers: ServerFactory) 
     inventory_env = {"INSTOCK_SERVICES": "inventory,catalog,live",
                      "INSTOCK_GRPC_PORT": str(grpc_port)}
     inventory = await servers.start(**inventory_env)
-    sandbox = await start_payments(servers)
-    orders = await servers.start(**payments_env(
-        sandbox, INSTOCK_SERVICES="orders,payments",
+    _, orders = await payments_and_api(servers, lambda url: payments_env(
+        url, INSTOCK_SERVICES="orders,payments",
         INSTOCK_INVENTORY_URL=f"grpc://127.0.0.1:{grpc_port}",
         INSTOCK_GRPC_DEADLINE_SECONDS="1", INSTOCK_GRPC_ATTEMPTS="2"))
 
