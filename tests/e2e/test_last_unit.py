@@ -40,7 +40,7 @@ SKUS = [f"LAST-{i}" for i in range(ROUNDS)]
 async def test_the_last_unit_sold_on_the_web_and_a_marketplace_at_once(
         servers: ServerFactory, database: Database, tmp_path: Path) -> None:
     sandbox, api = await payments_and_api(servers, payments_env)
-    await configure(sandbox, latency_ms=20)  # before any payment: the API has called it not yet
+    await configure(sandbox, latency_ms=20)  # before any payment: the API has not called it yet
     webhook = f"{api.base_url}/v1/webhooks/marketplaces/mkt"
     async with simulator(tmp_path, webhook) as sim, client(api.base_url, Role.ADMIN) as admin, \
             client(api.base_url, Role.CUSTOMER, "web-buyer") as buyer:

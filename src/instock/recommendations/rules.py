@@ -35,8 +35,8 @@ REASONS: Mapping[str, str] = {
 }
 
 
-# Named tuples, not frozen dataclasses: a served list makes about a hundred of them, and a
-# frozen dataclass's __init__ (object.__setattr__ per field) cost a tenth of ranking a list.
+# Named tuples: a served list makes about a hundred of them, and a frozen dataclass's __init__
+# sets each field through object.__setattr__ (measured: no difference in a list's CPU either way).
 class Variant(NamedTuple):
     sku: str
     size: str | None
