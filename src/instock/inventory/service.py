@@ -438,7 +438,7 @@ class InventoryService:
                 batch = ReserveBatch(tx, pending)
                 await batch.load()
                 decided = [batch.decide(hold) for hold in pending]
-                await store.insert_reservations(tx.conn, batch.created)
+                tx.created.extend(batch.created)
                 return decided
 
             self.stock_transactions += 1

@@ -12,8 +12,9 @@ from datetime import date, datetime
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from instock.inventory import model, store
-from instock.inventory.model import LedgerEntry, Movement, StockLevel
+from instock.inventory import model
+from instock.inventory.model import LedgerEntry, Movement, Reservation, StockLevel
+from instock.inventory.store import together
 from instock.platform.bus import outbox
 from instock.platform.bus.envelope import DomainEvent
 from instock.platform.entry_context import EntryContext
@@ -43,6 +44,8 @@ class StockTx:
     # (`flush`'s correlation id speaks for every other SKU): its stock events carry that
     # request's correlation id and trace.
     origins: dict[str, EntryContext] = field(default_factory=dict)
+    # Reservations the command opened (each with its idempotency scope), written at flush.
+    created: list[tuple[Reservation, str | None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.versions_before = {key: level.version for key, level in self.levels.items()}
@@ -75,19 +78,31 @@ class StockTx:
             self.touched[(level.sku, level.location)] = level
 
     async def flush(self, correlation_id: str | None) -> None:
+        """Write what the command did: one statement on PostgreSQL (store.together)."""
         levels = list(self.touched.values())
-        await store.save_levels(self.conn, levels, self.versions_before)
-        await store.insert_entries(self.conn, self.entries)
         changed = {level.sku for level in levels}
         kits = self._kits_moved(changed)
-        # One statement bumps both: every SKU whose levels changed, every kit whose count moved.
-        self.sku_versions = await store.bump_items(self.conn, changed | kits.keys())
+        # Every SKU whose levels changed and every kit whose count moved gets a new version.
+        # Their item rows are locked by this transaction, so each becomes its locked version
+        # + 1, known before the write: the events carry it, and the write checks it.
+        self.sku_versions = {sku: self._locked(sku).version + 1
+                             for sku in sorted(changed | kits.keys())}
         physical = {sku: self.sku_versions[sku] for sku in changed}
-        await outbox.add_each(self.conn, [
+        events = outbox.rows_of([
             *(self._origin(sku, event, correlation_id)
               for sku, event in self._stock_events(physical)),
             *((event, correlation_id, None) for event in self._kit_events(kits)),
             *self.events])
+        await together.write(self.conn, together.StockWrites(
+            levels, self.versions_before, self.entries, self.sku_versions, events, self.created))
+        if events:
+            outbox.announce(self.conn, events)
+
+    def _locked(self, sku: str) -> model.Item:
+        item = self.items.get(sku)
+        if item is None:  # a writer changed a SKU it did not lock: a bug, never a race
+            raise RuntimeError(f"{sku} changed without its item row locked")
+        return item
 
     def _origin(self, sku: str, event: DomainEvent, correlation_id: str | None
                 ) -> outbox.Outgoing:

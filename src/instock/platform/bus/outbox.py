@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -53,6 +54,15 @@ async def add(conn: AsyncConnection, events: Iterable[DomainEvent],
 
 async def add_each(conn: AsyncConnection, events: Iterable[Outgoing]) -> None:
     """Add events, each with the correlation id and trace of the request that caused it."""
+    rows = rows_of(events)
+    if rows:
+        await insert_rows(conn, outbox, rows)
+        announce(conn, rows)
+
+
+def rows_of(events: Iterable[Outgoing]) -> list[dict[str, Any]]:
+    """The outbox rows of events, for a writer that inserts them itself (and then calls
+    `announce`): inventory's one-statement stock writes."""
     rows = []
     now = utcnow()  # one transaction, one time: a batch of a drop adds thousands of events
     time = now.isoformat()
@@ -61,14 +71,17 @@ async def add_each(conn: AsyncConnection, events: Iterable[Outgoing]) -> None:
         doc = envelope(event, correlation_id, traceparent=traceparent or here, time=time)
         rows.append({"id": doc["id"], "subject": doc["subject"], "type": doc["type"],
                      "sequence": doc.get("sequence"), "envelope": doc, "created_at": now})
-    if rows:
-        await insert_rows(conn, outbox, rows)
-        if conn.dialect.name != "postgresql":
-            # The relay wakes on commit instead of polling. On PostgreSQL the outbox's own
-            # trigger sends the NOTIFY from this INSERT (migration 0012): no round trip more.
-            signal(conn, OUTBOX_SIGNAL)
-        # This process's read caches hear of the change at commit, before the bus carries it.
-        after_commit(conn, (row["envelope"] for row in rows))
+    return rows
+
+
+def announce(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    """After inserting outbox rows: wake the relay and this process's caches at commit."""
+    if conn.dialect.name != "postgresql":
+        # The relay wakes on commit instead of polling. On PostgreSQL the outbox's own
+        # trigger sends the NOTIFY from this INSERT (migration 0012): no round trip more.
+        signal(conn, OUTBOX_SIGNAL)
+    # This process's read caches hear of the change at commit, before the bus carries it.
+    after_commit(conn, (row["envelope"] for row in rows))
 
 
 async def unpublished(conn: AsyncConnection) -> tuple[int, datetime | None]:

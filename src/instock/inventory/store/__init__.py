@@ -351,10 +351,13 @@ async def save_levels(conn: AsyncConnection, levels: Sequence[StockLevel],
                 **values})
             if result.rowcount != 1:
                 raise VersionConflict(f"stock level {level.sku}@{level.location} changed")
-    lot_rows = [{"sku": level.sku, "location": level.location, "code": lot.code,
-                 "expires_on": lot.expires_on, **lot.buckets.as_dict()}
-                for level in levels for lot in level.lots.values()]
-    await upsert(conn, lots, lot_rows, ["sku", "location", "code"])
+    await upsert(conn, lots, lot_rows(levels), ["sku", "location", "code"])
+
+
+def lot_rows(levels: Sequence[StockLevel]) -> list[dict[str, Any]]:
+    return [{"sku": level.sku, "location": level.location, "code": lot.code,
+             "expires_on": lot.expires_on, **lot.buckets.as_dict()}
+            for level in levels for lot in level.lots.values()]
 
 
 _LOT_FREE = lots.c.on_hand - lots.c.reserved - lots.c.committed - lots.c.unsellable
@@ -391,11 +394,14 @@ async def shelf_life_channels(conn: AsyncConnection) -> list[Channel]:
 
 async def insert_entries(conn: AsyncConnection, entries: Sequence[LedgerEntry]) -> None:
     if entries:
-        await insert_rows(conn, ledger, [
-            {"sku": e.sku, "location": e.location, "version": e.version, "kind": e.kind,
-             **e.delta.as_dict(), "lot": e.lot, "lot_expires_on": e.lot_expires_on,
-             **_context_columns(e.context), "at": e.at, "prev_hash": e.prev_hash,
-             "hash": e.hash} for e in entries])
+        await insert_rows(conn, ledger, [entry_row(e) for e in entries])
+
+
+def entry_row(e: LedgerEntry) -> dict[str, Any]:
+    return {"sku": e.sku, "location": e.location, "version": e.version, "kind": e.kind,
+            **e.delta.as_dict(), "lot": e.lot, "lot_expires_on": e.lot_expires_on,
+            **_context_columns(e.context), "at": e.at, "prev_hash": e.prev_hash,
+            "hash": e.hash}
 
 
 def _context_columns(ctx: Provenance) -> dict[str, str | None]:
@@ -461,17 +467,27 @@ async def insert_reservations(conn: AsyncConnection,
     """Insert new reservations (each with its idempotency scope): one statement per table."""
     if not created:
         return
-    await insert_rows(conn, reservations, [
-        {"id": r.id, "channel": r.channel, "customer_id": r.customer_id, "status": r.status.value,
-         "created_at": r.created_at, "expires_at": r.expires_at, "updated_at": r.created_at,
-         "idempotency_scope": scope} for r, scope in created])
-    await insert_rows(conn, reservation_lines, [
-        {"reservation_id": r.id, "sku": line.sku, "quantity": line.quantity}
-        for r, _ in created for line in r.lines])
-    await insert_rows(conn, reservation_allocations, [
-        {"reservation_id": r.id, "position": i, "sku": a.sku, "location": a.location,
-         "lot": a.lot, "quantity": a.quantity}
-        for r, _ in created for i, a in enumerate(r.allocations)])
+    booked, lines, allocations = reservation_rows(created)
+    await insert_rows(conn, reservations, booked)
+    await insert_rows(conn, reservation_lines, lines)
+    await insert_rows(conn, reservation_allocations, allocations)
+
+
+Rows = list[dict[str, Any]]
+
+
+def reservation_rows(created: Sequence[tuple[Reservation, str | None]]
+                     ) -> tuple[Rows, Rows, Rows]:
+    """The rows of new reservations (each with its idempotency scope): reservations, their
+    lines, their allocations."""
+    return ([{"id": r.id, "channel": r.channel, "customer_id": r.customer_id,
+              "status": r.status.value, "created_at": r.created_at, "expires_at": r.expires_at,
+              "updated_at": r.created_at, "idempotency_scope": scope} for r, scope in created],
+            [{"reservation_id": r.id, "sku": line.sku, "quantity": line.quantity}
+             for r, _ in created for line in r.lines],
+            [{"reservation_id": r.id, "position": i, "sku": a.sku, "location": a.location,
+              "lot": a.lot, "quantity": a.quantity}
+             for r, _ in created for i, a in enumerate(r.allocations)])
 
 
 async def reservation_ids_for(conn: AsyncConnection, scopes: Iterable[str]) -> dict[str, str]:
