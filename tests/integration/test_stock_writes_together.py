@@ -13,10 +13,11 @@ import sqlalchemy as sa
 
 from instock.app import Container
 from instock.inventory import store
-from instock.inventory.model import Adjustment, AdjustmentKind, Line
+from instock.inventory.model import Adjustment, AdjustmentKind, Line, ReservationStatus
 from instock.inventory.reservation_batch import ReserveRequest
 from instock.inventory.store import together
 from instock.platform.bus.outbox import outbox
+from instock.platform.db import utcnow
 from instock.platform.errors import VersionConflict
 from tests.integration.helpers import CTX, add_location, counting, receive, stocked
 
@@ -95,3 +96,37 @@ async def test_adjustments_and_lots_write_alike_on_both_paths(c: Container) -> N
     assert view.totals.on_hand == 12
     assert len(view.levels) == 2
     assert (await c.inventory.audit()).problems == []
+
+
+async def test_a_commit_writes_in_one_statement_on_postgresql(c: Container) -> None:
+    await stocked(c, "SKU-4", 10)
+    reservation = await c.inventory.reserve(ReserveRequest([Line("SKU-4", 2)]), CTX)
+    with counting(c.db) as sent:
+        committed = await c.inventory.commit(reservation.id, CTX)
+    written = writes(sent)
+    if c.db.engine.dialect.name == "postgresql":
+        assert len(written) == 1, written  # the status, levels, ledger, item and outbox
+        assert "UPDATE reservations SET" in written[0]
+    assert committed.status is ReservationStatus.COMMITTED
+    assert (await c.inventory.get_reservation(reservation.id)).status is \
+        ReservationStatus.COMMITTED
+    view = await c.inventory.stock("SKU-4")
+    assert (view.totals.reserved, view.totals.committed, view.available) == (0, 2, 8)
+    assert (await c.inventory.audit()).problems == []
+
+
+async def test_a_reservation_that_moved_fails_the_whole_write(c: Container) -> None:
+    await stocked(c, "SKU-5", 10)
+    reservation = await c.inventory.reserve(ReserveRequest([Line("SKU-5", 1)]), CTX)
+    released = await c.inventory.release(reservation.id, CTX)
+    before = await c.inventory.stock("SKU-5")
+    with pytest.raises(VersionConflict):
+        async with c.db.write() as conn:
+            items = await store.lock_items(conn, ["SKU-5"])
+            # as if it were still active: the swap on its status finds no row
+            await together.write(conn, together.StockWrites(
+                [], {}, [], {"SKU-5": items["SKU-5"].version + 1},
+                moved=[(released, ReservationStatus.ACTIVE)], now=utcnow()))
+    assert (await c.inventory.get_reservation(reservation.id)).status is \
+        ReservationStatus.RELEASED
+    assert (await c.inventory.stock("SKU-5")).version == before.version

@@ -469,7 +469,7 @@ class InventoryService:
         async def work(tx: StockTx) -> Reservation:
             reservation = await store.get_reservation(tx.conn, reservation_id)
             assert reservation is not None
-            await transition_batch.apply(tx, reservation, transition)
+            transition_batch.apply(tx, reservation, transition)
             return reservation
 
         return await self._write(skus, work, ctx.correlation_id)

@@ -41,7 +41,7 @@ def missing(reservation_id: str) -> NotFound:
     return NotFound(f"reservation {reservation_id} does not exist")
 
 
-async def apply(tx: StockTx, reservation: Reservation, transition: Transition) -> None:
+def apply(tx: StockTx, reservation: Reservation, transition: Transition) -> None:
     """One transition of a reservation read under its SKUs' locks (no one else can change it
     now): checked, moved, its status written, its events emitted."""
     if transition.check is not None:
@@ -49,7 +49,7 @@ async def apply(tx: StockTx, reservation: Reservation, transition: Transition) -
     before = reservation.status
     tx.move(transition.change(reservation, tx.now),
             replace(transition.ctx, reference=reservation.id))
-    await store.update_reservation(tx.conn, reservation, before, tx.now)
+    tx.moved.append((reservation, before))  # its status is written at flush
     tx.emit(reservation.events, transition.ctx.correlation_id, transition.ctx.traceparent)
 
 
@@ -67,7 +67,7 @@ async def decide(tx: StockTx, batch: Sequence[Transition]) -> list[Reservation |
         entries = len(tx.entries)
         try:
             with domain_errors():
-                await apply(tx, reservation, transition)
+                apply(tx, reservation, transition)
         except VersionConflict:
             raise  # a lost race, not a refusal: the whole batch is tried again
         except InstockError as refused:

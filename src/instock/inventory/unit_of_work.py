@@ -13,7 +13,13 @@ from datetime import date, datetime
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from instock.inventory import model
-from instock.inventory.model import LedgerEntry, Movement, Reservation, StockLevel
+from instock.inventory.model import (
+    LedgerEntry,
+    Movement,
+    Reservation,
+    ReservationStatus,
+    StockLevel,
+)
 from instock.inventory.store import together
 from instock.platform.bus import outbox
 from instock.platform.bus.envelope import DomainEvent
@@ -46,6 +52,9 @@ class StockTx:
     origins: dict[str, EntryContext] = field(default_factory=dict)
     # Reservations the command opened (each with its idempotency scope), written at flush.
     created: list[tuple[Reservation, str | None]] = field(default_factory=list)
+    # Reservations the command moved on, each with the status it was read in (its
+    # compare-and-swap), written at flush.
+    moved: list[tuple[Reservation, ReservationStatus]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.versions_before = {key: level.version for key, level in self.levels.items()}
@@ -94,7 +103,8 @@ class StockTx:
             *((event, correlation_id, None) for event in self._kit_events(kits)),
             *self.events])
         await together.write(self.conn, together.StockWrites(
-            levels, self.versions_before, self.entries, self.sku_versions, events, self.created))
+            levels, self.versions_before, self.entries, self.sku_versions, events, self.created,
+            self.moved, self.now))
         if events:
             outbox.announce(self.conn, events)
 

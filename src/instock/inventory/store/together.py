@@ -1,15 +1,16 @@
 """A stock transaction's writes in one round trip on PostgreSQL.
 
-A stock command writes up to nine things after it decides: its changed levels (a
+A stock command writes up to ten things after it decides: its changed levels (a
 compare-and-swap on the version each was read at), new levels, lots, ledger entries, the
-locked items' versions, outbox events, and a reservation's rows in three tables. Sent one by
+locked items' versions, outbox events, a new reservation's rows in three tables, and the
+status of reservations it moved on (a compare-and-swap on the status each was read in). Sent one by
 one, each costs a round trip and SQLAlchemy's and the driver's work per statement, which
 profiles of `bench writes` put above the database's own. On PostgreSQL they go as one
 statement instead: data-modifying CTEs, each reading its rows from one array parameter per
 column (`unnest`), so the statement's text depends only on which parts are present and is
-built and compiled once per shape. Its one row says how many levels the swap updated and the
-items' new versions; anything other than what the caller expects raises VersionConflict, and
-the transaction, every part of this statement with it, rolls back.
+built and compiled once per shape. Its one row says how many levels and reservations the swaps
+updated and the items' new versions; anything other than what the caller expects raises
+VersionConflict, and the transaction, every part of this statement with it, rolls back.
 
 Large batches (a drop's group commit writes thousands of rows) keep the one-by-one path: its
 COPY costs a fraction of an INSERT's work per row, which outweighs the round trips.
@@ -20,6 +21,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -27,7 +29,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from instock.inventory.model import LedgerEntry, Reservation, StockLevel
+from instock.inventory.model import LedgerEntry, Reservation, ReservationStatus, StockLevel
 from instock.inventory.store import (
     bump_items,
     entry_row,
@@ -43,6 +45,7 @@ from instock.inventory.store import (
     reservations,
     save_levels,
     stock_levels,
+    update_reservation,
 )
 from instock.platform.bus import outbox
 from instock.platform.db import COPY_THRESHOLD, insert_rows
@@ -62,17 +65,21 @@ class StockWrites:
     bump: dict[str, int]  # sku -> the version it must reach (its locked version + 1)
     events: list[dict[str, Any]] = field(default_factory=list)  # outbox rows
     created: Sequence[tuple[Reservation, str | None]] = ()  # reservations with their scopes
+    # reservations moved on (commit, release...): each with the status it was read in
+    moved: Sequence[tuple[Reservation, ReservationStatus]] = ()
+    now: datetime | None = None  # when they moved
 
 
 async def write(conn: AsyncConnection, writes: StockWrites) -> None:
     """Write it all: one statement on PostgreSQL for a small transaction, else one per part.
     Raises VersionConflict if a level or an item moved since it was read."""
-    if conn.dialect.name == "postgresql":
-        rows = _rows(writes)
-        if all(len(part) < COPY_THRESHOLD for part in rows.values()):
-            await _together(conn, writes, rows)
-            return
+    if conn.dialect.name == "postgresql" and _small(writes):
+        await _together(conn, writes, _rows(writes))
+        return
     await insert_reservations(conn, writes.created)
+    for reservation, before in writes.moved:
+        assert writes.now is not None
+        await update_reservation(conn, reservation, before, writes.now)
     await save_levels(conn, writes.levels, writes.versions_before)
     await insert_entries(conn, writes.entries)
     bumped = await bump_items(conn, writes.bump)
@@ -80,6 +87,16 @@ async def write(conn: AsyncConnection, writes: StockWrites) -> None:
         raise VersionConflict(f"items moved while locked: {sorted(writes.bump)}")
     if writes.events:
         await insert_rows(conn, outbox.outbox, writes.events)
+
+
+def _small(writes: StockWrites) -> bool:
+    """Fewer rows than COPY pays off at, in every part (counted before any row is built: a
+    drop's batch has thousands)."""
+    return max(len(writes.levels), len(writes.entries), len(writes.events),
+               len(writes.created), len(writes.moved),
+               sum(len(level.lots) for level in writes.levels),
+               sum(len(r.lines) + len(r.allocations) for r, _ in writes.created)
+               ) < COPY_THRESHOLD
 
 
 def _rows(writes: StockWrites) -> dict[str, list[dict[str, Any]]]:
@@ -99,7 +116,10 @@ def _rows(writes: StockWrites) -> dict[str, list[dict[str, Any]]]:
              "items": [{"sku": sku} for sku in sorted(writes.bump)],
              "outbox": [{**row, "envelope": orjson.dumps(row["envelope"]).decode()}
                         for row in writes.events],
-             "reservations": booked, "lines": lines, "allocations": allocations}
+             "reservations": booked, "lines": lines, "allocations": allocations,
+             "moved": [{"id": r.id, "before": before.value, "status": r.status.value,
+                        "expires_at": r.expires_at, "updated_at": writes.now}
+                       for r, before in writes.moved]}
     return {name: part for name, part in parts.items() if part}
 
 
@@ -113,6 +133,8 @@ async def _together(conn: AsyncConnection, writes: StockWrites,
     found = (await conn.execute(statement, params)).one()
     if found.updated != len(rows.get("levels", ())):
         raise VersionConflict("a stock level changed since it was read")
+    if found.moved != len(rows.get("moved", ())):
+        raise VersionConflict("a reservation changed since it was read")
     bumped = {sku: int(version) for sku, version in (found.bumped or {}).items()}
     if bumped != writes.bump:
         raise VersionConflict(f"items moved while locked: {sorted(writes.bump)}")
@@ -121,7 +143,8 @@ async def _together(conn: AsyncConnection, writes: StockWrites,
 _SOURCES: dict[str, sa.Table] = {
     "levels": stock_levels, "new_levels": stock_levels, "lots": lots, "ledger": ledger,
     "items": items, "outbox": outbox.outbox, "reservations": reservations,
-    "lines": reservation_lines, "allocations": reservation_allocations}
+    "lines": reservation_lines, "allocations": reservation_allocations,
+    "moved": reservations}
 
 
 def _unnest(name: str, table: sa.Table, columns: list[str],
@@ -164,6 +187,16 @@ def _statement(parts: frozenset[str]) -> tuple[Any, dict[str, list[str]]]:
             ctes.append(cte)
             selected.append(sa.select(sa.func.json_object_agg(cte.c.sku, cte.c.version))
                             .scalar_subquery().label("bumped"))
+        elif name == "moved":  # a compare-and-swap on the status each was read in
+            columns[name] = ["id", "before", "status", "expires_at", "updated_at"]
+            v = _unnest(name, table, columns[name], {"before": table.c.status.type})
+            cte = (table.update().where(table.c.id == v.c.id, table.c.status == v.c.before)
+                   .values(status=v.c.status, expires_at=v.c.expires_at,
+                           updated_at=v.c.updated_at)
+                   .returning(table.c.id).cte(name))
+            ctes.append(cte)
+            selected.append(sa.select(sa.func.count()).select_from(cte)
+                            .scalar_subquery().label("moved"))
         else:
             columns[name] = [c.name for c in table.c if c.name in _COLUMNS[name]]
             v = _unnest(name, table, columns[name])
@@ -180,6 +213,8 @@ def _statement(parts: frozenset[str]) -> tuple[Any, dict[str, list[str]]]:
         selected.append(sa.literal(0).label("updated"))
     if "items" not in parts:
         selected.append(sa.null().label("bumped"))
+    if "moved" not in parts:
+        selected.append(sa.literal(0).label("moved"))
     return sa.select(*selected).add_cte(*ctes), columns
 
 
