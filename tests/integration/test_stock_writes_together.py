@@ -130,3 +130,21 @@ async def test_a_reservation_that_moved_fails_the_whole_write(c: Container) -> N
     assert (await c.inventory.get_reservation(reservation.id)).status is \
         ReservationStatus.RELEASED
     assert (await c.inventory.stock("SKU-5")).version == before.version
+
+
+async def test_a_restock_nobody_waits_for_writes_nothing_and_one_waited_for_starts_a_wave(
+        c: Container) -> None:
+    """The waitlist's consumer of back-in-stock events: with no wave running and nobody
+    waiting, two reads and no write; with someone waiting, the wave as before."""
+    await stocked(c, "SKU-6", 1)
+    event = {"id": "evt-1", "type": "inventory.back_in_stock.v1", "subject": "SKU-6",
+             "data": {"sku": "SKU-6", "available": 1}}
+    with counting(c.db) as sent:
+        async with c.db.write() as conn:
+            await c.waitlist.on_back_in_stock(conn, event)
+    reads = [s for s in sent if s.lstrip().startswith("SELECT")]
+    assert len(reads) == 2 and writes(sent) == []  # (SQLite's BEGIN IMMEDIATE aside)
+    await c.waitlist.join("SKU-6", "cust-1")
+    async with c.db.write() as conn:
+        await c.waitlist.on_back_in_stock(conn, {**event, "id": "evt-2"})
+    assert [e.notified_at is not None for e in await c.waitlist.of_customer("cust-1")] == [True]

@@ -82,7 +82,10 @@ class WaitlistService:
         transaction: with its inbox row, every notice exists exactly once. A restock while a
         wave runs starts it over from this event (the units are news)."""
         data = envelope["data"]
-        await store.wave(conn, data["sku"], lock=True)  # one wave writer per SKU at a time
+        # one wave writer per SKU at a time
+        running = await store.wave(conn, data["sku"], lock=True)
+        if running is None and not await store.anyone_waiting(conn, data["sku"]):
+            return  # no wave to start over and nobody to tell: two reads, no writes
         await self._wave(conn, data["sku"], str(envelope["id"]), 0, int(data["available"]),
                          envelope.get("correlationid"))
 
