@@ -101,10 +101,16 @@ async def test_a_page_costs_the_same_statements_however_many_products_and_varian
 
     async def statements(n: int) -> int:
         await graph.post(query, n=n)  # first: warms the per-process caches (channels, SKUs)
-        with graph.counting() as seen:
-            body = await graph.post(query, n=n)
-        assert len(body["data"]["products"]["edges"]) == n, body
-        return len(seen)
+        counts = []
+        # The least of three: the app's relay and consumers share the database, and one of
+        # them working through the products just made adds its statements to a count (seen
+        # under a loaded machine); the page's own statements are in every one.
+        for _ in range(3):
+            with graph.counting() as seen:
+                body = await graph.post(query, n=n)
+            assert len(body["data"]["products"]["edges"]) == n, body
+            counts.append(len(seen))
+        return min(counts)
 
     await graph.product("p0", 2)
     small = await statements(1)

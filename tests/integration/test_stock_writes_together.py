@@ -107,6 +107,9 @@ async def test_a_commit_writes_in_one_statement_on_postgresql(c: Container) -> N
     if c.db.engine.dialect.name == "postgresql":
         assert len(written) == 1, written  # the status, levels, ledger, item and outbox
         assert "UPDATE reservations SET" in written[0]
+        # its SKUs (before the transaction), the items locked, their levels, the reservation
+        # whole (lines and allocations aggregated), the write
+        assert len(sent) == 5, sent
     assert committed.status is ReservationStatus.COMMITTED
     assert (await c.inventory.get_reservation(reservation.id)).status is \
         ReservationStatus.COMMITTED

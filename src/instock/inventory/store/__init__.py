@@ -7,6 +7,7 @@ from datetime import date, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from instock.inventory.model import (
@@ -548,9 +549,35 @@ _SKUS_OF = prebuilt(lambda dialect: sa.union(
         any_of(dialect, reservation_allocations.c.reservation_id, "ids"))))
 
 
+def _whole(dialect: str) -> sa.Select[Any]:
+    """PostgreSQL: reservations with their lines and allocations as JSON arrays, one row each."""
+    lines, allocations = reservation_lines, reservation_allocations
+    line = sa.func.json_build_array(lines.c.sku, lines.c.quantity)
+    allocation = sa.func.json_build_array(allocations.c.sku, allocations.c.location,
+                                          allocations.c.lot, allocations.c.quantity)
+    return sa.select(
+        reservations,
+        sa.select(sa.func.json_agg(aggregate_order_by(line, lines.c.sku)))
+        .where(lines.c.reservation_id == reservations.c.id).scalar_subquery().label("lines"),
+        sa.select(sa.func.json_agg(aggregate_order_by(allocation, allocations.c.position)))
+        .where(allocations.c.reservation_id == reservations.c.id).scalar_subquery()
+        .label("allocations"),
+    ).where(any_of(dialect, reservations.c.id, "ids"))
+
+
+_WHOLE = prebuilt(_whole)
+
+
 async def get_reservations(conn: AsyncConnection, ids: Iterable[str]) -> dict[str, Reservation]:
-    """`get_reservation` of many in three statements: those that exist, by id."""
+    """`get_reservation` of many, those that exist, by id: one statement on PostgreSQL (the
+    lines and allocations aggregated per reservation), three elsewhere."""
     wanted = {"ids": sorted(set(ids))}
+    if conn.dialect.name == "postgresql":
+        return {row.id: _reservation(
+            row, [Line(sku, quantity) for sku, quantity in row.lines or ()],
+            [Allocation(sku, location, lot, quantity)
+             for sku, location, lot, quantity in row.allocations or ()])
+            for row in await conn.execute(_WHOLE(conn), wanted)}
     rows = list(await conn.execute(_RESERVATIONS(conn), wanted))
     lines: dict[str, list[Line]] = {}
     for r in await conn.execute(_LINES_OF(conn), wanted):
@@ -559,11 +586,14 @@ async def get_reservations(conn: AsyncConnection, ids: Iterable[str]) -> dict[st
     for a in await conn.execute(_ALLOCATIONS_OF(conn), wanted):
         allocations.setdefault(a.reservation_id, []).append(
             Allocation(a.sku, a.location, a.lot, a.quantity))
-    return {row.id: Reservation(
-        id=row.id, channel=row.channel, customer_id=row.customer_id,
-        status=ReservationStatus(row.status), created_at=row.created_at,
-        expires_at=row.expires_at, lines=lines.get(row.id, []),
-        allocations=allocations.get(row.id, [])) for row in rows}
+    return {row.id: _reservation(row, lines.get(row.id, []), allocations.get(row.id, []))
+            for row in rows}
+
+
+def _reservation(row: Any, lines: list[Line], allocations: list[Allocation]) -> Reservation:
+    return Reservation(id=row.id, channel=row.channel, customer_id=row.customer_id,
+                       status=ReservationStatus(row.status), created_at=row.created_at,
+                       expires_at=row.expires_at, lines=lines, allocations=allocations)
 
 
 async def skus_of_reservations(conn: AsyncConnection, ids: Iterable[str]) -> dict[str, set[str]]:
