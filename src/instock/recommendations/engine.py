@@ -463,15 +463,18 @@ class Engine:
         ctx, exclude = self.context(shopper, where)
         blend = self.model(config).blend(ctx)
         allowed = self.catalogue.sellable(blend.items)
-        allowed &= ~np.isin(blend.items, np.fromiter(exclude, np.int64, len(exclude)))
+        if exclude:
+            allowed &= ~np.isin(blend.items, np.fromiter(exclude, np.int64, len(exclude)))
         # room to skip other sizes and repeat brands, no more
         ranked = rules.shortlist(blend.scores, allowed, 3 * limit)
-        position = {int(blend.items[i]): int(i) for i in ranked}
+        # Python values once (indexing an array per item costs more than the list)
+        position = dict(zip(blend.items[ranked].tolist(), ranked.tolist(), strict=True))
+        score = dict(zip(position, blend.scores[ranked].tolist(), strict=True))
         codes = list(position)
         if len(codes) < limit:  # too little signal: fill up with what is new and in stock
             codes += rules.newest(self.catalogue.in_stock, {*exclude, *codes},
                                   limit - len(codes)).tolist()
-        score = {c: float(blend.scores[position[c]]) if c in position else 0.0 for c in codes}
+            score.update((c, 0.0) for c in codes if c not in score)
         # a variant is chosen before the re-rank only where the shopper's size can demote it
         choices = {c: self.choose(c, shopper.size) for c in codes} if shopper.size else {}
         adjusted = {c: (score[c] or 1e-9) * (rules.SIZE_MISS if c in choices
@@ -488,6 +491,14 @@ class Engine:
                            reason, ctx, anchor) for c, reason in zip(picked, reasons, strict=True)]
 
     def choose(self, code: int, size: str | None) -> rules.Choice:
+        if size is None:  # what `choose_variant` does then, without building its variants
+            available, sku = self.catalogue.available, None
+            most = 0
+            for candidate, _ in self.catalogue.items[code].variants:
+                units = available.get(candidate, 0)
+                if units > most:  # the first with the most units, as max() picks
+                    sku, most = candidate, units
+            return rules.Choice(sku, None)
         return rules.choose_variant(self.catalogue.variants(code), size)
 
     def _pick(self, code: int, choice: rules.Choice, score: float, reason: str,

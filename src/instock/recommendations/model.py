@@ -31,7 +31,18 @@ from instock.recommendations.data import (
     IntArray,
 )
 from instock.recommendations.latent import DEFAULT_ALS_ALPHA, SERVING_POOL, LatentFactors
-from instock.recommendations.scores import EMPTY_INTS, Dense, Opinion, Sparse, best, ragged
+from instock.recommendations.scores import (
+    EMPTY_FLOATS,
+    EMPTY_INTS,
+    Dense,
+    Opinion,
+    Rows,
+    Sparse,
+    Strongest,
+    best,
+    distinct,
+    ragged,
+)
 
 # Each component's best items that a blend considers (tuning considers the same): a list shows
 # ten to twenty, and an item outside every component's top fifty hardly reaches their blend's.
@@ -108,21 +119,36 @@ class PairCounts:
     """Sparse item x item weights: a CSR built at fit plus a dict of online increments.
 
     The dict keeps single-event updates O(1); it is folded into the CSR once it grows large.
+    Each row's `STRONGEST` columns are kept beside the CSR (taken whenever it changes, off the
+    request path): the candidates a served list's `Rows.top` draws from.
     """
 
+    STRONGEST = 2 * CANDIDATES
+
     def __init__(self, n: int = 0, compact_at: int = 50_000) -> None:
-        self.base: sp.csr_matrix = sp.csr_matrix((n, n))
         self.delta: dict[int, dict[int, float]] = {}
         self.compact_at = compact_at
         self._pending = 0
+        self.base = sp.csr_matrix((n, n))
+
+    @property
+    def base(self) -> sp.csr_matrix:
+        return self._base
+
+    @base.setter
+    def base(self, matrix: sp.csr_matrix) -> None:
+        self._base = matrix.tocsr()
+        self._base.sort_indices()  # `Rows` looks columns up by binary search
+        self._strongest = _strongest_columns(self._base, self.STRONGEST)
 
     @property
     def n(self) -> int:
         return int(self.base.shape[0])
 
     def fit(self, rows: IntArray, cols: IntArray, vals: FloatArray, n: int) -> None:
-        self.base = sp.coo_matrix((vals, (rows, cols)), shape=(n, n)).tocsr()
-        self.base.sum_duplicates()
+        base = sp.coo_matrix((vals, (rows, cols)), shape=(n, n)).tocsr()
+        base.sum_duplicates()
+        self.base = base
         self.delta, self._pending = {}, 0
 
     def add(self, row: int, col: int, val: float) -> None:
@@ -135,29 +161,30 @@ class PairCounts:
 
     def grow(self, n: int) -> None:
         if n > self.n:
-            self.base.resize((n, n))
+            self.base.resize((n, n))  # new rows are empty: `Rows` treats them as no strongest
 
     def compact(self) -> None:
         entries = [(r, c, v) for r, row in self.delta.items() for c, v in row.items()]
         if entries:
             r, c, v = map(np.asarray, zip(*entries, strict=True))
-            self.base = (self.base + sp.csr_matrix((v, (r, c)), shape=self.base.shape)).tocsr()
+            self.base = self.base + sp.csr_matrix((v, (r, c)), shape=self.base.shape)
         self.delta, self._pending = {}, 0
 
-    def combine(self, rows: IntArray, weights: FloatArray) -> Sparse:
-        """Sum of weights[j] * row rows[j]: only the columns those rows hold."""
-        if not len(rows):
-            return Sparse.summed(EMPTY_INTS, np.zeros(0))
-        uniq, inv = np.unique(rows, return_inverse=True)
-        w = np.bincount(inv.ravel(), weights=weights)
-        owner, at = ragged(self.base.indptr, uniq)
-        cols, vals = [self.base.indices[at]], [w[owner] * self.base.data[at]]
-        for r, wr in zip(uniq.tolist(), w.tolist(), strict=True):
-            row = self.delta.get(r)
-            if row:
-                cols.append(np.fromiter(row.keys(), np.int64, len(row)))
-                vals.append(wr * np.fromiter(row.values(), float, len(row)))
-        return Sparse.summed(np.concatenate(cols), np.concatenate(vals))
+    def combine(self, rows: IntArray, weights: FloatArray) -> Rows:
+        """Sum of weights[j] * row rows[j], scored where asked (see `Rows`)."""
+        return Rows(self.base, self._strongest, self.delta, rows, weights)
+
+
+def _strongest_columns(m: sp.csr_matrix, keep: int) -> Strongest:
+    """Each row's `keep` largest entries' columns (ties: lower column first), as a CSR's
+    indptr and indices."""
+    lengths = np.diff(m.indptr)
+    rows = np.repeat(np.arange(m.shape[0]), lengths)
+    order = np.lexsort((m.indices, -m.data, rows))  # by row, then strongest, then column
+    rank = np.arange(len(order)) - m.indptr[rows[order]]
+    kept = order[rank < keep]
+    indptr = np.r_[0, np.cumsum(np.minimum(lengths, keep))].astype(np.int64)
+    return indptr, m.indices[kept].astype(np.int64), keep
 
 
 def _context_tail(
@@ -282,7 +309,8 @@ class Trending(_Model):
         if self._pool is None or n > self.POOL or len(self._touched) > self.REBUILD_AFTER:
             self._pool = best(np.arange(len(self.counts)), self.counts, max(n, self.POOL))
             self._touched = set()
-        pool = np.union1d(self._pool, np.fromiter(self._touched, np.int64, len(self._touched)))
+        pool = distinct(np.r_[self._pool, np.fromiter(self._touched, np.int64,
+                                                      len(self._touched))])
         top = best(pool, self.counts[pool], n)
         self._top = (n, top)
         return top
@@ -312,7 +340,7 @@ class CoOccurrence(_Model):
         self.n_items = log.n_items
         if self.window is None:
             self.pairs.base = _all_pairs(log)
-            self.pairs.delta = {}
+            self.pairs.delta, self.pairs._pending = {}, 0
         else:
             rows, cols = [], []
             for _, a, b in _pairs_within(log, self.window):
@@ -334,7 +362,7 @@ class CoOccurrence(_Model):
             self.pairs.add(other, event.item, 1.0)
             self.pairs.add(event.item, other, 1.0)
 
-    def opinion(self, ctx: Context) -> Sparse:
+    def opinion(self, ctx: Context) -> Rows:
         items, w = _context_tail(ctx, self.n_items, self.context_size, self.decay)
         return self.pairs.combine(items, w)
 
@@ -386,7 +414,7 @@ class SequentialRules(_Model):
         for gap, other in enumerate(reversed(prev), start=1):
             self.pairs.add(other, event.item, 1.0 / gap)
 
-    def opinion(self, ctx: Context) -> Sparse:
+    def opinion(self, ctx: Context) -> Rows:
         items, w = _context_tail(ctx, self.n_items, self.context_size, self.decay)
         return self.pairs.combine(items, w)
 
@@ -543,6 +571,10 @@ class ContentSimilarity(_Model):
 
     Stated preferences (poll answers) count like a context item, which is what makes a new
     visitor's first list relevant. Within a matching attribute, popular items come first.
+
+    Every attribute's values share one numbering (`_slots`: each attribute's values, then one
+    slot for its unknown value), and the features follow them: a served list then costs a few
+    NumPy calls for all attributes at once rather than a few per attribute and per value.
     """
 
     def __init__(self, decay: float = 0.8, context_size: int = 20) -> None:
@@ -551,13 +583,21 @@ class ContentSimilarity(_Model):
         self.attributes: dict[str, IntArray] = {}
         self._n_values: dict[str, int] = {}
         self.features: sp.csr_matrix | None = None
-        self._lookup: dict[str, IntArray] = {}  # per attribute: codes with -1 as n_values
         self.popularity: FloatArray = np.zeros(0)
         self._boost: FloatArray = np.ones(0)  # 1 + log1p(popularity), kept per event
-        # Per attribute: items ordered by value, most popular first within a value, and where
-        # each value starts; per feature the same (a CSC's row order). See `_ContentOpinion.top`.
-        self._by_value: dict[str, tuple[IntArray, IntArray]] = {}
-        self._by_feature: tuple[IntArray, IntArray] = (EMPTY_INTS, np.zeros(1, np.int64))
+        # Per item, the slot of its value of each attribute (items x attributes); where each
+        # attribute's slots begin; the unknown values' slots; how many slots in all.
+        self._slots: IntArray = np.zeros((0, 0), np.int64)
+        self._first_slot: dict[str, int] = {}
+        self._unknown: IntArray = EMPTY_INTS
+        self._n_slots = 0
+        # Items by slot, most popular first within a slot, and where each slot starts (the
+        # features' after the attributes' as slots _n_slots...); how many values of a slot's
+        # attribute a list draws from (see `_ContentOpinion.top`).
+        self._by_slot: IntArray = EMPTY_INTS
+        self._slot_starts: IntArray = np.zeros(1, np.int64)
+        self._group_of_slot: IntArray = EMPTY_INTS
+        self._most: IntArray = EMPTY_INTS
 
     def fit(self, log: EventLog) -> None:
         self.n_items = log.n_items
@@ -583,25 +623,47 @@ class ContentSimilarity(_Model):
         """
         self.attributes = {k: np.asarray(v, np.int64) for k, v in attributes.items()}
         self._n_values = {k: int(v.max()) + 1 if len(v) else 0 for k, v in self.attributes.items()}
-        # unknown (-1) looks up a trailing 0 vote: one gather per attribute when scoring
-        self._lookup = {k: np.where(v >= 0, v, self._n_values[k])
-                        for k, v in self.attributes.items()}
         self.features = features
-        self.n_items = max(self.n_items, max((len(v) for v in self.attributes.values()), default=0))
+        n = max((len(v) for v in self.attributes.values()), default=0)
+        self.n_items = max(self.n_items, n)
         self.popularity = _grow(self.popularity, self.n_items)
         self._boost = 1.0 + np.log1p(self.popularity)
-        self._by_value = {}
-        for name, lookup in self._lookup.items():
-            order = np.lexsort((-self._boost[: len(lookup)], lookup))
-            starts = np.searchsorted(lookup[order], np.arange(self._n_values[name] + 1))
-            self._by_value[name] = (order, starts)
-        self._by_feature = (EMPTY_INTS, np.zeros(1, np.int64))
+        columns, orders, starts, groups, most = [], [], [], [], []
+        first, placed = 0, 0
+        self._first_slot = {}
+        for g, (name, codes) in enumerate(self.attributes.items()):
+            n_values = self._n_values[name]
+            self._first_slot[name] = first
+            # unknown (-1), and an item the attribute does not reach, take the trailing slot
+            slot = np.full(n, first + n_values, np.int64)
+            slot[: len(codes)] = np.where(codes >= 0, codes + first, first + n_values)
+            columns.append(slot)
+            order = np.lexsort((-self._boost[:n], slot))
+            orders.append(order)
+            starts.append(np.searchsorted(slot[order], np.arange(first, first + n_values + 1))
+                          + placed)
+            groups.append(np.full(n_values + 1, g))
+            most.append(VOTED_VALUES)
+            first += n_values + 1
+            placed += n
+        self._slots = np.stack(columns, axis=1) if columns else np.zeros((n, 0), np.int64)
+        self._n_slots = first
+        self._unknown = np.array([self._first_slot[name] + self._n_values[name]
+                                  for name in self.attributes], np.int64)
         if features is not None:
             by_feature = features.tocsc()
             column = np.repeat(np.arange(by_feature.shape[1]), np.diff(by_feature.indptr))
             rows = by_feature.indices.astype(np.int64)
-            order = np.lexsort((-_grow(self._boost, by_feature.shape[0], 1.0)[rows], column))
-            self._by_feature = (rows[order], by_feature.indptr.astype(np.int64))
+            orders.append(rows[np.lexsort((-_grow(self._boost, by_feature.shape[0], 1.0)[rows],
+                                           column))])
+            starts.append(by_feature.indptr[:-1].astype(np.int64) + placed)
+            groups.append(np.full(by_feature.shape[1], len(self.attributes)))
+            most.append(VOTED_FEATURES)
+            placed += len(rows)
+        self._by_slot = np.concatenate([EMPTY_INTS, *orders]).astype(np.int64)
+        self._slot_starts = np.r_[np.concatenate([EMPTY_INTS, *starts]), placed].astype(np.int64)
+        self._group_of_slot = np.concatenate([EMPTY_INTS, *groups]).astype(np.int64)
+        self._most = np.asarray(most, np.int64)
 
     def _taste(self, items: IntArray, w: FloatArray, stated: Sequence[int]) -> FloatArray | None:
         """Weight per feature: each context item's features share its weight; answers add 1."""
@@ -617,44 +679,46 @@ class ContentSimilarity(_Model):
         taste[[v for v in stated if 0 <= v < f.shape[1]]] += 1.0
         return taste if taste.any() else None
 
-    def _votes(
-        self, name: str, items: IntArray, w: FloatArray, stated: Sequence[int]
-    ) -> FloatArray | None:
-        """Weight of each value of one attribute among the context items and stated answers."""
-        codes, n_values = self.attributes[name], self._n_values[name]
-        if n_values <= 0:
+    def _votes(self, items: IntArray, w: FloatArray,
+               preferences: Mapping[str, Sequence[int]]) -> FloatArray | None:
+        """Weight of each slot (every attribute's values) among the context items and stated
+        answers; None when nothing has a vote."""
+        if not self._n_slots:
             return None
-        known = items < len(codes)
-        ctx_codes, ctx_w = codes[items[known]], w[known]
-        ok = ctx_codes >= 0
-        votes = np.bincount(ctx_codes[ok], weights=ctx_w[ok], minlength=n_values).astype(float)
-        votes[[v for v in stated if 0 <= v < n_values]] += 1.0
+        known = items < len(self._slots)
+        slots = self._slots[items[known]]
+        votes = np.bincount(slots.ravel(), weights=np.repeat(w[known], slots.shape[1]),
+                            minlength=self._n_slots).astype(float)
+        votes[self._unknown] = 0.0  # an unknown value is shared by nothing
+        for name, stated in preferences.items():
+            first = self._first_slot.get(name)
+            if first is not None:
+                n_values = self._n_values[name]
+                votes[[first + v for v in stated if 0 <= v < n_values]] += 1.0
         return votes if votes.any() else None
 
     def opinion(self, ctx: Context) -> _ContentOpinion:
         items, w = _context_tail(ctx, self.n_items, self.context_size, self.decay)
         if not len(items) and not ctx.preferences:
-            return _ContentOpinion(self, {}, None, items)  # nothing to be similar to
-        votes = {name: v for name in self._lookup
-                 if (v := self._votes(name, items, w, ctx.preferences.get(name, ()))) is not None}
-        return _ContentOpinion(self, votes, self._taste(items, w, ctx.preferences.get(
-            "features", ())), items)
+            return _ContentOpinion(self, None, None, items)  # nothing to be similar to
+        return _ContentOpinion(self, self._votes(items, w, ctx.preferences), self._taste(
+            items, w, ctx.preferences.get("features", ())), items)
 
 
 class _ContentOpinion:
-    def __init__(self, model: ContentSimilarity, votes: dict[str, FloatArray],
+    def __init__(self, model: ContentSimilarity, votes: FloatArray | None,
                  taste: FloatArray | None, context: IntArray) -> None:
         self.model, self.votes, self.taste, self.context = model, votes, taste, context
-        # a trailing 0 for the unknown value (-1, looked up as n_values)
-        self._gather = {name: np.r_[v, 0.0] for name, v in votes.items()}
 
     def at(self, items: IntArray) -> FloatArray:
         m = self.model
-        out = np.zeros(len(items))
-        for name, votes in self._gather.items():
-            lookup = m._lookup[name]
-            inside = items < len(lookup)
-            out += np.where(inside, votes[lookup[np.where(inside, items, 0)]], 0.0)
+        if self.votes is not None:
+            slots = m._slots
+            inside = items < len(slots)
+            out = self.votes[slots[np.where(inside, items, 0)]].sum(axis=1)
+            out[~inside] = 0.0
+        else:
+            out = np.zeros(len(items))
         if self.taste is not None and m.features is not None:
             rows = np.flatnonzero(items < m.features.shape[0])
             owner, at = ragged(m.features.indptr, items[rows])
@@ -673,22 +737,31 @@ class _ContentOpinion:
         approximation: an unpopular item matching several values at once can be missed, except
         the context's own items (each matches every value of its own)."""
         m = self.model
+        weights = np.concatenate([self.votes if self.votes is not None
+                                  else np.zeros(m._n_slots),
+                                  self.taste if self.taste is not None else EMPTY_FLOATS])
+        voted = np.flatnonzero(weights > 0)
         picks = [self.context]
-        groups = [(votes, *m._by_value[name], VOTED_VALUES) for name, votes in self.votes.items()]
-        if self.taste is not None:
-            groups.append((self.taste, *m._by_feature, VOTED_FEATURES))
-        for weights, order, starts, most in groups:
-            voted = np.flatnonzero(weights > 0)
-            values = best(voted, weights[voted], most)
-            slots = np.maximum(np.ceil(n * weights[values] / weights[values].sum()), MIN_SLOTS)
-            for value, k in zip(values.tolist(), slots.astype(np.int64).tolist(), strict=True):
-                first = int(starts[value])
-                picks.append(order[first: min(first + k, int(starts[value + 1]))])
-        candidates = np.unique(np.concatenate(picks))
+        if len(voted):
+            weight, group = weights[voted], m._group_of_slot[voted]
+            # per attribute (the features count as one), its values by vote, most first
+            order = np.lexsort((voted, -weight, group))
+            group = group[order]
+            rank = np.arange(len(order)) - np.searchsorted(group, group)
+            chosen = order[rank < m._most[group]]
+            values, weight, group = voted[chosen], weight[chosen], group[rank < m._most[group]]
+            summed = np.bincount(group, weights=weight)[group]
+            slots = np.maximum(np.ceil(n * weight / summed), MIN_SLOTS).astype(np.int64)
+            starts = m._slot_starts[values]
+            lengths = np.minimum(slots, m._slot_starts[values + 1] - starts)
+            owner = np.repeat(np.arange(len(values)), lengths)
+            offsets = np.arange(len(owner)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+            picks.append(m._by_slot[starts[owner] + offsets])
+        candidates = distinct(np.concatenate(picks))
         return best(candidates, self.at(candidates), n)
 
     def dense(self, n_items: int) -> FloatArray:
-        if not self.votes and self.taste is None:
+        if self.votes is None and self.taste is None:
             return np.zeros(n_items)
         return self.at(np.arange(n_items))
 
@@ -768,7 +841,7 @@ class Hybrid:
     def candidates(opinions: Mapping[str, Opinion], depth: int = CANDIDATES) -> IntArray:
         """The union of each opinion's best `depth` items."""
         tops = [opinion.top(depth) for opinion in opinions.values()]
-        return np.unique(np.concatenate([EMPTY_INTS, *tops]).astype(np.int64))
+        return distinct(np.concatenate([EMPTY_INTS, *tops]).astype(np.int64))
 
     @staticmethod
     def component_scores(opinions: Mapping[str, Opinion], candidates: IntArray) -> FloatArray:
