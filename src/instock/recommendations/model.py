@@ -598,6 +598,10 @@ class ContentSimilarity(_Model):
         self._slot_starts: IntArray = np.zeros(1, np.int64)
         self._group_of_slot: IntArray = EMPTY_INTS
         self._most: IntArray = EMPTY_INTS
+        # Each item's features as a padded row (columns, values; padding points at column
+        # n_features, whose taste is 0), so scoring items by taste is a gather, not a ragged
+        # walk of the CSR; None when some item has more than PADDED_FEATURES.
+        self._padded: tuple[IntArray, FloatArray] | None = None
 
     def fit(self, log: EventLog) -> None:
         self.n_items = log.n_items
@@ -650,7 +654,9 @@ class ContentSimilarity(_Model):
         self._n_slots = first
         self._unknown = np.array([self._first_slot[name] + self._n_values[name]
                                   for name in self.attributes], np.int64)
+        self._padded = None
         if features is not None:
+            self._padded = _padded_rows(features.tocsr())
             by_feature = features.tocsc()
             column = np.repeat(np.arange(by_feature.shape[1]), np.diff(by_feature.indptr))
             rows = by_feature.indices.astype(np.int64)
@@ -672,10 +678,16 @@ class ContentSimilarity(_Model):
             return None
         known = items < f.shape[0]
         rows, weights = items[known], w[known]
-        owner, at = ragged(f.indptr, rows)
-        per_row = np.maximum(np.diff(f.indptr)[rows], 1)
-        taste = np.bincount(f.indices[at], weights=f.data[at] * (weights / per_row)[owner],
-                            minlength=f.shape[1]).astype(float)
+        per_row = np.maximum(f.indptr[rows + 1] - f.indptr[rows], 1)
+        if self._padded is not None:
+            columns, values = self._padded[0][rows], self._padded[1][rows]
+            summed = np.bincount(columns.ravel(), minlength=f.shape[1] + 1,
+                                 weights=(values * (weights / per_row)[:, None]).ravel())
+            taste: FloatArray = summed[: f.shape[1]].astype(float)  # nothing gives ints
+        else:
+            owner, at = ragged(f.indptr, rows)
+            taste = np.bincount(f.indices[at], weights=f.data[at] * (weights / per_row)[owner],
+                                minlength=f.shape[1]).astype(float)
         taste[[v for v in stated if 0 <= v < f.shape[1]]] += 1.0
         return taste if taste.any() else None
 
@@ -705,10 +717,29 @@ class ContentSimilarity(_Model):
             items, w, ctx.preferences.get("features", ())), items)
 
 
+# Items with up to this many features (tags, title words) are scored by taste as padded rows.
+PADDED_FEATURES = 32
+
+
+def _padded_rows(m: sp.csr_matrix) -> tuple[IntArray, FloatArray] | None:
+    """A CSR's rows as (columns, values) padded to its longest row with (n_columns, 0.0);
+    None when a row is longer than PADDED_FEATURES."""
+    lengths = np.diff(m.indptr)
+    width = int(lengths.max(initial=0))
+    if width > PADDED_FEATURES:
+        return None
+    columns = np.full((m.shape[0], width), m.shape[1], np.int64)
+    values = np.zeros((m.shape[0], width))
+    filled = np.arange(width) < lengths[:, None]  # row-major: the CSR's own order
+    columns[filled], values[filled] = m.indices, m.data
+    return columns, values
+
+
 class _ContentOpinion:
     def __init__(self, model: ContentSimilarity, votes: FloatArray | None,
                  taste: FloatArray | None, context: IntArray) -> None:
         self.model, self.votes, self.taste, self.context = model, votes, taste, context
+        self._padded_taste = np.r_[taste, 0.0] if taste is not None else None  # + padding's
 
     def at(self, items: IntArray) -> FloatArray:
         m = self.model
@@ -719,7 +750,13 @@ class _ContentOpinion:
             out[~inside] = 0.0
         else:
             out = np.zeros(len(items))
-        if self.taste is not None and m.features is not None:
+        taste = self._padded_taste
+        if taste is not None and m.features is not None and m._padded is not None:
+            inside = items < m.features.shape[0]
+            at = np.where(inside, items, 0)
+            out += np.where(inside, (taste[m._padded[0][at]] * m._padded[1][at]).sum(axis=1),
+                            0.0)
+        elif self.taste is not None and m.features is not None:
             rows = np.flatnonzero(items < m.features.shape[0])
             owner, at = ragged(m.features.indptr, items[rows])
             out[rows] += np.bincount(owner, minlength=len(rows),
