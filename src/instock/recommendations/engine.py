@@ -117,6 +117,9 @@ class Catalogue:
         self._arrays: dict[str, IntArray] = {}  # `codes`, rebuilt when items change
         self._prices: list[float] = []
         self.changed = False  # items arrived since the models last saw the arrays
+        # Per product, the variant shown to a shopper whose size is unknown: asked for every
+        # pick of every list, it changes only with the product's stock (see `_restock`).
+        self._unsized: dict[int, rules.Choice] = {}
 
     def __len__(self) -> int:
         return len(self.items)
@@ -171,6 +174,20 @@ class Catalogue:
     def _restock(self, code: int) -> None:
         self.in_stock[code] = any(self.available.get(sku, 0) > 0
                                   for sku, _ in self.items[code].variants)
+        self._unsized.pop(code, None)
+
+    def unsized_choice(self, code: int) -> rules.Choice:
+        """What `rules.choose_variant` picks for a shopper of unknown size: the first variant
+        with the most units; kept until the product's stock or variants change."""
+        found = self._unsized.get(code)
+        if found is None:
+            sku, most = None, 0
+            for candidate, _ in self.items[code].variants:
+                units = self.available.get(candidate, 0)
+                if units > most:  # the first with the most units, as max() picks
+                    sku, most = candidate, units
+            found = self._unsized[code] = rules.Choice(sku, None)
+        return found
 
     def sellable(self, codes: IntArray) -> BoolArray:
         """Per code: a product of this catalogue with a SKU in stock."""
@@ -491,14 +508,8 @@ class Engine:
                            reason, ctx, anchor) for c, reason in zip(picked, reasons, strict=True)]
 
     def choose(self, code: int, size: str | None) -> rules.Choice:
-        if size is None:  # what `choose_variant` does then, without building its variants
-            available, sku = self.catalogue.available, None
-            most = 0
-            for candidate, _ in self.catalogue.items[code].variants:
-                units = available.get(candidate, 0)
-                if units > most:  # the first with the most units, as max() picks
-                    sku, most = candidate, units
-            return rules.Choice(sku, None)
+        if size is None:
+            return self.catalogue.unsized_choice(code)
         return rules.choose_variant(self.catalogue.variants(code), size)
 
     def _pick(self, code: int, choice: rules.Choice, score: float, reason: str,

@@ -897,14 +897,19 @@ class Hybrid:
     def blend(self, ctx: Context, candidates: IntArray | None = None) -> Blend:
         opinions = self.opinions(ctx)
         items = self.candidates(opinions) if candidates is None else candidates
-        out = np.zeros(len(items))
-        parts: dict[str, FloatArray] = {}
-        for name, opinion in opinions.items():
-            scores = opinion.at(items)
-            top = float(scores.max()) if len(scores) else 0.0
-            if top > 0:
-                part = parts[name] = (self.weights[name] / top) * scores
-                out += part
+        if not opinions or not len(items):
+            return Blend(items, np.zeros(len(items)), {})
+        # every opinion's scores as one matrix: the scaling and summing are a few NumPy calls
+        # for all of them (the same sums, added in the same order, as one opinion at a time)
+        names = list(opinions)
+        scores = np.vstack([opinion.at(items) for opinion in opinions.values()])
+        tops = scores.max(axis=1)
+        counted = np.flatnonzero(tops > 0)  # an opinion without a positive score adds nothing
+        weights = np.fromiter((self.weights[names[i]] for i in counted.tolist()), float,
+                              len(counted))
+        scaled = (weights / tops[counted])[:, None] * scores[counted]
+        parts = {names[i]: scaled[j] for j, i in enumerate(counted.tolist())}
+        out = scaled.sum(axis=0) if len(counted) else np.zeros(len(items))
         return Blend(items, out, parts)
 
     @property
