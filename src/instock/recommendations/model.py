@@ -139,6 +139,7 @@ class PairCounts:
     def base(self, matrix: sp.csr_matrix) -> None:
         self._base = matrix.tocsr()
         self._base.sort_indices()  # `Rows` looks columns up by binary search
+        self._columns = self._base.indices.astype(np.int64)
         self._strongest = _strongest_columns(self._base, self.STRONGEST)
 
     @property
@@ -172,7 +173,7 @@ class PairCounts:
 
     def combine(self, rows: IntArray, weights: FloatArray) -> Rows:
         """Sum of weights[j] * row rows[j], scored where asked (see `Rows`)."""
-        return Rows(self.base, self._strongest, self.delta, rows, weights)
+        return Rows(self.base, self._columns, self._strongest, self.delta, rows, weights)
 
 
 def _strongest_columns(m: sp.csr_matrix, keep: int) -> Strongest:

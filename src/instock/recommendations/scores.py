@@ -18,7 +18,6 @@ from instock.recommendations.data import FloatArray, IntArray
 
 EMPTY_INTS: IntArray = np.zeros(0, np.int64)
 EMPTY_FLOATS: FloatArray = np.zeros(0)
-KEY_SHIFT = 32  # a (row, column) pair as one int64: row << KEY_SHIFT | column
 
 
 class Opinion(Protocol):
@@ -144,6 +143,10 @@ def ragged(indptr: IntArray, rows: IntArray) -> tuple[IntArray, IntArray]:
     return owner, starts[owner] + offsets
 
 
+KEY_SHIFT = 32  # a (row, column) pair as one int64: row << KEY_SHIFT | column
+# Rows holding up to this many entries in all are searched as one array (see `Rows`).
+JOINED = 1024
+
 # Per row of a matrix, its strongest columns (CSR indptr and indices), and how many are kept.
 Strongest = tuple[IntArray, IntArray, int]
 
@@ -160,9 +163,11 @@ class Rows:
     the best n is missed (n above the strongest kept: every column is a candidate).
     """
 
-    def __init__(self, base: sp.csr_matrix, strongest: Strongest,
+    def __init__(self, base: sp.csr_matrix, columns: IntArray, strongest: Strongest,
                  delta: Mapping[int, Mapping[int, float]], rows: IntArray,
                  weights: FloatArray) -> None:
+        """`columns`: the CSR's indices as int64 (a row's slice is then searched in place,
+        where int32 indices would be copied to compare with int64 items)."""
         self.base, self.strongest = base, strongest
         # a context's few rows: plain Python is cheaper than NumPy calls on arrays this short
         summed: dict[int, float] = {}
@@ -170,20 +175,22 @@ class Rows:
                                strict=True):
             summed[row] = summed.get(row, 0.0) + weight
         indptr, n_rows = base.indptr, base.shape[0]
-        # (row, weight, first, end) of each asked row holding entries in the CSR
-        self._spans = [(row, weight, int(indptr[row]), int(indptr[row + 1]))
-                       for row, weight in sorted(summed.items()) if row < n_rows]
-        self._spans = [span for span in self._spans if span[3] > span[2]]
-        self._keys, self._values = EMPTY_INTS, EMPTY_FLOATS
-        if len(self._spans) == 1:  # the usual case for sequential rules: no keys to build
-            _, weight, first, end = self._spans[0]
-            self._keys, self._values = base.indices[first:end], weight * base.data[first:end]
-        elif self._spans:
-            # (position among the spans, column) as one sorted int64 key per entry
-            self._keys = np.concatenate([base.indices[first:end].astype(np.int64) + (j << KEY_SHIFT)
-                                         for j, (_, _, first, end) in enumerate(self._spans)])
-            self._values = np.concatenate([weight * base.data[first:end]
-                                           for _, weight, first, end in self._spans])
+        # (row, weight, its columns, its values) of each asked row holding entries, by row;
+        # slices of the CSR, not copies: a popular item's co-occurrence row is long
+        self._spans: list[tuple[int, float, IntArray, FloatArray]] = []
+        for row, weight in sorted(summed.items()):
+            if row < n_rows:
+                first, end = int(indptr[row]), int(indptr[row + 1])
+                if end > first:
+                    self._spans.append((row, weight, columns[first:end], base.data[first:end]))
+        # Several short rows (sequential rules keep 20 a row) are searched as one: their
+        # (position among the spans, column) as one sorted int64 key per entry.
+        self._keys: IntArray | None = None
+        self._values: FloatArray = EMPTY_FLOATS
+        if len(self._spans) > 1 and sum(len(span[2]) for span in self._spans) <= JOINED:
+            self._keys = np.concatenate([cols + (j << KEY_SHIFT)
+                                         for j, (_, _, cols, _) in enumerate(self._spans)])
+            self._values = np.concatenate([weight * vals for _, weight, _, vals in self._spans])
         self._delta: list[tuple[float, IntArray, FloatArray]] = []
         for row, weight in summed.items():
             increments = delta.get(row)
@@ -195,26 +202,28 @@ class Rows:
 
     def at(self, items: IntArray) -> FloatArray:
         items = np.asarray(items, np.int64)
-        keys, n_spans = self._keys, len(self._spans)
-        if n_spans == 1:
-            where = np.minimum(np.searchsorted(keys, items), len(keys) - 1)
-            out = np.where(keys[where] == items, self._values[where], 0.0)
-        elif n_spans and len(items):
+        # row by row in row order, then the increments: the sums np.unique's summing gave
+        keys = self._keys
+        if keys is not None and len(items):
+            n_spans = len(self._spans)
             asked = ((np.arange(n_spans, dtype=np.int64) << KEY_SHIFT)[:, None] + items).ravel()
             where = np.minimum(np.searchsorted(keys, asked), len(keys) - 1)
             found = np.where(keys[where] == asked, self._values[where], 0.0)
             out = found.reshape(n_spans, len(items)).sum(axis=0)
         else:
             out = np.zeros(len(items))
+            for _, weight, cols, vals in self._spans:
+                where = np.minimum(np.searchsorted(cols, items), len(cols) - 1)
+                out += np.where(cols[where] == items, weight * vals[where], 0.0)
         for weight, cols, vals in self._delta:
             where = np.minimum(np.searchsorted(cols, items), len(cols) - 1)
-            out = out + weight * np.where(cols[where] == items, vals[where], 0.0)
+            out += np.where(cols[where] == items, weight * vals[where], 0.0)
         return out
 
     def top(self, n: int) -> IntArray:
         indptr, indices, depth = self.strongest
         if n > depth:  # deeper than what is kept: every column is a candidate
-            picks = [self.base.indices[first:end] for _, _, first, end in self._spans]
+            picks = [cols for _, _, cols, _ in self._spans]
         else:
             kept = len(indptr) - 1
             picks = [indices[indptr[row]: indptr[row + 1]]
