@@ -117,6 +117,9 @@ class Catalogue:
         self._arrays: dict[str, IntArray] = {}  # `codes`, rebuilt when items change
         self._prices: list[float] = []
         self.changed = False  # items arrived since the models last saw the arrays
+        # Per product, the variant shown to a shopper whose size is unknown: asked for every
+        # pick of every list, it changes only with the product's stock (see `_restock`).
+        self._unsized: dict[int, rules.Choice] = {}
 
     def __len__(self) -> int:
         return len(self.items)
@@ -171,6 +174,20 @@ class Catalogue:
     def _restock(self, code: int) -> None:
         self.in_stock[code] = any(self.available.get(sku, 0) > 0
                                   for sku, _ in self.items[code].variants)
+        self._unsized.pop(code, None)
+
+    def unsized_choice(self, code: int) -> rules.Choice:
+        """What `rules.choose_variant` picks for a shopper of unknown size: the first variant
+        with the most units; kept until the product's stock or variants change."""
+        found = self._unsized.get(code)
+        if found is None:
+            sku, most = None, 0
+            for candidate, _ in self.items[code].variants:
+                units = self.available.get(candidate, 0)
+                if units > most:  # the first with the most units, as max() picks
+                    sku, most = candidate, units
+            found = self._unsized[code] = rules.Choice(sku, None)
+        return found
 
     def sellable(self, codes: IntArray) -> BoolArray:
         """Per code: a product of this catalogue with a SKU in stock."""
@@ -463,15 +480,18 @@ class Engine:
         ctx, exclude = self.context(shopper, where)
         blend = self.model(config).blend(ctx)
         allowed = self.catalogue.sellable(blend.items)
-        allowed &= ~np.isin(blend.items, np.fromiter(exclude, np.int64, len(exclude)))
+        if exclude:
+            allowed &= ~np.isin(blend.items, np.fromiter(exclude, np.int64, len(exclude)))
         # room to skip other sizes and repeat brands, no more
         ranked = rules.shortlist(blend.scores, allowed, 3 * limit)
-        position = {int(blend.items[i]): int(i) for i in ranked}
+        # Python values once (indexing an array per item costs more than the list)
+        position = dict(zip(blend.items[ranked].tolist(), ranked.tolist(), strict=True))
+        score = dict(zip(position, blend.scores[ranked].tolist(), strict=True))
         codes = list(position)
         if len(codes) < limit:  # too little signal: fill up with what is new and in stock
             codes += rules.newest(self.catalogue.in_stock, {*exclude, *codes},
                                   limit - len(codes)).tolist()
-        score = {c: float(blend.scores[position[c]]) if c in position else 0.0 for c in codes}
+            score.update((c, 0.0) for c in codes if c not in score)
         # a variant is chosen before the re-rank only where the shopper's size can demote it
         choices = {c: self.choose(c, shopper.size) for c in codes} if shopper.size else {}
         adjusted = {c: (score[c] or 1e-9) * (rules.SIZE_MISS if c in choices
@@ -488,6 +508,8 @@ class Engine:
                            reason, ctx, anchor) for c, reason in zip(picked, reasons, strict=True)]
 
     def choose(self, code: int, size: str | None) -> rules.Choice:
+        if size is None:
+            return self.catalogue.unsized_choice(code)
         return rules.choose_variant(self.catalogue.variants(code), size)
 
     def _pick(self, code: int, choice: rules.Choice, score: float, reason: str,

@@ -10,8 +10,7 @@ data set; offline evaluation and serving rank the same candidates.
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -31,7 +30,24 @@ from instock.recommendations.data import (
     IntArray,
 )
 from instock.recommendations.latent import DEFAULT_ALS_ALPHA, SERVING_POOL, LatentFactors
-from instock.recommendations.scores import EMPTY_INTS, Dense, Opinion, Sparse, best, ragged
+from instock.recommendations.pairs import (
+    PairCounts,
+    RecentItems,
+    all_pairs,
+    pairs_within,
+    strongest_per_row,
+)
+from instock.recommendations.scores import (
+    EMPTY_FLOATS,
+    EMPTY_INTS,
+    Dense,
+    Opinion,
+    Rows,
+    Sparse,
+    best,
+    distinct,
+    ragged,
+)
 
 # Each component's best items that a blend considers (tuning considers the same): a list shows
 # ten to twenty, and an item outside every component's top fifty hardly reaches their blend's.
@@ -73,93 +89,6 @@ def _grow(arr: FloatArray, n: int, fill: float = 0.0) -> FloatArray:
     return arr if len(arr) >= n else np.concatenate([arr, np.full(n - len(arr), fill)])
 
 
-class _RecentItems:
-    """Last few items of each open sequence, so that online updates can form item pairs.
-
-    Bounded in sequences as well (oldest evicted) because a live shop has unbounded sessions.
-    """
-
-    def __init__(self, per_seq: int, max_seqs: int = 100_000) -> None:
-        self.per_seq = per_seq
-        self.max_seqs = max_seqs
-        self._items: OrderedDict[int, list[int]] = OrderedDict()
-
-    def seed(self, log: EventLog) -> None:
-        self._items.clear()
-        if not len(log):
-            return
-        last = np.r_[log.seq[1:] != log.seq[:-1], True]
-        ends = np.flatnonzero(last)[-self.max_seqs :]
-        starts = log.starts()
-        for end in ends:
-            lo = max(int(starts[end]), int(end) + 1 - self.per_seq)
-            self._items[int(log.seq[end])] = log.item[lo : end + 1].tolist()
-
-    def push(self, seq: int, item: int) -> list[int]:
-        """Record item for seq and return the items that preceded it (oldest first)."""
-        prev = self._items.pop(seq, [])
-        self._items[seq] = ([*prev, item])[-self.per_seq :]
-        if len(self._items) > self.max_seqs:
-            self._items.popitem(last=False)
-        return prev
-
-
-class PairCounts:
-    """Sparse item x item weights: a CSR built at fit plus a dict of online increments.
-
-    The dict keeps single-event updates O(1); it is folded into the CSR once it grows large.
-    """
-
-    def __init__(self, n: int = 0, compact_at: int = 50_000) -> None:
-        self.base: sp.csr_matrix = sp.csr_matrix((n, n))
-        self.delta: dict[int, dict[int, float]] = {}
-        self.compact_at = compact_at
-        self._pending = 0
-
-    @property
-    def n(self) -> int:
-        return int(self.base.shape[0])
-
-    def fit(self, rows: IntArray, cols: IntArray, vals: FloatArray, n: int) -> None:
-        self.base = sp.coo_matrix((vals, (rows, cols)), shape=(n, n)).tocsr()
-        self.base.sum_duplicates()
-        self.delta, self._pending = {}, 0
-
-    def add(self, row: int, col: int, val: float) -> None:
-        self.grow(max(row, col) + 1)
-        d = self.delta.setdefault(row, {})
-        d[col] = d.get(col, 0.0) + val
-        self._pending += 1
-        if self._pending >= self.compact_at:
-            self.compact()
-
-    def grow(self, n: int) -> None:
-        if n > self.n:
-            self.base.resize((n, n))
-
-    def compact(self) -> None:
-        entries = [(r, c, v) for r, row in self.delta.items() for c, v in row.items()]
-        if entries:
-            r, c, v = map(np.asarray, zip(*entries, strict=True))
-            self.base = (self.base + sp.csr_matrix((v, (r, c)), shape=self.base.shape)).tocsr()
-        self.delta, self._pending = {}, 0
-
-    def combine(self, rows: IntArray, weights: FloatArray) -> Sparse:
-        """Sum of weights[j] * row rows[j]: only the columns those rows hold."""
-        if not len(rows):
-            return Sparse.summed(EMPTY_INTS, np.zeros(0))
-        uniq, inv = np.unique(rows, return_inverse=True)
-        w = np.bincount(inv.ravel(), weights=weights)
-        owner, at = ragged(self.base.indptr, uniq)
-        cols, vals = [self.base.indices[at]], [w[owner] * self.base.data[at]]
-        for r, wr in zip(uniq.tolist(), w.tolist(), strict=True):
-            row = self.delta.get(r)
-            if row:
-                cols.append(np.fromiter(row.keys(), np.int64, len(row)))
-                vals.append(wr * np.fromiter(row.values(), float, len(row)))
-        return Sparse.summed(np.concatenate(cols), np.concatenate(vals))
-
-
 def _context_tail(
     ctx: Context, n_items: int, size: int, decay: float
 ) -> tuple[IntArray, FloatArray]:
@@ -167,35 +96,6 @@ def _context_tail(
     known = ctx.items[ctx.items < n_items]
     known = known[-size:] if size > 0 else known
     return known, recency_weights(len(known), decay)
-
-
-def _pairs_within(log: EventLog, max_gap: int | None) -> Iterable[tuple[int, IntArray, IntArray]]:
-    """(gap, earlier items, later items) for event pairs of one sequence up to max_gap apart."""
-    if not len(log):
-        return
-    longest = int(np.max(np.bincount(np.unique(log.seq, return_inverse=True)[1])))
-    top = longest - 1 if max_gap is None else min(max_gap, longest - 1)
-    for gap in range(1, top + 1):
-        same = log.seq[gap:] == log.seq[:-gap]
-        if same.any():
-            yield gap, log.item[:-gap][same], log.item[gap:][same]
-
-
-def _all_pairs(log: EventLog) -> sp.csr_matrix:
-    """Pairs of distinct positions of each sequence, per item pair, as S'S for S = counts.
-
-    A sparse product instead of a loop over gaps: cost follows the distinct items per sequence,
-    not the length of the longest one (a bot's session can be very long).
-    """
-    rows = np.unique(log.seq, return_inverse=True)[1]
-    n_rows = int(rows.max()) + 1 if len(rows) else 0
-    counts = sp.csr_matrix((np.ones(len(log)), (rows, log.item)), shape=(n_rows, log.n_items))
-    counts.sum_duplicates()
-    # an item pairs with its own other occurrences only: c*c - c on the diagonal
-    own = sp.diags(np.asarray(counts.sum(axis=0)).ravel())
-    pairs = (counts.T @ counts - own).tocsr()
-    pairs.eliminate_zeros()
-    return pairs
 
 
 class _Model:
@@ -282,7 +182,8 @@ class Trending(_Model):
         if self._pool is None or n > self.POOL or len(self._touched) > self.REBUILD_AFTER:
             self._pool = best(np.arange(len(self.counts)), self.counts, max(n, self.POOL))
             self._touched = set()
-        pool = np.union1d(self._pool, np.fromiter(self._touched, np.int64, len(self._touched)))
+        pool = distinct(np.r_[self._pool, np.fromiter(self._touched, np.int64,
+                                                      len(self._touched))])
         top = best(pool, self.counts[pool], n)
         self._top = (n, top)
         return top
@@ -306,16 +207,16 @@ class CoOccurrence(_Model):
         self.context_size = context_size
         self.decay = decay
         self.pairs = PairCounts()
-        self._recent = _RecentItems(per_seq=window or 50)
+        self._recent = RecentItems(per_seq=window or 50)
 
     def fit(self, log: EventLog) -> None:
         self.n_items = log.n_items
         if self.window is None:
-            self.pairs.base = _all_pairs(log)
-            self.pairs.delta = {}
+            self.pairs.base = all_pairs(log)
+            self.pairs.delta, self.pairs._pending = {}, 0
         else:
             rows, cols = [], []
-            for _, a, b in _pairs_within(log, self.window):
+            for _, a, b in pairs_within(log, self.window):
                 rows += [a, b]
                 cols += [b, a]
             r = np.concatenate(rows) if rows else np.zeros(0, np.int64)
@@ -334,7 +235,7 @@ class CoOccurrence(_Model):
             self.pairs.add(other, event.item, 1.0)
             self.pairs.add(event.item, other, 1.0)
 
-    def opinion(self, ctx: Context) -> Sparse:
+    def opinion(self, ctx: Context) -> Rows:
         items, w = _context_tail(ctx, self.n_items, self.context_size, self.decay)
         return self.pairs.combine(items, w)
 
@@ -357,12 +258,12 @@ class SequentialRules(_Model):
         self.decay = decay
         self.pruning = pruning
         self.pairs = PairCounts()
-        self._recent = _RecentItems(per_seq=steps)
+        self._recent = RecentItems(per_seq=steps)
 
     def fit(self, log: EventLog) -> None:
         self.n_items = log.n_items
         rows, cols, vals = [], [], []
-        for gap, a, b in _pairs_within(log, self.steps):
+        for gap, a, b in pairs_within(log, self.steps):
             rows.append(a)
             cols.append(b)
             vals.append(np.full(len(a), 1.0 / gap))
@@ -377,7 +278,7 @@ class SequentialRules(_Model):
         keeps them all) and keep each item's `pruning` strongest."""
         self.pairs.fit(rows, cols, vals, n)
         if self.pruning > 0:
-            self.pairs.base = _strongest_per_row(self.pairs.base, self.pruning)
+            self.pairs.base = strongest_per_row(self.pairs.base, self.pruning)
 
     def update(self, event: Event) -> None:
         self.n_items = max(self.n_items, event.item + 1)
@@ -386,20 +287,9 @@ class SequentialRules(_Model):
         for gap, other in enumerate(reversed(prev), start=1):
             self.pairs.add(other, event.item, 1.0 / gap)
 
-    def opinion(self, ctx: Context) -> Sparse:
+    def opinion(self, ctx: Context) -> Rows:
         items, w = _context_tail(ctx, self.n_items, self.context_size, self.decay)
         return self.pairs.combine(items, w)
-
-
-def _strongest_per_row(m: sp.csr_matrix, keep: int) -> sp.csr_matrix:
-    """Each row's `keep` largest entries (ties: lower column first), the rest dropped."""
-    m = m.tocsr()
-    m.sort_indices()
-    rows = np.repeat(np.arange(m.shape[0]), np.diff(m.indptr))
-    order = np.lexsort((m.indices, -m.data, rows))  # by row, then strongest, then column
-    rank = np.arange(len(order)) - m.indptr[rows[order]]
-    kept = order[rank < keep]
-    return sp.csr_matrix((m.data[kept], (rows[kept], m.indices[kept])), shape=m.shape)
 
 
 def _last_positions(
@@ -543,6 +433,10 @@ class ContentSimilarity(_Model):
 
     Stated preferences (poll answers) count like a context item, which is what makes a new
     visitor's first list relevant. Within a matching attribute, popular items come first.
+
+    Every attribute's values share one numbering (`_slots`: each attribute's values, then one
+    slot for its unknown value), and the features follow them: a served list then costs a few
+    NumPy calls for all attributes at once rather than a few per attribute and per value.
     """
 
     def __init__(self, decay: float = 0.8, context_size: int = 20) -> None:
@@ -551,13 +445,25 @@ class ContentSimilarity(_Model):
         self.attributes: dict[str, IntArray] = {}
         self._n_values: dict[str, int] = {}
         self.features: sp.csr_matrix | None = None
-        self._lookup: dict[str, IntArray] = {}  # per attribute: codes with -1 as n_values
         self.popularity: FloatArray = np.zeros(0)
         self._boost: FloatArray = np.ones(0)  # 1 + log1p(popularity), kept per event
-        # Per attribute: items ordered by value, most popular first within a value, and where
-        # each value starts; per feature the same (a CSC's row order). See `_ContentOpinion.top`.
-        self._by_value: dict[str, tuple[IntArray, IntArray]] = {}
-        self._by_feature: tuple[IntArray, IntArray] = (EMPTY_INTS, np.zeros(1, np.int64))
+        # Per item, the slot of its value of each attribute (items x attributes); where each
+        # attribute's slots begin; the unknown values' slots; how many slots in all.
+        self._slots: IntArray = np.zeros((0, 0), np.int64)
+        self._first_slot: dict[str, int] = {}
+        self._unknown: IntArray = EMPTY_INTS
+        self._n_slots = 0
+        # Items by slot, most popular first within a slot, and where each slot starts (the
+        # features' after the attributes' as slots _n_slots...); how many values of a slot's
+        # attribute a list draws from (see `_ContentOpinion.top`).
+        self._by_slot: IntArray = EMPTY_INTS
+        self._slot_starts: IntArray = np.zeros(1, np.int64)
+        self._group_of_slot: IntArray = EMPTY_INTS
+        self._most: IntArray = EMPTY_INTS
+        # Each item's features as a padded row (columns, values; padding points at column
+        # n_features, whose taste is 0), so scoring items by taste is a gather, not a ragged
+        # walk of the CSR; None when some item has more than PADDED_FEATURES.
+        self._padded: tuple[IntArray, FloatArray] | None = None
 
     def fit(self, log: EventLog) -> None:
         self.n_items = log.n_items
@@ -583,25 +489,49 @@ class ContentSimilarity(_Model):
         """
         self.attributes = {k: np.asarray(v, np.int64) for k, v in attributes.items()}
         self._n_values = {k: int(v.max()) + 1 if len(v) else 0 for k, v in self.attributes.items()}
-        # unknown (-1) looks up a trailing 0 vote: one gather per attribute when scoring
-        self._lookup = {k: np.where(v >= 0, v, self._n_values[k])
-                        for k, v in self.attributes.items()}
         self.features = features
-        self.n_items = max(self.n_items, max((len(v) for v in self.attributes.values()), default=0))
+        n = max((len(v) for v in self.attributes.values()), default=0)
+        self.n_items = max(self.n_items, n)
         self.popularity = _grow(self.popularity, self.n_items)
         self._boost = 1.0 + np.log1p(self.popularity)
-        self._by_value = {}
-        for name, lookup in self._lookup.items():
-            order = np.lexsort((-self._boost[: len(lookup)], lookup))
-            starts = np.searchsorted(lookup[order], np.arange(self._n_values[name] + 1))
-            self._by_value[name] = (order, starts)
-        self._by_feature = (EMPTY_INTS, np.zeros(1, np.int64))
+        columns, orders, starts, groups, most = [], [], [], [], []
+        first, placed = 0, 0
+        self._first_slot = {}
+        for g, (name, codes) in enumerate(self.attributes.items()):
+            n_values = self._n_values[name]
+            self._first_slot[name] = first
+            # unknown (-1), and an item the attribute does not reach, take the trailing slot
+            slot = np.full(n, first + n_values, np.int64)
+            slot[: len(codes)] = np.where(codes >= 0, codes + first, first + n_values)
+            columns.append(slot)
+            order = np.lexsort((-self._boost[:n], slot))
+            orders.append(order)
+            starts.append(np.searchsorted(slot[order], np.arange(first, first + n_values + 1))
+                          + placed)
+            groups.append(np.full(n_values + 1, g))
+            most.append(VOTED_VALUES)
+            first += n_values + 1
+            placed += n
+        self._slots = np.stack(columns, axis=1) if columns else np.zeros((n, 0), np.int64)
+        self._n_slots = first
+        self._unknown = np.array([self._first_slot[name] + self._n_values[name]
+                                  for name in self.attributes], np.int64)
+        self._padded = None
         if features is not None:
+            self._padded = _padded_rows(features.tocsr())
             by_feature = features.tocsc()
             column = np.repeat(np.arange(by_feature.shape[1]), np.diff(by_feature.indptr))
             rows = by_feature.indices.astype(np.int64)
-            order = np.lexsort((-_grow(self._boost, by_feature.shape[0], 1.0)[rows], column))
-            self._by_feature = (rows[order], by_feature.indptr.astype(np.int64))
+            orders.append(rows[np.lexsort((-_grow(self._boost, by_feature.shape[0], 1.0)[rows],
+                                           column))])
+            starts.append(by_feature.indptr[:-1].astype(np.int64) + placed)
+            groups.append(np.full(by_feature.shape[1], len(self.attributes)))
+            most.append(VOTED_FEATURES)
+            placed += len(rows)
+        self._by_slot = np.concatenate([EMPTY_INTS, *orders]).astype(np.int64)
+        self._slot_starts = np.r_[np.concatenate([EMPTY_INTS, *starts]), placed].astype(np.int64)
+        self._group_of_slot = np.concatenate([EMPTY_INTS, *groups]).astype(np.int64)
+        self._most = np.asarray(most, np.int64)
 
     def _taste(self, items: IntArray, w: FloatArray, stated: Sequence[int]) -> FloatArray | None:
         """Weight per feature: each context item's features share its weight; answers add 1."""
@@ -610,52 +540,85 @@ class ContentSimilarity(_Model):
             return None
         known = items < f.shape[0]
         rows, weights = items[known], w[known]
-        owner, at = ragged(f.indptr, rows)
-        per_row = np.maximum(np.diff(f.indptr)[rows], 1)
-        taste = np.bincount(f.indices[at], weights=f.data[at] * (weights / per_row)[owner],
-                            minlength=f.shape[1]).astype(float)
+        per_row = np.maximum(f.indptr[rows + 1] - f.indptr[rows], 1)
+        if self._padded is not None:
+            columns, values = self._padded[0][rows], self._padded[1][rows]
+            summed = np.bincount(columns.ravel(), minlength=f.shape[1] + 1,
+                                 weights=(values * (weights / per_row)[:, None]).ravel())
+            taste: FloatArray = summed[: f.shape[1]].astype(float)  # nothing gives ints
+        else:
+            owner, at = ragged(f.indptr, rows)
+            taste = np.bincount(f.indices[at], weights=f.data[at] * (weights / per_row)[owner],
+                                minlength=f.shape[1]).astype(float)
         taste[[v for v in stated if 0 <= v < f.shape[1]]] += 1.0
         return taste if taste.any() else None
 
-    def _votes(
-        self, name: str, items: IntArray, w: FloatArray, stated: Sequence[int]
-    ) -> FloatArray | None:
-        """Weight of each value of one attribute among the context items and stated answers."""
-        codes, n_values = self.attributes[name], self._n_values[name]
-        if n_values <= 0:
+    def _votes(self, items: IntArray, w: FloatArray,
+               preferences: Mapping[str, Sequence[int]]) -> FloatArray | None:
+        """Weight of each slot (every attribute's values) among the context items and stated
+        answers; None when nothing has a vote."""
+        if not self._n_slots:
             return None
-        known = items < len(codes)
-        ctx_codes, ctx_w = codes[items[known]], w[known]
-        ok = ctx_codes >= 0
-        votes = np.bincount(ctx_codes[ok], weights=ctx_w[ok], minlength=n_values).astype(float)
-        votes[[v for v in stated if 0 <= v < n_values]] += 1.0
+        known = items < len(self._slots)
+        slots = self._slots[items[known]]
+        votes = np.bincount(slots.ravel(), weights=np.repeat(w[known], slots.shape[1]),
+                            minlength=self._n_slots).astype(float)
+        votes[self._unknown] = 0.0  # an unknown value is shared by nothing
+        for name, stated in preferences.items():
+            first = self._first_slot.get(name)
+            if first is not None:
+                n_values = self._n_values[name]
+                votes[[first + v for v in stated if 0 <= v < n_values]] += 1.0
         return votes if votes.any() else None
 
     def opinion(self, ctx: Context) -> _ContentOpinion:
         items, w = _context_tail(ctx, self.n_items, self.context_size, self.decay)
         if not len(items) and not ctx.preferences:
-            return _ContentOpinion(self, {}, None, items)  # nothing to be similar to
-        votes = {name: v for name in self._lookup
-                 if (v := self._votes(name, items, w, ctx.preferences.get(name, ()))) is not None}
-        return _ContentOpinion(self, votes, self._taste(items, w, ctx.preferences.get(
-            "features", ())), items)
+            return _ContentOpinion(self, None, None, items)  # nothing to be similar to
+        return _ContentOpinion(self, self._votes(items, w, ctx.preferences), self._taste(
+            items, w, ctx.preferences.get("features", ())), items)
+
+
+# Items with up to this many features (tags, title words) are scored by taste as padded rows.
+PADDED_FEATURES = 32
+
+
+def _padded_rows(m: sp.csr_matrix) -> tuple[IntArray, FloatArray] | None:
+    """A CSR's rows as (columns, values) padded to its longest row with (n_columns, 0.0);
+    None when a row is longer than PADDED_FEATURES."""
+    lengths = np.diff(m.indptr)
+    width = int(lengths.max(initial=0))
+    if width > PADDED_FEATURES:
+        return None
+    columns = np.full((m.shape[0], width), m.shape[1], np.int64)
+    values = np.zeros((m.shape[0], width))
+    filled = np.arange(width) < lengths[:, None]  # row-major: the CSR's own order
+    columns[filled], values[filled] = m.indices, m.data
+    return columns, values
 
 
 class _ContentOpinion:
-    def __init__(self, model: ContentSimilarity, votes: dict[str, FloatArray],
+    def __init__(self, model: ContentSimilarity, votes: FloatArray | None,
                  taste: FloatArray | None, context: IntArray) -> None:
         self.model, self.votes, self.taste, self.context = model, votes, taste, context
-        # a trailing 0 for the unknown value (-1, looked up as n_values)
-        self._gather = {name: np.r_[v, 0.0] for name, v in votes.items()}
+        self._padded_taste = np.r_[taste, 0.0] if taste is not None else None  # + padding's
 
     def at(self, items: IntArray) -> FloatArray:
         m = self.model
-        out = np.zeros(len(items))
-        for name, votes in self._gather.items():
-            lookup = m._lookup[name]
-            inside = items < len(lookup)
-            out += np.where(inside, votes[lookup[np.where(inside, items, 0)]], 0.0)
-        if self.taste is not None and m.features is not None:
+        if self.votes is not None:
+            slots = m._slots
+            inside = items < len(slots)
+            out = self.votes[slots[np.where(inside, items, 0)]].sum(axis=1)
+            out[~inside] = 0.0
+        else:
+            out = np.zeros(len(items))
+        taste = self._padded_taste
+        if taste is not None and m.features is not None and m._padded is not None:
+            inside = items < m.features.shape[0]
+            at = np.where(inside, items, 0)
+            out += np.where(inside, (taste[m._padded[0][at]] * m._padded[1][at]).sum(axis=1),
+                            0.0)
+        elif self.taste is not None and m.features is not None:
             rows = np.flatnonzero(items < m.features.shape[0])
             owner, at = ragged(m.features.indptr, items[rows])
             out[rows] += np.bincount(owner, minlength=len(rows),
@@ -673,22 +636,31 @@ class _ContentOpinion:
         approximation: an unpopular item matching several values at once can be missed, except
         the context's own items (each matches every value of its own)."""
         m = self.model
+        weights = np.concatenate([self.votes if self.votes is not None
+                                  else np.zeros(m._n_slots),
+                                  self.taste if self.taste is not None else EMPTY_FLOATS])
+        voted = np.flatnonzero(weights > 0)
         picks = [self.context]
-        groups = [(votes, *m._by_value[name], VOTED_VALUES) for name, votes in self.votes.items()]
-        if self.taste is not None:
-            groups.append((self.taste, *m._by_feature, VOTED_FEATURES))
-        for weights, order, starts, most in groups:
-            voted = np.flatnonzero(weights > 0)
-            values = best(voted, weights[voted], most)
-            slots = np.maximum(np.ceil(n * weights[values] / weights[values].sum()), MIN_SLOTS)
-            for value, k in zip(values.tolist(), slots.astype(np.int64).tolist(), strict=True):
-                first = int(starts[value])
-                picks.append(order[first: min(first + k, int(starts[value + 1]))])
-        candidates = np.unique(np.concatenate(picks))
+        if len(voted):
+            weight, group = weights[voted], m._group_of_slot[voted]
+            # per attribute (the features count as one), its values by vote, most first
+            order = np.lexsort((voted, -weight, group))
+            group = group[order]
+            rank = np.arange(len(order)) - np.searchsorted(group, group)
+            chosen = order[rank < m._most[group]]
+            values, weight, group = voted[chosen], weight[chosen], group[rank < m._most[group]]
+            summed = np.bincount(group, weights=weight)[group]
+            slots = np.maximum(np.ceil(n * weight / summed), MIN_SLOTS).astype(np.int64)
+            starts = m._slot_starts[values]
+            lengths = np.minimum(slots, m._slot_starts[values + 1] - starts)
+            owner = np.repeat(np.arange(len(values)), lengths)
+            offsets = np.arange(len(owner)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+            picks.append(m._by_slot[starts[owner] + offsets])
+        candidates = distinct(np.concatenate(picks))
         return best(candidates, self.at(candidates), n)
 
     def dense(self, n_items: int) -> FloatArray:
-        if not self.votes and self.taste is None:
+        if self.votes is None and self.taste is None:
             return np.zeros(n_items)
         return self.at(np.arange(n_items))
 
@@ -768,7 +740,7 @@ class Hybrid:
     def candidates(opinions: Mapping[str, Opinion], depth: int = CANDIDATES) -> IntArray:
         """The union of each opinion's best `depth` items."""
         tops = [opinion.top(depth) for opinion in opinions.values()]
-        return np.unique(np.concatenate([EMPTY_INTS, *tops]).astype(np.int64))
+        return distinct(np.concatenate([EMPTY_INTS, *tops]).astype(np.int64))
 
     @staticmethod
     def component_scores(opinions: Mapping[str, Opinion], candidates: IntArray) -> FloatArray:
@@ -787,14 +759,19 @@ class Hybrid:
     def blend(self, ctx: Context, candidates: IntArray | None = None) -> Blend:
         opinions = self.opinions(ctx)
         items = self.candidates(opinions) if candidates is None else candidates
-        out = np.zeros(len(items))
-        parts: dict[str, FloatArray] = {}
-        for name, opinion in opinions.items():
-            scores = opinion.at(items)
-            top = float(scores.max()) if len(scores) else 0.0
-            if top > 0:
-                part = parts[name] = (self.weights[name] / top) * scores
-                out += part
+        if not opinions or not len(items):
+            return Blend(items, np.zeros(len(items)), {})
+        # every opinion's scores as one matrix: the scaling and summing are a few NumPy calls
+        # for all of them (the same sums, added in the same order, as one opinion at a time)
+        names = list(opinions)
+        scores = np.vstack([opinion.at(items) for opinion in opinions.values()])
+        tops = scores.max(axis=1)
+        counted = np.flatnonzero(tops > 0)  # an opinion without a positive score adds nothing
+        weights = np.fromiter((self.weights[names[i]] for i in counted.tolist()), float,
+                              len(counted))
+        scaled = (weights / tops[counted])[:, None] * scores[counted]
+        parts = {names[i]: scaled[j] for j, i in enumerate(counted.tolist())}
+        out = scaled.sum(axis=0) if len(counted) else np.zeros(len(items))
         return Blend(items, out, parts)
 
     @property

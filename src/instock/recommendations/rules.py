@@ -85,24 +85,33 @@ def diversify(order: Sequence[int], scores: Mapping[int, float], brand: IntArray
     """Greedy re-rank: each pick lowers the scores of its brand and category.
 
     A shopper who loves one brand still sees it first, but not ten times in a row. Plain Python:
-    a list's few dozen candidates cost less so than in NumPy calls.
+    a list's few dozen candidates cost less so than in NumPy calls. Each pick lowers only the
+    candidates of its brand and category, found through an index of them rather than by
+    testing every candidate left.
     """
     codes = [int(c) for c in order]
     at = np.asarray(codes, np.int64)
     brands, categories = brand[at].tolist(), category[at].tolist()
     adjusted = [scores[c] for c in codes]
+    same_brand: dict[int, list[int]] = {}
+    same_category: dict[int, list[int]] = {}
+    for i, (b, c) in enumerate(zip(brands, categories, strict=True)):
+        if b >= 0:  # -1 (unknown) shares nothing
+            same_brand.setdefault(b, []).append(i)
+        if c >= 0:
+            same_category.setdefault(c, []).append(i)
     left = list(range(len(codes)))
     picked: list[int] = []
     for _ in range(min(limit, len(codes))):
         best = max(left, key=adjusted.__getitem__)  # ties: the earlier in `order`
         left.remove(best)
         picked.append(codes[best])
-        b, c = brands[best], categories[best]  # -1 (unknown) shares nothing
-        for i in left:
-            if b >= 0 and brands[i] == b:
-                adjusted[i] *= SAME_BRAND
-            if c >= 0 and categories[i] == c:
-                adjusted[i] *= SAME_CATEGORY
+        # a candidate's brand first, then its category, as each pick always did (the same
+        # products, to the bit); those already picked are lowered too, and never looked at
+        for i in same_brand.get(brands[best], ()):
+            adjusted[i] *= SAME_BRAND
+        for i in same_category.get(categories[best], ()):
+            adjusted[i] *= SAME_CATEGORY
     return picked
 
 
