@@ -75,6 +75,10 @@ async def served(c: Container, servicer: InventoryServicer) -> Any:
 
 
 def remote(server: RpcServer, tokens: TokenAuthority, **policy: Any) -> RemoteInventory:
+    # A generous deadline unless a test is about deadlines: the production 5 s once ran out
+    # on a test's first call (channel connect and a SQLite write) in a CI run on a machine
+    # loaded by other work.
+    policy.setdefault("deadline_seconds", 30.0)
     return RemoteInventory(f"grpc://127.0.0.1:{server.port}", tokens, CallPolicy(**policy))
 
 
