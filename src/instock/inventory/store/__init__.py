@@ -340,8 +340,7 @@ async def save_levels(conn: AsyncConnection, levels: Sequence[StockLevel],
                       versions_before: dict[tuple[str, str], int]) -> None:
     """Write changed levels with a compare-and-swap on the version they were read at."""
     for level in levels:
-        values = {**level.buckets.as_dict(), "version": level.version,
-                  "last_hash": level.last_hash}
+        values = level_values(level)
         before = versions_before[(level.sku, level.location)]
         if before == 0:
             await conn.execute(stock_levels.insert().values(
@@ -353,6 +352,11 @@ async def save_levels(conn: AsyncConnection, levels: Sequence[StockLevel],
             if result.rowcount != 1:
                 raise VersionConflict(f"stock level {level.sku}@{level.location} changed")
     await upsert(conn, lots, lot_rows(levels), ["sku", "location", "code"])
+
+
+def level_values(level: StockLevel) -> dict[str, Any]:
+    """What a level's row holds besides its key: its buckets, version and chain head."""
+    return {**level.buckets.as_dict(), "version": level.version, "last_hash": level.last_hash}
 
 
 def lot_rows(levels: Sequence[StockLevel]) -> list[dict[str, Any]]:

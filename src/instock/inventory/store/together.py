@@ -31,12 +31,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from instock.inventory.model import LedgerEntry, Reservation, ReservationStatus, StockLevel
 from instock.inventory.store import (
+    BUCKET_COLUMNS,
     bump_items,
     entry_row,
     insert_entries,
     insert_reservations,
     items,
     ledger,
+    level_values,
     lot_rows,
     lots,
     reservation_allocations,
@@ -48,11 +50,10 @@ from instock.inventory.store import (
     update_reservation,
 )
 from instock.platform.bus import outbox
-from instock.platform.db import COPY_THRESHOLD, insert_rows
+from instock.platform.db import COPY_THRESHOLD, array_rows, insert_rows
 from instock.platform.errors import VersionConflict
 
-BUCKETS = [c.name for c in stock_levels.c if c.name not in ("sku", "location", "version",
-                                                            "last_hash")]
+BUCKETS = [c.name for c in BUCKET_COLUMNS]
 
 
 @dataclass
@@ -103,8 +104,7 @@ def _rows(writes: StockWrites) -> dict[str, list[dict[str, Any]]]:
     """Each part's rows, keyed by the part's name (a CTE of the statement)."""
     updated, created = [], []
     for level in writes.levels:
-        row = {"sku": level.sku, "location": level.location, **level.buckets.as_dict(),
-               "version": level.version, "last_hash": level.last_hash}
+        row = {"sku": level.sku, "location": level.location, **level_values(level)}
         before = writes.versions_before[(level.sku, level.location)]
         if before == 0:
             created.append(row)
@@ -148,15 +148,18 @@ _SOURCES: dict[str, sa.Table] = {
 
 
 def _unnest(name: str, table: sa.Table, columns: list[str],
-            extra: dict[str, Any] | None = None) -> sa.TableValuedAlias:
-    """`unnest(:name__a, :name__b, ...) AS name(a, b, ...)`: rows as one array per column.
-    JSON travels as text and is cast back in the INSERT (an array of JSON would be encoded
-    element by element by the driver)."""
-    types = {c: (sa.Text() if isinstance(table.c[c].type, sa.JSON) else table.c[c].type)
-             for c in columns if c in table.c}
-    types.update(extra or {})
-    arrays = [sa.bindparam(f"{name}__{c}", type_=postgresql.ARRAY(types[c])) for c in columns]
-    return sa.func.unnest(*arrays).table_valued(*columns).render_derived(name=f"v_{name}")
+            like: dict[str, sa.ColumnElement[Any]] | None = None) -> sa.TableValuedAlias:
+    """The part's rows as one array parameter per column, `name__column` (`array_rows`), each
+    typed as the table's column, or as `like` names for columns the table lacks. JSON travels
+    as text and is cast back in the INSERT (an array of JSON would be encoded element by
+    element by the driver)."""
+    def source(column: str) -> sa.ColumnElement[Any]:
+        if like and column in like:
+            return like[column]
+        found = table.c[column]
+        return sa.column(column, sa.Text()) if isinstance(found.type, sa.JSON) else found
+
+    return array_rows(f"v_{name}", **{c: (source(c), f"{name}__{c}") for c in columns})
 
 
 @functools.cache
@@ -169,7 +172,7 @@ def _statement(parts: frozenset[str]) -> tuple[Any, dict[str, list[str]]]:
         table = _SOURCES[name]
         if name == "levels":
             columns[name] = ["sku", "location", *BUCKETS, "version", "last_hash", "before"]
-            v = _unnest(name, table, columns[name], {"before": sa.BigInteger()})
+            v = _unnest(name, table, columns[name], {"before": table.c.version})
             cte = (table.update()
                    .where(table.c.sku == v.c.sku, table.c.location == v.c.location,
                           table.c.version == v.c.before)
@@ -189,7 +192,7 @@ def _statement(parts: frozenset[str]) -> tuple[Any, dict[str, list[str]]]:
                             .scalar_subquery().label("bumped"))
         elif name == "moved":  # a compare-and-swap on the status each was read in
             columns[name] = ["id", "before", "status", "expires_at", "updated_at"]
-            v = _unnest(name, table, columns[name], {"before": table.c.status.type})
+            v = _unnest(name, table, columns[name], {"before": table.c.status})
             cte = (table.update().where(table.c.id == v.c.id, table.c.status == v.c.before)
                    .values(status=v.c.status, expires_at=v.c.expires_at,
                            updated_at=v.c.updated_at)
