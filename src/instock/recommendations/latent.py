@@ -18,7 +18,14 @@ from scipy.linalg import lapack
 from threadpoolctl import threadpool_limits
 
 from instock.recommendations.data import Context, Event, EventLog, FloatArray, IntArray
-from instock.recommendations.scores import EMPTY_FLOATS, EMPTY_INTS, Opinion, Sparse, best
+from instock.recommendations.scores import (
+    EMPTY_FLOATS,
+    EMPTY_INTS,
+    Opinion,
+    Sparse,
+    best,
+    run_starts,
+)
 
 ALS_ALPHAS = (1.0, 10.0, 40.0)
 DEFAULT_ALS_ALPHA = 10.0
@@ -125,7 +132,7 @@ class LatentFactors:
         implicit recomputes Y'Y on every call, which dominates scoring on large catalogues.
         """
         ordered = np.sort(items)  # np.unique(return_counts) costs more than this on a context
-        first = np.r_[True, ordered[1:] != ordered[:-1]]
+        first = run_starts(ordered)
         uniq = ordered[first]
         conf = self.alpha * np.diff(np.r_[np.flatnonzero(first), len(ordered)])
         y = self._factors[uniq].astype(np.float64)

@@ -14,7 +14,7 @@ from typing import Protocol
 import numpy as np
 import scipy.sparse as sp
 
-from instock.recommendations.data import FloatArray, IntArray
+from instock.recommendations.data import BoolArray, FloatArray, IntArray
 
 EMPTY_INTS: IntArray = np.zeros(0, np.int64)
 EMPTY_FLOATS: FloatArray = np.zeros(0)
@@ -60,16 +60,27 @@ def best(items: IntArray, scores: FloatArray, n: int) -> IntArray:
     return items
 
 
+def run_starts(ordered: IntArray) -> BoolArray:
+    """Per position of a sorted array: does a new value start there (a sort and this give
+    np.unique's results at a fraction of its cost on the short arrays of a served list)."""
+    first = np.empty(len(ordered), bool)
+    if len(ordered):
+        first[0] = True
+        np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
+    return first
+
+
+def looked_up(keys: IntArray, values: FloatArray, asked: IntArray) -> FloatArray:
+    """The values of the asked keys in sorted, distinct, non-empty `keys`; 0 where absent."""
+    where = np.minimum(np.searchsorted(keys, asked), len(keys) - 1)
+    return np.where(keys[where] == asked, values[where], 0.0)
+
+
 def distinct(values: IntArray) -> IntArray:
     """The sorted distinct values: np.unique's result at a fifth of its cost on the few hundred
     items of a list's candidates (NumPy 2's hashing unique took ~35 us there, a sort ~8)."""
     ordered = np.sort(values)
-    if len(ordered) < 2:
-        return ordered
-    first = np.empty(len(ordered), bool)
-    first[0] = True
-    np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
-    return ordered[first]
+    return ordered[run_starts(ordered)]
 
 
 class Sparse:
@@ -86,9 +97,7 @@ class Sparse:
         # a stable sort keeps each item's weights in their order: the sums are np.unique's
         order = np.argsort(items, kind="stable")
         ordered = items[order]
-        first = np.empty(len(ordered), bool)
-        first[0] = True
-        np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
+        first = run_starts(ordered)
         return cls(ordered[first].astype(np.int64, copy=False),
                    np.bincount(np.cumsum(first) - 1, weights=np.asarray(weights)[order])
                    .astype(np.float64, copy=False))
@@ -99,8 +108,7 @@ class Sparse:
     def at(self, items: IntArray) -> FloatArray:
         if not len(self.items):
             return np.zeros(len(items))
-        where = np.minimum(np.searchsorted(self.items, items), len(self.items) - 1)
-        return np.where(self.items[where] == items, self.scores[where], 0.0)
+        return looked_up(self.items, self.scores, items)
 
     def dense(self, n_items: int) -> FloatArray:
         out = np.zeros(n_items)
@@ -207,17 +215,14 @@ class Rows:
         if keys is not None and len(items):
             n_spans = len(self._spans)
             asked = ((np.arange(n_spans, dtype=np.int64) << KEY_SHIFT)[:, None] + items).ravel()
-            where = np.minimum(np.searchsorted(keys, asked), len(keys) - 1)
-            found = np.where(keys[where] == asked, self._values[where], 0.0)
+            found = looked_up(keys, self._values, asked)
             out = found.reshape(n_spans, len(items)).sum(axis=0)
         else:
             out = np.zeros(len(items))
             for _, weight, cols, vals in self._spans:
-                where = np.minimum(np.searchsorted(cols, items), len(cols) - 1)
-                out += np.where(cols[where] == items, weight * vals[where], 0.0)
+                out += weight * looked_up(cols, vals, items)
         for weight, cols, vals in self._delta:
-            where = np.minimum(np.searchsorted(cols, items), len(cols) - 1)
-            out += np.where(cols[where] == items, weight * vals[where], 0.0)
+            out += weight * looked_up(cols, vals, items)
         return out
 
     def top(self, n: int) -> IntArray:
