@@ -102,9 +102,10 @@ async def test_a_page_costs_the_same_statements_however_many_products_and_varian
     async def statements(n: int) -> int:
         await graph.post(query, n=n)  # first: warms the per-process caches (channels, SKUs)
         counts = []
-        # The least of three: the app's relay and consumers share the database, and one of
-        # them working through the products just made adds its statements to a count (seen
-        # under a loaded machine); the page's own statements are in every one.
+        # The least of three: a count can also hold the refresh of a per-process copy that
+        # expired since the warm-up (the channel's lasts CHANNEL_CACHE_SECONDS, 1 s, which a
+        # loaded machine can pass between two requests; this app runs no relay or consumers).
+        # The page's own statements are in every count.
         for _ in range(3):
             with graph.counting() as seen:
                 body = await graph.post(query, n=n)
